@@ -1,0 +1,203 @@
+// Package ledger records everything edgefault creates on a machine —
+// network namespaces, links, qdiscs, nft tables, helper processes — so that
+// it can all be removed again, even after the process that created it was
+// killed with SIGKILL.
+//
+// A ledger is a directory. Each owner (a fleet, or a one-off shaping session)
+// has one append-only JSON-lines file in it. An entry is written and synced
+// before the thing it describes is created, so a crash can leave an entry
+// whose object never existed (removal tolerates that) but never an object
+// without an entry.
+package ledger
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Kinds of entries.
+const (
+	KindNetns   = "netns"   // a named network namespace (Name)
+	KindLink    = "link"    // a link (Name) in namespace Netns
+	KindQdisc   = "qdisc"   // a qdisc on link Name in Netns; Handle is "root" or "ingress"
+	KindNftable = "nftable" // an nft table Name of Family in Netns
+	KindProcess = "process" // a helper process PID started at StartTime (clock ticks since boot)
+	KindState   = "state"   // a file under the ledger directory (Name) holding state for an object
+)
+
+// Entry describes one thing that was created.
+type Entry struct {
+	Kind      string    `json:"kind"`
+	Name      string    `json:"name,omitempty"`
+	Netns     string    `json:"netns,omitempty"`
+	Family    string    `json:"family,omitempty"`
+	Handle    string    `json:"handle,omitempty"`
+	PID       int       `json:"pid,omitempty"`
+	StartTime uint64    `json:"startTime,omitempty"`
+	Time      time.Time `json:"time"`
+	// Removed marks a tombstone: the object was removed on purpose.
+	Removed bool `json:"removed,omitempty"`
+}
+
+// Key identifies the object an entry is about, so that a tombstone matches
+// the entry it removes.
+func (e Entry) Key() string {
+	return strings.Join([]string{e.Kind, e.Netns, e.Family, e.Name, e.Handle, fmt.Sprint(e.PID)}, "|")
+}
+
+// Ledger is a directory of per-owner entry files.
+type Ledger struct {
+	dir string
+}
+
+// DefaultDir is where the ledger lives unless EDGEFAULT_STATE_DIR says
+// otherwise. /run is right: what it records (namespaces, qdiscs, processes)
+// does not survive a reboot either.
+func DefaultDir() string {
+	if d := os.Getenv("EDGEFAULT_STATE_DIR"); d != "" {
+		return filepath.Join(d, "ledger")
+	}
+	return "/run/edgefault/ledger"
+}
+
+// Open returns the ledger in dir, creating the directory if needed.
+func Open(dir string) (*Ledger, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create ledger directory %s: %w (is it writable? edgefault needs root)", dir, err)
+	}
+	return &Ledger{dir: dir}, nil
+}
+
+// Dir is the ledger's directory.
+func (l *Ledger) Dir() string { return l.dir }
+
+var ownerRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// ValidOwner reports whether name can own ledger entries.
+func ValidOwner(name string) error {
+	if !ownerRE.MatchString(name) {
+		return fmt.Errorf("invalid name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+func (l *Ledger) path(owner string) string { return filepath.Join(l.dir, owner+".jsonl") }
+
+// Record appends entries for owner and syncs them to disk before returning.
+func (l *Ledger) Record(owner string, entries ...Entry) error {
+	if err := ValidOwner(owner); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.path(owner), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open ledger for %s: %w", owner, err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock ledger for %s: %w", owner, err)
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		if e.Time.IsZero() {
+			e.Time = time.Now().UTC()
+		}
+		j, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		return fmt.Errorf("write ledger for %s: %w", owner, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync ledger for %s: %w", owner, err)
+	}
+	return nil
+}
+
+// Forget records that the objects behind entries were removed on purpose.
+func (l *Ledger) Forget(owner string, entries ...Entry) error {
+	for i := range entries {
+		entries[i].Removed = true
+		entries[i].Time = time.Time{}
+	}
+	return l.Record(owner, entries...)
+}
+
+// Entries returns owner's live entries (recorded and not forgotten) in the
+// order they were recorded.
+func (l *Ledger) Entries(owner string) ([]Entry, error) {
+	f, err := os.Open(l.path(owner))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read ledger for %s: %w", owner, err)
+	}
+	defer f.Close()
+	var out []Entry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		if len(strings.TrimSpace(sc.Text())) == 0 {
+			continue
+		}
+		var e Entry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			// A crash can tear the last line; anything else is corruption
+			// worth reporting rather than skipping silently.
+			if !sc.Scan() {
+				break
+			}
+			return nil, fmt.Errorf("ledger %s line %d: %w", l.path(owner), line, err)
+		}
+		if e.Removed {
+			k := e.Key()
+			for i := len(out) - 1; i >= 0; i-- {
+				if out[i].Key() == k {
+					out = append(out[:i], out[i+1:]...)
+					break
+				}
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, sc.Err()
+}
+
+// Owners lists the owners that have a ledger file.
+func (l *Ledger) Owners() ([]string, error) {
+	m, err := filepath.Glob(filepath.Join(l.dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range m {
+		out = append(out, strings.TrimSuffix(filepath.Base(p), ".jsonl"))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Drop deletes owner's ledger file; call it once everything in it is gone.
+func (l *Ledger) Drop(owner string) error {
+	err := os.Remove(l.path(owner))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}

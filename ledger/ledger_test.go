@@ -1,0 +1,78 @@
+package ledger
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestRecordForgetEntries(t *testing.T) {
+	l, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Entry{Kind: KindNetns, Name: "f-a"}
+	b := Entry{Kind: KindLink, Name: "eth0", Netns: "f-a"}
+	c := Entry{Kind: KindNetns, Name: "f-b"}
+	if err := l.Record("f", a, b, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Forget("f", b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.Entries("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != "f-a" || got[1].Name != "f-b" {
+		t.Fatalf("entries = %+v, want f-a and f-b", got)
+	}
+	owners, _ := l.Owners()
+	if len(owners) != 1 || owners[0] != "f" {
+		t.Fatalf("owners = %v", owners)
+	}
+	if err := l.Drop("f"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.Entries("f"); len(got) != 0 {
+		t.Fatalf("after drop: %v", got)
+	}
+}
+
+func TestTornLastLineIsTolerated(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := Open(dir)
+	if err := l.Record("f", Entry{Kind: KindNetns, Name: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(filepath.Join(dir, "f.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"kind":"netns","na`)
+	f.Close()
+	got, err := l.Entries("f")
+	if err != nil || len(got) != 1 {
+		t.Fatalf("entries=%v err=%v", got, err)
+	}
+}
+
+func TestInvalidOwner(t *testing.T) {
+	l, _ := Open(t.TempDir())
+	for _, o := range []string{"", "../x", "a b", "-x"} {
+		if err := l.Record(o, Entry{Kind: KindNetns}); err == nil {
+			t.Errorf("owner %q accepted", o)
+		}
+	}
+}
+
+func TestProcessIdentity(t *testing.T) {
+	e, err := ProcessEntry(os.Getpid(), "self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Alive() {
+		t.Fatal("own process not alive")
+	}
+	e.StartTime++
+	if e.Alive() {
+		t.Fatal("a different start time must not count as the same process")
+	}
+}

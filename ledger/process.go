@@ -1,0 +1,78 @@
+package ledger
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ProcessStartTime returns a process's start time in clock ticks since boot
+// (field 22 of /proc/PID/stat). Together with the PID it names a process
+// unambiguously: a recycled PID has a different start time.
+func ProcessStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	// The command name (field 2) may contain spaces and parentheses.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// ProcessEntry describes a running helper process.
+func ProcessEntry(pid int, name string) (Entry, error) {
+	st, err := ProcessStartTime(pid)
+	if err != nil {
+		return Entry{}, fmt.Errorf("read start time of process %d: %w", pid, err)
+	}
+	return Entry{Kind: KindProcess, PID: pid, StartTime: st, Name: name}, nil
+}
+
+// Alive reports whether the process e describes is still the one running
+// under its PID.
+func (e Entry) Alive() bool {
+	if e.Kind != KindProcess || e.PID <= 0 {
+		return false
+	}
+	st, err := ProcessStartTime(e.PID)
+	return err == nil && st == e.StartTime
+}
+
+// StopProcess stops the process e describes: SIGTERM, then SIGKILL after
+// grace. It never signals a PID that now belongs to another process.
+func StopProcess(e Entry, grace time.Duration) error {
+	if !e.Alive() {
+		return nil
+	}
+	if err := syscall.Kill(e.PID, syscall.SIGTERM); err != nil && err != syscall.ESRCH {
+		return fmt.Errorf("stop process %d (%s): %w", e.PID, e.Name, err)
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !e.Alive() {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e.Alive() {
+		_ = syscall.Kill(e.PID, syscall.SIGKILL)
+		for i := 0; i < 100 && e.Alive(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if e.Alive() {
+		return fmt.Errorf("process %d (%s) did not exit after SIGKILL", e.PID, e.Name)
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+package shaper
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/shaper/internal/delayer"
+	"github.com/vishvananda/netns"
+)
+
+// helperName is argv[0] of a delayer helper process. A binary that links
+// the shaper must call RunHelperIfInvoked first thing in main (and in
+// TestMain), so the shaper can start it as a detached copy of itself.
+const helperName = "edgefault-delayer"
+
+// delayerState is one running delayer helper.
+type delayerState struct {
+	PID       int           `json:"pid"`
+	StartTime uint64        `json:"startTime"`
+	Netns     string        `json:"netns"`
+	Queue     uint16        `json:"queue"`
+	Delay     time.Duration `json:"delay"`
+	Jitter    time.Duration `json:"jitter"`
+}
+
+func (d *delayerState) entry() ledger.Entry {
+	return ledger.Entry{Kind: ledger.KindProcess, PID: d.PID, StartTime: d.StartTime, Name: fmt.Sprintf("%s queue %d in %s", helperName, d.Queue, d.Netns)}
+}
+
+// RunHelperIfInvoked runs the delayer helper and exits if this process was
+// started as one; otherwise it returns at once.
+func RunHelperIfInvoked() {
+	if filepath.Base(os.Args[0]) != helperName {
+		return
+	}
+	os.Exit(helperMain(os.Args[1:]))
+}
+
+func helperMain(args []string) int {
+	fs := flag.NewFlagSet(helperName, flag.ContinueOnError)
+	nsPath := fs.String("netns", "", "namespace path")
+	queue := fs.Uint("queue", 0, "nfqueue number")
+	delay := fs.Duration("delay", 0, "delay")
+	jitter := fs.Duration("jitter", 0, "jitter")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("queue", *queue, "netns", *nsPath)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	nsfd := 0
+	if *nsPath != "" {
+		h, err := netns.GetFromPath(*nsPath)
+		if err != nil {
+			log.Error("open namespace", "err", err)
+			return 1
+		}
+		defer h.Close()
+		nsfd = int(h)
+	}
+	readyFile := os.NewFile(3, "ready")
+	st, err := delayer.Run(ctx, delayer.Config{NetNS: nsfd, Queue: uint16(*queue), Delay: *delay, Jitter: *jitter}, log, func() {
+		if readyFile != nil {
+			fmt.Fprintln(readyFile, "ready")
+			readyFile.Close()
+		}
+	})
+	if err != nil {
+		log.Error("delayer", "err", err)
+		return 1
+	}
+	log.Info("delayer stopped", "packets", st.Packets, "failed", st.Failed, "maxDepth", st.MaxDepth)
+	return 0
+}
+
+// startDelayer starts a detached helper serving queue in the namespace at
+// nsPath, records it in the ledger and waits until it is bound, so the nft
+// rule that feeds it can be installed without dropping a packet.
+func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, delay, jitter time.Duration) (*delayerState, error) {
+	logPath := filepath.Join(s.stateDir, fmt.Sprintf("delayer-%d.log", queue))
+	if nsPath != "" {
+		logPath = filepath.Join(s.stateDir, fmt.Sprintf("delayer-%s-%d.log", filepath.Base(nsPath), queue))
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("delayer log: %w", err)
+	}
+	defer logf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	cmd := &exec.Cmd{
+		Path: "/proc/self/exe",
+		Args: []string{helperName, "-netns", nsPath, "-queue", fmt.Sprint(queue), "-delay", delay.String(), "-jitter", jitter.String()},
+		// Its own session: it outlives a one-shot `edgefault shape` and is
+		// not hit by the terminal's Ctrl-C; cleanup stops it by PID.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+		Stdout:      logf,
+		Stderr:      logf,
+		ExtraFiles:  []*os.File{w},
+	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start delayer helper: %w", err)
+	}
+	w.Close()
+	go cmd.Wait() // reap it if it exits while we live
+	d := &delayerState{PID: cmd.Process.Pid, Netns: nsPath, Queue: queue, Delay: delay, Jitter: jitter}
+	d.StartTime, _ = ledger.ProcessStartTime(d.PID)
+	if err := s.ledger.Record(s.owner, d.entry()); err != nil {
+		_ = cmd.Process.Kill()
+		return nil, err
+	}
+	readyc := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) == "ready" {
+			readyc <- nil
+			return
+		}
+		if err == io.EOF {
+			err = fmt.Errorf("it exited")
+		}
+		readyc <- err
+	}()
+	select {
+	case err = <-readyc:
+	case <-time.After(5 * time.Second):
+		err = fmt.Errorf("not ready after 5s")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		_ = s.stopDelayer(d)
+		msg, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("delayer helper for queue %d: %w; its log (%s): %s", queue, err, logPath, lastLines(string(msg), 3))
+	}
+	return d, nil
+}
+
+// stopDelayer stops a helper; it releases what it holds on time first.
+func (s *Shaper) stopDelayer(d *delayerState) error {
+	if d == nil {
+		return nil
+	}
+	e := d.entry()
+	grace := 3*(d.Delay+d.Jitter) + 2*time.Second
+	if err := ledger.StopProcess(e, grace); err != nil {
+		return err
+	}
+	return s.ledger.Forget(s.owner, e)
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, " | ")
+}

@@ -1,0 +1,31 @@
+package shaper
+
+// outageEffect cuts the link. A whole-link cut takes the peer's interface
+// down ("pulling the cable at the switch"): both ends keep their addresses
+// and routes, their TCP connections stall and recover on restore. A cut of
+// one direction or of some destinations drops at the far end with
+// nftables. It is never made of drops on the node's own egress: the node's
+// TCP would count them as local failures and abort after about 8 s.
+type outageEffect struct{}
+
+func (outageEffect) contribute(imp Impairment, env planEnv, p *plan) {
+	if !imp.Outage {
+		return
+	}
+	if env.hasPeer && imp.Direction == Both && len(imp.Targets) == 0 {
+		p.PeerDown = true
+		return
+	}
+	for _, d := range []Direction{Egress, Ingress} {
+		// Without a peer the only place for an egress cut is the node's own
+		// egress; Apply refuses an egress-only outage there, and a
+		// both-ways outage drops what arrives, which stalls any
+		// conversation without a local error.
+		if d == Egress && !env.hasPeer {
+			continue
+		}
+		if imp.Direction.Has(d) {
+			p.dir(d).DropPercent = 100
+		}
+	}
+}

@@ -1,0 +1,150 @@
+// Package delayer holds packets handed to it through NFQUEUE for a fixed
+// delay (plus uniform jitter) and then accepts them, in arrival order. It is
+// the delay and jitter of the shaper's fallback backend, for kernels without
+// sch_netem.
+package delayer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+)
+
+// Config says which queue to serve and how long to hold packets.
+type Config struct {
+	// NetNS is an open file descriptor of the network namespace whose queue
+	// to serve (0: the caller's).
+	NetNS int
+	// Queue is the NFQUEUE number the nft rule sends packets to.
+	Queue uint16
+	// Delay is the mean hold time; Jitter spreads it uniformly over
+	// [Delay-Jitter, Delay+Jitter]. A packet is never released before the
+	// one ahead of it, so jitter never reorders.
+	Delay, Jitter time.Duration
+	// MaxQueue bounds the packets held at once (the kernel drops beyond it).
+	MaxQueue uint32
+}
+
+// Stats counts what the delayer did.
+type Stats struct {
+	Packets  uint64
+	Failed   uint64
+	MaxDepth int64
+}
+
+type held struct {
+	id  uint32
+	due time.Time
+}
+
+// Run serves the queue until ctx is done, calling ready once it is bound.
+// After ctx is done it keeps releasing what it holds at the due times and
+// returns when nothing is left, so stopping it never drops or hurries a
+// packet.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats, error) {
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = 65536
+	}
+	q, err := nfqueue.Open(&nfqueue.Config{
+		NetNS:        cfg.NetNS,
+		NfQueue:      cfg.Queue,
+		MaxQueueLen:  cfg.MaxQueue,
+		MaxPacketLen: 0,
+		Copymode:     nfqueue.NfQnlCopyMeta,
+		// GSO: accept super-packets whole instead of having the kernel
+		// segment (and checksum) them for us.
+		Flags:        nfqueue.NfQaCfgFlagGSO,
+		WriteTimeout: time.Second,
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("open nfqueue %d: %w", cfg.Queue, err)
+	}
+	defer q.Close()
+
+	var (
+		packets, failed, maxDepth, depth atomic.Int64
+		mu                               sync.Mutex // guards last, closed and sends on fifo
+		last                             time.Time
+		closed                           bool
+	)
+	fifo := make(chan held, cfg.MaxQueue)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(cfg.Queue)))
+	regCtx, stopReg := context.WithCancel(context.Background())
+	defer stopReg()
+	hook := func(a nfqueue.Attribute) int {
+		if a.PacketID == nil {
+			return 0
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return 0 // too late: the kernel accepts it when we unbind
+		}
+		due := time.Now().Add(cfg.Delay)
+		if cfg.Jitter > 0 {
+			due = due.Add(time.Duration(rng.Int64N(int64(2*cfg.Jitter)+1)) - cfg.Jitter)
+		}
+		if due.Before(last) {
+			due = last // FIFO: never overtake the packet ahead
+		}
+		last = due
+		if d := depth.Add(1); d > maxDepth.Load() {
+			maxDepth.Store(d)
+		}
+		packets.Add(1)
+		fifo <- held{id: *a.PacketID, due: due}
+		return 0
+	}
+	errf := func(e error) int {
+		if errors.Is(e, context.Canceled) {
+			return 1
+		}
+		log.Debug("nfqueue receive", "err", e)
+		return 0 // keep going: ENOBUFS and the like are transient
+	}
+	if err := q.RegisterWithErrorFunc(regCtx, hook, errf); err != nil {
+		return Stats{}, fmt.Errorf("register nfqueue %d: %w", cfg.Queue, err)
+	}
+	if ready != nil {
+		ready()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for h := range fifo {
+			if w := time.Until(h.due); w > 0 {
+				time.Sleep(w)
+			}
+			if err := q.SetVerdict(h.id, nfqueue.NfAccept); err != nil {
+				failed.Add(1)
+			}
+			depth.Add(-1)
+		}
+	}()
+	<-ctx.Done()
+	// Drain: the rule pointing here has been replaced; give stragglers in
+	// the kernel a moment, then release what is held on time.
+	for quiet := 0; quiet < 1; {
+		before := packets.Load()
+		time.Sleep(cfg.Delay + cfg.Jitter + 20*time.Millisecond)
+		if depth.Load() == 0 && packets.Load() == before {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	mu.Lock()
+	closed = true
+	close(fifo)
+	mu.Unlock()
+	<-done
+	stopReg()
+	return Stats{Packets: uint64(packets.Load()), Failed: uint64(failed.Load()), MaxDepth: maxDepth.Load()}, nil
+}

@@ -1,0 +1,122 @@
+package shaper
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Link names one end of a network link: an interface in a network
+// namespace.
+type Link struct {
+	// Netns is a named namespace as `ip netns` lists it ("edgefault-store1"),
+	// a path to a namespace file ("/proc/1234/ns/net", "/run/netns/x"), or ""
+	// for the namespace of the calling process.
+	Netns string `json:"netns,omitempty"`
+	// Name is the interface name inside that namespace.
+	Name string `json:"name"`
+}
+
+func (l Link) String() string {
+	if l.Netns == "" {
+		return l.Name
+	}
+	return l.Netns + "/" + l.Name
+}
+
+// NetnsPath resolves Netns to a path ("" for the caller's namespace).
+func (l Link) NetnsPath() string {
+	switch {
+	case l.Netns == "":
+		return ""
+	case strings.Contains(l.Netns, "/"):
+		return l.Netns
+	}
+	return filepath.Join("/run/netns", l.Netns)
+}
+
+// Target is a link to impair and, where it is reachable, its peer: the
+// other end of the cable (the host side of a veth, a bridge port in the
+// fleet's fabric). With a peer, the link's egress is impaired at the peer's
+// ingress and its ingress at the peer's egress, so the node's own TCP sees
+// loss and queueing as happening on the wire, not as local congestion it
+// would silently retry; an outage takes the peer down, which keeps the
+// node's routes and its TCP connections alive.
+type Target struct {
+	Link Link  `json:"link"`
+	Peer *Link `json:"peer,omitempty"`
+}
+
+func (t Target) String() string {
+	if t.Peer == nil {
+		return t.Link.String()
+	}
+	return t.Link.String() + " (peer " + t.Peer.String() + ")"
+}
+
+// nsConn is an open namespace with a netlink handle bound to it.
+type nsConn struct {
+	path string
+	ns   netns.NsHandle
+	nl   *netlink.Handle
+	id   string // device:inode, stable for the namespace's life
+}
+
+func openNS(l Link) (*nsConn, error) {
+	p := l.NetnsPath()
+	var (
+		h   netns.NsHandle
+		err error
+	)
+	if p == "" {
+		h, err = netns.Get()
+	} else {
+		h, err = netns.GetFromPath(p)
+	}
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("network namespace %q does not exist (see `ip netns list`)", l.Netns)
+		}
+		if os.IsPermission(err) {
+			return nil, fmt.Errorf("open network namespace %q: %w (edgefault needs root or CAP_SYS_ADMIN)", l.Netns, err)
+		}
+		return nil, fmt.Errorf("open network namespace %q: %w", l.Netns, err)
+	}
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("netlink in namespace %q: %w", l.Netns, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(h), &st); err != nil {
+		nl.Close()
+		h.Close()
+		return nil, err
+	}
+	return &nsConn{path: p, ns: h, nl: nl, id: fmt.Sprintf("%d:%d", st.Dev, st.Ino)}, nil
+}
+
+func (c *nsConn) Close() {
+	c.nl.Close()
+	c.ns.Close()
+}
+
+func (c *nsConn) link(name string) (netlink.Link, error) {
+	l, err := c.nl.LinkByName(name)
+	if err != nil {
+		if _, ok := err.(netlink.LinkNotFoundError); ok {
+			where := c.path
+			if where == "" {
+				where = "this namespace"
+			}
+			return nil, fmt.Errorf("no interface %q in %s", name, where)
+		}
+		return nil, fmt.Errorf("look up interface %q: %w", name, err)
+	}
+	return l, nil
+}
