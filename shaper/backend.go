@@ -140,9 +140,10 @@ func Probe() (Capabilities, error) {
 			c.Errors[f] = err.Error()
 		}
 	}
-	dummy := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "probe0"}}
-	if err := nl.LinkAdd(dummy); err != nil {
-		return c, fmt.Errorf("probe: create dummy link: %w", err)
+	// veth, not dummy: dummy is often a module, veth is what the fleet uses.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "probe0"}, PeerName: "probe1"}
+	if err := nl.LinkAdd(veth); err != nil {
+		return c, fmt.Errorf("probe: create veth pair: %w (the kernel needs veth support)", err)
 	}
 	dl, err := nl.LinkByName("probe0")
 	if err != nil {

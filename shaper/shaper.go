@@ -124,9 +124,9 @@ type linkState struct {
 }
 
 type tableRef struct {
-	Netns  string                `json:"netns"`
+	Netns  string               `json:"netns"`
 	Family nftables.TableFamily `json:"family"`
-	Name   string                `json:"name"`
+	Name   string               `json:"name"`
 }
 
 func (t tableRef) entry() ledger.Entry {

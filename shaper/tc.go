@@ -80,11 +80,11 @@ func buildTree(idx int, d *dirPlan) tcTree {
 			t.leaves = append(t.leaves, &netlink.Tbf{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: hShaped, Handle: hLeaf},
 				Rate: rate.BytesPerSecond(), Limit: limit, Buffer: netlink.Xmittime(rate.BytesPerSecond(), burst)})
 		}
-		for i, p := range d.Targets {
-			t.filters = append(t.filters, u32Prefix(idx, p, d.Dir, uint16(1), uint32(i+1)))
+		for _, p := range d.Targets {
+			t.filters = append(t.filters, u32Prefix(idx, p, d.Dir, 1))
 		}
 		t.filters = append(t.filters, &netlink.U32{
-			FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: hRoot, Priority: 2, Protocol: unix.ETH_P_ALL, Handle: netlink.MakeHandle(0x800, 0x800)},
+			FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: hRoot, Priority: 2, Protocol: unix.ETH_P_ALL},
 			ClassId:     hFree,
 			Sel:         &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Keys: []netlink.TcU32Key{{}}},
 		})
@@ -102,7 +102,7 @@ func buildTree(idx int, d *dirPlan) tcTree {
 }
 
 // u32Prefix sends IPv4 traffic whose remote end is in p to the shaped class.
-func u32Prefix(idx int, p netip.Prefix, dir Direction, prio uint16, n uint32) *netlink.U32 {
+func u32Prefix(idx int, p netip.Prefix, dir Direction, prio uint16) *netlink.U32 {
 	off := int32(16) // destination address
 	if dir == Ingress {
 		off = 12 // source address
@@ -114,7 +114,7 @@ func u32Prefix(idx int, p netip.Prefix, dir Direction, prio uint16, n uint32) *n
 		mask = ^uint32(0) << (32 - p.Bits())
 	}
 	return &netlink.U32{
-		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: hRoot, Priority: prio, Protocol: unix.ETH_P_IP, Handle: netlink.MakeHandle(0x800, uint16(n))},
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: hRoot, Priority: prio, Protocol: unix.ETH_P_IP},
 		ClassId:     hShaped,
 		Sel: &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL,
 			Keys: []netlink.TcU32Key{{Mask: mask, Val: val & mask, Off: off}}},
@@ -149,7 +149,8 @@ func installTree(c *nsConn, t tcTree) error {
 		}
 	}
 	for _, f := range t.filters {
-		if err := c.nl.FilterReplace(f); err != nil {
+		// The root qdisc is new, so its filters are too: add, not replace.
+		if err := c.nl.FilterAdd(f); err != nil {
 			return fmt.Errorf("u32 filter: %w", err)
 		}
 	}

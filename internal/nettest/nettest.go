@@ -1,0 +1,286 @@
+// Package nettest provides real traffic between network namespaces for
+// tests and benchmarks: TCP bulk transfers, UDP packet trains and UDP echo
+// round trips, each bounded in bytes and time. Traffic only ever goes to
+// addresses inside namespaces the caller created.
+package nettest
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// In runs fn on a thread inside the named namespace (a name under
+// /run/netns or a path). Sockets created in fn stay in that namespace.
+func In(nsName string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		var h netns.NsHandle
+		if len(nsName) > 0 && nsName[0] == '/' {
+			h, err = netns.GetFromPath(nsName)
+		} else {
+			h, err = netns.GetFromName(nsName)
+		}
+		if err != nil {
+			errc <- fmt.Errorf("namespace %s: %w", nsName, err)
+			runtime.UnlockOSThread()
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Listen opens a listener in namespace ns.
+func Listen(ns, network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := In(ns, func() (err error) { l, err = net.Listen(network, addr); return })
+	return l, err
+}
+
+// ListenPacket opens a packet socket in namespace ns.
+func ListenPacket(ns, addr string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := In(ns, func() (err error) { c, err = net.ListenPacket("udp4", addr); return })
+	return c, err
+}
+
+// Dial connects from namespace ns.
+func Dial(ctx context.Context, ns, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := In(ns, func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return
+	})
+	return c, err
+}
+
+// Transfer is the result of a bulk TCP transfer.
+type Transfer struct {
+	Bytes    int64
+	Duration time.Duration
+}
+
+// Goodput in bits per second.
+func (t Transfer) Goodput() float64 {
+	if t.Duration <= 0 {
+		return 0
+	}
+	return float64(t.Bytes) * 8 / t.Duration.Seconds()
+}
+
+// TCPThroughput sends from namespace from to a sink listening at addr in
+// namespace to for d (after warmup) and returns what the receiver counted.
+func TCPThroughput(ctx context.Context, from, to, addr string, warmup, d time.Duration) (Transfer, error) {
+	l, err := Listen(to, "tcp4", addr)
+	if err != nil {
+		return Transfer{}, err
+	}
+	defer l.Close()
+	type res struct {
+		tr  Transfer
+		err error
+	}
+	resc := make(chan res, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			resc <- res{err: err}
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 256<<10)
+		start := time.Now()
+		var n int64
+		measuring := false
+		var mstart time.Time
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			k, err := c.Read(buf)
+			now := time.Now()
+			if !measuring && now.Sub(start) >= warmup {
+				measuring, mstart = true, now
+			} else if measuring {
+				n += int64(k)
+			}
+			if measuring && now.Sub(mstart) >= d {
+				resc <- res{tr: Transfer{Bytes: n, Duration: now.Sub(mstart)}}
+				return
+			}
+			if err != nil {
+				resc <- res{err: fmt.Errorf("receiver: %w after %d bytes", err, n)}
+				return
+			}
+		}
+	}()
+	c, err := Dial(ctx, from, "tcp4", l.Addr().String())
+	if err != nil {
+		return Transfer{}, err
+	}
+	defer c.Close()
+	stop := time.Now().Add(warmup + d + 10*time.Second)
+	buf := make([]byte, 64<<10)
+	go func() {
+		for time.Now().Before(stop) {
+			_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return
+			}
+		}
+	}()
+	select {
+	case r := <-resc:
+		return r.tr, r.err
+	case <-ctx.Done():
+		return Transfer{}, ctx.Err()
+	}
+}
+
+// UDPTrain sends n datagrams of size bytes from namespace from to addr (a
+// receiver in namespace to) at rate pps and returns how many arrived.
+func UDPTrain(ctx context.Context, from, to, addr string, n, size, pps int) (received int, err error) {
+	rc, err := ListenPacket(to, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			_ = rc.SetReadDeadline(time.Now().Add(time.Second))
+			if _, _, err := rc.ReadFrom(buf); err != nil {
+				return
+			}
+			received++
+		}
+	}()
+	sc, err := Dial(ctx, from, "udp4", rc.LocalAddr().String())
+	if err != nil {
+		return 0, err
+	}
+	defer sc.Close()
+	payload := make([]byte, size)
+	gap := time.Second / time.Duration(pps)
+	next := time.Now()
+	for i := 0; i < n; i++ {
+		binary.BigEndian.PutUint32(payload, uint32(i))
+		if _, err := sc.Write(payload); err != nil {
+			return 0, fmt.Errorf("send: %w", err)
+		}
+		next = next.Add(gap)
+		if w := time.Until(next); w > 0 {
+			time.Sleep(w)
+		}
+	}
+	wg.Wait()
+	return received, nil
+}
+
+// Echo serves UDP echo in namespace ns until the returned close is called.
+func Echo(ns, addr string) (net.Addr, func(), error) {
+	c, err := ListenPacket(ns, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, a, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteTo(buf[:n], a)
+		}
+	}()
+	return c.LocalAddr(), func() { c.Close() }, nil
+}
+
+// RTTs sends n probes from namespace ns to an echo server at addr, gap
+// apart, and returns the round-trip times of those answered, sorted.
+func RTTs(ctx context.Context, ns, addr string, n int, gap time.Duration) ([]time.Duration, error) {
+	c, err := Dial(ctx, ns, "udp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var (
+		mu   sync.Mutex
+		sent = map[uint32]time.Time{}
+		out  []time.Duration
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			k, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if k < 4 {
+				continue
+			}
+			now := time.Now()
+			mu.Lock()
+			if t, ok := sent[binary.BigEndian.Uint32(buf)]; ok {
+				out = append(out, now.Sub(t))
+			}
+			mu.Unlock()
+		}
+	}()
+	p := make([]byte, 64)
+	for i := 0; i < n; i++ {
+		binary.BigEndian.PutUint32(p, uint32(i))
+		mu.Lock()
+		sent[uint32(i)] = time.Now()
+		mu.Unlock()
+		if _, err := c.Write(p); err != nil {
+			return nil, err
+		}
+		time.Sleep(gap)
+	}
+	<-done
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+// Run runs a command in namespace ns (ip netns exec) and returns its output.
+func Run(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Drain reads r to the end (helper for servers in tests).
+func Drain(r io.Reader) { _, _ = io.Copy(io.Discard, r) }

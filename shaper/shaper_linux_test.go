@@ -1,0 +1,207 @@
+package shaper_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/internal/nettest"
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/shaper"
+)
+
+func TestMain(m *testing.M) {
+	shaper.RunHelperIfInvoked()
+	os.Exit(m.Run())
+}
+
+func newShaper(t *testing.T) (*shaper.Shaper, *ledger.Ledger) {
+	t.Helper()
+	dir := t.TempDir()
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := shaper.New(shaper.WithLedger(l, "test"), shaper.WithStateDir(filepath.Join(dir, "state")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, l
+}
+
+func target(s *nettest.Star, i int) shaper.Target {
+	return shaper.Target{Link: shaper.Link{Netns: s.Hosts[i], Name: "eth0"}, Peer: &shaper.Link{Netns: s.Fabric, Name: s.Port(i)}}
+}
+
+func TestRateBothDirections(t *testing.T) {
+	star := nettest.NewStar(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	tg := target(star, 0)
+	if err := sh.Apply(ctx, tg, shaper.Impairment{Rate: 5 * shaper.Mbit}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		from, to int
+	}{{"egress", 0, 1}, {"ingress", 1, 0}} {
+		tr, err := nettest.TCPThroughput(ctx, star.Hosts[tc.from], star.Hosts[tc.to], star.Addr(tc.to)+":0", time.Second, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ratio := tr.Goodput() / 5e6
+		t.Logf("%s: %.2f Mbit/s (%.3f of configured)", tc.name, tr.Goodput()/1e6, ratio)
+		if ratio < 0.8 || ratio > 1.1 {
+			t.Errorf("%s goodput %.3f of 5mbit, want 0.8-1.1", tc.name, ratio)
+		}
+	}
+	if err := sh.Clear(ctx, tg); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := nettest.TCPThroughput(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 200*time.Millisecond, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Goodput() < 50e6 {
+		t.Errorf("after Clear goodput is %.1f Mbit/s, want unshaped (>50)", tr.Goodput()/1e6)
+	}
+}
+
+func TestTargetsLeaveOtherTrafficAlone(t *testing.T) {
+	star := nettest.NewStar(t, 3)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	tg := target(star, 0)
+	to1 := netip.MustParsePrefix(star.Addr(1) + "/32")
+	if err := sh.Apply(ctx, tg, shaper.Impairment{Rate: 2 * shaper.Mbit, Targets: []netip.Prefix{to1}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []int{1, 2} {
+		tr, err := nettest.TCPThroughput(ctx, star.Hosts[0], star.Hosts[dst], star.Addr(dst)+":0", time.Second, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("to host %d: %.2f Mbit/s", dst, tr.Goodput()/1e6)
+		if dst == 1 && (tr.Goodput() > 2.2e6 || tr.Goodput() < 1.5e6) {
+			t.Errorf("targeted traffic at %.2f Mbit/s, want ~2", tr.Goodput()/1e6)
+		}
+		if dst == 2 && tr.Goodput() < 20e6 {
+			t.Errorf("untargeted traffic at %.2f Mbit/s, want unshaped", tr.Goodput()/1e6)
+		}
+	}
+}
+
+func TestDelayAndLoss(t *testing.T) {
+	star := nettest.NewStar(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	addr, stop, err := nettest.Echo(star.Hosts[1], star.Addr(1)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	tg := target(star, 0)
+	if err := sh.Apply(ctx, tg, shaper.Impairment{Delay: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	rtts, err := nettest.RTTs(ctx, star.Hosts[0], addr.String(), 40, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rtts) < 38 {
+		t.Fatalf("only %d of 40 echoes answered", len(rtts))
+	}
+	med := rtts[len(rtts)/2]
+	t.Logf("delay 50ms both ways: median RTT %v, max %v", med, rtts[len(rtts)-1])
+	if med < 100*time.Millisecond || med > 115*time.Millisecond {
+		t.Errorf("median RTT %v, want 100-115ms", med)
+	}
+	// Move straight to loss: the delayers go, a drop rule comes.
+	if err := sh.Apply(ctx, tg, shaper.Impairment{Loss: 20, Direction: shaper.Egress}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := nettest.UDPTrain(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 4000, 200, 4000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss := 100 * (1 - float64(got)/4000)
+	t.Logf("loss 20%%: receiver lost %.1f%%", loss)
+	if loss < 16 || loss > 24 {
+		t.Errorf("loss %.1f%%, want 16-24%%", loss)
+	}
+	if err := sh.Clear(ctx, tg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An outage stalls an established TCP connection without resetting it,
+// and traffic flows again after the restore.
+func TestOutageStallsButKeepsTCP(t *testing.T) {
+	star := nettest.NewStar(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	l, err := nettest.Listen(star.Hosts[1], "tcp4", star.Addr(1)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int, 64)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				close(got)
+				return
+			}
+			got <- int(buf[0])
+			_, _ = c.Write(buf)
+		}
+	}()
+	c, err := nettest.Dial(ctx, star.Hosts[0], "tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ping := func(b byte, within time.Duration) error {
+		if _, err := c.Write([]byte{b}); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(within))
+		buf := make([]byte, 1)
+		_, err := c.Read(buf)
+		return err
+	}
+	if err := ping(1, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tg := target(star, 0)
+	if err := sh.Apply(ctx, tg, shaper.Impairment{Outage: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(2, 2*time.Second); err == nil {
+		t.Fatal("a byte crossed the link during the outage")
+	}
+	// Hold the outage past the ~8 s after which local drops would have
+	// aborted the connection.
+	time.Sleep(9 * time.Second)
+	if err := sh.Clear(ctx, tg); err != nil {
+		t.Fatal(err)
+	}
+	// The byte sent during the outage is retransmitted and echoed.
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 1)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatalf("connection did not recover after restore: %v", err)
+	}
+	if err := ping(3, 5*time.Second); err != nil {
+		t.Fatalf("connection did not carry traffic after restore: %v", err)
+	}
+}
