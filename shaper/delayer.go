@@ -172,3 +172,5 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(l, " | ")
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

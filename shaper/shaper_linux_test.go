@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefault/edgefault/internal/nettest"
+	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
 )
@@ -32,12 +32,12 @@ func newShaper(t *testing.T) (*shaper.Shaper, *ledger.Ledger) {
 	return s, l
 }
 
-func target(s *nettest.Star, i int) shaper.Target {
+func target(s *traffic.Star, i int) shaper.Target {
 	return shaper.Target{Link: shaper.Link{Netns: s.Hosts[i], Name: "eth0"}, Peer: &shaper.Link{Netns: s.Fabric, Name: s.Port(i)}}
 }
 
 func TestRateBothDirections(t *testing.T) {
-	star := nettest.NewStar(t, 2)
+	star := traffic.NewStar(t, 2)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
 	tg := target(star, 0)
@@ -48,7 +48,7 @@ func TestRateBothDirections(t *testing.T) {
 		name     string
 		from, to int
 	}{{"egress", 0, 1}, {"ingress", 1, 0}} {
-		tr, err := nettest.TCPThroughput(ctx, star.Hosts[tc.from], star.Hosts[tc.to], star.Addr(tc.to)+":0", time.Second, 3*time.Second)
+		tr, err := traffic.TCPThroughput(ctx, star.Hosts[tc.from], star.Hosts[tc.to], star.Addr(tc.to)+":0", time.Second, 3*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +61,7 @@ func TestRateBothDirections(t *testing.T) {
 	if err := sh.Clear(ctx, tg); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := nettest.TCPThroughput(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 200*time.Millisecond, time.Second)
+	tr, err := traffic.TCPThroughput(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 200*time.Millisecond, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestRateBothDirections(t *testing.T) {
 }
 
 func TestTargetsLeaveOtherTrafficAlone(t *testing.T) {
-	star := nettest.NewStar(t, 3)
+	star := traffic.NewStar(t, 3)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
 	tg := target(star, 0)
@@ -80,7 +80,7 @@ func TestTargetsLeaveOtherTrafficAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dst := range []int{1, 2} {
-		tr, err := nettest.TCPThroughput(ctx, star.Hosts[0], star.Hosts[dst], star.Addr(dst)+":0", time.Second, 2*time.Second)
+		tr, err := traffic.TCPThroughput(ctx, star.Hosts[0], star.Hosts[dst], star.Addr(dst)+":0", time.Second, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,10 +95,10 @@ func TestTargetsLeaveOtherTrafficAlone(t *testing.T) {
 }
 
 func TestDelayAndLoss(t *testing.T) {
-	star := nettest.NewStar(t, 2)
+	star := traffic.NewStar(t, 2)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
-	addr, stop, err := nettest.Echo(star.Hosts[1], star.Addr(1)+":0")
+	addr, stop, err := traffic.Echo(star.Hosts[1], star.Addr(1)+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestDelayAndLoss(t *testing.T) {
 	if err := sh.Apply(ctx, tg, shaper.Impairment{Delay: 50 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	rtts, err := nettest.RTTs(ctx, star.Hosts[0], addr.String(), 40, 10*time.Millisecond)
+	rtts, err := traffic.RTTs(ctx, star.Hosts[0], addr.String(), 40, 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestDelayAndLoss(t *testing.T) {
 	if err := sh.Apply(ctx, tg, shaper.Impairment{Loss: 20, Direction: shaper.Egress}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := nettest.UDPTrain(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 4000, 200, 4000)
+	got, err := traffic.UDPTrain(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 4000, 200, 4000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,10 +140,10 @@ func TestDelayAndLoss(t *testing.T) {
 // An outage stalls an established TCP connection without resetting it,
 // and traffic flows again after the restore.
 func TestOutageStallsButKeepsTCP(t *testing.T) {
-	star := nettest.NewStar(t, 2)
+	star := traffic.NewStar(t, 2)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
-	l, err := nettest.Listen(star.Hosts[1], "tcp4", star.Addr(1)+":0")
+	l, err := traffic.Listen(star.Hosts[1], "tcp4", star.Addr(1)+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestOutageStallsButKeepsTCP(t *testing.T) {
 			_, _ = c.Write(buf)
 		}
 	}()
-	c, err := nettest.Dial(ctx, star.Hosts[0], "tcp4", l.Addr().String())
+	c, err := traffic.Dial(ctx, star.Hosts[0], "tcp4", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
-// Package nettest provides real traffic between network namespaces for
+// Package traffic provides real traffic between network namespaces for
 // tests and benchmarks: TCP bulk transfers, UDP packet trains and UDP echo
 // round trips, each bounded in bytes and time. Traffic only ever goes to
 // addresses inside namespaces the caller created.
-package nettest
+package traffic
 
 import (
 	"context"

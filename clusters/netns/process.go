@@ -1,0 +1,153 @@
+package netns
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/vishvananda/netns"
+)
+
+// Process is a process running in a member's namespace.
+type Process struct {
+	Member string
+	Name   string
+	PID    int
+	// Log holds the process's stdout and stderr.
+	Log   string
+	entry ledger.Entry
+	owner string
+	l     *ledger.Ledger
+	done  chan struct{}
+	err   error
+}
+
+// startIn starts cmd with its thread inside the namespace at nsPath: a
+// child inherits the network namespace of the thread that forks it.
+func startIn(nsPath string, cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromPath(nsPath)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open namespace %s: %w", nsPath, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		serr := cmd.Start()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- serr
+	}()
+	return <-errc
+}
+
+// Start runs argv in member's namespace in the background, its output in a
+// log file, recorded in the ledger so cleanup stops it even if the caller
+// dies. name labels it (and its log file).
+func (f *Fleet) Start(ctx context.Context, memberName, name string, argv []string, env ...string) (*Process, error) {
+	m, err := f.find(memberName)
+	if err != nil {
+		return nil, err
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("no command to run on %s", memberName)
+	}
+	logDir := filepath.Join(f.p.stateDir, f.FleetName, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(logDir, m.Name+"-"+name+".log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := startIn("/run/netns/"+m.Namespace, cmd); err != nil {
+		return nil, fmt.Errorf("start %s on %s: %w", argv[0], m.Name, err)
+	}
+	e, err := ledger.ProcessEntry(cmd.Process.Pid, fmt.Sprintf("%s on %s", name, m.Name))
+	if err == nil {
+		err = f.p.ledger.Record(f.FleetName, e)
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
+	p := &Process{Member: m.Name, Name: name, PID: cmd.Process.Pid, Log: logPath, entry: e, owner: f.FleetName, l: f.p.ledger, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Wait waits for the process to exit.
+func (p *Process) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		_ = p.l.Forget(p.owner, p.entry)
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop stops the process (SIGTERM, then SIGKILL after grace).
+func (p *Process) Stop(grace time.Duration) error {
+	select {
+	case <-p.done:
+	default:
+		_ = syscall.Kill(p.PID, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	return p.l.Forget(p.owner, p.entry)
+}
+
+// Exec runs argv in member's namespace to completion with the given
+// standard streams and returns its error (an *exec.ExitError on a non-zero
+// exit).
+func (f *Fleet) Exec(ctx context.Context, memberName string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	m, err := f.find(memberName)
+	if err != nil {
+		return err
+	}
+	if len(argv) == 0 {
+		return fmt.Errorf("no command to run on %s", memberName)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	if err := startIn("/run/netns/"+m.Namespace, cmd); err != nil {
+		return fmt.Errorf("run %s on %s: %w", argv[0], m.Name, err)
+	}
+	return cmd.Wait()
+}
