@@ -13,21 +13,28 @@ import (
 // (field 22 of /proc/PID/stat). Together with the PID it names a process
 // unambiguously: a recycled PID has a different start time.
 func ProcessStartTime(pid int) (uint64, error) {
+	st, _, err := procStat(pid)
+	return st, err
+}
+
+// procStat returns a process's start time and state letter (R, S, Z...).
+func procStat(pid int) (uint64, byte, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	s := string(b)
 	// The command name (field 2) may contain spaces and parentheses.
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	return st, f[0][0], err
 }
 
 // ProcessEntry describes a running helper process.
@@ -40,13 +47,14 @@ func ProcessEntry(pid int, name string) (Entry, error) {
 }
 
 // Alive reports whether the process e describes is still the one running
-// under its PID.
+// under its PID. A zombie (exited, not yet reaped by a parent that may be
+// gone) is not alive.
 func (e Entry) Alive() bool {
 	if e.Kind != KindProcess || e.PID <= 0 {
 		return false
 	}
-	st, err := ProcessStartTime(e.PID)
-	return err == nil && st == e.StartTime
+	st, state, err := procStat(e.PID)
+	return err == nil && st == e.StartTime && state != 'Z' && state != 'X'
 }
 
 // StopProcess stops the process e describes: SIGTERM, then SIGKILL after

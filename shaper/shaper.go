@@ -415,6 +415,13 @@ func (ss *session) transition(ctx context.Context, old, st *linkState) error {
 			continue
 		}
 		nsPath, dev := ss.delayPoint(d)
+		if d == Egress && ss.p != nil && ss.p.Attrs().MasterIndex != 0 {
+			// The peer is a bridge port: its frames reach the inet hooks
+			// only through br_netfilter.
+			if err := bridgeFilterEnabled(nsPath); err != nil {
+				return fmt.Errorf("delay of %s's egress at bridge port %s: %w (set net.bridge.bridge-nf-call-iptables=1 in that namespace)", ss.t.Link, ss.t.Peer, err)
+			}
+		}
 		if od != nil && od.Delay == dp.Delay && od.Jitter == dp.Jitter && od.Netns == nsPath && od.Alive() {
 			st.Delayers[d] = od
 			continue

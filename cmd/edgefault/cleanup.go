@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/spf13/cobra"
+)
+
+func newCleanupCmd(g *globals) *cobra.Command {
+	var fleet string
+	cmd := &cobra.Command{
+		Use:   "cleanup [--fleet FLEET]",
+		Short: "Remove everything edgefault created (or one fleet's), even after a crash",
+		Long: `cleanup reads the ledger, where edgefault records every namespace, link, qdisc,
+nft table and helper process before creating it, and removes what it lists:
+helper processes first (by PID and start time, never by name), then links it
+shaped are restored, then the rest. It touches nothing it did not record.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			p, err := provider(g, "auto")
+			if err != nil {
+				return err
+			}
+			owners := []string{fleet}
+			if fleet == "" {
+				if owners, err = p.Ledger().Owners(); err != nil {
+					return err
+				}
+				// Fleets whose ledger is gone but whose state remains.
+				names, _ := p.List(cmd.Context())
+				seen := map[string]bool{}
+				for _, o := range owners {
+					seen[o] = true
+				}
+				for _, n := range names {
+					if !seen[n] {
+						owners = append(owners, n)
+					}
+				}
+			} else if err := netns.ValidateName(fleet); err != nil {
+				return err
+			}
+			var errs []error
+			for _, o := range owners {
+				if err := shaper.RestoreAll(cmd.Context(), p.Ledger(), o); err != nil {
+					errs = append(errs, err)
+				}
+				if err := p.Sweep(o); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", o, err))
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cleaned up %s\n", o)
+			}
+			if len(owners) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "nothing to clean up")
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.Flags().StringVar(&fleet, "fleet", "", "only this fleet (default: everything edgefault created)")
+	return cmd
+}

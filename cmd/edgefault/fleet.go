@@ -1,0 +1,266 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/spf13/cobra"
+)
+
+const defaultFleet = "edgefault"
+
+func provider(g *globals, backend string) (*netns.Provider, error) {
+	b, err := shaper.ParseBackend(backend)
+	if err != nil {
+		return nil, err
+	}
+	return netns.NewProvider(netns.WithLogger(g.log), netns.WithShaperOptions(shaper.WithBackend(b)))
+}
+
+func newFleetCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "fleet",
+		Short: "Bring embedded fleets up and down, list them, run commands in them",
+		Long: `An embedded fleet is a set of network namespaces on this machine: a cloud, and
+sites with gateways and nodes, wired as DESIGN.md's model says. Every member is
+the namespace <fleet>-<name>, so 'ip netns exec <fleet>-<name> ...' works too.`,
+	}
+	cmd.AddCommand(newFleetUpCmd(g), newFleetDownCmd(g), newFleetListCmd(g), newFleetExecCmd(g))
+	return cmd
+}
+
+func newFleetUpCmd(g *globals) *cobra.Command {
+	var file, name, backend string
+	cmd := &cobra.Command{
+		Use:   "up [-f TOPOLOGY.yaml] [--name FLEET]",
+		Short: "Create a fleet from a topology (the built-in one by default)",
+		Example: `  edgefault fleet up
+  edgefault fleet up -f factory.yaml --name plant1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			topo := scenarios.Default()
+			if file != "" {
+				var err error
+				if topo, err = scenarios.LoadFleetFile(file); err != nil {
+					return err
+				}
+			}
+			if !cmd.Flags().Changed("name") && topo.Metadata.Name != "" {
+				name = topo.Metadata.Name
+			}
+			if err := netns.ValidateName(name); err != nil {
+				return err
+			}
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			p, err := provider(g, backend)
+			if err != nil {
+				return err
+			}
+			f, err := p.UpFleet(cmd.Context(), name, &topo.Spec)
+			if err != nil {
+				return err
+			}
+			return printMembers(cmd, []*netns.Fleet{f})
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (kind: Fleet); default: the built-in store/truck/factory fleet")
+	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (namespaces are <name>-<member>)")
+	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
+	return cmd
+}
+
+func newFleetDownCmd(g *globals) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "down [--name FLEET]",
+		Short: "Remove a fleet: its processes, namespaces and state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := netns.ValidateName(name); err != nil {
+				return err
+			}
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			p, err := provider(g, "auto")
+			if err != nil {
+				return err
+			}
+			if err := p.Down(cmd.Context(), name); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "fleet %s is down\n", name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
+	return cmd
+}
+
+func newFleetListCmd(g *globals) *cobra.Command {
+	var name string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list [--name FLEET]",
+		Short: "List fleets and their members",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := provider(g, "auto")
+			if err != nil {
+				return err
+			}
+			names := []string{name}
+			if name == "" {
+				if names, err = p.List(cmd.Context()); err != nil {
+					return err
+				}
+			}
+			var fleets []*netns.Fleet
+			for _, n := range names {
+				f, err := p.Load(n)
+				if err != nil {
+					if name != "" {
+						return err
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "fleet %s: %v\n", n, err)
+					continue
+				}
+				fleets = append(fleets, f)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(fleets)
+			}
+			if len(fleets) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "no fleets are up (start one with `edgefault fleet up`)")
+				return nil
+			}
+			return printMembers(cmd, fleets)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "only this fleet")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printMembers(cmd *cobra.Command, fleets []*netns.Fleet) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FLEET\tSITE\tBUILDING\tNAME\tROLE\tNAMESPACE\tADDRESS\tSHAPING")
+	for _, f := range fleets {
+		var sh *shaper.Shaper
+		for _, m := range f.Members() {
+			addr := m.Address
+			if m.WANAddress != "" {
+				addr += " (wan " + m.WANAddress + ")"
+			}
+			shaping := "-"
+			if t, err := f.Target(m.Name); err == nil {
+				if sh == nil {
+					sh, _ = f.Shaper(shaper.WithCapabilities(shaper.Capabilities{Features: allFeatures()}))
+				}
+				if sh != nil {
+					if imp, ok, err := sh.Current(t); err == nil && ok {
+						shaping = imp.String()
+					}
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Name(), dash(m.Site), dash(m.Building), m.Name, m.Role, m.Namespace, addr, shaping)
+		}
+	}
+	return tw.Flush()
+}
+
+// allFeatures lets a read-only shaper skip probing.
+func allFeatures() map[string]bool {
+	m := map[string]bool{}
+	for _, f := range []string{shaper.FeatTBF, shaper.FeatHTB, shaper.FeatIngress, shaper.FeatIFB, shaper.FeatMirred, shaper.FeatU32, shaper.FeatNftNetdev, shaper.FeatNftNumgen, shaper.FeatNfqueue} {
+		m[f] = true
+	}
+	return m
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newFleetExecCmd(g *globals) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "exec [--name FLEET] MEMBER -- COMMAND [ARGS...]",
+		Short: "Run a command inside a member's network namespace",
+		Example: `  edgefault fleet exec store-pos -- ip route
+  edgefault fleet exec cloud -- ss -tn`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			p, err := provider(g, "auto")
+			if err != nil {
+				return err
+			}
+			f, err := p.Load(name)
+			if err != nil {
+				return err
+			}
+			err = f.Exec(cmd.Context(), args[0], args[1:], os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return exitCode(ee.ExitCode())
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
+	return cmd
+}
+
+// findTarget resolves a shape target: a member name or namespace name, in
+// the given fleet or, when none is given, in whichever fleet has it.
+func findTarget(p *netns.Provider, fleet, target string) (*netns.Fleet, error) {
+	if fleet != "" {
+		return p.Load(fleet)
+	}
+	names, err := p.List(nil)
+	if err != nil {
+		return nil, err
+	}
+	var found []*netns.Fleet
+	for _, n := range names {
+		f, err := p.Load(n)
+		if err != nil {
+			continue
+		}
+		if _, err := f.Member(target); err == nil {
+			found = append(found, f)
+		}
+	}
+	switch len(found) {
+	case 0:
+		if len(names) == 0 {
+			return nil, fmt.Errorf("no fleet is up: start one with `edgefault fleet up`")
+		}
+		return nil, fmt.Errorf("no node or gateway %q in any fleet (%s); see `edgefault fleet list`", target, strings.Join(names, ", "))
+	case 1:
+		return found[0], nil
+	}
+	var fn []string
+	for _, f := range found {
+		fn = append(fn, f.Name())
+	}
+	return nil, fmt.Errorf("%q is in several fleets (%s): say which with --fleet", target, strings.Join(fn, ", "))
+}
