@@ -153,7 +153,12 @@ type session struct {
 	state    string // path of the state file
 }
 
-func (s *Shaper) open(t Target) (*session, error) {
+func (s *Shaper) open(t Target) (*session, error) { return s.openMode(t, true) }
+
+// openMode opens the target's namespaces and links; with lock it also
+// takes the target's state lock (held until close), which every change
+// needs and a read does not.
+func (s *Shaper) openMode(t Target, lock bool) (*session, error) {
 	if t.Link.Name == "" {
 		return nil, fmt.Errorf("no interface given for the link to shape")
 	}
@@ -178,6 +183,9 @@ func (s *Shaper) open(t Target) (*session, error) {
 	}
 	key := strings.ReplaceAll(ss.lc.id, ":", "_") + "_" + t.Link.Name
 	ss.state = filepath.Join(s.stateDir, key+".json")
+	if !lock {
+		return ss, nil
+	}
 	if ss.lockFile, err = os.OpenFile(ss.state+".lock", os.O_CREATE|os.O_RDWR, 0o644); err != nil {
 		ss.close()
 		return nil, fmt.Errorf("lock shaping state of %s: %w", t.Link, err)
@@ -231,7 +239,7 @@ func (ss *session) save(st *linkState) error {
 
 // Current returns the impairment in force on t, if any.
 func (s *Shaper) Current(t Target) (Impairment, bool, error) {
-	ss, err := s.open(t)
+	ss, err := s.openMode(t, false)
 	if err != nil {
 		return Impairment{}, false, err
 	}

@@ -9,8 +9,8 @@ import (
 
 type shapeFlags struct {
 	fleet, rate, delay, jitter, loss, direction, backend string
-	to                                                  []string
-	outage, clear                                       bool
+	to                                                   []string
+	outage, clear                                        bool
 }
 
 // impairment validates the flags; it runs before any target is looked up.
