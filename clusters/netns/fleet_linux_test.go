@@ -1,0 +1,218 @@
+package netns_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/internal/traffic"
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper"
+)
+
+func TestMain(m *testing.M) {
+	shaper.RunHelperIfInvoked()
+	os.Exit(m.Run())
+}
+
+// up brings up the built-in fleet under a test-unique name with its own
+// ledger; it is taken down when the test ends.
+func up(t *testing.T, name string, spec *scenarios.FleetSpec) (*netns.Provider, *netns.Fleet) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := netns.NewProvider(netns.WithLedger(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec == nil {
+		spec = &scenarios.Default().Spec
+	}
+	f, err := p.UpFleet(context.Background(), name, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Down(context.Background(), name); err != nil {
+			t.Errorf("down: %v", err)
+		}
+	})
+	return p, f
+}
+
+// remoteSeen dials the cloud from member and returns the address the
+// cloud saw the connection come from.
+func remoteSeen(t *testing.T, f *netns.Fleet, member string) string {
+	t.Helper()
+	cloud, _ := f.Member("cloud")
+	l, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			seen <- err.Error()
+			return
+		}
+		seen <- strings.Split(c.RemoteAddr().String(), ":")[0]
+		c.Close()
+	}()
+	m, _ := f.Member(member)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := traffic.Dial(ctx, m.Namespace, "tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatalf("%s cannot reach the cloud: %v", member, err)
+	}
+	defer c.Close()
+	return <-seen
+}
+
+func TestFleetRoutesThroughGatewaysWithMasquerade(t *testing.T) {
+	_, f := up(t, fmt.Sprintf("t%d-a", os.Getpid()%10000), nil)
+	for _, tc := range []struct{ node, gw string }{
+		{"store-pos", "store-gw"}, {"truck-1", "truck-gw"}, {"factory-a1", "factory-gw-a"}, {"factory-b2", "factory-gw-b"},
+	} {
+		gw, _ := f.Member(tc.gw)
+		if got := remoteSeen(t, f, tc.node); got != gw.WANAddress {
+			t.Errorf("cloud saw %s come from %s, want its gateway %s's WAN address %s", tc.node, got, tc.gw, gw.WANAddress)
+		}
+	}
+	// A factory device reaches the other building's gateway on the LAN.
+	gwb, _ := f.Member("factory-gw-b")
+	a1, _ := f.Member("factory-a1")
+	ctx := context.Background()
+	addr, stop, err := traffic.Echo(gwb.Namespace, gwb.Address+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	rtts, err := traffic.RTTs(ctx, a1.Namespace, addr.String(), 3, 10*time.Millisecond)
+	if err != nil || len(rtts) != 3 {
+		t.Fatalf("factory-a1 -> factory-gw-b over the LAN: %d answers, %v", len(rtts), err)
+	}
+	// Every member is a named namespace <fleet>-<name>.
+	for _, m := range f.Members() {
+		if _, err := os.Stat("/run/netns/" + m.Namespace); err != nil || m.Namespace != f.Name()+"-"+m.Name {
+			t.Errorf("member %s: namespace %q: %v", m.Name, m.Namespace, err)
+		}
+	}
+	if _, err := f.Target("nosuch"); err == nil || !strings.Contains(err.Error(), "has no node or gateway") {
+		t.Errorf("unknown member: %v", err)
+	}
+}
+
+func TestTwoFleetsSideBySide(t *testing.T) {
+	_, f1 := up(t, fmt.Sprintf("t%d-b", os.Getpid()%10000), nil)
+	_, f2 := up(t, fmt.Sprintf("t%d-c", os.Getpid()%10000), nil)
+	// Same addresses, separate worlds.
+	for _, f := range []*netns.Fleet{f1, f2} {
+		gw, _ := f.Member("store-gw")
+		if got := remoteSeen(t, f, "store-pos"); got != gw.WANAddress {
+			t.Errorf("fleet %s: cloud saw %s", f.Name(), got)
+		}
+	}
+	// Cutting an uplink in one fleet leaves the other alone.
+	sh, err := f1.Shaper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, _ := f1.Target("store-gw")
+	if err := sh.Apply(context.Background(), tg, shaper.Impairment{Outage: true}); err != nil {
+		t.Fatal(err)
+	}
+	cloud2, _ := f2.Member("cloud")
+	pos2, _ := f2.Member("store-pos")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l, _ := traffic.Listen(cloud2.Namespace, "tcp4", cloud2.Address+":0")
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	if c, err := traffic.Dial(ctx, pos2.Namespace, "tcp4", l.Addr().String()); err != nil {
+		t.Errorf("fleet 2 lost its uplink when fleet 1's was cut: %v", err)
+	} else {
+		c.Close()
+	}
+	cloud1, _ := f1.Member("cloud")
+	pos1, _ := f1.Member("store-pos")
+	l1, _ := traffic.Listen(cloud1.Namespace, "tcp4", cloud1.Address+":0")
+	defer l1.Close()
+	ctx1, cancel1 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel1()
+	if c, err := traffic.Dial(ctx1, pos1.Namespace, "tcp4", l1.Addr().String()); err == nil {
+		c.Close()
+		t.Error("fleet 1's store reached the cloud through a cut uplink")
+	}
+}
+
+func TestUplinkRateAppliesToTheWholeSite(t *testing.T) {
+	_, f := up(t, fmt.Sprintf("t%d-d", os.Getpid()%10000), &scenarios.FleetSpec{Sites: []scenarios.Site{
+		{Name: "s1", Gateway: &scenarios.Gateway{Name: "gw1", Uplink: &scenarios.LinkProfile{Rate: "4mbit"}}, Nodes: []scenarios.Node{{Name: "a"}}},
+		{Name: "s2", Gateway: &scenarios.Gateway{Name: "gw2"}, Nodes: []scenarios.Node{{Name: "b"}}},
+	}})
+	ctx := context.Background()
+	cloud, _ := f.Member("cloud")
+	for _, tc := range []struct {
+		node     string
+		min, max float64
+	}{{"a", 3.2e6, 4.1e6}, {"b", 20e6, 1e12}} {
+		m, _ := f.Member(tc.node)
+		tr, err := traffic.TCPThroughput(ctx, m.Namespace, cloud.Namespace, cloud.Address+":0", time.Second, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s -> cloud: %.2f Mbit/s", tc.node, tr.Goodput()/1e6)
+		if g := tr.Goodput(); g < tc.min || g > tc.max {
+			t.Errorf("%s -> cloud at %.2f Mbit/s, want %.1f-%.1f", tc.node, g/1e6, tc.min/1e6, tc.max/1e6)
+		}
+	}
+}
+
+func TestProcessRunsInMemberNamespace(t *testing.T) {
+	_, f := up(t, fmt.Sprintf("t%d-e", os.Getpid()%10000), nil)
+	var out strings.Builder
+	if err := f.Exec(context.Background(), "store-pos", []string{"cat", "/proc/net/route"}, nil, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	// The store's default route (destination 00000000) via its gateway on eth0.
+	if !strings.Contains(out.String(), "eth0\t00000000") {
+		t.Fatalf("store-pos routes:\n%s", out.String())
+	}
+	p, err := f.Start(context.Background(), "cloud", "sleeper", []string{"sleep", "60"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.PID))
+	cloudNS, _ := os.Stat("/run/netns/" + f.Name() + "-cloud")
+	var want string
+	if cloudNS != nil {
+		want = fmt.Sprintf("net:[%d]", inode(cloudNS))
+	}
+	if self != want {
+		t.Errorf("process runs in %s, want the cloud's %s", self, want)
+	}
+	if err := p.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscallKill0(p.PID); err == nil {
+		t.Error("process still running after Stop")
+	}
+}
