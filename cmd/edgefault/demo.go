@@ -1,7 +1,76 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/harness"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/spf13/cobra"
+)
 
 func newDemoCmd(g *globals) *cobra.Command {
-	return &cobra.Command{Use: "demo", Short: "placeholder", Hidden: true}
+	var (
+		o                            harness.DemoOptions
+		rate, delay, outage, backend string
+	)
+	cmd := &cobra.Command{
+		Use:   "demo [--reports DIR] [--keep]",
+		Short: "Throttle a node and cut an uplink on the built-in fleet, measure, report",
+		Long: `demo brings up the built-in fleet (a store, a truck, a factory), measures a store
+node's link to the cloud unshaped, throttled (--rate, --delay), and through a
+cut of the store's uplink (--outage) with a TCP connection open, restores it,
+writes reports/demo.json and reports/demo.md and takes the fleet down. It exits
+non-zero if any step misbehaves.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if o.Rate, err = shaper.ParseRate(rate); err != nil {
+				return fmt.Errorf("--rate: %w", err)
+			}
+			if o.Delay, err = shaper.ParseDuration("delay", delay); err != nil {
+				return fmt.Errorf("--delay: %w", err)
+			}
+			if o.Outage, err = shaper.ParseDuration("outage", outage); err != nil {
+				return fmt.Errorf("--outage: %w", err)
+			}
+			if o.Backend, err = shaper.ParseBackend(backend); err != nil {
+				return fmt.Errorf("--backend: %w", err)
+			}
+			if err := netns.ValidateName(o.Fleet); err != nil {
+				return err
+			}
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			if o.Provider, err = provider(g, backend); err != nil {
+				return err
+			}
+			o.Log = g.log
+			rep, err := harness.Demo(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintln(out)
+			rep.Table(out)
+			for _, f := range rep.Files {
+				fmt.Fprintln(out, "report:", f)
+			}
+			if !rep.Pass {
+				return fmt.Errorf("demo failed: see the FAIL rows above")
+			}
+			fmt.Fprintln(out, "demo passed")
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.Fleet, "name", "edgefault-demo", "fleet name")
+	fl.StringVar(&o.Reports, "reports", "reports", "directory for the report")
+	fl.BoolVar(&o.Keep, "keep", false, "leave the fleet up afterwards")
+	fl.StringVar(&rate, "rate", "5mbit", "rate the node is throttled to")
+	fl.StringVar(&delay, "delay", "100ms", "delay added to the node's link (each way)")
+	fl.StringVar(&outage, "outage", "10s", "how long the store's uplink is cut")
+	fl.StringVar(&backend, "backend", "auto", "auto, netem or fallback")
+	return cmd
 }

@@ -240,11 +240,18 @@ func RTTs(ctx context.Context, ns, addr string, n int, gap time.Duration) ([]tim
 		out  []time.Duration
 		done = make(chan struct{})
 	)
+	var got int
 	go func() {
 		defer close(done)
 		buf := make([]byte, 64)
 		for {
-			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			mu.Lock()
+			all := got == n
+			mu.Unlock()
+			if all {
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 			k, err := c.Read(buf)
 			if err != nil {
 				return
@@ -256,6 +263,8 @@ func RTTs(ctx context.Context, ns, addr string, n int, gap time.Duration) ([]tim
 			mu.Lock()
 			if t, ok := sent[binary.BigEndian.Uint32(buf)]; ok {
 				out = append(out, now.Sub(t))
+				delete(sent, binary.BigEndian.Uint32(buf))
+				got++
 			}
 			mu.Unlock()
 		}

@@ -1,0 +1,38 @@
+# edgefault — see README.md. Everything here needs root (namespaces, qdiscs).
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+BIN := bin/edgefault
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+REPORTS ?= reports
+# go test's own timeout; the suites finish far sooner.
+TEST_TIMEOUT ?= 40m
+
+.PHONY: all build test bench run cleanup lint deps root
+
+all: build
+
+root:
+	@if [ "$$(id -u)" != 0 ]; then echo "edgefault needs root for network namespaces and qdiscs: run 'sudo make $(MAKECMDGOALS)'" >&2; exit 1; fi
+
+deps:
+	@command -v ip >/dev/null || { echo "installing iproute2"; apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2; }
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/edgefault
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: root deps lint
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench: root deps build
+	$(GO) run ./bench
+
+run: root deps build
+	./$(BIN) demo --reports $(REPORTS)
+
+cleanup: root build
+	./$(BIN) cleanup

@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/edgefault/edgefault/internal/traffic"
+)
+
+// namespacesOf lists the named namespaces of a fleet.
+func namespacesOf(fleet string) []string {
+	entries, _ := os.ReadDir("/run/netns")
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), fleet+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// helpersOf lists PIDs of processes working in a fleet's namespaces (the
+// delayer helpers name their namespace on the command line).
+func helpersOf(fleet string) []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cl := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cl, "/run/netns/"+fleet+"-") {
+			// A zombie has an empty cmdline, so this is a live process.
+			out = append(out, strings.Split(p, "/")[2]+": "+cl)
+		}
+	}
+	return out
+}
+
+func ledgerLines(owner string) int {
+	b, err := os.ReadFile(filepath.Join(stateDir, "ledger", owner+".jsonl"))
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "\n")
+}
+
+// reachable reports whether member can open a TCP connection to the cloud.
+func reachable(fleet, member string) bool {
+	l, err := traffic.Listen(fleet+"-cloud", "tcp4", "100.64.0.1:0")
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := traffic.Dial(ctx, fleet+"-"+member, "tcp4", l.Addr().String())
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func bigTopology(nodes int) string {
+	f := filepath.Join(GinkgoT().TempDir(), "big.yaml")
+	Expect(os.WriteFile(f, []byte(fmt.Sprintf(`apiVersion: edgefault.io/v1alpha1
+kind: Fleet
+metadata: {name: big}
+spec:
+  sites:
+  - name: depot
+    gateway: {name: depot-gw, uplink: {rate: 20mbit, delay: 30ms}}
+    nodeCount: %d
+`, nodes)), 0o644)).To(Succeed())
+	return f
+}
+
+var _ = Describe("cleanup after the harness is killed", Ordered, func() {
+	const other = "e2e-other"
+	BeforeAll(func() {
+		// A fleet that must survive everything done to the victims.
+		mustRun("fleet", "up", "--name", other)
+		mustRun("shape", "--fleet", other, "store-pos", "--delay", "20ms", "--loss", "1%")
+		DeferCleanup(func() { mustRun("fleet", "down", "--name", other) })
+	})
+
+	otherIntact := func() {
+		GinkgoHelper()
+		Expect(namespacesOf(other)).To(HaveLen(13), "the other fleet lost namespaces")
+		Expect(helpersOf(other)).NotTo(BeEmpty(), "the other fleet's delayers were stopped")
+		Expect(reachable(other, "store-pos")).To(BeTrue(), "the other fleet's store lost the cloud")
+		Expect(mustRun("fleet", "list", "--name", other)).To(ContainSubstring("delay 20ms, loss 1%"))
+	}
+
+	It("removes a fleet killed half-way through coming up", func() {
+		const victim = "e2e-up"
+		cmd := exec.Command(bin, "fleet", "up", "-f", bigTopology(300), "--name", victim)
+		Expect(cmd.Start()).To(Succeed())
+		// Kill it once it has recorded (and so started creating) some namespaces.
+		Eventually(func() int { return ledgerLines(victim) }, 20*time.Second, 2*time.Millisecond).Should(BeNumerically(">=", 40))
+		Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
+		_ = cmd.Wait()
+		Expect(namespacesOf(victim)).NotTo(BeEmpty(), "the kill came too late to test anything")
+
+		out := mustRun("cleanup", "--fleet", victim)
+		Expect(out).To(ContainSubstring("cleaned up " + victim))
+		Expect(namespacesOf(victim)).To(BeEmpty())
+		Expect(helpersOf(victim)).To(BeEmpty())
+		Expect(filepath.Join(stateDir, "ledger", victim+".jsonl")).NotTo(BeAnExistingFile())
+		Expect(filepath.Join(stateDir, "fleets", victim+".json")).NotTo(BeAnExistingFile())
+		otherIntact()
+	})
+
+	It("removes a fleet whose shaping was killed mid-change", func() {
+		const victim = "e2e-shape"
+		mustRun("fleet", "up", "--name", victim)
+		for i, after := range []time.Duration{0, 3 * time.Millisecond, 15 * time.Millisecond, 40 * time.Millisecond} {
+			cmd := exec.Command(bin, "shape", "--fleet", victim, "factory-gw-a", "--rate", "3mbit", "--delay", fmt.Sprintf("%dms", 20+i), "--jitter", "5ms", "--loss", "2%")
+			Expect(cmd.Start()).To(Succeed())
+			time.Sleep(after)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+		mustRun("shape", "--fleet", victim, "store-pos", "--delay", "30ms", "--to", "100.64.0.1")
+		Expect(helpersOf(victim)).NotTo(BeEmpty())
+		// Kill the harness itself mid-way through a fleet down, too.
+		cmd := exec.Command(bin, "fleet", "down", "--name", victim)
+		Expect(cmd.Start()).To(Succeed())
+		time.Sleep(2 * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+
+		mustRun("cleanup", "--fleet", victim)
+		Expect(namespacesOf(victim)).To(BeEmpty())
+		Expect(helpersOf(victim)).To(BeEmpty())
+		Expect(ledgerLines(victim)).To(BeZero())
+		otherIntact()
+	})
+})
+
+var _ = Describe("bad input", Ordered, func() {
+	const fleet = "e2e-bad"
+	BeforeAll(func() {
+		mustRun("fleet", "up", "--name", fleet)
+		mustRun("shape", "--fleet", fleet, "truck-1", "--rate", "2mbit")
+		DeferCleanup(func() { mustRun("fleet", "down", "--name", fleet) })
+	})
+
+	DescribeTable("is refused with a clear error and changes nothing",
+		func(want string, args ...string) {
+			before := ledgerLines(fleet)
+			listBefore := mustRun("fleet", "list", "--name", fleet)
+			out, err := run(args...)
+			Expect(err).To(HaveOccurred(), "edgefault %v succeeded:\n%s", args, out)
+			Expect(out).To(ContainSubstring(want))
+			Expect(ledgerLines(fleet)).To(Equal(before), "the ledger changed")
+			Expect(mustRun("fleet", "list", "--name", fleet)).To(Equal(listBefore), "shaping changed")
+		},
+		Entry("unknown node", `no node or gateway "nosuch"`, "shape", "--fleet", fleet, "nosuch", "--rate", "1mbit"),
+		Entry("mbps", `unit "mbps" is ambiguous`, "shape", "--fleet", fleet, "truck-1", "--rate", "5mbps"),
+		Entry("mbps for an unknown node: the unit is reported first", `unit "mbps" is ambiguous`, "shape", "--fleet", fleet, "nosuch", "--rate", "5mbps"),
+		Entry("a rate like 5mbps?", `unknown unit "mbps?"`, "shape", "--fleet", fleet, "truck-1", "--rate", "5mbps?"),
+		Entry("Mb/s", `write 5mbit`, "shape", "--fleet", fleet, "truck-1", "--rate", "5Mb/s"),
+		Entry("no unit", `has no unit`, "shape", "--fleet", fleet, "truck-1", "--rate", "5"),
+		Entry("negative rate", `negative`, "shape", "--fleet", fleet, "truck-1", "--rate", "-5mbit"),
+		Entry("negative delay", `delay "-10ms" is negative`, "shape", "--fleet", fleet, "truck-1", "--delay", "-10ms"),
+		Entry("loss over 100%", `loss "120%" is out of range`, "shape", "--fleet", fleet, "truck-1", "--loss", "120%"),
+		Entry("negative loss", `out of range`, "shape", "--fleet", fleet, "truck-1", "--loss", "-1%"),
+		Entry("jitter over delay", `jitter 50ms is larger than delay 10ms`, "shape", "--fleet", fleet, "truck-1", "--delay", "10ms", "--jitter", "50ms"),
+		Entry("bad direction", `use egress, ingress or both`, "shape", "--fleet", fleet, "truck-1", "--rate", "1mbit", "--direction", "up"),
+		Entry("bad CIDR", `is not a CIDR`, "shape", "--fleet", fleet, "truck-1", "--rate", "1mbit", "--to", "10.0.0.0/33"),
+		Entry("the cloud", `is the cloud`, "shape", "--fleet", fleet, "cloud", "--rate", "1mbit"),
+		Entry("nothing to do", `nothing to do`, "shape", "--fleet", fleet, "truck-1"),
+		Entry("unknown fleet", `fleet "nosuch" is not up`, "shape", "--fleet", "nosuch", "truck-1", "--rate", "1mbit"),
+		Entry("a fleet that exists", `already exists`, "fleet", "up", "--name", fleet),
+		Entry("bad fleet name", `fleet name`, "fleet", "up", "--name", "Bad Name"),
+	)
+
+	It("says root is needed when it is not root, and changes nothing", func() {
+		before := ledgerLines(fleet)
+		for _, args := range [][]string{
+			{"shape", "--fleet", fleet, "truck-1", "--rate", "1mbit"},
+			{"fleet", "up", "--name", "e2e-noroot"},
+			{"cleanup"},
+			{"doctor"},
+		} {
+			cmd := exec.Command(bin, args...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			out, err := cmd.CombinedOutput()
+			Expect(err).To(HaveOccurred(), "%v as nobody:\n%s", args, out)
+			Expect(string(out)).To(ContainSubstring("needs root"), "%v", args)
+		}
+		Expect(ledgerLines(fleet)).To(Equal(before))
+		Expect(namespacesOf("e2e-noroot")).To(BeEmpty())
+	})
+
+	It("refuses a malformed topology with file and line", func() {
+		f := filepath.Join(GinkgoT().TempDir(), "bad.yaml")
+		Expect(os.WriteFile(f, []byte("apiVersion: edgefault.io/v1alpha1\nkind: Fleet\nspec:\n  sites:\n  - name: s\n    gateway: {name: gw, uplink: {rate: 10mbps}}\n"), 0o644)).To(Succeed())
+		out, err := run("fleet", "up", "-f", f, "--name", "e2e-badtopo")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(f + ":6: spec.sites[0].gateway.uplink.rate"))
+		Expect(namespacesOf("e2e-badtopo")).To(BeEmpty())
+	})
+})
+
+var _ = Describe("the CLI", func() {
+	It("has --help on every command", func() {
+		for _, c := range [][]string{{}, {"doctor"}, {"fleet"}, {"fleet", "up"}, {"fleet", "down"}, {"fleet", "list"}, {"fleet", "exec"}, {"shape"}, {"cleanup"}, {"demo"}} {
+			out := mustRun(append(c, "--help")...)
+			Expect(out).To(ContainSubstring("Usage:"), "%v --help", c)
+		}
+	})
+
+	It("reports the kernel and the backend it picks", func() {
+		out := mustRun("doctor")
+		Expect(out).To(MatchRegexp(`backend \(auto\): (netem|fallback)`))
+		Expect(out).To(ContainSubstring("qdisc tbf"))
+	})
+
+	It("exits non-zero on an unknown command", func() {
+		_, err := run("frobnicate")
+		Expect(err).To(HaveOccurred())
+	})
+})
