@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -64,7 +65,8 @@ type nsConn struct {
 	path string
 	ns   netns.NsHandle
 	nl   *netlink.Handle
-	id   string // device:inode, stable for the namespace's life
+	id   string    // device:inode, stable for the namespace's life
+	rt   *mnl.Conn // raw rtnetlink for requests the handle lacks
 }
 
 func openNS(l Link) (*nsConn, error) {
@@ -87,7 +89,22 @@ func openNS(l Link) (*nsConn, error) {
 		}
 		return nil, fmt.Errorf("open network namespace %q: %w", l.Netns, err)
 	}
-	nl, err := netlink.NewHandleAt(h)
+	// Open both rtnetlink sockets inside the namespace in one visit: each
+	// visit is a thread switch, and a socket stays where it was made.
+	var (
+		nl *netlink.Handle
+		rt *mnl.Conn
+	)
+	err = inNetns(p, func() error {
+		var err error
+		if nl, err = netlink.NewHandle(syscall.NETLINK_ROUTE); err != nil {
+			return err
+		}
+		if rt, err = mnl.Dial(syscall.NETLINK_ROUTE, nil); err != nil {
+			nl.Close()
+		}
+		return err
+	})
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("netlink in namespace %q: %w", l.Netns, err)
@@ -95,13 +112,30 @@ func openNS(l Link) (*nsConn, error) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(h), &st); err != nil {
 		nl.Close()
+		rt.Close()
 		h.Close()
 		return nil, err
 	}
-	return &nsConn{path: p, ns: h, nl: nl, id: fmt.Sprintf("%d:%d", st.Dev, st.Ino)}, nil
+	return &nsConn{path: p, ns: h, nl: nl, rt: rt, id: fmt.Sprintf("%d:%d", st.Dev, st.Ino)}, nil
+}
+
+// nsID identifies the namespace at path ("" = this thread's) as
+// device:inode.
+func nsID(path string) (string, error) {
+	if path == "" {
+		path = "/proc/thread-self/ns/net"
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino), nil
 }
 
 func (c *nsConn) Close() {
+	if c.rt != nil {
+		c.rt.Close()
+	}
 	c.nl.Close()
 	c.ns.Close()
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,6 +28,47 @@ type Shaper struct {
 	owner    string
 	stateDir string
 	log      *slog.Logger
+
+	// mu serialises changes made through this Shaper and guards conns:
+	// open namespaces, reused across calls (a fleet's fabric is shaped once
+	// per member) and checked against the namespace file on each use.
+	mu    sync.Mutex
+	conns map[string]*nsConn
+}
+
+// maxConns bounds the namespaces a Shaper keeps open.
+const maxConns = 64
+
+// conn returns an open connection to l's namespace, reusing a cached one if
+// it still names the same namespace (a name can be reused for a new one).
+func (s *Shaper) conn(l Link) (*nsConn, error) {
+	key := l.NetnsPath()
+	if c, ok := s.conns[key]; ok {
+		if id, err := nsID(key); err == nil && id == c.id {
+			return c, nil
+		}
+		c.Close()
+		delete(s.conns, key)
+	}
+	c, err := openNS(l)
+	if err != nil {
+		return nil, err
+	}
+	if s.conns == nil {
+		s.conns = map[string]*nsConn{}
+	}
+	s.conns[key] = c
+	return c, nil
+}
+
+// Close releases the namespaces the Shaper holds open. Shaping stays.
+func (s *Shaper) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, c := range s.conns {
+		c.Close()
+		delete(s.conns, k)
+	}
 }
 
 // Option configures a Shaper.
@@ -163,8 +205,16 @@ func (s *Shaper) openMode(t Target, lock bool) (*session, error) {
 		return nil, fmt.Errorf("no interface given for the link to shape")
 	}
 	ss := &session{s: s, t: t}
+	s.mu.Lock()
+	if len(s.conns) >= maxConns {
+		for k, c := range s.conns {
+			c.Close()
+			delete(s.conns, k)
+		}
+	}
 	var err error
-	if ss.lc, err = openNS(t.Link); err != nil {
+	if ss.lc, err = s.conn(t.Link); err != nil {
+		ss.close()
 		return nil, err
 	}
 	if ss.l, err = ss.lc.link(t.Link.Name); err != nil {
@@ -172,7 +222,7 @@ func (s *Shaper) openMode(t Target, lock bool) (*session, error) {
 		return nil, err
 	}
 	if t.Peer != nil {
-		if ss.pc, err = openNS(*t.Peer); err != nil {
+		if ss.pc, err = s.conn(*t.Peer); err != nil {
 			ss.close()
 			return nil, fmt.Errorf("peer of %s: %w", t.Link, err)
 		}
@@ -201,12 +251,7 @@ func (ss *session) close() {
 	if ss.lockFile != nil {
 		ss.lockFile.Close()
 	}
-	if ss.pc != nil {
-		ss.pc.Close()
-	}
-	if ss.lc != nil {
-		ss.lc.Close()
-	}
+	ss.s.mu.Unlock()
 }
 
 func (ss *session) load() (*linkState, error) {
@@ -358,7 +403,7 @@ func (ss *session) checkForeign() error {
 		}{{ss.pc, ss.p}, {ss.lc, ss.l}}
 	}
 	for _, d := range devs {
-		kind, _, err := rootKind(d.c, d.l.Attrs().Index)
+		kind, err := rootKind(d.c, d.l.Attrs().Index)
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func newShaper(t *testing.T) (*shaper.Shaper, *ledger.Ledger) {
+func newShaper(t testing.TB) (*shaper.Shaper, *ledger.Ledger) {
 	t.Helper()
 	dir := t.TempDir()
 	l, err := ledger.Open(filepath.Join(dir, "ledger"))
@@ -37,7 +37,7 @@ func target(s *traffic.Star, i int) shaper.Target {
 }
 
 func TestRateBothDirections(t *testing.T) {
-	star := traffic.NewStar(t, 2)
+	star := traffic.StarT(t, 2)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
 	tg := target(star, 0)
@@ -71,7 +71,7 @@ func TestRateBothDirections(t *testing.T) {
 }
 
 func TestTargetsLeaveOtherTrafficAlone(t *testing.T) {
-	star := traffic.NewStar(t, 3)
+	star := traffic.StarT(t, 3)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
 	tg := target(star, 0)
@@ -95,7 +95,7 @@ func TestTargetsLeaveOtherTrafficAlone(t *testing.T) {
 }
 
 func TestDelayAndLoss(t *testing.T) {
-	star := traffic.NewStar(t, 2)
+	star := traffic.StarT(t, 2)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
 	addr, stop, err := traffic.Echo(star.Hosts[1], star.Addr(1)+":0")
@@ -140,7 +140,7 @@ func TestDelayAndLoss(t *testing.T) {
 // An outage stalls an established TCP connection without resetting it,
 // and traffic flows again after the restore.
 func TestOutageStallsButKeepsTCP(t *testing.T) {
-	star := traffic.NewStar(t, 2)
+	star := traffic.StarT(t, 2)
 	sh, _ := newShaper(t)
 	ctx := context.Background()
 	l, err := traffic.Listen(star.Hosts[1], "tcp4", star.Addr(1)+":0")

@@ -169,39 +169,18 @@ func removeRoot(c *nsConn, idx int) error {
 
 // rootKind returns the type of the root qdisc of device idx ("noqueue" for
 // the veth default).
-func rootKind(c *nsConn, idx int) (string, uint32, error) {
-	l, err := c.nl.LinkByIndex(idx)
-	if err != nil {
-		return "", 0, err
+func rootKind(c *nsConn, idx int) (string, error) {
+	k, err := qdiscKind(c, idx, netlink.HANDLE_ROOT)
+	if k == "" && err == nil {
+		k = "noqueue"
 	}
-	qs, err := c.nl.QdiscList(l)
-	if err != nil {
-		return "", 0, err
-	}
-	for _, q := range qs {
-		if q.Attrs().Parent == netlink.HANDLE_ROOT {
-			return q.Type(), q.Attrs().Handle, nil
-		}
-	}
-	return "noqueue", 0, nil
+	return k, err
 }
 
 // hasIngressQdisc reports whether device idx has an ingress qdisc.
 func hasIngressQdisc(c *nsConn, idx int) (bool, error) {
-	l, err := c.nl.LinkByIndex(idx)
-	if err != nil {
-		return false, err
-	}
-	qs, err := c.nl.QdiscList(l)
-	if err != nil {
-		return false, err
-	}
-	for _, q := range qs {
-		if q.Attrs().Parent == netlink.HANDLE_INGRESS {
-			return true, nil
-		}
-	}
-	return false, nil
+	k, err := qdiscKind(c, idx, netlink.HANDLE_INGRESS)
+	return k != "", err
 }
 
 // ifbName is the ifb device that carries the ingress of device dev in the

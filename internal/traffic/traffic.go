@@ -100,6 +100,16 @@ func (t Transfer) Goodput() float64 {
 // TCPThroughput sends from namespace from to a sink listening at addr in
 // namespace to for d (after warmup) and returns what the receiver counted.
 func TCPThroughput(ctx context.Context, from, to, addr string, warmup, d time.Duration) (Transfer, error) {
+	return TCPThroughputWindow(ctx, from, to, addr, warmup, d, nil)
+}
+
+// TCPThroughputWindow is TCPThroughput calling window(true) when the
+// measured window opens and window(false) when it closes, so a caller can
+// read link counters over exactly the same span.
+func TCPThroughputWindow(ctx context.Context, from, to, addr string, warmup, d time.Duration, window func(open bool)) (Transfer, error) {
+	if window == nil {
+		window = func(bool) {}
+	}
 	l, err := Listen(to, "tcp4", addr)
 	if err != nil {
 		return Transfer{}, err
@@ -128,10 +138,12 @@ func TCPThroughput(ctx context.Context, from, to, addr string, warmup, d time.Du
 			now := time.Now()
 			if !measuring && now.Sub(start) >= warmup {
 				measuring, mstart = true, now
+				window(true)
 			} else if measuring {
 				n += int64(k)
 			}
 			if measuring && now.Sub(mstart) >= d {
+				window(false)
 				resc <- res{tr: Transfer{Bytes: n, Duration: now.Sub(mstart)}}
 				return
 			}

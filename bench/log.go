@@ -1,0 +1,5 @@
+package main
+
+import "log/slog"
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

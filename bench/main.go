@@ -1,0 +1,364 @@
+// Command bench measures the shaper and the embedded fleet against their
+// targets and prints tables (make bench). Every figure is measured in this
+// run, baselines included: real namespaces, real TCP and UDP, real kernel.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/internal/traffic"
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+)
+
+func main() {
+	shaper.RunHelperIfInvoked()
+	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet (default all)")
+	quick := flag.Bool("quick", false, "shorter measurements")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench needs root: sudo make bench")
+		os.Exit(1)
+	}
+	b := &bench{quick: *quick}
+	// Under /run like the real ledger (tmpfs: its fsyncs are cheap).
+	dir, err := os.MkdirTemp("/run", "edgefault-bench-")
+	check(err)
+	defer os.RemoveAll(dir)
+	b.ledger, err = ledger.Open(filepath.Join(dir, "ledger"))
+	check(err)
+	b.sh, err = shaper.New(shaper.WithLedger(b.ledger, "bench"), shaper.WithStateDir(filepath.Join(dir, "state")))
+	check(err)
+	caps, _ := shaper.Probe()
+	fmt.Printf("edgefault bench — kernel %s, backend %s, %s\n\n", caps.Kernel, b.sh.Backend(), time.Now().UTC().Format(time.RFC3339))
+	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet}
+	order := []string{"rate", "loss", "delay", "latency", "fleet"}
+	if *only != "" {
+		order = strings.Split(*only, ",")
+	}
+	for _, s := range order {
+		f, ok := sections[s]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "unknown section %q\n", s)
+			os.Exit(2)
+		}
+		f()
+		fmt.Println()
+	}
+}
+
+type bench struct {
+	quick  bool
+	ledger *ledger.Ledger
+	sh     *shaper.Shaper
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func table(header string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, header)
+	return tw
+}
+
+func star(n int) *traffic.Star {
+	s, err := traffic.NewStar(fmt.Sprintf("efb%d", os.Getpid()%100000), n)
+	check(err)
+	return s
+}
+
+func target(s *traffic.Star, i int) shaper.Target {
+	return shaper.Target{Link: shaper.Link{Netns: s.Hosts[i], Name: "eth0"}, Peer: &shaper.Link{Netns: s.Fabric, Name: s.Port(i)}}
+}
+
+func rxBytes(ns, dev string) uint64 {
+	h, err := vnetns.GetFromName(ns)
+	check(err)
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	check(err)
+	defer nl.Close()
+	l, err := nl.LinkByName(dev)
+	check(err)
+	return l.Attrs().Statistics.RxBytes
+}
+
+func pass(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+// rate: goodput and link-layer rate against the configured rate.
+func (b *bench) rate() {
+	fmt.Println("== Rate accuracy (TCP, 5 s after 1 s warm-up; target goodput/configured >= 0.95, link-layer 0.98-1.02)")
+	s := star(2)
+	defer s.Close()
+	ctx := context.Background()
+	tw := table("direction\tconfigured\tgoodput\tgoodput/conf\tlink-layer/conf\tmeets target\t")
+	d := 5 * time.Second
+	if b.quick {
+		d = 2 * time.Second
+	}
+	for _, dir := range []shaper.Direction{shaper.Egress, shaper.Ingress} {
+		for _, r := range []shaper.Rate{1 * shaper.Mbit, 5 * shaper.Mbit, 20 * shaper.Mbit, 100 * shaper.Mbit} {
+			check(b.sh.Apply(ctx, target(s, 0), shaper.Impairment{Rate: r, Direction: dir}))
+			from, to, rxNS := 0, 1, s.Hosts[1]
+			if dir == shaper.Ingress {
+				from, to, rxNS = 1, 0, s.Hosts[0]
+			}
+			var b0, b1 uint64
+			var t0, t1 time.Time
+			tr, err := traffic.TCPThroughputWindow(ctx, s.Hosts[from], s.Hosts[to], s.Addr(to)+":0", time.Second, d, func(open bool) {
+				if open {
+					b0, t0 = rxBytes(rxNS, "eth0"), time.Now()
+				} else {
+					b1, t1 = rxBytes(rxNS, "eth0"), time.Now()
+				}
+			})
+			check(err)
+			g := tr.Goodput() / float64(r)
+			ll := float64(b1-b0) * 8 / t1.Sub(t0).Seconds() / float64(r)
+			fmt.Fprintf(tw, "%s\t%v\t%.3f Mbit/s\t%.3f\t%.3f\t%s\t\n", dir, r, tr.Goodput()/1e6, g, ll, pass(g >= 0.95 && ll >= 0.98 && ll <= 1.02))
+		}
+	}
+	check(b.sh.Clear(ctx, target(s, 0)))
+	tw.Flush()
+}
+
+// loss: UDP packets received against the binomial 99% interval.
+func (b *bench) loss() {
+	n := 20000
+	if b.quick {
+		n = 5000
+	}
+	fmt.Printf("== Loss accuracy (%d UDP datagrams per row, judged at the receiver; target: inside the 99%% binomial interval)\n", n)
+	s := star(2)
+	defer s.Close()
+	ctx := context.Background()
+	tw := table("direction\tconfigured\treceived\tmeasured loss\t99% interval\tmeets target\t")
+	for _, dir := range []shaper.Direction{shaper.Egress, shaper.Ingress} {
+		for _, p := range []float64{1, 10, 25} {
+			check(b.sh.Apply(ctx, target(s, 0), shaper.Impairment{Loss: p, Direction: dir}))
+			from, to := 0, 1
+			if dir == shaper.Ingress {
+				from, to = 1, 0
+			}
+			got, err := traffic.UDPTrain(ctx, s.Hosts[from], s.Hosts[to], s.Addr(to)+":0", n, 200, 10000)
+			check(err)
+			q := p / 100
+			half := 2.576 * math.Sqrt(q*(1-q)/float64(n))
+			meas := 1 - float64(got)/float64(n)
+			fmt.Fprintf(tw, "%s\t%g%%\t%d/%d\t%.2f%%\t%.2f-%.2f%%\t%s\t\n", dir, p, got, n, 100*meas, 100*(q-half), 100*(q+half), pass(math.Abs(meas-q) <= half))
+		}
+	}
+	check(b.sh.Clear(ctx, target(s, 0)))
+	tw.Flush()
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(d)))) - 1
+	if i < 0 {
+		i = 0
+	}
+	return d[i]
+}
+
+func mean(d []time.Duration) time.Duration {
+	var s time.Duration
+	for _, x := range d {
+		s += x
+	}
+	return s / time.Duration(max(1, len(d)))
+}
+
+// delay: added one-way delay per hook, from UDP echo round trips minus the
+// unshaped round trip measured in the same run.
+func (b *bench) delay() {
+	probes := 300
+	if b.quick {
+		probes = 100
+	}
+	fmt.Printf("== Delay accuracy (%d UDP echoes per row; added delay = RTT - unshaped RTT; target: mean within ±2 ms, p99 within +5 ms)\n", probes)
+	s := star(2)
+	defer s.Close()
+	ctx := context.Background()
+	addr, stop, err := traffic.Echo(s.Hosts[1], s.Addr(1)+":0")
+	check(err)
+	defer stop()
+	rtt := func() []time.Duration {
+		r, err := traffic.RTTs(ctx, s.Hosts[0], addr.String(), probes, 5*time.Millisecond)
+		check(err)
+		return r
+	}
+	base := rtt()
+	bm := mean(base)
+	fmt.Printf("unshaped RTT: mean %v, p99 %v\n", bm.Round(time.Microsecond), pct(base, 0.99).Round(time.Microsecond))
+	tw := table("hook\tdirection\tconfigured\tmean added\tp99 added\tanswered\tmeets target\t")
+	noPeer := shaper.Target{Link: shaper.Link{Netns: s.Hosts[0], Name: "eth0"}}
+	for _, row := range []struct {
+		hook string
+		t    shaper.Target
+		dir  shaper.Direction
+	}{
+		{"peer prerouting (br_netfilter)", target(s, 0), shaper.Egress},
+		{"own prerouting", target(s, 0), shaper.Ingress},
+		{"own postrouting (no peer)", noPeer, shaper.Egress},
+	} {
+		for _, d := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond} {
+			check(b.sh.Apply(ctx, row.t, shaper.Impairment{Delay: d, Direction: row.dir}))
+			r := rtt()
+			check(b.sh.Clear(ctx, row.t))
+			added := mean(r) - bm
+			p99 := pct(r, 0.99) - bm
+			ok := (added-d).Abs() <= 2*time.Millisecond && p99-d <= 5*time.Millisecond && len(r) >= probes*99/100
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%v\t%d/%d\t%s\t\n", row.hook, row.dir, d, added.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(r), probes, pass(ok))
+		}
+	}
+	tw.Flush()
+	// What holding packets on the sender's own hook does to its TCP.
+	fmt.Println("\nTCP goodput under 50 ms egress delay, no rate cap (the sender's own hook holds its packets: TCP small queues throttle it)")
+	tw = table("hook\tgoodput\t")
+	for _, row := range []struct {
+		hook string
+		t    shaper.Target
+	}{{"peer prerouting (br_netfilter)", target(s, 0)}, {"own postrouting (no peer)", noPeer}} {
+		check(b.sh.Apply(ctx, row.t, shaper.Impairment{Delay: 50 * time.Millisecond, Direction: shaper.Egress}))
+		tr, err := traffic.TCPThroughput(ctx, s.Hosts[0], s.Hosts[1], s.Addr(1)+":0", time.Second, 3*time.Second)
+		check(err)
+		check(b.sh.Clear(ctx, row.t))
+		fmt.Fprintf(tw, "%s\t%.1f Mbit/s\t\n", row.hook, tr.Goodput()/1e6)
+	}
+	tw.Flush()
+}
+
+// latency: apply+clear of a rate limit through the shaper (netlink, with
+// its ledger and state) against the same change made by the tc command.
+func (b *bench) latency() {
+	n := 200
+	fmt.Printf("== Apply+clear latency of a 5mbit rate limit on one link (%d rounds each; target: netlink >= 10x faster than tc)\n", n)
+	s := star(1)
+	defer s.Close()
+	ctx := context.Background()
+	t := target(s, 0)
+	imp := shaper.Impairment{Rate: 5 * shaper.Mbit, Direction: shaper.Ingress}
+	var sd []time.Duration
+	for i := 0; i < n; i++ {
+		st := time.Now()
+		check(b.sh.Apply(ctx, t, imp))
+		check(b.sh.Clear(ctx, t))
+		sd = append(sd, time.Since(st))
+	}
+	var td []time.Duration
+	if _, err := exec.LookPath("tc"); err != nil {
+		fmt.Println("tc (iproute2) is not installed: no baseline")
+		return
+	}
+	for i := 0; i < n; i++ {
+		st := time.Now()
+		check(exec.Command("tc", "-n", s.Fabric, "qdisc", "replace", "dev", s.Port(0), "root", "tbf", "rate", "5mbit", "burst", "4096", "limit", "35346").Run())
+		check(exec.Command("tc", "-n", s.Fabric, "qdisc", "del", "dev", s.Port(0), "root").Run())
+		td = append(td, time.Since(st))
+	}
+	sort.Slice(sd, func(i, j int) bool { return sd[i] < sd[j] })
+	sort.Slice(td, func(i, j int) bool { return td[i] < td[j] })
+	tw := table("method\tmedian\tp90\tspeed-up vs tc\tmeets target\t")
+	ms, mt := pct(sd, 0.5), pct(td, 0.5)
+	fmt.Fprintf(tw, "tc command (iproute2), 2 execs\t%v\t%v\t1.0x\t-\t\n", mt.Round(time.Microsecond), pct(td, 0.9).Round(time.Microsecond))
+	fmt.Fprintf(tw, "shaper Apply+Clear (netlink, ledger, state)\t%v\t%v\t%.1fx\t%s\t\n", ms.Round(time.Microsecond), pct(sd, 0.9).Round(time.Microsecond), float64(mt)/float64(ms), pass(float64(mt)/float64(ms) >= 10))
+	tw.Flush()
+}
+
+// fleet: time to bring up and take down fleets whose every node is shaped,
+// and what is left afterwards.
+func (b *bench) fleet() {
+	fmt.Println("== Fleet up/down, every node's link shaped to 5mbit (targets for 500 nodes: up <= 3 s, down <= 2 s, zero residue)")
+	dir, err := os.MkdirTemp("/run", "edgefault-bench-fleet-")
+	check(err)
+	defer os.RemoveAll(dir)
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	check(err)
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithLogger(discard()))
+	check(err)
+	tw := table("nodes\tsites\tnamespaces\tup\tdown\tresidue\tmeets target\t")
+	for _, n := range []int{100, 500} {
+		sites := n / 50
+		spec := &scenarios.FleetSpec{}
+		for i := 0; i < sites; i++ {
+			st := scenarios.Site{Name: fmt.Sprintf("s%d", i), Gateway: &scenarios.Gateway{Name: fmt.Sprintf("gw%d", i)}}
+			for k := 0; k < 50; k++ {
+				st.Nodes = append(st.Nodes, scenarios.Node{Name: fmt.Sprintf("s%d-n%d", i, k), Link: &scenarios.LinkProfile{Rate: "5mbit"}})
+			}
+			spec.Sites = append(spec.Sites, st)
+		}
+		name := fmt.Sprintf("bench%d", n)
+		t0 := time.Now()
+		f, err := p.UpFleet(context.Background(), name, spec)
+		check(err)
+		up := time.Since(t0)
+		members := len(f.Members()) + 1 // + fabric
+		t1 := time.Now()
+		check(p.Down(context.Background(), name))
+		down := time.Since(t1)
+		residue := residue(name, l)
+		ok := residue == "none"
+		if n == 500 {
+			ok = ok && up <= 3*time.Second && down <= 2*time.Second
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%v\t%v\t%s\t%s\t\n", n, sites, members, up.Round(time.Millisecond), down.Round(time.Millisecond), residue, pass(ok))
+	}
+	tw.Flush()
+}
+
+func residue(fleet string, l *ledger.Ledger) string {
+	var left []string
+	entries, _ := os.ReadDir("/run/netns")
+	k := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), fleet+"-") {
+			k++
+		}
+	}
+	if k > 0 {
+		left = append(left, fmt.Sprintf("%d namespaces", k))
+	}
+	if e, _ := l.Entries(fleet); len(e) > 0 {
+		left = append(left, fmt.Sprintf("%d ledger entries", len(e)))
+	}
+	if len(left) == 0 {
+		return "none"
+	}
+	return strings.Join(left, ", ")
+}
+
