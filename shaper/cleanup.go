@@ -48,7 +48,7 @@ func Removers() map[string]ledger.Remover {
 			if err != nil {
 				return nil
 			}
-			var q netlink.Qdisc = &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: hRoot}}
+			var q netlink.Qdisc = &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT}}
 			if e.Handle == "ingress" {
 				q = &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: hIngress}}
 			}

@@ -21,6 +21,8 @@ type dirPlan struct {
 	// Delay and Jitter are applied by the NFQUEUE delayer (fallback backend).
 	Delay  time.Duration `json:"delay,omitempty"`
 	Jitter time.Duration `json:"jitter,omitempty"`
+	// Major is the handle major of the installed qdisc tree (1 or 2).
+	Major uint16 `json:"major,omitempty"`
 }
 
 func (d *dirPlan) needsTC() bool      { return d.Rate != 0 || d.Netem != nil }

@@ -23,18 +23,39 @@ func qdiscKind(c *nsConn, idx int, parent uint32) (string, error) {
 	tcm := make([]byte, 20)
 	binary.NativeEndian.PutUint32(tcm[4:], uint32(idx))
 	binary.NativeEndian.PutUint32(tcm[12:], parent)
-	msgs, err := conn.Execute(mnl.Message{
-		Header: mnl.Header{Type: unix.RTM_GETQDISC, Flags: mnl.Request | mnl.Acknowledge},
+	req, err := conn.Send(mnl.Message{
+		Header: mnl.Header{Type: unix.RTM_GETQDISC, Flags: mnl.Request | mnl.Acknowledge | mnl.Echo},
 		Data:   tcm,
 	})
 	if err != nil {
-		var oe *mnl.OpError
-		if errors.As(err, &oe) && (errors.Is(oe.Err, unix.ENOENT) || errors.Is(oe.Err, unix.EINVAL)) {
-			return "", nil
-		}
 		return "", fmt.Errorf("get qdisc: %w", err)
 	}
-	// A built-in qdisc (noqueue) is not reported: only the ack comes back.
+	// The answer (if any) and the ack come as separate datagrams: read up
+	// to and including the ack, so nothing is left for the next request.
+	var msgs []mnl.Message
+	for done := false; !done; {
+		got, err := conn.Receive()
+		if err != nil {
+			var oe *mnl.OpError
+			if errors.As(err, &oe) && (errors.Is(oe.Err, unix.ENOENT) || errors.Is(oe.Err, unix.EINVAL)) {
+				return "", nil
+			}
+			return "", fmt.Errorf("get qdisc: %w", err)
+		}
+		for _, m := range got {
+			if m.Header.Sequence != req.Header.Sequence {
+				continue
+			}
+			if m.Header.Type == mnl.Error {
+				done = true
+				continue
+			}
+			msgs = append(msgs, m)
+		}
+	}
+	// The kernel answers a qdisc GET as a notification, sent back to us only
+	// with NLM_F_ECHO; a built-in qdisc (noqueue) is not reported at all:
+	// only the ack comes back.
 	for _, m := range msgs {
 		if m.Header.Type != unix.RTM_NEWQDISC || len(m.Data) < 20 {
 			continue

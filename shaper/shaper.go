@@ -582,6 +582,7 @@ func (ss *session) applyTC(d Direction, dp, old *dirPlan, oldIFB string) (string
 		return "", s.ledger.Forget(s.owner, ledger.Entry{Kind: ledger.KindQdisc, Netns: nsName, Name: dev.Attrs().Name, Handle: "root"})
 	}
 	if dp.tcEqual(old) && (!useIFB || oldIFB != "") {
+		dp.Major = old.Major
 		return oldIFB, nil
 	}
 	target := dev
@@ -607,7 +608,16 @@ func (ss *session) applyTC(d Direction, dp, old *dirPlan, oldIFB string) (string
 	} else if err := s.ledger.Record(s.owner, ledger.Entry{Kind: ledger.KindQdisc, Netns: nsName, Name: dev.Attrs().Name, Handle: "root"}); err != nil {
 		return "", err
 	}
-	if err := installTree(c, buildTree(target.Attrs().Index, dp)); err != nil {
+	// Change the tree in place where its shape allows, else graft a new
+	// one under the other major.
+	dp.Major = 1
+	if old != nil && old.Major != 0 && (oldIFB != "" || !useIFB) {
+		dp.Major = old.Major
+		if !sameShape(old, dp) {
+			dp.Major = otherMajor(old.Major)
+		}
+	}
+	if err := installTree(c, buildTree(target.Attrs().Index, dp, dp.Major)); err != nil {
 		return ifb, fmt.Errorf("%s on %s: %w", d, target.Attrs().Name, err)
 	}
 	if useIFB {

@@ -4,13 +4,17 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 func TestMain(m *testing.M) {
@@ -203,5 +207,142 @@ func TestOutageStallsButKeepsTCP(t *testing.T) {
 	}
 	if err := ping(3, 5*time.Second); err != nil {
 		t.Fatalf("connection did not carry traffic after restore: %v", err)
+	}
+}
+
+// A link carrying qdiscs edgefault did not make is refused: Clear could
+// not restore it exactly.
+func TestForeignQdiscIsRefused(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	sh, _ := newShaper(t)
+	if out, err := exec.Command("tc", "-n", star.Fabric, "qdisc", "add", "dev", star.Port(0), "root", "tbf", "rate", "1mbit", "burst", "5k", "limit", "10k").CombinedOutput(); err != nil {
+		t.Skipf("tc: %v %s", err, out)
+	}
+	err := sh.Apply(context.Background(), target(star, 0), shaper.Impairment{Rate: shaper.Mbit})
+	if err == nil || !strings.Contains(err.Error(), "already has a tbf qdisc that edgefault did not make") {
+		t.Fatalf("Apply over a foreign qdisc: %v", err)
+	}
+	// Nothing of ours was left behind, and theirs is untouched.
+	out, _ := exec.Command("tc", "-n", star.Fabric, "qdisc", "show", "dev", star.Port(0)).CombinedOutput()
+	if !strings.Contains(string(out), "rate 1Mbit") || strings.Contains(string(out), "ingress") {
+		t.Fatalf("qdiscs after a refused Apply:\n%s", out)
+	}
+}
+
+// Re-applying moves between impairments in place and Clear restores the
+// link: no qdisc, no ingress hook, no ifb, no nft table left.
+func TestReapplyAndClearRestore(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	tg := target(star, 0)
+	for _, imp := range []shaper.Impairment{
+		{Rate: shaper.Mbit, Direction: shaper.Egress},
+		{Rate: 5 * shaper.Mbit},
+		{Rate: 2 * shaper.Mbit, Targets: []netip.Prefix{netip.MustParsePrefix(star.Addr(1) + "/32")}, Loss: 1},
+		{Delay: 20 * time.Millisecond, Loss: 5, Direction: shaper.Ingress},
+		{Outage: true},
+		{Rate: 5 * shaper.Mbit, Delay: 10 * time.Millisecond},
+	} {
+		if err := sh.Apply(ctx, tg, imp); err != nil {
+			t.Fatalf("apply %v: %v", imp, err)
+		}
+		got, ok, err := sh.Current(tg)
+		if err != nil || !ok || got.String() != imp.String() {
+			t.Fatalf("current = %v, %v, %v; want %v", got, ok, err, imp)
+		}
+	}
+	if err := sh.Clear(ctx, tg); err != nil {
+		t.Fatal(err)
+	}
+	for ns, dev := range map[string]string{star.Fabric: star.Port(0), star.Hosts[0]: "eth0"} {
+		out, _ := exec.Command("tc", "-n", ns, "qdisc", "show", "dev", dev).CombinedOutput()
+		if strings.Contains(string(out), "tbf") || strings.Contains(string(out), "htb") || strings.Contains(string(out), "ingress") {
+			t.Errorf("%s/%s still has qdiscs:\n%s", ns, dev, out)
+		}
+		links, _ := exec.Command("ip", "-n", ns, "-o", "link", "show", "type", "ifb").CombinedOutput()
+		if strings.TrimSpace(string(links)) != "" {
+			t.Errorf("%s still has ifb devices: %s", ns, links)
+		}
+	}
+	out, _ := exec.Command("ip", "-n", star.Fabric, "-o", "link", "show", star.Port(0)).CombinedOutput()
+	if !strings.Contains(string(out), "state UP") && !strings.Contains(string(out), ",UP") {
+		t.Errorf("peer not brought back up: %s", out)
+	}
+	if _, ok, _ := sh.Current(tg); ok {
+		t.Error("state left after Clear")
+	}
+}
+
+// Moving between impairments (in place, and grafting a new qdisc tree)
+// never lets a bulk transfer run unshaped, not even for a moment: at
+// unshaped speed a single millisecond would carry over a megabyte. Judged
+// by bytes on the receiver's link per 100 ms (the application sees bursts
+// when TCP fills a hole, which says nothing about the link).
+func TestTransitionsNeverRunUnshaped(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	tg := target(star, 0)
+	to1 := []netip.Prefix{netip.MustParsePrefix(star.Addr(1) + "/32")}
+	steps := []shaper.Impairment{
+		{Rate: 2 * shaper.Mbit},
+		{Rate: 3 * shaper.Mbit},
+		{Rate: 2 * shaper.Mbit, Targets: to1},
+		{Rate: 3 * shaper.Mbit, Delay: 5 * time.Millisecond},
+		{Rate: 2 * shaper.Mbit, Loss: 1},
+	}
+	if err := sh.Apply(ctx, tg, steps[0]); err != nil {
+		t.Fatal(err)
+	}
+	h, err := netns.GetFromName(star.Hosts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	rx := func() int64 {
+		l, err := nl.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(l.Attrs().Statistics.RxBytes)
+	}
+	var windows []int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		last := rx()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 40; i++ {
+			<-tick.C
+			n := rx()
+			windows = append(windows, n-last)
+			last = n
+		}
+	}()
+	go func() {
+		_, _ = traffic.TCPThroughput(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 0, 4500*time.Millisecond)
+	}()
+	for i := 0; i < 15; i++ {
+		time.Sleep(200 * time.Millisecond)
+		if err := sh.Apply(ctx, tg, steps[(i+1)%len(steps)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	t.Logf("bytes per 100 ms: %v", windows)
+	// 3 Mbit/s for 100 ms is 37.5 kB at the link layer; allow the tbf
+	// burst and ticker jitter on a loaded machine, nothing near unshaped.
+	const limit = 2 * 37500
+	for i, w := range windows {
+		if w > limit {
+			t.Errorf("window %d carried %d bytes (limit %d): traffic ran unshaped", i, w, limit)
+		}
 	}
 }

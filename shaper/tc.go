@@ -13,14 +13,40 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Handles used by edgefault's qdisc trees.
-var (
-	hRoot    = netlink.MakeHandle(1, 0)
-	hShaped  = netlink.MakeHandle(1, 1) // tbf's class, or the htb class for targets
-	hFree    = netlink.MakeHandle(1, 2) // htb class for everything else
-	hLeaf    = netlink.MakeHandle(10, 0)
-	hIngress = netlink.MakeHandle(0xffff, 0)
-)
+// hIngress is the ingress qdisc's handle.
+var hIngress = netlink.MakeHandle(0xffff, 0)
+
+// handles of one qdisc tree. A tree is built under major 1 or 2: a new
+// tree of another shape is grafted under the other major in one step (the
+// kernel will not change a qdisc's kind in place).
+type handles struct{ root, shaped, free, leaf uint32 }
+
+func treeHandles(major uint16) handles {
+	return handles{
+		root:   netlink.MakeHandle(major, 0),
+		shaped: netlink.MakeHandle(major, 1), // tbf's class, or the htb class for targets
+		free:   netlink.MakeHandle(major, 2), // htb class for everything else
+		leaf:   netlink.MakeHandle(major+10, 0),
+	}
+}
+
+// otherMajor alternates between the two tree majors.
+func otherMajor(m uint16) uint16 {
+	if m == 1 {
+		return 2
+	}
+	return 1
+}
+
+// sameShape reports whether the tree for b can be had by changing the tree
+// for a in place (same qdisc kinds in the same places), which keeps queued
+// packets; otherwise a new tree is grafted.
+func sameShape(a, b *dirPlan) bool {
+	if a == nil || !a.needsTC() || len(a.Targets) > 0 || len(b.Targets) > 0 {
+		return false
+	}
+	return (a.Rate != 0) == (b.Rate != 0) && (a.Netem != nil) == (b.Netem != nil)
+}
 
 // freeRate is the htb rate of traffic that is not targeted: effectively
 // unlimited.
@@ -50,16 +76,24 @@ type tcTree struct {
 	filters []netlink.Filter // installed last, so targeted traffic is over- not under-shaped while building
 }
 
-// buildTree returns the tree for plan d on the device with index idx.
-func buildTree(idx int, d *dirPlan) tcTree {
+// buildTree returns the tree for plan d on the device with index idx,
+// under the given major.
+func buildTree(idx int, d *dirPlan, major uint16) tcTree {
 	var t tcTree
-	rootAttrs := netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT, Handle: hRoot}
+	h := treeHandles(major)
+	rootAttrs := netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT, Handle: h.root}
 	switch {
 	case len(d.Targets) > 0:
-		// htb: 1:1 shaped (also the default until the filters exist), 1:2
-		// free; u32 filters send targets to 1:1 and the rest to 1:2.
+		// htb: M:1 shaped (also the default until the filters exist), M:2
+		// free; u32 filters send targets to M:1 and the rest to M:2. Until
+		// the classes exist, htb would send packets straight through its
+		// direct queue: a direct queue of 0 drops them instead, so the
+		// moment of building over-impairs rather than lets traffic pass
+		// unshaped.
 		htb := netlink.NewHtb(rootAttrs)
 		htb.Defcls = 1
+		zero := uint32(0)
+		htb.DirectQlen = &zero
 		t.root = htb
 		rate := d.Rate
 		if rate == 0 {
@@ -67,25 +101,25 @@ func buildTree(idx int, d *dirPlan) tcTree {
 		}
 		burst, limit := tbfSizes(rate)
 		t.classes = append(t.classes,
-			netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: hRoot, Handle: hShaped},
+			netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: h.root, Handle: h.shaped},
 				netlink.HtbClassAttrs{Rate: uint64(rate), Ceil: uint64(rate), Buffer: burst, Cbuffer: burst}),
-			netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: hRoot, Handle: hFree},
+			netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: h.root, Handle: h.free},
 				netlink.HtbClassAttrs{Rate: uint64(freeRate), Ceil: uint64(freeRate)}),
 		)
 		if d.Netem != nil {
-			t.leaves = append(t.leaves, netemQdisc(idx, hShaped, hLeaf, d.Netem, rate))
+			t.leaves = append(t.leaves, netemQdisc(idx, h.shaped, h.leaf, d.Netem, rate))
 		} else {
 			// A tbf leaf bounds the class's queue in bytes (50 ms of rate),
 			// where htb's default pfifo would queue txqueuelen packets.
-			t.leaves = append(t.leaves, &netlink.Tbf{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: hShaped, Handle: hLeaf},
+			t.leaves = append(t.leaves, &netlink.Tbf{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: h.shaped, Handle: h.leaf},
 				Rate: rate.BytesPerSecond(), Limit: limit, Buffer: netlink.Xmittime(rate.BytesPerSecond(), burst)})
 		}
 		for _, p := range d.Targets {
-			t.filters = append(t.filters, u32Prefix(idx, p, d.Dir, 1))
+			t.filters = append(t.filters, u32Prefix(idx, h, p, d.Dir, 1))
 		}
 		t.filters = append(t.filters, &netlink.U32{
-			FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: hRoot, Priority: 2, Protocol: unix.ETH_P_ALL},
-			ClassId:     hFree,
+			FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: h.root, Priority: 2, Protocol: unix.ETH_P_ALL},
+			ClassId:     h.free,
 			Sel:         &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL, Keys: []netlink.TcU32Key{{}}},
 		})
 	case d.Rate != 0:
@@ -93,16 +127,16 @@ func buildTree(idx int, d *dirPlan) tcTree {
 		t.root = &netlink.Tbf{QdiscAttrs: rootAttrs, Rate: d.Rate.BytesPerSecond(), Limit: limit,
 			Buffer: netlink.Xmittime(d.Rate.BytesPerSecond(), burst)}
 		if d.Netem != nil {
-			t.leaves = append(t.leaves, netemQdisc(idx, hShaped, hLeaf, d.Netem, d.Rate))
+			t.leaves = append(t.leaves, netemQdisc(idx, h.shaped, h.leaf, d.Netem, d.Rate))
 		}
 	case d.Netem != nil:
-		t.root = netemQdisc(idx, netlink.HANDLE_ROOT, hRoot, d.Netem, 0)
+		t.root = netemQdisc(idx, netlink.HANDLE_ROOT, h.root, d.Netem, 0)
 	}
 	return t
 }
 
 // u32Prefix sends IPv4 traffic whose remote end is in p to the shaped class.
-func u32Prefix(idx int, p netip.Prefix, dir Direction, prio uint16) *netlink.U32 {
+func u32Prefix(idx int, h handles, p netip.Prefix, dir Direction, prio uint16) *netlink.U32 {
 	off := int32(16) // destination address
 	if dir == Ingress {
 		off = 12 // source address
@@ -114,8 +148,8 @@ func u32Prefix(idx int, p netip.Prefix, dir Direction, prio uint16) *netlink.U32
 		mask = ^uint32(0) << (32 - p.Bits())
 	}
 	return &netlink.U32{
-		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: hRoot, Priority: prio, Protocol: unix.ETH_P_IP},
-		ClassId:     hShaped,
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: h.root, Priority: prio, Protocol: unix.ETH_P_IP},
+		ClassId:     h.shaped,
 		Sel: &netlink.TcU32Sel{Flags: netlink.TC_U32_TERMINAL,
 			Keys: []netlink.TcU32Key{{Mask: mask, Val: val & mask, Off: off}}},
 	}
@@ -133,7 +167,8 @@ func redirectFilter(from, to int) *netlink.U32 {
 	}
 }
 
-// installTree puts t on the device, replacing the root qdisc in one step.
+// installTree puts t on the device: the root qdisc is changed in place
+// (same kind, same handle) or a new one is grafted over the old in one step.
 func installTree(c *nsConn, t tcTree) error {
 	if err := c.nl.QdiscReplace(t.root); err != nil {
 		return fmt.Errorf("replace root qdisc %s: %w", t.root.Type(), err)
@@ -160,7 +195,8 @@ func installTree(c *nsConn, t tcTree) error {
 // removeRoot deletes the root qdisc of device idx, returning it to the
 // kernel's default.
 func removeRoot(c *nsConn, idx int) error {
-	err := c.nl.QdiscDel(&netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT, Handle: hRoot}})
+	// Handle 0: whichever major the tree is under.
+	err := c.nl.QdiscDel(&netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT}})
 	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove root qdisc: %w", err)
 	}
