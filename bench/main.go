@@ -361,4 +361,3 @@ func residue(fleet string, l *ledger.Ledger) string {
 	}
 	return strings.Join(left, ", ")
 }
-
