@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
@@ -9,6 +10,7 @@ import (
 
 type shapeFlags struct {
 	fleet, rate, delay, jitter, loss, direction, backend string
+	link, peer                                           string
 	to                                                   []string
 	outage, clear                                        bool
 }
@@ -56,7 +58,43 @@ func (f *shapeFlags) impairment() (shaper.Impairment, error) {
 	if _, err := shaper.ParseBackend(f.backend); err != nil {
 		return imp, fmt.Errorf("--backend: %w", err)
 	}
+	if f.peer != "" && f.link == "" {
+		return imp, fmt.Errorf("--peer needs --link")
+	}
 	return imp, nil
+}
+
+// parseLink parses NETNS/DEV (NETNS a name under /run/netns or a path
+// such as /proc/PID/ns/net) or a bare DEV in this namespace.
+func parseLink(flag, s string) (shaper.Link, error) {
+	i := strings.LastIndex(s, "/")
+	if i < 0 {
+		if s == "" {
+			return shaper.Link{}, fmt.Errorf("%s: give NETNS/DEV, e.g. myns/eth0 or /proc/1234/ns/net/eth0", flag)
+		}
+		return shaper.Link{Name: s}, nil
+	}
+	if s[i+1:] == "" || s[:i] == "" {
+		return shaper.Link{}, fmt.Errorf("%s %q: give NETNS/DEV, e.g. myns/eth0 or /proc/1234/ns/net/eth0", flag, s)
+	}
+	return shaper.Link{Netns: s[:i], Name: s[i+1:]}, nil
+}
+
+// linkTarget is the target given by --link and --peer, outside any fleet.
+func (f *shapeFlags) linkTarget() (shaper.Target, error) {
+	l, err := parseLink("--link", f.link)
+	if err != nil {
+		return shaper.Target{}, err
+	}
+	t := shaper.Target{Link: l}
+	if f.peer != "" {
+		p, err := parseLink("--peer", f.peer)
+		if err != nil {
+			return shaper.Target{}, err
+		}
+		t.Peer = &p
+	}
+	return t, nil
 }
 
 func newShapeCmd(g *globals) *cobra.Command {
@@ -75,33 +113,59 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 		Example: `  edgefault shape store-pos --rate 1mbit --delay 200ms --loss 2%
   edgefault shape factory-gw-a --outage
   edgefault shape truck-gw --rate 512kbit --to 100.64.0.1/32
-  edgefault shape store-pos --clear`,
-		Args: cobra.ExactArgs(1),
+  edgefault shape store-pos --clear
+  edgefault shape --link myns/eth0 --peer veth-host --rate 2mbit   # any veth: a kind node, a pod`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if f.link != "" {
+				if len(args) > 0 {
+					return fmt.Errorf("give either a TARGET or --link, not both")
+				}
+				return nil
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			imp, err := f.impairment()
 			if err != nil {
 				return err
 			}
+			var t shaper.Target
+			if f.link != "" {
+				if t, err = f.linkTarget(); err != nil {
+					return err
+				}
+			}
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			p, err := provider(g, f.backend)
-			if err != nil {
-				return err
-			}
-			fl, err := findTarget(p, f.fleet, args[0])
-			if err != nil {
-				return err
-			}
-			t, err := fl.Target(args[0])
-			if err != nil {
-				return err
-			}
 			b, _ := shaper.ParseBackend(f.backend)
-			sh, err := fl.Shaper(shaper.WithBackend(b))
-			if err != nil {
-				return err
+			var sh *shaper.Shaper
+			name := f.link
+			if f.link != "" {
+				// Outside any fleet: recorded under the owner "shape", which
+				// `edgefault cleanup` restores.
+				if sh, err = shaper.New(shaper.WithBackend(b), shaper.WithLogger(g.log)); err != nil {
+					return err
+				}
+			} else {
+				name = args[0]
+				p, err := provider(g, f.backend)
+				if err != nil {
+					return err
+				}
+				fl, err := findTarget(p, f.fleet, name)
+				if err != nil {
+					return err
+				}
+				if t, err = fl.Target(name); err != nil {
+					return err
+				}
+				if sh, err = fl.Shaper(shaper.WithBackend(b)); err != nil {
+					return err
+				}
 			}
+			defer sh.Close()
+			args = []string{name}
 			if f.clear {
 				if err := sh.Clear(cmd.Context(), t); err != nil {
 					return err
@@ -127,5 +191,7 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 	fl.StringSliceVar(&f.to, "to", nil, "only impair traffic to/from these CIDRs (repeat or comma-separate)")
 	fl.BoolVar(&f.clear, "clear", false, "remove all shaping from the target and restore it")
 	fl.StringVar(&f.backend, "backend", "auto", "auto, netem or fallback")
+	fl.StringVar(&f.link, "link", "", "shape this link instead of a fleet member: NETNS/DEV (a name from `ip netns`, or /proc/PID/ns/net/DEV)")
+	fl.StringVar(&f.peer, "peer", "", "the other end of --link (NETNS/DEV, or DEV in this namespace), where its egress is impaired")
 	return cmd
 }
