@@ -14,6 +14,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/edgefault/edgefault/internal/traffic"
+	"github.com/google/nftables"
+	vnetns "github.com/vishvananda/netns"
 )
 
 // namespacesOf lists the named namespaces of a fleet.
@@ -24,6 +26,42 @@ func namespacesOf(fleet string) []string {
 		if strings.HasPrefix(e.Name(), fleet+"-") {
 			out = append(out, e.Name())
 		}
+	}
+	return out
+}
+
+// processesNaming lists processes whose command line contains s.
+func processesNaming(s string) []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if cl := strings.ReplaceAll(string(b), "\x00", " "); strings.Contains(cl, s) {
+			out = append(out, cl)
+		}
+	}
+	return out
+}
+
+// nftTables lists the nft tables in a named namespace ("" = this one).
+func nftTables(ns string) []string {
+	var opts []nftables.ConnOption
+	if ns != "" {
+		h, err := vnetns.GetFromName(ns)
+		Expect(err).NotTo(HaveOccurred())
+		defer h.Close()
+		opts = append(opts, nftables.WithNetNSFd(int(h)))
+	}
+	c, err := nftables.New(opts...)
+	Expect(err).NotTo(HaveOccurred())
+	ts, err := c.ListTables()
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Name)
 	}
 	return out
 }
@@ -237,5 +275,47 @@ var _ = Describe("the CLI", func() {
 	It("exits non-zero on an unknown command", func() {
 		_, err := run("frobnicate")
 		Expect(err).To(HaveOccurred())
+	})
+})
+
+var _ = Describe("shaping a link outside any fleet", func() {
+	It("restores it on cleanup, even after the shaping process is killed", func() {
+		ns := fmt.Sprintf("e2e-link-%d", os.Getpid())
+		host := fmt.Sprintf("e2eh%d", os.Getpid()%100000)
+		for _, c := range [][]string{
+			{"ip", "netns", "add", ns},
+			{"ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns},
+			{"ip", "link", "set", host, "up"},
+			{"ip", "-n", ns, "link", "set", "eth0", "up"},
+		} {
+			out, err := exec.Command(c[0], c[1:]...).CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), "%v: %s", c, out)
+		}
+		DeferCleanup(func() {
+			_ = exec.Command("ip", "netns", "del", ns).Run()
+			_ = exec.Command("ip", "link", "del", host).Run()
+		})
+		mustRun("shape", "--link", ns+"/eth0", "--peer", host, "--rate", "2mbit", "--delay", "15ms", "--loss", "1%")
+		mustRun("shape", "--link", ns+"/eth0", "--peer", host, "--outage")
+		out, _ := exec.Command("ip", "link", "show", host).CombinedOutput()
+		Expect(string(out)).To(ContainSubstring("state DOWN"), "the outage takes the peer down")
+
+		// A later change killed mid-way.
+		cmd := exec.Command(bin, "shape", "--link", ns+"/eth0", "--peer", host, "--delay", "40ms")
+		Expect(cmd.Start()).To(Succeed())
+		time.Sleep(5 * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+
+		mustRun("cleanup")
+		out, _ = exec.Command("ip", "link", "show", host).CombinedOutput()
+		Expect(string(out)).To(ContainSubstring("state UP"), "the peer was up before: cleanup brings it back")
+		q, _ := exec.Command("tc", "qdisc", "show", "dev", host).CombinedOutput()
+		Expect(string(q)).NotTo(ContainSubstring("tbf"))
+		Expect(string(q)).NotTo(ContainSubstring("ingress"))
+		Expect(processesNaming("/run/netns/" + ns + " ")).To(BeEmpty())
+		Expect(processesNaming("-netns  ")).To(BeEmpty(), "a delayer of the host namespace") // none was started there
+		Expect(nftTables(ns)).To(BeEmpty())
+		Expect(nftTables("")).NotTo(ContainElement(HavePrefix("edgefault-")))
 	})
 })

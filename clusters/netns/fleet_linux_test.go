@@ -215,4 +215,15 @@ func TestProcessRunsInMemberNamespace(t *testing.T) {
 	if err := syscallKill0(p.PID); err == nil {
 		t.Error("process still running after Stop")
 	}
+	// Output is captured in the process's log.
+	q, err := f.Start(context.Background(), "truck-1", "hello", []string{"sh", "-c", "echo hello from $(cat /proc/net/route | wc -l) routes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(q.Log); !strings.Contains(string(b), "hello from 3 routes") {
+		t.Errorf("log %s holds %q", q.Log, b)
+	}
 }
