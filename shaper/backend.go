@@ -186,8 +186,8 @@ func Probe() (Capabilities, error) {
 	ch2 := nc.AddChain(&nftables.Chain{Name: "out", Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookEgress, Device: "probe0", Priority: nftables.ChainPriorityFilter})
 	set(FeatNftNetdev, nc.Flush())
 	if c.Has(FeatNftNetdev) {
-		nc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: dropRules(10, nil, Ingress, nftables.TableFamilyNetdev)[0]})
-		nc.AddRule(&nftables.Rule{Table: t, Chain: ch2, Exprs: dropRules(10, nil, Egress, nftables.TableFamilyNetdev)[0]})
+		nc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: dropRules(10, nil, Ingress, nftables.TableFamilyNetdev, nil)[0]})
+		nc.AddRule(&nftables.Rule{Table: t, Chain: ch2, Exprs: dropRules(10, nil, Egress, nftables.TableFamilyNetdev, nil)[0]})
 		set(FeatNftNumgen, nc.Flush())
 	}
 	it := nc.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "probe"})

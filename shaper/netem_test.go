@@ -141,7 +141,7 @@ func TestTbfSizes(t *testing.T) {
 }
 
 func TestDropRules(t *testing.T) {
-	rules := dropRules(2.5, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("100.64.0.1/32")}, Egress, nftables.TableFamilyNetdev)
+	rules := dropRules(2.5, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("100.64.0.1/32")}, Egress, nftables.TableFamilyNetdev, nil)
 	if len(rules) != 2 {
 		t.Fatalf("%d rules, want one per target", len(rules))
 	}
@@ -163,7 +163,7 @@ func TestDropRules(t *testing.T) {
 	if _, ok := rules[0][len(rules[0])-1].(*expr.Verdict); !ok {
 		t.Error("rule does not end in a verdict")
 	}
-	all := dropRules(100, nil, Ingress, nftables.TableFamilyNetdev)
+	all := dropRules(100, nil, Ingress, nftables.TableFamilyNetdev, nil)
 	for _, e := range all[0] {
 		if _, ok := e.(*expr.Numgen); ok {
 			t.Error("an outage must drop everything, not a random share")

@@ -139,9 +139,10 @@ func withTargets(prefix []expr.Any, targets []netip.Prefix, dir Direction, fam n
 	return out
 }
 
-// dropRules drops percent% of packets at random (all of them at 100),
-// counting what it matched; one rule per target.
-func dropRules(percent float64, targets []netip.Prefix, dir Direction, fam nftables.TableFamily) [][]expr.Any {
+// dropRules drops percent% of the packets that match prefix (and a
+// target) at random, all of them at 100, counting what it matched; one
+// rule per target.
+func dropRules(percent float64, targets []netip.Prefix, dir Direction, fam nftables.TableFamily, prefix []expr.Any) [][]expr.Any {
 	body := []expr.Any{}
 	if percent < 100 {
 		// numgen random mod 10000 < percent*100, compared in network order
@@ -153,7 +154,7 @@ func dropRules(percent float64, targets []netip.Prefix, dir Direction, fam nftab
 		)
 	}
 	body = append(body, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
-	return withTargets(nil, targets, dir, fam, body)
+	return withTargets(prefix, targets, dir, fam, body)
 }
 
 // queueExpr sends the packet to NFQUEUE queue num through the xtables

@@ -683,21 +683,29 @@ func (ss *session) applyNft(old, st *linkState) error {
 		dp := st.Plan.dir(d)
 		if dp.DropPercent > 0 {
 			// Drops at the far end: what the link sends is dropped where
-			// its peer receives it; what it receives, where the peer sends.
-			k, hook := tkey{ss.lc, nftables.TableFamilyNetdev, lname}, nftables.ChainHookIngress
+			// its peer receives it, what it receives where the peer sends
+			// it. What the link sends is matched in the peer's prerouting
+			// hook by the link's MAC, like the delay: the peer's netdev
+			// ingress hook is skipped by packets that an ifb (the egress
+			// rate limiter) hands back, measured on kernel 6.18.
 			switch {
 			case ss.p != nil && d == Egress:
-				k, hook = tkey{ss.pc, nftables.TableFamilyNetdev, ss.p.Attrs().Name}, nftables.ChainHookIngress
-			case ss.p != nil && d == Ingress:
-				k, hook = tkey{ss.pc, nftables.TableFamilyNetdev, ss.p.Attrs().Name}, nftables.ChainHookEgress
+				k := tkey{ss.pc, nftables.TableFamilyINet, ss.p.Attrs().Name}
+				add(k, nftChain{name: "pre", hook: nftables.ChainHookPrerouting,
+					rules: dropRules(dp.DropPercent, dp.Targets, d, nftables.TableFamilyINet, matchEtherSaddr(mac))})
+			case ss.p != nil:
+				k := tkey{ss.pc, nftables.TableFamilyNetdev, ss.p.Attrs().Name}
+				add(k, nftChain{name: "out", hook: nftables.ChainHookEgress, device: k.dev,
+					rules: dropRules(dp.DropPercent, dp.Targets, d, nftables.TableFamilyNetdev, nil)})
 			case d == Egress:
-				hook = nftables.ChainHookEgress
+				k := tkey{ss.lc, nftables.TableFamilyNetdev, lname}
+				add(k, nftChain{name: "out", hook: nftables.ChainHookEgress, device: lname,
+					rules: dropRules(dp.DropPercent, dp.Targets, d, nftables.TableFamilyNetdev, nil)})
+			default:
+				k := tkey{ss.lc, nftables.TableFamilyNetdev, lname}
+				add(k, nftChain{name: "in", hook: nftables.ChainHookIngress, device: lname,
+					rules: dropRules(dp.DropPercent, dp.Targets, d, nftables.TableFamilyNetdev, nil)})
 			}
-			name := "in"
-			if hook == nftables.ChainHookEgress {
-				name = "out"
-			}
-			add(k, nftChain{name: name, hook: hook, device: k.dev, rules: dropRules(dp.DropPercent, dp.Targets, d, nftables.TableFamilyNetdev)})
 		}
 		if dl := st.Delayers[d]; dl != nil {
 			q := queueExpr(dl.Queue)

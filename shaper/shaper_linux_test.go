@@ -2,6 +2,7 @@ package shaper_test
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -343,6 +345,112 @@ func TestTransitionsNeverRunUnshaped(t *testing.T) {
 	for i, w := range windows {
 		if w > limit {
 			t.Errorf("window %d carried %d bytes (limit %d): traffic ran unshaped", i, w, limit)
+		}
+	}
+}
+
+// Loss at the far end is loss on the wire: the sender's TCP retransmits
+// about that share of its segments (a drop on its own egress would be
+// retried locally and never show up as a retransmission).
+func TestTCPLossShowsAsRetransmissions(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	if err := sh.Apply(ctx, target(star, 0), shaper.Impairment{Loss: 3, Direction: shaper.Egress}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := traffic.Listen(star.Hosts[1], "tcp4", star.Addr(1)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			traffic.Drain(c)
+			c.Close()
+		}
+	}()
+	c, err := traffic.Dial(ctx, star.Hosts[0], "tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64<<10)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		_ = c.SetWriteDeadline(end)
+		if _, err := c.Write(buf); err != nil {
+			break
+		}
+	}
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	_ = raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := float64(info.Total_retrans) / float64(info.Data_segs_out)
+	t.Logf("3%% loss: %d of %d data segments retransmitted (%.2f%%)", info.Total_retrans, info.Data_segs_out, 100*share)
+	if share < 0.015 || share > 0.06 {
+		t.Errorf("retransmitted %.2f%% of segments under 3%% loss on the wire, want 1.5-6%%", 100*share)
+	}
+}
+
+// Loss and delay still act when a rate limit (an ifb for egress) is on the
+// same link, in each direction: packets an ifb hands back skip the peer's
+// netdev ingress hook, which once made egress loss silently vanish.
+func TestEffectsCombineWithRate(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	addr0, stop0, err := traffic.Echo(star.Hosts[0], star.Addr(0)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop0()
+	addr1, stop1, err := traffic.Echo(star.Hosts[1], star.Addr(1)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop1()
+	for _, tc := range []struct {
+		dir shaper.Direction
+		to  []netip.Prefix
+	}{
+		{dir: shaper.Egress},
+		{dir: shaper.Ingress},
+		{dir: shaper.Egress, to: []netip.Prefix{netip.MustParsePrefix(star.Addr(1) + "/32")}},
+	} {
+		imp := shaper.Impairment{Rate: 20 * shaper.Mbit, Loss: 10, Delay: 30 * time.Millisecond, Direction: tc.dir, Targets: tc.to}
+		if err := sh.Apply(ctx, target(star, 0), imp); err != nil {
+			t.Fatal(err)
+		}
+		from, to := 0, 1
+		echoAt := addr1.String()
+		if tc.dir == shaper.Ingress {
+			from, to, echoAt = 1, 0, addr0.String()
+		}
+		got, err := traffic.UDPTrain(ctx, star.Hosts[from], star.Hosts[to], star.Addr(to)+":0", 3000, 200, 3000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loss := 100 - float64(got)/30
+		rtts, err := traffic.RTTs(ctx, star.Hosts[from], echoAt, 40, 5*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var med time.Duration
+		if len(rtts) > 0 {
+			med = rtts[len(rtts)/2]
+		}
+		t.Logf("%v: lost %.1f%%, median RTT %v", imp, loss, med)
+		if loss < 7 || loss > 13 {
+			t.Errorf("%v: lost %.1f%%, want 7-13%%", imp, loss)
+		}
+		if med < 30*time.Millisecond || med > 40*time.Millisecond {
+			t.Errorf("%v: median RTT %v, want 30-40ms", imp, med)
 		}
 	}
 }
