@@ -35,7 +35,7 @@ func Diagnose(c Capabilities) Report {
 		case BackendFallback:
 			br.Notes = []string{
 				"rate: tbf (htb + u32 per destination), the link's egress on an ifb at its peer's ingress; measured 0.956 goodput/configured",
-				"loss: nftables numgen random drop at the far end of the link (netdev ingress/egress hooks)",
+				"loss: nftables numgen random drop at the far end of the link (the peer's prerouting hook for egress, its netdev egress hook for ingress)",
 				"delay/jitter, ingress: NFQUEUE delayer on the link's own prerouting hook (receive side): accurate",
 				"delay/jitter, egress with a peer: NFQUEUE delayer at the peer's prerouting hook (bridged frames via br_netfilter, matched by source MAC): accurate",
 				"delay/jitter, egress without a peer: postrouting on the link itself: accurate for forwarded traffic, but the node's own TCP is throttled by TCP small queues while packets are held (use a peer)",
