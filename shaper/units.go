@@ -98,7 +98,7 @@ func ParseRate(s string) (Rate, error) {
 			return 0, fmt.Errorf("rate %q: unit %q is misspelled: bytes per second are written exactly kB/s or MB/s; for bits write %skbit or %smbit", s, unit, num, num)
 		}
 		if hint, ok := refusedUnits[strings.ToLower(unit)]; ok {
-			return 0, fmt.Errorf("rate %q: unit %q is ambiguous (tc reads mbps as megabytes/s; people mean megabits/s): write %s%s", s, unit, num, hint)
+			return 0, fmt.Errorf("rate %q: unit %q is ambiguous: tools disagree on whether it means bits or bytes (tc reads mbps as megabytes/s, people mean megabits/s): write %s%s", s, unit, num, hint)
 		}
 		return 0, fmt.Errorf("rate %q: unknown unit %q: use bit, kbit, mbit, gbit (bits/s) or kB/s, MB/s (bytes/s)", s, unit)
 	}
@@ -109,10 +109,17 @@ func ParseRate(s string) (Rate, error) {
 	return Rate(math.Round(bits)), nil
 }
 
-// ParsePercent parses a loss percentage, "2%", "0.5%" or "2" (percent), in
-// [0, 100].
+// ParsePercent parses a percentage such as "2%" or "0.5%", in [0, 100].
+// The % is required: a bare "2" could mean 2% or a fraction of 2.
 func ParsePercent(s string) (float64, error) {
-	in := strings.TrimSuffix(strings.TrimSpace(s), "%")
+	t := strings.TrimSpace(s)
+	if !strings.HasSuffix(t, "%") {
+		if _, err := strconv.ParseFloat(t, 64); err == nil {
+			return 0, fmt.Errorf("loss %q has no %% sign: write %s%% for a percentage", s, t)
+		}
+		return 0, fmt.Errorf("loss %q is not a percentage: write e.g. 2%%", s)
+	}
+	in := strings.TrimSuffix(t, "%")
 	v, err := strconv.ParseFloat(in, 64)
 	if err != nil || math.IsNaN(v) {
 		return 0, fmt.Errorf("loss %q is not a percentage: write e.g. 2%%", s)

@@ -58,12 +58,12 @@ func TestRateString(t *testing.T) {
 }
 
 func TestParsePercent(t *testing.T) {
-	for in, want := range map[string]float64{"2%": 2, "0.5%": 0.5, "100%": 100, "0": 0, "25": 25} {
+	for in, want := range map[string]float64{"2%": 2, "0.5%": 0.5, "100%": 100, "0%": 0, " 25% ": 25} {
 		if got, err := ParsePercent(in); err != nil || got != want {
 			t.Errorf("ParsePercent(%q) = %v, %v", in, got, err)
 		}
 	}
-	for _, in := range []string{"101%", "-1%", "x", "", "NaN"} {
+	for _, in := range []string{"101%", "-1%", "x", "", "NaN", "NaN%", "2", "0.5", "%"} {
 		if _, err := ParsePercent(in); err == nil {
 			t.Errorf("ParsePercent(%q) accepted", in)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 const defaultFleet = "edgefault"
@@ -75,6 +76,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (kind: Fleet); default: the built-in store/truck/factory fleet")
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (namespaces are <name>-<member>)")
+	fleetAlias(cmd)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
 	return cmd
 }
@@ -104,7 +106,18 @@ func newFleetDownCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
+	fleetAlias(cmd)
 	return cmd
+}
+
+// fleetAlias accepts --fleet for --name, as shape and cleanup spell it.
+func fleetAlias(cmd *cobra.Command) {
+	cmd.Flags().SetNormalizeFunc(func(f *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "fleet" {
+			name = "name"
+		}
+		return pflag.NormalizedName(name)
+	})
 }
 
 func newFleetListCmd(g *globals) *cobra.Command {
@@ -150,6 +163,7 @@ func newFleetListCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "only this fleet")
+	fleetAlias(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -213,7 +227,8 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f, err := p.Load(name)
+			// Without --name, the fleet that has the member, as for shape.
+			f, err := findTarget(p, name, args[0])
 			if err != nil {
 				return err
 			}
@@ -225,7 +240,8 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
+	cmd.Flags().StringVar(&name, "name", "", "fleet name (default: the fleet that has MEMBER)")
+	fleetAlias(cmd)
 	return cmd
 }
 

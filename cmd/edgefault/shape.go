@@ -191,7 +191,7 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 	fl.StringSliceVar(&f.to, "to", nil, "only impair traffic to/from these CIDRs (repeat or comma-separate)")
 	fl.BoolVar(&f.clear, "clear", false, "remove all shaping from the target and restore it")
 	fl.StringVar(&f.backend, "backend", "auto", "auto, netem or fallback")
-	fl.StringVar(&f.link, "link", "", "shape this link instead of a fleet member: NETNS/DEV (a name from `ip netns`, or /proc/PID/ns/net/DEV)")
+	fl.StringVar(&f.link, "link", "", "shape this link instead of a fleet member: NETNS/DEV (a name listed by ip netns, or /proc/PID/ns/net/DEV)")
 	fl.StringVar(&f.peer, "peer", "", "the other end of --link (NETNS/DEV, or DEV in this namespace), where its egress is impaired")
 	return cmd
 }
