@@ -366,6 +366,19 @@ func residue(fleet string, l *ledger.Ledger) string {
 	if e, _ := l.Entries(fleet); len(e) > 0 {
 		left = append(left, fmt.Sprintf("%d ledger entries", len(e)))
 	}
+	// A namespace lives on while anything holds it: count the handles this
+	// process still has to namespaces other than its own.
+	self, _ := os.Readlink("/proc/self/ns/net")
+	fds, _ := filepath.Glob("/proc/self/fd/*")
+	held := 0
+	for _, fd := range fds {
+		if t, err := os.Readlink(fd); err == nil && strings.HasPrefix(t, "net:[") && t != self {
+			held++
+		}
+	}
+	if held > 0 {
+		left = append(left, fmt.Sprintf("%d namespaces held open", held))
+	}
 	if len(left) == 0 {
 		return "none"
 	}

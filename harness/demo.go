@@ -102,6 +102,7 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 	if err != nil {
 		return nil, err
 	}
+	defer sh.Close()
 	rep.Backend = string(sh.Backend())
 	cloud, _ := f.Member("cloud")
 	pos, _ := f.Member("store-pos")

@@ -40,14 +40,20 @@ const (
 
 // Entry describes one thing that was created.
 type Entry struct {
-	Kind      string    `json:"kind"`
-	Name      string    `json:"name,omitempty"`
-	Netns     string    `json:"netns,omitempty"`
-	Family    string    `json:"family,omitempty"`
-	Handle    string    `json:"handle,omitempty"`
-	PID       int       `json:"pid,omitempty"`
-	StartTime uint64    `json:"startTime,omitempty"`
-	Time      time.Time `json:"time"`
+	Kind   string `json:"kind"`
+	Name   string `json:"name,omitempty"`
+	Netns  string `json:"netns,omitempty"`
+	Family string `json:"family,omitempty"`
+	Handle string `json:"handle,omitempty"`
+	// NetnsID is the namespace's device:inode when the entry was made: a
+	// remover leaves alone a namespace path that now names another one.
+	NetnsID   string `json:"netnsID,omitempty"`
+	PID       int    `json:"pid,omitempty"`
+	StartTime uint64 `json:"startTime,omitempty"`
+	// Group: the process leads a process group (its own session); stop
+	// the whole group.
+	Group bool      `json:"group,omitempty"`
+	Time  time.Time `json:"time"`
 	// Removed marks a tombstone: the object was removed on purpose.
 	Removed bool `json:"removed,omitempty"`
 }
@@ -101,7 +107,7 @@ func (l *Ledger) Record(owner string, entries ...Entry) error {
 	if err := ValidOwner(owner); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(l.path(owner), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(l.path(owner), os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("open ledger for %s: %w", owner, err)
 	}
@@ -120,6 +126,16 @@ func (l *Ledger) Record(owner string, entries ...Entry) error {
 		}
 		b.Write(j)
 		b.WriteByte('\n')
+	}
+	// A writer killed mid-write leaves a torn line without its newline:
+	// start on a fresh line so the torn one stays alone.
+	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+			b2 := "\n" + b.String()
+			b.Reset()
+			b.WriteString(b2)
+		}
 	}
 	// One write(2) under the lock: entries from concurrent writers never
 	// interleave.
@@ -160,21 +176,22 @@ func (l *Ledger) Entries(owner string) ([]Entry, error) {
 		}
 		var e Entry
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			// A crash can tear the last line; anything else is corruption
-			// worth reporting rather than skipping silently.
-			if !sc.Scan() {
-				break
-			}
-			return nil, fmt.Errorf("ledger %s line %d: %w", l.path(owner), line, err)
+			// A writer killed mid-write tears its line (Record starts the
+			// next entry on a fresh line). It died before creating what
+			// the entry describes, so the line is skipped.
+			continue
 		}
 		if e.Removed {
+			// A tombstone removes every live entry for the object: the
+			// same object may have been recorded more than once.
 			k := e.Key()
-			for i := len(out) - 1; i >= 0; i-- {
-				if out[i].Key() == k {
-					out = append(out[:i], out[i+1:]...)
-					break
+			kept := out[:0]
+			for _, o := range out {
+				if o.Key() != k {
+					kept = append(kept, o)
 				}
 			}
+			out = kept
 			continue
 		}
 		out = append(out, e)

@@ -52,6 +52,25 @@ func TestTornLastLineIsTolerated(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("entries=%v err=%v", got, err)
 	}
+	// Later entries still count after a torn line in the middle.
+	if err := l.Record("f", Entry{Kind: KindNetns, Name: "y"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = l.Entries("f")
+	if err != nil || len(got) != 2 || got[1].Name != "y" {
+		t.Fatalf("after a torn line: entries=%v err=%v", got, err)
+	}
+}
+
+func TestForgetRemovesEveryCopy(t *testing.T) {
+	l, _ := Open(t.TempDir())
+	e := Entry{Kind: KindNftable, Netns: "/run/netns/x", Family: "inet", Name: "edgefault-eth0"}
+	_ = l.Record("f", e, e, Entry{Kind: KindNetns, Name: "x"})
+	_ = l.Forget("f", e)
+	got, _ := l.Entries("f")
+	if len(got) != 1 || got[0].Kind != KindNetns {
+		t.Fatalf("entries = %+v", got)
+	}
 }
 
 func TestInvalidOwner(t *testing.T) {

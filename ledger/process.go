@@ -63,7 +63,11 @@ func StopProcess(e Entry, grace time.Duration) error {
 	if !e.Alive() {
 		return nil
 	}
-	if err := syscall.Kill(e.PID, syscall.SIGTERM); err != nil && err != syscall.ESRCH {
+	target := e.PID
+	if e.Group {
+		target = -e.PID // the process and everything it started
+	}
+	if err := syscall.Kill(target, syscall.SIGTERM); err != nil && err != syscall.ESRCH {
 		return fmt.Errorf("stop process %d (%s): %w", e.PID, e.Name, err)
 	}
 	deadline := time.Now().Add(grace)
@@ -74,7 +78,7 @@ func StopProcess(e Entry, grace time.Duration) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if e.Alive() {
-		_ = syscall.Kill(e.PID, syscall.SIGKILL)
+		_ = syscall.Kill(target, syscall.SIGKILL)
 		for i := 0; i < 100 && e.Alive(); i++ {
 			time.Sleep(10 * time.Millisecond)
 		}

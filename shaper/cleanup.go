@@ -18,9 +18,16 @@ import (
 // devices), qdiscs and nft tables. Objects whose namespace is gone count as
 // removed.
 func Removers() map[string]ledger.Remover {
+	// open returns nil (and no error) when the namespace is gone or the
+	// path now names a different namespace than the one recorded: then
+	// the object went with it, and nothing else may be touched.
 	open := func(e ledger.Entry) (*nsConn, error) {
 		c, err := openNS(Link{Netns: e.Netns, Name: e.Name})
 		if err != nil && isGone(e.Netns) {
+			return nil, nil
+		}
+		if err == nil && e.NetnsID != "" && c.id != e.NetnsID {
+			c.Close()
 			return nil, nil
 		}
 		return c, err
@@ -82,14 +89,26 @@ func isGone(ns string) bool {
 
 // RestoreAll clears every link the owner's shaper state lists, restoring
 // each as it was (peer up, GSO settings), so a crash never leaves a link
-// cut. Links whose namespaces are gone are skipped.
+// cut. Links whose namespaces are gone, or are about to go with the
+// owner's sweep, are skipped.
 func RestoreAll(ctx context.Context, l *ledger.Ledger, owner string) error {
 	dir := filepath.Join(filepath.Dir(l.Dir()), "shape", owner)
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	if len(files) == 0 {
 		return nil
 	}
+	entries, err := l.Entries(owner)
+	if err != nil {
+		return err
+	}
+	doomed := map[string]bool{}
+	for _, e := range entries {
+		if e.Kind == ledger.KindNetns {
+			doomed[Link{Netns: e.Name}.NetnsPath()] = true
+		}
+	}
 	s := &Shaper{backend: BackendFallback, ledger: l, owner: owner, stateDir: dir, log: discardLogger()}
+	defer s.Close()
 	var errs []error
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -101,11 +120,13 @@ func RestoreAll(ctx context.Context, l *ledger.Ledger, owner string) error {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		if isGone(st.Target.Link.Netns) || (st.Target.Peer != nil && isGone(st.Target.Peer.Netns)) {
-			// Its namespace went with the fleet; only helpers may remain,
-			// and the sweep stops those.
+		gone := func(ln *Link) bool {
+			return ln != nil && (isGone(ln.Netns) || doomed[ln.NetnsPath()])
+		}
+		if gone(&st.Target.Link) || gone(st.Target.Peer) {
+			// Its namespace goes (or went) with the fleet; only helpers
+			// may remain, and the sweep stops those.
 			_ = os.Remove(f)
-			_ = os.Remove(f + ".lock")
 			continue
 		}
 		if err := s.Clear(ctx, st.Target); err != nil {

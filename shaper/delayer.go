@@ -39,9 +39,11 @@ func (d *delayerState) entry() ledger.Entry {
 	return ledger.Entry{Kind: ledger.KindProcess, PID: d.PID, StartTime: d.StartTime, Name: fmt.Sprintf("%s queue %d in %s", helperName, d.Queue, d.Netns)}
 }
 
-// RunHelperIfInvoked runs the delayer helper and exits if this process was
-// started as one; otherwise it returns at once.
+// RunHelperIfInvoked runs the delayer helper (or the ledger's start gate)
+// and exits if this process was started as one; otherwise it returns at
+// once.
 func RunHelperIfInvoked() {
+	ledger.RunGateIfInvoked()
 	if filepath.Base(os.Args[0]) != helperName {
 		return
 	}
@@ -113,18 +115,15 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 		Stderr:      logf,
 		ExtraFiles:  []*os.File{w},
 	}
-	if err := cmd.Start(); err != nil {
-		w.Close()
+	// Recorded before it runs, so a crash of ours never leaves an
+	// unrecorded helper holding a namespace open.
+	e, err := s.ledger.Start(s.owner, fmt.Sprintf("%s queue %d in %s", helperName, queue, nsPath), cmd, false, nil)
+	w.Close()
+	if err != nil {
 		return nil, fmt.Errorf("start delayer helper: %w", err)
 	}
-	w.Close()
 	go cmd.Wait() // reap it if it exits while we live
-	d := &delayerState{PID: cmd.Process.Pid, Netns: nsPath, Queue: queue, Delay: delay, Jitter: jitter}
-	d.StartTime, _ = ledger.ProcessStartTime(d.PID)
-	if err := s.ledger.Record(s.owner, d.entry()); err != nil {
-		_ = cmd.Process.Kill()
-		return nil, err
-	}
+	d := &delayerState{PID: e.PID, StartTime: e.StartTime, Netns: nsPath, Queue: queue, Delay: delay, Jitter: jitter}
 	readyc := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(r).ReadString('\n')

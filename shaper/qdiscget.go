@@ -16,6 +16,12 @@ import (
 // namespace (a fleet's fabric has one per member). It returns "" when
 // there is none.
 func qdiscKind(c *nsConn, idx int, parent uint32) (string, error) {
+	k, _, err := qdiscInfo(c, idx, parent)
+	return k, err
+}
+
+// qdiscInfo is qdiscKind with the qdisc's handle.
+func qdiscInfo(c *nsConn, idx int, parent uint32) (string, uint32, error) {
 	conn := c.rt
 	// Never hang on a kernel that answers differently.
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
@@ -28,7 +34,7 @@ func qdiscKind(c *nsConn, idx int, parent uint32) (string, error) {
 		Data:   tcm,
 	})
 	if err != nil {
-		return "", fmt.Errorf("get qdisc: %w", err)
+		return "", 0, fmt.Errorf("get qdisc: %w", err)
 	}
 	// The answer (if any) and the ack come as separate datagrams: read up
 	// to and including the ack, so nothing is left for the next request.
@@ -38,9 +44,9 @@ func qdiscKind(c *nsConn, idx int, parent uint32) (string, error) {
 		if err != nil {
 			var oe *mnl.OpError
 			if errors.As(err, &oe) && (errors.Is(oe.Err, unix.ENOENT) || errors.Is(oe.Err, unix.EINVAL)) {
-				return "", nil
+				return "", 0, nil
 			}
-			return "", fmt.Errorf("get qdisc: %w", err)
+			return "", 0, fmt.Errorf("get qdisc: %w", err)
 		}
 		for _, m := range got {
 			if m.Header.Sequence != req.Header.Sequence {
@@ -62,13 +68,13 @@ func qdiscKind(c *nsConn, idx int, parent uint32) (string, error) {
 		}
 		ad, err := mnl.NewAttributeDecoder(m.Data[20:])
 		if err != nil {
-			return "", err
+			return "", 0, err
 		}
 		for ad.Next() {
 			if ad.Type() == unix.TCA_KIND {
-				return ad.String(), nil
+				return ad.String(), binary.NativeEndian.Uint32(m.Data[8:12]), nil
 			}
 		}
 	}
-	return "", nil
+	return "", 0, nil
 }

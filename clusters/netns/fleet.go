@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -142,6 +143,14 @@ func (f *Fleet) Member(name string) (clusters.Member, error) {
 	return m.Member, nil
 }
 
+func (f *Fleet) namespaces() []string {
+	var out []string
+	for _, m := range f.All {
+		out = append(out, m.Namespace)
+	}
+	return out
+}
+
 // Target is the link edgefault shapes for a member: a gateway's uplink
 // (its WAN leg: the whole building or site behind it) or a node's LAN
 // link (that node alone).
@@ -159,7 +168,8 @@ func (f *Fleet) Target(name string) (shaper.Target, error) {
 	return shaper.Target{}, fmt.Errorf("%s is the cloud: shape the uplink of a gateway or the link of a node instead", name)
 }
 
-// Shaper returns a shaper that records into the fleet's ledger.
+// Shaper returns a shaper that records into the fleet's ledger. Close it
+// when done: it keeps namespaces open.
 func (f *Fleet) Shaper(opts ...shaper.Option) (*shaper.Shaper, error) {
 	o := append([]shaper.Option{shaper.WithLedger(f.p.ledger, f.FleetName), shaper.WithLogger(f.p.log)}, f.p.shaperOpts...)
 	return shaper.New(append(o, opts...)...)
@@ -320,6 +330,14 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 	if err != nil {
 		return nil, err
 	}
+	// Names can meet across fleets (fleet "a" with node "b-cloud" and fleet
+	// "a-b"'s cloud are both a-b-cloud): never record, and so never later
+	// delete, a namespace that is not ours.
+	for _, ns := range append([]string{f.Fabric}, f.namespaces()...) {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			return nil, fmt.Errorf("namespace %s already exists (another fleet's, or left by something else): pick another --name", ns)
+		}
+	}
 	f.p = p
 	start := time.Now()
 	if err := p.ledger.Record(name, ledger.Entry{Kind: ledger.KindState, Name: p.statePath(name)}); err != nil {
@@ -358,6 +376,13 @@ func (f *Fleet) save() error {
 
 func (f *Fleet) applyProfiles(ctx context.Context) error {
 	var sh *shaper.Shaper
+	defer func() {
+		// Its cached namespace handles would keep the fleet's namespaces
+		// alive after a down.
+		if sh != nil {
+			sh.Close()
+		}
+	}()
 	for _, m := range f.All {
 		if m.Profile == nil {
 			continue
@@ -437,6 +462,10 @@ func (b *builder) newNS(name string, sysctls map[string]string) (netns.NsHandle,
 	h, err := netns.NewNamed(name)
 	if err != nil {
 		_ = netns.Set(b.orig)
+		if errors.Is(err, os.ErrExist) || errors.Is(err, syscall.EEXIST) {
+			// Someone else's: it must not be swept as ours.
+			_ = b.p.ledger.Forget(b.f.FleetName, ledger.Entry{Kind: ledger.KindNetns, Name: name})
+		}
 		return 0, fmt.Errorf("create namespace %s: %w", name, err)
 	}
 	var serr error

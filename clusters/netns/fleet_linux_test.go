@@ -131,6 +131,7 @@ func TestTwoFleetsSideBySide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer sh.Close()
 	tg, _ := f1.Target("store-gw")
 	if err := sh.Apply(context.Background(), tg, shaper.Impairment{Outage: true}); err != nil {
 		t.Fatal(err)

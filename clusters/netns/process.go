@@ -86,19 +86,13 @@ func (f *Fleet) Start(ctx context.Context, memberName, name string, argv []strin
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := startIn("/run/netns/"+m.Namespace, cmd); err != nil {
+	nsPath := "/run/netns/" + m.Namespace
+	e, err := f.p.ledger.Start(f.FleetName, fmt.Sprintf("%s on %s", name, m.Name), cmd, true,
+		func(c *exec.Cmd) error { return startIn(nsPath, c) })
+	if err != nil {
 		return nil, fmt.Errorf("start %s on %s: %w", argv[0], m.Name, err)
 	}
-	e, err := ledger.ProcessEntry(cmd.Process.Pid, fmt.Sprintf("%s on %s", name, m.Name))
-	if err == nil {
-		err = f.p.ledger.Record(f.FleetName, e)
-	}
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return nil, err
-	}
-	p := &Process{Member: m.Name, Name: name, PID: cmd.Process.Pid, Log: logPath, entry: e, owner: f.FleetName, l: f.p.ledger, done: make(chan struct{})}
+	p := &Process{Member: m.Name, Name: name, PID: e.PID, Log: logPath, entry: e, owner: f.FleetName, l: f.p.ledger, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -122,11 +116,12 @@ func (p *Process) Stop(grace time.Duration) error {
 	select {
 	case <-p.done:
 	default:
-		_ = syscall.Kill(p.PID, syscall.SIGTERM)
+		// The whole group: it leads its own session.
+		_ = syscall.Kill(-p.PID, syscall.SIGTERM)
 		select {
 		case <-p.done:
 		case <-time.After(grace):
-			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 			<-p.done
 		}
 	}
@@ -146,6 +141,8 @@ func (f *Fleet) Exec(ctx context.Context, memberName string, argv []string, stdi
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	// Not recorded: it lives no longer than we do.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := startIn("/run/netns/"+m.Namespace, cmd); err != nil {
 		return fmt.Errorf("run %s on %s: %w", argv[0], m.Name, err)
 	}

@@ -170,6 +170,12 @@ func newFleetListCmd(g *globals) *cobra.Command {
 
 func printMembers(cmd *cobra.Command, fleets []*netns.Fleet) error {
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+	var shapers []*shaper.Shaper
+	defer func() {
+		for _, s := range shapers {
+			s.Close()
+		}
+	}()
 	fmt.Fprintln(tw, "FLEET\tSITE\tBUILDING\tNAME\tROLE\tNAMESPACE\tADDRESS\tSHAPING")
 	for _, f := range fleets {
 		var sh *shaper.Shaper
@@ -181,7 +187,9 @@ func printMembers(cmd *cobra.Command, fleets []*netns.Fleet) error {
 			shaping := "-"
 			if t, err := f.Target(m.Name); err == nil {
 				if sh == nil {
-					sh, _ = f.Shaper(shaper.WithCapabilities(shaper.Capabilities{Features: allFeatures()}))
+					if sh, _ = f.Shaper(shaper.WithCapabilities(shaper.Capabilities{Features: allFeatures()})); sh != nil {
+						shapers = append(shapers, sh)
+					}
 				}
 				if sh != nil {
 					if imp, ok, err := sh.Current(t); err == nil && ok {
