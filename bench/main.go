@@ -257,6 +257,25 @@ func (b *bench) delay() {
 		}
 	}
 	tw.Flush()
+	// Jitter: the mean stays, the spread covers the range, nothing reorders.
+	fmt.Println("\nJitter (peer prerouting, egress, probes a jitter apart; target: mean added within ±2 ms, 1st-99th percentile inside delay±jitter (+5 ms))")
+	tw = table("configured\tmean added\tp1 added\tp99 added\tanswered\tmeets target\t")
+	for _, dj := range [][2]time.Duration{{50 * time.Millisecond, 10 * time.Millisecond}, {100 * time.Millisecond, 20 * time.Millisecond}} {
+		d, j := dj[0], dj[1]
+		check(b.sh.Apply(ctx, target(s, 0), shaper.Impairment{Delay: d, Jitter: j, Direction: shaper.Egress}))
+		// Probes a jitter apart: the offset moves at most the spacing
+		// between packets, so sparser probes sample it more independently.
+		// A correlated offset needs more samples for a steady mean.
+		jp := 4 * probes
+		r, err := traffic.RTTs(ctx, s.Hosts[0], addr.String(), jp, j)
+		check(err)
+		check(b.sh.Clear(ctx, target(s, 0)))
+		added := mean(r) - bm
+		p1, p99 := pct(r, 0.01)-bm, pct(r, 0.99)-bm
+		ok := (added-d).Abs() <= 2*time.Millisecond && p1 >= d-j-time.Millisecond && p99 <= d+j+5*time.Millisecond && len(r) >= jp*99/100
+		fmt.Fprintf(tw, "%v ± %v\t%v\t%v\t%v\t%d/%d\t%s\t\n", d, j, added.Round(10*time.Microsecond), p1.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), len(r), jp, pass(ok))
+	}
+	tw.Flush()
 	// What holding packets on the sender's own hook does to its TCP.
 	fmt.Println("\nTCP goodput under 50 ms egress delay, no rate cap (the sender's own hook holds its packets: TCP small queues throttle it)")
 	tw = table("hook\tgoodput\t")

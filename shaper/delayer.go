@@ -3,6 +3,7 @@ package shaper
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,6 +20,13 @@ import (
 	"github.com/edgefault/edgefault/shaper/internal/delayer"
 	"github.com/vishvananda/netns"
 )
+
+// exitQueueBusy is the helper's exit status when another process holds
+// its queue (a delayer it replaces, still draining).
+const exitQueueBusy = 3
+
+// errQueueBusy says the queue is held by another process.
+var errQueueBusy = errors.New("queue held by another process")
 
 // helperName is argv[0] of a delayer helper process. A binary that links
 // the shaper must call RunHelperIfInvoked first thing in main (and in
@@ -81,6 +89,9 @@ func helperMain(args []string) int {
 	})
 	if err != nil {
 		log.Error("delayer", "err", err)
+		if errors.Is(err, syscall.EPERM) {
+			return exitQueueBusy
+		}
 		return 1
 	}
 	log.Info("delayer stopped", "packets", st.Packets, "failed", st.Failed, "maxDepth", st.MaxDepth)
@@ -122,7 +133,8 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 	if err != nil {
 		return nil, fmt.Errorf("start delayer helper: %w", err)
 	}
-	go cmd.Wait() // reap it if it exits while we live
+	waitc := make(chan error, 1)
+	go func() { waitc <- cmd.Wait() }() // reap it if it exits while we live
 	d := &delayerState{PID: e.PID, StartTime: e.StartTime, Netns: nsPath, Queue: queue, Delay: delay, Jitter: jitter}
 	readyc := make(chan error, 1)
 	go func() {
@@ -133,6 +145,10 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 		}
 		if err == io.EOF {
 			err = fmt.Errorf("it exited")
+			var ee *exec.ExitError
+			if werr := <-waitc; errors.As(werr, &ee) && ee.ExitCode() == exitQueueBusy {
+				err = errQueueBusy
+			}
 		}
 		readyc <- err
 	}()
@@ -145,6 +161,9 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 	}
 	if err != nil {
 		_ = s.stopDelayer(d)
+		if errors.Is(err, errQueueBusy) {
+			return nil, fmt.Errorf("delayer helper for queue %d: %w", queue, err)
+		}
 		msg, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("delayer helper for queue %d: %w; its log (%s): %s", queue, err, logPath, lastLines(string(msg), 3))
 	}

@@ -39,7 +39,7 @@ func Diagnose(c Capabilities) Report {
 				"delay/jitter, ingress: NFQUEUE delayer on the link's own prerouting hook (receive side): accurate",
 				"delay/jitter, egress with a peer: NFQUEUE delayer at the peer's prerouting hook (bridged frames via br_netfilter, matched by source MAC): accurate",
 				"delay/jitter, egress without a peer: postrouting on the link itself: accurate for forwarded traffic, but the node's own TCP is throttled by TCP small queues while packets are held (use a peer)",
-				"jitter: uniform in [delay-jitter, delay+jitter], FIFO: never reorders",
+				"jitter: a bounded random walk over [delay-jitter, delay+jitter] (uniform in the long run, mean = delay) that moves between packets by at most their spacing: never reorders",
 				"outage: the peer's interface taken down (both ends keep routes and TCP connections); one direction or some destinations: nft drops at the far end",
 			}
 			if !c.Has(FeatBridgeFilter) {

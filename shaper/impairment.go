@@ -40,9 +40,11 @@ type Impairment struct {
 	Rate Rate `json:"rate,omitempty"`
 	// Delay is added one-way latency per direction impaired.
 	Delay time.Duration `json:"delay,omitempty"`
-	// Jitter varies Delay uniformly in [Delay-Jitter, Delay+Jitter]. Packets
-	// are never reordered: a packet is not released before the one ahead
-	// of it.
+	// Jitter varies Delay within [Delay-Jitter, Delay+Jitter]. With the
+	// fallback backend the variation is a bounded random walk (uniform in
+	// the long run, mean Delay, correlated over short times) that never
+	// reorders packets; with netem it is netem's uniform jitter, which may
+	// reorder. See docs/shaping.md.
 	Jitter time.Duration `json:"jitter,omitempty"`
 	// Loss drops this percentage of packets at random (0-100).
 	Loss float64 `json:"loss,omitempty"`

@@ -74,11 +74,7 @@ func (ss *session) transition(ctx context.Context, old, st *linkState) error {
 		if trust && cur != nil && cur.Delay == dp.Delay && cur.Jitter == dp.Jitter && cur.Netns == nsPath && cur.Alive() {
 			continue
 		}
-		q, err := ss.queueNum(d, dev, cur, st.Stale)
-		if err != nil {
-			return err
-		}
-		nd, err := s.startDelayer(ctx, nsPath, q, dp.Delay, dp.Jitter)
+		nd, err := ss.startDelayerFor(ctx, d, dp, nsPath, dev, cur, st.Stale)
 		if err != nil {
 			return err
 		}
@@ -147,49 +143,60 @@ func (st *linkState) pruneStale(s *Shaper) {
 // Alive reports whether the helper is still running.
 func (d *delayerState) Alive() bool { return d.entry().Alive() }
 
-// queueNum picks the NFQUEUE number for direction d's delayer: unique per
-// device and direction, one of two slots so a new delayer can bind while
-// the one it replaces still serves. A slot still held by a draining
-// delayer is waited for (at most its drain time).
-func (ss *session) queueNum(d Direction, dev netlink.Link, cur *delayerState, stale []*delayerState) (uint16, error) {
+// startDelayerFor starts direction d's delayer on one of the two queue
+// numbers kept for that device and direction (unique per device and
+// direction), so a new delayer can bind while the one it replaces still
+// serves. A queue still held by a delayer that is draining (one this
+// state may not know about, retired by an earlier Clear) is waited for.
+func (ss *session) startDelayerFor(ctx context.Context, d Direction, dp *dirPlan, nsPath string, dev netlink.Link, cur *delayerState, stale []*delayerState) (*delayerState, error) {
 	idx := dev.Attrs().Index
 	if idx > 16000 {
-		return 0, fmt.Errorf("interface index %d too large for a queue number", idx)
+		return nil, fmt.Errorf("interface index %d too large for a queue number", idx)
 	}
 	base := uint16(idx*4 + 1000)
 	if d == Ingress {
 		base += 2
 	}
-	holder := func(q uint16) *delayerState {
+	busy := func(q uint16) bool {
 		if cur != nil && cur.Queue == q && cur.Alive() {
-			return cur
+			return true
 		}
 		for _, dl := range stale {
-			if dl.Queue == q && dl.Netns == cur.netns() && dl.Alive() {
-				return dl
+			if dl.Queue == q && dl.Netns == nsPath && dl.Alive() {
+				return true
 			}
 		}
-		return nil
+		return false
 	}
-	for _, q := range []uint16{base, base + 1} {
-		if holder(q) == nil {
-			return q, nil
+	slots := []uint16{base, base + 1}
+	if busy(base) {
+		slots = []uint16{base + 1, base}
+	}
+	// Longest a retired delayer drains: its delay and jitter (at most a
+	// minute each), plus slack.
+	deadline := time.Now().Add(2*time.Minute + 5*time.Second)
+	for {
+		for _, q := range slots {
+			if cur != nil && cur.Queue == q && cur.Alive() {
+				continue // the one being replaced: it serves until the switch
+			}
+			nd, err := ss.s.startDelayer(ctx, nsPath, q, dp.Delay, dp.Jitter)
+			if err == nil {
+				return nd, nil
+			}
+			if !errors.Is(err, errQueueBusy) {
+				return nil, err
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("queues %d and %d stay held by other processes", base, base+1)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	// Both slots busy: the one not serving now is draining; wait for it.
-	q := base
-	if cur != nil && cur.Queue == base {
-		q = base + 1
-	}
-	h := holder(q)
-	deadline := time.Now().Add(2*(h.Delay+h.Jitter) + 2*time.Second)
-	for h.Alive() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if h.Alive() {
-		return 0, fmt.Errorf("delayer %d on queue %d did not finish draining", h.PID, q)
-	}
-	return q, nil
 }
 
 func (d *delayerState) netns() string {

@@ -15,9 +15,12 @@ func newCleanupCmd(g *globals) *cobra.Command {
 		Use:   "cleanup [--fleet FLEET]",
 		Short: "Remove everything edgefault created (or one fleet's), even after a crash",
 		Long: `cleanup reads the ledger, where edgefault records every namespace, link, qdisc,
-nft table and helper process before creating it, and removes what it lists:
-helper processes first (by PID and start time, never by name), then links it
-shaped are restored, then the rest. It touches nothing it did not record.`,
+nft table and helper process before creating it, and removes what it lists.
+Links it shaped outside a fleet are first restored as they were (a peer taken
+down for an outage comes back up); then helper processes are stopped (by PID
+and start time, never by name) and the rest is removed: namespaces, and the
+qdiscs, ifb devices and nft tables outside them. It touches nothing it did
+not record.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireRoot(); err != nil {

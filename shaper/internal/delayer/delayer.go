@@ -24,9 +24,12 @@ type Config struct {
 	NetNS int
 	// Queue is the NFQUEUE number the nft rule sends packets to.
 	Queue uint16
-	// Delay is the mean hold time; Jitter spreads it uniformly over
-	// [Delay-Jitter, Delay+Jitter]. A packet is never released before the
-	// one ahead of it, so jitter never reorders.
+	// Delay is the mean hold time. Jitter moves it within
+	// [Delay-Jitter, Delay+Jitter] as a reflected random walk whose step
+	// between two packets is at most their spacing: in the long run the
+	// offset is uniform over that range and its mean is zero, and a packet
+	// can never be due before the one ahead of it, so jitter never
+	// reorders (and, unlike a clamp, never biases the delay upwards).
 	Delay, Jitter time.Duration
 	// MaxQueue bounds the packets held at once (the kernel drops beyond it).
 	MaxQueue uint32
@@ -71,7 +74,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats
 	var (
 		packets, failed, maxDepth, depth atomic.Int64
 		mu                               sync.Mutex // guards last, closed and sends on fifo
-		last                             time.Time
+		last, lastArrival                time.Time
+		offset                           time.Duration
 		closed                           bool
 	)
 	fifo := make(chan held, cfg.MaxQueue)
@@ -85,14 +89,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats
 		mu.Lock()
 		defer mu.Unlock()
 		if closed {
-			return 0 // too late: the kernel accepts it when we unbind
+			// Too late to hold: let it go now rather than leave it to be
+			// dropped when the queue is unbound.
+			_ = q.SetVerdict(*a.PacketID, nfqueue.NfAccept)
+			return 0
 		}
-		due := time.Now().Add(cfg.Delay)
-		if cfg.Jitter > 0 {
-			due = due.Add(time.Duration(rng.Int64N(int64(2*cfg.Jitter)+1)) - cfg.Jitter)
+		now := time.Now()
+		if j := cfg.Jitter; j > 0 {
+			step := j
+			if !lastArrival.IsZero() && now.Sub(lastArrival) < step {
+				step = now.Sub(lastArrival)
+			}
+			offset += time.Duration(rng.Int64N(int64(2*step)+1)) - step
+			if offset > j {
+				offset = 2*j - offset
+			} else if offset < -j {
+				offset = -2*j - offset
+			}
 		}
+		lastArrival = now
+		due := now.Add(cfg.Delay + offset)
 		if due.Before(last) {
-			due = last // FIFO: never overtake the packet ahead
+			due = last // FIFO: never overtake the packet ahead (timer granularity only)
 		}
 		last = due
 		if d := depth.Add(1); d > maxDepth.Load() {
