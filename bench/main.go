@@ -42,7 +42,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench needs root: sudo make bench")
 		os.Exit(1)
 	}
-	b := &bench{quick: *quick}
+	if err := run(*only, *quick); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(only string, quick bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(benchFailure)
+			if !ok {
+				panic(r)
+			}
+			err = f.err
+		}
+	}()
+	b := &bench{quick: quick}
 	// Under /run like the real ledger (tmpfs: its fsyncs are cheap).
 	dir, err := os.MkdirTemp("/run", "edgefault-bench-")
 	check(err)
@@ -51,22 +67,26 @@ func main() {
 	check(err)
 	b.sh, err = shaper.New(shaper.WithLedger(b.ledger, "bench"), shaper.WithStateDir(filepath.Join(dir, "state")))
 	check(err)
+	defer func() {
+		b.sh.Close()
+		_ = b.ledger.Sweep("bench", shaper.Removers())
+	}()
 	caps, _ := shaper.Probe()
 	fmt.Printf("edgefault bench — kernel %s, backend %s, %s\n\n", caps.Kernel, b.sh.Backend(), time.Now().UTC().Format(time.RFC3339))
 	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet}
 	order := []string{"rate", "loss", "delay", "latency", "fleet"}
-	if *only != "" {
-		order = strings.Split(*only, ",")
+	if only != "" {
+		order = strings.Split(only, ",")
 	}
 	for _, s := range order {
 		f, ok := sections[s]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown section %q\n", s)
-			os.Exit(2)
+			return fmt.Errorf("unknown section %q", s)
 		}
 		f()
 		fmt.Println()
 	}
+	return nil
 }
 
 type bench struct {
@@ -75,10 +95,13 @@ type bench struct {
 	sh     *shaper.Shaper
 }
 
+// benchFailure carries a fatal error up to main, past the deferred
+// cleanups (namespaces, helpers) that os.Exit would skip.
+type benchFailure struct{ err error }
+
 func check(err error) {
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		panic(benchFailure{err})
 	}
 }
 

@@ -33,6 +33,7 @@ type Shaper struct {
 	// per member) and checked against the namespace file on each use.
 	mu    sync.Mutex
 	conns map[string]*nsConn
+	locks map[string]*os.File // open lock files, by path
 }
 
 // maxConns bounds the namespaces a Shaper keeps open.
@@ -67,6 +68,10 @@ func (s *Shaper) Close() {
 	for k, c := range s.conns {
 		c.Close()
 		delete(s.conns, k)
+	}
+	for k, f := range s.locks {
+		f.Close()
+		delete(s.locks, k)
 	}
 }
 
@@ -218,6 +223,12 @@ func (s *Shaper) openMode(t Target, lock bool) (*session, error) {
 			delete(s.conns, k)
 		}
 	}
+	if len(s.locks) >= maxConns {
+		for k, f := range s.locks {
+			f.Close()
+			delete(s.locks, k)
+		}
+	}
 	var err error
 	if ss.lc, err = s.conn(t.Link); err != nil {
 		ss.close()
@@ -242,20 +253,28 @@ func (s *Shaper) openMode(t Target, lock bool) (*session, error) {
 	if !lock {
 		return ss, nil
 	}
-	if ss.lockFile, err = os.OpenFile(ss.state+".lock", os.O_CREATE|os.O_RDWR, 0o644); err != nil {
-		ss.close()
-		return nil, fmt.Errorf("lock shaping state of %s: %w", t.Link, err)
+	lf := s.locks[ss.state]
+	if lf == nil {
+		if lf, err = os.OpenFile(ss.state+".lock", os.O_CREATE|os.O_RDWR, 0o644); err != nil {
+			ss.close()
+			return nil, fmt.Errorf("lock shaping state of %s: %w", t.Link, err)
+		}
+		if s.locks == nil {
+			s.locks = map[string]*os.File{}
+		}
+		s.locks[ss.state] = lf
 	}
-	if err := syscall.Flock(int(ss.lockFile.Fd()), syscall.LOCK_EX); err != nil {
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
 		ss.close()
 		return nil, err
 	}
+	ss.lockFile = lf
 	return ss, nil
 }
 
 func (ss *session) close() {
 	if ss.lockFile != nil {
-		ss.lockFile.Close()
+		_ = syscall.Flock(int(ss.lockFile.Fd()), syscall.LOCK_UN)
 	}
 	ss.s.mu.Unlock()
 }
@@ -340,7 +359,8 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 			return err
 		}
 		// Remember how the link was before anything changes, so Clear (or
-		// cleanup after a crash in the middle of this) can restore it.
+		// cleanup after a crash in the middle of this) can restore it: a
+		// peer taken down or a GSO cap are not in the ledger.
 		first := &linkState{Target: t, Backend: s.backend, GSOMaxSegs: ss.l.Attrs().GSOMaxSegs, Dirty: true,
 			Plan: plan{Egress: dirPlan{Dir: Egress}, Ingress: dirPlan{Dir: Ingress}}}
 		if ss.p != nil {
@@ -349,11 +369,13 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 		if err := s.ledger.Record(s.owner, ledger.Entry{Kind: ledger.KindState, Name: ss.state}); err != nil {
 			return err
 		}
-		if err := ss.save(first); err != nil {
-			return err
+		if st.Plan.PeerDown || st.Plan.CapGSO {
+			if err := ss.save(first); err != nil {
+				return err
+			}
 		}
 		st.PeerWasUp, st.GSOMaxSegs = first.PeerWasUp, first.GSOMaxSegs
-		old = first
+		// old stays nil: nothing of ours is on the link yet.
 	}
 	err = ss.transition(ctx, old, st)
 	// Save even on error: the state must list what is there now.
@@ -424,15 +446,16 @@ func (ss *session) clear(ctx context.Context) error {
 // checkForeign refuses to touch devices that carry qdiscs edgefault did not
 // put there: Clear could not restore them exactly.
 func (ss *session) checkForeign() error {
-	devs := []struct {
+	// Only the devices that will carry our qdiscs: the peer when it is
+	// known (the link itself only gets its GSO setting changed), else the
+	// link.
+	type dev struct {
 		c *nsConn
 		l netlink.Link
-	}{{ss.lc, ss.l}}
+	}
+	devs := []dev{{ss.lc, ss.l}}
 	if ss.p != nil {
-		devs = []struct {
-			c *nsConn
-			l netlink.Link
-		}{{ss.pc, ss.p}, {ss.lc, ss.l}}
+		devs = []dev{{ss.pc, ss.p}}
 	}
 	for _, d := range devs {
 		kind, err := rootKind(d.c, d.l.Attrs().Index)

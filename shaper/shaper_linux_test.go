@@ -35,6 +35,14 @@ func newShaper(t testing.TB) (*shaper.Shaper, *ledger.Ledger) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Runs before the topology's cleanup (registered earlier): helpers
+	// stopped, then namespaces deleted.
+	t.Cleanup(func() {
+		s.Close()
+		if err := l.Sweep("test", shaper.Removers()); err != nil {
+			t.Errorf("sweep: %v", err)
+		}
+	})
 	return s, l
 }
 

@@ -55,7 +55,7 @@ func (ss *session) transition(ctx context.Context, old, st *linkState) error {
 		if trust {
 			odp = oldPlan.dir(d)
 		}
-		if err := ss.installTC(d, st, odp); err != nil {
+		if err := ss.installTC(d, st, odp, old != nil && !trust); err != nil {
 			return err
 		}
 	}
@@ -96,9 +96,11 @@ func (ss *session) transition(ctx context.Context, old, st *linkState) error {
 	if err := ss.applyNft(st); err != nil {
 		return err
 	}
-	// 5. Qdiscs the new plan no longer needs.
+	// 5. Qdiscs the new plan no longer needs (and, after a failure, any
+	// that might be there).
 	for _, d := range []Direction{Egress, Ingress} {
-		if err := ss.removeTC(d, st); err != nil {
+		had := old != nil && (!trust || oldPlan.dir(d).needsTC())
+		if err := ss.removeTC(d, st, had); err != nil {
 			return err
 		}
 	}
@@ -110,14 +112,14 @@ func (ss *session) transition(ctx context.Context, old, st *linkState) error {
 		}
 	}
 	// 7. A restored link comes back last, as the first Apply found it.
-	if !st.Plan.PeerDown && ss.p != nil && st.PeerWasUp {
+	if !st.Plan.PeerDown && ss.p != nil && st.PeerWasUp && old != nil && (!trust || oldPlan.PeerDown) {
 		if p, err := ss.pc.nl.LinkByIndex(ss.p.Attrs().Index); err == nil && p.Attrs().Flags&net.FlagUp == 0 {
 			if err := ss.pc.nl.LinkSetUp(ss.p); err != nil {
 				return fmt.Errorf("bring %s back up: %w", ss.t.Peer, err)
 			}
 		}
 	}
-	if !st.Plan.CapGSO && st.GSOMaxSegs != 0 {
+	if !st.Plan.CapGSO && st.GSOMaxSegs != 0 && old != nil && (!trust || oldPlan.CapGSO) {
 		if l, err := ss.lc.nl.LinkByIndex(ss.l.Attrs().Index); err == nil && l.Attrs().GSOMaxSegs != st.GSOMaxSegs {
 			if err := ss.lc.nl.LinkSetGSOMaxSegs(ss.l, int(st.GSOMaxSegs)); err != nil {
 				return fmt.Errorf("restore gso_max_segs of %s: %w", ss.t.Link, err)
@@ -238,8 +240,9 @@ func (ss *session) entry(kind string, c *nsConn, name, handle string) ledger.Ent
 }
 
 // installTC puts the qdisc tree for direction d in place if the plan needs
-// one; old is the previous plan for d when it can be trusted.
-func (ss *session) installTC(d Direction, st *linkState, old *dirPlan) error {
+// one; old is the previous plan for d when it can be trusted, suspect says
+// an untrusted one may have left something.
+func (ss *session) installTC(d Direction, st *linkState, old *dirPlan, suspect bool) error {
 	s := ss.s
 	dp := st.Plan.dir(d)
 	if !dp.needsTC() {
@@ -278,14 +281,15 @@ func (ss *session) installTC(d Direction, st *linkState, old *dirPlan) error {
 	// Change the tree in place where its shape allows, else graft a new
 	// one under the other major.
 	dp.Major = 1
-	if old != nil && old.Major != 0 && (oldIFB != "" || !useIFB) {
+	switch {
+	case old != nil && old.Major != 0 && (oldIFB != "" || !useIFB):
 		dp.Major = old.Major
 		if !sameShape(old, dp) {
 			dp.Major = otherMajor(old.Major)
 		}
-	} else if kind, err := rootKind(c, target.Attrs().Index); err == nil && kind != "noqueue" {
-		// Something of ours is there but the plan is not trusted: graft
-		// over it rather than guess its handle.
+	case suspect:
+		// After a failed change something of ours may be there under
+		// either major: graft over it rather than guess.
 		if _, h, err := qdiscInfo(c, target.Attrs().Index, netlink.HANDLE_ROOT); err == nil && h>>16 == 1 {
 			dp.Major = 2
 		}
@@ -314,17 +318,14 @@ func (ss *session) installTC(d Direction, st *linkState, old *dirPlan) error {
 }
 
 // removeTC takes away direction d's qdiscs if the plan no longer needs
-// them.
-func (ss *session) removeTC(d Direction, st *linkState) error {
+// them; had says some may be there.
+func (ss *session) removeTC(d Direction, st *linkState, had bool) error {
 	s := ss.s
-	if st.Plan.dir(d).needsTC() {
+	if !had || st.Plan.dir(d).needsTC() {
 		return nil
 	}
 	c, dev, useIFB := ss.tcPlace(d)
 	if !useIFB {
-		if kind, err := rootKind(c, dev.Attrs().Index); err != nil || kind == "noqueue" {
-			return err
-		}
 		if err := removeRoot(c, dev.Attrs().Index); err != nil {
 			return err
 		}
