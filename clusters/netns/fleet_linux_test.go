@@ -228,3 +228,27 @@ func TestProcessRunsInMemberNamespace(t *testing.T) {
 		t.Errorf("log %s holds %q", q.Log, b)
 	}
 }
+
+// Member names can meet across fleets: fleet "X-a" with a node "b-cloud"
+// owns the namespace X-a-b-cloud, which is also fleet "X-a-b"'s cloud.
+// The second fleet is refused before it records or creates anything, so
+// cleaning it up can never delete the first fleet's namespace.
+func TestFleetNamespacesNeverCollide(t *testing.T) {
+	base := fmt.Sprintf("t%d", os.Getpid()%10000)
+	p, f := up(t, base+"-a", &scenarios.FleetSpec{Sites: []scenarios.Site{
+		{Name: "s", Gateway: &scenarios.Gateway{Name: "gw"}, Nodes: []scenarios.Node{{Name: "b-cloud"}}},
+	}})
+	_, err := p.UpFleet(context.Background(), base+"-a-b", &scenarios.Default().Spec)
+	if err == nil || !strings.Contains(err.Error(), base+"-a-b-cloud already exists") {
+		t.Fatalf("second fleet: %v", err)
+	}
+	if err := p.Sweep(base + "-a-b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + base + "-a-b-cloud"); err != nil {
+		t.Fatalf("the first fleet's node namespace is gone: %v", err)
+	}
+	if m, _ := f.Member("b-cloud"); m.Namespace != base+"-a-b-cloud" {
+		t.Fatalf("member namespace %q", m.Namespace)
+	}
+}
