@@ -299,11 +299,17 @@ var _ = Describe("shaping a link outside any fleet", func() {
 		mustRun("shape", "--link", ns+"/eth0", "--peer", host, "--outage")
 		out, _ := exec.Command("ip", "link", "show", host).CombinedOutput()
 		Expect(string(out)).To(ContainSubstring("state DOWN"), "the outage takes the peer down")
+		mustRun("shape", "--link", ns+"/eth0", "--peer", host, "--rate", "2mbit")
 
-		// A later change killed mid-way.
-		cmd := exec.Command(bin, "shape", "--link", ns+"/eth0", "--peer", host, "--delay", "40ms")
+		// A change that takes the peer down first and then starts a
+		// delayer, killed in between: only the state file knows the peer
+		// was up.
+		cmd := exec.Command(bin, "shape", "--link", ns+"/eth0", "--peer", host, "--outage", "--delay", "40ms")
 		Expect(cmd.Start()).To(Succeed())
-		time.Sleep(5 * time.Millisecond)
+		Eventually(func() string {
+			o, _ := exec.Command("ip", "link", "show", host).CombinedOutput()
+			return string(o)
+		}, 5*time.Second, time.Millisecond).Should(ContainSubstring("state DOWN"))
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
 

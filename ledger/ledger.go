@@ -61,7 +61,7 @@ type Entry struct {
 // Key identifies the object an entry is about, so that a tombstone matches
 // the entry it removes.
 func (e Entry) Key() string {
-	return strings.Join([]string{e.Kind, e.Netns, e.Family, e.Name, e.Handle, fmt.Sprint(e.PID)}, "|")
+	return strings.Join([]string{e.Kind, e.Netns, e.Family, e.Name, e.Handle, fmt.Sprint(e.PID), fmt.Sprint(e.StartTime)}, "|")
 }
 
 // Ledger is a directory of per-owner entry files.

@@ -3,6 +3,7 @@ package ledger
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,33 +59,74 @@ func (e Entry) Alive() bool {
 }
 
 // StopProcess stops the process e describes: SIGTERM, then SIGKILL after
-// grace. It never signals a PID that now belongs to another process.
+// grace. It never signals a PID that now belongs to another process. For a
+// group entry it stops every live process of the group, even after the
+// leader has gone (a shell that started a server in the background).
 func StopProcess(e Entry, grace time.Duration) error {
-	if !e.Alive() {
+	alive := func() bool {
+		if e.Group {
+			return e.Alive() || len(groupMembers(e.PID)) > 0
+		}
+		return e.Alive()
+	}
+	if !alive() {
 		return nil
 	}
-	target := e.PID
-	if e.Group {
-		target = -e.PID // the process and everything it started
+	signal := func(sig syscall.Signal) {
+		if e.Group {
+			// Linux does not hand out a PID still in use as a process
+			// group ID, so -PID cannot reach a stranger's group.
+			_ = syscall.Kill(-e.PID, sig)
+		}
+		if e.Alive() {
+			_ = syscall.Kill(e.PID, sig)
+		}
 	}
-	if err := syscall.Kill(target, syscall.SIGTERM); err != nil && err != syscall.ESRCH {
-		return fmt.Errorf("stop process %d (%s): %w", e.PID, e.Name, err)
-	}
+	signal(syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
-		if !e.Alive() {
+		if !alive() {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if e.Alive() {
-		_ = syscall.Kill(target, syscall.SIGKILL)
-		for i := 0; i < 100 && e.Alive(); i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
+	signal(syscall.SIGKILL)
+	for i := 0; i < 100 && alive(); i++ {
+		time.Sleep(10 * time.Millisecond)
 	}
-	if e.Alive() {
+	if alive() {
 		return fmt.Errorf("process %d (%s) did not exit after SIGKILL", e.PID, e.Name)
 	}
 	return nil
+}
+
+// GroupAlive reports whether any live (not zombie) process is in process
+// group pgid.
+func GroupAlive(pgid int) bool { return len(groupMembers(pgid)) > 0 }
+
+// groupMembers lists the live processes of process group pgid.
+func groupMembers(pgid int) []int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		// f[0] state, f[1] ppid, f[2] pgrp
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			out = append(out, pid)
+		}
+	}
+	return out
 }

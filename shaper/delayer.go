@@ -44,7 +44,12 @@ type delayerState struct {
 }
 
 func (d *delayerState) entry() ledger.Entry {
-	return ledger.Entry{Kind: ledger.KindProcess, PID: d.PID, StartTime: d.StartTime, Name: fmt.Sprintf("%s queue %d in %s", helperName, d.Queue, d.Netns)}
+	return ledger.Entry{Kind: ledger.KindProcess, PID: d.PID, StartTime: d.StartTime, Name: delayerName(d.Queue, d.Netns)}
+}
+
+// delayerName names a delayer helper in the ledger.
+func delayerName(queue uint16, nsPath string) string {
+	return fmt.Sprintf("%s queue %d in %s", helperName, queue, nsPath)
 }
 
 // RunHelperIfInvoked runs the delayer helper (or the ledger's start gate)
@@ -128,7 +133,7 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 	}
 	// Recorded before it runs, so a crash of ours never leaves an
 	// unrecorded helper holding a namespace open.
-	e, err := s.ledger.Start(s.owner, fmt.Sprintf("%s queue %d in %s", helperName, queue, nsPath), cmd, false, nil)
+	e, err := s.ledger.Start(s.owner, delayerName(queue, nsPath), cmd, false, nil)
 	w.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start delayer helper: %w", err)

@@ -1,6 +1,7 @@
 package shaper
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -288,23 +289,34 @@ func (ss *session) load() (*linkState, error) {
 		return nil, err
 	}
 	var st linkState
-	if err := json.Unmarshal(b, &st); err != nil {
+	// The first JSON value is the state; save may leave the tail of an
+	// older, longer one behind it (see save).
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("shaping state %s is corrupt: %w (remove it after checking the link by hand)", ss.state, err)
 	}
 	return &st, nil
 }
 
+// save writes the state in place: one write at offset 0, then a truncate.
+// Killed between the two, the file holds the new state followed by the
+// tail of the old one, which load ignores. (Replacing the file by rename
+// would be atomic too, but ext4 flushes data on every rename over an
+// existing file, which made each change several times slower.)
 func (ss *session) save(st *linkState) error {
 	st.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := ss.state + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	f, err := os.OpenFile(ss.state, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, ss.state)
+	defer f.Close()
+	if _, err := f.WriteAt(append(b, '\n'), 0); err != nil {
+		return fmt.Errorf("save shaping state: %w", err)
+	}
+	return f.Truncate(int64(len(b) + 1))
 }
 
 // Current returns the impairment in force on t, if any.
@@ -353,14 +365,28 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 		return err
 	}
 	if old != nil {
+		if !sameTarget(old.Target, t) {
+			return fmt.Errorf("%s is shaped as %s: clear it as that first (same --peer), then apply", t.Link, old.Target)
+		}
 		st.PeerWasUp, st.GSOMaxSegs = old.PeerWasUp, old.GSOMaxSegs
+		if (st.Plan.PeerDown && !old.Plan.PeerDown) || (st.Plan.CapGSO && !old.Plan.CapGSO) {
+			// The link itself is about to change (peer down, GSO cap),
+			// which only the state file remembers: mark it untrusted
+			// first, so a crash in between still gets it restored.
+			d := *old
+			d.Dirty = true
+			if err := ss.save(&d); err != nil {
+				return err
+			}
+		}
 	} else {
 		if err := ss.checkForeign(); err != nil {
 			return err
 		}
 		// Remember how the link was before anything changes, so Clear (or
 		// cleanup after a crash in the middle of this) can restore it: a
-		// peer taken down or a GSO cap are not in the ledger.
+		// peer taken down or a GSO cap are not in the ledger, and the state
+		// file is what tells Clear there is something to clear.
 		first := &linkState{Target: t, Backend: s.backend, GSOMaxSegs: ss.l.Attrs().GSOMaxSegs, Dirty: true,
 			Plan: plan{Egress: dirPlan{Dir: Egress}, Ingress: dirPlan{Dir: Ingress}}}
 		if ss.p != nil {
@@ -369,10 +395,8 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 		if err := s.ledger.Record(s.owner, ledger.Entry{Kind: ledger.KindState, Name: ss.state}); err != nil {
 			return err
 		}
-		if st.Plan.PeerDown || st.Plan.CapGSO {
-			if err := ss.save(first); err != nil {
-				return err
-			}
+		if err := ss.save(first); err != nil {
+			return err
 		}
 		st.PeerWasUp, st.GSOMaxSegs = first.PeerWasUp, first.GSOMaxSegs
 		// old stays nil: nothing of ours is on the link yet.
@@ -417,8 +441,24 @@ func (s *Shaper) Clear(ctx context.Context, t Target) error {
 	if err != nil {
 		return err
 	}
+	old, err := ss.load()
+	if err == nil && old != nil && !sameTarget(old.Target, t) {
+		// Shaped with another peer (or none): clear what was recorded.
+		ss.close()
+		if ss, err = s.open(old.Target); err != nil {
+			return fmt.Errorf("clear %s as it was shaped (%s): %w", t.Link, old.Target, err)
+		}
+	}
 	defer ss.close()
 	return ss.clear(ctx)
+}
+
+// sameTarget reports whether two targets name the same link and peer.
+func sameTarget(a, b Target) bool {
+	if a.Link != b.Link || (a.Peer == nil) != (b.Peer == nil) {
+		return false
+	}
+	return a.Peer == nil || *a.Peer == *b.Peer
 }
 
 func (ss *session) clear(ctx context.Context) error {

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -176,11 +179,19 @@ func (ss *session) startDelayerFor(ctx context.Context, d Direction, dp *dirPlan
 	}
 	// Longest a retired delayer drains: its delay and jitter (at most a
 	// minute each), plus slack.
-	deadline := time.Now().Add(2*time.Minute + 5*time.Second)
+	start := time.Now()
+	deadline := start.Add(2*time.Minute + 5*time.Second)
+	signalled := false
 	for {
+		// Which queues are bound in that namespace right now: no helper is
+		// started just to find a queue busy.
+		bound, berr := boundQueues(nsPath)
 		for _, q := range slots {
 			if cur != nil && cur.Queue == q && cur.Alive() {
 				continue // the one being replaced: it serves until the switch
+			}
+			if berr == nil && bound[q] {
+				continue
 			}
 			nd, err := ss.s.startDelayer(ctx, nsPath, q, dp.Delay, dp.Jitter)
 			if err == nil {
@@ -190,13 +201,59 @@ func (ss *session) startDelayerFor(ctx context.Context, d Direction, dp *dirPlan
 				return nil, err
 			}
 		}
+		if !signalled && time.Since(start) > time.Second {
+			// A delayer that no state knows (its shaper was killed) may
+			// hold the slot for ever: ask the ones the ledger knows to go.
+			ss.s.retireOrphans(nsPath, []uint16{base, base + 1}, cur)
+			signalled = true
+		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("queues %d and %d stay held by other processes", base, base+1)
+			return nil, fmt.Errorf("queues %d and %d in %s stay held by other processes", base, base+1, nsPath)
 		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// boundQueues lists the NFQUEUE numbers bound in the namespace at nsPath.
+func boundQueues(nsPath string) (map[uint16]bool, error) {
+	m := map[uint16]bool{}
+	err := inNetns(nsPath, func() error {
+		// thread-self: /proc/net would show the main thread's namespace.
+		b, err := os.ReadFile("/proc/thread-self/net/netfilter/nfnetlink_queue")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				if n, err := strconv.Atoi(f[0]); err == nil {
+					m[uint16(n)] = true
+				}
+			}
+		}
+		return nil
+	})
+	return m, err
+}
+
+// retireOrphans asks delayers recorded in the ledger for these queues in
+// nsPath, other than cur, to drain and exit.
+func (s *Shaper) retireOrphans(nsPath string, queues []uint16, cur *delayerState) {
+	entries, err := s.ledger.Entries(s.owner)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Kind != ledger.KindProcess || (cur != nil && e.PID == cur.PID) {
+			continue
+		}
+		for _, q := range queues {
+			if e.Name == delayerName(q, nsPath) && e.Alive() {
+				_ = syscall.Kill(e.PID, syscall.SIGTERM)
+			}
 		}
 	}
 }
@@ -301,15 +358,22 @@ func (ss *session) installTC(d Direction, st *linkState, old *dirPlan, suspect b
 		return nil
 	}
 	ok, err := hasIngressQdisc(c, dev.Attrs().Index)
-	if err != nil || ok {
-		// The redirect to the ifb came with the ingress qdisc.
+	if err != nil {
 		return err
 	}
-	if err := s.ledger.Record(s.owner, ss.entry(ledger.KindQdisc, c, dev.Attrs().Name, "ingress")); err != nil {
-		return err
-	}
-	if err := c.nl.QdiscAdd(&netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: hIngress}}); err != nil {
-		return fmt.Errorf("ingress qdisc on %s: %w", dev.Attrs().Name, err)
+	if !ok {
+		if err := s.ledger.Record(s.owner, ss.entry(ledger.KindQdisc, c, dev.Attrs().Name, "ingress")); err != nil {
+			return err
+		}
+		if err := c.nl.QdiscAdd(&netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: hIngress}}); err != nil {
+			return fmt.Errorf("ingress qdisc on %s: %w", dev.Attrs().Name, err)
+		}
+	} else if old != nil {
+		// A trusted earlier change installed the redirect with the qdisc.
+		return nil
+	} else if fs, err := c.nl.FilterList(dev, netlink.HANDLE_INGRESS); err == nil && len(fs) > 0 {
+		// Untrusted (after a failure): the qdisc is there; so is a filter.
+		return nil
 	}
 	if err := c.nl.FilterAdd(redirectFilter(dev.Attrs().Index, target.Attrs().Index)); err != nil {
 		return fmt.Errorf("redirect %s to %s: %w", dev.Attrs().Name, st.IFB[d], err)
@@ -333,7 +397,8 @@ func (ss *session) removeTC(d Direction, st *linkState, had bool) error {
 	}
 	ifb := st.IFB[d]
 	if ifb == "" {
-		return nil
+		// Unknown after a failure: the name is derived, so look for it.
+		ifb = ifbName(c.id, dev.Attrs().Name)
 	}
 	// Stop feeding the ifb first, then remove it.
 	err := c.nl.QdiscDel(&netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: hIngress}})

@@ -100,30 +100,29 @@ func (f *Fleet) Start(ctx context.Context, memberName, name string, argv []strin
 	return p, nil
 }
 
-// Wait waits for the process to exit.
+// Wait waits for the process to exit. What it started in the background
+// stays recorded (and is stopped by Stop or cleanup).
 func (p *Process) Wait(ctx context.Context) error {
 	select {
 	case <-p.done:
-		_ = p.l.Forget(p.owner, p.entry)
+		if !ledger.GroupAlive(p.PID) {
+			_ = p.l.Forget(p.owner, p.entry)
+		}
 		return p.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// Stop stops the process (SIGTERM, then SIGKILL after grace).
+// Stop stops the process and everything it started (its process group:
+// SIGTERM, then SIGKILL after grace).
 func (p *Process) Stop(grace time.Duration) error {
+	if err := ledger.StopProcess(p.entry, grace); err != nil {
+		return err
+	}
 	select {
 	case <-p.done:
-	default:
-		// The whole group: it leads its own session.
-		_ = syscall.Kill(-p.PID, syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(grace):
-			_ = syscall.Kill(-p.PID, syscall.SIGKILL)
-			<-p.done
-		}
+	case <-time.After(grace + time.Second):
 	}
 	return p.l.Forget(p.owner, p.entry)
 }
