@@ -3,10 +3,9 @@ package shaper
 import (
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 
+	"github.com/edgefault/edgefault/internal/nsdo"
 	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -31,15 +30,7 @@ func (l Link) String() string {
 }
 
 // NetnsPath resolves Netns to a path ("" for the caller's namespace).
-func (l Link) NetnsPath() string {
-	switch {
-	case l.Netns == "":
-		return ""
-	case strings.Contains(l.Netns, "/"):
-		return l.Netns
-	}
-	return filepath.Join("/run/netns", l.Netns)
-}
+func (l Link) NetnsPath() string { return nsdo.Path(l.Netns) }
 
 // Target is a link to impair and, where it is reachable, its peer: the
 // other end of the cable (the host side of a veth, a bridge port in the

@@ -7,12 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 
+	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/ledger"
-	"github.com/vishvananda/netns"
 )
 
 // Process is a process running in a member's namespace.
@@ -29,36 +28,10 @@ type Process struct {
 	err   error
 }
 
-// startIn starts cmd with its thread inside the namespace at nsPath: a
-// child inherits the network namespace of the thread that forks it.
+// startIn starts cmd from a thread inside the namespace at nsPath: a child
+// inherits the network namespace of the thread that forks it.
 func startIn(nsPath string, cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromPath(nsPath)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", nsPath, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		serr := cmd.Start()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- serr
-	}()
-	return <-errc
+	return nsdo.Do(nsPath, cmd.Start)
 }
 
 // Start runs argv in member's namespace in the background, its output in a

@@ -13,50 +13,16 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/edgefault/edgefault/internal/nsdo"
 )
 
-// In runs fn on a thread inside the named namespace (a name under
-// /run/netns or a path). Sockets created in fn stay in that namespace.
-func In(nsName string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		var h netns.NsHandle
-		if len(nsName) > 0 && nsName[0] == '/' {
-			h, err = netns.GetFromPath(nsName)
-		} else {
-			h, err = netns.GetFromName(nsName)
-		}
-		if err != nil {
-			errc <- fmt.Errorf("namespace %s: %w", nsName, err)
-			runtime.UnlockOSThread()
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+// In runs fn inside the named namespace (a name under /run/netns or a
+// path). Sockets created in fn stay in that namespace.
+func In(nsName string, fn func() error) error { return nsdo.Do(nsName, fn) }
 
 // Listen opens a listener in namespace ns.
 func Listen(ns, network, addr string) (net.Listener, error) {
