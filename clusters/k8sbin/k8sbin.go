@@ -323,11 +323,17 @@ func (b *builder) scratch(name, gomod string, pkgs []string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "tools.go"), []byte(tools.String()), 0o644); err != nil {
 		return "", err
 	}
-	old, _ := os.ReadFile(filepath.Join(dir, "go.mod"))
+	// go mod tidy rewrites go.mod, so the pin is kept beside it to tell
+	// whether the module is still the one asked for.
+	pin := filepath.Join(dir, "go.mod.pin")
+	old, _ := os.ReadFile(pin)
 	if string(old) != gomod {
 		// A new pin: start over, so go.sum holds only what it needs.
 		_ = os.Remove(filepath.Join(dir, "go.sum"))
 		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(pin, []byte(gomod), 0o644); err != nil {
 			return "", err
 		}
 	}
