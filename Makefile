@@ -8,7 +8,7 @@ REPORTS ?= reports
 # go test's own timeout; the suites finish far sooner.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build test bench run cleanup lint deps root
+.PHONY: all build test bench run cleanup lint deps root setup
 
 all: build
 
@@ -25,7 +25,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: root deps lint
+# The control-plane binaries the tests start (built once from the Go module
+# proxy into ~/.cache/edgefault, ~10 min cold; a second or so when cached).
+setup: build
+	./$(BIN) setup
+
+test: root deps lint setup
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: root deps build

@@ -1,0 +1,272 @@
+// Package controlplane runs a real Kubernetes control plane: etcd and
+// kube-apiserver processes, built by `edgefault setup` (package k8sbin),
+// with their own certificate authority, recorded in the ledger so that
+// `edgefault cleanup` stops them after any crash.
+//
+// This is the first part of a site's own cluster: the processes run on this
+// machine's loopback for now; placing them on the site's LAN, one per site
+// with a shared etcd, and registering nodes come next.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/ledger"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Options configures Start.
+type Options struct {
+	// Site names the cluster (and its etcd key prefix).
+	Site string
+	// Dir holds data, certificates and logs; Stop removes it.
+	Dir string
+	// Bin is the cache `edgefault setup` filled.
+	Bin k8sbin.Cache
+	// Ledger and Owner record the processes.
+	Ledger *ledger.Ledger
+	Owner  string
+	Log    *slog.Logger
+}
+
+// ControlPlane is a running etcd and kube-apiserver.
+type ControlPlane struct {
+	Site string
+	Dir  string
+	// URL is the apiserver's address.
+	URL string
+	// Admin is a client configuration with cluster-admin rights.
+	Admin *rest.Config
+	procs []*proc
+	o     Options
+}
+
+type proc struct {
+	name  string
+	cmd   *exec.Cmd
+	entry ledger.Entry
+	done  chan struct{}
+	err   error
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start starts etcd and kube-apiserver for a site and waits until the
+// apiserver is ready. On failure everything started is stopped again.
+func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	etcdBin, err := o.Bin.Lookup("etcd")
+	if err != nil {
+		return nil, err
+	}
+	apiBin, err := o.Bin.Lookup("kube-apiserver")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	cp = &ControlPlane{Site: o.Site, Dir: o.Dir, o: o}
+	defer func() {
+		if err != nil {
+			_ = cp.Stop()
+		}
+	}()
+	if err := o.Ledger.Record(o.Owner, ledger.Entry{Kind: ledger.KindState, Name: o.Dir}); err != nil {
+		return nil, err
+	}
+	pki, err := NewPKI(filepath.Join(o.Dir, "pki"), o.Site)
+	if err != nil {
+		return nil, err
+	}
+	servingCert, servingKey, err := pki.Issue("apiserver", "kube-apiserver", nil,
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
+	if err != nil {
+		return nil, err
+	}
+	adminCert, adminKey, err := pki.Issue("admin", "edgefault-admin", []string{"system:masters"}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	saPub, saKey, err := pki.ServiceAccountKey()
+	if err != nil {
+		return nil, err
+	}
+	clientPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	if err := cp.start(ctx, "etcd", etcdBin,
+		"--name", "default", "--data-dir", filepath.Join(o.Dir, "etcd"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "default="+peerURL, "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, cp.procs[0], etcdURL+"/health", 30*time.Second); err != nil {
+		return nil, fmt.Errorf("etcd did not become healthy: %w (log: %s)", err, cp.logPath("etcd"))
+	}
+	apiPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	if err := cp.start(ctx, "kube-apiserver", apiBin,
+		"--etcd-servers", etcdURL, "--etcd-prefix", "/registry/"+o.Site,
+		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", strconv.Itoa(apiPort),
+		"--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
+		"--client-ca-file", pki.CAFile(),
+		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", saPub,
+		"--service-account-signing-key-file", saKey, "--service-cluster-ip-range", "10.96.0.0/16",
+		"--authorization-mode", "Node,RBAC",
+		// A hand-started apiserver advertising 127.0.0.1 must not manage
+		// the kubernetes Service endpoints (FACTS.md).
+		"--endpoint-reconciler-type", "none",
+		"--enable-priority-and-fairness=false",
+		"--cert-dir", filepath.Join(o.Dir, "certs")); err != nil {
+		return nil, err
+	}
+	cp.Admin = &rest.Config{Host: cp.URL, TLSClientConfig: rest.TLSClientConfig{CAFile: pki.CAFile(), CertFile: adminCert, KeyFile: adminKey}, Timeout: 10 * time.Second}
+	if err := cp.waitReady(ctx, 90*time.Second); err != nil {
+		return nil, fmt.Errorf("kube-apiserver did not become ready: %w (log: %s)", err, cp.logPath("kube-apiserver"))
+	}
+	o.Log.Info("control plane ready", "site", o.Site, "apiserver", cp.URL)
+	return cp, nil
+}
+
+func (cp *ControlPlane) logPath(name string) string { return filepath.Join(cp.Dir, name+".log") }
+
+func (cp *ControlPlane) start(ctx context.Context, name, bin string, args ...string) error {
+	lf, err := os.OpenFile(cp.logPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	e, err := cp.o.Ledger.Start(cp.o.Owner, fmt.Sprintf("%s of site %s", name, cp.Site), cmd, true, nil)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, entry: e, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	cp.procs = append(cp.procs, p)
+	return nil
+}
+
+func waitHTTP(ctx context.Context, p *proc, url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	c := &http.Client{Timeout: 2 * time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if r, err := c.Get(url); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no answer from %s within %v", url, within)
+}
+
+func (cp *ControlPlane) waitReady(ctx context.Context, within time.Duration) error {
+	cs, err := kubernetes.NewForConfig(cp.Admin)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-cp.procs[len(cp.procs)-1].done:
+			return fmt.Errorf("kube-apiserver exited: %v", cp.procs[len(cp.procs)-1].err)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err == nil && string(body) == "ok" {
+			return nil
+		}
+		last = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready within %v: %v", within, last)
+}
+
+// Client returns a clientset with cluster-admin rights.
+func (cp *ControlPlane) Client() (*kubernetes.Clientset, error) { return kubernetes.NewForConfig(cp.Admin) }
+
+// WriteKubeconfig writes a kubeconfig for the admin user that kubectl can
+// use.
+func (cp *ControlPlane) WriteKubeconfig(path string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[cp.Site] = &clientcmdapi.Cluster{Server: cp.URL, CertificateAuthority: cp.Admin.CAFile}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: cp.Admin.CertFile, ClientKey: cp.Admin.KeyFile}
+	cfg.Contexts[cp.Site] = &clientcmdapi.Context{Cluster: cp.Site, AuthInfo: "admin"}
+	cfg.CurrentContext = cp.Site
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// Stop stops the processes (apiserver first) and removes the directory.
+func (cp *ControlPlane) Stop() error {
+	var errs []error
+	for i := len(cp.procs) - 1; i >= 0; i-- {
+		p := cp.procs[i]
+		if err := ledger.StopProcess(p.entry, 10*time.Second); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		<-p.done
+		if err := cp.o.Ledger.Forget(cp.o.Owner, p.entry); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	cp.procs = nil
+	if len(errs) == 0 {
+		if err := os.RemoveAll(cp.Dir); err != nil {
+			errs = append(errs, err)
+		} else if err := cp.o.Ledger.Forget(cp.o.Owner, ledger.Entry{Kind: ledger.KindState, Name: cp.Dir}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
