@@ -54,6 +54,14 @@ type ControlPlane struct {
 	Admin *rest.Config
 	procs []*proc
 	o     Options
+	ca    *PKI
+}
+
+func (cp *ControlPlane) pki() (*PKI, error) {
+	if cp.ca == nil {
+		return nil, fmt.Errorf("control plane of site %s has no CA (not started)", cp.Site)
+	}
+	return cp.ca, nil
 }
 
 type proc struct {
@@ -103,6 +111,7 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
+	cp.ca = pki
 	servingCert, servingKey, err := pki.Issue("apiserver", "kube-apiserver", nil,
 		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
 	if err != nil {
