@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/ledger"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -42,6 +43,13 @@ type Options struct {
 	Ledger *ledger.Ledger
 	Owner  string
 	Log    *slog.Logger
+	// Netns, when set, runs the control plane inside that network
+	// namespace (a name or path), serving the API on Address there, so the
+	// site's own nodes reach it over the site LAN and a cut uplink does not
+	// touch it. The harness still reaches it by dialling from inside the
+	// namespace (the management path).
+	Netns   string
+	Address string
 }
 
 // ControlPlane is a running etcd and kube-apiserver.
@@ -72,13 +80,31 @@ type proc struct {
 	err   error
 }
 
-func freePort() (int, error) {
+// freePort picks a free loopback port (in the caller's namespace; a
+// dedicated namespace uses the standard ports instead).
+func freePort(ns string, std int) (int, error) {
+	if ns != "" {
+		return std, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// dialer dials from inside ns ("" = here).
+func dialer(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := nsdo.Do(ns, func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return
+		})
+		return c, err
+	}
 }
 
 // Start starts etcd and kube-apiserver for a site and waits until the
@@ -112,8 +138,16 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		return nil, err
 	}
 	cp.ca = pki
-	servingCert, servingKey, err := pki.Issue("apiserver", "kube-apiserver", nil,
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
+	addr := "127.0.0.1"
+	if o.Address != "" {
+		addr = o.Address
+	}
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}
+	if ip := net.ParseIP(addr); ip != nil && !ip.IsLoopback() {
+		ips = append(ips, ip)
+	}
+	servingCert, servingKey, err := pki.Issue("apiserver", "kube-apiserver", nil, ips,
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +159,11 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
-	clientPort, err := freePort()
+	clientPort, err := freePort(o.Netns, 2379)
 	if err != nil {
 		return nil, err
 	}
-	peerPort, err := freePort()
+	peerPort, err := freePort(o.Netns, 2380)
 	if err != nil {
 		return nil, err
 	}
@@ -142,17 +176,17 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		"--initial-cluster", "default="+peerURL, "--log-level", "warn"); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, cp.procs[0], etcdURL+"/health", 30*time.Second); err != nil {
+	if err := waitHTTP(ctx, cp.procs[0], o.Netns, etcdURL+"/health", 30*time.Second); err != nil {
 		return nil, fmt.Errorf("etcd did not become healthy: %w (log: %s)", err, cp.logPath("etcd"))
 	}
-	apiPort, err := freePort()
+	apiPort, err := freePort(o.Netns, 6443)
 	if err != nil {
 		return nil, err
 	}
-	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	cp.URL = fmt.Sprintf("https://%s:%d", addr, apiPort)
 	if err := cp.start(ctx, "kube-apiserver", apiBin,
 		"--etcd-servers", etcdURL, "--etcd-prefix", "/registry/"+o.Site,
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", strconv.Itoa(apiPort),
+		"--bind-address", addr, "--advertise-address", addr, "--secure-port", strconv.Itoa(apiPort),
 		"--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
 		"--client-ca-file", pki.CAFile(),
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", saPub,
@@ -166,6 +200,9 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		return nil, err
 	}
 	cp.Admin = &rest.Config{Host: cp.URL, TLSClientConfig: rest.TLSClientConfig{CAFile: pki.CAFile(), CertFile: adminCert, KeyFile: adminKey}, Timeout: 10 * time.Second}
+	if o.Netns != "" {
+		cp.Admin.Dial = dialer(o.Netns)
+	}
 	if err := cp.waitReady(ctx, 90*time.Second); err != nil {
 		return nil, fmt.Errorf("kube-apiserver did not become ready: %w (log: %s)", err, cp.logPath("kube-apiserver"))
 	}
@@ -184,7 +221,12 @@ func (cp *ControlPlane) start(ctx context.Context, name, bin string, args ...str
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	e, err := cp.o.Ledger.Start(cp.o.Owner, fmt.Sprintf("%s of site %s", name, cp.Site), cmd, true, nil)
+	var start func(*exec.Cmd) error
+	if cp.o.Netns != "" {
+		ns := cp.o.Netns
+		start = func(c *exec.Cmd) error { return nsdo.Do(ns, c.Start) }
+	}
+	e, err := cp.o.Ledger.Start(cp.o.Owner, fmt.Sprintf("%s of site %s", name, cp.Site), cmd, true, start)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -194,9 +236,9 @@ func (cp *ControlPlane) start(ctx context.Context, name, bin string, args ...str
 	return nil
 }
 
-func waitHTTP(ctx context.Context, p *proc, url string, within time.Duration) error {
+func waitHTTP(ctx context.Context, p *proc, ns, url string, within time.Duration) error {
 	deadline := time.Now().Add(within)
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: dialer(ns)}}
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
@@ -242,7 +284,9 @@ func (cp *ControlPlane) waitReady(ctx context.Context, within time.Duration) err
 }
 
 // Client returns a clientset with cluster-admin rights.
-func (cp *ControlPlane) Client() (*kubernetes.Clientset, error) { return kubernetes.NewForConfig(cp.Admin) }
+func (cp *ControlPlane) Client() (*kubernetes.Clientset, error) {
+	return kubernetes.NewForConfig(cp.Admin)
+}
 
 // WriteKubeconfig writes a kubeconfig for the admin user that kubectl can
 // use.

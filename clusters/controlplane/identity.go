@@ -28,6 +28,8 @@ func (cp *ControlPlane) NodeConfig(node string) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// No Dial: a node's runtime runs inside its node and reaches the API
+	// over the site LAN; callers elsewhere set their own.
 	return &rest.Config{Host: cp.URL, TLSClientConfig: rest.TLSClientConfig{CAFile: pki.CAFile(), CertFile: cert, KeyFile: key}, Timeout: cp.Admin.Timeout}, nil
 }
 
