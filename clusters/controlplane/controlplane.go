@@ -43,6 +43,10 @@ type Options struct {
 	Ledger *ledger.Ledger
 	Owner  string
 	Log    *slog.Logger
+	// Workloads also starts kube-controller-manager, kube-scheduler and
+	// kwok (which keeps Node objects Ready and runs the pods scheduled to
+	// them), so Deployments and DaemonSets schedule and drains complete.
+	Workloads bool
 	// Netns, when set, runs the control plane inside that network
 	// namespace (a name or path), serving the API on Address there, so the
 	// site's own nodes reach it over the site LAN and a cut uplink does not
@@ -206,6 +210,11 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 	if err := cp.waitReady(ctx, 90*time.Second); err != nil {
 		return nil, fmt.Errorf("kube-apiserver did not become ready: %w (log: %s)", err, cp.logPath("kube-apiserver"))
 	}
+	if o.Workloads {
+		if err := cp.startWorkloads(ctx, saKey); err != nil {
+			return nil, err
+		}
+	}
 	o.Log.Info("control plane ready", "site", o.Site, "apiserver", cp.URL)
 	return cp, nil
 }
@@ -322,4 +331,37 @@ func (cp *ControlPlane) Stop() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// startWorkloads starts the controller manager, the scheduler and kwok,
+// each with the admin identity.
+func (cp *ControlPlane) startWorkloads(ctx context.Context, saKey string) error {
+	kc := filepath.Join(cp.Dir, "admin.kubeconfig")
+	if err := cp.WriteKubeconfig(kc); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"kube-controller-manager", []string{"--kubeconfig", kc, "--leader-elect=false",
+			"--service-account-private-key-file", saKey, "--root-ca-file", cp.Admin.CAFile,
+			"--use-service-account-credentials=false",
+			// No pod network here: kwok gives pods their addresses.
+			"--controllers", "*,-nodeipam",
+			// Nothing to serve: several control planes share a namespace
+			// (the host's) in tests.
+			"--secure-port=0"}},
+		{"kube-scheduler", []string{"--kubeconfig", kc, "--leader-elect=false", "--secure-port=0"}},
+		{"kwok", []string{"--kubeconfig", kc, "--manage-all-nodes=true", "--cidr", "10.244.0.0/16", "--node-lease-duration-seconds", "40"}},
+	} {
+		bin, err := cp.o.Bin.Lookup(c.name)
+		if err != nil {
+			return err
+		}
+		if err := cp.start(ctx, c.name, bin, c.args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
