@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/edgefault/edgefault/internal/traffic"
+	"github.com/edgefault/edgefault/ledger"
 	"github.com/google/nftables"
 	vnetns "github.com/vishvananda/netns"
 )
@@ -323,5 +324,39 @@ var _ = Describe("shaping a link outside any fleet", func() {
 		Expect(processesNaming("-netns  ")).To(BeEmpty(), "a delayer of the host namespace") // none was started there
 		Expect(nftTables(ns)).To(BeEmpty())
 		Expect(nftTables("")).NotTo(ContainElement(HavePrefix("edgefault-")))
+	})
+})
+
+var _ = Describe("site control planes", func() {
+	It("are all stopped by cleanup after the harness is killed while starting them", func() {
+		const victim = "e2e-cp"
+		cmd := exec.Command(bin, "fleet", "up", "--control-planes", "--name", victim)
+		Expect(cmd.Start()).To(Succeed())
+		// Kill it once the second site's API server is recorded: the first
+		// site is complete, the second half-way.
+		var started []ledger.Entry
+		Eventually(func() int {
+			started = nil
+			l, err := ledger.Open(filepath.Join(stateDir, "ledger"))
+			if err != nil {
+				return 0
+			}
+			es, _ := l.Entries(victim)
+			for _, e := range es {
+				if e.Kind == ledger.KindProcess && strings.Contains(e.Name, " of site ") {
+					started = append(started, e)
+				}
+			}
+			return len(started)
+		}, 90*time.Second, 20*time.Millisecond).Should(BeNumerically(">=", 7))
+		Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
+		_ = cmd.Wait()
+		mustRun("cleanup", "--fleet", victim)
+		for _, e := range started {
+			Expect(e.Alive()).To(BeFalse(), "%s still running", e.Name)
+			Expect(ledger.GroupAlive(e.PID)).To(BeFalse(), "%s's group still running", e.Name)
+		}
+		Expect(namespacesOf(victim)).To(BeEmpty())
+		Expect(filepath.Join(stateDir, "fleets", victim)).NotTo(BeADirectory())
 	})
 })

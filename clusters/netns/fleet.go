@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
@@ -32,7 +33,12 @@ type Provider struct {
 	stateDir   string
 	log        *slog.Logger
 	shaperOpts []shaper.Option
+	k8s        *k8sbin.Cache
 }
+
+// WithControlPlanes gives every site its own Kubernetes control plane
+// (see controlplane.go), from binaries `edgefault setup` built into c.
+func WithControlPlanes(c k8sbin.Cache) Option { return func(p *Provider) { p.k8s = &c } }
 
 // Option configures a Provider.
 type Option func(*Provider)
@@ -98,13 +104,16 @@ type site struct {
 
 // Fleet is an embedded fleet that is up.
 type Fleet struct {
-	FleetName string    `json:"name"`
-	Created   time.Time `json:"created"`
-	Ready     bool      `json:"ready"`
-	Fabric    string    `json:"fabric"`
-	Sites     []site    `json:"sites"`
-	All       []member  `json:"members"`
-	p         *Provider
+	FleetName string `json:"name"`
+	// Clusters are the sites' control planes, by site, when the fleet has
+	// them.
+	Clusters map[string]*SiteCluster `json:"clusters,omitempty"`
+	Created  time.Time               `json:"created"`
+	Ready    bool                    `json:"ready"`
+	Fabric   string                  `json:"fabric"`
+	Sites    []site                  `json:"sites"`
+	All      []member                `json:"members"`
+	p        *Provider
 }
 
 var _ clusters.Fleet = (*Fleet)(nil)
@@ -353,6 +362,11 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 	p.log.Info("fleet namespaces and links ready", "fleet", name, "members", len(f.All), "elapsed", time.Since(start).Round(time.Millisecond))
 	if err := f.applyProfiles(ctx); err != nil {
 		return nil, fmt.Errorf("bring up fleet %q: %w (remove it with `edgefault cleanup --fleet %s`)", name, err, name)
+	}
+	if p.k8s != nil {
+		if err := f.startControlPlanes(ctx, *p.k8s); err != nil {
+			return nil, fmt.Errorf("bring up fleet %q: %w (remove it with `edgefault cleanup --fleet %s`)", name, err, name)
+		}
 	}
 	f.Ready = true
 	if err := f.save(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
@@ -34,12 +35,13 @@ func newFleetCmd(g *globals) *cobra.Command {
 sites with gateways and nodes, wired as DESIGN.md's model says. Every member is
 the namespace <fleet>-<name>, so 'ip netns exec <fleet>-<name> ...' works too.`,
 	}
-	cmd.AddCommand(newFleetUpCmd(g), newFleetDownCmd(g), newFleetListCmd(g), newFleetExecCmd(g))
+	cmd.AddCommand(newFleetUpCmd(g), newFleetDownCmd(g), newFleetListCmd(g), newFleetExecCmd(g), newFleetKubeconfigCmd(g))
 	return cmd
 }
 
 func newFleetUpCmd(g *globals) *cobra.Command {
 	var file, name, backend string
+	var controlPlanes bool
 	cmd := &cobra.Command{
 		Use:   "up [-f TOPOLOGY.yaml] [--name FLEET]",
 		Short: "Create a fleet from a topology (the built-in one by default)",
@@ -67,6 +69,16 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if controlPlanes {
+				c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
+				// Fail before anything is created if setup has not run.
+				for _, comp := range k8sbin.Components() {
+					if _, err := c.Lookup(comp.Name); err != nil {
+						return err
+					}
+				}
+				netns.WithControlPlanes(c)(p)
+			}
 			f, err := p.UpFleet(cmd.Context(), name, &topo.Spec)
 			if err != nil {
 				return err
@@ -78,6 +90,54 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (namespaces are <name>-<member>)")
 	fleetAlias(cmd)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
+	cmd.Flags().BoolVar(&controlPlanes, "control-planes", false, "give every site its own Kubernetes control plane (needs `edgefault setup`)")
+	return cmd
+}
+
+func newFleetKubeconfigCmd(g *globals) *cobra.Command {
+	var name, node string
+	cmd := &cobra.Command{
+		Use:   "kubeconfig [--name FLEET] SITE [--node MEMBER]",
+		Short: "Print a site's kubeconfig (admin, or a member's own identity)",
+		Long: `kubeconfig prints the kubeconfig of a site's cluster. The API serves on the
+site's LAN, inside the fleet, so use it from inside the site, for example:
+
+  sudo ip netns exec <fleet>-<gateway> kubectl --kubeconfig <(sudo edgefault fleet kubeconfig SITE) get nodes
+
+With --node it is that member's own identity, allowed to change only its own
+Node object.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := provider(g, "auto")
+			if err != nil {
+				return err
+			}
+			f, err := p.Load(name)
+			if err != nil {
+				return err
+			}
+			sc, err := f.Cluster(args[0])
+			if err != nil {
+				return err
+			}
+			path := sc.Admin
+			if node != "" {
+				var ok bool
+				if path, ok = sc.Nodes[node]; !ok {
+					return fmt.Errorf("site %s has no member %q", args[0], node)
+				}
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
+	fleetAlias(cmd)
+	cmd.Flags().StringVar(&node, "node", "", "the kubeconfig of this member's own identity")
 	return cmd
 }
 

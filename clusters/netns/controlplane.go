@@ -1,0 +1,140 @@
+package netns
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/controlplane"
+	"github.com/edgefault/edgefault/clusters/k8sbin"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Labels every member's Node object carries.
+const (
+	LabelSite     = "edgefault.io/site"
+	LabelBuilding = "edgefault.io/building"
+	LabelRole     = "edgefault.io/role"
+	LabelGateway  = "edgefault.io/gateway"
+)
+
+// SiteCluster is a site's own Kubernetes cluster: its control plane runs
+// in the site's first gateway namespace and serves on the gateway's LAN
+// address, so the site's nodes reach it over the site LAN and a cut
+// uplink leaves it working.
+type SiteCluster struct {
+	Site      string `json:"site"`
+	Namespace string `json:"namespace"`
+	URL       string `json:"url"`
+	// Admin is the site's admin kubeconfig; Nodes holds one kubeconfig
+	// per member, each with that member's own identity.
+	Admin string            `json:"admin"`
+	Nodes map[string]string `json:"nodes"`
+}
+
+// startControlPlanes gives every site its control plane and registers each
+// node and gateway of the site as a Node, with its own identity.
+func (f *Fleet) startControlPlanes(ctx context.Context, bin k8sbin.Cache) error {
+	f.Clusters = map[string]*SiteCluster{}
+	for _, s := range f.Sites {
+		var members []member
+		var host *member
+		for i := range f.All {
+			m := f.All[i]
+			if m.Site != s.Name {
+				continue
+			}
+			members = append(members, m)
+			if host == nil && m.Role == clusters.RoleGateway {
+				host = &f.All[i]
+			}
+		}
+		start := time.Now()
+		dir := filepath.Join(f.p.stateDir, f.FleetName, "sites", s.Name)
+		cp, err := controlplane.Start(ctx, controlplane.Options{Site: s.Name, Dir: dir, Bin: bin, Ledger: f.p.ledger, Owner: f.FleetName,
+			Log: f.p.log, Workloads: true, Netns: "/run/netns/" + host.Namespace, Address: host.Address})
+		if err != nil {
+			return fmt.Errorf("control plane of site %s: %w", s.Name, err)
+		}
+		sc := &SiteCluster{Site: s.Name, Namespace: host.Namespace, URL: cp.URL, Admin: filepath.Join(dir, "admin.kubeconfig"), Nodes: map[string]string{}}
+		cs, err := cp.Client()
+		if err != nil {
+			return err
+		}
+		kdir := filepath.Join(dir, "kubeconfigs")
+		if err := os.MkdirAll(kdir, 0o700); err != nil {
+			return err
+		}
+		for _, m := range members {
+			if err := registerNode(ctx, cs, m); err != nil {
+				return err
+			}
+			if err := cp.GrantNode(ctx, m.Name); err != nil {
+				return err
+			}
+			cfg, err := cp.NodeConfig(m.Name)
+			if err != nil {
+				return err
+			}
+			path := filepath.Join(kdir, m.Name+".kubeconfig")
+			if err := writeKubeconfig(path, s.Name, m.Name, cfg.Host, cfg.CAFile, cfg.CertFile, cfg.KeyFile); err != nil {
+				return err
+			}
+			sc.Nodes[m.Name] = path
+		}
+		f.Clusters[s.Name] = sc
+		f.p.log.Info("site cluster up", "fleet", f.FleetName, "site", s.Name, "apiserver", cp.URL, "in", host.Namespace, "nodes", len(members), "elapsed", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// registerNode creates m's Node object with the model's labels; kwok keeps
+// it Ready.
+func registerNode(ctx context.Context, cs *kubernetes.Clientset, m member) error {
+	labels := map[string]string{LabelSite: m.Site, LabelRole: m.Role, "kubernetes.io/hostname": m.Name}
+	if m.Building != "" {
+		labels[LabelBuilding] = m.Building
+	}
+	if m.Gateway != "" {
+		labels[LabelGateway] = m.Gateway
+	}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: m.Name, Labels: labels, Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: m.Address}}}}
+	if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("register node %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+func writeKubeconfig(path, cluster, user, server, ca, cert, key string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[cluster] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: ca}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificate: cert, ClientKey: key}
+	cfg.Contexts[cluster] = &clientcmdapi.Context{Cluster: cluster, AuthInfo: user}
+	cfg.CurrentContext = cluster
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// Cluster returns the site's cluster, or an error naming the sites that
+// have one.
+func (f *Fleet) Cluster(site string) (*SiteCluster, error) {
+	if sc, ok := f.Clusters[site]; ok {
+		return sc, nil
+	}
+	if len(f.Clusters) == 0 {
+		return nil, fmt.Errorf("fleet %q has no site clusters (bring it up with --control-planes)", f.FleetName)
+	}
+	var names []string
+	for n := range f.Clusters {
+		names = append(names, n)
+	}
+	return nil, fmt.Errorf("fleet %q has no site %q (sites: %v)", f.FleetName, site, names)
+}

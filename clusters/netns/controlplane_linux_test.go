@@ -1,0 +1,136 @@
+package netns_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/scenarios"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// clientIn loads a kubeconfig and dials from inside namespace ns, as a
+// process on that member would.
+func clientIn(t *testing.T, kubeconfig, ns string) *kubernetes.Clientset {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Timeout = 10 * time.Second
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := nsdo.Do(ns, func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return
+		})
+		return c, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// Every site of the built-in fleet gets its own cluster; every node and
+// gateway is a Node there with the model's labels; each member's own
+// identity may change its own Node and not another's; a fleet down stops
+// every control-plane process.
+func TestEverySiteIsACluster(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (network namespaces); CI runs as root")
+	}
+	dir := t.TempDir()
+	l, _ := ledger.Open(filepath.Join(dir, "ledger"))
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("k%d", os.Getpid()%10000)
+	ctx := context.Background()
+	start := time.Now()
+	f, err := p.UpFleet(ctx, name, &scenarios.Default().Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := false
+	defer func() {
+		if !down {
+			_ = p.Down(ctx, name)
+		}
+	}()
+	t.Logf("3 site clusters up in %v", time.Since(start).Round(time.Millisecond))
+	for _, site := range []string{"store", "truck", "factory"} {
+		sc, err := f.Cluster(site)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := clientIn(t, sc.Admin, "/run/netns/"+sc.Namespace)
+		nodes, err := admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatalf("site %s: %v", site, err)
+		}
+		var got, want []string
+		for _, n := range nodes.Items {
+			got = append(got, n.Name+"/"+n.Labels[netns.LabelRole]+"/"+n.Labels[netns.LabelSite])
+		}
+		for _, m := range f.Members() {
+			if m.Site == site {
+				want = append(want, m.Name+"/"+m.Role+"/"+site)
+			}
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("site %s nodes %v, want %v", site, got, want)
+		}
+	}
+	sc, _ := f.Cluster("factory")
+	a1, _ := f.Member("factory-a1")
+	own := clientIn(t, sc.Nodes["factory-a1"], "/run/netns/"+a1.Namespace)
+	patch := []byte(`{"metadata":{"labels":{"uplink":"down"}},"spec":{"taints":[{"key":"edgefault.io/uplink","value":"down","effect":"NoSchedule"}]}}`)
+	if _, err := own.CoreV1().Nodes().Patch(ctx, "factory-a1", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("factory-a1 labelling and tainting itself: %v", err)
+	}
+	if _, err := own.CoreV1().Nodes().Patch(ctx, "factory-a2", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("factory-a1 patching factory-a2: %v, want 403", err)
+	}
+	if n, _ := own.CoreV1().Nodes().Get(ctx, "factory-a1", metav1.GetOptions{}); n == nil || n.Labels[netns.LabelBuilding] != "a" || n.Labels[netns.LabelGateway] != "factory-gw-a" {
+		t.Errorf("factory-a1 labels: %+v", n)
+	}
+	var procs []ledger.Entry
+	entries, _ := l.Entries(name)
+	for _, e := range entries {
+		if e.Kind == ledger.KindProcess && strings.Contains(e.Name, " of site ") {
+			procs = append(procs, e)
+		}
+	}
+	if len(procs) != 15 {
+		t.Errorf("%d control-plane processes recorded, want 5 per site", len(procs))
+	}
+	down = true
+	if err := p.Down(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range procs {
+		if e.Alive() || ledger.GroupAlive(e.PID) {
+			t.Errorf("%s still running after down", e.Name)
+		}
+	}
+}
