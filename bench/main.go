@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/ledger"
@@ -73,8 +74,8 @@ func run(only string, quick bool) (err error) {
 	}()
 	caps, _ := shaper.Probe()
 	fmt.Printf("edgefault bench — kernel %s, backend %s, %s\n\n", caps.Kernel, b.sh.Backend(), time.Now().UTC().Format(time.RFC3339))
-	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet}
-	order := []string{"rate", "loss", "delay", "latency", "fleet"}
+	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters}
+	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters"}
 	if only != "" {
 		order = strings.Split(only, ",")
 	}
@@ -425,4 +426,69 @@ func residue(fleet string, l *ledger.Ledger) string {
 		return "none"
 	}
 	return strings.Join(left, ", ")
+}
+
+// clusters: time to a Ready fleet of 3 sites x 3 nodes with their own
+// control planes (cached binaries), and the memory those take.
+func (b *bench) clusters() {
+	fmt.Println("== Site clusters: 3 sites x 3 nodes, each site its own etcd, apiserver, controller-manager, scheduler, kwok (targets: Ready <= 15 s, <= 2 GiB)")
+	cache := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
+	for _, c := range k8sbin.Components() {
+		if _, err := cache.Lookup(c.Name); err != nil {
+			fmt.Println("skipped:", err)
+			return
+		}
+	}
+	dir, err := os.MkdirTemp("/run", "edgefault-bench-k8s-")
+	check(err)
+	defer os.RemoveAll(dir)
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	check(err)
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithLogger(discard()), netns.WithControlPlanes(cache))
+	check(err)
+	spec := &scenarios.FleetSpec{}
+	for i := 0; i < 3; i++ {
+		spec.Sites = append(spec.Sites, scenarios.Site{Name: fmt.Sprintf("s%d", i), Gateway: &scenarios.Gateway{Name: fmt.Sprintf("s%d-gw", i)}, NodeCount: 3})
+	}
+	start := time.Now()
+	_, err = p.UpFleet(context.Background(), "benchk8s", spec)
+	check(err)
+	up := time.Since(start)
+	var rss uint64
+	entries, _ := l.Entries("benchk8s")
+	n := 0
+	for _, e := range entries {
+		if e.Kind == ledger.KindProcess && strings.Contains(e.Name, " of site ") {
+			n++
+			rss += rssOf(e.PID)
+		}
+	}
+	t0 := time.Now()
+	check(p.Down(context.Background(), "benchk8s"))
+	down := time.Since(t0)
+	tw := table("sites\tnodes (+gateways)\tprocesses\tReady after\tRSS\tdown\tmeets target\t")
+	fmt.Fprintf(tw, "3\t9 (+3)\t%d\t%v\t%.2f GiB\t%v\t%s\t\n", n, up.Round(10*time.Millisecond), float64(rss)/(1<<30), down.Round(time.Millisecond), pass(up <= 15*time.Second && rss <= 2<<30))
+	tw.Flush()
+	fmt.Println("\nFirst-time build of the binaries (edgefault setup on a fresh cache, as recorded when they were built):")
+	tw = table("component\tversion\tbuild time\t")
+	for _, c := range k8sbin.Components() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", c.Name, c.Version, cache.BuildTime(c.Name))
+	}
+	tw.Flush()
+}
+
+// rssOf is a process's resident memory in bytes.
+func rssOf(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb uint64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmRSS:"), "kB")), &kb)
+			return kb * 1024
+		}
+	}
+	return 0
 }

@@ -103,6 +103,18 @@ type manifest struct {
 
 func (c Cache) manifestPath(name string) string { return c.Path(name) + ".json" }
 
+// BuildTime is how long the cached binary took to build, as recorded then
+// ("" if unknown).
+func (c Cache) BuildTime(name string) string {
+	b, err := os.ReadFile(c.manifestPath(name))
+	if err != nil {
+		return ""
+	}
+	var m manifest
+	_ = json.Unmarshal(b, &m)
+	return m.Took
+}
+
 // Lookup returns the path of a cached binary built at the pinned version,
 // or an error that says to run `edgefault setup`.
 func (c Cache) Lookup(name string) (string, error) {

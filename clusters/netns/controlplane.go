@@ -2,9 +2,11 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -44,7 +46,33 @@ type SiteCluster struct {
 // node and gateway of the site as a Node, with its own identity.
 func (f *Fleet) startControlPlanes(ctx context.Context, bin k8sbin.Cache) error {
 	f.Clusters = map[string]*SiteCluster{}
+	// Sites come up side by side: each waits mostly on its own apiserver.
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+	)
 	for _, s := range f.Sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sc, err := f.startSite(ctx, bin, s)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			f.Clusters[s.Name] = sc
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// startSite starts one site's control plane and registers its members.
+func (f *Fleet) startSite(ctx context.Context, bin k8sbin.Cache, s site) (*SiteCluster, error) {
+	{
 		var members []member
 		var host *member
 		for i := range f.All {
@@ -62,38 +90,40 @@ func (f *Fleet) startControlPlanes(ctx context.Context, bin k8sbin.Cache) error 
 		cp, err := controlplane.Start(ctx, controlplane.Options{Site: s.Name, Dir: dir, Bin: bin, Ledger: f.p.ledger, Owner: f.FleetName,
 			Log: f.p.log, Workloads: true, Netns: "/run/netns/" + host.Namespace, Address: host.Address})
 		if err != nil {
-			return fmt.Errorf("control plane of site %s: %w", s.Name, err)
+			return nil, fmt.Errorf("control plane of site %s: %w", s.Name, err)
 		}
 		sc := &SiteCluster{Site: s.Name, Namespace: host.Namespace, URL: cp.URL, Admin: filepath.Join(dir, "admin.kubeconfig"), Nodes: map[string]string{}}
 		cs, err := cp.Client()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		kdir := filepath.Join(dir, "kubeconfigs")
 		if err := os.MkdirAll(kdir, 0o700); err != nil {
-			return err
+			return nil, err
 		}
 		for _, m := range members {
 			if err := registerNode(ctx, cs, m); err != nil {
-				return err
+				return nil, err
 			}
 			if err := cp.GrantNode(ctx, m.Name); err != nil {
-				return err
+				return nil, err
 			}
 			cfg, err := cp.NodeConfig(m.Name)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			path := filepath.Join(kdir, m.Name+".kubeconfig")
 			if err := writeKubeconfig(path, s.Name, m.Name, cfg.Host, cfg.CAFile, cfg.CertFile, cfg.KeyFile); err != nil {
-				return err
+				return nil, err
 			}
 			sc.Nodes[m.Name] = path
 		}
-		f.Clusters[s.Name] = sc
+		if err := waitNodesReady(ctx, cs, len(members), 90*time.Second); err != nil {
+			return nil, fmt.Errorf("site %s: %w", s.Name, err)
+		}
 		f.p.log.Info("site cluster up", "fleet", f.FleetName, "site", s.Name, "apiserver", cp.URL, "in", host.Namespace, "nodes", len(members), "elapsed", time.Since(start).Round(time.Millisecond))
+		return sc, nil
 	}
-	return nil
 }
 
 // registerNode creates m's Node object with the model's labels; kwok keeps
@@ -137,4 +167,32 @@ func (f *Fleet) Cluster(site string) (*SiteCluster, error) {
 		names = append(names, n)
 	}
 	return nil, fmt.Errorf("fleet %q has no site %q (sites: %v)", f.FleetName, site, names)
+}
+
+// waitNodesReady waits until n nodes report Ready (kwok's doing).
+func waitNodesReady(ctx context.Context, cs *kubernetes.Clientset, n int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	ready := 0
+	for time.Now().Before(deadline) {
+		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err == nil {
+			ready = 0
+			for _, nd := range nodes.Items {
+				for _, c := range nd.Status.Conditions {
+					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+						ready++
+					}
+				}
+			}
+			if ready >= n {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%d of %d nodes Ready after %v (is kwok running? see its log in the site's directory)", ready, n, within)
 }
