@@ -36,7 +36,7 @@ test: root deps lint setup
 bench: root deps build
 	$(GO) run ./bench
 
-run: root deps build
+run: root deps setup
 	./$(BIN) demo --reports $(REPORTS)
 
 cleanup: root build

@@ -169,7 +169,9 @@ func (f *Fleet) Cluster(site string) (*SiteCluster, error) {
 	return nil, fmt.Errorf("fleet %q has no site %q (sites: %v)", f.FleetName, site, names)
 }
 
-// waitNodesReady waits until n nodes report Ready (kwok's doing).
+// waitNodesReady waits until n nodes report Ready (kwok's doing) and the
+// node lifecycle controller has lifted their not-ready taint, so pods
+// schedule at once.
 func waitNodesReady(ctx context.Context, cs *kubernetes.Clientset, n int, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	ready := 0
@@ -178,8 +180,12 @@ func waitNodesReady(ctx context.Context, cs *kubernetes.Clientset, n int, within
 		if err == nil {
 			ready = 0
 			for _, nd := range nodes.Items {
+				tainted := false
+				for _, tn := range nd.Spec.Taints {
+					tainted = tainted || tn.Key == corev1.TaintNodeNotReady
+				}
 				for _, c := range nd.Status.Conditions {
-					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !tainted {
 						ready++
 					}
 				}

@@ -16,6 +16,9 @@ import (
 	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/scenarios"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -102,6 +105,9 @@ func TestEverySiteIsACluster(t *testing.T) {
 		}
 	}
 	sc, _ := f.Cluster("factory")
+	// Workloads on the site: a Deployment over the factory's devices, a
+	// DaemonSet on every node and gateway, and a drain that moves pods.
+	workloadsOnSite(t, clientIn(t, sc.Admin, "/run/netns/"+sc.Namespace), []string{"factory-b1", "factory-a1", "factory-a2", "factory-b2"}, 6)
 	a1, _ := f.Member("factory-a1")
 	own := clientIn(t, sc.Nodes["factory-a1"], "/run/netns/"+a1.Namespace)
 	patch := []byte(`{"metadata":{"labels":{"uplink":"down"}},"spec":{"taints":[{"key":"edgefault.io/uplink","value":"down","effect":"NoSchedule"}]}}`)
@@ -132,5 +138,94 @@ func TestEverySiteIsACluster(t *testing.T) {
 		if e.Alive() || ledger.GroupAlive(e.PID) {
 			t.Errorf("%s still running after down", e.Name)
 		}
+	}
+}
+
+func running(t *testing.T, cs *kubernetes.Clientset, sel string) map[string]int {
+	t.Helper()
+	pods, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			out[p.Spec.NodeName]++
+		}
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// workloadsOnSite runs a Deployment on the site's devices (role=node), a
+// DaemonSet on all its members, then cordons and drains the first device.
+func workloadsOnSite(t *testing.T, cs *kubernetes.Clientset, devices []string, members int) {
+	t.Helper()
+	ctx := context.Background()
+	replicas := int32(len(devices))
+	// A cordoned node is no domain to spread over, so a drain completes.
+	honor := corev1.NodeInclusionPolicyHonor
+	labels := map[string]string{"app": "line"}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "line"}, Spec: appsv1.DeploymentSpec{Replicas: &replicas,
+		Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{netns.LabelRole: "node"},
+			Containers:   []corev1.Container{{Name: "line", Image: "edgefault/line:local"}},
+			TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+				WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+				NodeTaintsPolicy: &honor}}}}}}
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dsl := map[string]string{"app": "edgeguard"}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "edgeguard"}, Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: dsl},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: dsl}, Spec: corev1.PodSpec{
+			Containers:  []corev1.Container{{Name: "edgeguard", Image: "edgefault/edgeguard:local"}},
+			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}}}}
+	if _, err := cs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one line pod per device and an edgeguard pod on every member", func() bool {
+		line, eg := running(t, cs, "app=line"), running(t, cs, "app=edgeguard")
+		n := 0
+		for _, c := range eg {
+			n += c
+		}
+		for _, d := range devices {
+			if line[d] != 1 {
+				return false
+			}
+		}
+		return n == members
+	})
+	drained := devices[0]
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, drained, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods, _ := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + drained, LabelSelector: "app=line"})
+	for _, p := range pods.Items {
+		if err := cs.CoreV1().Pods("default").EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: "default"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the drained pod to land on another device", func() bool {
+		line := running(t, cs, "app=line")
+		total := 0
+		for _, c := range line {
+			total += c
+		}
+		return line[drained] == 0 && total == len(devices)
+	})
+	if running(t, cs, "app=edgeguard")[drained] != 1 {
+		t.Error("the DaemonSet pod left the drained node")
 	}
 }
