@@ -134,7 +134,7 @@ var _ = Describe("cleanup after the harness is killed", Ordered, func() {
 	const other = "e2e-other"
 	BeforeAll(func() {
 		// A fleet that must survive everything done to the victims.
-		mustRun("fleet", "up", "--name", other)
+		mustRun("fleet", "up", "--control-planes=false", "--name", other)
 		mustRun("shape", "--fleet", other, "store-pos", "--delay", "20ms", "--loss", "1%")
 		DeferCleanup(func() { mustRun("fleet", "down", "--name", other) })
 	})
@@ -149,7 +149,7 @@ var _ = Describe("cleanup after the harness is killed", Ordered, func() {
 
 	It("removes a fleet killed half-way through coming up", func() {
 		const victim = "e2e-up"
-		cmd := exec.Command(bin, "fleet", "up", "-f", bigTopology(300), "--name", victim)
+		cmd := exec.Command(bin, "fleet", "up", "--control-planes=false", "-f", bigTopology(300), "--name", victim)
 		Expect(cmd.Start()).To(Succeed())
 		// Kill it once it has recorded (and so started creating) some namespaces.
 		Eventually(func() int { return ledgerLines(victim) }, 20*time.Second, 2*time.Millisecond).Should(BeNumerically(">=", 40))
@@ -168,7 +168,7 @@ var _ = Describe("cleanup after the harness is killed", Ordered, func() {
 
 	It("removes a fleet whose shaping was killed mid-change", func() {
 		const victim = "e2e-shape"
-		mustRun("fleet", "up", "--name", victim)
+		mustRun("fleet", "up", "--control-planes=false", "--name", victim)
 		for i, after := range []time.Duration{0, 3 * time.Millisecond, 15 * time.Millisecond, 40 * time.Millisecond} {
 			cmd := exec.Command(bin, "shape", "--fleet", victim, "factory-gw-a", "--rate", "3mbit", "--delay", fmt.Sprintf("%dms", 20+i), "--jitter", "5ms", "--loss", "2%")
 			Expect(cmd.Start()).To(Succeed())
@@ -196,7 +196,7 @@ var _ = Describe("cleanup after the harness is killed", Ordered, func() {
 var _ = Describe("bad input", Ordered, func() {
 	const fleet = "e2e-bad"
 	BeforeAll(func() {
-		mustRun("fleet", "up", "--name", fleet)
+		mustRun("fleet", "up", "--control-planes=false", "--name", fleet)
 		mustRun("shape", "--fleet", fleet, "truck-1", "--rate", "2mbit")
 		DeferCleanup(func() { mustRun("fleet", "down", "--name", fleet) })
 	})
@@ -252,7 +252,7 @@ var _ = Describe("bad input", Ordered, func() {
 	It("refuses a malformed topology with file and line", func() {
 		f := filepath.Join(GinkgoT().TempDir(), "bad.yaml")
 		Expect(os.WriteFile(f, []byte("apiVersion: edgefault.io/v1alpha1\nkind: Fleet\nspec:\n  sites:\n  - name: s\n    gateway: {name: gw, uplink: {rate: 10mbps}}\n"), 0o644)).To(Succeed())
-		out, err := run("fleet", "up", "-f", f, "--name", "e2e-badtopo")
+		out, err := run("fleet", "up", "--control-planes=false", "-f", f, "--name", "e2e-badtopo")
 		Expect(err).To(HaveOccurred())
 		Expect(out).To(ContainSubstring(f + ":6: spec.sites[0].gateway.uplink.rate"))
 		Expect(namespacesOf("e2e-badtopo")).To(BeEmpty())
@@ -261,7 +261,7 @@ var _ = Describe("bad input", Ordered, func() {
 
 var _ = Describe("the CLI", func() {
 	It("has --help on every command", func() {
-		for _, c := range [][]string{{}, {"doctor"}, {"fleet"}, {"fleet", "up"}, {"fleet", "down"}, {"fleet", "list"}, {"fleet", "exec"}, {"shape"}, {"cleanup"}, {"demo"}} {
+		for _, c := range [][]string{{}, {"doctor"}, {"fleet"}, {"fleet", "up"}, {"fleet", "down"}, {"fleet", "list"}, {"fleet", "exec"}, {"fleet", "kubeconfig"}, {"shape"}, {"cleanup"}, {"demo"}, {"setup"}} {
 			out := mustRun(append(c, "--help")...)
 			Expect(out).To(ContainSubstring("Usage:"), "%v --help", c)
 		}
@@ -330,7 +330,7 @@ var _ = Describe("shaping a link outside any fleet", func() {
 var _ = Describe("site control planes", func() {
 	It("are all stopped by cleanup after the harness is killed while starting them", func() {
 		const victim = "e2e-cp"
-		cmd := exec.Command(bin, "fleet", "up", "--control-planes", "--name", victim)
+		cmd := exec.Command(bin, "fleet", "up", "--name", victim) // site clusters are the default
 		Expect(cmd.Start()).To(Succeed())
 		// Kill it once the second site's API server is recorded: the first
 		// site is complete, the second half-way.

@@ -74,7 +74,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 				// Fail before anything is created if setup has not run.
 				for _, comp := range k8sbin.Components() {
 					if _, err := c.Lookup(comp.Name); err != nil {
-						return err
+						return fmt.Errorf("%w; or bring the fleet up without site clusters: --control-planes=false", err)
 					}
 				}
 				netns.WithControlPlanes(c)(p)
@@ -90,7 +90,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (namespaces are <name>-<member>)")
 	fleetAlias(cmd)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
-	cmd.Flags().BoolVar(&controlPlanes, "control-planes", false, "give every site its own Kubernetes control plane (needs `edgefault setup`)")
+	cmd.Flags().BoolVar(&controlPlanes, "control-planes", true, "give every site its own Kubernetes cluster (needs edgefault setup; false: network only, for large fleets)")
 	return cmd
 }
 
