@@ -67,24 +67,9 @@ func nftTables(ns string) []string {
 	return out
 }
 
-// helpersOf lists PIDs of processes working in a fleet's namespaces (the
-// delayer helpers name their namespace on the command line).
-func helpersOf(fleet string) []string {
-	var out []string
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		cl := strings.ReplaceAll(string(b), "\x00", " ")
-		if strings.Contains(cl, "/run/netns/"+fleet+"-") {
-			// A zombie has an empty cmdline, so this is a live process.
-			out = append(out, strings.Split(p, "/")[2]+": "+cl)
-		}
-	}
-	return out
-}
+// helpersOf lists processes working in a fleet's namespaces (the delayer
+// helpers name their namespace on the command line).
+func helpersOf(fleet string) []string { return processesNaming("/run/netns/" + fleet + "-") }
 
 func ledgerLines(owner string) int {
 	b, err := os.ReadFile(filepath.Join(stateDir, "ledger", owner+".jsonl"))

@@ -100,15 +100,7 @@ func freePort(ns string, std int) (int, error) {
 
 // dialer dials from inside ns ("" = here).
 func dialer(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := nsdo.Do(ns, func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return
-		})
-		return c, err
-	}
+	return nsdo.DialContext(ns)
 }
 
 // Start starts etcd and kube-apiserver for a site and waits until the

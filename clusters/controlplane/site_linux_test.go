@@ -3,7 +3,6 @@ package controlplane_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,15 +63,7 @@ func TestSiteAPISurvivesACutUplink(t *testing.T) {
 	}
 	pos, _ := f.Member("store-pos")
 	// The node's runtime lives in the node: its connections start there.
-	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := nsdo.Do(pos.Namespace, func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return
-		})
-		return c, err
-	}
+	cfg.Dial = nsdo.DialContext(pos.Namespace)
 	node, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package netns_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,15 +34,7 @@ func clientIn(t *testing.T, kubeconfig, ns string) *kubernetes.Clientset {
 		t.Fatal(err)
 	}
 	cfg.Timeout = 10 * time.Second
-	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := nsdo.Do(ns, func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return
-		})
-		return c, err
-	}
+	cfg.Dial = nsdo.DialContext(ns)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)

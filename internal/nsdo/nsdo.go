@@ -5,7 +5,9 @@
 package nsdo
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -57,4 +59,19 @@ func Do(ns string, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// DialContext returns a dial function whose connections are made from
+// inside the namespace ns (for http.Transport, client-go's rest.Config.Dial
+// and the like).
+func DialContext(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := Do(ns, func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return
+		})
+		return c, err
+	}
 }

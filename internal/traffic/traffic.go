@@ -40,13 +40,7 @@ func ListenPacket(ns, addr string) (net.PacketConn, error) {
 
 // Dial connects from namespace ns.
 func Dial(ctx context.Context, ns, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := In(ns, func() (err error) {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, network, addr)
-		return
-	})
-	return c, err
+	return nsdo.DialContext(ns)(ctx, network, addr)
 }
 
 // Transfer is the result of a bulk TCP transfer.
