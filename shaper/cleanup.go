@@ -32,37 +32,34 @@ func Removers() map[string]ledger.Remover {
 		}
 		return c, err
 	}
+	// onLink runs fn on the entry's link, if it is still there.
+	onLink := func(e ledger.Entry, fn func(c *nsConn, l netlink.Link) error) error {
+		c, err := open(e)
+		if c == nil {
+			return err
+		}
+		defer c.Close()
+		l, err := c.nl.LinkByName(e.Name)
+		if err != nil {
+			return nil // gone
+		}
+		return fn(c, l)
+	}
 	return map[string]ledger.Remover{
 		ledger.KindLink: func(e ledger.Entry) error {
-			c, err := open(e)
-			if c == nil {
-				return err
-			}
-			defer c.Close()
-			l, err := c.nl.LinkByName(e.Name)
-			if err != nil {
-				return nil // gone
-			}
-			return c.nl.LinkDel(l)
+			return onLink(e, func(c *nsConn, l netlink.Link) error { return c.nl.LinkDel(l) })
 		},
 		ledger.KindQdisc: func(e ledger.Entry) error {
-			c, err := open(e)
-			if c == nil {
-				return err
-			}
-			defer c.Close()
-			l, err := c.nl.LinkByName(e.Name)
-			if err != nil {
+			return onLink(e, func(c *nsConn, l netlink.Link) error {
+				var q netlink.Qdisc = &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT}}
+				if e.Handle == "ingress" {
+					q = &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: hIngress}}
+				}
+				if err := c.nl.QdiscDel(q); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.EINVAL) {
+					return err
+				}
 				return nil
-			}
-			var q netlink.Qdisc = &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT}}
-			if e.Handle == "ingress" {
-				q = &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: hIngress}}
-			}
-			if err := c.nl.QdiscDel(q); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.EINVAL) {
-				return err
-			}
-			return nil
+			})
 		},
 		ledger.KindNftable: func(e ledger.Entry) error {
 			c, err := open(e)

@@ -10,41 +10,14 @@ import (
 
 	"github.com/edgefault/edgefault/clusters/controlplane"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/internal/kubetest"
 	"github.com/edgefault/edgefault/ledger"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 )
-
-func podsByNode(t *testing.T, cs *kubernetes.Clientset, sel string) map[string]int {
-	t.Helper()
-	pods, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: sel})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int{}
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-			out[p.Spec.NodeName]++
-		}
-	}
-	return out
-}
-
-func eventually(t *testing.T, within time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s", within, what)
-}
 
 // With the controller manager, the scheduler and kwok, a Deployment spreads
 // over the site's nodes, a DaemonSet runs on each, and cordoning and
@@ -89,7 +62,7 @@ func TestDeploymentsDaemonSetsAndDrain(t *testing.T) {
 	}
 	// Ready, and untainted: the node lifecycle controller lifts the
 	// not-ready taint a moment after kwok reports Ready.
-	eventually(t, 60*time.Second, "kwok to make the nodes Ready and untainted", func() bool {
+	kubetest.Eventually(t, 60*time.Second, "kwok to make the nodes Ready and untainted", func() bool {
 		ns, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false
@@ -125,8 +98,8 @@ func TestDeploymentsDaemonSetsAndDrain(t *testing.T) {
 	if _, err := cs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "6 pos pods spread 2 per node and a DaemonSet pod on each node", func() bool {
-		byNode, dsNode := podsByNode(t, cs, "app=pos"), podsByNode(t, cs, "app=edgeguard")
+	kubetest.Eventually(t, 60*time.Second, "6 pos pods spread 2 per node and a DaemonSet pod on each node", func() bool {
+		byNode, dsNode := kubetest.RunningByNode(t, cs, "app=pos"), kubetest.RunningByNode(t, cs, "app=edgeguard")
 		for _, n := range nodes {
 			if byNode[n] != 2 || dsNode[n] != 1 {
 				return false
@@ -153,11 +126,11 @@ func TestDeploymentsDaemonSetsAndDrain(t *testing.T) {
 	if evicted != 2 {
 		t.Fatalf("evicted %d pods from store-n1, want its 2 pos pods", evicted)
 	}
-	eventually(t, 60*time.Second, "the drained pods to land on the other nodes", func() bool {
-		byNode := podsByNode(t, cs, "app=pos")
+	kubetest.Eventually(t, 60*time.Second, "the drained pods to land on the other nodes", func() bool {
+		byNode := kubetest.RunningByNode(t, cs, "app=pos")
 		return byNode["store-n1"] == 0 && byNode["store-n2"]+byNode["store-n3"] == 6
 	})
-	if podsByNode(t, cs, "app=edgeguard")["store-n1"] != 1 {
+	if kubetest.RunningByNode(t, cs, "app=edgeguard")["store-n1"] != 1 {
 		t.Error("the DaemonSet pod left the drained node")
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/internal/kubetest"
 	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/scenarios"
@@ -132,31 +133,6 @@ func TestEverySiteIsACluster(t *testing.T) {
 	}
 }
 
-func running(t *testing.T, cs *kubernetes.Clientset, sel string) map[string]int {
-	t.Helper()
-	pods, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: sel})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int{}
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-			out[p.Spec.NodeName]++
-		}
-	}
-	return out
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if ok() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // workloadsOnSite runs a Deployment on the site's devices (role=node), a
 // DaemonSet on all its members, then cordons and drains the first device.
 func workloadsOnSite(t *testing.T, cs *kubernetes.Clientset, devices []string, members int) {
@@ -185,8 +161,8 @@ func workloadsOnSite(t *testing.T, cs *kubernetes.Clientset, devices []string, m
 	if _, err := cs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "one line pod per device and an edgeguard pod on every member", func() bool {
-		line, eg := running(t, cs, "app=line"), running(t, cs, "app=edgeguard")
+	kubetest.Eventually(t, 60*time.Second, "one line pod per device and an edgeguard pod on every member", func() bool {
+		line, eg := kubetest.RunningByNode(t, cs, "app=line"), kubetest.RunningByNode(t, cs, "app=edgeguard")
 		n := 0
 		for _, c := range eg {
 			n += c
@@ -208,15 +184,15 @@ func workloadsOnSite(t *testing.T, cs *kubernetes.Clientset, devices []string, m
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the drained pod to land on another device", func() bool {
-		line := running(t, cs, "app=line")
+	kubetest.Eventually(t, 60*time.Second, "the drained pod to land on another device", func() bool {
+		line := kubetest.RunningByNode(t, cs, "app=line")
 		total := 0
 		for _, c := range line {
 			total += c
 		}
 		return line[drained] == 0 && total == len(devices)
 	})
-	if running(t, cs, "app=edgeguard")[drained] != 1 {
+	if kubetest.RunningByNode(t, cs, "app=edgeguard")[drained] != 1 {
 		t.Error("the DaemonSet pod left the drained node")
 	}
 }
