@@ -1,4 +1,4 @@
-package shaper
+package units
 
 import (
 	"strings"
@@ -66,6 +66,34 @@ func TestParsePercent(t *testing.T) {
 	for _, in := range []string{"101%", "-1%", "x", "", "NaN", "NaN%", "2", "0.5", "%"} {
 		if _, err := ParsePercent(in); err == nil {
 			t.Errorf("ParsePercent(%q) accepted", in)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  string
+	}{
+		{in: "64kB", want: 64000},
+		{in: "1MiB", want: 1 << 20},
+		{in: "0B", want: 0},
+		{in: "1.5MB", want: 1500000},
+		{in: "-1kB", err: "negative"},
+		{in: "64", err: "no unit"},
+		{in: "64kb", err: "unknown unit"},
+		{in: "lots", err: "not a size"},
+	} {
+		got, err := ParseSize("probe", tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "probe") {
+				t.Errorf("ParseSize(%q) = %v, %v; want error with %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseSize(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
 	}
 }

@@ -1,0 +1,133 @@
+// Package events appends and reads event logs: JSON lines of wire.Event,
+// one file per component, written with O_APPEND so a crash loses at most the
+// line being written and readers tolerate a torn last line.
+package events
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/wire"
+)
+
+// Log appends events for one component on one node. A nil *Log discards.
+type Log struct {
+	mu        sync.Mutex
+	w         io.Writer
+	c         io.Closer
+	node      string
+	component string
+	logger    *slog.Logger
+}
+
+// Open appends to path (created with its directory), or to stdout when path
+// is "-", or discards when path is "".
+func Open(path, node, component string, logger *slog.Logger) (*Log, error) {
+	l := &Log{node: node, component: component, logger: logger}
+	switch path {
+	case "":
+		l.w = io.Discard
+	case "-":
+		l.w = os.Stdout
+	default:
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("event log %s: %w", path, err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("event log %s: %w (give a writable --events path)", path, err)
+		}
+		l.w, l.c = f, f
+	}
+	return l, nil
+}
+
+// Emit appends one event stamped now; kv are alternating keys and values.
+// A write error is logged, not returned: evidence is best effort and must
+// never stop the component it describes.
+func (l *Log) Emit(event string, kv ...any) wire.Event {
+	e := wire.Event{Time: time.Now().UTC(), Event: event}
+	if len(kv) > 0 {
+		e.Fields = make(map[string]any, len(kv)/2)
+		for i := 0; i+1 < len(kv); i += 2 {
+			e.Fields[fmt.Sprint(kv[i])] = kv[i+1]
+		}
+	}
+	if l == nil {
+		return e
+	}
+	e.Node, e.Component = l.node, l.component
+	b, err := json.Marshal(e)
+	if err != nil {
+		b, _ = json.Marshal(wire.Event{Time: e.Time, Node: l.node, Component: l.component, Event: event, Fields: map[string]any{"marshalError": err.Error()}})
+	}
+	b = append(b, '\n')
+	l.mu.Lock()
+	_, err = l.w.Write(b)
+	l.mu.Unlock()
+	if err != nil && l.logger != nil {
+		l.logger.Warn("event log write failed", "event", event, "err", err)
+	}
+	return e
+}
+
+// Close closes the file, if any.
+func (l *Log) Close() error {
+	if l == nil || l.c == nil {
+		return nil
+	}
+	return l.c.Close()
+}
+
+// Read returns every event in path, skipping lines that do not parse (a
+// torn last line after a crash).
+func Read(path string) ([]wire.Event, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Decode(f)
+}
+
+// Decode reads JSON-lines events from r, skipping lines that do not parse.
+func Decode(r io.Reader) ([]wire.Event, error) {
+	var out []wire.Event
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var e wire.Event
+		if json.Unmarshal(sc.Bytes(), &e) == nil && !e.Time.IsZero() {
+			out = append(out, e)
+		}
+	}
+	return out, sc.Err()
+}
+
+// Wait polls path until an event satisfies match, returning it, or until ctx
+// ends. Tests and the harness use it to wait for evidence.
+func Wait(ctx context.Context, path string, match func(wire.Event) bool) (wire.Event, error) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		evs, _ := Read(path)
+		for _, e := range evs {
+			if match(e) {
+				return e, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return wire.Event{}, fmt.Errorf("no matching event in %s: %w", path, ctx.Err())
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,111 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/showwin/speedtest-go/speedtest"
+)
+
+// fullResult is one speedtest-go run: what the talk's init container did,
+// done once at start and when the cheap probes say the link changed.
+type fullResult struct {
+	latency  time.Duration
+	download float64 // bits/s
+	upload   float64 // bits/s, 0 when not run
+}
+
+// fullTest runs speedtest-go's ping and download (and upload when asked)
+// against base with the gate's own client. capture bounds each direction.
+func fullTest(ctx context.Context, c *http.Client, base string, capture time.Duration, withUpload bool) (fullResult, error) {
+	st := speedtest.New(speedtest.WithDoer(c))
+	st.SetCaptureTime(capture)
+	srv, err := st.CustomServer(base)
+	if err != nil {
+		return fullResult{}, fmt.Errorf("speed-test server %q: %w", base, err)
+	}
+	if err := srv.PingTestContext(ctx, nil); err != nil {
+		return fullResult{}, fmt.Errorf("speedtest ping: %w", err)
+	}
+	if err := srv.DownloadTestContext(ctx); err != nil {
+		return fullResult{}, fmt.Errorf("speedtest download: %w", err)
+	}
+	if ctx.Err() != nil {
+		return fullResult{}, ctx.Err()
+	}
+	r := fullResult{latency: srv.MinLatency, download: float64(srv.DLSpeed) * 8}
+	if srv.DLSpeed <= 0 {
+		return r, errors.New("speedtest download measured nothing (requests failed)")
+	}
+	if withUpload {
+		st.Reset()
+		if err := srv.UploadTestContext(ctx); err != nil {
+			return r, fmt.Errorf("speedtest upload: %w", err)
+		}
+		// speedtest-go's upload is unreliable at low rates (no 1 MB POST
+		// completes); a zero is "not measured", which the caller treats
+		// as a failed upload check, never as a pass.
+		r.upload = max(float64(srv.ULSpeed)*8, 0)
+	}
+	return r, nil
+}
+
+// candidate is a server from Ookla's public list.
+type candidate struct {
+	URL      string
+	Name     string
+	Distance float64 // km
+}
+
+// pickServer chooses among Ookla's public servers: the nearest few (by the
+// list's distance) are pinged and the one with the lowest latency wins;
+// servers that fail to answer are skipped. It is the selection behind
+// --server auto, kept apart from the network so it can be unit-tested.
+func pickServer(ctx context.Context, list []candidate, nearest int, rtt func(context.Context, string) (time.Duration, error)) (string, time.Duration, error) {
+	if len(list) == 0 {
+		return "", 0, errors.New("the public server list is empty")
+	}
+	l := append([]candidate(nil), list...)
+	sort.SliceStable(l, func(i, j int) bool { return l[i].Distance < l[j].Distance })
+	if nearest > 0 && len(l) > nearest {
+		l = l[:nearest]
+	}
+	best, bestRTT := "", time.Duration(0)
+	var errs []error
+	for _, c := range l {
+		d, err := rtt(ctx, c.URL)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.Name, err))
+			continue
+		}
+		if best == "" || d < bestRTT {
+			best, bestRTT = c.URL, d
+		}
+	}
+	if best == "" {
+		return "", 0, fmt.Errorf("none of the %d nearest public servers answered: %w", len(l), errors.Join(errs...))
+	}
+	return best, bestRTT, nil
+}
+
+// autoServer fetches Ookla's public list (this needs the internet, which
+// test machines here do not have) and picks one with pickServer.
+func autoServer(ctx context.Context, c *http.Client) (string, error) {
+	st := speedtest.New(speedtest.WithDoer(c))
+	servers, err := st.FetchServerListContext(ctx)
+	if err != nil {
+		return "", fmt.Errorf("fetching Ookla's public server list (--server auto needs the internet; give --server URL for your own server): %w", err)
+	}
+	var list []candidate
+	for _, s := range servers {
+		list = append(list, candidate{URL: baseOf(s.URL), Name: s.Name + " (" + s.Sponsor + ")", Distance: s.Distance})
+	}
+	u, _, err := pickServer(ctx, list, 5, func(ctx context.Context, base string) (time.Duration, error) {
+		return ping(ctx, c, base)
+	})
+	return u, err
+}

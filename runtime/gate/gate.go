@@ -1,0 +1,330 @@
+// Package gate is the speed gate: it measures the link to a speed-test
+// server and says whether it is good enough for the workload — open, closed
+// or unknown — with hysteresis so it does not flap at the edge, and fails
+// closed when it cannot measure.
+//
+// Probing is budgeted. A full speedtest-go test (rate × 10 s in each
+// direction) runs only at start and when cheap probes say the link changed
+// (before reopening, or when the estimate drifts far from the last full
+// test). In steady state the gate sends bounded-byte probes — one
+// latency.txt round trip and a Range request for a few tens of milliseconds'
+// worth of the open threshold — sized and spaced so that probing stays
+// within a byte budget (by default 2% of the measured capacity). Transfers
+// the workload reports (Observe) count as free measurements and skip probes.
+// A probe that reads below the threshold is confirmed at once by a probe of
+// twice the size, so a drop closes the gate within about one interval.
+//
+// Use New, run Run in a goroutine, and ask State, Wait or Subscribe.
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/wire"
+	"github.com/edgefault/edgefault/units"
+)
+
+// Auto is the Server value that picks one of Ookla's public servers.
+const Auto = "auto"
+
+// Config configures a gate. Zero values take the documented defaults.
+type Config struct {
+	// Server is the speed-test server's base URL (http://host:port), or
+	// Auto for Ookla's public list (needs the internet).
+	Server string
+	// MinDownload is the download rate below which the gate closes.
+	MinDownload units.Rate
+	// MaxLatency, when set, closes the gate above this round trip.
+	MaxLatency time.Duration
+	// MinUpload, when set, is checked by small upload probes and by the
+	// full test's upload (which is unreliable at low rates: a failed
+	// upload measurement keeps the gate from opening).
+	MinUpload units.Rate
+	// Hysteresis is the margin to reopen: the gate closes below
+	// MinDownload and opens only at MinDownload × (1+Hysteresis) (latency:
+	// closes above MaxLatency, opens below MaxLatency / (1+Hysteresis)).
+	// Default 0.2.
+	Hysteresis float64
+	// FailOpen treats an unknown state as open for Wait and IsOpen. The
+	// state itself still reads unknown. Default false: fail closed.
+	FailOpen bool
+	// Interval is the shortest time between steady-state probes; the
+	// budget may stretch it. Default 2s.
+	Interval time.Duration
+	// BudgetFraction is the share of the measured capacity probes may
+	// use (default 0.02); BudgetBytesPerSec, when set, is an absolute
+	// budget instead.
+	BudgetFraction    float64
+	BudgetBytesPerSec float64
+	// ProbeWindow sizes a probe: the bytes the open threshold moves in
+	// this time (at least 4 round trips, at least MinProbe). Default 50ms.
+	ProbeWindow time.Duration
+	// FullDuration is how long the full test measures each direction
+	// (speedtest-go's capture time). Default 10s. NoFullTest skips full
+	// tests altogether (probes decide alone).
+	FullDuration time.Duration
+	NoFullTest   bool
+	// CloseAfter and OpenAfter are the consecutive bad (good) verdicts
+	// that change the state. Defaults 2 and 2.
+	CloseAfter, OpenAfter int
+
+	Node   string
+	Events *events.Log
+	Logger *slog.Logger
+}
+
+// MinProbe is the smallest download probe: below it, the first round trips
+// of TCP slow start dominate whatever the link's rate.
+const MinProbe = 32 << 10
+
+func (c *Config) defaults() {
+	if c.Hysteresis == 0 {
+		c.Hysteresis = 0.2
+	}
+	if c.Interval == 0 {
+		c.Interval = 2 * time.Second
+	}
+	if c.BudgetFraction == 0 && c.BudgetBytesPerSec == 0 {
+		c.BudgetFraction = 0.02
+	}
+	if c.ProbeWindow == 0 {
+		c.ProbeWindow = 50 * time.Millisecond
+	}
+	if c.FullDuration == 0 {
+		c.FullDuration = 10 * time.Second
+	}
+	if c.CloseAfter == 0 {
+		c.CloseAfter = 2
+	}
+	if c.OpenAfter == 0 {
+		c.OpenAfter = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first problem with c, naming the field.
+func (c *Config) Validate() error {
+	if c.Server == "" {
+		return errors.New("no speed-test server: give --server http://host:port (or --server auto for Ookla's public list)")
+	}
+	if c.Server != Auto {
+		if _, err := ParseServer(c.Server); err != nil {
+			return err
+		}
+	}
+	if c.MinDownload == 0 {
+		return errors.New("no download threshold: give --min-download with a unit, e.g. 5mbit")
+	}
+	switch {
+	case c.Hysteresis < 0 || c.Hysteresis > 1:
+		return fmt.Errorf("hysteresis %.0f%% out of range: 0%% to 100%%", c.Hysteresis*100)
+	case c.MaxLatency < 0:
+		return fmt.Errorf("max latency %s is negative", c.MaxLatency)
+	case c.Interval < 0:
+		return fmt.Errorf("probe interval %s is negative", c.Interval)
+	case c.BudgetFraction < 0 || c.BudgetFraction > 1:
+		return fmt.Errorf("probe budget %.1f%% out of range: 0%% to 100%% of capacity", c.BudgetFraction*100)
+	case c.BudgetBytesPerSec < 0:
+		return fmt.Errorf("probe budget %v B/s is negative", c.BudgetBytesPerSec)
+	case c.FullDuration < 0:
+		return fmt.Errorf("full test duration %s is negative", c.FullDuration)
+	case c.CloseAfter < 0 || c.OpenAfter < 0:
+		return errors.New("close-after and open-after must be at least 1")
+	}
+	return nil
+}
+
+// ParseServer checks a speed-test server URL and returns its base
+// (scheme://host[:port]); a path ending in /speedtest/... is dropped.
+func ParseServer(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("speed-test server %q is not an http(s) URL: write e.g. http://100.64.0.1:8080", s)
+	}
+	return baseOf(s), nil
+}
+
+func baseOf(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	p := u.Path
+	if i := strings.Index(p, "/speedtest"); i >= 0 {
+		p = p[:i]
+	}
+	return u.Scheme + "://" + u.Host + strings.TrimSuffix(p, "/")
+}
+
+// Gate is a running speed gate. Its methods are safe for concurrent use.
+type Gate struct {
+	cfg    Config
+	meter  meter
+	wake   chan struct{} // a passive sample asks for a probe now
+	mu     sync.Mutex
+	st     wire.GateStatus
+	change chan struct{} // closed and replaced on every state change
+	good   int
+	bad    int
+	fails  int
+	lastFull    time.Time
+	lastPassive time.Time
+	rtt         time.Duration
+	lastBudgetWarn time.Time
+}
+
+// New checks cfg and returns a gate in the unknown state. Call Run.
+func New(cfg Config) (*Gate, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gate{cfg: cfg, wake: make(chan struct{}, 1), change: make(chan struct{})}
+	g.st = wire.GateStatus{Node: cfg.Node, State: wire.Unknown, Since: time.Now().UTC(), Reason: "not measured yet", Server: cfg.Server, FailOpen: cfg.FailOpen, Open: cfg.FailOpen}
+	g.st.Threshold.MinDownloadBps = float64(cfg.MinDownload)
+	g.st.Threshold.MaxLatency = cfg.MaxLatency
+	g.st.Threshold.MinUploadBps = float64(cfg.MinUpload)
+	g.st.Threshold.Hysteresis = cfg.Hysteresis
+	g.st.Interval = cfg.Interval
+	return g, nil
+}
+
+// State is the current state.
+func (g *Gate) State() wire.GateState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.st.State
+}
+
+// IsOpen reports whether the workload may use the link.
+func (g *Gate) IsOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.st.Open
+}
+
+// Status is a copy of the status document.
+func (g *Gate) Status() wire.GateStatus {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.st
+	s.Measurements = append([]wire.Measurement(nil), g.st.Measurements...)
+	s.ProbeBytes = g.meter.n.Load()
+	return s
+}
+
+// Wait blocks until the gate is open (or unknown with FailOpen) or ctx ends.
+func (g *Gate) Wait(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		open, ch := g.st.Open, g.change
+		g.mu.Unlock()
+		if open {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Subscribe sends the current status and then every state change until ctx
+// ends, when the channel is closed. A slow reader misses intermediate
+// changes but always gets the latest.
+func (g *Gate) Subscribe(ctx context.Context) <-chan wire.GateStatus {
+	out := make(chan wire.GateStatus, 1)
+	go func() {
+		defer close(out)
+		var seen uint64 = math.MaxUint64
+		for {
+			g.mu.Lock()
+			ch := g.change
+			g.mu.Unlock()
+			if s := g.Status(); s.Seq != seen {
+				seen = s.Seq
+				select {
+				case out <- s:
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+		}
+	}()
+	return out
+}
+
+// Observe records a transfer the workload made over the same link (bytes
+// received in d). Large enough transfers are free measurements: a fast one
+// stands in for the next probe while the gate is open; a slow one asks for
+// a probe now. Small ones say nothing about the rate and are ignored.
+func (g *Gate) Observe(bytes int64, d time.Duration) {
+	if d <= 0 || bytes < MinProbe {
+		return
+	}
+	bps := float64(bytes) * 8 / d.Seconds()
+	m := wire.Measurement{Time: time.Now().UTC(), Kind: "passive", DownloadBps: bps}
+	g.mu.Lock()
+	switch {
+	case bps >= g.openDown():
+		m.Verdict, g.lastPassive = "good", time.Now()
+	case bps < float64(g.cfg.MinDownload):
+		m.Verdict = "bad"
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+	default:
+		m.Verdict = "band"
+	}
+	g.recordLocked(m)
+	g.mu.Unlock()
+}
+
+func (g *Gate) openDown() float64 { return float64(g.cfg.MinDownload) * (1 + g.cfg.Hysteresis) }
+func (g *Gate) openUp() float64   { return float64(g.cfg.MinUpload) * (1 + g.cfg.Hysteresis) }
+
+func (g *Gate) recordLocked(m wire.Measurement) {
+	const keep = 20
+	g.st.Measurements = append(g.st.Measurements, m)
+	if n := len(g.st.Measurements); n > keep {
+		g.st.Measurements = append([]wire.Measurement(nil), g.st.Measurements[n-keep:]...)
+	}
+}
+
+// setLocked changes the state and announces it.
+func (g *Gate) setLocked(s wire.GateState, reason string) {
+	if g.st.State == s {
+		g.st.Reason = reason
+		return
+	}
+	from := g.st.State
+	g.st.State, g.st.Reason, g.st.Since = s, reason, time.Now().UTC()
+	g.st.Open = s == wire.Open || (s == wire.Unknown && g.cfg.FailOpen)
+	g.st.Seq++
+	close(g.change)
+	g.change = make(chan struct{})
+	g.cfg.Events.Emit(string(s), "from", string(from), "reason", reason, "probeBytes", g.meter.n.Load())
+	lvl := slog.LevelInfo
+	if s != wire.Open {
+		lvl = slog.LevelWarn
+	}
+	g.cfg.Logger.Log(context.Background(), lvl, "gate "+string(s), "from", from, "reason", reason, "server", g.cfg.Server)
+}

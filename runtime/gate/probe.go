@@ -1,0 +1,185 @@
+package gate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// meter counts every byte that crosses the gate's own connections, so the
+// bytes spent probing are measured, not estimated.
+type meter struct{ n atomic.Int64 }
+
+type meteredConn struct {
+	net.Conn
+	m *meter
+}
+
+func (c meteredConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.m.n.Add(int64(n))
+	return n, err
+}
+
+func (c meteredConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.m.n.Add(int64(n))
+	return n, err
+}
+
+// newClient returns an HTTP client of the gate's own: speedtest-go replaces
+// http.DefaultClient's transport, so nothing here may use the default one.
+func newClient(m *meter) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return meteredConn{Conn: c, m: m}, nil
+		},
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}}
+}
+
+// probeResult is what one bounded-byte probe saw.
+type probeResult struct {
+	latency  time.Duration
+	download float64 // bits/s
+	upload   float64 // bits/s; 0 when not probed
+	got      int64   // payload bytes downloaded
+}
+
+// errGarbage marks answers that are not a speed-test server's.
+var errGarbage = errors.New("not a speed-test server's answer")
+
+// ping fetches latency.txt once and checks the answer is a speed-test
+// server's ("test=test"), so a captive portal or a wrong URL that answers
+// 200 with HTML is an error, not a fast link.
+func ping(ctx context.Context, c *http.Client, base string) (time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/speedtest/latency.txt", nil)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64))
+	resp.Body.Close()
+	rtt := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("latency.txt: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("latency.txt answered %s: %w", resp.Status, errGarbage)
+	}
+	if !strings.HasPrefix(string(body), "test=test") {
+		return 0, fmt.Errorf("latency.txt answered %q, want \"test=test\": %w", truncate(body), errGarbage)
+	}
+	return rtt, nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 32 {
+		return string(b[:32]) + "…"
+	}
+	return string(b)
+}
+
+// download asks for exactly size bytes (Range) of the largest random image
+// and estimates the rate from the arrival of everything after the first
+// read: the first read carries the request's round trip and the server's
+// think time, not the link's rate. A server that ignores Range is still read
+// only up to size bytes. It gives up at deadline, reporting what arrived.
+func download(ctx context.Context, c *http.Client, base string, size int64, deadline time.Duration) (bitsPerSec float64, got int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/speedtest/random4000x4000.jpg", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=0-%d", size-1))
+	req.Header.Set("Cache-Control", "no-store")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		return 0, 0, fmt.Errorf("download answered %s: %w", resp.Status, errGarbage)
+	}
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "text/") {
+		return 0, 0, fmt.Errorf("download answered %s content: %w", ct, errGarbage)
+	}
+	buf := make([]byte, 32<<10)
+	var first time.Time
+	var firstN int64
+	for got < size {
+		n, rerr := resp.Body.Read(buf[:min(int64(len(buf)), size-got)])
+		if n > 0 {
+			if first.IsZero() {
+				first, firstN = time.Now(), int64(n)
+			}
+			got += int64(n)
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				break
+			}
+			if got > firstN && ctx.Err() != nil {
+				// Too slow to finish in time: that is a measurement.
+				return float64(got-firstN) * 8 / time.Since(first).Seconds(), got, nil
+			}
+			return 0, got, fmt.Errorf("download after %d bytes: %w", got, rerr)
+		}
+	}
+	if got < size {
+		return 0, got, fmt.Errorf("download ended after %d of %d bytes: %w", got, size, errGarbage)
+	}
+	el := time.Since(first)
+	if got == firstN || el <= 0 {
+		// Everything came in one read: faster than we can time.
+		el = time.Microsecond
+	}
+	return float64(got-firstN) * 8 / el.Seconds(), got, nil
+}
+
+// upload posts size bytes to upload.php and estimates the rate from the
+// time to the answer less one round trip.
+func upload(ctx context.Context, c *http.Client, base string, size int64, rtt, deadline time.Duration) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	body := bytes.NewReader(make([]byte, size))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/speedtest/upload.php", body)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	ans, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+	resp.Body.Close()
+	el := time.Since(start) - rtt
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(ans), "size=") {
+		return 0, fmt.Errorf("upload answered %s %q: %w", resp.Status, truncate(ans), errGarbage)
+	}
+	if el < time.Millisecond {
+		el = time.Millisecond
+	}
+	return float64(size) * 8 / el.Seconds(), nil
+}

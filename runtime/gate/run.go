@@ -1,0 +1,363 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/wire"
+)
+
+// Verdicts of one measurement against the thresholds.
+const (
+	vGood   = "good"   // at or above the open thresholds
+	vBand   = "band"   // between the close and open thresholds: keep the state
+	vBad    = "bad"    // below a close threshold
+	vFailed = "failed" // no trustworthy measurement
+)
+
+// action is what the loop does after a verdict.
+type action int
+
+const (
+	wait     action = iota // sleep one interval
+	escalate               // confirm a bad reading now with a larger probe
+	retry                  // a failure: try again soon
+	full                   // run a full test now
+)
+
+// verdict judges one measurement against the thresholds.
+func (g *Gate) verdict(down, up float64, lat time.Duration) (string, string) {
+	c := g.cfg
+	h := 1 + c.Hysteresis
+	switch {
+	case down < float64(c.MinDownload):
+		return vBad, fmt.Sprintf("download %s below %s", fmtRate(down), c.MinDownload)
+	case c.MaxLatency > 0 && lat > c.MaxLatency:
+		return vBad, fmt.Sprintf("latency %s above %s", lat.Round(time.Millisecond), c.MaxLatency)
+	case c.MinUpload > 0 && up < float64(c.MinUpload):
+		return vBad, fmt.Sprintf("upload %s below %s", fmtRate(up), c.MinUpload)
+	case down < g.openDown():
+		return vBand, fmt.Sprintf("download %s under the reopen mark %s", fmtRate(down), fmtRate(g.openDown()))
+	case c.MaxLatency > 0 && float64(lat) > float64(c.MaxLatency)/h:
+		return vBand, fmt.Sprintf("latency %s over the reopen mark %s", lat.Round(time.Millisecond), time.Duration(float64(c.MaxLatency)/h).Round(time.Millisecond))
+	case c.MinUpload > 0 && up < g.openUp():
+		return vBand, fmt.Sprintf("upload %s under the reopen mark %s", fmtRate(up), fmtRate(g.openUp()))
+	}
+	return vGood, fmt.Sprintf("download %s, latency %s", fmtRate(down), lat.Round(time.Millisecond))
+}
+
+func fmtRate(bps float64) string {
+	switch {
+	case bps >= 1e6:
+		return fmt.Sprintf("%.2fmbit", bps/1e6)
+	case bps >= 1e3:
+		return fmt.Sprintf("%.1fkbit", bps/1e3)
+	}
+	return fmt.Sprintf("%.0fbit", bps)
+}
+
+// step applies a probe's verdict to the counters and the state, and says
+// what to do next. It holds g.mu.
+func (g *Gate) stepLocked(v, reason string) action {
+	s := g.st.State
+	switch v {
+	case vFailed:
+		g.good, g.bad = 0, 0
+		g.fails++
+		if g.fails >= g.cfg.CloseAfter {
+			g.setLocked(wire.Unknown, reason)
+			return wait
+		}
+		return retry
+	case vBad:
+		g.good, g.fails = 0, 0
+		g.bad++
+		if g.bad >= g.cfg.CloseAfter || s == wire.Closed {
+			g.setLocked(wire.Closed, reason)
+			return wait
+		}
+		return escalate
+	case vBand:
+		g.good, g.bad, g.fails = 0, 0, 0
+		if s == wire.Unknown {
+			// Measurable but not good enough to open: fail closed.
+			g.setLocked(wire.Closed, reason)
+		}
+		return wait
+	}
+	g.bad, g.fails = 0, 0
+	g.good++
+	if s == wire.Open {
+		return wait
+	}
+	if g.good < g.cfg.OpenAfter {
+		return retry
+	}
+	if !g.cfg.NoFullTest {
+		return full
+	}
+	g.setLocked(wire.Open, reason)
+	return wait
+}
+
+// probeSize is the download probe: what the open threshold moves in the
+// probe window (at least four round trips, so slow start does not decide).
+func (g *Gate) probeSize() int64 {
+	w := max(g.cfg.ProbeWindow, 4*g.rtt)
+	n := int64(g.openDown() / 8 * w.Seconds())
+	return min(max(n, MinProbe), 64<<20)
+}
+
+// budgetBps is the probe budget in bytes per second.
+func (g *Gate) budgetBps() float64 {
+	if g.cfg.BudgetBytesPerSec > 0 {
+		return g.cfg.BudgetBytesPerSec
+	}
+	capacity := g.st.CapacityBps
+	if capacity == 0 {
+		capacity = g.openDown()
+	}
+	return g.cfg.BudgetFraction * capacity / 8
+}
+
+// interval is the steady-state period: Interval, stretched so one probe
+// per period fits the budget.
+func (g *Gate) interval() time.Duration {
+	cost := float64(g.probeSize()+g.uploadSize()) + 1500 // headers, latency.txt
+	iv := g.cfg.Interval
+	if b := g.budgetBps(); b > 0 {
+		if need := time.Duration(cost / b * float64(time.Second)); need > iv {
+			iv = need
+		}
+	}
+	return iv
+}
+
+func (g *Gate) uploadSize() int64 {
+	if g.cfg.MinUpload == 0 {
+		return 0
+	}
+	w := max(g.cfg.ProbeWindow, 4*g.rtt)
+	return max(int64(g.openUp()/8*w.Seconds()), MinProbe)
+}
+
+func (g *Gate) pingTimeout() time.Duration {
+	return min(max(4*g.rtt, 2*g.cfg.MaxLatency, time.Second), 10*time.Second)
+}
+
+// probe runs one bounded-byte probe of size bytes (0: the usual size).
+func (g *Gate) probe(ctx context.Context, c *http.Client, base string, size int64) (wire.Measurement, error) {
+	g.mu.Lock()
+	if size == 0 {
+		size = g.probeSize()
+	}
+	up := g.uploadSize()
+	pt := g.pingTimeout()
+	g.mu.Unlock()
+	m := wire.Measurement{Kind: "probe"}
+	before := g.meter.n.Load()
+	defer func() { m.Bytes = g.meter.n.Load() - before }()
+	pctx, cancel := context.WithTimeout(ctx, pt)
+	rtt, err := ping(pctx, c, base)
+	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err != nil {
+		if timedOut && ctx.Err() == nil {
+			err = fmt.Errorf("no answer from %s within %s", base, pt)
+		}
+		return m, err
+	}
+	m.Latency = rtt
+	g.mu.Lock()
+	g.rtt = rtt
+	g.mu.Unlock()
+	// Give the transfer three times what the close threshold needs.
+	deadline := time.Duration(float64(size)*8/float64(g.cfg.MinDownload)*3*float64(time.Second)) + 2*rtt + time.Second
+	bps, _, err := download(ctx, c, base, size, deadline)
+	if err != nil {
+		return m, err
+	}
+	m.DownloadBps = bps
+	if up > 0 {
+		udl := time.Duration(float64(up)*8/float64(g.cfg.MinUpload)*3*float64(time.Second)) + 2*rtt + time.Second
+		ubps, err := upload(ctx, c, base, up, rtt, udl)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				ubps, err = 0, nil // too slow to finish: below any threshold
+			} else {
+				return m, err
+			}
+		}
+		m.UploadBps = ubps
+	}
+	return m, nil
+}
+
+// Run measures until ctx ends. It returns nil on cancellation and an error
+// only when the gate cannot run at all (--server auto with no internet is
+// not such an error: the gate stays unknown and keeps trying).
+func (g *Gate) Run(ctx context.Context) error {
+	c := newClient(&g.meter)
+	defer c.CloseIdleConnections()
+	base := g.cfg.Server
+	if base == Auto {
+		for {
+			u, err := autoServer(ctx, c)
+			if err == nil {
+				base = u
+				break
+			}
+			g.mu.Lock()
+			g.setLocked(wire.Unknown, err.Error())
+			g.mu.Unlock()
+			g.cfg.Logger.Warn("gate cannot pick a public speed-test server", "err", err)
+			if !sleep(ctx, 30*time.Second) {
+				return nil
+			}
+		}
+	} else {
+		base, _ = ParseServer(base)
+	}
+	g.mu.Lock()
+	g.st.Server = base
+	g.mu.Unlock()
+
+	calibrated := g.cfg.NoFullTest
+	var size int64
+	for ctx.Err() == nil {
+		m, err := g.probe(ctx, c, base, size)
+		if ctx.Err() != nil {
+			return nil
+		}
+		size = 0
+		var act action
+		g.mu.Lock()
+		m.Time = time.Now().UTC()
+		if err != nil {
+			m.Verdict, m.Error = vFailed, err.Error()
+			m.Reason = fmt.Sprintf("cannot measure against %s: %v", base, err)
+			if errors.Is(err, errGarbage) {
+				m.Reason += " (is --server a speed-test server? edgeguard speedserver serves one)"
+			}
+		} else {
+			m.Verdict, m.Reason = g.verdict(m.DownloadBps, m.UploadBps, m.Latency)
+		}
+		g.recordLocked(m)
+		g.cfg.Events.Emit("probe", "verdict", m.Verdict, "downloadBps", int64(m.DownloadBps), "uploadBps", int64(m.UploadBps), "latencyMs", float64(m.Latency.Microseconds())/1000, "bytes", m.Bytes, "reason", m.Reason)
+		if m.Verdict == vFailed {
+			g.cfg.Logger.Warn("gate probe failed", "server", base, "err", err, "state", g.st.State)
+		}
+		if !calibrated && m.Verdict != vFailed {
+			act = full // the first full test sets the state and the capacity
+		} else {
+			act = g.stepLocked(m.Verdict, m.Reason)
+		}
+		iv := g.interval()
+		g.st.Interval = iv
+		g.mu.Unlock()
+
+		switch act {
+		case escalate:
+			size = 2 * g.probeSizeLocked()
+			continue
+		case retry:
+			if !sleep(ctx, min(iv, 500*time.Millisecond)) {
+				return nil
+			}
+			continue
+		case full:
+			if g.fullTest(ctx, c, base) {
+				calibrated = true
+			}
+		}
+		if !g.waitNext(ctx) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (g *Gate) probeSizeLocked() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.probeSize()
+}
+
+// waitNext sleeps one interval, cut short by a slow passive sample, and
+// skips probes while the workload's own fast transfers vouch for the link.
+func (g *Gate) waitNext(ctx context.Context) bool {
+	for {
+		g.mu.Lock()
+		iv := g.interval()
+		g.mu.Unlock()
+		t := time.NewTimer(iv)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-g.wake:
+			t.Stop()
+			return true
+		case <-t.C:
+		}
+		g.mu.Lock()
+		vouched := g.st.State == wire.Open && time.Since(g.lastPassive) < iv
+		g.mu.Unlock()
+		if !vouched {
+			return true
+		}
+	}
+}
+
+// fullTest runs speedtest-go and applies its verdict directly: it is the
+// strongest evidence the gate has. It reports whether it measured.
+func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string) bool {
+	g.cfg.Events.Emit("fulltest-start", "server", base, "seconds", g.cfg.FullDuration.Seconds())
+	before := g.meter.n.Load()
+	r, err := fullTest(ctx, c, base, g.cfg.FullDuration, g.cfg.MinUpload > 0)
+	m := wire.Measurement{Time: time.Now().UTC(), Kind: "full", DownloadBps: r.download, UploadBps: r.upload, Latency: r.latency, Bytes: g.meter.n.Load() - before}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ctx.Err() != nil {
+		return false
+	}
+	if err != nil {
+		m.Verdict, m.Error, m.Reason = vFailed, err.Error(), "full test failed: "+err.Error()
+		g.recordLocked(m)
+		g.cfg.Events.Emit("fulltest", "verdict", m.Verdict, "err", err.Error(), "bytes", m.Bytes)
+		g.cfg.Logger.Warn("gate full test failed", "server", base, "err", err)
+		g.good = 0
+		return false
+	}
+	m.Verdict, m.Reason = g.verdict(r.download, r.upload, r.latency)
+	g.recordLocked(m)
+	g.st.CapacityBps = r.download
+	g.lastFull = time.Now()
+	g.cfg.Events.Emit("fulltest", "verdict", m.Verdict, "downloadBps", int64(r.download), "uploadBps", int64(r.upload), "latencyMs", float64(r.latency.Microseconds())/1000, "bytes", m.Bytes)
+	g.good, g.bad, g.fails = 0, 0, 0
+	switch m.Verdict {
+	case vGood:
+		g.setLocked(wire.Open, "full test: "+m.Reason)
+	case vBad:
+		g.setLocked(wire.Closed, "full test: "+m.Reason)
+	default:
+		if g.st.State != wire.Open {
+			g.setLocked(wire.Closed, "full test: "+m.Reason)
+		}
+	}
+	return true
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
