@@ -26,8 +26,9 @@ func TestE2E(t *testing.T) {
 }
 
 var (
-	bin      string // the edgefault binary under test
-	stateDir string // its private state directory
+	bin       string // the edgefault binary under test
+	edgeguard string // the edgeguard binary under test
+	stateDir  string // its private state directory
 )
 
 var _ = BeforeSuite(func() {
@@ -41,6 +42,9 @@ var _ = BeforeSuite(func() {
 	Expect(os.Chmod(dir, 0o755)).To(Succeed())
 	bin = filepath.Join(dir, "edgefault")
 	out, err := exec.Command("go", "build", "-o", bin, "../cmd/edgefault").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	edgeguard = filepath.Join(dir, "edgeguard")
+	out, err = exec.Command("go", "build", "-o", edgeguard, "../cmd/edgeguard").CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
 	stateDir = filepath.Join(dir, "state")
 	// A world of its own: the suite's ledger is not the machine's.

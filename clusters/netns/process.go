@@ -120,3 +120,7 @@ func (f *Fleet) Exec(ctx context.Context, memberName string, argv []string, stdi
 	}
 	return cmd.Wait()
 }
+
+// Dir is the fleet's own state directory (process logs, evidence); it is
+// removed when the fleet is taken down.
+func (f *Fleet) Dir() string { return filepath.Join(f.p.stateDir, f.FleetName) }

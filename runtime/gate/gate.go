@@ -169,18 +169,18 @@ func baseOf(s string) string {
 
 // Gate is a running speed gate. Its methods are safe for concurrent use.
 type Gate struct {
-	cfg    Config
-	meter  meter
-	wake   chan struct{} // a passive sample asks for a probe now
-	mu     sync.Mutex
-	st     wire.GateStatus
-	change chan struct{} // closed and replaced on every state change
-	good   int
-	bad    int
-	fails  int
-	lastFull    time.Time
-	lastPassive time.Time
-	rtt         time.Duration
+	cfg            Config
+	meter          meter
+	wake           chan struct{} // a passive sample asks for a probe now
+	mu             sync.Mutex
+	st             wire.GateStatus
+	change         chan struct{} // closed and replaced on every state change
+	good           int
+	bad            int
+	fails          int
+	lastFull       time.Time
+	lastPassive    time.Time
+	rtt            time.Duration
 	lastBudgetWarn time.Time
 }
 
@@ -327,4 +327,11 @@ func (g *Gate) setLocked(s wire.GateState, reason string) {
 		lvl = slog.LevelWarn
 	}
 	g.cfg.Logger.Log(context.Background(), lvl, "gate "+string(s), "from", from, "reason", reason, "server", g.cfg.Server)
+}
+
+// Changed returns a channel closed at the next state change.
+func (g *Gate) Changed() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.change
 }

@@ -63,10 +63,10 @@ func TestVerdictHysteresis(t *testing.T) {
 	}{
 		{13e6, 10 * ms, vGood},
 		{12e6, 83 * ms, vGood},
-		{11e6, 10 * ms, vBand},   // above close, under reopen
-		{13e6, 90 * ms, vBand},   // latency under close, over reopen
-		{9.9e6, 10 * ms, vBad},   // below close
-		{13e6, 101 * ms, vBad},   // latency above close
+		{11e6, 10 * ms, vBand}, // above close, under reopen
+		{13e6, 90 * ms, vBand}, // latency under close, over reopen
+		{9.9e6, 10 * ms, vBad}, // below close
+		{13e6, 101 * ms, vBad}, // latency above close
 		{0, 0, vBad},
 	} {
 		if got, why := g.verdict(tc.down, 0, tc.lat); got != tc.want {

@@ -149,7 +149,7 @@ func (g *Gate) pingTimeout() time.Duration {
 }
 
 // probe runs one bounded-byte probe of size bytes (0: the usual size).
-func (g *Gate) probe(ctx context.Context, c *http.Client, base string, size int64) (wire.Measurement, error) {
+func (g *Gate) probe(ctx context.Context, c *http.Client, base string, size int64) (m wire.Measurement, err error) {
 	g.mu.Lock()
 	if size == 0 {
 		size = g.probeSize()
@@ -157,7 +157,7 @@ func (g *Gate) probe(ctx context.Context, c *http.Client, base string, size int6
 	up := g.uploadSize()
 	pt := g.pingTimeout()
 	g.mu.Unlock()
-	m := wire.Measurement{Kind: "probe"}
+	m = wire.Measurement{Kind: "probe"}
 	before := g.meter.n.Load()
 	defer func() { m.Bytes = g.meter.n.Load() - before }()
 	pctx, cancel := context.WithTimeout(ctx, pt)
@@ -256,7 +256,7 @@ func (g *Gate) Run(ctx context.Context) error {
 			act = g.stepLocked(m.Verdict, m.Reason)
 		}
 		iv := g.interval()
-		g.st.Interval = iv
+		g.st.Interval, g.st.ProbeBudget = iv, g.budgetBps()
 		g.mu.Unlock()
 
 		switch act {

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/gate"
+	"github.com/edgefault/edgefault/units"
+	"github.com/spf13/pflag"
+)
+
+// gateFlags are the speed gate's settings, shared by serve and gate wait.
+type gateFlags struct {
+	server, minDown, minUp, hysteresis, budget string
+	maxLatency, interval, window, full      time.Duration
+	failOpen, noFull                        bool
+}
+
+func (f *gateFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.server, "server", "", "speed-test server URL, e.g. http://100.64.0.1:8080 (edgeguard speedserver), or 'auto' for Ookla's public list (needs the internet)")
+	fs.StringVar(&f.minDown, "min-download", "", "close the gate below this download rate, with a unit: 5mbit, 512kbit, 2MB/s")
+	fs.DurationVar(&f.maxLatency, "max-latency", 0, "close the gate above this round trip (0: no bound)")
+	fs.StringVar(&f.minUp, "min-upload", "", "close the gate below this upload rate (optional; speedtest-go's upload is unreliable at low rates)")
+	fs.StringVar(&f.hysteresis, "hysteresis", "20%", "margin above the thresholds needed to reopen, so the gate does not flap")
+	fs.StringVar(&f.budget, "probe-budget", "2%", "bytes probing may spend: a share of the measured capacity (2%) or a rate (16kB/s, 100kbit)")
+	fs.DurationVar(&f.interval, "interval", 2*time.Second, "shortest time between probes (the budget may stretch it)")
+	fs.DurationVar(&f.window, "probe-window", 50*time.Millisecond, "a probe moves what the reopen threshold carries in this time (at least 32KiB and 4 round trips)")
+	fs.DurationVar(&f.full, "full-duration", 10*time.Second, "how long a full speed test measures each direction")
+	fs.BoolVar(&f.noFull, "no-full-test", false, "never run full speed tests (probes alone decide)")
+	fs.BoolVar(&f.failOpen, "fail-open", false, "treat 'unknown' (cannot measure) as open; default is to fail closed")
+}
+
+func (f *gateFlags) config(g *globals) (gate.Config, error) {
+	c := gate.Config{Server: f.server, MaxLatency: f.maxLatency, Interval: f.interval, ProbeWindow: f.window,
+		FullDuration: f.full, NoFullTest: f.noFull, FailOpen: f.failOpen, Node: g.node, Logger: g.log}
+	var err error
+	if f.minDown == "" {
+		return c, fmt.Errorf("--min-download is required, with a unit: e.g. --min-download 5mbit")
+	}
+	if c.MinDownload, err = units.ParseRate(f.minDown); err != nil {
+		return c, fmt.Errorf("--min-download: %w", err)
+	}
+	if f.minUp != "" {
+		if c.MinUpload, err = units.ParseRate(f.minUp); err != nil {
+			return c, fmt.Errorf("--min-upload: %w", err)
+		}
+	}
+	h, err := units.Percent("--hysteresis", f.hysteresis)
+	if err != nil {
+		return c, err
+	}
+	c.Hysteresis = h / 100
+	if c.Hysteresis == 0 {
+		c.Hysteresis = 1e-9 // 0% means none, not the default
+	}
+	if strings.HasPrefix(strings.TrimSpace(f.budget), "-") {
+		return c, fmt.Errorf("--probe-budget %q is negative: give a share like 2%% or a rate like 16kB/s", f.budget)
+	} else if strings.HasSuffix(strings.TrimSpace(f.budget), "%") {
+		p, err := units.Percent("--probe-budget", f.budget)
+		if err != nil {
+			return c, err
+		}
+		if p == 0 {
+			return c, fmt.Errorf("--probe-budget 0%%: the gate cannot measure for free; give e.g. 2%%")
+		}
+		c.BudgetFraction = p / 100
+	} else {
+		r, err := units.ParseRate(f.budget)
+		if err != nil {
+			return c, fmt.Errorf("--probe-budget: %w (or give a share of capacity, e.g. 2%%)", err)
+		}
+		c.BudgetBytesPerSec = float64(r) / 8
+	}
+	for name, d := range map[string]time.Duration{"--max-latency": f.maxLatency, "--interval": f.interval, "--probe-window": f.window, "--full-duration": f.full} {
+		if d < 0 {
+			return c, fmt.Errorf("%s %s is negative", name, d)
+		}
+	}
+	if c.Server == "" {
+		return c, fmt.Errorf("--server is required: the URL of a speed-test server (edgeguard speedserver), or auto")
+	}
+	if c.Server != gate.Auto {
+		if _, err := gate.ParseServer(c.Server); err != nil {
+			return c, fmt.Errorf("--server: %w", err)
+		}
+	}
+	return c, c.Validate()
+}

@@ -1,0 +1,98 @@
+// Command edgeguard is the edgefault fault-tolerance runtime: the one slim
+// binary that runs inside a cluster (on nodes, in the cloud, in pods). It
+// serves the speed gate (edgeguard serve), waits on it from an init
+// container (gate wait), answers exec probes (gate check), and runs the
+// cloud's speed-test and content servers and the sample workloads.
+//
+// Exit codes: 0 success; 1 error (bad flags, cannot listen, ...); 2 the
+// gate did not open before --timeout (gate wait) or is not open (gate
+// check); 3 gate check could not reach edgeguard serve; 130 interrupted.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+// Exit codes (documented in the package comment and --help).
+const (
+	exitError       = 1
+	exitNotOpen     = 2
+	exitUnreachable = 3
+	exitInterrupted = 130
+)
+
+// exitCode is an error that carries the exit status to use.
+type exitCode struct {
+	code int
+	msg  string
+}
+
+func (e exitCode) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newRoot().ExecuteContext(ctx)
+	if err == nil {
+		return
+	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		if ec.msg != "" {
+			fmt.Fprintln(os.Stderr, "edgeguard:", ec.msg)
+		}
+		os.Exit(ec.code)
+	}
+	fmt.Fprintln(os.Stderr, "edgeguard:", err)
+	os.Exit(exitError)
+}
+
+type globals struct {
+	node   string
+	events string
+	log    *slog.Logger
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	host, _ := os.Hostname()
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		host = n
+	}
+	root := &cobra.Command{
+		Use:   "edgeguard",
+		Short: "Fault-tolerance runtime for edge nodes on bad links",
+		Long: `edgeguard keeps edge workloads sane on bad links: a speed gate holds or pauses
+a workload while the link is too slow and resumes it when the link recovers.
+It also runs the cloud side used by tests and air-gapped sites (speedserver,
+content) and the sample workloads.
+
+Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
+3 gate check could not reach edgeguard serve; 130 interrupted.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+		PersistentPreRun: func(*cobra.Command, []string) {
+			g.log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", g.node)
+			slog.SetDefault(g.log)
+		},
+	}
+	root.PersistentFlags().StringVar(&g.node, "node", host, "node name stamped on events (default $NODE_NAME or the hostname)")
+	root.PersistentFlags().StringVar(&g.events, "events", "", "append events (JSON lines) to this file; - for stdout; empty: none")
+	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newContentCmd(g), newWorkloadCmd(g), &cobra.Command{
+		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "edgeguard", version) },
+	})
+	return root
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/gate"
+	"github.com/edgefault/edgefault/runtime/serve"
+	"github.com/spf13/cobra"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	var gf gateFlags
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the speed gate and serve its status, readiness and metrics",
+		Long: `serve measures the link against a speed-test server and serves:
+
+  /healthz          the process is alive (use it for liveness, never the gate)
+  /readyz           200 while the gate is open, 503 otherwise (startup and readiness probes)
+  /v1/gate          JSON status: state, last measurements, bytes spent probing
+                    (?after=SEQ long-polls for the next change)
+  /v1/gate/events   server-sent events, one per state change
+  /v1/gate/observe  POST {"bytes":N,"seconds":S}: workload transfers as free measurements
+  /metrics          Prometheus`,
+		Example: `  edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit --max-latency 300ms`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := gf.config(g)
+			if err != nil {
+				return err
+			}
+			ev, err := events.Open(g.events, g.node, "gate", g.log)
+			if err != nil {
+				return err
+			}
+			defer ev.Close()
+			cfg.Events = ev
+			gt, err := gate.New(cfg)
+			if err != nil {
+				return err
+			}
+			return runHTTP(cmd.Context(), g, listen, serve.Handler(gt), func(ctx context.Context) error { return gt.Run(ctx) })
+		},
+	}
+	gf.register(cmd.Flags())
+	cmd.Flags().StringVar(&listen, "listen", ":8474", "address to serve on")
+	return cmd
+}
+
+// runHTTP serves h on addr until ctx ends, running bg beside it.
+func runHTTP(ctx context.Context, g *globals, addr string, h http.Handler, bg func(context.Context) error) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another edgeguard running? pick another --listen)", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	g.log.Info("serving", "addr", ln.Addr().String())
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	if bg != nil {
+		go func() { errc <- bg(ctx) }()
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

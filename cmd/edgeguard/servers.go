@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/edgefault/edgefault/runtime/content"
+	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/gate"
+	"github.com/edgefault/edgefault/runtime/speedserver"
+	"github.com/edgefault/edgefault/runtime/workload"
+	"github.com/edgefault/edgefault/units"
+	"github.com/spf13/cobra"
+)
+
+func newSpeedServerCmd(g *globals) *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "speedserver",
+		Short: "Serve Ookla-compatible speed-test endpoints (for the gate, tests, air-gapped sites)",
+		Long: `speedserver answers the endpoints speedtest-go and the gate's probes use:
+GET /speedtest/latency.txt, GET /speedtest/random{N}x{N}.jpg (Range honoured),
+POST /speedtest/upload.php, and GET /stats (bytes served).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ev, err := events.Open(g.events, g.node, "speedserver", g.log)
+			if err != nil {
+				return err
+			}
+			defer ev.Close()
+			return runHTTP(cmd.Context(), g, listen, speedserver.New(ev), nil)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", ":8080", "address to serve on")
+	return cmd
+}
+
+func newContentCmd(g *globals) *cobra.Command {
+	var listen, size string
+	cmd := &cobra.Command{
+		Use:   "content",
+		Short: "Serve the pages the sample workload fetches (GET /page), logging each",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n, err := units.ParseSize("--page-size", size)
+			if err != nil {
+				return err
+			}
+			ev, err := events.Open(g.events, g.node, "content", g.log)
+			if err != nil {
+				return err
+			}
+			defer ev.Close()
+			return runHTTP(cmd.Context(), g, listen, content.New(n, ev), nil)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", ":8081", "address to serve on")
+	cmd.Flags().StringVar(&size, "page-size", "256kB", "size of a page")
+	return cmd
+}
+
+func newWorkloadCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "workload", Short: "Sample edge workloads"}
+	var gateURL, contentURL string
+	var period = new(string)
+	fetch := &cobra.Command{
+		Use:   "fetch",
+		Short: "Fetch a page from the content server every period while the gate is open",
+		Long: `fetch is the talk's speed-limited workload: it asks the gate (a running
+edgeguard serve, --gate) and fetches --content every --period while the gate
+is open; when the gate closes it cancels a transfer in flight and waits.
+Its fetches are reported to the gate as free link measurements.`,
+		Example: `  edgeguard workload fetch --gate http://127.0.0.1:8474 --content http://100.64.0.1:8081/page --period 5s`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := units.ParseDuration("--period", *period)
+			if err != nil {
+				return err
+			}
+			if p == 0 {
+				return fmt.Errorf("--period must be more than 0")
+			}
+			if _, err := gate.ParseServer(contentURL); err != nil || contentURL == "" {
+				return fmt.Errorf("--content %q is not an http(s) URL: write e.g. http://100.64.0.1:8081/page", contentURL)
+			}
+			r, err := gate.NewRemote(gateURL)
+			if err != nil {
+				return fmt.Errorf("--gate: %w", err)
+			}
+			ev, err := events.Open(g.events, g.node, "workload", g.log)
+			if err != nil {
+				return err
+			}
+			defer ev.Close()
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			go r.Run(ctx)
+			return workload.Fetch{URL: contentURL, Period: p, Node: g.node, Link: r, Events: ev, Logger: g.log}.Run(ctx)
+		},
+	}
+	fetch.Flags().StringVar(&gateURL, "gate", "http://127.0.0.1:8474", "edgeguard serve's address")
+	fetch.Flags().StringVar(&contentURL, "content", "", "the page to fetch (edgeguard content)")
+	fetch.Flags().StringVar(period, "period", "5s", "time between fetches")
+	cmd.AddCommand(fetch)
+	return cmd
+}
