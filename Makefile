@@ -20,6 +20,7 @@ deps:
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/edgefault
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/edgeguard ./cmd/edgeguard
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -34,7 +35,7 @@ test: root deps lint setup
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: root deps build
-	$(GO) run ./bench
+	EDGEGUARD=$(CURDIR)/bin/edgeguard $(GO) run ./bench $(BENCH_FLAGS)
 
 run: root deps setup
 	./$(BIN) demo --reports $(REPORTS)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -64,6 +65,18 @@ type globals struct {
 	log    *slog.Logger
 }
 
+// sleepCtx sleeps d unless ctx ends first; it reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 func newRoot() *cobra.Command {
 	g := &globals{}
 	host, _ := os.Hostname()
@@ -90,7 +103,7 @@ Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
 	}
 	root.PersistentFlags().StringVar(&g.node, "node", host, "node name stamped on events (default $NODE_NAME or the hostname)")
 	root.PersistentFlags().StringVar(&g.events, "events", "", "append events (JSON lines) to this file; - for stdout; empty: none")
-	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newContentCmd(g), newWorkloadCmd(g), &cobra.Command{
+	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newSpeedTestCmd(g), newContentCmd(g), newWorkloadCmd(g), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "edgeguard", version) },
 	})

@@ -109,3 +109,28 @@ func autoServer(ctx context.Context, c *http.Client) (string, error) {
 	})
 	return u, err
 }
+
+// SpeedTestResult is one full speed test.
+type SpeedTestResult struct {
+	Latency     time.Duration
+	DownloadBps float64
+	UploadBps   float64
+	// Bytes is what the test moved over the link, both directions.
+	Bytes int64
+}
+
+// SpeedTest runs one full speedtest-go test against the speed-test server
+// at base — what the talk's init container did every 5 s — measuring each
+// direction for capture. `edgeguard speedtest` and the benchmark's
+// baseline use it.
+func SpeedTest(ctx context.Context, base string, capture time.Duration, withUpload bool) (SpeedTestResult, error) {
+	b, err := ParseServer(base)
+	if err != nil {
+		return SpeedTestResult{}, err
+	}
+	var m meter
+	c := newClient(&m)
+	defer c.CloseIdleConnections()
+	r, err := fullTest(ctx, c, b, capture, withUpload)
+	return SpeedTestResult{Latency: r.latency, DownloadBps: r.download, UploadBps: r.upload, Bytes: m.n.Load()}, err
+}

@@ -4,9 +4,10 @@
 // closed when it cannot measure.
 //
 // Probing is budgeted. A full speedtest-go test (rate × 10 s in each
-// direction) runs only at start and when cheap probes say the link changed
-// (before reopening, or when the estimate drifts far from the last full
-// test). In steady state the gate sends bounded-byte probes — one
+// direction) runs only when cheap probes say the link has become good: at
+// start and before every reopening, so the gate never opens on a probe
+// alone. Closing needs no full test (closing is always safe), which is
+// what keeps detection within a few seconds. In steady state the gate sends bounded-byte probes — one
 // latency.txt round trip and a Range request for a few tens of milliseconds'
 // worth of the open threshold — sized and spaced so that probing stays
 // within a byte budget (by default 2% of the measured capacity). Transfers

@@ -225,7 +225,6 @@ func (g *Gate) Run(ctx context.Context) error {
 	g.st.Server = base
 	g.mu.Unlock()
 
-	calibrated := g.cfg.NoFullTest
 	var size int64
 	for ctx.Err() == nil {
 		m, err := g.probe(ctx, c, base, size)
@@ -250,11 +249,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		if m.Verdict == vFailed {
 			g.cfg.Logger.Warn("gate probe failed", "server", base, "err", err, "state", g.st.State)
 		}
-		if !calibrated && m.Verdict != vFailed {
-			act = full // the first full test sets the state and the capacity
-		} else {
-			act = g.stepLocked(m.Verdict, m.Reason)
-		}
+		act = g.stepLocked(m.Verdict, m.Reason)
 		iv := g.interval()
 		g.st.Interval, g.st.ProbeBudget = iv, g.budgetBps()
 		g.mu.Unlock()
@@ -269,9 +264,7 @@ func (g *Gate) Run(ctx context.Context) error {
 			}
 			continue
 		case full:
-			if g.fullTest(ctx, c, base) {
-				calibrated = true
-			}
+			g.fullTest(ctx, c, base)
 		}
 		if !g.waitNext(ctx) {
 			return nil
