@@ -33,9 +33,12 @@ type DemoOptions struct {
 	Delay  time.Duration
 	Outage time.Duration
 	// Backend is the shaping backend (auto by default).
-	Backend  shaper.Backend
-	Provider *netns.Provider
-	Log      *slog.Logger
+	Backend shaper.Backend
+	// Edgeguard is the runtime binary for the speed-gate step (default:
+	// FindEdgeguard).
+	Edgeguard string
+	Provider  *netns.Provider
+	Log       *slog.Logger
 }
 
 // Step is one measured stage of the demo.
@@ -141,6 +144,7 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 	rep.Steps = append(rep.Steps, measure("baseline", "store-gw uplink", upImp.String(), float64(upImp.Rate), base))
 
 	throttle := shaper.Impairment{Rate: o.Rate, Delay: o.Delay}
+	rep.Steps = append(rep.Steps, gateStep(ctx, log, f, sh, "store-pos", posT, throttle, o.Edgeguard))
 	if err := sh.Apply(ctx, posT, throttle); err != nil {
 		return nil, err
 	}

@@ -66,8 +66,9 @@ type Config struct {
 	// budget instead.
 	BudgetFraction    float64
 	BudgetBytesPerSec float64
-	// ProbeWindow sizes a probe: the bytes the open threshold moves in
-	// this time (at least 4 round trips, at least MinProbe). Default 50ms.
+	// ProbeWindow sizes a probe: the bytes the reopen rate moves in this
+	// time or in four round trips, whichever is longer (at least
+	// MinProbe). Default 50ms.
 	ProbeWindow time.Duration
 	// FullDuration is how long the full test measures each direction
 	// (speedtest-go's capture time). Default 10s. NoFullTest skips full
@@ -170,18 +171,21 @@ func baseOf(s string) string {
 
 // Gate is a running speed gate. Its methods are safe for concurrent use.
 type Gate struct {
-	cfg            Config
-	meter          meter
-	wake           chan struct{} // a passive sample asks for a probe now
-	mu             sync.Mutex
-	st             wire.GateStatus
-	change         chan struct{} // closed and replaced on every state change
-	good           int
-	bad            int
-	fails          int
-	lastFull       time.Time
-	lastPassive    time.Time
-	rtt            time.Duration
+	cfg         Config
+	meter       meter
+	wake        chan struct{} // a passive sample asks for a probe now
+	mu          sync.Mutex
+	st          wire.GateStatus
+	change      chan struct{} // closed and replaced on every state change
+	good        int
+	bad         int
+	fails       int
+	lastFull    time.Time
+	lastPassive time.Time
+	rtt         time.Duration
+	// lastProbeBytes is what the last regular probe moved (meter).
+	lastProbeBytes int64
+	rtts           []time.Duration // recent round trips, newest last
 	lastBudgetWarn time.Time
 }
 

@@ -99,61 +99,89 @@ func truncate(b []byte) string {
 }
 
 // download asks for exactly size bytes (Range) of the largest random image
-// and estimates the rate from the arrival of everything after the first
-// read: the first read carries the request's round trip and the server's
-// think time, not the link's rate. A server that ignores Range is still read
-// only up to size bytes. It gives up at deadline, reporting what arrived.
-func download(ctx context.Context, c *http.Client, base string, size int64, deadline time.Duration) (bitsPerSec float64, got int64, err error) {
+// and estimates the rate from the second half of the bytes. A short
+// transfer spends its first round trips in TCP slow start, which says
+// nothing about the link; by the second half the sender's window is at its
+// largest and each flight arrives spaced by the bottleneck, so the rate of
+// the second half is the link's (within the shaper's burst allowance). A
+// server that ignores Range is still read only up to size bytes. At
+// deadline it stops and estimates from what arrived.
+func download(ctx context.Context, c *http.Client, base string, size int64, deadline time.Duration) (bitsPerSec float64, got int64, cut bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/speedtest/random4000x4000.jpg", nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=0-%d", size-1))
 	req.Header.Set("Cache-Control", "no-store")
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
-		return 0, 0, fmt.Errorf("download answered %s: %w", resp.Status, errGarbage)
+		return 0, 0, false, fmt.Errorf("download answered %s: %w", resp.Status, errGarbage)
 	}
 	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "text/") {
-		return 0, 0, fmt.Errorf("download answered %s content: %w", ct, errGarbage)
+		return 0, 0, false, fmt.Errorf("download answered %s content: %w", ct, errGarbage)
 	}
-	buf := make([]byte, 32<<10)
-	var first time.Time
-	var firstN int64
+	buf := make([]byte, 16<<10)
+	var arr arrivals
 	for got < size {
 		n, rerr := resp.Body.Read(buf[:min(int64(len(buf)), size-got)])
 		if n > 0 {
-			if first.IsZero() {
-				first, firstN = time.Now(), int64(n)
-			}
 			got += int64(n)
+			arr.add(got, time.Now())
 		}
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {
 				break
 			}
-			if got > firstN && ctx.Err() != nil {
+			if ctx.Err() != nil && got > 0 {
 				// Too slow to finish in time: that is a measurement.
-				return float64(got-firstN) * 8 / time.Since(first).Seconds(), got, nil
+				return arr.tailRate(), got, true, nil
 			}
-			return 0, got, fmt.Errorf("download after %d bytes: %w", got, rerr)
+			return 0, got, false, fmt.Errorf("download after %d bytes: %w", got, rerr)
 		}
 	}
 	if got < size {
-		return 0, got, fmt.Errorf("download ended after %d of %d bytes: %w", got, size, errGarbage)
+		return 0, got, false, fmt.Errorf("download ended after %d of %d bytes: %w", got, size, errGarbage)
 	}
-	el := time.Since(first)
-	if got == firstN || el <= 0 {
-		// Everything came in one read: faster than we can time.
-		el = time.Microsecond
+	return arr.tailRate(), got, false, nil
+}
+
+// arrivals records when the cumulative byte count grew.
+type arrivals struct {
+	bytes []int64
+	at    []time.Time
+}
+
+func (a *arrivals) add(total int64, t time.Time) {
+	a.bytes = append(a.bytes, total)
+	a.at = append(a.at, t)
+}
+
+// tailRate is the rate (bits/s) over the second half of the bytes: from
+// the first read that reached half the total to the last read.
+func (a *arrivals) tailRate() float64 {
+	n := len(a.bytes)
+	if n == 0 {
+		return 0
 	}
-	return float64(got-firstN) * 8 / el.Seconds(), got, nil
+	total := a.bytes[n-1]
+	i := 0
+	for i < n-1 && a.bytes[i] < total/2 {
+		i++
+	}
+	if i == n-1 && i > 0 {
+		i-- // the half arrived in the last read: use the read before it
+	}
+	el := a.at[n-1].Sub(a.at[i])
+	if el <= 0 {
+		el = time.Microsecond // faster than reads can be timed
+	}
+	return float64(total-a.bytes[i]) * 8 / el.Seconds()
 }
 
 // upload posts size bytes to upload.php and estimates the rate from the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -104,9 +105,13 @@ func (g *Gate) stepLocked(v, reason string) action {
 }
 
 // probeSize is the download probe: what the open threshold moves in the
-// probe window (at least four round trips, so slow start does not decide).
+// probe window or in four base round trips, whichever is longer, and at
+// least MinProbe. Four round trips at the reopen rate make the second half
+// of the probe arrive with a window of at least two bandwidth-delay
+// products of that rate, so its rate (see download) reads at least the
+// reopen mark on any link that is faster.
 func (g *Gate) probeSize() int64 {
-	w := max(g.cfg.ProbeWindow, 4*g.rtt)
+	w := max(g.cfg.ProbeWindow, 4*g.baseRTT())
 	n := int64(g.openDown() / 8 * w.Seconds())
 	return min(max(n, MinProbe), 64<<20)
 }
@@ -126,7 +131,10 @@ func (g *Gate) budgetBps() float64 {
 // interval is the steady-state period: Interval, stretched so one probe
 // per period fits the budget.
 func (g *Gate) interval() time.Duration {
-	cost := float64(g.probeSize()+g.uploadSize()) + 1500 // headers, latency.txt
+	// What a probe costs on the wire: its payload and requests (or what
+	// the last one really moved, if more), plus TCP/IP headers and ACKs
+	// (about 6% at a 1448-byte MSS), so the budget holds at the link.
+	cost := max(float64(g.probeSize()+g.uploadSize())+1500, float64(g.lastProbeBytes)) * 1.06
 	iv := g.cfg.Interval
 	if b := g.budgetBps(); b > 0 {
 		if need := time.Duration(cost / b * float64(time.Second)); need > iv {
@@ -140,8 +148,20 @@ func (g *Gate) uploadSize() int64 {
 	if g.cfg.MinUpload == 0 {
 		return 0
 	}
-	w := max(g.cfg.ProbeWindow, 4*g.rtt)
+	w := max(g.cfg.ProbeWindow, 4*g.baseRTT())
 	return max(int64(g.openUp()/8*w.Seconds()), MinProbe)
+}
+
+// baseRTT is the smallest of the recent round trips: the path's delay
+// without a one-off queue or scheduling hiccup.
+func (g *Gate) baseRTT() time.Duration {
+	var b time.Duration
+	for i, r := range g.rtts {
+		if i == 0 || r < b {
+			b = r
+		}
+	}
+	return b
 }
 
 func (g *Gate) pingTimeout() time.Duration {
@@ -173,14 +193,21 @@ func (g *Gate) probe(ctx context.Context, c *http.Client, base string, size int6
 	m.Latency = rtt
 	g.mu.Lock()
 	g.rtt = rtt
+	if g.rtts = append(g.rtts, rtt); len(g.rtts) > 8 {
+		g.rtts = g.rtts[1:]
+	}
 	g.mu.Unlock()
-	// Give the transfer three times what the close threshold needs.
-	deadline := time.Duration(float64(size)*8/float64(g.cfg.MinDownload)*3*float64(time.Second)) + 2*rtt + time.Second
-	bps, _, err := download(ctx, c, base, size, deadline)
+	// What the close threshold needs, plus slow start's round trips and
+	// some slack: a probe still running then is on a link slower than the
+	// threshold whatever the rest would show, and the bytes that did
+	// arrive are the measurement.
+	rounds := math.Log2(float64(size)/14600) + 3
+	deadline := time.Duration(float64(size)*8/float64(g.cfg.MinDownload)*1.25*float64(time.Second)) + time.Duration(rounds*float64(rtt)) + 300*time.Millisecond
+	bps, _, cut, err := download(ctx, c, base, size, deadline)
 	if err != nil {
 		return m, err
 	}
-	m.DownloadBps = bps
+	m.DownloadBps, m.Cut = bps, cut
 	if up > 0 {
 		udl := time.Duration(float64(up)*8/float64(g.cfg.MinUpload)*3*float64(time.Second)) + 2*rtt + time.Second
 		ubps, err := upload(ctx, c, base, up, rtt, udl)
@@ -231,6 +258,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		escalated := size != 0
 		size = 0
 		var act action
 		g.mu.Lock()
@@ -245,9 +273,18 @@ func (g *Gate) Run(ctx context.Context) error {
 			m.Verdict, m.Reason = g.verdict(m.DownloadBps, m.UploadBps, m.Latency)
 		}
 		g.recordLocked(m)
+		if !escalated && m.Bytes > 0 {
+			g.lastProbeBytes = m.Bytes
+		}
 		g.cfg.Events.Emit("probe", "verdict", m.Verdict, "downloadBps", int64(m.DownloadBps), "uploadBps", int64(m.UploadBps), "latencyMs", float64(m.Latency.Microseconds())/1000, "bytes", m.Bytes, "reason", m.Reason)
 		if m.Verdict == vFailed {
 			g.cfg.Logger.Warn("gate probe failed", "server", base, "err", err, "state", g.st.State)
+		}
+		if m.Cut && m.Verdict == vBad {
+			// It ran out of time: slower than the threshold even allowing
+			// for slow start. That needs no second opinion.
+			m.Reason += " (probe cut at its deadline)"
+			g.bad = max(g.bad, g.cfg.CloseAfter-1)
 		}
 		act = g.stepLocked(m.Verdict, m.Reason)
 		iv := g.interval()

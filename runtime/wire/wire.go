@@ -41,7 +41,10 @@ type Measurement struct {
 	Latency     time.Duration `json:"latencyNs,omitempty"`
 	// Bytes is what the measurement moved over the link, both directions.
 	Bytes int64 `json:"bytes"`
-	// Verdict is "good", "bad" or "failed" against the thresholds.
+	// Cut says a probe ran out of time (the link is slower than the
+	// threshold even allowing for slow start).
+	Cut bool `json:"cut,omitempty"`
+	// Verdict is "good", "band", "bad" or "failed" against the thresholds.
 	Verdict string `json:"verdict"`
 	Reason  string `json:"reason,omitempty"`
 	Error   string `json:"error,omitempty"`
