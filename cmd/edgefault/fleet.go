@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
@@ -41,7 +43,7 @@ the namespace <fleet>-<name>, so 'ip netns exec <fleet>-<name> ...' works too.`,
 
 func newFleetUpCmd(g *globals) *cobra.Command {
 	var file, name, backend string
-	var controlPlanes bool
+	var controlPlanes, cloudServices bool
 	cmd := &cobra.Command{
 		Use:   "up [-f TOPOLOGY.yaml] [--name FLEET]",
 		Short: "Create a fleet from a topology (the built-in one by default)",
@@ -79,9 +81,23 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 				}
 				netns.WithControlPlanes(c)(p)
 			}
+			var eg string
+			if cloudServices {
+				// Fail before anything is created if the runtime is missing.
+				if eg, err = harness.FindEdgeguard(); err != nil {
+					return fmt.Errorf("%w; or bring the fleet up without them: --cloud-services=false", err)
+				}
+			}
 			f, err := p.UpFleet(cmd.Context(), name, &topo.Spec)
 			if err != nil {
 				return err
+			}
+			if cloudServices {
+				c, err := harness.StartCloud(cmd.Context(), f, eg)
+				if err != nil {
+					return fmt.Errorf("fleet %s is up but its cloud services are not (take it down with 'edgefault fleet down --name %s'): %w", name, name, err)
+				}
+				g.log.Info("cloud services up", "speedtest", c.SpeedURL, "content", c.ContentURL, "events", filepath.Dir(c.SpeedEvents))
 			}
 			return printMembers(cmd, []*netns.Fleet{f})
 		},
@@ -90,6 +106,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (namespaces are <name>-<member>)")
 	fleetAlias(cmd)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
+	cmd.Flags().BoolVar(&cloudServices, "cloud-services", true, "run the speed-test server (:8080) and the content server (:8081) in the cloud (edgeguard, found next to edgefault, on PATH or at $EDGEGUARD)")
 	cmd.Flags().BoolVar(&controlPlanes, "control-planes", true, "give every site its own Kubernetes cluster (needs edgefault setup; false: network only, for large fleets)")
 	return cmd
 }

@@ -13,8 +13,8 @@ import (
 // gateFlags are the speed gate's settings, shared by serve and gate wait.
 type gateFlags struct {
 	server, minDown, minUp, hysteresis, budget string
-	maxLatency, interval, window, full      time.Duration
-	failOpen, noFull                        bool
+	maxLatency, interval, window, full         time.Duration
+	failOpen, noFull                           bool
 }
 
 func (f *gateFlags) register(fs *pflag.FlagSet) {

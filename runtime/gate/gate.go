@@ -67,7 +67,7 @@ type Config struct {
 	BudgetFraction    float64
 	BudgetBytesPerSec float64
 	// ProbeWindow sizes a probe: the bytes the reopen rate moves in this
-	// time or in four round trips, whichever is longer (at least
+	// time or in two round trips, whichever is longer (at least
 	// MinProbe). Default 50ms.
 	ProbeWindow time.Duration
 	// FullDuration is how long the full test measures each direction

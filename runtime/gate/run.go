@@ -104,14 +104,15 @@ func (g *Gate) stepLocked(v, reason string) action {
 	return wait
 }
 
-// probeSize is the download probe: what the open threshold moves in the
-// probe window or in four base round trips, whichever is longer, and at
-// least MinProbe. Four round trips at the reopen rate make the second half
-// of the probe arrive with a window of at least two bandwidth-delay
-// products of that rate, so its rate (see download) reads at least the
-// reopen mark on any link that is faster.
+// probeSize is the download probe: what the reopen rate moves in the probe
+// window or in two base round trips, whichever is longer, and at least
+// MinProbe. Two round trips' worth makes the second half of the probe
+// arrive in a flight of about one bandwidth-delay product of that rate, so
+// its rate (see download) reads about the reopen mark or more on any link
+// that is faster; a low reading is confirmed by a probe twice the size
+// before the gate closes, so slow start alone never closes it.
 func (g *Gate) probeSize() int64 {
-	w := max(g.cfg.ProbeWindow, 4*g.baseRTT())
+	w := max(g.cfg.ProbeWindow, 2*g.baseRTT())
 	n := int64(g.openDown() / 8 * w.Seconds())
 	return min(max(n, MinProbe), 64<<20)
 }
@@ -148,7 +149,7 @@ func (g *Gate) uploadSize() int64 {
 	if g.cfg.MinUpload == 0 {
 		return 0
 	}
-	w := max(g.cfg.ProbeWindow, 4*g.baseRTT())
+	w := max(g.cfg.ProbeWindow, 2*g.baseRTT())
 	return max(int64(g.openUp()/8*w.Seconds()), MinProbe)
 }
 
