@@ -163,6 +163,34 @@ var _ = Describe("the speed gate", Ordered, func() {
 		Expect(string(log)).To(ContainSubstring("gate open after"))
 	})
 
+	It("is unknown, never open, while the site's uplink is cut, and reopens after", func() {
+		g, err := harness.StartGate(ctx, f, edgeguard, "store-3", cloud, gateFlags...)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(g.Stop)
+		_, err = g.WaitState(ctx, wire.Open, 30*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		gw, err := f.Target("store-gw")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sh.Apply(ctx, gw, shaper.Impairment{Outage: true})).To(Succeed())
+		cut := time.Now()
+		restored := false
+		DeferCleanup(func() {
+			if !restored {
+				_ = sh.Clear(ctx, gw)
+			}
+		})
+		st, err := g.WaitState(ctx, wire.Unknown, closeBound)
+		Expect(err).NotTo(HaveOccurred())
+		GinkgoWriter.Printf("gate unknown %s after the cut: %s\n", st.Since.Sub(cut).Round(time.Millisecond), st.Reason)
+		Expect(st.Open).To(BeFalse())
+		Expect(st.Reason).To(ContainSubstring("no answer"))
+		Consistently(func() bool { s, _ := g.Status(ctx); return s.Open }).WithTimeout(3 * time.Second).Should(BeFalse())
+		Expect(sh.Clear(ctx, gw)).To(Succeed())
+		restored = true
+		_, err = g.WaitState(ctx, wire.Open, 30*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+	})
+
 	DescribeTable("stays unknown, never open, and says why, when the server cannot be measured",
 		func(server func() string, why string) {
 			g, err := harness.StartGate(ctx, f, edgeguard, "store-3", cloud, append(gateFlags, "--server="+server())...)

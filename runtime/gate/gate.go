@@ -182,6 +182,7 @@ type Gate struct {
 	fails       int
 	lastFull    time.Time
 	lastPassive time.Time
+	lastProbe   time.Time
 	rtt         time.Duration
 	// lastProbeBytes is what the last regular probe moved (meter).
 	lastProbeBytes int64
@@ -277,20 +278,26 @@ func (g *Gate) Subscribe(ctx context.Context) <-chan wire.GateStatus {
 }
 
 // Observe records a transfer the workload made over the same link (bytes
-// received in d). Large enough transfers are free measurements: a fast one
-// stands in for the next probe while the gate is open; a slow one asks for
-// a probe now. Small ones say nothing about the rate and are ignored.
+// received in d). Transfers at least as large as a probe are free
+// measurements: a fast one stands in for the next probe while the gate is
+// open; a slow one at least twice a probe's size (smaller ones read slow on
+// any long round trip, slow start being most of them) asks for a probe now,
+// at most one per half interval. Smaller transfers are ignored.
 func (g *Gate) Observe(bytes int64, d time.Duration) {
-	if d <= 0 || bytes < MinProbe {
+	if d <= 0 {
 		return
 	}
 	bps := float64(bytes) * 8 / d.Seconds()
 	m := wire.Measurement{Time: time.Now().UTC(), Kind: "passive", DownloadBps: bps}
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	size := g.probeSize()
 	switch {
+	case bytes < size:
+		return
 	case bps >= g.openDown():
 		m.Verdict, g.lastPassive = "good", time.Now()
-	case bps < float64(g.cfg.MinDownload):
+	case bps < float64(g.cfg.MinDownload) && bytes >= 2*size:
 		m.Verdict = "bad"
 		select {
 		case g.wake <- struct{}{}:
@@ -300,7 +307,6 @@ func (g *Gate) Observe(bytes int64, d time.Duration) {
 		m.Verdict = "band"
 	}
 	g.recordLocked(m)
-	g.mu.Unlock()
 }
 
 func (g *Gate) openDown() float64 { return float64(g.cfg.MinDownload) * (1 + g.cfg.Hysteresis) }
