@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -70,6 +71,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats
 		return Stats{}, fmt.Errorf("open nfqueue %d: %w", cfg.Queue, err)
 	}
 	defer q.Close()
+	// A deep socket buffer: when this process is briefly starved of CPU,
+	// the kernel's packet messages wait in it instead of being dropped
+	// (ENOBUFS drops the packet, not just the message). SO_RCVBUFFORCE
+	// (root) goes past net.core.rmem_max.
+	if rc, err := q.Con.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
+				_ = q.Con.SetReadBuffer(8 << 20)
+			}
+		})
+	}
 
 	var (
 		packets, failed, maxDepth, depth atomic.Int64
