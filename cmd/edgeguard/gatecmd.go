@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/gate"
 	"github.com/edgefault/edgefault/runtime/wire"
 	"github.com/spf13/cobra"
@@ -50,8 +48,10 @@ Exit codes: 0 open; 1 bad flags or error; 2 not open within --timeout;
 			var wait func(context.Context) error
 			var status func() wire.GateStatus
 			if from != "" {
-				if gf.server != "" {
-					return errors.New("give either --from (follow edgeguard serve) or --server (measure here), not both")
+				for _, n := range gateFlagNames {
+					if cmd.Flags().Changed(n) {
+						return fmt.Errorf("--%s has no effect with --from (the served gate has its own settings): give either --from or the gate flags, not both", n)
+					}
 				}
 				r, err := gate.NewRemote(from)
 				if err != nil {
@@ -64,10 +64,7 @@ Exit codes: 0 open; 1 bad flags or error; 2 not open within --timeout;
 				if err != nil {
 					return err
 				}
-				ev, err := events.Open(g.events, g.node, "gate", g.log)
-				if err != nil {
-					return err
-				}
+				ev := g.openEvents("gate")
 				defer ev.Close()
 				cfg.Events = ev
 				gt, err := gate.New(cfg)

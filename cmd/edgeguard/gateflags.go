@@ -17,6 +17,9 @@ type gateFlags struct {
 	failOpen, noFull                           bool
 }
 
+// names are the flags register adds (gate wait --from refuses them).
+var gateFlagNames = []string{"server", "min-download", "max-latency", "min-upload", "hysteresis", "probe-budget", "interval", "probe-window", "full-duration", "no-full-test", "fail-open"}
+
 func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.server, "server", "", "speed-test server URL, e.g. http://100.64.0.1:8080 (edgeguard speedserver), or 'auto' for Ookla's public list (needs the internet)")
 	fs.StringVar(&f.minDown, "min-download", "", "close the gate below this download rate, with a unit: 5mbit, 512kbit, 2MB/s")
@@ -25,7 +28,7 @@ func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.hysteresis, "hysteresis", "20%", "margin above the thresholds needed to reopen, so the gate does not flap")
 	fs.StringVar(&f.budget, "probe-budget", "2%", "bytes probing may spend: a share of the measured capacity (2%) or a rate (16kB/s, 100kbit)")
 	fs.DurationVar(&f.interval, "interval", 2*time.Second, "shortest time between probes (the budget may stretch it)")
-	fs.DurationVar(&f.window, "probe-window", 50*time.Millisecond, "a probe moves what the reopen threshold carries in this time (at least 32KiB and 4 round trips)")
+	fs.DurationVar(&f.window, "probe-window", 50*time.Millisecond, "a probe moves what the reopen rate carries in this time or in two round trips, whichever is longer (at least 32KiB)")
 	fs.DurationVar(&f.full, "full-duration", 10*time.Second, "how long a full speed test measures each direction")
 	fs.BoolVar(&f.noFull, "no-full-test", false, "never run full speed tests (probes alone decide)")
 	fs.BoolVar(&f.failOpen, "fail-open", false, "treat 'unknown' (cannot measure) as open; default is to fail closed")
@@ -72,9 +75,12 @@ func (f *gateFlags) config(g *globals) (gate.Config, error) {
 		}
 		c.BudgetBytesPerSec = float64(r) / 8
 	}
-	for name, d := range map[string]time.Duration{"--max-latency": f.maxLatency, "--interval": f.interval, "--probe-window": f.window, "--full-duration": f.full} {
-		if d < 0 {
-			return c, fmt.Errorf("%s %s is negative", name, d)
+	if f.maxLatency < 0 {
+		return c, fmt.Errorf("--max-latency %s is negative (0: no latency bound)", f.maxLatency)
+	}
+	for name, d := range map[string]time.Duration{"--interval": f.interval, "--probe-window": f.window, "--full-duration": f.full} {
+		if d <= 0 {
+			return c, fmt.Errorf("%s %s must be more than 0", name, d)
 		}
 	}
 	if c.Server == "" {

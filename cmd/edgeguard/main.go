@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/spf13/cobra"
 )
 
@@ -75,6 +76,19 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// openEvents opens the event log for component. Evidence is best effort:
+// an unwritable path is a loud warning, never a reason not to run (a gate
+// that crash-loops over its log directory would hold its workload for
+// nothing).
+func (g *globals) openEvents(component string) *events.Log {
+	ev, err := events.Open(g.events, g.node, component, g.log)
+	if err != nil {
+		g.log.Error("events will not be recorded", "err", err)
+		ev, _ = events.Open("", g.node, component, g.log)
+	}
+	return ev
 }
 
 func newRoot() *cobra.Command {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/gate"
 	"github.com/edgefault/edgefault/runtime/serve"
 	"github.com/spf13/cobra"
@@ -36,10 +35,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ev, err := events.Open(g.events, g.node, "gate", g.log)
-			if err != nil {
-				return err
-			}
+			ev := g.openEvents("gate")
 			defer ev.Close()
 			cfg.Events = ev
 			gt, err := gate.New(cfg)
@@ -60,7 +56,9 @@ func runHTTP(ctx context.Context, g *globals, addr string, h http.Handler, bg fu
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another edgeguard running? pick another --listen)", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	// Handlers (event streams, long polls) end with ctx, so a SIGTERM is
+	// not held up by them.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	g.log.Info("serving", "addr", ln.Addr().String())
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/edgefault/edgefault/runtime/content"
-	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/gate"
 	"github.com/edgefault/edgefault/runtime/speedserver"
 	"github.com/edgefault/edgefault/runtime/workload"
@@ -23,10 +22,7 @@ GET /speedtest/latency.txt, GET /speedtest/random{N}x{N}.jpg (Range honoured),
 POST /speedtest/upload.php, and GET /stats (bytes served).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ev, err := events.Open(g.events, g.node, "speedserver", g.log)
-			if err != nil {
-				return err
-			}
+			ev := g.openEvents("speedserver")
 			defer ev.Close()
 			return runHTTP(cmd.Context(), g, listen, speedserver.New(ev), nil)
 		},
@@ -46,10 +42,7 @@ func newContentCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ev, err := events.Open(g.events, g.node, "content", g.log)
-			if err != nil {
-				return err
-			}
+			ev := g.openEvents("content")
 			defer ev.Close()
 			return runHTTP(cmd.Context(), g, listen, content.New(n, ev), nil)
 		},
@@ -87,10 +80,7 @@ Its fetches are reported to the gate as free link measurements.`,
 			if err != nil {
 				return fmt.Errorf("--gate: %w", err)
 			}
-			ev, err := events.Open(g.events, g.node, "workload", g.log)
-			if err != nil {
-				return err
-			}
+			ev := g.openEvents("workload")
 			defer ev.Close()
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()

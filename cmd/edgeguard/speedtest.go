@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/gate"
 	"github.com/edgefault/edgefault/units"
 	"github.com/spf13/cobra"
@@ -40,10 +39,7 @@ metered link it costs most of the link. Each test is an event.`,
 			if duration <= 0 || pause < 0 || count < 0 {
 				return fmt.Errorf("--duration must be positive, --pause and --count not negative")
 			}
-			ev, err := events.Open(g.events, g.node, "speedtest", g.log)
-			if err != nil {
-				return err
-			}
+			ev := g.openEvents("speedtest")
 			defer ev.Close()
 			ctx := cmd.Context()
 			for i := 0; count == 0 || i < count; i++ {

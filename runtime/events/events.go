@@ -13,19 +13,26 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/wire"
 )
 
 // Log appends events for one component on one node. A nil *Log discards.
+// Writes happen on a goroutine of their own, so a slow disk or a blocked
+// stdout pipe never stalls the component that emits (a full queue drops
+// and counts instead).
 type Log struct {
-	mu        sync.Mutex
 	w         io.Writer
 	c         io.Closer
 	node      string
 	component string
 	logger    *slog.Logger
+	queue     chan []byte
+	done      chan struct{}
+	closeOnce sync.Once
+	dropped   atomic.Int64
 }
 
 // Open appends to path (created with its directory), or to stdout when path
@@ -47,10 +54,29 @@ func Open(path, node, component string, logger *slog.Logger) (*Log, error) {
 		}
 		l.w, l.c = f, f
 	}
+	l.queue, l.done = make(chan []byte, 4096), make(chan struct{})
+	go l.write()
 	return l, nil
 }
 
-// Emit appends one event stamped now; kv are alternating keys and values.
+func (l *Log) write() {
+	defer close(l.done)
+	for b := range l.queue {
+		if _, err := l.w.Write(b); err != nil && l.logger != nil {
+			l.logger.Warn("event log write failed", "err", err)
+		}
+	}
+}
+
+// Dropped is how many events were dropped because the writer fell behind.
+func (l *Log) Dropped() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.dropped.Load()
+}
+
+// Emit queues one event stamped now; kv are alternating keys and values.
 // A write error is logged, not returned: evidence is best effort and must
 // never stop the component it describes.
 func (l *Log) Emit(event string, kv ...any) wire.Event {
@@ -70,18 +96,25 @@ func (l *Log) Emit(event string, kv ...any) wire.Event {
 		b, _ = json.Marshal(wire.Event{Time: e.Time, Node: l.node, Component: l.component, Event: event, Fields: map[string]any{"marshalError": err.Error()}})
 	}
 	b = append(b, '\n')
-	l.mu.Lock()
-	_, err = l.w.Write(b)
-	l.mu.Unlock()
-	if err != nil && l.logger != nil {
-		l.logger.Warn("event log write failed", "event", event, "err", err)
+	select {
+	case l.queue <- b:
+	default:
+		if l.dropped.Add(1) == 1 && l.logger != nil {
+			l.logger.Warn("event log writer behind: dropping events", "event", event)
+		}
 	}
 	return e
 }
 
-// Close closes the file, if any.
+// Close writes what is queued and closes the file, if any. Emit must not
+// be called after Close.
 func (l *Log) Close() error {
-	if l == nil || l.c == nil {
+	if l == nil {
+		return nil
+	}
+	l.closeOnce.Do(func() { close(l.queue) })
+	<-l.done
+	if l.c == nil {
 		return nil
 	}
 	return l.c.Close()

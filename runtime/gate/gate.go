@@ -183,7 +183,13 @@ type Gate struct {
 	lastFull    time.Time
 	lastPassive time.Time
 	lastProbe   time.Time
-	rtt         time.Duration
+	lastProbeUp float64 // bits/s, the last upload probe
+	failRun     int     // failed probes in a row
+	// fullNotBefore holds off the next full test after one that did not
+	// open the gate; fullBackoff is the current hold-off.
+	fullNotBefore time.Time
+	fullBackoff   time.Duration
+	rtt           time.Duration
 	// lastProbeBytes is what the last regular probe moved (meter).
 	lastProbeBytes int64
 	rtts           []time.Duration // recent round trips, newest last
@@ -197,7 +203,7 @@ func New(cfg Config) (*Gate, error) {
 		return nil, err
 	}
 	g := &Gate{cfg: cfg, wake: make(chan struct{}, 1), change: make(chan struct{})}
-	g.st = wire.GateStatus{Node: cfg.Node, State: wire.Unknown, Since: time.Now().UTC(), Reason: "not measured yet", Server: cfg.Server, FailOpen: cfg.FailOpen, Open: cfg.FailOpen}
+	g.st = wire.GateStatus{Node: cfg.Node, State: wire.Unknown, Since: time.Now().UTC(), Reason: "not measured yet", Server: cfg.Server, FailOpen: cfg.FailOpen}
 	g.st.Threshold.MinDownloadBps = float64(cfg.MinDownload)
 	g.st.Threshold.MaxLatency = cfg.MaxLatency
 	g.st.Threshold.MinUploadBps = float64(cfg.MinUpload)
@@ -314,6 +320,12 @@ func (g *Gate) openUp() float64   { return float64(g.cfg.MinUpload) * (1 + g.cfg
 
 func (g *Gate) recordLocked(m wire.Measurement) {
 	const keep = 20
+	if n := len(g.st.Measurements); n > 0 && m.Kind == "passive" && g.st.Measurements[n-1].Kind == "passive" {
+		// A run of workload samples keeps only its latest, so they do not
+		// push the probes and full tests out of the list.
+		g.st.Measurements[n-1] = m
+		return
+	}
 	g.st.Measurements = append(g.st.Measurements, m)
 	if n := len(g.st.Measurements); n > keep {
 		g.st.Measurements = append([]wire.Measurement(nil), g.st.Measurements[n-keep:]...)
@@ -328,7 +340,9 @@ func (g *Gate) setLocked(s wire.GateState, reason string) {
 	}
 	from := g.st.State
 	g.st.State, g.st.Reason, g.st.Since = s, reason, time.Now().UTC()
-	g.st.Open = s == wire.Open || (s == wire.Unknown && g.cfg.FailOpen)
+	// Fail-open applies to a gate that tried and could not measure, not to
+	// one that has not tried yet: a startup hold still holds.
+	g.st.Open = s == wire.Open || (s == wire.Unknown && g.cfg.FailOpen && g.fails > 0)
 	g.st.Seq++
 	close(g.change)
 	g.change = make(chan struct{})

@@ -98,6 +98,10 @@ func TestStateMachine(t *testing.T) {
 		{"one failure retries", wire.Open, []string{vFailed}, wire.Open, retry},
 		{"two failures: unknown", wire.Open, []string{vFailed, vFailed}, wire.Unknown, wait},
 		{"failures from closed: unknown", wire.Closed, []string{vFailed, vFailed}, wire.Unknown, wait},
+		{"bad and failed alternating closes", wire.Open, []string{vBad, vFailed}, wire.Closed, wait},
+		{"failed then bad closes", wire.Open, []string{vFailed, vBad}, wire.Closed, wait},
+		{"bad, failed, bad, failed never stays open", wire.Open, []string{vBad, vFailed, vBad, vFailed}, wire.Closed, wait},
+		{"a good reading resets", wire.Open, []string{vBad, vGood, vFailed}, wire.Open, retry},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, _ := New(Config{Server: "http://x:1", MinDownload: units.Mbit})
@@ -126,8 +130,16 @@ func TestStateMachine(t *testing.T) {
 
 func TestFailOpen(t *testing.T) {
 	g, _ := New(Config{Server: "http://x:1", MinDownload: units.Mbit, FailOpen: true})
+	if g.State() != wire.Unknown || g.IsOpen() {
+		t.Fatalf("fail-open before any attempt: state %s open %v; a startup hold must still hold", g.State(), g.IsOpen())
+	}
+	g.mu.Lock()
+	g.setLocked(wire.Closed, "x")
+	g.stepLocked(vFailed, "no answer")
+	g.stepLocked(vFailed, "no answer")
+	g.mu.Unlock()
 	if g.State() != wire.Unknown || !g.IsOpen() {
-		t.Fatalf("fail-open unknown: state %s open %v", g.State(), g.IsOpen())
+		t.Fatalf("fail-open after failures: state %s open %v", g.State(), g.IsOpen())
 	}
 	g.mu.Lock()
 	g.setLocked(wire.Closed, "x")
@@ -241,12 +253,18 @@ func TestGateFollowsServerRate(t *testing.T) {
 	}
 	wcancel()
 	st := g.Status()
-	if st.CapacityBps < 20e6 || st.ProbeBytes == 0 || st.Measurements[len(st.Measurements)-1].Kind != "full" {
-		t.Fatalf("after opening: %+v", st)
+	full := 0
+	for _, m := range st.Measurements {
+		if m.Kind == "full" {
+			full++
+		}
+	}
+	if st.CapacityBps < 20e6 || st.ProbeBytes == 0 || full != 1 {
+		t.Fatalf("after opening (want one full test): %+v", st)
 	}
 	p.rate.Store(4e6) // well under the 20mbit threshold
-	took := waitState(t, g, wire.Closed, 10*time.Second)
-	t.Logf("closed %s after the server slowed", took)
+	took := waitState(t, g, wire.Closed, 15*time.Second)
+	t.Logf("closed %s after the server slowed", took) // bound: 3x the 5 s target
 	if g.IsOpen() {
 		t.Fatal("closed gate reports open")
 	}
@@ -288,5 +306,36 @@ func TestGateUnknownOnGarbageOrSilence(t *testing.T) {
 			}
 			t.Log(m.Reason)
 		})
+	}
+}
+
+// A full test that does not confirm what the probes say holds off the next
+// one: the gate never falls back into back-to-back full tests.
+func TestFullTestBackoff(t *testing.T) {
+	g, _ := New(Config{Server: "http://x:1", MinDownload: units.Mbit})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.setLocked(wire.Closed, "start")
+	g.stepLocked(vGood, "")
+	if a := g.stepLocked(vGood, ""); a != full {
+		t.Fatalf("two goods: action %d, want a full test", a)
+	}
+	g.backOffLocked(100 << 20)
+	first := g.fullBackoff
+	if first < 30*time.Second {
+		t.Fatalf("back-off %s, want at least 30 s", first)
+	}
+	g.stepLocked(vGood, "")
+	if a := g.stepLocked(vGood, ""); a == full || g.st.State != wire.Closed {
+		t.Fatalf("during the back-off: action %d state %s, want no full test and still closed", a, g.st.State)
+	}
+	g.backOffLocked(0)
+	if g.fullBackoff != 2*first && g.fullBackoff != time.Hour {
+		t.Fatalf("second back-off %s, want double %s", g.fullBackoff, first)
+	}
+	g.fullNotBefore = time.Now().Add(-time.Second)
+	g.stepLocked(vGood, "")
+	if a := g.stepLocked(vGood, ""); a != full {
+		t.Fatalf("after the back-off: action %d, want a full test", a)
 	}
 }

@@ -113,7 +113,15 @@ func (r *Remote) Run(ctx context.Context) {
 	}
 }
 
+// idle is how long the event stream may stay silent: the server sends a
+// keep-alive every 15 s, so silence beyond this means it is gone or hung.
+const idle = 45 * time.Second
+
 func (r *Remote) follow(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(idle, func() { cancel(fmt.Errorf("no word from %s for %s", r.base, idle)) })
+	defer watchdog.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/v1/gate/events", nil)
 	if err != nil {
 		return err
@@ -129,6 +137,7 @@ func (r *Remote) follow(ctx context.Context) error {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		watchdog.Reset(idle)
 		line := sc.Text()
 		if !strings.HasPrefix(line, "data: ") {
 			continue
@@ -138,6 +147,9 @@ func (r *Remote) follow(ctx context.Context) error {
 			return fmt.Errorf("bad event: %w", err)
 		}
 		r.set(s)
+	}
+	if c := context.Cause(ctx); c != nil {
+		return c
 	}
 	if err := sc.Err(); err != nil {
 		return err

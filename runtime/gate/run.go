@@ -60,27 +60,33 @@ func fmtRate(bps float64) string {
 	return fmt.Sprintf("%.0fbit", bps)
 }
 
-// step applies a probe's verdict to the counters and the state, and says
-// what to do next. It holds g.mu.
+// stepLocked applies a probe's verdict to the counters and the state, and
+// says what to do next. Bad and failed readings count together: a link
+// that alternates between them is not a good link. After CloseAfter of
+// them in a row the gate is closed if any was bad (the link was measured
+// slow), unknown if all failed. It holds g.mu.
 func (g *Gate) stepLocked(v, reason string) action {
 	s := g.st.State
 	switch v {
-	case vFailed:
-		g.good, g.bad = 0, 0
-		g.fails++
-		if g.fails >= g.cfg.CloseAfter {
-			g.setLocked(wire.Unknown, reason)
-			return wait
+	case vFailed, vBad:
+		g.good = 0
+		if v == vBad {
+			g.bad++
+		} else {
+			g.fails++
 		}
-		return retry
-	case vBad:
-		g.good, g.fails = 0, 0
-		g.bad++
-		if g.bad >= g.cfg.CloseAfter || s == wire.Closed {
+		if g.bad+g.fails < g.cfg.CloseAfter && s != wire.Closed {
+			if v == vBad {
+				return escalate
+			}
+			return retry
+		}
+		if g.bad > 0 {
 			g.setLocked(wire.Closed, reason)
-			return wait
+		} else {
+			g.setLocked(wire.Unknown, reason)
 		}
-		return escalate
+		return wait
 	case vBand:
 		g.good, g.bad, g.fails = 0, 0, 0
 		if s == wire.Unknown {
@@ -98,6 +104,12 @@ func (g *Gate) stepLocked(v, reason string) action {
 		return retry
 	}
 	if !g.cfg.NoFullTest {
+		if time.Now().Before(g.fullNotBefore) {
+			// The last full test did not confirm what the probes said:
+			// do not run another before its back-off ends.
+			g.good = 0
+			return wait
+		}
 		return full
 	}
 	g.setLocked(wire.Open, reason)
@@ -240,6 +252,7 @@ func (g *Gate) Run(ctx context.Context) error {
 				break
 			}
 			g.mu.Lock()
+			g.fails++
 			g.setLocked(wire.Unknown, err.Error())
 			g.mu.Unlock()
 			g.cfg.Logger.Warn("gate cannot pick a public speed-test server", "err", err)
@@ -256,6 +269,17 @@ func (g *Gate) Run(ctx context.Context) error {
 
 	var size int64
 	for ctx.Err() == nil {
+		if g.cfg.Server == Auto && g.failStreak() >= 10 {
+			// The public server chosen at start has stopped answering:
+			// choose again.
+			if u, err := autoServer(ctx, c); err == nil && u != base {
+				g.cfg.Logger.Warn("gate switches public speed-test server", "from", base, "to", u)
+				base = u
+				g.mu.Lock()
+				g.st.Server = base
+				g.mu.Unlock()
+			}
+		}
 		m, err := g.probe(ctx, c, base, size)
 		if ctx.Err() != nil {
 			return nil
@@ -274,20 +298,25 @@ func (g *Gate) Run(ctx context.Context) error {
 			}
 		} else {
 			m.Verdict, m.Reason = g.verdict(m.DownloadBps, m.UploadBps, m.Latency)
+			if m.Cut {
+				m.Reason += " (probe cut at its deadline)"
+			}
+			if m.UploadBps > 0 {
+				g.lastProbeUp = m.UploadBps
+			}
 		}
 		g.recordLocked(m)
+		if m.Verdict == vFailed {
+			g.failRun++
+		} else {
+			g.failRun = 0
+		}
 		if !escalated && m.Bytes > 0 {
 			g.lastProbeBytes = m.Bytes
 		}
 		g.cfg.Events.Emit("probe", "verdict", m.Verdict, "downloadBps", int64(m.DownloadBps), "uploadBps", int64(m.UploadBps), "latencyMs", float64(m.Latency.Microseconds())/1000, "bytes", m.Bytes, "reason", m.Reason)
 		if m.Verdict == vFailed {
 			g.cfg.Logger.Warn("gate probe failed", "server", base, "err", err, "state", g.st.State)
-		}
-		if m.Cut && m.Verdict == vBad {
-			// It ran out of time: slower than the threshold even allowing
-			// for slow start. That needs no second opinion.
-			m.Reason += " (probe cut at its deadline)"
-			g.bad = max(g.bad, g.cfg.CloseAfter-1)
 		}
 		act = g.stepLocked(m.Verdict, m.Reason)
 		iv := g.interval()
@@ -296,7 +325,13 @@ func (g *Gate) Run(ctx context.Context) error {
 
 		switch act {
 		case escalate:
+			// Confirm at once: twice the size, so slow start weighs less,
+			// unless this one ran out of time (then the same size: a
+			// bigger one would only take longer to say the same).
 			size = 2 * g.probeSizeLocked()
+			if m.Cut {
+				size = g.probeSizeLocked()
+			}
 			continue
 		case retry:
 			if !sleep(ctx, min(iv, 500*time.Millisecond)) {
@@ -311,6 +346,13 @@ func (g *Gate) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// failStreak counts failed probes in a row.
+func (g *Gate) failStreak() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failRun
 }
 
 func (g *Gate) probeSizeLocked() int64 {
@@ -345,7 +387,9 @@ func (g *Gate) waitNext(ctx context.Context) bool {
 		case <-t.C:
 		}
 		g.mu.Lock()
-		vouched := g.st.State == wire.Open && time.Since(g.lastPassive) < iv
+		// Workload transfers say nothing about latency or upload: they
+		// stand in for probes only when download is all that is judged.
+		vouched := g.st.State == wire.Open && time.Since(g.lastPassive) < iv && g.cfg.MaxLatency == 0 && g.cfg.MinUpload == 0
 		g.mu.Unlock()
 		if !vouched {
 			return true
@@ -354,42 +398,80 @@ func (g *Gate) waitNext(ctx context.Context) bool {
 }
 
 // fullTest runs speedtest-go and applies its verdict directly: it is the
-// strongest evidence the gate has. It reports whether it measured.
-func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string) bool {
+// strongest evidence the gate has. A full test that does not open the gate
+// sets a back-off before the next one (its own cost at the probe budget,
+// at least 30 s, doubling while it keeps failing to confirm, up to an
+// hour), so a link the probes like and the full test does not never gets
+// full tests back to back.
+func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string) {
 	g.cfg.Events.Emit("fulltest-start", "server", base, "seconds", g.cfg.FullDuration.Seconds())
 	before := g.meter.n.Load()
-	r, err := fullTest(ctx, c, base, g.cfg.FullDuration, g.cfg.MinUpload > 0)
+	withUp := g.cfg.MinUpload > 0
+	// Bounded even if the link blackholes mid-test: ping, download, upload.
+	limit := 15*time.Second + 2*g.cfg.FullDuration
+	if withUp {
+		limit += 2 * g.cfg.FullDuration
+	}
+	fctx, cancel := context.WithTimeout(ctx, limit)
+	r, err := fullTest(fctx, c, base, g.cfg.FullDuration, withUp)
+	timedOut := errors.Is(fctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err == nil && r.latency <= 0 {
+		err = errors.New("speedtest ping measured no latency")
+	}
+	if timedOut && ctx.Err() == nil {
+		err = fmt.Errorf("full test did not finish within %s", limit)
+	}
 	m := wire.Measurement{Time: time.Now().UTC(), Kind: "full", DownloadBps: r.download, UploadBps: r.upload, Latency: r.latency, Bytes: g.meter.n.Load() - before}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if ctx.Err() != nil {
-		return false
+		return
 	}
+	g.good, g.bad, g.fails = 0, 0, 0
 	if err != nil {
 		m.Verdict, m.Error, m.Reason = vFailed, err.Error(), "full test failed: "+err.Error()
 		g.recordLocked(m)
 		g.cfg.Events.Emit("fulltest", "verdict", m.Verdict, "err", err.Error(), "bytes", m.Bytes)
 		g.cfg.Logger.Warn("gate full test failed", "server", base, "err", err)
-		g.good = 0
-		return false
+		g.backOffLocked(m.Bytes)
+		g.setLocked(g.st.State, m.Reason)
+		return
 	}
-	m.Verdict, m.Reason = g.verdict(r.download, r.upload, r.latency)
+	up := r.upload
+	if withUp && up == 0 {
+		// speedtest-go's upload often measures nothing at low rates; the
+		// bounded upload probe (reliable) then speaks for the upload.
+		up = g.lastProbeUp
+	}
+	m.Verdict, m.Reason = g.verdict(r.download, up, r.latency)
 	g.recordLocked(m)
 	g.st.CapacityBps = r.download
 	g.lastFull = time.Now()
 	g.cfg.Events.Emit("fulltest", "verdict", m.Verdict, "downloadBps", int64(r.download), "uploadBps", int64(r.upload), "latencyMs", float64(r.latency.Microseconds())/1000, "bytes", m.Bytes)
-	g.good, g.bad, g.fails = 0, 0, 0
 	switch m.Verdict {
 	case vGood:
+		g.fullBackoff, g.fullNotBefore = 0, time.Time{}
 		g.setLocked(wire.Open, "full test: "+m.Reason)
 	case vBad:
+		g.backOffLocked(m.Bytes)
 		g.setLocked(wire.Closed, "full test: "+m.Reason)
 	default:
+		g.backOffLocked(m.Bytes)
 		if g.st.State != wire.Open {
 			g.setLocked(wire.Closed, "full test: "+m.Reason)
 		}
 	}
-	return true
+}
+
+func (g *Gate) backOffLocked(cost int64) {
+	next := max(30*time.Second, 2*g.fullBackoff)
+	if b := g.budgetBps(); b > 0 {
+		next = max(next, time.Duration(float64(cost)/b*float64(time.Second)))
+	}
+	g.fullBackoff = min(next, time.Hour)
+	g.fullNotBefore = time.Now().Add(g.fullBackoff)
+	g.st.Reason += fmt.Sprintf(" (next full test not before %s)", g.fullNotBefore.UTC().Format(time.TimeOnly))
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

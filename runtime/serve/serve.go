@@ -8,7 +8,7 @@
 //	GET  /v1/gate              the status document (wire.GateStatus)
 //	GET  /v1/gate?after=N      long poll: answers once the state change counter passes N (or after wait=, default 30s)
 //	GET  /v1/gate/events       server-sent events, one "gate" event per state change
-//	POST /v1/gate/observe      {"bytes":N,"seconds":S}: a transfer the workload made
+//	POST /v1/gate/observe      {"bytes":N,"seconds":S}: a transfer the workload made (loopback only)
 //	GET  /metrics              Prometheus
 package serve
 
@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -107,6 +108,13 @@ func Handler(g Gate) http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/gate/observe", func(w http.ResponseWriter, r *http.Request) {
+		// Only the node's own workloads may vouch for its link: serve
+		// listens on the pod IP for the kubelet's probes, and a sample
+		// from anywhere else could hold a bad link open.
+		if !fromLoopback(r) {
+			http.Error(w, "observations are accepted from loopback only", http.StatusForbidden)
+			return
+		}
 		var o Observation
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&o); err != nil || o.Bytes < 0 || o.Seconds <= 0 {
 			http.Error(w, `want {"bytes":N,"seconds":S} with S > 0`, http.StatusBadRequest)
@@ -119,6 +127,15 @@ func Handler(g Gate) http.Handler {
 	reg.MustRegister(collector{g: g})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

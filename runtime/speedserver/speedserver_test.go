@@ -68,6 +68,7 @@ func TestEndpoints(t *testing.T) {
 	if st.BytesReceived != 12345 || st.BytesSent < 350*350*2+100000 || st.Requests != 6 {
 		t.Fatalf("stats %+v", st)
 	}
+	ev.Close() // flush
 	evs, err := events.Read(evPath)
 	if err != nil || len(evs) != 3 {
 		t.Fatalf("events %v %v: want 2 served + 1 received", evs, err)
