@@ -1,0 +1,344 @@
+// Package buffer is the durable store-and-forward buffer: producers append
+// records, which are acknowledged only once they are on local disk (bbolt,
+// fsync'd, many appends per commit), and a forwarder ships them upstream in
+// order, in batches, while the link is usable, deleting them only once the
+// sink has acknowledged them. With the sink's deduplication by idempotency
+// key, delivery is exactly once across crashes and retries.
+//
+// The buffer is bounded by records and bytes with an explicit overflow
+// policy (Block, the default, refuses with ErrFull and never drops what
+// was acknowledged; DropOldest; DropNewest), and drops are counted. A
+// Memory durability mode acknowledges before anything reaches a disk; it
+// loses data on a crash and exists only for comparison and as a negative
+// control.
+package buffer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/record"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Overflow is what happens to an append that does not fit.
+type Overflow string
+
+// Overflow policies.
+const (
+	Block      Overflow = "block"       // refuse the append with ErrFull
+	DropOldest Overflow = "drop-oldest" // make room by dropping the oldest records
+	DropNewest Overflow = "drop-newest" // accept the append but drop the record
+)
+
+// ParseOverflow parses a policy name.
+func ParseOverflow(s string) (Overflow, error) {
+	switch o := Overflow(s); o {
+	case Block, DropOldest, DropNewest:
+		return o, nil
+	}
+	return "", fmt.Errorf("overflow policy %q: use block, drop-oldest or drop-newest", s)
+}
+
+// Durability says when an append is acknowledged.
+type Durability string
+
+// Durability modes.
+const (
+	Disk   Durability = "disk"   // after fsync (default)
+	Memory Durability = "memory" // at once, in memory only: LOSES DATA on a crash
+)
+
+// ErrFull is returned (wrapped) by Append under the Block policy when the
+// buffer is at its bound: back-pressure, nothing was stored.
+var ErrFull = errors.New("buffer full")
+
+// ErrCorrupt is returned (wrapped) by Open for a database it cannot read.
+var ErrCorrupt = errors.New("buffer database is corrupt")
+
+// Options configure a buffer. Zero values take the defaults.
+type Options struct {
+	Node       string
+	MaxRecords int64    // default 1 000 000
+	MaxBytes   int64    // default 256 MB (payload and metadata as stored)
+	Overflow   Overflow // default Block
+	Durability Durability
+	Events     *events.Log
+	Logger     *slog.Logger
+}
+
+// Receipt says what became of one appended record.
+type Receipt struct {
+	Stream  string `json:"stream"`
+	Seq     uint64 `json:"seq"`
+	Key     string `json:"key"`
+	Dropped bool   `json:"dropped,omitempty"` // DropNewest: accepted and dropped
+}
+
+// Input is one record to append.
+type Input struct {
+	Stream  string            `json:"stream"`
+	Meta    map[string]string `json:"meta,omitempty"`
+	Payload []byte            `json:"payload"`
+}
+
+// Stats are the buffer's counters.
+type Stats struct {
+	Records    int64     `json:"records"`
+	Bytes      int64     `json:"bytes"`
+	Oldest     time.Time `json:"oldest,omitempty"`
+	Appended   int64     `json:"appended"`
+	Forwarded  int64     `json:"forwarded"`
+	Dropped    int64     `json:"dropped"`
+	Commits    int64     `json:"commits"`
+	FlushBps   float64   `json:"flushBitsPerSecond"`
+	Durability string    `json:"durability"`
+	Overflow   string    `json:"overflow"`
+	Epoch      string    `json:"epoch"`
+	LastError  string    `json:"lastError,omitempty"`
+}
+
+var (
+	bMeta  = []byte("meta")
+	bQueue = []byte("queue")
+)
+
+// Buffer is an open buffer. Its methods are safe for concurrent use.
+type Buffer struct {
+	o     Options
+	db    *bolt.DB // nil in Memory mode
+	epoch string
+	reqs  chan *appendReq
+	quit  chan struct{}
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	next     uint64            // next queue key
+	seqs     map[string]uint64 // last seq per stream
+	records  int64
+	bytes    int64
+	oldest   time.Time
+	mem      []memItem // Memory mode
+	added    chan struct{}
+	st       Stats
+	flushEst float64
+}
+
+type memItem struct {
+	key uint64
+	val []byte
+}
+
+type appendReq struct {
+	in   []Input
+	out  []Receipt
+	err  error
+	done chan struct{}
+}
+
+// Open opens (creating if needed) the buffer database at path. A database
+// that cannot be read is moved aside (path.corrupt-<time>) and Open fails
+// with ErrCorrupt naming both files: never a silent reset.
+func Open(path string, o Options) (*Buffer, error) {
+	if o.MaxRecords == 0 {
+		o.MaxRecords = 1_000_000
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = 256_000_000
+	}
+	if o.Overflow == "" {
+		o.Overflow = Block
+	}
+	if o.Durability == "" {
+		o.Durability = Disk
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxRecords < 0 || o.MaxBytes < 0 {
+		return nil, fmt.Errorf("buffer bounds must not be negative (records %d, bytes %d)", o.MaxRecords, o.MaxBytes)
+	}
+	b := &Buffer{o: o, reqs: make(chan *appendReq, 1024), quit: make(chan struct{}), seqs: map[string]uint64{}, added: make(chan struct{})}
+	b.st.Durability, b.st.Overflow = string(o.Durability), string(o.Overflow)
+	if o.Durability == Memory {
+		b.epoch = newEpoch()
+		o.Logger.Warn("buffer in MEMORY durability mode: appends are acknowledged before they reach a disk and are LOST on a crash or restart; use it only for comparison")
+		o.Events.Emit("memory-mode", "warning", "acknowledged records are lost on a crash")
+	} else if err := b.openDB(path); err != nil {
+		return nil, err
+	}
+	b.st.Epoch = b.epoch
+	b.wg.Add(1)
+	go b.committer()
+	return b, nil
+}
+
+func newEpoch() string {
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}
+
+func (b *Buffer) openDB(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("buffer directory: %w", err)
+	}
+	db, err := openBolt(path)
+	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("open buffer %s: %w", path, err)
+		}
+		aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return fmt.Errorf("%w: %s: %v (and it could not be moved aside: %v); nothing was changed", ErrCorrupt, path, err, rerr)
+		}
+		b.o.Events.Emit("corrupt", "path", path, "aside", aside, "err", err.Error())
+		return fmt.Errorf("%w: %s cannot be read (%v); it was moved aside to %s and kept; the next start creates an empty buffer (a new epoch)", ErrCorrupt, path, err, aside)
+	}
+	b.db = db
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bMeta)
+		if err != nil {
+			return err
+		}
+		q, err := tx.CreateBucketIfNotExists(bQueue)
+		if err != nil {
+			return err
+		}
+		if e := meta.Get([]byte("epoch")); e != nil {
+			b.epoch = string(e)
+		} else {
+			b.epoch = newEpoch()
+			if err := meta.Put([]byte("epoch"), []byte(b.epoch)); err != nil {
+				return err
+			}
+		}
+		c := meta.Cursor()
+		for k, v := c.Seek([]byte("seq/")); k != nil && len(k) > 4 && string(k[:4]) == "seq/"; k, v = c.Next() {
+			b.seqs[string(k[4:])] = binary.BigEndian.Uint64(v)
+		}
+		qc := q.Cursor()
+		if k, _ := qc.Last(); k != nil {
+			b.next = binary.BigEndian.Uint64(k) + 1
+		}
+		// Count what is queued (a backlog survives restarts).
+		first := true
+		for k, v := qc.First(); k != nil; k, v = qc.Next() {
+			b.records++
+			b.bytes += int64(len(v))
+			if first {
+				var r record.Record
+				if json.Unmarshal(v, &r) == nil {
+					b.oldest = r.Time
+				}
+				first = false
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("buffer %s: %w", path, err)
+	}
+	b.o.Events.Emit("opened", "path", path, "epoch", b.epoch, "records", b.records, "bytes", b.bytes)
+	return nil
+}
+
+// openBolt opens the file, turning bbolt's panics on some corruptions
+// into errors.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("bbolt: %v", r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	// Touch every page once so a damaged file is found now, not mid-run.
+	if cerr := db.View(func(tx *bolt.Tx) error {
+		for e := range tx.Check() {
+			return e
+		}
+		return nil
+	}); cerr != nil {
+		db.Close()
+		return nil, cerr
+	}
+	return db, nil
+}
+
+// Epoch names this buffer database in idempotency keys.
+func (b *Buffer) Epoch() string { return b.epoch }
+
+// Append stores the inputs and returns once they are durable (Disk) or
+// queued (Memory), in the order given. Under Block, a buffer at its bound
+// refuses the whole call with ErrFull; an error means nothing of the call
+// was stored.
+func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
+	for i, r := range in {
+		if r.Stream == "" {
+			return nil, fmt.Errorf("record %d has no stream name", i)
+		}
+	}
+	req := &appendReq{in: in, done: make(chan struct{})}
+	select {
+	case b.reqs <- req:
+	case <-b.quit:
+		return nil, errors.New("buffer closed")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-req.done:
+		return req.out, req.err
+	case <-ctx.Done():
+		// It may still be stored: the caller must treat it as unknown.
+		return nil, fmt.Errorf("append not confirmed: %w", ctx.Err())
+	}
+}
+
+// committer turns queued appends into as few commits as possible: it
+// takes what has accumulated while the previous commit was syncing (group
+// commit), without waiting for more.
+func (b *Buffer) committer() {
+	defer b.wg.Done()
+	const maxGroup = 4096
+	for {
+		var group []*appendReq
+		select {
+		case r := <-b.reqs:
+			group = append(group, r)
+		case <-b.quit:
+			return
+		}
+		n := len(group[0].in)
+	more:
+		for n < maxGroup {
+			select {
+			case r := <-b.reqs:
+				group = append(group, r)
+				n += len(r.in)
+			default:
+				break more
+			}
+		}
+		b.commit(group)
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+}

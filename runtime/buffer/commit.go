@@ -1,0 +1,228 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/record"
+	bolt "go.etcd.io/bbolt"
+)
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// store is where a commit writes: the bbolt transaction, or the memory
+// queue.
+type store interface {
+	put(key uint64, val []byte) error
+	dropOldest() (size int, ok bool, err error)
+	setSeq(stream string, seq uint64) error
+}
+
+type boltStore struct{ q, meta *bolt.Bucket }
+
+func (s boltStore) put(k uint64, v []byte) error { return s.q.Put(u64(k), v) }
+func (s boltStore) setSeq(stream string, seq uint64) error {
+	return s.meta.Put([]byte("seq/"+stream), u64(seq))
+}
+func (s boltStore) dropOldest() (int, bool, error) {
+	k, v := s.q.Cursor().First()
+	if k == nil {
+		return 0, false, nil
+	}
+	n := len(v)
+	return n, true, s.q.Delete(k)
+}
+
+type memStore struct{ b *Buffer }
+
+func (s memStore) put(k uint64, v []byte) error {
+	s.b.mem = append(s.b.mem, memItem{key: k, val: v})
+	return nil
+}
+func (s memStore) setSeq(string, uint64) error { return nil }
+func (s memStore) dropOldest() (int, bool, error) {
+	if len(s.b.mem) == 0 {
+		return 0, false, nil
+	}
+	n := len(s.b.mem[0].val)
+	s.b.mem = s.b.mem[1:]
+	return n, true, nil
+}
+
+// commit stores a group of appends in one transaction (one fsync pair).
+// Each request succeeds or fails whole; a failed transaction fails them
+// all and changes nothing.
+func (b *Buffer) commit(group []*appendReq) {
+	now := time.Now().UTC()
+	b.mu.Lock()
+	next, records, bytes := b.next, b.records, b.bytes
+	// The forwarder removes records meanwhile: apply this commit as a
+	// change to the counters, not as their new value.
+	baseRecords, baseBytes := records, bytes
+	seqs := map[string]uint64{}
+	for _, r := range group {
+		for _, in := range r.in {
+			if _, ok := seqs[in.Stream]; !ok {
+				seqs[in.Stream] = b.seqs[in.Stream]
+			}
+		}
+	}
+	b.mu.Unlock()
+
+	var dropped, appended int64
+	apply := func(s store) error {
+		for _, r := range group {
+			r.err = nil
+			vals := make([][]byte, len(r.in))
+			recs := make([]record.Record, len(r.in))
+			var size int64
+			for i, in := range r.in {
+				seq := seqs[in.Stream] + 1
+				seqs[in.Stream] = seq
+				recs[i] = record.Record{Key: record.Key(b.o.Node, b.epoch, in.Stream, seq), Node: b.o.Node, Epoch: b.epoch, Stream: in.Stream, Seq: seq, Time: now, Meta: in.Meta, Payload: in.Payload}
+				v, err := json.Marshal(recs[i])
+				if err != nil {
+					return err
+				}
+				vals[i] = v
+				size += int64(len(v))
+			}
+			fits := records+int64(len(r.in)) <= b.o.MaxRecords && bytes+size <= b.o.MaxBytes
+			switch {
+			case fits:
+			case b.o.Overflow == Block:
+				// Undo the seqs this request took: nothing of it is stored.
+				for i := len(r.in) - 1; i >= 0; i-- {
+					seqs[r.in[i].Stream]--
+				}
+				r.err = fmt.Errorf("%w: %d records, %d bytes queued (bounds %d records, %d bytes): the uplink has been unusable long enough to fill it; retry later or raise --buffer-max-bytes/--buffer-max-records", ErrFull, records, bytes, b.o.MaxRecords, b.o.MaxBytes)
+				continue
+			case b.o.Overflow == DropNewest:
+				r.out = make([]Receipt, len(r.in))
+				for i, rec := range recs {
+					r.out[i] = Receipt{Stream: rec.Stream, Seq: rec.Seq, Key: rec.Key, Dropped: true}
+				}
+				dropped += int64(len(r.in))
+				for stream := range seqs {
+					if err := s.setSeq(stream, seqs[stream]); err != nil {
+						return err
+					}
+				}
+				continue
+			case b.o.Overflow == DropOldest:
+				for records+int64(len(r.in)) > b.o.MaxRecords || bytes+size > b.o.MaxBytes {
+					n, ok, err := s.dropOldest()
+					if err != nil {
+						return err
+					}
+					if !ok {
+						break
+					}
+					records--
+					bytes -= int64(n)
+					dropped++
+				}
+				if size > b.o.MaxBytes {
+					r.err = fmt.Errorf("%w: %d bytes in one append exceed the %d-byte bound", ErrFull, size, b.o.MaxBytes)
+					continue
+				}
+			}
+			r.out = make([]Receipt, len(r.in))
+			for i, rec := range recs {
+				if err := s.put(next, vals[i]); err != nil {
+					return err
+				}
+				next++
+				r.out[i] = Receipt{Stream: rec.Stream, Seq: rec.Seq, Key: rec.Key}
+			}
+			records += int64(len(r.in))
+			bytes += size
+			appended += int64(len(r.in))
+		}
+		for stream, seq := range seqs {
+			if err := s.setSeq(stream, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+	var err error
+	if b.db == nil {
+		b.mu.Lock()
+		err = apply(memStore{b})
+		b.mu.Unlock()
+	} else {
+		err = b.db.Update(func(tx *bolt.Tx) error {
+			return apply(boltStore{q: tx.Bucket(bQueue), meta: tx.Bucket(bMeta)})
+		})
+	}
+	if err != nil {
+		err = fmt.Errorf("buffer commit failed, nothing of it was stored: %w", err)
+		for _, r := range group {
+			r.out, r.err = nil, err
+		}
+		b.mu.Lock()
+		b.st.LastError = err.Error()
+		b.mu.Unlock()
+		b.o.Logger.Error("buffer commit failed", "err", err)
+		b.o.Events.Emit("commit-failed", "err", err.Error())
+		return
+	}
+	b.mu.Lock()
+	wasEmpty := b.records == 0
+	b.next = next
+	b.records += records - baseRecords
+	b.bytes += bytes - baseBytes
+	for s, v := range seqs {
+		b.seqs[s] = v
+	}
+	if wasEmpty && appended > 0 || dropped > 0 || b.oldest.IsZero() && b.records > 0 {
+		b.oldest = b.headTimeLocked(now)
+	}
+	b.st.Appended += appended
+	b.st.Dropped += dropped
+	b.st.Commits++
+	b.st.LastError = ""
+	if appended > 0 {
+		close(b.added)
+		b.added = make(chan struct{})
+	}
+	b.mu.Unlock()
+	if dropped > 0 {
+		b.o.Events.Emit("dropped", "records", dropped, "policy", string(b.o.Overflow))
+		b.o.Logger.Warn("buffer full: records dropped", "records", dropped, "policy", b.o.Overflow)
+	}
+}
+
+// headTimeLocked is when the oldest queued record was appended (now if
+// none can be read).
+func (b *Buffer) headTimeLocked(now time.Time) time.Time {
+	var v []byte
+	if b.db == nil {
+		if len(b.mem) == 0 {
+			return time.Time{}
+		}
+		v = b.mem[0].val
+	} else {
+		_ = b.db.View(func(tx *bolt.Tx) error {
+			_, val := tx.Bucket(bQueue).Cursor().First()
+			v = append([]byte(nil), val...)
+			return nil
+		})
+	}
+	if v == nil {
+		return time.Time{}
+	}
+	var r record.Record
+	if json.Unmarshal(v, &r) != nil {
+		return now
+	}
+	return r.Time
+}

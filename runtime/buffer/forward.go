@@ -1,0 +1,297 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/record"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Link is what the forwarder asks before using the uplink. The speed gate
+// (*gate.Gate, *gate.Remote) satisfies it, and failover will.
+type Link interface {
+	IsOpen() bool
+	Changed() <-chan struct{}
+}
+
+// Capacity, when the Link also has it, is the measured link rate in bits
+// per second (0: unknown); the flush leaves a share of it to other traffic.
+type Capacity interface {
+	Capacity() float64
+}
+
+// ForwardOptions configure Forward.
+type ForwardOptions struct {
+	// Sink is the sink's base URL (http://host:port).
+	Sink string
+	Link Link
+	// Share is the part of the measured capacity the flush may use
+	// (default 0.8: a fifth is left to other traffic).
+	Share        float64
+	BatchRecords int // default 500
+	BatchBytes   int // default 256 KiB
+	Client       *http.Client
+}
+
+type item struct {
+	key []byte
+	val []byte
+}
+
+// Forward ships queued records to the sink until ctx ends: oldest first,
+// in batches, only while the link is usable, retrying with back-off, and
+// deleting records only once the sink has acknowledged them.
+func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
+	if o.Sink == "" || o.Link == nil {
+		return errors.New("forward needs a sink URL and a link")
+	}
+	if o.Share <= 0 || o.Share > 1 {
+		o.Share = 0.8
+	}
+	if o.BatchRecords <= 0 {
+		o.BatchRecords = 500
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 256 << 10
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	}
+	backoff := time.Duration(0)
+	paused := false
+	for ctx.Err() == nil {
+		if !o.Link.IsOpen() {
+			if !paused {
+				paused = true
+				b.o.Events.Emit("flush-paused")
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-o.Link.Changed():
+			}
+			continue
+		}
+		if paused {
+			paused = false
+			b.o.Events.Emit("flush-resumed", "records", b.Stats().Records)
+		}
+		b.mu.Lock()
+		added := b.added
+		b.mu.Unlock()
+		batch, err := b.head(o.BatchRecords, o.BatchBytes)
+		if err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-added:
+			case <-o.Link.Changed():
+			}
+			continue
+		}
+		start := time.Now()
+		n, err := b.send(ctx, o, batch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+			b.mu.Lock()
+			b.st.LastError = err.Error()
+			b.mu.Unlock()
+			b.o.Events.Emit("flush-failed", "records", len(batch), "err", err.Error(), "retryInMs", backoff.Milliseconds())
+			b.o.Logger.Warn("flush failed; will retry", "records", len(batch), "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		if err := b.remove(batch); err != nil {
+			return err
+		}
+		el := time.Since(start)
+		b.o.Events.Emit("flushed", "records", len(batch), "bytes", n, "ms", el.Milliseconds())
+		// Pace to the share of the measured link: sleep off what this
+		// batch took beyond it.
+		if c, ok := o.Link.(Capacity); ok {
+			if bps := c.Capacity() * o.Share; bps > 0 {
+				if want := time.Duration(float64(n) * 8 / bps * float64(time.Second)); want > el {
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(want - el):
+					}
+				}
+			}
+		}
+		if el := time.Since(start); el > 0 {
+			b.mu.Lock()
+			rate := float64(n) * 8 / el.Seconds()
+			if b.flushEst == 0 {
+				b.flushEst = rate
+			} else {
+				b.flushEst = 0.7*b.flushEst + 0.3*rate
+			}
+			b.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// head reads up to n records (and about maxBytes) from the front.
+func (b *Buffer) head(n, maxBytes int) ([]item, error) {
+	var out []item
+	size := 0
+	if b.db == nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, m := range b.mem {
+			if len(out) == n || (size > 0 && size+len(m.val) > maxBytes) {
+				break
+			}
+			out = append(out, item{key: u64(m.key), val: m.val})
+			size += len(m.val)
+		}
+		return out, nil
+	}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bQueue).Cursor()
+		for k, v := c.First(); k != nil && len(out) < n; k, v = c.Next() {
+			if size > 0 && size+len(v) > maxBytes {
+				break
+			}
+			out = append(out, item{key: append([]byte(nil), k...), val: append([]byte(nil), v...)})
+			size += len(v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// send posts a batch and returns the bytes sent once the sink has
+// acknowledged it.
+func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int, error) {
+	var body bytes.Buffer
+	body.WriteString(`{"records":[`)
+	for i, it := range batch {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		body.Write(it.val)
+	}
+	body.WriteString(`]}`)
+	n := body.Len()
+	// Long enough for the batch at a slow link, short enough to notice a
+	// dead one.
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second+time.Duration(n/1000)*8*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.Sink+"/v1/batches", &body)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := o.Client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	ans, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("sink answered %s: %s", resp.Status, bytes.TrimSpace(ans))
+	}
+	var ack record.Ack
+	if err := json.Unmarshal(ans, &ack); err != nil || ack.Stored+ack.Duplicates != len(batch) {
+		return 0, fmt.Errorf("sink acknowledged %q for %d records: not an acknowledgement of this batch", ans, len(batch))
+	}
+	return n, nil
+}
+
+// remove deletes acknowledged records (those still there: drop-oldest may
+// have taken some).
+func (b *Buffer) remove(batch []item) error {
+	var gone, size int64
+	if b.db == nil {
+		b.mu.Lock()
+		last := binary.BigEndian.Uint64(batch[len(batch)-1].key)
+		for len(b.mem) > 0 && b.mem[0].key <= last {
+			gone++
+			size += int64(len(b.mem[0].val))
+			b.mem = b.mem[1:]
+		}
+		b.mu.Unlock()
+	} else {
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			q := tx.Bucket(bQueue)
+			for _, it := range batch {
+				if v := q.Get(it.key); v != nil {
+					gone++
+					size += int64(len(v))
+					if err := q.Delete(it.key); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			// The sink has them: they will be resent and refused as
+			// duplicates, so nothing is lost or doubled.
+			return fmt.Errorf("removing %d forwarded records: %w", len(batch), err)
+		}
+	}
+	b.mu.Lock()
+	b.records -= gone
+	b.bytes -= size
+	b.st.Forwarded += gone
+	b.oldest = b.headTimeLocked(time.Now())
+	b.mu.Unlock()
+	return nil
+}
+
+// Stats returns the counters.
+func (b *Buffer) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.st
+	s.Records, s.Bytes, s.Oldest, s.FlushBps = b.records, b.bytes, b.oldest, b.flushEst
+	return s
+}
+
+// Close stops the committer (pending appends fail) and closes the database.
+func (b *Buffer) Close() error {
+	select {
+	case <-b.quit:
+		return nil
+	default:
+	}
+	close(b.quit)
+	b.wg.Wait()
+	for {
+		select {
+		case r := <-b.reqs:
+			r.err = errors.New("buffer closed")
+			close(r.done)
+			continue
+		default:
+		}
+		break
+	}
+	if b.db != nil {
+		return b.db.Close()
+	}
+	return nil
+}

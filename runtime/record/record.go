@@ -1,0 +1,67 @@
+// Package record is the format the store-and-forward buffer, the cloud sink
+// and the validators share: a record, a batch of them as posted to the
+// sink, the sink's acknowledgement, and its per-stream summary.
+//
+// Every record carries an idempotency key, node/epoch/stream/seq: the
+// epoch names one buffer database (a new database, a new epoch), and seq
+// counts the stream's records in it from 1. The sink stores a key once and
+// refuses it afterwards, so a batch resent after a crash or a lost
+// acknowledgement is delivered exactly once.
+//
+//	POST /v1/batches  Batch (JSON)  ->  Ack
+//	GET  /v1/streams                ->  []StreamSummary
+package record
+
+import (
+	"fmt"
+	"time"
+)
+
+// Record is one appended item.
+type Record struct {
+	Key     string            `json:"key"`
+	Node    string            `json:"node"`
+	Epoch   string            `json:"epoch"`
+	Stream  string            `json:"stream"`
+	Seq     uint64            `json:"seq"`
+	Time    time.Time         `json:"time"` // when it was appended
+	Meta    map[string]string `json:"meta,omitempty"`
+	Payload []byte            `json:"payload"` // base64 in JSON
+}
+
+// Key is the idempotency key of a record.
+func Key(node, epoch, stream string, seq uint64) string {
+	return fmt.Sprintf("%s/%s/%s/%d", node, epoch, stream, seq)
+}
+
+// Batch is what the forwarder posts to the sink.
+type Batch struct {
+	Records []Record `json:"records"`
+}
+
+// Ack is the sink's answer to a batch, sent only once the batch is
+// durable at the sink.
+type Ack struct {
+	Stored     int `json:"stored"`
+	Duplicates int `json:"duplicates"` // keys already stored, refused
+}
+
+// StreamSummary is what the sink received on one stream of one buffer
+// (node, epoch): what validators judge.
+type StreamSummary struct {
+	Node   string `json:"node"`
+	Epoch  string `json:"epoch"`
+	Stream string `json:"stream"`
+	Count  uint64 `json:"count"` // distinct records stored
+	First  uint64 `json:"firstSeq"`
+	Last   uint64 `json:"lastSeq"`
+	// Gaps are the missing sequence ranges between First and Last.
+	Gaps [][2]uint64 `json:"gaps,omitempty"`
+	// Duplicates counts records refused because their key was stored.
+	Duplicates uint64 `json:"duplicates"`
+	// OutOfOrder counts records that arrived after a higher seq of their
+	// stream had been stored.
+	OutOfOrder   uint64    `json:"outOfOrder"`
+	FirstArrival time.Time `json:"firstArrival"`
+	LastArrival  time.Time `json:"lastArrival"`
+}

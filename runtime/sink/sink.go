@@ -1,0 +1,247 @@
+// Package sink is the cloud's receiving end of the store-and-forward
+// buffer (edgeguard sink): it stores batches durably (bbolt, fsync'd before
+// it answers), deduplicates by idempotency key so delivery is exactly
+// once, and answers what it received per stream: counts, sequence gaps,
+// duplicates refused, out-of-order arrivals, arrival times.
+package sink
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/record"
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bKeys  = []byte("keys")  // idempotency key -> arrival (unix ns)
+	bStats = []byte("stats") // stream id -> json streamStats
+	bData  = []byte("data")  // stream id -> bucket: seq -> record
+)
+
+type streamStats struct {
+	Duplicates   uint64    `json:"d"`
+	OutOfOrder   uint64    `json:"o"`
+	MaxSeq       uint64    `json:"m"`
+	FirstArrival time.Time `json:"f"`
+	LastArrival  time.Time `json:"l"`
+}
+
+// Sink stores what forwarders send. Create it with Open.
+type Sink struct {
+	db  *bolt.DB
+	log *events.Log
+	mu  sync.Mutex // one batch at a time keeps the dedup check and the write together
+	mux *http.ServeMux
+}
+
+// Open opens (creating) the sink's database at path.
+func Open(path string, log *events.Log) (*Sink, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("sink database %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bKeys, bStats, bData} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Sink{db: db, log: log, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST /v1/batches", s.batches)
+	s.mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, _ *http.Request) {
+		sum, err := s.Summary()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(sum)
+	})
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Sink) Close() error { return s.db.Close() }
+
+// ServeHTTP implements http.Handler.
+func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func streamID(r *record.Record) string { return r.Node + "/" + r.Epoch + "/" + r.Stream }
+
+func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
+	var b record.Batch
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&b); err != nil {
+		http.Error(w, "not a batch: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	for i, rec := range b.Records {
+		if rec.Key == "" || rec.Key != record.Key(rec.Node, rec.Epoch, rec.Stream, rec.Seq) {
+			http.Error(w, fmt.Sprintf("record %d: key %q does not match node/epoch/stream/seq", i, rec.Key), http.StatusBadRequest)
+			return
+		}
+	}
+	ack, err := s.Store(b)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(ack)
+}
+
+// Store writes a batch durably, refusing keys already stored, and returns
+// the acknowledgement once it is on disk.
+func (s *Sink) Store(b record.Batch) (record.Ack, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ack record.Ack
+	now := time.Now().UTC()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		keys, stats, data := tx.Bucket(bKeys), tx.Bucket(bStats), tx.Bucket(bData)
+		cache := map[string]*streamStats{}
+		get := func(id string) *streamStats {
+			if st, ok := cache[id]; ok {
+				return st
+			}
+			st := &streamStats{}
+			if v := stats.Get([]byte(id)); v != nil {
+				_ = json.Unmarshal(v, st)
+			}
+			cache[id] = st
+			return st
+		}
+		for i := range b.Records {
+			rec := &b.Records[i]
+			id := streamID(rec)
+			st := get(id)
+			if keys.Get([]byte(rec.Key)) != nil {
+				st.Duplicates++
+				ack.Duplicates++
+				continue
+			}
+			if err := keys.Put([]byte(rec.Key), u64(uint64(now.UnixNano()))); err != nil {
+				return err
+			}
+			bk, err := data.CreateBucketIfNotExists([]byte(id))
+			if err != nil {
+				return err
+			}
+			v, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if err := bk.Put(u64(rec.Seq), v); err != nil {
+				return err
+			}
+			if rec.Seq < st.MaxSeq {
+				st.OutOfOrder++
+			}
+			st.MaxSeq = max(st.MaxSeq, rec.Seq)
+			if st.FirstArrival.IsZero() {
+				st.FirstArrival = now
+			}
+			st.LastArrival = now
+			ack.Stored++
+		}
+		for id, st := range cache {
+			v, _ := json.Marshal(st)
+			if err := stats.Put([]byte(id), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return record.Ack{}, fmt.Errorf("storing a batch of %d: %w", len(b.Records), err)
+	}
+	s.log.Emit("received", "records", len(b.Records), "stored", ack.Stored, "duplicates", ack.Duplicates)
+	return ack, nil
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// Summary reports every stream received so far.
+func (s *Sink) Summary() ([]record.StreamSummary, error) {
+	var out []record.StreamSummary
+	err := s.db.View(func(tx *bolt.Tx) error {
+		stats, data := tx.Bucket(bStats), tx.Bucket(bData)
+		return stats.ForEach(func(k, v []byte) error {
+			var st streamStats
+			if err := json.Unmarshal(v, &st); err != nil {
+				return err
+			}
+			parts := strings.SplitN(string(k), "/", 3)
+			if len(parts) != 3 {
+				return errors.New("bad stream id " + string(k))
+			}
+			sum := record.StreamSummary{Node: parts[0], Epoch: parts[1], Stream: parts[2], Duplicates: st.Duplicates, OutOfOrder: st.OutOfOrder, FirstArrival: st.FirstArrival, LastArrival: st.LastArrival}
+			if bk := data.Bucket(k); bk != nil {
+				c := bk.Cursor()
+				var prev uint64
+				for sk, _ := c.First(); sk != nil; sk, _ = c.Next() {
+					seq := binary.BigEndian.Uint64(sk)
+					if sum.Count == 0 {
+						sum.First = seq
+						if seq > 1 {
+							sum.Gaps = append(sum.Gaps, [2]uint64{1, seq - 1})
+						}
+					} else if seq > prev+1 {
+						sum.Gaps = append(sum.Gaps, [2]uint64{prev + 1, seq - 1})
+					}
+					prev = seq
+					sum.Count++
+				}
+				sum.Last = prev
+			}
+			out = append(out, sum)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Node+out[i].Stream+out[i].Epoch < out[j].Node+out[j].Stream+out[j].Epoch
+	})
+	return out, err
+}
+
+// Records returns the records stored on one stream, in sequence order.
+func (s *Sink) Records(node, epoch, stream string) ([]record.Record, error) {
+	var out []record.Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bData).Bucket([]byte(node + "/" + epoch + "/" + stream))
+		if bk == nil {
+			return nil
+		}
+		return bk.ForEach(func(_, v []byte) error {
+			var r record.Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
