@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/runtime/record"
 	"github.com/edgefault/edgefault/runtime/wire"
 )
 
@@ -20,6 +21,7 @@ import (
 const (
 	SpeedPort   = 8080
 	ContentPort = 8081
+	SinkPort    = 8082
 	GatePort    = 8474
 )
 
@@ -44,16 +46,18 @@ func FindEdgeguard() (string, error) {
 	return "", errors.New("edgeguard binary not found: run 'make build' (it puts bin/edgeguard next to bin/edgefault) or set $EDGEGUARD")
 }
 
-// Cloud is the fleet's cloud services: the speed-test server and the
-// content server, real edgeguard processes in the cloud namespace.
+// Cloud is the fleet's cloud services: the speed-test server, the
+// content server and the sink, real edgeguard processes in the cloud
+// namespace.
 type Cloud struct {
-	SpeedURL, ContentURL       string
-	SpeedEvents, ContentEvents string
-	speed, content             *netns.Process
+	SpeedURL, ContentURL, SinkURL          string
+	SpeedEvents, ContentEvents, SinkEvents string
+	ns                                     string
+	speed, content, sink                   *netns.Process
 }
 
-// StartCloud starts the speed-test and content servers in f's cloud and
-// waits until both answer.
+// StartCloud starts the speed-test server, the content server and the
+// sink in f's cloud and waits until they answer.
 func StartCloud(ctx context.Context, f *netns.Fleet, edgeguard string) (*Cloud, error) {
 	cloud, err := f.Member("cloud")
 	if err != nil {
@@ -63,8 +67,11 @@ func StartCloud(ctx context.Context, f *netns.Fleet, edgeguard string) (*Cloud, 
 	c := &Cloud{
 		SpeedURL:      fmt.Sprintf("http://%s:%d", cloud.Address, SpeedPort),
 		ContentURL:    fmt.Sprintf("http://%s:%d/page", cloud.Address, ContentPort),
+		SinkURL:       fmt.Sprintf("http://%s:%d", cloud.Address, SinkPort),
 		SpeedEvents:   filepath.Join(ev, "cloud-speedserver.jsonl"),
 		ContentEvents: filepath.Join(ev, "cloud-content.jsonl"),
+		SinkEvents:    filepath.Join(ev, "cloud-sink.jsonl"),
+		ns:            cloud.Namespace,
 	}
 	if c.speed, err = f.Start(ctx, "cloud", "speedserver", []string{edgeguard, "speedserver", "--node=cloud", fmt.Sprintf("--listen=:%d", SpeedPort), "--events=" + c.SpeedEvents}); err != nil {
 		return nil, err
@@ -73,7 +80,11 @@ func StartCloud(ctx context.Context, f *netns.Fleet, edgeguard string) (*Cloud, 
 		c.Stop()
 		return nil, err
 	}
-	for _, u := range []string{c.SpeedURL + "/speedtest/latency.txt", c.ContentURL + "?size=1"} {
+	if c.sink, err = f.Start(ctx, "cloud", "sink", []string{edgeguard, "sink", "--node=cloud", fmt.Sprintf("--listen=:%d", SinkPort), "--db=" + filepath.Join(f.Dir(), "cloud", "sink.db"), "--events=" + c.SinkEvents}); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	for _, u := range []string{c.SpeedURL + "/speedtest/latency.txt", c.ContentURL + "?size=1", c.SinkURL + "/v1/streams"} {
 		if err := waitHTTP(ctx, cloud.Namespace, u, 10*time.Second); err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("cloud service did not come up (logs in %s): %w", filepath.Dir(c.speed.Log), err)
@@ -84,11 +95,24 @@ func StartCloud(ctx context.Context, f *netns.Fleet, edgeguard string) (*Cloud, 
 
 // Stop stops both servers.
 func (c *Cloud) Stop() {
-	for _, p := range []*netns.Process{c.speed, c.content} {
+	for _, p := range []*netns.Process{c.speed, c.content, c.sink} {
 		if p != nil {
 			_ = p.Stop(2 * time.Second)
 		}
 	}
+}
+
+// Streams reads the sink's per-stream summary over the management path.
+func (c *Cloud) Streams(ctx context.Context) ([]record.StreamSummary, error) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(c.ns)}, Timeout: 10 * time.Second}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.SinkURL+"/v1/streams", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out []record.StreamSummary
+	return out, json.NewDecoder(resp.Body).Decode(&out)
 }
 
 // Gate is an edgeguard serve running on a node, watched over the
@@ -133,6 +157,20 @@ func (g *Gate) Status(ctx context.Context) (wire.GateStatus, error) {
 	}
 	defer resp.Body.Close()
 	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// Get decodes the JSON at path of the node's edgeguard serve into v.
+func (g *Gate) Get(ctx context.Context, path string, v any) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL()+path, nil)
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // WaitState polls until the gate is in state want, returning when it got there.

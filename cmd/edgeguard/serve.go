@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/gate"
@@ -15,7 +16,8 @@ import (
 
 func newServeCmd(g *globals) *cobra.Command {
 	var gf gateFlags
-	var listen string
+	var bf bufferFlags
+	var listen, socket string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the speed gate and serve its status, readiness and metrics",
@@ -42,19 +44,46 @@ func newServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runHTTP(cmd.Context(), g, listen, serve.Handler(gt), func(ctx context.Context) error { return gt.Run(ctx) })
+			var opts []serve.Option
+			bg := func(ctx context.Context) error { return gt.Run(ctx) }
+			if bf.path != "" {
+				buf, fwd, err := bf.open(g)
+				if err != nil {
+					return err
+				}
+				defer buf.Close()
+				opts = append(opts, serve.WithBuffer(buf))
+				bg = func(ctx context.Context) error {
+					go func() { _ = gt.Run(ctx) }()
+					fwd.Link = gt
+					return buf.Forward(ctx, fwd)
+				}
+			}
+			return runHTTP(cmd.Context(), g, listen, socket, serve.Handler(gt, opts...), bg)
 		},
 	}
 	gf.register(cmd.Flags())
+	bf.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", ":8474", "address to serve on")
+	cmd.Flags().StringVar(&socket, "socket", "", "also serve on this Unix socket (for local producers)")
 	return cmd
 }
 
-// runHTTP serves h on addr until ctx ends, running bg beside it.
-func runHTTP(ctx context.Context, g *globals, addr string, h http.Handler, bg func(context.Context) error) error {
+// runHTTP serves h on addr (and on the Unix socket, if given) until ctx
+// ends, running bg beside it.
+func runHTTP(ctx context.Context, g *globals, addr, socket string, h http.Handler, bg func(context.Context) error) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another edgeguard running? pick another --listen)", addr, err)
+	}
+	var uln net.Listener
+	if socket != "" {
+		_ = os.Remove(socket) // a stale socket from a killed run
+		if uln, err = net.Listen("unix", socket); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", socket, err)
+		}
+		defer os.Remove(socket)
 	}
 	// Handlers (event streams, long polls) end with ctx, so a SIGTERM is
 	// not held up by them.
@@ -62,6 +91,9 @@ func runHTTP(ctx context.Context, g *globals, addr string, h http.Handler, bg fu
 	g.log.Info("serving", "addr", ln.Addr().String())
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if uln != nil {
+		go func() { errc <- srv.Serve(uln) }()
+	}
 	if bg != nil {
 		go func() { errc <- bg(ctx) }()
 	}

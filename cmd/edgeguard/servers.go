@@ -24,7 +24,7 @@ POST /speedtest/upload.php, and GET /stats (bytes served).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ev := g.openEvents("speedserver")
 			defer ev.Close()
-			return runHTTP(cmd.Context(), g, listen, speedserver.New(ev), nil)
+			return runHTTP(cmd.Context(), g, listen, "", speedserver.New(ev), nil)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8080", "address to serve on")
@@ -44,7 +44,7 @@ func newContentCmd(g *globals) *cobra.Command {
 			}
 			ev := g.openEvents("content")
 			defer ev.Close()
-			return runHTTP(cmd.Context(), g, listen, content.New(n, ev), nil)
+			return runHTTP(cmd.Context(), g, listen, "", content.New(n, ev), nil)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8081", "address to serve on")
@@ -91,6 +91,35 @@ Its fetches are reported to the gate as free link measurements.`,
 	fetch.Flags().StringVar(&gateURL, "gate", "http://127.0.0.1:8474", "edgeguard serve's address")
 	fetch.Flags().StringVar(&contentURL, "content", "", "the page to fetch (edgeguard content)")
 	fetch.Flags().StringVar(period, "period", "5s", "time between fetches")
-	cmd.AddCommand(fetch)
+	var to, stream, pperiod string
+	var size, count int
+	produce := &cobra.Command{
+		Use:     "produce",
+		Short:   "Append a record to a stream of edgeguard serve's buffer every period, logging each acknowledgement",
+		Example: `  edgeguard workload produce --to http://127.0.0.1:8474 --stream pos --period 100ms --events produced.jsonl`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := units.ParseDuration("--period", pperiod)
+			if err != nil {
+				return err
+			}
+			if p == 0 || size <= 0 || count < 0 {
+				return fmt.Errorf("--period and --size must be more than 0, --count not negative")
+			}
+			base, err := gate.ParseServer(to)
+			if err != nil {
+				return fmt.Errorf("--to: %w", err)
+			}
+			ev := g.openEvents("producer")
+			defer ev.Close()
+			return workload.Produce{URL: base, Stream: stream, Period: p, Size: size, Count: count, Events: ev, Logger: g.log}.Run(cmd.Context())
+		},
+	}
+	produce.Flags().StringVar(&to, "to", "http://127.0.0.1:8474", "edgeguard serve (with --buffer)")
+	produce.Flags().StringVar(&stream, "stream", "records", "stream name")
+	produce.Flags().StringVar(&pperiod, "period", "100ms", "time between records")
+	produce.Flags().IntVar(&size, "size", 256, "payload bytes")
+	produce.Flags().IntVar(&count, "count", 0, "stop after this many acknowledged records (0: never)")
+	cmd.AddCommand(fetch, produce)
 	return cmd
 }

@@ -360,3 +360,11 @@ func (g *Gate) Changed() <-chan struct{} {
 	defer g.mu.Unlock()
 	return g.change
 }
+
+// Capacity is the link rate the last full test measured, in bits per
+// second (0 before any). The buffer's forwarder paces its flush by it.
+func (g *Gate) Capacity() float64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.st.CapacityBps
+}

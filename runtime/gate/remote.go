@@ -158,3 +158,6 @@ func (r *Remote) follow(ctx context.Context) error {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// Capacity is the served gate's last full-test rate (bits/s, 0: unknown).
+func (r *Remote) Capacity() float64 { return r.Status().CapacityBps }

@@ -10,6 +10,8 @@
 //	GET  /v1/gate/events       server-sent events, one "gate" event per state change
 //	POST /v1/gate/observe      {"bytes":N,"seconds":S}: a transfer the workload made (loopback only)
 //	GET  /metrics              Prometheus
+//
+// With WithBuffer, also POST /v1/records and GET /v1/buffer (records.go).
 package serve
 
 import (
@@ -21,6 +23,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -39,9 +42,18 @@ type Observation struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// Option adds to the handler.
+type Option func(*http.ServeMux, *prometheus.Registry)
+
+// WithBuffer serves the store-and-forward buffer's producer API and
+// metrics (see records).
+func WithBuffer(b *buffer.Buffer) Option {
+	return func(mux *http.ServeMux, reg *prometheus.Registry) { records(mux, b, reg) }
+}
+
 // Handler returns the HTTP handler for g. Metrics go to a registry of its
 // own, so two servers in one process (tests) do not collide.
-func Handler(g Gate) http.Handler {
+func Handler(g Gate, opts ...Option) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -125,6 +137,9 @@ func Handler(g Gate) http.Handler {
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{g: g})
+	for _, o := range opts {
+		o(mux, reg)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
 }

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/edgefault/edgefault/runtime/buffer"
+	"github.com/edgefault/edgefault/runtime/gate"
+	"github.com/edgefault/edgefault/runtime/sink"
+	"github.com/edgefault/edgefault/units"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// bufferFlags configure serve's store-and-forward buffer.
+type bufferFlags struct {
+	path, sink, maxBytes, overflow, durability, share string
+	maxRecords                                        int64
+}
+
+func (f *bufferFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.path, "buffer", "", "keep records in a durable buffer at this file (enables POST /v1/records) and forward them to --sink while the gate is open")
+	fs.StringVar(&f.sink, "sink", "", "the sink's URL (edgeguard sink), e.g. http://100.64.0.1:8082")
+	fs.Int64Var(&f.maxRecords, "buffer-max-records", 1_000_000, "bound on waiting records")
+	fs.StringVar(&f.maxBytes, "buffer-max-bytes", "256MB", "bound on waiting bytes")
+	fs.StringVar(&f.overflow, "overflow", "block", "when full: block (refuse with 507, never drop), drop-oldest, drop-newest")
+	fs.StringVar(&f.durability, "durability", "disk", "disk (acknowledge after fsync) or memory (acknowledge at once; LOSES DATA on a crash: for comparison only)")
+	fs.StringVar(&f.share, "flush-share", "80%", "share of the measured link the flush may use; the rest is left to other traffic")
+}
+
+func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, error) {
+	var fo buffer.ForwardOptions
+	if f.sink == "" {
+		return nil, fo, fmt.Errorf("--buffer needs --sink: where to forward records (edgeguard sink)")
+	}
+	s, err := gate.ParseServer(f.sink)
+	if err != nil {
+		return nil, fo, fmt.Errorf("--sink: %w", err)
+	}
+	fo.Sink = s
+	mb, err := units.ParseSize("--buffer-max-bytes", f.maxBytes)
+	if err != nil {
+		return nil, fo, err
+	}
+	if f.maxRecords <= 0 || mb <= 0 {
+		return nil, fo, fmt.Errorf("--buffer-max-records and --buffer-max-bytes must be more than 0")
+	}
+	ov, err := buffer.ParseOverflow(f.overflow)
+	if err != nil {
+		return nil, fo, fmt.Errorf("--overflow: %w", err)
+	}
+	d := buffer.Durability(f.durability)
+	if d != buffer.Disk && d != buffer.Memory {
+		return nil, fo, fmt.Errorf("--durability %q: use disk or memory", f.durability)
+	}
+	sh, err := units.Percent("--flush-share", f.share)
+	if err != nil {
+		return nil, fo, err
+	}
+	if sh == 0 {
+		return nil, fo, fmt.Errorf("--flush-share 0%%: the buffer could never flush")
+	}
+	fo.Share = sh / 100
+	b, err := buffer.Open(f.path, buffer.Options{Node: g.node, MaxRecords: f.maxRecords, MaxBytes: mb, Overflow: ov, Durability: d,
+		Events: g.openEvents("buffer"), Logger: g.log})
+	return b, fo, err
+}
+
+func newSinkCmd(g *globals) *cobra.Command {
+	var listen, db string
+	cmd := &cobra.Command{
+		Use:   "sink",
+		Short: "Receive forwarded records: durable, deduplicated, with per-stream summaries",
+		Long: `sink is the cloud end of the store-and-forward buffer:
+
+  POST /v1/batches   a batch of records; answered once durable; duplicates (same key) refused
+  GET  /v1/streams   per stream: records, first/last seq, gaps, duplicates refused, out-of-order, arrival times`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if db == "" {
+				return fmt.Errorf("--db is required: the file the sink stores records in")
+			}
+			s, err := sink.Open(filepath.Clean(db), g.openEvents("sink"))
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return runHTTP(cmd.Context(), g, listen, "", s, nil)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", ":8082", "address to serve on")
+	cmd.Flags().StringVar(&db, "db", "", "database file")
+	return cmd
+}

@@ -1,0 +1,107 @@
+package serve
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/buffer"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Records serves the buffer's producer API on mux:
+//
+//	POST /v1/records            JSON: one {"stream","meta","payload"(base64)} or an array of them
+//	POST /v1/records?stream=S   the raw body is one record's payload
+//	GET  /v1/buffer             the buffer's counters
+//
+// A 200 answer means every record in it is durable (or, in memory mode,
+// queued). 507 is back-pressure: the buffer is full (block policy) or the
+// disk is; nothing of the request was stored, retry later.
+func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
+	mux.HandleFunc("POST /v1/records", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<20))
+		if err != nil {
+			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		var in []buffer.Input
+		if s := r.URL.Query().Get("stream"); s != "" {
+			in = []buffer.Input{{Stream: s, Payload: body}}
+		} else {
+			t := strings.TrimSpace(string(body))
+			if strings.HasPrefix(t, "[") {
+				err = json.Unmarshal(body, &in)
+			} else {
+				var one buffer.Input
+				err = json.Unmarshal(body, &one)
+				in = []buffer.Input{one}
+			}
+			if err != nil {
+				http.Error(w, `want {"stream":"name","payload":"<base64>"} (or an array of them), or ?stream=name with a raw body: `+err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
+		out, err := b.Append(r.Context(), in...)
+		switch {
+		case err == nil:
+			writeJSON(w, map[string]any{"receipts": out})
+		case errors.Is(err, buffer.ErrFull) || errors.Is(err, syscall.ENOSPC):
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, err.Error(), http.StatusInsufficientStorage)
+		case strings.Contains(err.Error(), "no stream name"):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		default:
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("GET /v1/buffer", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, b.Stats()) })
+	reg.MustRegister(bufferCollector{b})
+}
+
+var (
+	descBufRecords = prometheus.NewDesc("edgeguard_buffer_records", "Records waiting to be forwarded.", nil, nil)
+	descBufBytes   = prometheus.NewDesc("edgeguard_buffer_bytes", "Bytes waiting to be forwarded.", nil, nil)
+	descBufAge     = prometheus.NewDesc("edgeguard_buffer_oldest_age_seconds", "Age of the oldest waiting record (0 when empty).", nil, nil)
+	descBufFlush   = prometheus.NewDesc("edgeguard_buffer_flush_bits_per_second", "Recent flush rate to the sink.", nil, nil)
+	descBufDropped = prometheus.NewDesc("edgeguard_buffer_dropped_total", "Records dropped by the overflow policy.", nil, nil)
+	descBufIn      = prometheus.NewDesc("edgeguard_buffer_appended_total", "Records appended (acknowledged).", nil, nil)
+	descBufOut     = prometheus.NewDesc("edgeguard_buffer_forwarded_total", "Records the sink acknowledged.", nil, nil)
+	descBufCommits = prometheus.NewDesc("edgeguard_buffer_commits_total", "Disk commits (each holds many appends).", nil, nil)
+)
+
+type bufferCollector struct{ b *buffer.Buffer }
+
+func (c bufferCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBufRecords, descBufBytes, descBufAge, descBufFlush, descBufDropped, descBufIn, descBufOut, descBufCommits} {
+		ch <- d
+	}
+}
+
+func (c bufferCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.b.Stats()
+	age := 0.0
+	if !s.Oldest.IsZero() && s.Records > 0 {
+		age = time.Since(s.Oldest).Seconds()
+	}
+	for _, m := range []struct {
+		d *prometheus.Desc
+		t prometheus.ValueType
+		v float64
+	}{
+		{descBufRecords, prometheus.GaugeValue, float64(s.Records)},
+		{descBufBytes, prometheus.GaugeValue, float64(s.Bytes)},
+		{descBufAge, prometheus.GaugeValue, age},
+		{descBufFlush, prometheus.GaugeValue, s.FlushBps},
+		{descBufDropped, prometheus.CounterValue, float64(s.Dropped)},
+		{descBufIn, prometheus.CounterValue, float64(s.Appended)},
+		{descBufOut, prometheus.CounterValue, float64(s.Forwarded)},
+		{descBufCommits, prometheus.CounterValue, float64(s.Commits)},
+	} {
+		ch <- prometheus.MustNewConstMetric(m.d, m.t, m.v)
+	}
+}

@@ -1,0 +1,88 @@
+package serve_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgefault/edgefault/runtime/buffer"
+	"github.com/edgefault/edgefault/runtime/gate"
+	"github.com/edgefault/edgefault/runtime/serve"
+	"github.com/edgefault/edgefault/units"
+)
+
+func TestRecordsEndpoint(t *testing.T) {
+	g, err := gate.New(gate.Config{Server: "http://127.0.0.1:1", MinDownload: units.Mbit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), buffer.Options{Node: "n", MaxRecords: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	srv := httptest.NewServer(serve.Handler(g, serve.WithBuffer(b)))
+	defer srv.Close()
+	post := func(path, body string) (int, string) {
+		resp, err := srv.Client().Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(out)
+	}
+	for _, tc := range []struct {
+		name, path, body string
+		code             int
+		seqs             []uint64
+		contains         string
+	}{
+		{"one", "/v1/records", `{"stream":"pos","payload":"aGk="}`, 200, []uint64{1}, ""},
+		{"array", "/v1/records", `[{"stream":"pos","payload":"aGk="},{"stream":"t","payload":""}]`, 200, []uint64{2, 1}, ""},
+		{"raw", "/v1/records?stream=pos", `sale #3`, 200, []uint64{3}, ""},
+		{"no stream", "/v1/records", `{"payload":"aGk="}`, 400, nil, "no stream name"},
+		{"not json", "/v1/records", `sale`, 400, nil, "want {"},
+		{"full", "/v1/records", `[{"stream":"pos"},{"stream":"pos"}]`, 507, nil, "buffer full"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := post(tc.path, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.contains) {
+				t.Fatalf("%d %s", code, body)
+			}
+			if tc.seqs == nil {
+				return
+			}
+			var out struct{ Receipts []buffer.Receipt }
+			if err := json.Unmarshal([]byte(body), &out); err != nil || len(out.Receipts) != len(tc.seqs) {
+				t.Fatalf("receipts %s: %v", body, err)
+			}
+			for i, r := range out.Receipts {
+				if r.Seq != tc.seqs[i] || r.Key == "" {
+					t.Fatalf("receipt %d: %+v, want seq %d", i, r, tc.seqs[i])
+				}
+			}
+		})
+	}
+	resp, err := srv.Client().Get(srv.URL + "/v1/buffer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st buffer.Stats
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if st.Records != 4 || st.Appended != 4 {
+		t.Fatalf("buffer stats %+v", st)
+	}
+	resp, _ = srv.Client().Get(srv.URL + "/metrics")
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), "edgeguard_buffer_records 4") {
+		t.Fatalf("metrics lack the buffer:\n%s", m)
+	}
+	_ = http.StatusOK
+}
