@@ -305,6 +305,16 @@ func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
 	select {
 	case <-req.done:
 		return req.out, req.err
+	case <-b.quit:
+		// Closing: the committer finishes what it took; anything it did
+		// not take was not stored.
+		b.wg.Wait()
+		select {
+		case <-req.done:
+			return req.out, req.err
+		default:
+			return nil, errors.New("buffer closed; the append was not stored")
+		}
 	case <-ctx.Done():
 		// It may still be stored: the caller must treat it as unknown.
 		return nil, fmt.Errorf("append not confirmed: %w", ctx.Err())

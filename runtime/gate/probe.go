@@ -132,7 +132,7 @@ func download(ctx context.Context, c *http.Client, base string, size int64, dead
 		n, rerr := resp.Body.Read(buf[:min(int64(len(buf)), size-got)])
 		if n > 0 {
 			got += int64(n)
-			arr.add(got, time.Now())
+			arr.add(got, time.Now(), n == len(buf))
 		}
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {
@@ -151,19 +151,27 @@ func download(ctx context.Context, c *http.Client, base string, size int64, dead
 	return arr.tailRate(), got, false, nil
 }
 
-// arrivals records when the cumulative byte count grew.
+// arrivals records when the cumulative byte count grew, and whether the
+// read filled its buffer (data was waiting: the reader was behind).
 type arrivals struct {
 	bytes []int64
 	at    []time.Time
+	full  []bool
 }
 
-func (a *arrivals) add(total int64, t time.Time) {
+func (a *arrivals) add(total int64, t time.Time, full bool) {
 	a.bytes = append(a.bytes, total)
 	a.at = append(a.at, t)
+	a.full = append(a.full, full)
 }
 
-// tailRate is the rate (bits/s) over the second half of the bytes: from
-// the first read that reached half the total to the last read.
+// tailRate is the rate (bits/s) over the second half of the bytes. It is
+// timed from the last read before the half at which the reader had caught
+// up (a read that did not fill its buffer): a reader that fell behind on a
+// busy machine finds the socket buffer full and catches up in a burst of
+// full reads, and timing the tail from inside that burst would credit the
+// link with bytes that arrived earlier. Starting earlier can only make the
+// reading lower: a link is never judged faster than it is.
 func (a *arrivals) tailRate() float64 {
 	n := len(a.bytes)
 	if n == 0 {
@@ -174,12 +182,15 @@ func (a *arrivals) tailRate() float64 {
 	for i < n-1 && a.bytes[i] < total/2 {
 		i++
 	}
-	if i == n-1 && i > 0 {
-		i-- // the half arrived in the last read: use the read before it
+	for i > 0 && (a.full[i] || i == n-1) {
+		i--
+	}
+	if i == n-1 {
+		return float64(total) * 8 / time.Microsecond.Seconds() // one read: faster than reads can be timed
 	}
 	el := a.at[n-1].Sub(a.at[i])
 	if el <= 0 {
-		el = time.Microsecond // faster than reads can be timed
+		el = time.Microsecond
 	}
 	return float64(total-a.bytes[i]) * 8 / el.Seconds()
 }
