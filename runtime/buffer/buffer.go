@@ -25,7 +25,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/events"
@@ -77,6 +76,9 @@ type Options struct {
 	Durability Durability
 	Events     *events.Log
 	Logger     *slog.Logger
+	// LockTimeout is how long Open waits for another process to release
+	// the database (default 5s).
+	LockTimeout time.Duration
 }
 
 // Receipt says what became of one appended record.
@@ -195,9 +197,15 @@ func (b *Buffer) openDB(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("buffer directory: %w", err)
 	}
-	db, err := openBolt(path)
+	db, err := openBolt(path, b.o.LockTimeout)
 	if err != nil {
-		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, os.ErrPermission) {
+		var bad corruption
+		if !errors.As(err, &bad) {
+			if errors.Is(err, bolt.ErrTimeout) {
+				return fmt.Errorf("open buffer %s: another process holds it (is another edgeguard serve running with this --buffer?): %w", path, err)
+			}
+			// Not the file's content (no space, no permission, ...):
+			// never move a good database aside for it.
 			return fmt.Errorf("open buffer %s: %w", path, err)
 		}
 		aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
@@ -256,16 +264,29 @@ func (b *Buffer) openDB(path string) error {
 	return nil
 }
 
-// openBolt opens the file, turning bbolt's panics on some corruptions
-// into errors.
-func openBolt(path string) (db *bolt.DB, err error) {
+// corruption marks an error that is about the file's content.
+type corruption struct{ err error }
+
+func (c corruption) Error() string { return c.err.Error() }
+func (c corruption) Unwrap() error { return c.err }
+
+// openBolt opens the file, telling damage to its content (invalid meta
+// pages, checksums, a failed page check, bbolt's panics on some damage)
+// from everything else.
+func openBolt(path string, lock time.Duration) (db *bolt.DB, err error) {
+	if lock <= 0 {
+		lock = 5 * time.Second
+	}
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("bbolt: %v", r)
+			err = corruption{fmt.Errorf("bbolt: %v", r)}
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lock})
 	if err != nil {
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+			return nil, corruption{err}
+		}
 		return nil, err
 	}
 	// Touch every page once so a damaged file is found now, not mid-run.
@@ -276,7 +297,7 @@ func openBolt(path string) (db *bolt.DB, err error) {
 		return nil
 	}); cerr != nil {
 		db.Close()
-		return nil, cerr
+		return nil, corruption{cerr}
 	}
 	return db, nil
 }

@@ -291,6 +291,24 @@ func TestCorruptDatabaseIsKeptAside(t *testing.T) {
 	}
 }
 
+// A database another process holds is not corrupt: Open says who holds
+// it and leaves the file alone.
+func TestHeldDatabaseIsNotMovedAside(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buf.db")
+	b, err := buffer.Open(path, buffer.Options{Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, err = buffer.Open(path, buffer.Options{Node: "n", LockTimeout: 200 * time.Millisecond})
+	if err == nil || errors.Is(err, buffer.ErrCorrupt) || !strings.Contains(err.Error(), "another process holds it") {
+		t.Fatalf("second open: %v", err)
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
+		t.Fatalf("a held database was moved aside: %v", aside)
+	}
+}
+
 // A full disk (a small tmpfs made for the test): producers get a clear
 // error, nothing acknowledged is lost, and the buffer recovers when space
 // returns.
