@@ -56,7 +56,7 @@ func (f *Fleet) Start(ctx context.Context, memberName, name string, argv []strin
 	}
 	defer lf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), "NODE_NAME="+m.Name), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	nsPath := "/run/netns/" + m.Namespace
@@ -113,12 +113,20 @@ func (f *Fleet) Exec(ctx context.Context, memberName string, argv []string, stdi
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
-	// Not recorded: it lives no longer than we do.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Env = append(os.Environ(), "NODE_NAME="+m.Name)
+	// Not recorded: it lives no longer than we do. Its own process group,
+	// so that when ctx ends (Ctrl-C, SIGTERM) the whole group is asked to
+	// stop with SIGTERM and may shut down cleanly; what is left after
+	// WaitDelay is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
 	if err := startIn("/run/netns/"+m.Namespace, cmd); err != nil {
 		return fmt.Errorf("run %s on %s: %w", argv[0], m.Name, err)
 	}
-	return cmd.Wait()
+	err = cmd.Wait()
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers in its group
+	return err
 }
 
 // Dir is the fleet's own state directory (process logs, evidence); it is

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/edgefault/edgefault/clusters/k8sbin"
@@ -97,7 +98,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("fleet %s is up but its cloud services are not (take it down with 'edgefault fleet down --name %s'): %w", name, name, err)
 				}
-				g.log.Info("cloud services up", "speedtest", c.SpeedURL, "content", c.ContentURL, "events", filepath.Dir(c.SpeedEvents))
+				g.log.Info("cloud services up", "speedtest", c.SpeedURL, "content", c.ContentURL, "sink", c.SinkURL, "events", filepath.Dir(c.SpeedEvents))
 			}
 			return printMembers(cmd, []*netns.Fleet{f})
 		},
@@ -106,7 +107,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (namespaces are <name>-<member>)")
 	fleetAlias(cmd)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
-	cmd.Flags().BoolVar(&cloudServices, "cloud-services", true, "run the speed-test server (:8080) and the content server (:8081) in the cloud (edgeguard, found next to edgefault, on PATH or at $EDGEGUARD)")
+	cmd.Flags().BoolVar(&cloudServices, "cloud-services", true, "run the speed-test server (:8080), the content server (:8081) and the sink (:8082) in the cloud (edgeguard, found next to edgefault, on PATH or at $EDGEGUARD)")
 	cmd.Flags().BoolVar(&controlPlanes, "control-planes", true, "give every site its own Kubernetes cluster (needs edgefault setup; false: network only, for large fleets)")
 	return cmd
 }
@@ -320,6 +321,9 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 			err = f.Exec(cmd.Context(), args[0], args[1:], os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					return exitCode(128 + int(ws.Signal())) // as a shell reports it
+				}
 				return exitCode(ee.ExitCode())
 			}
 			return err

@@ -101,9 +101,11 @@ func newRoot() *cobra.Command {
 		Use:   "edgeguard",
 		Short: "Fault-tolerance runtime for edge nodes on bad links",
 		Long: `edgeguard keeps edge workloads sane on bad links: a speed gate holds or pauses
-a workload while the link is too slow and resumes it when the link recovers.
-It also runs the cloud side used by tests and air-gapped sites (speedserver,
-content) and the sample workloads.
+a workload while the link is too slow and resumes it when the link recovers,
+and a durable store-and-forward buffer keeps records on local disk while the
+uplink is unusable and delivers them to the cloud's sink exactly once, in
+order, when it returns. It also runs the cloud side used by tests and
+air-gapped sites (speedserver, content, sink) and the sample workloads.
 
 Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
 3 gate check could not reach edgeguard serve; 130 interrupted.`,
@@ -115,7 +117,7 @@ Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
 			slog.SetDefault(g.log)
 		},
 	}
-	root.PersistentFlags().StringVar(&g.node, "node", host, "node name stamped on events (default $NODE_NAME or the hostname)")
+	root.PersistentFlags().StringVar(&g.node, "node", host, "node name stamped on events, on buffered records' keys and so in the sink's reports ($NODE_NAME, else the hostname)")
 	root.PersistentFlags().StringVar(&g.events, "events", "", "append events (JSON lines) to this file; - for stdout; empty: none")
 	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newSpeedTestCmd(g), newContentCmd(g), newSinkCmd(g), newWorkloadCmd(g), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,

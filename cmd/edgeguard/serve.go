@@ -29,9 +29,17 @@ func newServeCmd(g *globals) *cobra.Command {
                     (?after=SEQ long-polls for the next change)
   /v1/gate/events   server-sent events, one per state change
   /v1/gate/observe  POST {"bytes":N,"seconds":S}: workload transfers as free measurements
-  /metrics          Prometheus`,
-		Example: `  edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit --max-latency 300ms`,
-		Args:    cobra.NoArgs,
+  /metrics          Prometheus
+
+With --buffer and --sink it also keeps a durable store-and-forward buffer:
+
+  /v1/records       POST records (JSON, or ?stream=NAME with a raw body); 200 once on disk,
+                    507 when full (--overflow block) or when the disk is
+  /v1/buffer        waiting records and bytes, oldest, appended, forwarded, dropped`,
+		Example: `  edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit --max-latency 300ms
+  edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit \
+    --buffer /var/lib/edgeguard/buffer.db --sink http://100.64.0.1:8082`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := gf.config(g)
 			if err != nil {
@@ -43,6 +51,9 @@ func newServeCmd(g *globals) *cobra.Command {
 			gt, err := gate.New(cfg)
 			if err != nil {
 				return err
+			}
+			if bf.path == "" && bf.sink != "" {
+				return fmt.Errorf("--sink needs --buffer: the file records wait in before they are forwarded")
 			}
 			var opts []serve.Option
 			bg := func(ctx context.Context) error { return gt.Run(ctx) }

@@ -100,7 +100,7 @@ type Input struct {
 type Stats struct {
 	Records    int64     `json:"records"`
 	Bytes      int64     `json:"bytes"`
-	Oldest     time.Time `json:"oldest,omitempty"`
+	Oldest     time.Time `json:"oldest,omitzero"`
 	Appended   int64     `json:"appended"`
 	Forwarded  int64     `json:"forwarded"`
 	Dropped    int64     `json:"dropped"`
