@@ -291,20 +291,38 @@ func (f *Failover) Run(ctx context.Context) error {
 	}
 	defer f.teardown()
 	f.cfg.Events.Emit("watching", "primary", f.cfg.Primary.String(), "alternate", f.st.Alternate, "targets", f.cfg.Targets)
-	t := time.NewTicker(f.cfg.Interval)
-	defer t.Stop()
-	for {
-		err := f.probe(ctx)
+	// A probe starts every interval without waiting for the one before
+	// to time out, so a dead path is declared after about
+	// FailAfter × Interval + Timeout, not FailAfter × Timeout. Results are
+	// applied in the order the probes started.
+	results := make(chan chan error, f.cfg.Window+int(f.cfg.Timeout/f.cfg.Interval)+2)
+	go func() {
+		t := time.NewTicker(f.cfg.Interval)
+		defer t.Stop()
+		defer close(results)
+		for {
+			r := make(chan error, 1)
+			go func() { r <- f.probe(ctx) }()
+			select {
+			case results <- r:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	for r := range results {
+		err := <-r
 		if ctx.Err() != nil {
 			return nil
 		}
 		f.step(err, time.Now())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
 	}
+	return nil
 }
 
 // step applies one probe result.
