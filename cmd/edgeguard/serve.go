@@ -64,10 +64,21 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 				}
 				defer buf.Close()
 				opts = append(opts, serve.WithBuffer(buf))
+				fwd.Link = gt
 				bg = func(ctx context.Context) error {
-					go func() { _ = gt.Run(ctx) }()
-					fwd.Link = gt
-					return buf.Forward(ctx, fwd)
+					// The gate and the forwarder together: the first error
+					// (or the end of ctx) stops both, and is reported.
+					ctx, cancel := context.WithCancel(ctx)
+					defer cancel()
+					errc := make(chan error, 2)
+					go func() { errc <- gt.Run(ctx) }()
+					go func() { errc <- buf.Forward(ctx, fwd) }()
+					err := <-errc
+					cancel()
+					if err2 := <-errc; err == nil {
+						err = err2
+					}
+					return err
 				}
 			}
 			return runHTTP(cmd.Context(), g, listen, socket, serve.Handler(gt, opts...), bg)

@@ -64,6 +64,10 @@ const (
 // buffer is at its bound: back-pressure, nothing was stored.
 var ErrFull = errors.New("buffer full")
 
+// ErrTooLarge is returned (wrapped) by Append for a single call that
+// alone exceeds a bound: nothing was stored, and retrying cannot help.
+var ErrTooLarge = errors.New("append larger than the buffer's bounds")
+
 // ErrCorrupt is returned (wrapped) by Open for a database it cannot read.
 var ErrCorrupt = errors.New("buffer database is corrupt")
 
@@ -136,6 +140,8 @@ type Buffer struct {
 	added    chan struct{}
 	st       Stats
 	flushEst float64
+	mirrored int // the transaction whose counts records and bytes show
+	closing  sync.Once
 }
 
 type memItem struct {
@@ -241,17 +247,24 @@ func (b *Buffer) openDB(path string) error {
 		if k, _ := qc.Last(); k != nil {
 			b.next = binary.BigEndian.Uint64(k) + 1
 		}
-		// Count what is queued (a backlog survives restarts).
-		first := true
-		for k, v := qc.First(); k != nil; k, v = qc.Next() {
-			b.records++
-			b.bytes += int64(len(v))
-			if first {
-				var r record.Record
-				if json.Unmarshal(v, &r) == nil {
-					b.oldest = r.Time
-				}
-				first = false
+		// What is queued (a backlog survives restarts): the counts kept
+		// with the queue, or, in a database from before they were kept,
+		// counted once.
+		if meta.Get(kRecords) != nil {
+			b.records, b.bytes = getCounts(meta)
+		} else {
+			for k, v := qc.First(); k != nil; k, v = qc.Next() {
+				b.records++
+				b.bytes += int64(len(v))
+			}
+			if err := putCounts(meta, b.records, b.bytes); err != nil {
+				return err
+			}
+		}
+		if _, v := qc.First(); v != nil {
+			var r record.Record
+			if json.Unmarshal(v, &r) == nil {
+				b.oldest = r.Time
 			}
 		}
 		return nil
@@ -310,6 +323,9 @@ func (b *Buffer) Epoch() string { return b.epoch }
 // refuses the whole call with ErrFull; an error means nothing of the call
 // was stored.
 func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
+	if len(in) == 0 {
+		return nil, errors.New("nothing to append: give at least one record")
+	}
 	for i, r := range in {
 		if r.Stream == "" {
 			return nil, fmt.Errorf("record %d has no stream name", i)
@@ -323,6 +339,9 @@ func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	// Once queued, the outcome is waited for whatever ctx says: a commit
+	// takes bounded time, and answering "not confirmed" for a record that
+	// is then stored would make a retrying producer store it twice.
 	select {
 	case <-req.done:
 		return req.out, req.err
@@ -336,9 +355,6 @@ func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
 		default:
 			return nil, errors.New("buffer closed; the append was not stored")
 		}
-	case <-ctx.Done():
-		// It may still be stored: the caller must treat it as unknown.
-		return nil, fmt.Errorf("append not confirmed: %w", ctx.Err())
 	}
 }
 

@@ -230,6 +230,35 @@ func TestOverflowPolicies(t *testing.T) {
 	}
 }
 
+// One append larger than a bound is refused whatever the policy, and
+// drops nothing to make room it could never have.
+func TestTooLargeDropsNothing(t *testing.T) {
+	for _, p := range []buffer.Overflow{buffer.Block, buffer.DropOldest, buffer.DropNewest} {
+		b, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), buffer.Options{Node: "n", MaxRecords: 3, Overflow: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		b.Append(ctx, buffer.Input{Stream: "s"}, buffer.Input{Stream: "s"})
+		_, err = b.Append(ctx, make4()...)
+		if !errors.Is(err, buffer.ErrTooLarge) {
+			t.Errorf("%s: %v, want ErrTooLarge", p, err)
+		}
+		if st := b.Stats(); st.Records != 2 || st.Dropped != 0 {
+			t.Errorf("%s: %+v, want the 2 records untouched", p, st)
+		}
+		r, err := b.Append(ctx, buffer.Input{Stream: "s"})
+		if err != nil || r[0].Seq != 3 {
+			t.Errorf("%s: next append %+v %v, want seq 3 (the refused call took no seqs)", p, r, err)
+		}
+		b.Close()
+	}
+}
+
+func make4() []buffer.Input {
+	return []buffer.Input{{Stream: "s"}, {Stream: "s"}, {Stream: "s"}, {Stream: "s"}}
+}
+
 // The memory mode is the negative control: what it acknowledged is gone
 // after a restart.
 func TestMemoryModeLosesOnRestart(t *testing.T) {

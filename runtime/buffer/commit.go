@@ -22,9 +22,40 @@ type store interface {
 	put(key uint64, val []byte) error
 	dropOldest() (size int, ok bool, err error)
 	setSeq(stream string, seq uint64) error
+	// counts are the queue's records and bytes, kept in the same
+	// transaction as the queue so bounds are checked against the truth
+	// even while the forwarder removes records.
+	counts() (records, bytes int64)
+	setCounts(records, bytes int64) error
 }
 
 type boltStore struct{ q, meta *bolt.Bucket }
+
+var (
+	kRecords = []byte("n/records")
+	kBytes   = []byte("n/bytes")
+)
+
+func (s boltStore) counts() (int64, int64)     { return getCounts(s.meta) }
+func (s boltStore) setCounts(r, b int64) error { return putCounts(s.meta, r, b) }
+
+func getCounts(meta *bolt.Bucket) (int64, int64) {
+	var r, b int64
+	if v := meta.Get(kRecords); len(v) == 8 {
+		r = int64(binary.BigEndian.Uint64(v))
+	}
+	if v := meta.Get(kBytes); len(v) == 8 {
+		b = int64(binary.BigEndian.Uint64(v))
+	}
+	return r, b
+}
+
+func putCounts(meta *bolt.Bucket, r, b int64) error {
+	if err := meta.Put(kRecords, u64(uint64(r))); err != nil {
+		return err
+	}
+	return meta.Put(kBytes, u64(uint64(b)))
+}
 
 func (s boltStore) put(k uint64, v []byte) error { return s.q.Put(u64(k), v) }
 func (s boltStore) setSeq(stream string, seq uint64) error {
@@ -40,6 +71,12 @@ func (s boltStore) dropOldest() (int, bool, error) {
 }
 
 type memStore struct{ b *Buffer }
+
+func (s memStore) counts() (int64, int64) { return s.b.records, s.b.bytes }
+func (s memStore) setCounts(r, b int64) error {
+	s.b.records, s.b.bytes = r, b
+	return nil
+}
 
 func (s memStore) put(k uint64, v []byte) error {
 	s.b.mem = append(s.b.mem, memItem{key: k, val: v})
@@ -61,10 +98,8 @@ func (s memStore) dropOldest() (int, bool, error) {
 func (b *Buffer) commit(group []*appendReq) {
 	now := time.Now().UTC()
 	b.mu.Lock()
-	next, records, bytes := b.next, b.records, b.bytes
-	// The forwarder removes records meanwhile: apply this commit as a
-	// change to the counters, not as their new value.
-	baseRecords, baseBytes := records, bytes
+	next := b.next
+	var records, bytes int64
 	seqs := map[string]uint64{}
 	for _, r := range group {
 		for _, in := range r.in {
@@ -77,6 +112,7 @@ func (b *Buffer) commit(group []*appendReq) {
 
 	var dropped, appended int64
 	apply := func(s store) error {
+		records, bytes = s.counts()
 		for _, r := range group {
 			r.err = nil
 			vals := make([][]byte, len(r.in))
@@ -94,7 +130,16 @@ func (b *Buffer) commit(group []*appendReq) {
 				size += int64(len(v))
 			}
 			fits := records+int64(len(r.in)) <= b.o.MaxRecords && bytes+size <= b.o.MaxBytes
+			tooLarge := int64(len(r.in)) > b.o.MaxRecords || size > b.o.MaxBytes
 			switch {
+			case tooLarge:
+				// Alone it exceeds the bound: refuse it and drop nothing,
+				// whatever the policy; retrying cannot help.
+				for i := len(r.in) - 1; i >= 0; i-- {
+					seqs[r.in[i].Stream]--
+				}
+				r.err = fmt.Errorf("%w: %d records, %d bytes in one append; the bounds are %d records, %d bytes: split it", ErrTooLarge, len(r.in), size, b.o.MaxRecords, b.o.MaxBytes)
+				continue
 			case fits:
 			case b.o.Overflow == Block:
 				// Undo the seqs this request took: nothing of it is stored.
@@ -128,10 +173,6 @@ func (b *Buffer) commit(group []*appendReq) {
 					bytes -= int64(n)
 					dropped++
 				}
-				if size > b.o.MaxBytes {
-					r.err = fmt.Errorf("%w: %d bytes in one append exceed the %d-byte bound", ErrFull, size, b.o.MaxBytes)
-					continue
-				}
 			}
 			r.out = make([]Receipt, len(r.in))
 			for i, rec := range recs {
@@ -150,16 +191,22 @@ func (b *Buffer) commit(group []*appendReq) {
 				return err
 			}
 		}
-		return nil
+		return s.setCounts(records, bytes)
 	}
 
 	var err error
+	var txid int
 	if b.db == nil {
 		b.mu.Lock()
+		before, beforeBytes := b.records, b.bytes
 		err = apply(memStore{b})
+		if err != nil {
+			b.records, b.bytes = before, beforeBytes
+		}
 		b.mu.Unlock()
 	} else {
 		err = b.db.Update(func(tx *bolt.Tx) error {
+			txid = tx.ID()
 			return apply(boltStore{q: tx.Bucket(bQueue), meta: tx.Bucket(bMeta)})
 		})
 	}
@@ -178,8 +225,9 @@ func (b *Buffer) commit(group []*appendReq) {
 	b.mu.Lock()
 	wasEmpty := b.records == 0
 	b.next = next
-	b.records += records - baseRecords
-	b.bytes += bytes - baseBytes
+	if b.db != nil {
+		b.mirrorLocked(txid, records, bytes)
+	}
 	for s, v := range seqs {
 		b.seqs[s] = v
 	}
@@ -225,4 +273,14 @@ func (b *Buffer) headTimeLocked(now time.Time) time.Time {
 		return now
 	}
 	return r.Time
+}
+
+// mirrorLocked copies counts a committed transaction wrote into memory,
+// unless a later transaction's are already there (the committer and the
+// forwarder finish in either order).
+func (b *Buffer) mirrorLocked(txid int, records, bytes int64) {
+	if txid < b.mirrored {
+		return
+	}
+	b.mirrored, b.records, b.bytes = txid, records, bytes
 }

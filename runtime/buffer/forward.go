@@ -22,8 +22,9 @@ type Link interface {
 	Changed() <-chan struct{}
 }
 
-// Capacity, when the Link also has it, is the measured link rate in bits
-// per second (0: unknown); the flush leaves a share of it to other traffic.
+// Capacity, when the Link also has it, is the measured upstream rate in
+// bits per second (0: unknown, no pacing); the flush leaves a share of it
+// to other traffic.
 type Capacity interface {
 	Capacity() float64
 }
@@ -71,6 +72,9 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		if !o.Link.IsOpen() {
 			if !paused {
 				paused = true
+				b.mu.Lock()
+				b.flushEst = 0
+				b.mu.Unlock()
 				b.o.Events.Emit("flush-paused")
 			}
 			select {
@@ -89,9 +93,17 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		b.mu.Unlock()
 		batch, err := b.head(o.BatchRecords, o.BatchBytes)
 		if err != nil {
-			return err
+			// A read error (the disk) is retried like a failed send: the
+			// process keeps serving producers and the gate meanwhile.
+			if !b.retryAfter(ctx, &backoff, fmt.Errorf("reading the queue: %w", err), 0) {
+				return nil
+			}
+			continue
 		}
 		if len(batch) == 0 {
+			b.mu.Lock()
+			b.flushEst = 0 // nothing to flush: the rate reads 0, not the last one
+			b.mu.Unlock()
 			select {
 			case <-ctx.Done():
 				return nil
@@ -103,25 +115,19 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		start := time.Now()
 		n, err := b.send(ctx, o, batch)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !b.retryAfter(ctx, &backoff, err, len(batch)) {
 				return nil
-			}
-			backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
-			b.mu.Lock()
-			b.st.LastError = err.Error()
-			b.mu.Unlock()
-			b.o.Events.Emit("flush-failed", "records", len(batch), "err", err.Error(), "retryInMs", backoff.Milliseconds())
-			b.o.Logger.Warn("flush failed; will retry", "records", len(batch), "err", err, "in", backoff)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
 			}
 			continue
 		}
 		backoff = 0
 		if err := b.remove(batch); err != nil {
-			return err
+			// The sink has them; they will be resent and refused as
+			// duplicates once the disk lets the delete through.
+			if !b.retryAfter(ctx, &backoff, err, len(batch)) {
+				return nil
+			}
+			continue
 		}
 		el := time.Since(start)
 		b.o.Events.Emit("flushed", "records", len(batch), "bytes", n, "ms", el.Milliseconds())
@@ -150,6 +156,24 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		}
 	}
 	return nil
+}
+
+// retryAfter records a failure and waits out the next back-off (0.5 s
+// doubling to 30 s); false when ctx ended meanwhile.
+func (b *Buffer) retryAfter(ctx context.Context, backoff *time.Duration, err error, records int) bool {
+	*backoff = min(max(2**backoff, 500*time.Millisecond), 30*time.Second)
+	b.mu.Lock()
+	b.st.LastError = err.Error()
+	b.flushEst = 0
+	b.mu.Unlock()
+	b.o.Events.Emit("flush-failed", "records", records, "err", err.Error(), "retryInMs", backoff.Milliseconds())
+	b.o.Logger.Warn("flush failed; will retry", "records", records, "err", err, "in", *backoff)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*backoff):
+		return true
+	}
 }
 
 // head reads up to n records (and about maxBytes) from the front.
@@ -223,7 +247,8 @@ func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int,
 // remove deletes acknowledged records (those still there: drop-oldest may
 // have taken some).
 func (b *Buffer) remove(batch []item) error {
-	var gone, size int64
+	var gone, size, records, bytes int64
+	var txid int
 	if b.db == nil {
 		b.mu.Lock()
 		last := binary.BigEndian.Uint64(batch[len(batch)-1].key)
@@ -235,7 +260,8 @@ func (b *Buffer) remove(batch []item) error {
 		b.mu.Unlock()
 	} else {
 		err := b.db.Update(func(tx *bolt.Tx) error {
-			q := tx.Bucket(bQueue)
+			txid = tx.ID()
+			q, meta := tx.Bucket(bQueue), tx.Bucket(bMeta)
 			for _, it := range batch {
 				if v := q.Get(it.key); v != nil {
 					gone++
@@ -245,7 +271,9 @@ func (b *Buffer) remove(batch []item) error {
 					}
 				}
 			}
-			return nil
+			records, bytes = getCounts(meta)
+			records, bytes = records-gone, bytes-size
+			return putCounts(meta, records, bytes)
 		})
 		if err != nil {
 			// The sink has them: they will be resent and refused as
@@ -254,8 +282,12 @@ func (b *Buffer) remove(batch []item) error {
 		}
 	}
 	b.mu.Lock()
-	b.records -= gone
-	b.bytes -= size
+	if b.db == nil {
+		b.records -= gone
+		b.bytes -= size
+	} else {
+		b.mirrorLocked(txid, records, bytes)
+	}
 	b.st.Forwarded += gone
 	b.oldest = b.headTimeLocked(time.Now())
 	b.mu.Unlock()
@@ -273,12 +305,11 @@ func (b *Buffer) Stats() Stats {
 
 // Close stops the committer (pending appends fail) and closes the database.
 func (b *Buffer) Close() error {
-	select {
-	case <-b.quit:
+	first := false
+	b.closing.Do(func() { first = true; close(b.quit) })
+	if !first {
 		return nil
-	default:
 	}
-	close(b.quit)
 	b.wg.Wait()
 	for {
 		select {

@@ -361,10 +361,15 @@ func (g *Gate) Changed() <-chan struct{} {
 	return g.change
 }
 
-// Capacity is the link rate the last full test measured, in bits per
-// second (0 before any). The buffer's forwarder paces its flush by it.
+// Capacity is the upstream rate the gate measured, in bits per second:
+// the last upload measurement when there is one (--min-upload), else the
+// last full test's download, the best guess on a symmetric link; 0 before
+// any. The buffer's forwarder, which sends upstream, paces its flush by it.
 func (g *Gate) Capacity() float64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.lastProbeUp > 0 {
+		return g.lastProbeUp
+	}
 	return g.st.CapacityBps
 }

@@ -19,14 +19,22 @@ import (
 //	POST /v1/records?stream=S   the raw body is one record's payload
 //	GET  /v1/buffer             the buffer's counters
 //
-// A 200 answer means every record in it is durable (or, in memory mode,
-// queued). 507 is back-pressure: the buffer is full (block policy) or the
-// disk is; nothing of the request was stored, retry later.
+// A 200 answer means every record in it is durable (its "durability" says
+// "memory" in memory mode, where it is only queued). 507 is back-pressure:
+// the buffer is full (block policy) or the disk is; 413: the request alone
+// exceeds a bound or 16 MiB; 400: bad input; 503: the buffer is closing or a
+// commit failed. In every error case nothing of the request was stored,
+// so retrying is safe.
 func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 	mux.HandleFunc("POST /v1/records", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<20))
 		if err != nil {
-			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+			code := http.StatusBadRequest
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				code = http.StatusRequestEntityTooLarge
+			}
+			http.Error(w, "reading the body (at most 16 MiB a request): "+err.Error(), code)
 			return
 		}
 		var in []buffer.Input
@@ -49,18 +57,33 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 		out, err := b.Append(r.Context(), in...)
 		switch {
 		case err == nil:
-			writeJSON(w, map[string]any{"receipts": out})
-		case errors.Is(err, buffer.ErrFull) || errors.Is(err, syscall.ENOSPC):
+			// In memory mode the answer says so: a 200 there is not "on disk".
+			writeJSON(w, map[string]any{"receipts": out, "durability": b.Stats().Durability})
+		case errors.Is(err, buffer.ErrTooLarge):
+			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+		case errors.Is(err, buffer.ErrFull) || diskFull(err):
 			w.Header().Set("Retry-After", "5")
 			http.Error(w, err.Error(), http.StatusInsufficientStorage)
-		case strings.Contains(err.Error(), "no stream name"):
+		case strings.Contains(err.Error(), "no stream name") || strings.Contains(err.Error(), "nothing to append"):
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		default:
+			// Nothing of the request was stored (the buffer is closing or
+			// a commit failed): retrying is safe.
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		}
 	})
 	mux.HandleFunc("GET /v1/buffer", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, b.Stats()) })
 	reg.MustRegister(bufferCollector{b})
+}
+
+// diskFull recognises a full disk or quota, also where bbolt formats the
+// cause into its message instead of wrapping it.
+func diskFull(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	m := err.Error()
+	return strings.Contains(m, "no space left on device") || strings.Contains(m, "disk quota exceeded")
 }
 
 var (

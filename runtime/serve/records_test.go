@@ -47,6 +47,8 @@ func TestRecordsEndpoint(t *testing.T) {
 		{"raw", "/v1/records?stream=pos", `sale #3`, 200, []uint64{3}, ""},
 		{"no stream", "/v1/records", `{"payload":"aGk="}`, 400, nil, "no stream name"},
 		{"not json", "/v1/records", `sale`, 400, nil, "want {"},
+		{"empty", "/v1/records", `[]`, 400, nil, "nothing to append"},
+		{"too large", "/v1/records", `[{"stream":"a"},{"stream":"a"},{"stream":"a"},{"stream":"a"},{"stream":"a"}]`, 413, nil, "split it"},
 		{"full", "/v1/records", `[{"stream":"pos"},{"stream":"pos"}]`, 507, nil, "buffer full"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
