@@ -63,7 +63,10 @@ type Config struct {
 	// Netns runs everything in that network namespace (a name or path;
 	// default: the process's own). Tests use it; edgeguard serve runs
 	// inside its node.
-	Netns  string
+	Netns string
+	// Kube, when set, marks the node in the site's cluster while the
+	// uplink is lost (label, taint, cordon, drain) and unmarks it after.
+	Kube   *Kube
 	Node   string
 	Events *events.Log
 	Logger *slog.Logger
@@ -130,6 +133,10 @@ type Status struct {
 	Probes         int64     `json:"probes"`
 	Failures       int64     `json:"failures"`
 	LastError      string    `json:"lastError,omitempty"`
+	// Marked says the node's marks in the cluster match the state (set
+	// once applied); KubeError is the last failure applying them.
+	Marked    bool   `json:"marked"`
+	KubeError string `json:"kubeError,omitempty"`
 }
 
 // Failover is a running failover. Its methods are safe for concurrent use.
@@ -290,6 +297,9 @@ func (f *Failover) Run(ctx context.Context) error {
 		return err
 	}
 	defer f.teardown()
+	if f.cfg.Kube != nil {
+		go f.reconcile(ctx)
+	}
 	f.cfg.Events.Emit("watching", "primary", f.cfg.Primary.String(), "alternate", f.st.Alternate, "targets", f.cfg.Targets)
 	// A probe starts every interval without waiting for the one before
 	// to time out, so a dead path is declared after about
@@ -379,5 +389,51 @@ func (f *Failover) step(err error, now time.Time) {
 		}
 		f.recent = f.recent[:0]
 		f.setLocked(Primary, reason)
+	}
+}
+
+// reconcile keeps the node's marks in the cluster in step with the state,
+// retrying (the API may be unreachable exactly when the uplink is lost)
+// until they are applied; steps are idempotent, so a retry never applies
+// anything twice.
+func (f *Failover) reconcile(ctx context.Context) {
+	applied := "" // nothing yet: the first pass also clears marks a crash left
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		ch := f.Changed()
+		st := f.Status()
+		down := st.State != Primary
+		want := fmt.Sprint(down)
+		if want != applied {
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := f.cfg.Kube.apply(actx, down, st.Reason)
+			cancel()
+			f.mu.Lock()
+			if err != nil {
+				f.st.Marked, f.st.KubeError = false, err.Error()
+				f.mu.Unlock()
+				backoff = min(max(2*backoff, 500*time.Millisecond), 10*time.Second)
+				f.cfg.Logger.Warn("failover: cluster actions failed; retrying", "err", err, "in", backoff)
+				f.cfg.Events.Emit("kube-retry", "down", down, "err", err.Error())
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				continue
+			}
+			f.st.Marked, f.st.KubeError = true, ""
+			f.mu.Unlock()
+			applied, backoff = want, 0
+			f.cfg.Events.Emit("marked", "down", down)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			f.mu.Lock()
+			f.st.Marked = false
+			f.mu.Unlock()
+		}
 	}
 }

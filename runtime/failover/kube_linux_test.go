@@ -1,0 +1,180 @@
+package failover_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/internal/kubetest"
+	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/internal/traffic"
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/runtime/failover"
+	"github.com/edgefault/edgefault/scenarios"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// The factory's building-A gateway loses its uplink: its runtime, with
+// the gateway's own identity in the site's real cluster, labels, taints
+// and cordons its Node and drains it (the Deployment's pods move to nodes
+// that still have an uplink; the DaemonSet's pod stays); after the restore
+// and the hold-down it takes its marks back off.
+func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and a control plane (CI runs as root)")
+	}
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("fk%d", os.Getpid()%10000)
+	ctx := context.Background()
+	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "factory", Buildings: []scenarios.Building{
+		{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}}},
+		{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}}},
+	}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Down(ctx, name) })
+	sc, err := f.Cluster("factory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwA, _ := f.Member("gw-a")
+	cloud, _ := f.Member("cloud")
+	ln, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	client := func(kubeconfig, ns string) *kubernetes.Clientset {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Dial = nsdo.DialContext(ns)
+		return kubernetes.NewForConfigOrDie(cfg)
+	}
+	admin := client(sc.Admin, gwA.Namespace)
+	self := client(sc.Nodes["gw-a"], gwA.Namespace) // the gateway's own identity
+
+	// A Deployment over the site's nodes and a DaemonSet that tolerates
+	// the uplink taint (as deploy/ does).
+	labels := map[string]string{"app": "line"}
+	four := int32(4)
+	pod := corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "fake"}},
+		Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}}}
+	if _, err := admin.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "line"},
+		Spec: appsv1.DeploymentSpec{Replicas: &four, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: pod}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dsPod := *pod.DeepCopy()
+	dsPod.Tolerations = append(dsPod.Tolerations, corev1.Toleration{Key: failover.UplinkKey, Operator: corev1.TolerationOpExists})
+	dl := map[string]string{"app": "edgeguard"}
+	if _, err := admin.AppsV1().DaemonSets("default").Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "edgeguard"},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: dl},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: dl}, Spec: dsPod}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running := func(app, node string) int {
+		n := kubetest.RunningByNode(t, admin, "app="+app)
+		if node == "" {
+			total := 0
+			for _, c := range n {
+				total += c
+			}
+			return total
+		}
+		return n[node]
+	}
+	kubetest.Eventually(t, 60*time.Second, "the Deployment and the DaemonSet to run", func() bool {
+		return running("line", "") == 4 && running("edgeguard", "gw-a") == 1
+	})
+
+	fo, err := failover.New(failover.Config{Primary: netip.MustParseAddr(cloud.Address), Targets: []string{ln.Addr().String()},
+		Interval: 200 * time.Millisecond, HoldDown: 3 * time.Second, Netns: gwA.Namespace, Node: "gw-a",
+		Kube: &failover.Kube{Client: self, Node: "gw-a", Actions: failover.Actions{Label: true, Taint: true, Cordon: true, Drain: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go fo.Run(fctx)
+	kubetest.Eventually(t, 10*time.Second, "failover to settle on the primary", func() bool {
+		st := fo.Status()
+		return st.State == failover.Primary && st.Marked
+	})
+
+	s := &site{f: f}
+	s.sh, _ = f.Shaper()
+	defer s.sh.Close()
+	s.cut(t, "gw-a", true)
+	cut := time.Now()
+	kubetest.Eventually(t, 15*time.Second, "gw-a to be marked and drained", func() bool {
+		n, err := admin.CoreV1().Nodes().Get(ctx, "gw-a", metav1.GetOptions{})
+		if err != nil || n.Labels[failover.UplinkKey] != "down" || !n.Spec.Unschedulable {
+			return false
+		}
+		tainted := false
+		for _, tt := range n.Spec.Taints {
+			tainted = tainted || tt.Key == failover.UplinkKey
+		}
+		return tainted && fo.Status().Marked
+	})
+	t.Logf("gw-a tagged %s after the cut", time.Since(cut).Round(time.Millisecond))
+	kubetest.Eventually(t, 60*time.Second, "the Deployment's pods to leave gw-a and run elsewhere", func() bool {
+		return running("line", "gw-a") == 0 && running("line", "") == 4
+	})
+	if running("edgeguard", "gw-a") != 1 {
+		t.Fatal("the runtime's DaemonSet pod was evicted from gw-a")
+	}
+	evs, _ := admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=gw-a"})
+	reasons := map[string]int{}
+	for _, e := range evs.Items {
+		reasons[e.Reason]++
+	}
+	if reasons["UplinkDown"] != 1 || reasons["Drained"] < 1 {
+		t.Fatalf("events on gw-a: %v", reasons)
+	}
+
+	s.cut(t, "gw-a", false)
+	kubetest.Eventually(t, 20*time.Second, "gw-a's marks to come off after the hold-down", func() bool {
+		n, err := admin.CoreV1().Nodes().Get(ctx, "gw-a", metav1.GetOptions{})
+		return err == nil && n.Labels[failover.UplinkKey] == "" && !n.Spec.Unschedulable && len(n.Spec.Taints) == 0 && fo.Status().State == failover.Primary
+	})
+	evs, _ = admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=gw-a"})
+	restored := 0
+	for _, e := range evs.Items {
+		if e.Reason == "UplinkRestored" {
+			restored++
+		}
+	}
+	if restored != 1 {
+		t.Fatalf("%d UplinkRestored events, want 1", restored)
+	}
+}
