@@ -126,6 +126,9 @@ func (f *Fleet) Exec(ctx context.Context, memberName string, argv []string, stdi
 	}
 	err = cmd.Wait()
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers in its group
+	if err != nil && ctx.Err() != nil && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		return nil // asked to stop, and it stopped cleanly
+	}
 	return err
 }
 

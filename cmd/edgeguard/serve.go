@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/edgefault/edgefault/runtime/failover"
 	"github.com/edgefault/edgefault/runtime/gate"
 	"github.com/edgefault/edgefault/runtime/serve"
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ import (
 func newServeCmd(g *globals) *cobra.Command {
 	var gf gateFlags
 	var bf bufferFlags
+	var ff failoverFlags
 	var listen, socket string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -57,6 +59,15 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 			}
 			var opts []serve.Option
 			bg := func(ctx context.Context) error { return gt.Run(ctx) }
+			var fo *failover.Failover
+			if ff.primary != "" {
+				if fo, err = ff.open(g, gf.server); err != nil {
+					return err
+				}
+				opts = append(opts, serve.WithFailover(fo))
+			} else if ff.actions != "" || ff.alternate != "" {
+				return fmt.Errorf("--failover-alternate and --failover-actions need --failover-primary")
+			}
 			if bf.path != "" {
 				buf, fwd, err := bf.open(g)
 				if err != nil {
@@ -81,11 +92,28 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 					return err
 				}
 			}
+			if fo != nil {
+				inner := bg
+				bg = func(ctx context.Context) error {
+					ctx, cancel := context.WithCancel(ctx)
+					defer cancel()
+					errc := make(chan error, 2)
+					go func() { errc <- inner(ctx) }()
+					go func() { errc <- fo.Run(ctx) }()
+					err := <-errc
+					cancel()
+					if err2 := <-errc; err == nil {
+						err = err2
+					}
+					return err
+				}
+			}
 			return runHTTP(cmd.Context(), g, listen, socket, serve.Handler(gt, opts...), bg)
 		},
 	}
 	gf.register(cmd.Flags())
 	bf.register(cmd.Flags())
+	ff.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", ":8474", "address to serve on")
 	cmd.Flags().StringVar(&socket, "socket", "", "also serve on this Unix socket (for local producers)")
 	return cmd
