@@ -405,7 +405,7 @@ func (f *Failover) reconcile(ctx context.Context) {
 		down := st.State != Primary
 		want := fmt.Sprint(down)
 		if want != applied {
-			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			err := f.cfg.Kube.apply(actx, down, st.Reason)
 			cancel()
 			f.mu.Lock()

@@ -22,6 +22,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/edgefault/edgefault/shaper"
+	"net/url"
 )
 
 // The factory's building-A gateway loses its uplink: its runtime, with
@@ -77,6 +80,7 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Dial = nsdo.DialContext(ns)
+		cfg.Timeout = 5 * time.Second
 		return kubernetes.NewForConfigOrDie(cfg)
 	}
 	admin := client(sc.Admin, gwA.Namespace)
@@ -177,4 +181,58 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	if restored != 1 {
 		t.Fatalf("%d UplinkRestored events, want 1", restored)
 	}
+	cancel()
+
+	// The API unreachable while acting: device a1 fails over to building
+	// B's gateway at once, but cannot mark its Node while its path to the
+	// site's API (on gw-a's LAN address) is cut; the marks go on once the
+	// API answers again, exactly once.
+	a1, _ := f.Member("a1")
+	gwB, _ := f.Member("gw-b")
+	u, _ := url.Parse(sc.URL)
+	api := netip.MustParseAddr(u.Hostname())
+	dev, err := failover.New(failover.Config{Primary: netip.MustParseAddr(gwA.Address), Alternate: netip.MustParseAddr(gwB.Address),
+		Targets: []string{ln.Addr().String()}, Interval: 200 * time.Millisecond, HoldDown: 3 * time.Second, Netns: a1.Namespace, Node: "a1",
+		Kube: &failover.Kube{Client: client(sc.Nodes["a1"], a1.Namespace), Node: "a1", Actions: failover.Actions{Label: true, Taint: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dctx, dcancel := context.WithCancel(ctx)
+	defer dcancel()
+	go dev.Run(dctx)
+	kubetest.Eventually(t, 10*time.Second, "a1 settled on the primary", func() bool { st := dev.Status(); return st.State == failover.Primary && st.Marked })
+	a1T, err := f.Target("a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sh.Apply(ctx, a1T, shaper.Impairment{Outage: true, Targets: []netip.Prefix{netip.PrefixFrom(api, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.cut(t, "gw-a", true)
+	kubetest.Eventually(t, 10*time.Second, "a1 to route through gw-b while the API is out of reach", func() bool {
+		st := dev.Status()
+		return st.State == failover.Alternate && !st.Marked
+	})
+	kubetest.Eventually(t, 20*time.Second, "a failed attempt to mark a1 while its API path is cut", func() bool { return dev.Status().KubeError != "" })
+	if n, _ := admin.CoreV1().Nodes().Get(ctx, "a1", metav1.GetOptions{}); n.Labels[failover.UplinkKey] != "" {
+		t.Fatal("a1 labelled through a cut API path")
+	}
+	if err := s.sh.Clear(ctx, a1T); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 20*time.Second, "a1's marks once the API answers", func() bool {
+		n, err := admin.CoreV1().Nodes().Get(ctx, "a1", metav1.GetOptions{})
+		return err == nil && n.Labels[failover.UplinkKey] == "down" && len(n.Spec.Taints) == 1 && dev.Status().Marked
+	})
+	evs, _ = admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=a1"})
+	down := 0
+	for _, e := range evs.Items {
+		if e.Reason == "UplinkDown" {
+			down++
+		}
+	}
+	if down != 1 {
+		t.Fatalf("%d UplinkDown events on a1, want exactly 1", down)
+	}
+	s.cut(t, "gw-a", false)
 }
