@@ -22,7 +22,19 @@ const (
 	// cordonedBy marks a cordon failover made, so recovery never undoes
 	// an operator's own cordon.
 	cordonedBy = "edgefault.io/cordoned-by"
+	// GatewayLabel names the gateway a node's uplink goes through (the
+	// embedded fleet sets it; label your nodes so on other clusters). A
+	// node without it is taken to be its own uplink (a gateway).
+	GatewayLabel = "edgefault.io/gateway"
 )
+
+// uplinkOf is the uplink a node depends on.
+func uplinkOf(n *corev1.Node) string {
+	if g := n.Labels[GatewayLabel]; g != "" {
+		return g
+	}
+	return n.Name
+}
 
 // Actions are what failover does to its own Node in the site's cluster
 // while the uplink is lost; recovery undoes them in reverse.
@@ -113,8 +125,9 @@ func (k *Kube) apply(ctx context.Context, down bool, reason string) error {
 }
 
 // drain evicts the node's pods, as kubectl drain --ignore-daemonsets does,
-// but only where another node of the site still has its uplink: with
-// nowhere better to run, the local workload stays up.
+// but only where a node behind another uplink (another gateway) is up,
+// schedulable and not marked down: with nowhere better to run, the local
+// workload stays up.
 func (k *Kube) drain(ctx context.Context, self *corev1.Node) error {
 	nodes, err := k.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -122,7 +135,7 @@ func (k *Kube) drain(ctx context.Context, self *corev1.Node) error {
 	}
 	elsewhere := ""
 	for _, n := range nodes.Items {
-		if n.Name != k.Node && !n.Spec.Unschedulable && n.Labels[UplinkKey] != "down" && ready(&n) {
+		if n.Name != k.Node && uplinkOf(&n) != uplinkOf(self) && !n.Spec.Unschedulable && n.Labels[UplinkKey] != "down" && ready(&n) {
 			elsewhere = n.Name
 			break
 		}

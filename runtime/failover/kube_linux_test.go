@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/edgefault/edgefault/shaper"
+	"net"
 	"net/url"
 )
 
@@ -235,4 +236,100 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 		t.Fatalf("%d UplinkDown events on a1, want exactly 1", down)
 	}
 	s.cut(t, "gw-a", false)
+}
+
+// A one-node store: its uplink cut, the node is marked degraded in its
+// cluster, nothing is drained (the only other node is its own gateway,
+// behind the same cut uplink), and the local service keeps answering.
+func TestStoreIsMarkedButNotDrained(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and a control plane (CI runs as root)")
+	}
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("fs%d", os.Getpid()%10000)
+	ctx := context.Background()
+	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Down(ctx, name) })
+	sc, _ := f.Cluster("store")
+	pos, _ := f.Member("pos")
+	gw, _ := f.Member("store-gw")
+	cloud, _ := f.Member("cloud")
+	target, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	local, err := traffic.Listen(pos.Namespace, "tcp4", pos.Address+":0") // the store's point of sale
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	for _, ln := range []interface{ Accept() (net.Conn, error) }{target, local} {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	mk := func(kubeconfig string) *kubernetes.Clientset {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Dial, cfg.Timeout = nsdo.DialContext(pos.Namespace), 5*time.Second
+		return kubernetes.NewForConfigOrDie(cfg)
+	}
+	admin := mk(sc.Admin)
+	one := int32(1)
+	labels := map[string]string{"app": "till"}
+	if _, err := admin.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "till"},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{"kubernetes.io/hostname": "pos"},
+				Containers:   []corev1.Container{{Name: "c", Image: "fake"}}, Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}}}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 60*time.Second, "the till to run on pos", func() bool { return kubetest.RunningByNode(t, admin, "app=till")["pos"] == 1 })
+	fo, err := failover.New(failover.Config{Primary: netip.MustParseAddr(gw.Address), Targets: []string{target.Addr().String()},
+		Interval: 200 * time.Millisecond, HoldDown: 3 * time.Second, Netns: pos.Namespace, Node: "pos",
+		Kube: &failover.Kube{Client: mk(sc.Nodes["pos"]), Node: "pos", Actions: failover.Actions{Label: true, Taint: true, Cordon: true, Drain: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go fo.Run(fctx)
+	kubetest.Eventually(t, 10*time.Second, "pos settled", func() bool { st := fo.Status(); return st.State == failover.Primary && st.Marked })
+	s := &site{f: f}
+	s.sh, _ = f.Shaper()
+	defer s.sh.Close()
+	s.cut(t, "store-gw", true)
+	kubetest.Eventually(t, 15*time.Second, "pos degraded and marked", func() bool {
+		n, err := admin.CoreV1().Nodes().Get(ctx, "pos", metav1.GetOptions{})
+		return err == nil && fo.Status().State == failover.Degraded && fo.Status().Marked && n.Labels[failover.UplinkKey] == "down"
+	})
+	time.Sleep(2 * time.Second)
+	if kubetest.RunningByNode(t, admin, "app=till")["pos"] != 1 {
+		t.Fatal("the till was drained off the store's only node")
+	}
+	if !reaches(pos.Namespace, local.Addr().String()) {
+		t.Fatal("the local service stopped answering")
+	}
+	if fo.IsOpen() {
+		t.Fatal("a degraded node says its link is usable")
+	}
 }
