@@ -14,13 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/internal/nsdo"
-	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/wire"
-	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
 	bolt "go.etcd.io/bbolt"
 )
@@ -165,17 +162,8 @@ func (b *bench) buffer() {
 func (b *bench) flush() {
 	eg := edgeguardBin()
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("/run", "edgefault-bench-flush-")
-	check(err)
-	defer os.RemoveAll(dir)
-	l, err := ledger.Open(filepath.Join(dir, "ledger"))
-	check(err)
-	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithLogger(discard()))
-	check(err)
-	name := fmt.Sprintf("bf%d", os.Getpid()%10000)
-	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "s", Gateway: &scenarios.Gateway{Name: "s-gw"}, Nodes: []scenarios.Node{{Name: "n1"}}}}})
-	check(err)
-	defer func() { _ = p.Down(ctx, name); _ = l.Sweep(name, shaper.Removers()) }()
+	f, down := benchFleet("bf", oneNode())
+	defer down()
 	cloud, err := harness.StartCloud(ctx, f, eg)
 	check(err)
 	defer cloud.Stop()

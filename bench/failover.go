@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -15,7 +13,6 @@ import (
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/internal/traffic"
-	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/runtime/failover"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
@@ -88,20 +85,11 @@ func quantiles(d []time.Duration) (time.Duration, time.Duration) {
 func (b *bench) failover() {
 	fmt.Println("== Failover: a factory building's uplink cut; time to the device's route switched and to the gateway's Node tagged, 20 trials, default settings (target: median <= 3 s); flaps: 10 cuts of 300 ms inside the hold-down")
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("/run", "edgefault-bench-failover-")
-	check(err)
-	defer os.RemoveAll(dir)
-	l, err := ledger.Open(filepath.Join(dir, "ledger"))
-	check(err)
-	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithLogger(discard()), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
-	check(err)
-	name := fmt.Sprintf("bo%d", os.Getpid()%10000)
-	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "factory", Buildings: []scenarios.Building{
+	f, down := benchFleet("bo", &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "factory", Buildings: []scenarios.Building{
 		{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}}},
 		{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}}},
-	}}}})
-	check(err)
-	defer func() { _ = p.Down(ctx, name); _ = l.Sweep(name, shaper.Removers()) }()
+	}}}}, netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
+	defer down()
 	sc, err := f.Cluster("factory")
 	check(err)
 	a1, _ := f.Member("a1")

@@ -55,17 +55,8 @@ func (b *bench) gate() {
 	fmt.Println("   threshold = half the link; the drop goes to a fifth of it. Targets: probing <= 2% of capacity, drop to closed <= 5 s")
 	eg := edgeguardBin()
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("/run", "edgefault-bench-gate-")
-	check(err)
-	defer os.RemoveAll(dir)
-	l, err := ledger.Open(filepath.Join(dir, "ledger"))
-	check(err)
-	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithLogger(discard()))
-	check(err)
-	name := fmt.Sprintf("bg%d", os.Getpid()%10000)
-	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "s", Gateway: &scenarios.Gateway{Name: "s-gw"}, Nodes: []scenarios.Node{{Name: "n1"}}}}})
-	check(err)
-	defer func() { _ = p.Down(ctx, name); _ = l.Sweep(name, shaper.Removers()) }()
+	f, down := benchFleet("bg", oneNode())
+	defer down()
 	cloud, err := harness.StartCloud(ctx, f, eg)
 	check(err)
 	defer cloud.Stop()
@@ -145,4 +136,28 @@ func (b *bench) gate() {
 		check(sh.Clear(ctx, t))
 	}
 	tw.Flush()
+}
+
+// oneNode is a site with a gateway and one node, n1.
+func oneNode() *scenarios.FleetSpec {
+	return &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "s", Gateway: &scenarios.Gateway{Name: "s-gw"}, Nodes: []scenarios.Node{{Name: "n1"}}}}}
+}
+
+// benchFleet brings spec up under a ledger of its own in /run and returns
+// the fleet and what takes it down and removes every trace.
+func benchFleet(prefix string, spec *scenarios.FleetSpec, opts ...netns.Option) (*netns.Fleet, func()) {
+	dir, err := os.MkdirTemp("/run", "edgefault-bench-"+prefix+"-")
+	check(err)
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	check(err)
+	p, err := netns.NewProvider(append([]netns.Option{netns.WithLedger(l), netns.WithLogger(discard())}, opts...)...)
+	check(err)
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid()%10000)
+	f, err := p.UpFleet(context.Background(), name, spec)
+	check(err)
+	return f, func() {
+		_ = p.Down(context.Background(), name)
+		_ = l.Sweep(name, shaper.Removers())
+		_ = os.RemoveAll(dir)
+	}
 }
