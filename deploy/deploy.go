@@ -23,10 +23,23 @@ import (
 //go:embed edgeguard.yaml
 var edgeguardYAML []byte
 
-// Objects decodes the embedded manifests, in file order. Empty documents
-// are skipped; an error names the document (counted from 0) it is about.
-func Objects() ([]*unstructured.Unstructured, error) {
-	d := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(edgeguardYAML), 4096)
+//go:embed failover.yaml
+var failoverYAML []byte
+
+// Objects decodes the embedded manifests of edgeguard.yaml, in file order.
+// Empty documents are skipped; an error names the document (counted from
+// 0) it is about.
+func Objects() ([]*unstructured.Unstructured, error) { return decode("edgeguard.yaml", edgeguardYAML) }
+
+// FailoverObjects decodes failover.yaml: the API access failover needs
+// where the runtime runs under one ServiceAccount (RBAC, and the admission
+// policy that keeps each pod to its own Node).
+func FailoverObjects() ([]*unstructured.Unstructured, error) {
+	return decode("failover.yaml", failoverYAML)
+}
+
+func decode(file string, data []byte) ([]*unstructured.Unstructured, error) {
+	d := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var objs []*unstructured.Unstructured
 	for i := 0; ; i++ {
 		var raw json.RawMessage
@@ -35,17 +48,17 @@ func Objects() ([]*unstructured.Unstructured, error) {
 			return objs, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("edgeguard.yaml document %d: %w", i, err)
+			return nil, fmt.Errorf("%s document %d: %w", file, i, err)
 		}
 		if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 			continue
 		}
 		u := &unstructured.Unstructured{}
 		if err := u.UnmarshalJSON(raw); err != nil {
-			return nil, fmt.Errorf("edgeguard.yaml document %d: %w", i, err)
+			return nil, fmt.Errorf("%s document %d: %w", file, i, err)
 		}
 		if u.GetAPIVersion() == "" || u.GetName() == "" {
-			return nil, fmt.Errorf("edgeguard.yaml document %d (%s): missing apiVersion or metadata.name", i, u.GetKind())
+			return nil, fmt.Errorf("%s document %d (%s): missing apiVersion or metadata.name", file, i, u.GetKind())
 		}
 		objs = append(objs, u)
 	}

@@ -26,8 +26,8 @@ func (f *failoverFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.targets, "failover-target", nil, "host:port to probe through the primary (default: --server's)")
 	fs.DurationVar(&f.interval, "failover-interval", 500*time.Millisecond, "time between probes (loss after 3 failures among 4)")
 	fs.DurationVar(&f.holdDown, "failover-hold-down", 10*time.Second, "how long the primary must stay healthy before failing back")
-	fs.StringVar(&f.actions, "failover-actions", "", "what to do to this node's Node while the uplink is lost: any of label,taint,cordon,drain (needs --kubeconfig)")
-	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "the site cluster's kubeconfig, with this node's own identity")
+	fs.StringVar(&f.actions, "failover-actions", "", "what to do to this node's Node while the uplink is lost: any of label,taint,cordon,drain")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "the site cluster's kubeconfig, with this node's own identity (default: the pod's ServiceAccount)")
 }
 
 func (f *failoverFlags) open(g *globals, server string) (*failover.Failover, error) {
@@ -53,9 +53,7 @@ func (f *failoverFlags) open(g *globals, server string) (*failover.Failover, err
 		cfg.Targets = []string{u}
 	}
 	if f.actions != "" {
-		if f.kubeconfig == "" {
-			return nil, fmt.Errorf("--failover-actions needs --kubeconfig (the site cluster, with this node's identity)")
-		}
+
 		k := &failover.Kube{Node: g.node, Logger: g.log}
 		for _, a := range strings.Split(f.actions, ",") {
 			switch strings.TrimSpace(a) {
@@ -71,9 +69,11 @@ func (f *failoverFlags) open(g *globals, server string) (*failover.Failover, err
 				return nil, fmt.Errorf("--failover-actions: unknown action %q: use label, taint, cordon, drain", a)
 			}
 		}
+		// No --kubeconfig: the pod's own ServiceAccount (in a DaemonSet;
+		// deploy/failover.yaml keeps it to its own Node).
 		rc, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
 		if err != nil {
-			return nil, fmt.Errorf("--kubeconfig: %w", err)
+			return nil, fmt.Errorf("--failover-actions needs the site's API: give --kubeconfig, or run in a pod with a ServiceAccount token: %w", err)
 		}
 		rc.Timeout = 10 * time.Second
 		if k.Client, err = kubernetes.NewForConfig(rc); err != nil {

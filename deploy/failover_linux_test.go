@@ -1,0 +1,128 @@
+package deploy_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/controlplane"
+	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/deploy"
+	"github.com/edgefault/edgefault/ledger"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// Under one shared ServiceAccount (a DaemonSet on kind or an existing
+// cluster), deploy/failover.yaml lets each edgeguard pod change its own
+// Node and no other: a token bound to a pod on node x may label x; the
+// same account is refused (403) on node y, and so is an unbound token.
+// Against a real kube-apiserver.
+func TestFailoverMayChangeOnlyItsOwnNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: starts a real etcd and kube-apiserver (built by `edgefault setup`) recorded in the ledger")
+	}
+	dir := t.TempDir()
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cp, err := controlplane.Start(ctx, controlplane.Options{Site: "vap", Dir: filepath.Join(dir, "cp"), Bin: k8sbin.Cache{Dir: k8sbin.DefaultDir()}, Ledger: l, Owner: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Stop()
+	admin, err := cp.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, _ := dynamic.NewForConfig(cp.Admin)
+	dc, _ := discovery.NewDiscoveryClientForConfig(cp.Admin)
+	groups, err := restmapper.GetAPIGroupResources(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDiscoveryRESTMapper(groups)
+	base, _ := deploy.Objects()
+	extra, err := deploy.FailoverObjects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range append(base, extra...) {
+		if o.GetKind() == "DaemonSet" {
+			continue
+		}
+		m, err := mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ri := dyn.Resource(m.Resource)
+		var res dynamic.ResourceInterface = ri
+		if o.GetNamespace() != "" {
+			res = ri.Namespace(o.GetNamespace())
+		}
+		if _, err := res.Create(ctx, o, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
+			t.Fatalf("create %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+	for _, n := range []string{"x", "y"} {
+		if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod, err := admin.CoreV1().Pods("edgefault-system").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "edgeguard-x"},
+		Spec: corev1.PodSpec{NodeName: "x", ServiceAccountName: "edgeguard", Containers: []corev1.Container{{Name: "c", Image: "edgefault/edgeguard:dev"}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(bound bool) *kubernetes.Clientset {
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{}}
+		if bound {
+			tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+		}
+		got, err := admin.CoreV1().ServiceAccounts("edgefault-system").CreateToken(ctx, "edgeguard", tr, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := rest.AnonymousClientConfig(cp.Admin)
+		cfg.BearerToken = got.Status.Token
+		return kubernetes.NewForConfigOrDie(cfg)
+	}
+	label := func(cs *kubernetes.Clientset, node string) error {
+		_, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(`{"metadata":{"labels":{"edgefault.io/uplink":"down"}}}`), metav1.PatchOptions{})
+		return err
+	}
+	// The apiserver loads a new admission policy within a few seconds.
+	unbound := token(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for err := label(unbound, "x"); !apierrors.IsForbidden(err); err = label(unbound, "x") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a token bound to no pod labelling x: %v, want 403 once the policy is loaded", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	onX := token(true)
+	if err := label(onX, "x"); err != nil {
+		t.Fatalf("the pod on x labelling x: %v", err)
+	}
+	err = label(onX, "y")
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only its own Node") || !strings.Contains(err.Error(), "pod on x, not y") {
+		t.Fatalf("the pod on x labelling y: %v, want 403 from the admission policy", err)
+	}
+	// Reading is not narrowed: a drain must see the other nodes.
+	if _, err := onX.CoreV1().Nodes().Get(ctx, "y", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the pod on x reading y: %v", err)
+	}
+}
