@@ -21,7 +21,7 @@ type failoverFlags struct {
 }
 
 func (f *failoverFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.primary, "failover-primary", "", "enable failover: the primary gateway's address (the node's own gateway; on a gateway, its WAN next hop)")
+	fs.StringVar(&f.primary, "failover-primary", "", "enable failover: the primary gateway's address (the node's own gateway; on a gateway, its WAN next hop), or auto for the default route's gateway at start")
 	fs.StringVar(&f.alternate, "failover-alternate", "", "the alternate gateway's address (another building's); none: degraded on loss, routes untouched")
 	fs.StringSliceVar(&f.targets, "failover-target", nil, "host:port to probe through the primary (default: --server's)")
 	fs.DurationVar(&f.interval, "failover-interval", 500*time.Millisecond, "time between probes (loss after 3 failures among 4)")
@@ -33,8 +33,14 @@ func (f *failoverFlags) register(fs *pflag.FlagSet) {
 func (f *failoverFlags) open(g *globals, server string) (*failover.Failover, error) {
 	cfg := failover.Config{Targets: f.targets, Interval: f.interval, HoldDown: f.holdDown, Node: g.node, Events: g.openEvents("failover"), Logger: g.log}
 	var err error
-	if cfg.Primary, err = netip.ParseAddr(f.primary); err != nil {
-		return nil, fmt.Errorf("--failover-primary %q is not an IP address", f.primary)
+	if f.primary == "auto" {
+		// The gateway of the default route as it is at start: the node's
+		// own gateway, before failover ever moves it.
+		if cfg.Primary, err = failover.DefaultGateway(); err != nil {
+			return nil, fmt.Errorf("--failover-primary auto: %w", err)
+		}
+	} else if cfg.Primary, err = netip.ParseAddr(f.primary); err != nil {
+		return nil, fmt.Errorf("--failover-primary %q is not an IP address (or auto)", f.primary)
 	}
 	if f.alternate != "" {
 		if cfg.Alternate, err = netip.ParseAddr(f.alternate); err != nil {

@@ -437,3 +437,20 @@ func (f *Failover) reconcile(ctx context.Context) {
 		}
 	}
 }
+
+// DefaultGateway is the gateway of this network namespace's IPv4 default
+// route.
+func DefaultGateway() (netip.Addr, error) {
+	rs, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, r := range rs {
+		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
+			if a, ok := netip.AddrFromSlice(r.Gw.To4()); ok {
+				return a, nil
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("no IPv4 default route with a gateway")
+}
