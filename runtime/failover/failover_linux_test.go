@@ -50,8 +50,8 @@ func up(t *testing.T) *site {
 	ctx := context.Background()
 	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{
 		{Name: "factory", Buildings: []scenarios.Building{
-			{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}}},
-			{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}}},
+			{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}, {Name: "a2"}}},
+			{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}, {Name: "b2"}}},
 		}},
 		{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}},
 	}})
@@ -154,32 +154,47 @@ func waitState(t *testing.T, f *failover.Failover, want failover.State, within t
 // flaps inside the hold-down makes one switch each way, no more.
 func TestFactoryFailsOverAndBack(t *testing.T) {
 	s := up(t)
-	a1, _ := s.f.Member("a1")
 	gwA, gwB := s.addr(t, "gw-a"), s.addr(t, "gw-b")
-	fo, err := failover.New(failover.Config{Primary: gwA, Alternate: gwB, Targets: []string{s.cloud}, Interval: 200 * time.Millisecond, HoldDown: 3 * time.Second, Netns: a1.Namespace, Node: "a1"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fo.Run(ctx) }()
+	type device struct {
+		ns string
+		fo *failover.Failover
+	}
+	var devs []device
+	done := make(chan error, 2)
+	for _, n := range []string{"a1", "a2"} { // both devices of building A
+		m, _ := s.f.Member(n)
+		fo, err := failover.New(failover.Config{Primary: gwA, Alternate: gwB, Targets: []string{s.cloud}, Interval: 200 * time.Millisecond, HoldDown: 3 * time.Second, Netns: m.Namespace, Node: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		devs = append(devs, device{m.Namespace, fo})
+		go func() { done <- fo.Run(ctx) }()
+	}
 	time.Sleep(time.Second)
-	if st := fo.Status(); st.State != failover.Primary || !st.PrimaryHealthy {
-		t.Fatalf("before the cut: %+v", st)
+	for _, d := range devs {
+		if st := d.fo.Status(); st.State != failover.Primary || !st.PrimaryHealthy {
+			t.Fatalf("before the cut: %+v", st)
+		}
 	}
 
 	s.cut(t, "gw-a", true)
-	took := waitState(t, fo, failover.Alternate, 9*time.Second) // target 3 s, 3x on a loaded machine
-	t.Logf("routes switched %s after the cut", took)
-	if gw := defaultGW(t, a1.Namespace); gw != gwB.String() {
-		t.Fatalf("default route via %s, want %s", gw, gwB)
-	}
-	if !reaches(a1.Namespace, s.cloud) {
-		t.Fatal("a1 does not reach the cloud through building B")
+	cut := time.Now()
+	for _, d := range devs {
+		waitState(t, d.fo, failover.Alternate, 9*time.Second) // target 3 s, 3x on a loaded machine
+		t.Logf("%s: on the alternate %s after the cut (switched at %s)", d.fo.Status().Node, time.Since(cut).Round(time.Millisecond), d.fo.Status().Since.Sub(cut).Round(time.Millisecond))
+		if gw := defaultGW(t, d.ns); gw != gwB.String() {
+			t.Fatalf("default route via %s, want %s", gw, gwB)
+		}
+		if !reaches(d.ns, s.cloud) {
+			t.Fatal("a device of building A does not reach the cloud through building B")
+		}
 	}
 	time.Sleep(time.Second)
-	if st := fo.Status(); st.State != failover.Alternate || st.PrimaryHealthy {
-		t.Fatalf("the primary's probes went through the alternate: %+v", st)
+	for _, d := range devs {
+		if st := d.fo.Status(); st.State != failover.Alternate || st.PrimaryHealthy {
+			t.Fatalf("the primary's probes went through the alternate: %+v", st)
+		}
 	}
 
 	// Flap A ten times inside the hold-down, then leave it up.
@@ -188,36 +203,44 @@ func TestFactoryFailsOverAndBack(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		s.cut(t, "gw-a", true)
 		time.Sleep(300 * time.Millisecond)
-		if st := fo.Status(); st.State != failover.Alternate {
-			t.Fatalf("flap %d: switched back inside the hold-down: %+v", i, st)
+		for _, d := range devs {
+			if st := d.fo.Status(); st.State != failover.Alternate {
+				t.Fatalf("flap %d: switched back inside the hold-down: %+v", i, st)
+			}
 		}
 	}
 	s.cut(t, "gw-a", false)
 	restored := time.Now()
-	waitState(t, fo, failover.Primary, 10*time.Second)
-	if el := time.Since(restored); el < 3*time.Second {
-		t.Fatalf("failed back after %s, before the 3 s hold-down", el)
-	}
-	if gw := defaultGW(t, a1.Namespace); gw != gwA.String() {
-		t.Fatalf("default route via %s after failing back, want %s", gw, gwA)
-	}
-	if st := fo.Status(); st.Switches != 2 {
-		t.Fatalf("%d switches, want one each way: %+v", st.Switches, st)
+	for _, d := range devs {
+		waitState(t, d.fo, failover.Primary, 10*time.Second)
+		if el := time.Since(restored); el < 3*time.Second {
+			t.Fatalf("failed back after %s, before the 3 s hold-down", el)
+		}
+		if gw := defaultGW(t, d.ns); gw != gwA.String() {
+			t.Fatalf("default route via %s after failing back, want %s", gw, gwA)
+		}
+		if st := d.fo.Status(); st.Switches != 2 {
+			t.Fatalf("%d switches, want one each way: %+v", st.Switches, st)
+		}
 	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for range devs {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Run leaves no rule behind.
-	_ = nsdo.Do(a1.Namespace, func() error {
-		rules, _ := netlink.RuleList(netlink.FAMILY_V4)
-		for _, r := range rules {
-			if r.Table == 239 {
-				t.Errorf("policy rule left behind: %+v", r)
+	for _, d := range devs {
+		_ = nsdo.Do(d.ns, func() error {
+			rules, _ := netlink.RuleList(netlink.FAMILY_V4)
+			for _, r := range rules {
+				if r.Table == 239 {
+					t.Errorf("policy rule left behind: %+v", r)
+				}
 			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 }
 
 // A store with one gateway: nowhere to go. It is marked degraded, its
