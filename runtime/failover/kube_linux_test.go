@@ -48,8 +48,8 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	name := fmt.Sprintf("fk%d", os.Getpid()%10000)
 	ctx := context.Background()
 	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "factory", Buildings: []scenarios.Building{
-		{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}}},
-		{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}}},
+		{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}, {Name: "a2"}}},
+		{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}, {Name: "b2"}}},
 	}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	// A Deployment over the site's nodes and a DaemonSet that tolerates
 	// the uplink taint (as deploy/ does).
 	labels := map[string]string{"app": "line"}
-	four := int32(4)
+	four := int32(6)
 	pod := corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "fake"}},
 		Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}}}
 	if _, err := admin.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "line"},
@@ -118,7 +118,7 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 		return n[node]
 	}
 	kubetest.Eventually(t, 60*time.Second, "the Deployment and the DaemonSet to run", func() bool {
-		return running("line", "") == 4 && running("edgeguard", "gw-a") == 1
+		return running("line", "") == 6 && running("line", "gw-a") > 0 && running("edgeguard", "gw-a") == 1
 	})
 
 	fo, err := failover.New(failover.Config{Primary: netip.MustParseAddr(cloud.Address), Targets: []string{ln.Addr().String()},
@@ -153,7 +153,7 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	})
 	t.Logf("gw-a tagged %s after the cut", time.Since(cut).Round(time.Millisecond))
 	kubetest.Eventually(t, 60*time.Second, "the Deployment's pods to leave gw-a and run elsewhere", func() bool {
-		return running("line", "gw-a") == 0 && running("line", "") == 4
+		return running("line", "gw-a") == 0 && running("line", "") == 6
 	})
 	if running("edgeguard", "gw-a") != 1 {
 		t.Fatal("the runtime's DaemonSet pod was evicted from gw-a")
