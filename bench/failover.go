@@ -96,18 +96,9 @@ func (b *bench) failover() {
 	gwA, _ := f.Member("gw-a")
 	gwB, _ := f.Member("gw-b")
 	cloud, _ := f.Member("cloud")
-	ln, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	ln, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	check(err)
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	mk := func(kc, ns string) *kubernetes.Clientset {
 		cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 		check(err)

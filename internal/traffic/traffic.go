@@ -31,6 +31,25 @@ func Listen(ns, network, addr string) (net.Listener, error) {
 	return l, err
 }
 
+// Knock serves a TCP endpoint in namespace ns that accepts and at once
+// closes every connection: something to probe. Close the listener to stop.
+func Knock(ns, addr string) (net.Listener, error) {
+	ln, err := Listen(ns, "tcp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln, nil
+}
+
 // ListenPacket opens a packet socket in namespace ns.
 func ListenPacket(ns, addr string) (net.PacketConn, error) {
 	var c net.PacketConn

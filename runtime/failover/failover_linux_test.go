@@ -60,20 +60,11 @@ func up(t *testing.T) *site {
 	}
 	t.Cleanup(func() { _ = p.Down(ctx, name) })
 	cloud, _ := f.Member("cloud")
-	ln, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	ln, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	sh, err := f.Shaper()
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/edgefault/edgefault/shaper"
-	"net"
 	"net/url"
 )
 
@@ -61,20 +60,11 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	}
 	gwA, _ := f.Member("gw-a")
 	cloud, _ := f.Member("cloud")
-	ln, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	ln, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	client := func(kubeconfig, ns string) *kubernetes.Clientset {
 		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 		if err != nil {
@@ -264,27 +254,16 @@ func TestStoreIsMarkedButNotDrained(t *testing.T) {
 	pos, _ := f.Member("pos")
 	gw, _ := f.Member("store-gw")
 	cloud, _ := f.Member("cloud")
-	target, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	target, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer target.Close()
-	local, err := traffic.Listen(pos.Namespace, "tcp4", pos.Address+":0") // the store's point of sale
+	local, err := traffic.Knock(pos.Namespace, pos.Address+":0") // the store's point of sale
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	for _, ln := range []interface{ Accept() (net.Conn, error) }{target, local} {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-	}
 	mk := func(kubeconfig string) *kubernetes.Clientset {
 		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 		if err != nil {
