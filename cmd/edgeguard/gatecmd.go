@@ -60,17 +60,11 @@ Exit codes: 0 open; 1 bad flags or error; 2 not open within --timeout;
 				go r.Run(ctx)
 				wait, status = r.Wait, r.Status
 			} else {
-				cfg, err := gf.config(g)
+				gt, ev, err := gf.open(g)
 				if err != nil {
 					return err
 				}
-				ev := g.openEvents("gate")
 				defer ev.Close()
-				cfg.Events = ev
-				gt, err := gate.New(cfg)
-				if err != nil {
-					return err
-				}
 				go func() { _ = gt.Run(ctx) }()
 				wait, status = gt.Wait, gt.Status
 			}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/gate"
 	"github.com/edgefault/edgefault/units"
 	"github.com/spf13/pflag"
@@ -32,6 +33,22 @@ func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.full, "full-duration", 10*time.Second, "how long a full speed test measures each direction")
 	fs.BoolVar(&f.noFull, "no-full-test", false, "never run full speed tests (probes alone decide)")
 	fs.BoolVar(&f.failOpen, "fail-open", false, "treat 'unknown' (cannot measure) as open; default is to fail closed")
+}
+
+// open makes the gate the flags describe, with its event log (close it
+// when done).
+func (f *gateFlags) open(g *globals) (*gate.Gate, *events.Log, error) {
+	cfg, err := f.config(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Events = g.openEvents("gate")
+	gt, err := gate.New(cfg)
+	if err != nil {
+		cfg.Events.Close()
+		return nil, nil, err
+	}
+	return gt, cfg.Events, nil
 }
 
 func (f *gateFlags) config(g *globals) (gate.Config, error) {

@@ -9,8 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/edgefault/edgefault/runtime/failover"
-	"github.com/edgefault/edgefault/runtime/gate"
 	"github.com/edgefault/edgefault/runtime/serve"
 	"github.com/spf13/cobra"
 )
@@ -43,28 +41,23 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
     --buffer /var/lib/edgeguard/buffer.db --sink http://100.64.0.1:8082`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := gf.config(g)
+			gt, ev, err := gf.open(g)
 			if err != nil {
 				return err
 			}
-			ev := g.openEvents("gate")
 			defer ev.Close()
-			cfg.Events = ev
-			gt, err := gate.New(cfg)
-			if err != nil {
-				return err
-			}
 			if bf.path == "" && bf.sink != "" {
 				return fmt.Errorf("--sink needs --buffer: the file records wait in before they are forwarded")
 			}
 			var opts []serve.Option
-			bg := func(ctx context.Context) error { return gt.Run(ctx) }
-			var fo *failover.Failover
+			jobs := []func(context.Context) error{gt.Run}
 			if ff.primary != "" {
-				if fo, err = ff.open(g, gf.server); err != nil {
+				fo, err := ff.open(g, gf.server)
+				if err != nil {
 					return err
 				}
 				opts = append(opts, serve.WithFailover(fo))
+				jobs = append(jobs, fo.Run)
 			} else if ff.actions != "" || ff.alternate != "" {
 				return fmt.Errorf("--failover-alternate and --failover-actions need --failover-primary")
 			}
@@ -76,39 +69,9 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 				defer buf.Close()
 				opts = append(opts, serve.WithBuffer(buf))
 				fwd.Link = gt
-				bg = func(ctx context.Context) error {
-					// The gate and the forwarder together: the first error
-					// (or the end of ctx) stops both, and is reported.
-					ctx, cancel := context.WithCancel(ctx)
-					defer cancel()
-					errc := make(chan error, 2)
-					go func() { errc <- gt.Run(ctx) }()
-					go func() { errc <- buf.Forward(ctx, fwd) }()
-					err := <-errc
-					cancel()
-					if err2 := <-errc; err == nil {
-						err = err2
-					}
-					return err
-				}
+				jobs = append(jobs, func(ctx context.Context) error { return buf.Forward(ctx, fwd) })
 			}
-			if fo != nil {
-				inner := bg
-				bg = func(ctx context.Context) error {
-					ctx, cancel := context.WithCancel(ctx)
-					defer cancel()
-					errc := make(chan error, 2)
-					go func() { errc <- inner(ctx) }()
-					go func() { errc <- fo.Run(ctx) }()
-					err := <-errc
-					cancel()
-					if err2 := <-errc; err == nil {
-						err = err2
-					}
-					return err
-				}
-			}
-			return runHTTP(cmd.Context(), g, listen, socket, serve.Handler(gt, opts...), bg)
+			return runHTTP(cmd.Context(), g, listen, socket, serve.Handler(gt, opts...), together(jobs...))
 		},
 	}
 	gf.register(cmd.Flags())
@@ -117,6 +80,30 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 	cmd.Flags().StringVar(&listen, "listen", ":8474", "address to serve on")
 	cmd.Flags().StringVar(&socket, "socket", "", "also serve on this Unix socket (for local producers)")
 	return cmd
+}
+
+// together runs jobs side by side: the first to return (or the end of
+// ctx) stops the others, and the first error is reported.
+func together(jobs ...func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errc := make(chan error, len(jobs))
+		for _, j := range jobs {
+			go func() { errc <- j(ctx) }()
+		}
+		var first error
+		for i := range jobs {
+			err := <-errc
+			if i == 0 {
+				cancel()
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	}
 }
 
 // runHTTP serves h on addr (and on the Unix socket, if given) until ctx

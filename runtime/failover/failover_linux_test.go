@@ -31,34 +31,45 @@ type site struct {
 	cloud string // host:port of a TCP service in the cloud
 }
 
-// up brings up a factory (two buildings) and a one-node store, and a TCP
-// service in the cloud for the probes.
-func up(t *testing.T) *site {
+// factory is a site with two buildings, each a gateway and two devices.
+func factory() scenarios.Site {
+	return scenarios.Site{Name: "factory", Buildings: []scenarios.Building{
+		{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}, {Name: "a2"}}},
+		{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}, {Name: "b2"}}},
+	}}
+}
+
+// fleet brings up sites under a test-unique name with a ledger of its own
+// (and their control planes, with netns.WithControlPlanes), taken down
+// when the test ends.
+func fleet(t *testing.T, prefix string, sites []scenarios.Site, opts ...netns.Option) *netns.Fleet {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and routes (CI runs as root)")
+		t.Skip("needs root for network namespaces, routes and control planes (CI runs as root)")
 	}
 	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := netns.NewProvider(netns.WithLedger(l))
+	p, err := netns.NewProvider(append([]netns.Option{netns.WithLedger(l)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := fmt.Sprintf("fo%d", os.Getpid()%10000)
-	ctx := context.Background()
-	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{
-		{Name: "factory", Buildings: []scenarios.Building{
-			{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}, {Name: "a2"}}},
-			{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}, {Name: "b2"}}},
-		}},
-		{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}},
-	}})
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid()%10000)
+	f, err := p.UpFleet(context.Background(), name, &scenarios.FleetSpec{Sites: sites})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.Down(ctx, name) })
+	t.Cleanup(func() { _ = p.Down(context.Background(), name) })
+	return f
+}
+
+// up brings up a factory (two buildings) and a one-node store, and a TCP
+// service in the cloud for the probes.
+func up(t *testing.T) *site {
+	t.Helper()
+	f := fleet(t, "fo", []scenarios.Site{factory(),
+		{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}})
 	cloud, _ := f.Member("cloud")
 	ln, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	if err != nil {

@@ -2,10 +2,7 @@ package failover_test
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +11,6 @@ import (
 	"github.com/edgefault/edgefault/internal/kubetest"
 	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/internal/traffic"
-	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/runtime/failover"
 	"github.com/edgefault/edgefault/scenarios"
 	appsv1 "k8s.io/api/apps/v1"
@@ -33,27 +29,8 @@ import (
 // that still have an uplink; the DaemonSet's pod stays); after the restore
 // and the hold-down it takes its marks back off.
 func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and a control plane (CI runs as root)")
-	}
-	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("fk%d", os.Getpid()%10000)
 	ctx := context.Background()
-	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "factory", Buildings: []scenarios.Building{
-		{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}, {Name: "a2"}}},
-		{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}, {Name: "b2"}}},
-	}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Down(ctx, name) })
+	f := fleet(t, "fk", []scenarios.Site{factory()}, withCluster())
 	sc, err := f.Cluster("factory")
 	if err != nil {
 		t.Fatal(err)
@@ -65,15 +42,7 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client := func(kubeconfig, ns string) *kubernetes.Clientset {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Dial = nsdo.DialContext(ns)
-		cfg.Timeout = 5 * time.Second
-		return kubernetes.NewForConfigOrDie(cfg)
-	}
+	client := func(kubeconfig, ns string) *kubernetes.Clientset { return kubeClient(t, kubeconfig, ns) }
 	admin := client(sc.Admin, gwA.Namespace)
 	self := client(sc.Nodes["gw-a"], gwA.Namespace) // the gateway's own identity
 
@@ -232,24 +201,8 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 // cluster, nothing is drained (the only other node is its own gateway,
 // behind the same cut uplink), and the local service keeps answering.
 func TestStoreIsMarkedButNotDrained(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and a control plane (CI runs as root)")
-	}
-	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("fs%d", os.Getpid()%10000)
 	ctx := context.Background()
-	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Down(ctx, name) })
+	f := fleet(t, "fs", []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}}, withCluster())
 	sc, _ := f.Cluster("store")
 	pos, _ := f.Member("pos")
 	gw, _ := f.Member("store-gw")
@@ -264,14 +217,7 @@ func TestStoreIsMarkedButNotDrained(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	mk := func(kubeconfig string) *kubernetes.Clientset {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Dial, cfg.Timeout = nsdo.DialContext(pos.Namespace), 5*time.Second
-		return kubernetes.NewForConfigOrDie(cfg)
-	}
+	mk := func(kubeconfig string) *kubernetes.Clientset { return kubeClient(t, kubeconfig, pos.Namespace) }
 	admin := mk(sc.Admin)
 	one := int32(1)
 	labels := map[string]string{"app": "till"}
@@ -311,4 +257,20 @@ func TestStoreIsMarkedButNotDrained(t *testing.T) {
 	if fo.IsOpen() {
 		t.Fatal("a degraded node says its link is usable")
 	}
+}
+
+func withCluster() netns.Option {
+	return netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()})
+}
+
+// kubeClient is a client from kubeconfig whose connections start in
+// namespace ns (where the runtime it stands for runs).
+func kubeClient(t *testing.T, kubeconfig, ns string) *kubernetes.Clientset {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Dial, cfg.Timeout = nsdo.DialContext(ns), 5*time.Second
+	return kubernetes.NewForConfigOrDie(cfg)
 }
