@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -29,28 +27,15 @@ import (
 var _ = Describe("the store-and-forward buffer", Ordered, func() {
 	var (
 		ctx   = context.Background()
-		p     *netns.Provider
 		f     *netns.Fleet
 		cloud *harness.Cloud
 		sh    *shaper.Shaper
-		name  = fmt.Sprintf("eb%d", os.Getpid()%10000)
 	)
 	BeforeAll(func() {
-		var err error
-		p, err = netns.NewProvider()
-		Expect(err).NotTo(HaveOccurred())
-		f, err = p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{
+		f, cloud, sh = runtimeFleet("eb", []scenarios.Site{{
 			Name: "shop", Gateway: &scenarios.Gateway{Name: "shop-gw", Uplink: &scenarios.LinkProfile{Rate: "20mbit", Delay: "10ms"}},
 			Nodes: []scenarios.Node{{Name: "shop-pos"}, {Name: "shop-2"}},
-		}}})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { Expect(p.Down(ctx, name)).To(Succeed()) })
-		cloud, err = harness.StartCloud(ctx, f, edgeguard)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(cloud.Stop)
-		sh, err = f.Shaper()
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(sh.Close)
+		}})
 	})
 
 	acked := func(path string) map[uint64]bool {

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/harness"
+	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
 )
 
@@ -69,4 +74,25 @@ func mustRun(args ...string) string {
 	out, err := run(args...)
 	Expect(err).NotTo(HaveOccurred(), "edgefault %v:\n%s", args, out)
 	return out
+}
+
+// runtimeFleet brings up sites as fleet <prefix><pid> with the cloud's
+// edgeguard services running and a shaper for it; all of it is taken down
+// when the calling container (or spec) ends.
+func runtimeFleet(prefix string, sites []scenarios.Site, opts ...netns.Option) (*netns.Fleet, *harness.Cloud, *shaper.Shaper) {
+	GinkgoHelper()
+	ctx := context.Background()
+	p, err := netns.NewProvider(opts...)
+	Expect(err).NotTo(HaveOccurred())
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid()%10000)
+	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: sites})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(p.Down(ctx, name)).To(Succeed()) })
+	cloud, err := harness.StartCloud(ctx, f, edgeguard)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(cloud.Stop)
+	sh, err := f.Shaper()
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(sh.Close)
+	return f, cloud, sh
 }

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -27,18 +25,10 @@ import (
 var _ = Describe("failover through edgeguard serve", Ordered, func() {
 	It("switches the device's route and marks the gateway's Node when A's uplink is cut, and undoes both after", func() {
 		ctx := context.Background()
-		p, err := netns.NewProvider(netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
-		Expect(err).NotTo(HaveOccurred())
-		name := fmt.Sprintf("ef%d", os.Getpid()%10000)
-		f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "factory", Buildings: []scenarios.Building{
+		f, cloud, sh := runtimeFleet("ef", []scenarios.Site{{Name: "factory", Buildings: []scenarios.Building{
 			{Name: "a", Gateway: scenarios.Gateway{Name: "gw-a"}, Nodes: []scenarios.Node{{Name: "a1"}}},
 			{Name: "b", Gateway: scenarios.Gateway{Name: "gw-b"}, Nodes: []scenarios.Node{{Name: "b1"}}},
-		}}}})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { Expect(p.Down(ctx, name)).To(Succeed()) })
-		cloud, err := harness.StartCloud(ctx, f, edgeguard)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(cloud.Stop)
+		}}}, netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
 		sc, err := f.Cluster("factory")
 		Expect(err).NotTo(HaveOccurred())
 		gwA, _ := f.Member("gw-a")
@@ -71,9 +61,6 @@ var _ = Describe("failover through edgeguard serve", Ordered, func() {
 			return n.Labels[failover.UplinkKey]
 		}
 
-		sh, err := f.Shaper()
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(sh.Close)
 		t, err := f.Target("gw-a")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sh.Apply(ctx, t, shaper.Impairment{Outage: true})).To(Succeed())

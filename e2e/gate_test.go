@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -30,11 +29,9 @@ import (
 var _ = Describe("the speed gate", Ordered, func() {
 	var (
 		ctx   = context.Background()
-		p     *netns.Provider
 		f     *netns.Fleet
 		cloud *harness.Cloud
 		sh    *shaper.Shaper
-		name  = fmt.Sprintf("eg%d", os.Getpid()%10000)
 		// Short full tests and probe intervals keep the suite quick; the
 		// benchmark runs the defaults.
 		gateFlags = []string{"--min-download=20mbit", "--max-latency=500ms", "--interval=1s", "--full-duration=2s"}
@@ -66,21 +63,10 @@ var _ = Describe("the speed gate", Ordered, func() {
 	}
 
 	BeforeAll(func() {
-		var err error
-		p, err = netns.NewProvider()
-		Expect(err).NotTo(HaveOccurred())
-		f, err = p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{{
+		f, cloud, sh = runtimeFleet("eg", []scenarios.Site{{
 			Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"},
 			Nodes: []scenarios.Node{{Name: "store-pos"}, {Name: "store-2"}, {Name: "store-3"}},
-		}}})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { Expect(p.Down(ctx, name)).To(Succeed()) })
-		cloud, err = harness.StartCloud(ctx, f, edgeguard)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(cloud.Stop)
-		sh, err = f.Shaper()
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(sh.Close)
+		}})
 		for _, n := range []string{"store-pos", "store-2", "store-3"} {
 			restore(n)
 		}
