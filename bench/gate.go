@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/internal/nsdo"
@@ -55,17 +56,8 @@ func (b *bench) gate() {
 	fmt.Println("   threshold = half the link; the drop goes to a fifth of it. Targets: probing <= 2% of capacity, drop to closed <= 5 s")
 	eg := edgeguardBin()
 	ctx := context.Background()
-	f, down := benchFleet("bg", oneNode())
-	defer down()
-	cloud, err := harness.StartCloud(ctx, f, eg)
-	check(err)
-	defer cloud.Stop()
-	sh, err := f.Shaper()
-	check(err)
-	defer sh.Close()
-	t, err := f.Target("n1")
-	check(err)
-	node, _ := f.Member("n1")
+	f, cloud, sh, t, node, done := cloudNode("bg", eg)
+	defer done()
 	window := 60 * time.Second
 	if b.quick {
 		window = 30 * time.Second
@@ -160,4 +152,21 @@ func benchFleet(prefix string, spec *scenarios.FleetSpec, opts ...netns.Option) 
 		_ = l.Sweep(name, shaper.Removers())
 		_ = os.RemoveAll(dir)
 	}
+}
+
+// cloudNode brings up oneNode with the cloud's edgeguard services and a
+// shaper, and returns n1's target and member; done takes it all down.
+func cloudNode(prefix, eg string) (*netns.Fleet, *harness.Cloud, *shaper.Shaper, shaper.Target, clusters.Member, func()) {
+	f, down := benchFleet(prefix, oneNode())
+	cloud, err := harness.StartCloud(context.Background(), f, eg)
+	if err != nil {
+		down()
+		check(err)
+	}
+	sh, err := f.Shaper()
+	check(err)
+	t, err := f.Target("n1")
+	check(err)
+	node, _ := f.Member("n1")
+	return f, cloud, sh, t, node, func() { sh.Close(); cloud.Stop(); down() }
 }
