@@ -3,16 +3,14 @@ package deploy_test
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/controlplane"
-	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/deploy"
+	"github.com/edgefault/edgefault/internal/kubetest"
 	"github.com/edgefault/edgefault/ledger"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -219,30 +217,15 @@ func (a *apiClient) create(ctx context.Context, u *unstructured.Unstructured, dr
 // run, nothing is stored), and the same dry run refuses broken variants of
 // the DaemonSet, which proves it validates.
 func TestManifestsPassServerSideDryRun(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: starts a real etcd and kube-apiserver (built by `edgefault setup`) recorded in the ledger")
-	}
 	objs, byKind := objects(t)
 
-	dir := t.TempDir()
-	l, err := ledger.Open(filepath.Join(dir, "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Site: "deploy", Dir: filepath.Join(dir, "cp"), Bin: k8sbin.Cache{Dir: k8sbin.DefaultDir()}, Ledger: l, Owner: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	}()
+	cp := kubetest.ControlPlane(t, "deploy", false)
 
 	a := &apiClient{}
 	cfg := rest.CopyConfig(cp.Admin)
 	cfg.WarningHandler = a
+	var err error
 	a.dyn, err = dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,16 +2,12 @@ package deploy_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/controlplane"
-	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/deploy"
-	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/internal/kubetest"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,20 +26,8 @@ import (
 // same account is refused (403) on node y, and so is an unbound token.
 // Against a real kube-apiserver.
 func TestFailoverMayChangeOnlyItsOwnNode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: starts a real etcd and kube-apiserver (built by `edgefault setup`) recorded in the ledger")
-	}
-	dir := t.TempDir()
-	l, err := ledger.Open(filepath.Join(dir, "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Site: "vap", Dir: filepath.Join(dir, "cp"), Bin: k8sbin.Cache{Dir: k8sbin.DefaultDir()}, Ledger: l, Owner: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
+	cp := kubetest.ControlPlane(t, "vap", false)
 	admin, err := cp.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -2,16 +2,11 @@ package failover
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/controlplane"
-	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/internal/kubetest"
-	"github.com/edgefault/edgefault/ledger"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -23,17 +18,8 @@ import (
 // after its bounded retries with an error that says why, never hangs, and
 // the node's other marks are applied regardless.
 func TestDrainHonoursPDBAndNeverHangs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: starts a real control plane (CI runs as root)")
-	}
-	dir := t.TempDir()
-	l, _ := ledger.Open(filepath.Join(dir, "ledger"))
 	ctx := context.Background()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Site: "pdb", Dir: filepath.Join(dir, "cp"), Bin: k8sbin.Cache{Dir: k8sbin.DefaultDir()}, Ledger: l, Owner: "test", Workloads: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
+	cp := kubetest.ControlPlane(t, "pdb", true)
 	cs, _ := cp.Client()
 	for _, n := range []string{"n1", "n2"} {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"kubernetes.io/hostname": n, GatewayLabel: "gw-" + n},
@@ -68,7 +54,7 @@ func TestDrainHonoursPDBAndNeverHangs(t *testing.T) {
 	})
 	k := &Kube{Client: cs, Node: "n1", Actions: Actions{Label: true, Drain: true}, EvictRetries: 3}
 	start := time.Now()
-	err = k.apply(ctx, true, "test")
+	err := k.apply(ctx, true, "test")
 	took := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "evict default/guarded") {
 		t.Fatalf("drain against a refusing PDB: %v", err)
