@@ -287,10 +287,20 @@ func TestManifestsPassServerSideDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.takeWarnings()
-	if _, err := a.create(ctx, byKind["DaemonSet"], true); err != nil {
-		t.Fatalf("dry-run create DaemonSet under warn=restricted: %v", err)
+	// Pod Security admission reads namespaces through an informer, so the
+	// label takes effect a moment after the patch (on a loaded CI machine,
+	// more than a moment): dry-run again until it warns, for at most 30 s.
+	var warns []string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := a.create(ctx, byKind["DaemonSet"], true); err != nil {
+			t.Fatalf("dry-run create DaemonSet under warn=restricted: %v", err)
+		}
+		warns = a.takeWarnings()
+		if len(warns) != 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	warns := a.takeWarnings()
 	want := `would violate PodSecurity "restricted:latest": host namespaces (hostNetwork=true), ` +
 		`unrestricted capabilities (container "edgeguard" must not include "NET_ADMIN" in securityContext.capabilities.add), ` +
 		`restricted volume types (volume "state" uses restricted volume type "hostPath"), ` +
