@@ -1,0 +1,79 @@
+package harness
+
+import (
+	"time"
+
+	"github.com/edgefault/edgefault/validators"
+)
+
+// Report is one run of edgefault run or certify: every scenario played,
+// with its verdicts.
+type Report struct {
+	Started   time.Time        `json:"started"`
+	Duration  time.Duration    `json:"durationNs"`
+	Provider  string           `json:"provider"`
+	Pass      bool             `json:"pass"`
+	Scenarios []ScenarioResult `json:"scenarios"`
+}
+
+// ScenarioResult is one scenario's run.
+type ScenarioResult struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Source is the file it came from, or "built-in".
+	Source string `json:"source"`
+	// TimeScale divided the scenario's own durations (1: real time).
+	TimeScale float64 `json:"timeScale"`
+	// Runtime is the runtime's settings in words ("gate on, buffer on
+	// disk, failover on").
+	Runtime string `json:"runtime"`
+	// Started is when the timeline started (time zero of Windows and
+	// samples); Duration is the wall time of the whole run, set-up
+	// included; Timeline is the scaled timeline's length.
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"durationNs"`
+	Timeline time.Duration `json:"timelineNs"`
+	Pass     bool          `json:"pass"`
+	// Error is set when the run itself failed (set-up, a timeline step):
+	// then Verdicts may be missing.
+	Error    string               `json:"error,omitempty"`
+	Verdicts []validators.Verdict `json:"verdicts"`
+	Windows  []Window             `json:"windows"`
+	Nodes    []NodeSeries         `json:"nodes"`
+	// Evidence is the directory the raw evidence was copied to.
+	Evidence string `json:"evidence,omitempty"`
+}
+
+// Window is an impairment applied during the timeline, relative to
+// ScenarioResult.Started.
+type Window struct {
+	Target string        `json:"target"` // the node or gateway shaped
+	Group  string        `json:"group"`  // the timeline's group
+	What   string        `json:"what"`   // "outage", "rate 3mbit delay 325ms loss 0.5%"
+	Outage bool          `json:"outage"`
+	Start  time.Duration `json:"startNs"`
+	End    time.Duration `json:"endNs"`
+}
+
+// NodeSeries is what the harness sampled from one node's runtime.
+type NodeSeries struct {
+	Node    string   `json:"node"`
+	Role    string   `json:"role"` // node or gateway
+	Samples []Sample `json:"samples"`
+}
+
+// Sample is one reading, T after ScenarioResult.Started.
+type Sample struct {
+	T time.Duration `json:"tNs"`
+	// Gate is the gate's state ("open", "closed", "unknown"; "" if no
+	// runtime answered).
+	Gate string `json:"gate,omitempty"`
+	// Failover is the failover state ("primary", "alternate", "degraded"; "" if off).
+	Failover string `json:"failover,omitempty"`
+	// BufferDepth is the records waiting in the node's buffer.
+	BufferDepth int64 `json:"bufferDepth"`
+	// RxBps and TxBps are the node's traffic (all its interfaces but
+	// loopback) in bits per second since the previous sample.
+	RxBps float64 `json:"rxBps"`
+	TxBps float64 `json:"txBps"`
+}
