@@ -1,0 +1,47 @@
+package scenarios
+
+import (
+	"embed"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+//go:embed builtin/*.yaml
+var builtinFS embed.FS
+
+// Builtins are the scenarios compiled into the binary, by name: vehicle,
+// retail and factory (docs/scenarios.md has their link figures and
+// sources).
+func Builtins() []string {
+	ents, _ := builtinFS.ReadDir("builtin")
+	var out []string
+	for _, e := range ents {
+		out = append(out, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Builtin returns the built-in scenario called name.
+func Builtin(name string) (*Scenario, error) {
+	b, err := builtinFS.ReadFile("builtin/" + name + ".yaml")
+	if err != nil {
+		return nil, fmt.Errorf("no built-in scenario %q: the built-ins are %s", name, strings.Join(Builtins(), ", "))
+	}
+	s, err := ParseScenario("built-in "+name, b)
+	if err != nil {
+		return nil, err
+	}
+	s.Source = "built-in"
+	return s, nil
+}
+
+// BuiltinSource is the YAML of a built-in scenario, to copy and edit.
+func BuiltinSource(name string) ([]byte, error) {
+	b, err := builtinFS.ReadFile("builtin/" + name + ".yaml")
+	if err != nil {
+		return nil, fmt.Errorf("no built-in scenario %q: the built-ins are %s", name, strings.Join(Builtins(), ", "))
+	}
+	return b, nil
+}

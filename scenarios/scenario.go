@@ -1,0 +1,597 @@
+package scenarios
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/edgefault/edgefault/units"
+	"gopkg.in/yaml.v3"
+)
+
+// Scenario is a whole test of an edge fleet (kind: Scenario): the
+// topology, the runtime's settings, the workloads, a timeline of
+// impairments and faults, and the expectations the run is judged by.
+type Scenario struct {
+	APIVersion string       `yaml:"apiVersion"`
+	Kind       string       `yaml:"kind"`
+	Metadata   Metadata     `yaml:"metadata"`
+	Spec       ScenarioSpec `yaml:"spec"`
+	// Source is the file the scenario was read from, or "built-in".
+	Source string `yaml:"-"`
+}
+
+// ScenarioSpec is a scenario's content.
+type ScenarioSpec struct {
+	// TimeScale is the scale the scenario runs at unless the user says
+	// otherwise (--time-scale): its own durations are divided by it.
+	TimeScale float64   `yaml:"timeScale,omitempty"`
+	Topology  FleetSpec `yaml:"topology"`
+	// Profiles name link conditions the timeline applies.
+	Profiles map[string]LinkProfile `yaml:"profiles,omitempty"`
+	// Groups name sets of nodes. Every site, building ("site/building"),
+	// node and gateway is a group of its own, and "all" is every node.
+	Groups    map[string]GroupSpec `yaml:"groups,omitempty"`
+	Runtime   RuntimeSpec          `yaml:"runtime"`
+	Workloads []Workload           `yaml:"workloads,omitempty"`
+	Timeline  []Step               `yaml:"timeline"`
+	// Duration is the scenario's length; the timeline must fit in it.
+	Duration Duration      `yaml:"duration"`
+	Expect   []Expectation `yaml:"expect"`
+}
+
+// GroupSpec selects members: the union of the sites', buildings' and
+// listed members', narrowed to one role if Role is set.
+type GroupSpec struct {
+	Sites     []string `yaml:"sites,omitempty"`
+	Buildings []string `yaml:"buildings,omitempty"` // "site/building"
+	Members   []string `yaml:"members,omitempty"`
+	Role      string   `yaml:"role,omitempty"` // node or gateway
+}
+
+// RuntimeSpec is how the harness runs edgeguard on every node (and, for
+// failover, on every gateway).
+type RuntimeSpec struct {
+	Gate     GateSpec     `yaml:"gate"`
+	Buffer   BufferSpec   `yaml:"buffer"`
+	Failover FailoverSpec `yaml:"failover"`
+}
+
+// GateSpec configures the speed gate.
+type GateSpec struct {
+	// Mode is "on" (the default: workloads ask the gate) or "bypass":
+	// workloads ignore it and run whatever the link does. Bypass is what
+	// an app without the runtime does; it is here to be compared.
+	Mode        string   `yaml:"mode,omitempty"`
+	MinDownload string   `yaml:"minDownload,omitempty"`
+	MaxLatency  Duration `yaml:"maxLatency,omitempty"`
+	// Interval is the time between probes (scaled, at least 1 s).
+	Interval Duration `yaml:"interval,omitempty"`
+	// FullTest says whether a full speed test confirms before opening
+	// (default true); FullDuration is its length per direction (not
+	// scaled: it is the network's time; default 3s).
+	FullTest     *bool    `yaml:"fullTest,omitempty"`
+	FullDuration Duration `yaml:"fullDuration,omitempty"`
+}
+
+// Bypassed says workloads do not ask the gate.
+func (g GateSpec) Bypassed() bool { return g.Mode == "bypass" }
+
+// BufferSpec configures the store-and-forward buffer.
+type BufferSpec struct {
+	// Durability is "disk" (the default: acknowledged means fsynced) or
+	// "memory" (acknowledged at once and lost on a crash; for comparison).
+	Durability string `yaml:"durability,omitempty"`
+}
+
+// FailoverSpec configures failover.
+type FailoverSpec struct {
+	Enabled bool `yaml:"enabled"`
+	// Actions are what a gateway does to its own Node while its uplink is
+	// lost: any of label, taint, cordon, drain.
+	Actions []string `yaml:"actions,omitempty"`
+	// HoldDown is how long the primary must stay healthy before failing
+	// back (scaled, at least 2 s); Interval is the probe interval
+	// (scaled, at least 200 ms).
+	HoldDown Duration `yaml:"holdDown,omitempty"`
+	Interval Duration `yaml:"interval,omitempty"`
+}
+
+// Workload kinds.
+const (
+	WorkloadFetch   = "fetch"   // the speed-limited sample workload
+	WorkloadProduce = "produce" // records through the buffer
+	WorkloadServe   = "serve"   // the store's local payment service
+	WorkloadCommand = "command" // the user's own command
+)
+
+// Workload runs on every node of a group.
+type Workload struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+	On   string `yaml:"on"`
+	// Period is the time between fetches, records or (serve) customer
+	// calls; scaled.
+	Period Duration `yaml:"period,omitempty"`
+	// Stream names the records' stream (produce, serve).
+	Stream string `yaml:"stream,omitempty"`
+	// Command is the user's command (type command), run on each node with
+	// EDGEGUARD_URL (the node's runtime), CONTENT_URL and SINK_URL set.
+	Command []string `yaml:"command,omitempty"`
+	// Image runs the workload as a container image, on providers that run
+	// pods (not the embedded fleet).
+	Image string `yaml:"image,omitempty"`
+}
+
+// Step is one moment of the timeline: at At, do one thing to Group.
+type Step struct {
+	At    Duration `yaml:"at"`
+	Group string   `yaml:"group"`
+	// One of: apply a named Profile or a Link, cut the link (Outage),
+	// Restore the topology's own link, Kill (SIGKILL; the harness restarts
+	// it as a kubelet would) or Restart (stop, start) the "runtime", the
+	// "workload"s or "workload/NAME".
+	Profile string       `yaml:"profile,omitempty"`
+	Link    *LinkProfile `yaml:"link,omitempty"`
+	Outage  bool         `yaml:"outage,omitempty"`
+	Restore bool         `yaml:"restore,omitempty"`
+	Kill    string       `yaml:"kill,omitempty"`
+	Restart string       `yaml:"restart,omitempty"`
+	// For restores the link this long after At (impairments only).
+	For  Duration `yaml:"for,omitempty"`
+	Note string   `yaml:"note,omitempty"`
+}
+
+// Expectation asks a validator to judge a group. Which parameters a
+// validator takes is in Validators.
+type Expectation struct {
+	Validator string `yaml:"validator"`
+	Group     string `yaml:"group,omitempty"`
+	// Within bounds how long something may take (not scaled: it is
+	// network time); each validator has a default.
+	Within Duration `yaml:"within,omitempty"`
+	// Max bounds a count (no-restart-loops: unplanned restarts).
+	Max *int `yaml:"max,omitempty"`
+	// MinShare is the share that must succeed (local-service-answers).
+	MinShare string `yaml:"minShare,omitempty"`
+}
+
+// Validators lists the validators a scenario may name and the parameters
+// each takes (besides group). The validators package implements them.
+var Validators = map[string][]string{
+	"gate-follows-link":      {"within"},
+	"no-fetch-while-closed":  {},
+	"local-service-answers":  {"minShare"},
+	"delivered-exactly-once": {"within"},
+	"node-tagged":            {"within"},
+	"routes-switched":        {"within"},
+	"no-restart-loops":       {"max"},
+}
+
+// Duration is a YAML duration written like Go's ("90s", "1h30m").
+type Duration time.Duration
+
+// D is d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses "90s"; a bare number is refused (no unit).
+func (d *Duration) UnmarshalYAML(v *yaml.Node) error {
+	x, err := units.ParseDuration("duration", v.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", v.Line, err)
+	}
+	*d = Duration(x)
+	return nil
+}
+
+// MarshalYAML writes it back as "90s".
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Member is a node or gateway of a topology, with where it is.
+type Member struct {
+	Name     string
+	Role     string // "node" or "gateway"
+	Site     string
+	Building string // "" for a site without buildings
+	Gateway  string // a node's own gateway
+}
+
+// Members lists the topology's nodes and gateways in order, nodeCount
+// expanded.
+func (s *FleetSpec) Members() []Member {
+	var out []Member
+	add := func(site, building string, gw Gateway, nodes []Node, count int, prefix string) {
+		out = append(out, Member{Name: gw.Name, Role: "gateway", Site: site, Building: building})
+		for _, n := range nodes {
+			out = append(out, Member{Name: n.Name, Role: "node", Site: site, Building: building, Gateway: gw.Name})
+		}
+		for k := 1; k <= count; k++ {
+			out = append(out, Member{Name: fmt.Sprintf("%s-n%d", prefix, k), Role: "node", Site: site, Building: building, Gateway: gw.Name})
+		}
+	}
+	for _, st := range s.Sites {
+		if len(st.Buildings) == 0 && st.Gateway != nil {
+			add(st.Name, "", *st.Gateway, st.Nodes, st.NodeCount, st.Name)
+		}
+		for _, b := range st.Buildings {
+			add(st.Name, b.Name, b.Gateway, b.Nodes, b.NodeCount, st.Name+"-"+b.Name)
+		}
+	}
+	return out
+}
+
+// LoadScenarioFile reads a Scenario document from a file.
+func LoadScenarioFile(path string) (*Scenario, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read scenario: %w", err)
+	}
+	return ParseScenario(path, b)
+}
+
+// ParseScenario parses and validates a Scenario document; file names the
+// source in errors.
+func ParseScenario(file string, data []byte) (*Scenario, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var s Scenario
+	if err := dec.Decode(&s); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: file, Msg: "empty document: expected apiVersion, kind: Scenario, spec"}
+		}
+		return nil, yamlError(file, err)
+	}
+	s.Source = file
+	if err := s.validate(); err != nil {
+		var pe *pathError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: file, Line: lineOf(&root, pe.path), Msg: pe.Error()}
+		}
+		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	return &s, nil
+}
+
+func (s *Scenario) validate() error {
+	if s.APIVersion != APIVersion {
+		return perr("apiVersion", "apiVersion %q: this edgefault reads %s", s.APIVersion, APIVersion)
+	}
+	if s.Kind != "Scenario" {
+		return perr("kind", "kind %q: expected Scenario", s.Kind)
+	}
+	if s.Metadata.Name == "" || !nameRE.MatchString(s.Metadata.Name) {
+		return perr("metadata.name", "scenario name %q: use lowercase letters, digits and '-'", s.Metadata.Name)
+	}
+	sp := &s.Spec
+	if sp.TimeScale < 0 || math.IsNaN(sp.TimeScale) || math.IsInf(sp.TimeScale, 0) || (sp.TimeScale > 0 && sp.TimeScale < 1) {
+		return perr("spec.timeScale", "timeScale %v: use 1 (real time) or more", sp.TimeScale)
+	}
+	if err := sp.Topology.Validate("spec.topology"); err != nil {
+		return err
+	}
+	for name, p := range sp.Profiles {
+		if !nameRE.MatchString(name) {
+			return perr("spec.profiles."+name, "profile name %q: use lowercase letters, digits and '-'", name)
+		}
+		if _, err := p.Impairment("spec.profiles." + name); err != nil {
+			return err
+		}
+	}
+	members := sp.Topology.Members()
+	for name, g := range sp.Groups {
+		gp := "spec.groups." + name
+		if !nameRE.MatchString(name) || name == "all" {
+			return perr(gp, "group name %q: use lowercase letters, digits and '-' (and not \"all\")", name)
+		}
+		if implicitGroup(members, sp.Topology, name) {
+			return perr(gp, "group name %q is already a site, node or gateway of the topology", name)
+		}
+		if err := g.check(gp, sp.Topology, members); err != nil {
+			return err
+		}
+	}
+	if err := sp.Runtime.check("spec.runtime"); err != nil {
+		return err
+	}
+	wnames := map[string]bool{}
+	for i, w := range sp.Workloads {
+		wp := fmt.Sprintf("spec.workloads[%d]", i)
+		if w.Name == "" || !nameRE.MatchString(w.Name) {
+			return perr(wp+".name", "workload name %q: use lowercase letters, digits and '-'", w.Name)
+		}
+		if wnames[w.Name] {
+			return perr(wp+".name", "workload %q appears twice", w.Name)
+		}
+		wnames[w.Name] = true
+		switch w.Type {
+		case WorkloadFetch, WorkloadProduce, WorkloadServe:
+			if len(w.Command) > 0 || w.Image != "" {
+				return perr(wp, "workload %q: command and image are for type command", w.Name)
+			}
+		case WorkloadCommand:
+			if len(w.Command) == 0 && w.Image == "" {
+				return perr(wp+".command", "workload %q of type command needs a command (or an image, on providers that run pods)", w.Name)
+			}
+		default:
+			return perr(wp+".type", "workload type %q: use fetch, produce, serve or command", w.Type)
+		}
+		if _, err := sp.Resolve(w.On); err != nil {
+			return perr(wp+".on", "%v", err)
+		}
+	}
+	if sp.Duration <= 0 {
+		return perr("spec.duration", "a scenario needs a duration (e.g. 1h)")
+	}
+	for i, st := range sp.Timeline {
+		if err := sp.checkStep(fmt.Sprintf("spec.timeline[%d]", i), st, wnames); err != nil {
+			return err
+		}
+		if i > 0 && st.At < sp.Timeline[i-1].At {
+			return perr(fmt.Sprintf("spec.timeline[%d].at", i), "at %v comes before the previous step's %v: list steps in time order", st.At.D(), sp.Timeline[i-1].At.D())
+		}
+	}
+	if len(sp.Expect) == 0 {
+		return perr("spec.expect", "a scenario needs at least one expectation: without one nothing is judged")
+	}
+	for i, e := range sp.Expect {
+		ep := fmt.Sprintf("spec.expect[%d]", i)
+		params, ok := Validators[e.Validator]
+		if !ok {
+			return perr(ep+".validator", "unknown validator %q: use one of %s", e.Validator, strings.Join(validatorNames(), ", "))
+		}
+		allowed := map[string]bool{}
+		for _, p := range params {
+			allowed[p] = true
+		}
+		for p, set := range map[string]bool{"within": e.Within != 0, "max": e.Max != nil, "minShare": e.MinShare != ""} {
+			if set && !allowed[p] {
+				return perr(ep+"."+p, "validator %s does not take %s", e.Validator, p)
+			}
+		}
+		if e.MinShare != "" {
+			if _, err := units.Percent("minShare", e.MinShare); err != nil {
+				return perr(ep+".minShare", "%v", err)
+			}
+		}
+		if e.Max != nil && *e.Max < 0 {
+			return perr(ep+".max", "max %d is negative", *e.Max)
+		}
+		if e.Group == "" && e.Validator != "no-restart-loops" {
+			return perr(ep+".group", "validator %s needs a group", e.Validator)
+		}
+		if e.Group != "" {
+			if _, err := sp.Resolve(e.Group); err != nil {
+				return perr(ep+".group", "%v", err)
+			}
+		}
+	}
+	return nil
+}
+
+func validatorNames() []string {
+	var out []string
+	for n := range Validators {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (g GroupSpec) check(path string, t FleetSpec, members []Member) error {
+	if g.Role != "" && g.Role != "node" && g.Role != "gateway" {
+		return perr(path+".role", "role %q: use node or gateway", g.Role)
+	}
+	for i, s := range g.Sites {
+		if !hasSite(t, s) {
+			return perr(fmt.Sprintf("%s.sites[%d]", path, i), "no site %q in the topology", s)
+		}
+	}
+	for i, b := range g.Buildings {
+		site, bld, _ := strings.Cut(b, "/")
+		if !hasBuilding(t, site, bld) {
+			return perr(fmt.Sprintf("%s.buildings[%d]", path, i), "no building %q in the topology: write site/building, e.g. factory/a", b)
+		}
+	}
+	for i, m := range g.Members {
+		if findMember(members, m) == nil {
+			return perr(fmt.Sprintf("%s.members[%d]", path, i), "no node or gateway %q in the topology", m)
+		}
+	}
+	if len(g.Sites)+len(g.Buildings)+len(g.Members) == 0 {
+		return perr(path, "an empty group: list sites, buildings or members")
+	}
+	return nil
+}
+
+func (r RuntimeSpec) check(path string) error {
+	switch r.Gate.Mode {
+	case "", "on", "bypass":
+	default:
+		return perr(path+".gate.mode", "gate mode %q: use on or bypass", r.Gate.Mode)
+	}
+	if r.Gate.MinDownload == "" && r.Gate.MaxLatency == 0 {
+		return perr(path+".gate.minDownload", "the gate needs a threshold: minDownload (e.g. 5mbit) or maxLatency")
+	}
+	if r.Gate.MinDownload != "" {
+		if _, err := units.ParseRate(r.Gate.MinDownload); err != nil {
+			return perr(path+".gate.minDownload", "%v", err)
+		}
+	}
+	switch r.Buffer.Durability {
+	case "", "disk", "memory":
+	default:
+		return perr(path+".buffer.durability", "durability %q: use disk or memory", r.Buffer.Durability)
+	}
+	for i, a := range r.Failover.Actions {
+		switch a {
+		case "label", "taint", "cordon", "drain":
+		default:
+			return perr(fmt.Sprintf("%s.failover.actions[%d]", path, i), "failover action %q: use label, taint, cordon or drain", a)
+		}
+	}
+	return nil
+}
+
+func (sp *ScenarioSpec) checkStep(path string, st Step, workloads map[string]bool) error {
+	if _, err := sp.Resolve(st.Group); err != nil {
+		return perr(path+".group", "%v", err)
+	}
+	n := 0
+	for _, set := range []bool{st.Profile != "", st.Link != nil, st.Outage, st.Restore, st.Kill != "", st.Restart != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return perr(path, "a step does exactly one thing: profile, link, outage, restore, kill or restart (this one has %d)", n)
+	}
+	if st.Profile != "" {
+		if _, ok := sp.Profiles[st.Profile]; !ok {
+			return perr(path+".profile", "no profile %q in spec.profiles", st.Profile)
+		}
+	}
+	if st.Link != nil {
+		if _, err := st.Link.Impairment(path + ".link"); err != nil {
+			return err
+		}
+	}
+	if st.For != 0 && (st.Kill != "" || st.Restart != "" || st.Restore) {
+		return perr(path+".for", "for applies to impairments (profile, link, outage), not to this step")
+	}
+	for field, what := range map[string]string{"kill": st.Kill, "restart": st.Restart} {
+		if what == "" {
+			continue
+		}
+		name, ok := strings.CutPrefix(what, "workload/")
+		switch {
+		case what == "runtime" || what == "workload":
+		case ok && workloads[name]:
+		default:
+			return perr(path+"."+field, "%s %q: use runtime, workload, or workload/NAME with a workload of spec.workloads", field, what)
+		}
+	}
+	if end := st.At + st.For; end > sp.Duration {
+		return perr(path+".at", "the step ends at %v, after the scenario's duration %v", end.D(), sp.Duration.D())
+	}
+	return nil
+}
+
+func hasSite(t FleetSpec, name string) bool {
+	for _, s := range t.Sites {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasBuilding(t FleetSpec, site, b string) bool {
+	for _, s := range t.Sites {
+		if s.Name != site {
+			continue
+		}
+		for _, x := range s.Buildings {
+			if x.Name == b {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func findMember(ms []Member, name string) *Member {
+	for i := range ms {
+		if ms[i].Name == name {
+			return &ms[i]
+		}
+	}
+	return nil
+}
+
+func implicitGroup(ms []Member, t FleetSpec, name string) bool {
+	return hasSite(t, name) || findMember(ms, name) != nil
+}
+
+// Resolve lists the members a group names, in topology order: a group of
+// spec.groups, "all" (every node), a site (its nodes), "site/building"
+// (its nodes), or one node or gateway by name.
+func (sp *ScenarioSpec) Resolve(group string) ([]Member, error) {
+	ms := sp.Topology.Members()
+	pick := func(keep func(Member) bool) []Member {
+		var out []Member
+		for _, m := range ms {
+			if keep(m) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	if g, ok := sp.Groups[group]; ok {
+		set := map[string]bool{}
+		for _, s := range g.Sites {
+			for _, m := range ms {
+				set[m.Name] = set[m.Name] || m.Site == s
+			}
+		}
+		for _, b := range g.Buildings {
+			site, bld, _ := strings.Cut(b, "/")
+			for _, m := range ms {
+				set[m.Name] = set[m.Name] || (m.Site == site && m.Building == bld)
+			}
+		}
+		for _, n := range g.Members {
+			set[n] = true
+		}
+		out := pick(func(m Member) bool { return set[m.Name] && (g.Role == "" || g.Role == m.Role) })
+		if len(out) == 0 {
+			return nil, fmt.Errorf("group %q selects no member (role %s)", group, g.Role)
+		}
+		return out, nil
+	}
+	switch {
+	case group == "":
+		return nil, errors.New("a group is required: a group of spec.groups, all, a site, site/building, or a node or gateway")
+	case group == "all":
+		return pick(func(m Member) bool { return m.Role == "node" }), nil
+	case hasSite(sp.Topology, group):
+		return pick(func(m Member) bool { return m.Site == group && m.Role == "node" }), nil
+	case strings.Contains(group, "/"):
+		site, b, _ := strings.Cut(group, "/")
+		if hasBuilding(sp.Topology, site, b) {
+			return pick(func(m Member) bool { return m.Site == site && m.Building == b && m.Role == "node" }), nil
+		}
+	case findMember(ms, group) != nil:
+		return []Member{*findMember(ms, group)}, nil
+	}
+	return nil, fmt.Errorf("no group %q: name a group of spec.groups, all, a site, site/building, or a node or gateway of the topology", group)
+}
+
+// Scale is the time scale to run at: override if set, else the
+// scenario's own, else 1.
+func (s *Scenario) Scale(override float64) float64 {
+	switch {
+	case override > 0:
+		return override
+	case s.Spec.TimeScale > 0:
+		return s.Spec.TimeScale
+	}
+	return 1
+}
+
+// Scaled divides a scenario duration by scale, keeping at least floor.
+func Scaled(d Duration, scale float64, floor time.Duration) time.Duration {
+	if scale <= 0 {
+		scale = 1
+	}
+	return max(time.Duration(float64(d)/scale), floor)
+}

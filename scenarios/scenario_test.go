@@ -1,0 +1,150 @@
+package scenarios
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBuiltinsParse(t *testing.T) {
+	names := Builtins()
+	if strings.Join(names, ",") != "factory,retail,vehicle" {
+		t.Fatalf("built-ins %v, want factory, retail, vehicle", names)
+	}
+	for _, n := range names {
+		s, err := Builtin(n)
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		if s.Metadata.Name != n || s.Source != "built-in" || s.Scale(0) < 1 {
+			t.Errorf("%s: name %q source %q scale %v", n, s.Metadata.Name, s.Source, s.Scale(0))
+		}
+	}
+	if _, err := Builtin("boat"); err == nil || !strings.Contains(err.Error(), "factory, retail, vehicle") {
+		t.Errorf("unknown built-in: %v", err)
+	}
+}
+
+const good = `apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: t}
+spec:
+  topology:
+    sites:
+    - name: s
+      buildings:
+      - {name: a, gateway: {name: gw-a}, nodes: [a1, a2]}
+      - {name: b, gateway: {name: gw-b}, nodeCount: 2}
+  profiles:
+    slow: {rate: 1mbit}
+  groups:
+    gws: {sites: [s], role: gateway}
+  runtime:
+    gate: {minDownload: 5mbit}
+  workloads:
+  - {name: w, type: fetch, on: s/a, period: 1s}
+  timeline:
+  - {at: 1m, group: gws, profile: slow, for: 1m}
+  - {at: 3m, group: a1, kill: workload/w}
+  duration: 5m
+  expect:
+  - {validator: gate-follows-link, group: all, within: 10s}
+`
+
+func TestResolveGroups(t *testing.T) {
+	s, err := ParseScenario("t.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ group, want string }{
+		{"all", "a1,a2,s-b-n1,s-b-n2"},
+		{"s", "a1,a2,s-b-n1,s-b-n2"},
+		{"s/b", "s-b-n1,s-b-n2"},
+		{"gws", "gw-a,gw-b"},
+		{"gw-b", "gw-b"},
+	} {
+		ms, err := s.Spec.Resolve(tc.group)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.group, err)
+		}
+		var names []string
+		for _, m := range ms {
+			names = append(names, m.Name)
+		}
+		if got := strings.Join(names, ","); got != tc.want {
+			t.Errorf("group %s = %s, want %s", tc.group, got, tc.want)
+		}
+	}
+	if _, err := s.Spec.Resolve("nope"); err == nil {
+		t.Error("an unknown group resolved")
+	}
+}
+
+// Bad scenarios are refused with the file, the line and what to do.
+func TestBadScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, new string
+		line           int
+		want           string
+	}{
+		{"unknown field", "  duration: 5m", "  duration: 5m\n  colour: red", 23, "field colour not found"},
+		{"rate without unit", "slow: {rate: 1mbit}", "slow: {rate: 1}", 12, "has no unit"},
+		{"bad rate", "slow: {rate: 1mbit}", `slow: {rate: "5mbps?"}`, 12, "5mbps?"},
+		{"duration without unit", "at: 3m, group: a1", "at: 3, group: a1", 21, "not a duration"},
+		{"unknown group in step", "group: a1, kill", "group: a9, kill", 21, `no group "a9"`},
+		{"unknown node in group", "{sites: [s], role: gateway}", "{members: [gw-z]}", 14, `no node or gateway "gw-z"`},
+		{"unknown profile", "profile: slow", "profile: fast", 20, `no profile "fast"`},
+		{"unknown validator", "validator: gate-follows-link", "validator: gate-is-fine", 24, "unknown validator"},
+		{"param a validator does not take", "within: 10s}", "within: 10s, max: 2}", 24, "does not take max"},
+		{"two actions in a step", "kill: workload/w}", "kill: workload/w, outage: true}", 21, "exactly one thing"},
+		{"unknown workload", "kill: workload/w}", "kill: workload/x}", 21, "workload/NAME"},
+		{"step after the end", "duration: 5m", "duration: 2m", 21, "after the scenario's duration"},
+		{"out of order", "at: 3m, group: a1", "at: 30s, group: a1", 21, "before the previous step"},
+		{"bad workload type", "type: fetch", "type: mine", 18, "workload type"},
+		{"no threshold", "gate: {minDownload: 5mbit}", "gate: {mode: on}", 16, "needs a threshold"},
+		{"bad durability", "gate: {minDownload: 5mbit}", "gate: {minDownload: 5mbit}\n    buffer: {durability: tape}", 17, "durability"},
+		{"no expectations", "  expect:\n  - {validator: gate-follows-link, group: all, within: 10s}\n", "  expect: []\n", 23, "at least one expectation"},
+		{"time scale below 1", "  duration: 5m", "  duration: 5m\n  timeScale: 0.5", 23, "timeScale"},
+		{"wrong kind", "kind: Scenario", "kind: Fleet", 2, "expected Scenario"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(good, tc.old, tc.new, 1)
+			if src == good {
+				t.Fatalf("the test's replacement %q does not apply", tc.old)
+			}
+			_, err := ParseScenario("bad.yaml", []byte(src))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			e, ok := err.(*Error)
+			if !ok || e.File != "bad.yaml" || e.Line != tc.line || !strings.Contains(e.Msg, tc.want) {
+				t.Errorf("got %v (line %d), want bad.yaml:%d ... %s", err, lineOfErr(err), tc.line, tc.want)
+			}
+		})
+	}
+}
+
+func lineOfErr(err error) int {
+	if e, ok := err.(*Error); ok {
+		return e.Line
+	}
+	return -1
+}
+
+func TestScaled(t *testing.T) {
+	for _, tc := range []struct {
+		d     Duration
+		scale float64
+		floor time.Duration
+		want  time.Duration
+	}{
+		{Duration(time.Hour), 60, 0, time.Minute},
+		{Duration(time.Hour), 1, 0, time.Hour},
+		{Duration(2 * time.Second), 60, time.Second, time.Second},
+		{Duration(time.Minute), 0, 0, time.Minute},
+	} {
+		if got := Scaled(tc.d, tc.scale, tc.floor); got != tc.want {
+			t.Errorf("Scaled(%v, %v, %v) = %v, want %v", tc.d.D(), tc.scale, tc.floor, got, tc.want)
+		}
+	}
+}
