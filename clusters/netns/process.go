@@ -135,3 +135,10 @@ func (f *Fleet) Exec(ctx context.Context, memberName string, argv []string, stdi
 // Dir is the fleet's own state directory (process logs, evidence); it is
 // removed when the fleet is taken down.
 func (f *Fleet) Dir() string { return filepath.Join(f.p.stateDir, f.FleetName) }
+
+// Signal sends sig to the process and everything it started (its process
+// group): SIGKILL is how a scenario crashes a runtime.
+func (p *Process) Signal(sig syscall.Signal) error { return syscall.Kill(-p.PID, sig) }
+
+// Done is closed when the process has exited; Wait then returns at once.
+func (p *Process) Done() <-chan struct{} { return p.done }

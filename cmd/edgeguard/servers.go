@@ -76,19 +76,26 @@ Its fetches are reported to the gate as free link measurements.`,
 			if _, err := gate.ParseServer(contentURL); err != nil || contentURL == "" {
 				return fmt.Errorf("--content %q is not an http(s) URL: write e.g. http://100.64.0.1:8081/page", contentURL)
 			}
-			r, err := gate.NewRemote(gateURL)
-			if err != nil {
-				return fmt.Errorf("--gate: %w", err)
-			}
 			ev := g.openEvents("workload")
 			defer ev.Close()
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			go r.Run(ctx)
-			return workload.Fetch{URL: contentURL, Period: p, Node: g.node, Link: r, Events: ev, Logger: g.log}.Run(ctx)
+			var link workload.Link = workload.NoGate{}
+			if gateURL == "none" {
+				g.log.Warn("--gate none: fetching whatever the link does, as an app without the runtime would")
+				ev.Emit("gate-bypassed")
+			} else {
+				r, err := gate.NewRemote(gateURL)
+				if err != nil {
+					return fmt.Errorf("--gate: %w", err)
+				}
+				go r.Run(ctx)
+				link = r
+			}
+			return workload.Fetch{URL: contentURL, Period: p, Node: g.node, Link: link, Events: ev, Logger: g.log}.Run(ctx)
 		},
 	}
-	fetch.Flags().StringVar(&gateURL, "gate", "http://127.0.0.1:8474", "edgeguard serve's address")
+	fetch.Flags().StringVar(&gateURL, "gate", "http://127.0.0.1:8474", "edgeguard serve's address; none ignores the gate (for comparison: what an app without the runtime does)")
 	fetch.Flags().StringVar(&contentURL, "content", "", "the page to fetch (edgeguard content)")
 	fetch.Flags().StringVar(period, "period", "5s", "time between fetches")
 	var to, stream, pperiod string
@@ -120,6 +127,29 @@ Its fetches are reported to the gate as free link measurements.`,
 	produce.Flags().StringVar(&pperiod, "period", "100ms", "time between records")
 	produce.Flags().IntVar(&size, "size", 256, "payload bytes")
 	produce.Flags().IntVar(&count, "count", 0, "stop after this many acknowledged records (0: never)")
-	cmd.AddCommand(fetch, produce)
+	var plisten, pto, pstream string
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Answer payments on the LAN, recording each sale in the local buffer first (a store's point of sale)",
+		Long: `serve is the retail store's local service: POST /pay records a sale in
+edgeguard serve's durable buffer (--to) and answers its receipt; the buffer
+forwards sales to the cloud when the uplink allows. It keeps answering
+through an uplink outage; a sale the buffer cannot take is refused (503).`,
+		Example: `  edgeguard workload serve --listen :9090 --to http://127.0.0.1:8474 --stream sales`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			base, err := gate.ParseServer(pto)
+			if err != nil {
+				return fmt.Errorf("--to: %w", err)
+			}
+			ev := g.openEvents("pos")
+			defer ev.Close()
+			return workload.Serve{Listen: plisten, To: base, Stream: pstream, Events: ev, Logger: g.log}.Run(cmd.Context())
+		},
+	}
+	serve.Flags().StringVar(&plisten, "listen", ":9090", "address to answer payments on")
+	serve.Flags().StringVar(&pto, "to", "http://127.0.0.1:8474", "edgeguard serve (with --buffer)")
+	serve.Flags().StringVar(&pstream, "stream", "sales", "stream name")
+	cmd.AddCommand(fetch, produce, serve)
 	return cmd
 }

@@ -54,7 +54,7 @@ func (p Produce) Run(ctx context.Context) error {
 		n++
 		payload := bytes.Repeat([]byte{'.'}, p.Size)
 		copy(payload, fmt.Sprintf("%s #%d at %s ", p.Stream, n, time.Now().UTC().Format(time.RFC3339Nano)))
-		seq, err := p.append(ctx, payload)
+		rc, err := p.append(ctx, payload)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -62,7 +62,7 @@ func (p Produce) Run(ctx context.Context) error {
 			p.Events.Emit("append-failed", "n", n, "err", err.Error())
 		default:
 			acked++
-			p.Events.Emit("acked", "stream", p.Stream, "seq", seq, "n", n)
+			p.Events.Emit("acked", "stream", p.Stream, "seq", rc.Seq, "key", rc.Key, "n", n)
 			if p.Count > 0 && acked >= p.Count {
 				return nil
 			}
@@ -75,30 +75,30 @@ func (p Produce) Run(ctx context.Context) error {
 	}
 }
 
-func (p Produce) append(ctx context.Context, payload []byte) (uint64, error) {
+func (p Produce) append(ctx context.Context, payload []byte) (buffer.Receipt, error) {
 	body, _ := json.Marshal(buffer.Input{Stream: p.Stream, Payload: payload})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/v1/records", bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return buffer.Receipt{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := p.Client.Do(req)
 	if err != nil {
-		return 0, err
+		return buffer.Receipt{}, err
 	}
 	defer resp.Body.Close()
 	ans, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(ans))
+		return buffer.Receipt{}, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(ans))
 	}
 	var out struct {
 		Receipts []buffer.Receipt `json:"receipts"`
 	}
 	if err := json.Unmarshal(ans, &out); err != nil || len(out.Receipts) != 1 {
-		return 0, fmt.Errorf("not a receipt: %q", ans)
+		return buffer.Receipt{}, fmt.Errorf("not a receipt: %q", ans)
 	}
 	if out.Receipts[0].Dropped {
-		return 0, fmt.Errorf("dropped by the buffer's overflow policy (seq %d)", out.Receipts[0].Seq)
+		return buffer.Receipt{}, fmt.Errorf("dropped by the buffer's overflow policy (seq %d)", out.Receipts[0].Seq)
 	}
-	return out.Receipts[0].Seq, nil
+	return out.Receipts[0], nil
 }

@@ -139,3 +139,17 @@ func (f Fetch) sleep(ctx context.Context) {
 		}
 	}
 }
+
+// NoGate is a Link that is always open: a workload run with it ignores
+// the link's condition, as an app without the runtime does. It exists to
+// be compared with (edgeguard workload fetch --gate none).
+type NoGate struct{}
+
+// IsOpen is always true.
+func (NoGate) IsOpen() bool { return true }
+
+// Wait returns at once.
+func (NoGate) Wait(context.Context) error { return nil }
+
+// Changed never fires.
+func (NoGate) Changed() <-chan struct{} { return nil }
