@@ -1,0 +1,126 @@
+package validators
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/record"
+	"github.com/edgefault/edgefault/runtime/wire"
+	"github.com/edgefault/edgefault/scenarios"
+)
+
+// DeliveredExactlyOnce: every record a producer on the group's nodes had
+// acknowledged (by the sample producer or the local service) is at the
+// sink exactly once and in order: per buffer epoch and stream, the sink
+// holds 1..last with no gap, nothing out of order, and last covers the
+// highest acknowledged sequence number. After the node's last outage the
+// buffer must be empty again within `within` (default 1 min).
+type DeliveredExactlyOnce struct{}
+
+type streamKey struct{ node, epoch, stream string }
+
+// parseKey splits node/epoch/stream/seq.
+func parseKey(k string) (streamKey, uint64, bool) {
+	p := strings.Split(k, "/")
+	if len(p) < 4 {
+		return streamKey{}, 0, false
+	}
+	seq, err := strconv.ParseUint(p[len(p)-1], 10, 64)
+	if err != nil {
+		return streamKey{}, 0, false
+	}
+	return streamKey{p[0], p[1], strings.Join(p[2:len(p)-1], "/")}, seq, true
+}
+
+// Validate implements Validator.
+func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
+	v := newVerdict()
+	bound := within(x, time.Minute)
+	sink := map[streamKey]record.StreamSummary{}
+	for _, s := range ev.Streams {
+		sink[streamKey{s.Node, s.Epoch, s.Stream}] = s
+	}
+	for _, m := range ev.members(x.Group) {
+		acked := map[streamKey]uint64{}
+		lastAck := map[streamKey]wire.Event{}
+		n := 0
+		for _, e := range ev.events(m.Name, "", time.Time{}, ev.End, "acked") {
+			k, seq, ok := parseKey(fmt.Sprint(e.Fields["key"]))
+			if !ok {
+				continue
+			}
+			n++
+			if seq >= acked[k] {
+				acked[k], lastAck[k] = seq, e
+			}
+		}
+		if n == 0 {
+			if len(ev.events(m.Name, "", time.Time{}, ev.End, "append-failed", "refused")) > 0 {
+				v.fail("%s: its producer got no record acknowledged", m.Name)
+			}
+			continue
+		}
+		var delivered, lost, dups uint64
+		bad := false
+		for k, maxSeq := range acked {
+			s, ok := sink[k]
+			dups += s.Duplicates
+			switch {
+			case !ok:
+				v.fail("%s: none of the %d acknowledged records of stream %s (buffer epoch %s) reached the sink", m.Name, maxSeq, k.stream, k.epoch)
+				lost += maxSeq
+				bad = true
+				v.quote(lastAck[k])
+			case s.Last < maxSeq:
+				v.fail("%s: records %d-%d of stream %s (epoch %s) were acknowledged and never delivered (the sink has up to %d)", m.Name, s.Last+1, maxSeq, k.stream, k.epoch, s.Last)
+				lost += maxSeq - s.Last
+				bad = true
+				v.quote(lastAck[k])
+				v.mark(m.Name, lastAck[k].Time, "acknowledged, lost", false)
+			case len(s.Gaps) > 0 || s.First != 1 || s.Count != s.Last:
+				v.fail("%s: stream %s (epoch %s) has holes at the sink: first %d, last %d, %d stored, gaps %v", m.Name, k.stream, k.epoch, s.First, s.Last, s.Count, s.Gaps)
+				bad = true
+			case s.OutOfOrder > 0:
+				v.fail("%s: %d records of stream %s arrived out of order", m.Name, s.OutOfOrder, k.stream)
+				bad = true
+			}
+			delivered += min(s.Count, maxSeq)
+		}
+		v.Numbers[m.Name+".acknowledged"] = float64(n)
+		v.Numbers[m.Name+".lost"] = float64(lost)
+		v.Numbers[m.Name+".duplicatesRefused"] = float64(dups)
+		// Flushed in time: the buffer is empty again after the last outage.
+		ws := ev.degraded(m, nil)
+		flushed := ""
+		if len(ws) > 0 {
+			end := ws[len(ws)-1].End
+			var empty time.Time
+			for _, s := range ev.events(m.Name, "sampler", end, ev.End, "sample") {
+				if d, ok := s.Fields["depth"].(float64); ok && d == 0 {
+					empty = s.Time
+					v.quote(s)
+					break
+				}
+			}
+			switch {
+			case empty.IsZero():
+				v.fail("%s: the buffer still held records at the end of the run, %.0f s after the restore", m.Name, secs(ev.End.Sub(end)))
+				bad = true
+			case empty.Sub(end) > bound:
+				v.fail("%s: the buffer emptied %.1f s after the restore (bound %v)", m.Name, secs(empty.Sub(end)), bound)
+				bad = true
+			default:
+				v.Numbers[m.Name+".flushSeconds"] = secs(empty.Sub(end))
+				v.mark(m.Name, empty, "flushed", true)
+				flushed = fmt.Sprintf(", buffer empty %.1f s after the restore", secs(empty.Sub(end)))
+			}
+		}
+		if !bad {
+			v.ok("%s: %d acknowledged, all at the sink once and in order (%d resends refused as duplicates)%s", m.Name, n, dups, flushed)
+		}
+		_ = delivered
+	}
+	return v.done()
+}
