@@ -1,0 +1,253 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/harness"
+	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/spf13/cobra"
+)
+
+// runFlags are what run and certify share.
+type runFlags struct {
+	o                                   harness.RunOptions
+	backend, gateMode, buffer, failover string
+	settle                              string
+}
+
+func (f *runFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.Float64Var(&f.o.TimeScale, "time-scale", 0, "divide the scenarios' own durations by this (0: each scenario's own timeScale); network time is never scaled")
+	fl.StringVar(&f.o.Reports, "reports", "reports", "directory for the reports (junit.xml, report.json, report.html, evidence)")
+	fl.BoolVar(&f.o.Keep, "keep", false, "leave each fleet up afterwards, for debugging (take it down with edgefault fleet down)")
+	fl.StringVar(&f.backend, "backend", "auto", "shaping backend: auto, netem or fallback")
+	fl.StringVar(&f.settle, "settle", "90s", "how long after the timeline the runtime may take to settle (gates open, buffers flushed)")
+	fl.StringVar(&f.gateMode, "gate", "", "override the runtime's gate: on, or bypass (workloads ignore it)")
+	fl.StringVar(&f.buffer, "buffer", "", "override the buffer's durability: disk, or memory (lost on a crash)")
+	fl.StringVar(&f.failover, "failover", "", "override failover: on or off")
+}
+
+// load reads the scenarios named by args: files, or built-in names.
+func load(args []string) ([]*scenarios.Scenario, error) {
+	var out []*scenarios.Scenario
+	for _, a := range args {
+		var sc *scenarios.Scenario
+		var err error
+		if _, serr := os.Stat(a); serr == nil || strings.ContainsAny(a, "/.") {
+			sc, err = scenarios.LoadScenarioFile(a)
+		} else {
+			sc, err = scenarios.Builtin(a)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sc)
+	}
+	return out, nil
+}
+
+// apply checks the flags and applies the runtime overrides.
+func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
+	if f.o.TimeScale != 0 && f.o.TimeScale < 1 {
+		return fmt.Errorf("--time-scale %v: use 1 (real time) or more, or 0 for each scenario's own", f.o.TimeScale)
+	}
+	d, err := shaper.ParseDuration("--settle", f.settle)
+	if err != nil {
+		return err
+	}
+	f.o.Settle = d
+	if f.o.Backend, err = shaper.ParseBackend(f.backend); err != nil {
+		return fmt.Errorf("--backend: %w", err)
+	}
+	for _, sc := range scs {
+		rt := &sc.Spec.Runtime
+		switch f.gateMode {
+		case "":
+		case "on", "bypass":
+			rt.Gate.Mode = f.gateMode
+		default:
+			return fmt.Errorf("--gate %q: use on or bypass", f.gateMode)
+		}
+		switch f.buffer {
+		case "":
+		case "disk", "memory":
+			rt.Buffer.Durability = f.buffer
+		default:
+			return fmt.Errorf("--buffer %q: use disk or memory", f.buffer)
+		}
+		switch f.failover {
+		case "":
+		case "on", "off":
+			rt.Failover.Enabled = f.failover == "on"
+		default:
+			return fmt.Errorf("--failover %q: use on or off", f.failover)
+		}
+	}
+	if err := requireRoot(); err != nil {
+		return err
+	}
+	c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
+	for _, comp := range k8sbin.Components() {
+		if _, err := c.Lookup(comp.Name); err != nil {
+			return fmt.Errorf("%w (scenarios run against each site's real control plane)", err)
+		}
+	}
+	f.o.Provider, err = netns.NewProvider(netns.WithLogger(g.log), netns.WithShaperOptions(shaper.WithBackend(f.o.Backend)), netns.WithControlPlanes(c))
+	f.o.Log = g.log
+	return err
+}
+
+func (f *runFlags) certify(cmd *cobra.Command, g *globals, scs []*scenarios.Scenario) error {
+	if err := f.apply(g, scs); err != nil {
+		return err
+	}
+	rep, files, err := harness.Certify(cmd.Context(), scs, f.o)
+	if rep != nil {
+		summary(cmd.OutOrStdout(), rep)
+	}
+	for _, p := range files {
+		fmt.Fprintln(cmd.OutOrStdout(), "report:", p)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.Pass {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// summary prints a verdict table.
+func summary(w io.Writer, rep *harness.Report) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tVALIDATOR\tGROUP\tVERDICT\tWHAT WAS SEEN")
+	for _, s := range rep.Scenarios {
+		if s.Error != "" {
+			fmt.Fprintf(tw, "%s\t(run)\t\tERROR\t%s\n", s.Name, s.Error)
+		}
+		for _, v := range s.Verdicts {
+			verdict := "pass"
+			if !v.Pass {
+				verdict = "FAIL"
+			}
+			sum := v.Summary
+			if len(sum) > 200 {
+				sum = sum[:197] + "..."
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, v.Validator, v.Group, verdict, sum)
+		}
+	}
+	tw.Flush()
+	for _, s := range rep.Scenarios {
+		verdict := "PASS"
+		if !s.Pass {
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(w, "%s %s: timeline %v at time scale %g (wall time %v, %s)\n", verdict, s.Name, s.Timeline, s.TimeScale, s.Duration.Round(1e8), s.Runtime)
+	}
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run FILE|NAME...",
+		Short: "Play scenarios (files or built-in names) on the embedded fleet and judge them",
+		Long: `run plays each scenario on a fresh embedded fleet with its real control planes:
+fleet up, the runtime (edgeguard serve) on every node, the workloads, the
+timeline of impairments and faults (scaled by --time-scale), a settle time,
+the validators, the reports (JUnit XML, JSON, HTML) and the fleet down.
+It exits 1 if any expectation failed.
+
+Built-in scenarios: ` + strings.Join(scenarios.Builtins(), ", ") + ` (edgefault scenario show NAME prints one).
+The runtime overrides (--gate bypass, --buffer memory, --failover off) are
+the negative controls: each makes the matching validator fail.`,
+		Example: `  edgefault run vehicle
+  edgefault run my-store.yaml --time-scale 120 --keep
+  edgefault run factory --failover off   # expect node-tagged and routes-switched to fail`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			scs, err := load(args)
+			if err != nil {
+				return err
+			}
+			return f.certify(cmd, g, scs)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newCertifyCmd(g *globals) *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "certify [FILE...]",
+		Short: "Play every built-in scenario (or the given files) and write the certification report",
+		Long: `certify plays the built-in scenarios (` + strings.Join(scenarios.Builtins(), ", ") + `), or the
+scenario files given, one after the other, each on its own embedded fleet, and
+writes one report for all of them. It exits 1 if any expectation failed.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				args = scenarios.Builtins()
+			}
+			scs, err := load(args)
+			if err != nil {
+				return err
+			}
+			return f.certify(cmd, g, scs)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newScenarioCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "scenario", Short: "List, show and check scenarios"}
+	cmd.AddCommand(&cobra.Command{
+		Use: "list", Short: "List the built-in scenarios", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, n := range scenarios.Builtins() {
+				sc, err := scenarios.Builtin(n)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%-10s %s\n", n, sc.Metadata.Description)
+			}
+			return nil
+		},
+	}, &cobra.Command{
+		Use: "show NAME", Short: "Print a built-in scenario's YAML (to copy and edit)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := scenarios.BuiltinSource(args[0])
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}, &cobra.Command{
+		Use: "check FILE...", Short: "Parse and validate scenario files without running them", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			scs, err := load(args)
+			if err != nil {
+				return err
+			}
+			for _, sc := range scs {
+				if err := harness.CanRun(sc); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, %d steps, %d expectations, %v at time scale %g)\n", sc.Source, sc.Metadata.Name, len(sc.Spec.Timeline), len(sc.Spec.Expect), scenarios.Scaled(sc.Spec.Duration, sc.Scale(0), 0), sc.Scale(0))
+			}
+			return nil
+		},
+	})
+	return cmd
+}

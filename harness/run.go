@@ -1,0 +1,714 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/wire"
+	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/validators"
+)
+
+// RunOptions configures Run and Certify.
+type RunOptions struct {
+	// Provider brings the fleet up; it must start control planes
+	// (netns.WithControlPlanes): validators read the Kubernetes API.
+	Provider *netns.Provider
+	// TimeScale overrides the scenarios' own scale (0: theirs).
+	TimeScale float64
+	// Keep leaves the fleet up afterwards, for debugging.
+	Keep bool
+	// Reports is the report directory (default "reports").
+	Reports string
+	// Edgeguard is the runtime binary (default: FindEdgeguard).
+	Edgeguard string
+	// Settle bounds the wait after the timeline for the runtime to settle
+	// (gates open, buffers empty): network time, not scaled. Default 90 s.
+	Settle time.Duration
+	// Backend is the shaping backend (auto by default).
+	Backend shaper.Backend
+	Log     *slog.Logger
+}
+
+func (o *RunOptions) defaults() error {
+	if o.Provider == nil {
+		return errors.New("harness: RunOptions.Provider is required")
+	}
+	if o.Reports == "" {
+		o.Reports = "reports"
+	}
+	if o.Settle == 0 {
+		o.Settle = 90 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Edgeguard == "" {
+		p, err := FindEdgeguard()
+		if err != nil {
+			return err
+		}
+		o.Edgeguard = p
+	}
+	return nil
+}
+
+// Ports of the sample workloads' services on a node.
+const PayPort = 9090
+
+// CanRun says whether the embedded fleet can model sc, before anything
+// starts: it runs no container images.
+func CanRun(sc *scenarios.Scenario) error {
+	for _, w := range sc.Spec.Workloads {
+		if w.Image != "" {
+			return fmt.Errorf("scenario %s: workload %q runs image %s, but the embedded fleet runs processes, not pods: give it a command instead, or use a provider that runs pods (kind)", sc.Metadata.Name, w.Name, w.Image)
+		}
+	}
+	return nil
+}
+
+// run is one scenario being played.
+type run struct {
+	o      RunOptions
+	sc     *scenarios.Scenario
+	scale  float64
+	log    *slog.Logger
+	f      *netns.Fleet
+	cloud  *Cloud
+	sh     *shaper.Shaper
+	ev     *evidenceLogs
+	sup    *supervisor
+	evDir  string
+	res    *ScenarioResult
+	t0     time.Time
+	mu     sync.Mutex
+	wins   []validators.Window
+	active map[string]int // target -> index in wins of its open window
+	groups []string       // the timeline group of each window
+}
+
+// Run plays one scenario on a fresh embedded fleet: fleet up, runtime and
+// workloads deployed, timeline played, settle, validators, fleet down
+// (unless Keep). The result says what passed; a run that could not be
+// played has Error set and Pass false.
+func Run(ctx context.Context, sc *scenarios.Scenario, o RunOptions) ScenarioResult {
+	start := time.Now()
+	scale := sc.Scale(o.TimeScale)
+	res := ScenarioResult{Name: sc.Metadata.Name, Description: sc.Metadata.Description, Source: sc.Source, TimeScale: scale,
+		Runtime: runtimeWords(sc.Spec.Runtime), Timeline: scenarios.Scaled(sc.Spec.Duration, scale, 0), Started: start}
+	if err := o.defaults(); err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	if err := CanRun(sc); err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}}
+	err := r.play(ctx)
+	if err != nil {
+		res.Error = err.Error()
+		r.log.Error("the run failed", "err", err)
+	}
+	res.Pass = err == nil && len(res.Verdicts) > 0
+	for _, v := range res.Verdicts {
+		res.Pass = res.Pass && v.Pass
+	}
+	res.Duration = time.Since(start)
+	return res
+}
+
+func runtimeWords(rt scenarios.RuntimeSpec) string {
+	var p []string
+	if rt.Gate.Bypassed() {
+		p = append(p, "gate bypassed")
+	} else {
+		p = append(p, "gate on")
+	}
+	if rt.Buffer.Durability == "memory" {
+		p = append(p, "buffer in memory only")
+	} else {
+		p = append(p, "buffer on disk")
+	}
+	if rt.Failover.Enabled {
+		p = append(p, "failover on")
+	} else {
+		p = append(p, "failover off")
+	}
+	return strings.Join(p, ", ")
+}
+
+func (r *run) play(ctx context.Context) (err error) {
+	name := "ef-" + r.sc.Metadata.Name
+	if len(name) > 12 {
+		name = name[:12]
+	}
+	r.log.Info("bringing up the fleet", "fleet", name, "timeScale", r.scale, "timeline", r.res.Timeline)
+	r.f, err = r.o.Provider.UpFleet(ctx, name, &r.sc.Spec.Topology)
+	if err != nil {
+		return fmt.Errorf("fleet up: %w", err)
+	}
+	defer func() {
+		if r.o.Keep {
+			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down "+name, "dir", r.f.Dir())
+			return
+		}
+		r.log.Info("taking the fleet down", "fleet", name)
+		if derr := r.o.Provider.Down(context.Background(), name); derr != nil && err == nil {
+			err = fmt.Errorf("fleet down: %w", derr)
+		}
+	}()
+	r.evDir = filepath.Join(r.f.Dir(), "evidence")
+	r.ev = newEvidenceLogs(r.evDir, r.o.Log)
+	defer r.ev.close()
+	r.scaleTCP()
+	if r.cloud, err = StartCloud(ctx, r.f, r.o.Edgeguard); err != nil {
+		return err
+	}
+	defer r.cloud.Stop()
+	if r.sh, err = r.f.Shaper(shaper.WithBackend(r.o.Backend)); err != nil {
+		return err
+	}
+	defer r.sh.Close()
+	r.sup = &supervisor{f: r.f, ev: r.ev, log: r.log}
+	defer r.sup.stopAll()
+
+	obsCtx, stopObs := context.WithCancel(ctx)
+	var obs sync.WaitGroup
+	defer func() { stopObs(); obs.Wait() }()
+	nodes, err := r.deployRuntime(ctx)
+	if err != nil {
+		return err
+	}
+	var sites []string
+	for _, s := range r.sc.Spec.Topology.Sites {
+		sites = append(sites, s.Name)
+	}
+	if err := watchNodes(obsCtx, &obs, r.ev, r.f, sites, 250*time.Millisecond); err != nil {
+		return err
+	}
+	if err := r.waitReady(ctx, nodes); err != nil {
+		return err
+	}
+	if err := r.deployWorkloads(ctx, obsCtx, &obs); err != nil {
+		return err
+	}
+	sampler(obsCtx, &obs, r.ev, r.f, nodes, 500*time.Millisecond)
+
+	r.t0 = time.Now()
+	r.res.Started = r.t0
+	r.log.Info("playing the timeline", "steps", len(r.sc.Spec.Timeline), "length", r.res.Timeline)
+	if err := r.timeline(ctx); err != nil {
+		return err
+	}
+	r.settle(ctx, nodes)
+	end := time.Now()
+
+	// Stop the observers and workloads, then read what the sink has.
+	stopObs()
+	obs.Wait()
+	r.sup.stopAll()
+	streams, serr := r.cloud.Streams(ctx)
+	if serr != nil {
+		return fmt.Errorf("read the sink's records: %w", serr)
+	}
+	r.ev.close()
+	evs, err := mergeEvidence(r.evDir)
+	if err != nil {
+		return err
+	}
+	e := &validators.Evidence{Scenario: r.sc, Start: r.t0, End: end, Events: evs, Streams: streams, Windows: r.wins}
+	if r.sc.Spec.Runtime.Failover.Enabled {
+		e.HoldDown = r.holdDown()
+	}
+	r.res.Verdicts = validators.Judge(e)
+	r.res.Windows, r.res.Nodes = r.charts(evs, end)
+	r.res.Evidence, err = keepEvidence(r.evDir, filepath.Join(r.o.Reports, r.sc.Metadata.Name, "evidence"))
+	return err
+}
+
+// scaleTCP scales the kernel's give-up time for established connections
+// with the scenario (DESIGN.md, evidence and time): 15 retransmissions
+// (~15 min) become as few as last as long divided by the scale.
+func (r *run) scaleTCP() {
+	if r.scale <= 1 {
+		return
+	}
+	retries := tcpRetriesFor(924*time.Second/time.Duration(r.scale)) // tcp_retries2=15 is ~924.6 s
+	for _, m := range r.sc.Spec.Topology.Members() {
+		mm, err := r.f.Member(m.Name)
+		if err != nil {
+			continue
+		}
+		err = nsdo.Do(mm.Namespace, func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/tcp_retries2", []byte(strconv.Itoa(retries)), 0)
+		})
+		if err != nil {
+			r.log.Warn("could not scale TCP's retransmission limit", "node", m.Name, "err", err)
+		}
+	}
+	r.log.Info("scaled TCP's retransmission limit", "tcp_retries2", retries)
+}
+
+// tcpRetriesFor is the smallest tcp_retries2 whose give-up time (RTO from
+// 200 ms, doubling, capped at 120 s) is at least d.
+func tcpRetriesFor(d time.Duration) int {
+	total, rto := 0.0, 0.2
+	for n := 1; n <= 15; n++ {
+		total += rto
+		rto = math.Min(2*rto, 120)
+		if time.Duration((total+rto)*float64(time.Second)) >= d {
+			return n
+		}
+	}
+	return 15
+}
+
+func (r *run) holdDown() time.Duration {
+	f := r.sc.Spec.Runtime.Failover
+	if f.HoldDown == 0 {
+		f.HoldDown = scenarios.Duration(10 * time.Second * time.Duration(r.scale))
+	}
+	return scenarios.Scaled(f.HoldDown, r.scale, 2*time.Second)
+}
+
+// deployRuntime starts edgeguard serve on every node (and, with failover,
+// on every gateway) and returns the nodes it runs on.
+func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
+	rt := r.sc.Spec.Runtime
+	g := rt.Gate
+	common := []string{"serve", fmt.Sprintf("--listen=:%d", GatePort), "--server=" + r.cloud.SpeedURL}
+	if g.MinDownload != "" {
+		common = append(common, "--min-download="+g.MinDownload)
+	}
+	if g.MaxLatency > 0 {
+		common = append(common, "--max-latency="+g.MaxLatency.D().String())
+	}
+	iv := g.Interval
+	if iv == 0 {
+		iv = scenarios.Duration(2 * time.Second)
+	}
+	common = append(common, "--interval="+scenarios.Scaled(iv, r.scale, time.Second).String())
+	if g.FullTest != nil && !*g.FullTest {
+		common = append(common, "--no-full-test")
+	} else {
+		fd := g.FullDuration
+		if fd == 0 {
+			fd = scenarios.Duration(3 * time.Second)
+		}
+		common = append(common, "--full-duration="+fd.D().String())
+	}
+	fo := rt.Failover
+	if fo.Enabled {
+		fi := fo.Interval
+		if fi == 0 {
+			fi = scenarios.Duration(500 * time.Millisecond * time.Duration(r.scale))
+		}
+		common = append(common, "--failover-interval="+scenarios.Scaled(fi, r.scale, 200*time.Millisecond).String(),
+			"--failover-hold-down="+r.holdDown().String())
+	}
+	cloud, _ := r.f.Member("cloud")
+	gwAddr := map[string]string{}
+	siteGws := map[string][]string{}
+	for _, m := range r.sc.Spec.Topology.Members() {
+		if m.Role == "gateway" {
+			mm, err := r.f.Member(m.Name)
+			if err != nil {
+				return nil, err
+			}
+			gwAddr[m.Name] = mm.Address
+			siteGws[m.Site] = append(siteGws[m.Site], m.Name)
+		}
+	}
+	var nodes []string
+	for _, m := range r.sc.Spec.Topology.Members() {
+		argv := append([]string{r.o.Edgeguard}, common...)
+		argv = append(argv, "--node="+m.Name, "--events="+filepath.Join(r.evDir, m.Name+"-runtime.jsonl"))
+		switch m.Role {
+		case "node":
+			durability := rt.Buffer.Durability
+			if durability == "" {
+				durability = "disk"
+			}
+			argv = append(argv, "--buffer="+filepath.Join(r.f.Dir(), "nodes", m.Name, "buffer.db"), "--sink="+r.cloud.SinkURL, "--durability="+durability)
+			if fo.Enabled {
+				argv = append(argv, "--failover-primary="+gwAddr[m.Gateway])
+				for _, alt := range siteGws[m.Site] {
+					if alt != m.Gateway {
+						argv = append(argv, "--failover-alternate="+gwAddr[alt])
+						break
+					}
+				}
+			}
+		case "gateway":
+			if !fo.Enabled {
+				continue
+			}
+			sc, err := r.f.Cluster(m.Site)
+			if err != nil {
+				return nil, err
+			}
+			argv = append(argv, "--failover-primary="+cloud.Address, "--kubeconfig="+sc.Nodes[m.Name])
+			if len(fo.Actions) > 0 {
+				argv = append(argv, "--failover-actions="+strings.Join(fo.Actions, ","))
+			}
+		}
+		if err := r.sup.start(ctx, m.Name, "runtime", argv); err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, m.Name)
+	}
+	r.log.Info("runtime deployed", "members", len(nodes), "settings", r.res.Runtime)
+	return nodes, nil
+}
+
+// waitReady waits until every runtime answers and every node's gate has
+// opened (the scenario starts from a working fleet), up to 2 minutes.
+func (r *run) waitReady(ctx context.Context, members []string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, name := range members {
+		m, _ := r.f.Member(name)
+		g := &Gate{Node: name, Namespace: m.Namespace, client: &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 2 * time.Second}}
+		if _, err := g.WaitState(ctx, wire.Open, time.Until(deadline)); err != nil {
+			return fmt.Errorf("the runtime on %s did not become ready before the timeline (see %s): %w", name, filepath.Join(r.f.Dir(), "logs", name+"-runtime.log"), err)
+		}
+	}
+	r.log.Info("every gate is open; the fleet is ready")
+	return nil
+}
+
+// deployWorkloads starts the scenario's workloads on their nodes.
+func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) error {
+	gate := fmt.Sprintf("http://127.0.0.1:%d", GatePort)
+	for _, w := range r.sc.Spec.Workloads {
+		ms, err := r.sc.Spec.Resolve(w.On)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.Role != "node" {
+				continue
+			}
+			evf := "--events=" + filepath.Join(r.evDir, m.Name+"-"+w.Name+".jsonl")
+			base := []string{r.o.Edgeguard, "workload"}
+			var argv, env []string
+			switch w.Type {
+			case scenarios.WorkloadFetch:
+				g := gate
+				if r.sc.Spec.Runtime.Gate.Bypassed() {
+					g = "none"
+				}
+				argv = append(base, "fetch", "--node="+m.Name, evf, "--gate="+g, "--content="+r.cloud.ContentURL, "--period="+r.period(w, 5*time.Second, 500*time.Millisecond).String())
+			case scenarios.WorkloadProduce:
+				argv = append(base, "produce", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), "--period="+r.period(w, time.Second, 50*time.Millisecond).String())
+			case scenarios.WorkloadServe:
+				argv = append(base, "serve", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), fmt.Sprintf("--listen=:%d", PayPort))
+			case scenarios.WorkloadCommand:
+				argv = w.Command
+				env = []string{"EDGEGUARD_URL=" + gate, "CONTENT_URL=" + r.cloud.ContentURL, "SINK_URL=" + r.cloud.SinkURL, "EVIDENCE_DIR=" + r.evDir}
+			}
+			if err := r.sup.start(ctx, m.Name, "workload/"+w.Name, argv, env...); err != nil {
+				return err
+			}
+			if w.Type == scenarios.WorkloadServe {
+				mm, _ := r.f.Member(m.Name)
+				if err := waitHTTP(ctx, mm.Namespace, fmt.Sprintf("http://127.0.0.1:%d/healthz", PayPort), 10*time.Second); err != nil {
+					return fmt.Errorf("the local service on %s did not come up: %w", m.Name, err)
+				}
+				if err := customers(obsCtx, obs, r.ev, r.f, m.Name, PayPort, r.period(w, 2*time.Second, 100*time.Millisecond)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func stream(w scenarios.Workload) string {
+	if w.Stream != "" {
+		return w.Stream
+	}
+	return w.Name
+}
+
+func (r *run) period(w scenarios.Workload, def, floor time.Duration) time.Duration {
+	p := w.Period
+	if p == 0 {
+		p = scenarios.Duration(def)
+	}
+	return scenarios.Scaled(p, r.scale, floor)
+}
+
+// action is one thing the timeline does at a scaled time.
+type action struct {
+	at   time.Duration
+	step scenarios.Step
+	undo bool // the automatic restore of a step with For
+}
+
+// timeline plays the steps, with their automatic restores, in time order,
+// logging progress, and then waits out the scenario's duration.
+func (r *run) timeline(ctx context.Context) error {
+	var acts []action
+	for _, st := range r.sc.Spec.Timeline {
+		acts = append(acts, action{at: scenarios.Scaled(st.At, r.scale, 0), step: st})
+		if st.For > 0 {
+			acts = append(acts, action{at: scenarios.Scaled(st.At+st.For, r.scale, 0), step: st, undo: true})
+		}
+	}
+	sort.SliceStable(acts, func(i, j int) bool { return acts[i].at < acts[j].at })
+	total := r.res.Timeline
+	for _, a := range append(acts, action{at: total}) {
+		if d := time.Until(r.t0.Add(a.at)); d > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		if a.at == total && a.step.Group == "" {
+			break
+		}
+		if err := r.do(ctx, a); err != nil {
+			return fmt.Errorf("timeline step at %v (%s): %w", a.step.At.D(), a.step.Group, err)
+		}
+	}
+	r.closeWindows()
+	r.log.Info("timeline done", "elapsed", time.Since(r.t0).Round(100*time.Millisecond))
+	return nil
+}
+
+func (r *run) do(ctx context.Context, a action) error {
+	st := a.step
+	ms, err := r.sc.Spec.Resolve(st.Group)
+	if err != nil {
+		return err
+	}
+	what := ""
+	var imp shaper.Impairment
+	switch {
+	case a.undo || st.Restore:
+		what = "restore"
+	case st.Outage:
+		what, imp = "outage", shaper.Impairment{Outage: true}
+	case st.Profile != "":
+		p := r.sc.Spec.Profiles[st.Profile]
+		imp, _ = p.Impairment(st.Profile)
+		what = st.Profile + " (" + imp.String() + ")"
+	case st.Link != nil:
+		imp, _ = st.Link.Impairment("link")
+		what = imp.String()
+	case st.Kill != "":
+		what = "kill " + st.Kill
+	case st.Restart != "":
+		what = "restart " + st.Restart
+	}
+	if st.For > 0 && !a.undo {
+		what += fmt.Sprintf(" for %v", scenarios.Scaled(st.For, r.scale, 0))
+	}
+	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), st.Group, what), "note", st.Note)
+	for _, m := range ms {
+		switch {
+		case st.Kill != "" || st.Restart != "":
+			name, graceful := st.Kill, false
+			if st.Restart != "" {
+				name, graceful = st.Restart, true
+			}
+			if err := r.sup.kill(m.Name, name, graceful); err != nil {
+				return err
+			}
+			r.ev.emit(m.Name, "timeline", strings.Fields(what)[0], "process", name, "note", st.Note)
+		default:
+			t, err := r.f.Target(m.Name)
+			if err != nil {
+				return err
+			}
+			if what == "restore" {
+				if err := r.sh.Clear(ctx, t); err != nil {
+					return err
+				}
+				r.endWindow(m.Name)
+				r.ev.emit(m.Name, "timeline", "restore", "note", st.Note)
+				continue
+			}
+			if err := r.sh.Apply(ctx, t, imp); err != nil {
+				return err
+			}
+			r.startWindow(m.Name, st.Group, imp)
+			r.ev.emit(m.Name, "timeline", "impair", "what", imp.String(), "note", st.Note)
+		}
+	}
+	return nil
+}
+
+func (r *run) startWindow(target, group string, imp shaper.Impairment) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if i, ok := r.active[target]; ok {
+		r.wins[i].End = now
+	}
+	r.wins = append(r.wins, validators.Window{Target: target, Start: now, Outage: imp.Outage, RateBps: float64(imp.Rate), Delay: imp.Delay, Loss: imp.Loss, What: describe(imp)})
+	r.active[target] = len(r.wins) - 1
+	r.groups = append(r.groups, group)
+}
+
+func describe(imp shaper.Impairment) string {
+	if imp.Outage {
+		return "outage"
+	}
+	return imp.String()
+}
+
+func (r *run) endWindow(target string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i, ok := r.active[target]; ok {
+		r.wins[i].End = time.Now()
+		delete(r.active, target)
+	}
+}
+
+// closeWindows ends what is still impaired at the end of the timeline
+// (the links stay as they are until the fleet goes down).
+func (r *run) closeWindows() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for t, i := range r.active {
+		r.wins[i].End = time.Now()
+		delete(r.active, t)
+	}
+}
+
+// settle waits, up to Settle, until every node's gate is open and its
+// buffer empty: what the network takes after the timeline is not scaled.
+func (r *run) settle(ctx context.Context, nodes []string) {
+	deadline := time.Now().Add(r.o.Settle)
+	start := time.Now()
+	for _, name := range nodes {
+		m, _ := r.f.Member(name)
+		if m.Role != "node" {
+			continue
+		}
+		g := &Gate{Node: name, Namespace: m.Namespace, client: &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 2 * time.Second}}
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			var b struct {
+				Records int64 `json:"records"`
+			}
+			s, err := g.Status(ctx)
+			if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && b.Records == 0 {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	// One more sample interval, so the evidence shows the settled state.
+	time.Sleep(time.Second)
+	r.log.Info("settled", "after", time.Since(start).Round(100*time.Millisecond))
+}
+
+// mergeEvidence reads every event log of the run and orders the events by
+// time.
+func mergeEvidence(dir string) ([]wire.Event, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var all []wire.Event
+	for _, f := range files {
+		evs, err := events.Read(f)
+		if err != nil {
+			return nil, fmt.Errorf("evidence %s: %w", f, err)
+		}
+		all = append(all, evs...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
+	return all, nil
+}
+
+// keepEvidence copies the run's evidence next to the report (the fleet's
+// directory goes when the fleet goes down).
+func keepEvidence(from, to string) (string, error) {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return "", fmt.Errorf("keep evidence: %w", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(from, "*.jsonl"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(to, filepath.Base(f)), b, 0o644); err != nil {
+			return "", fmt.Errorf("keep evidence: %w", err)
+		}
+	}
+	return to, nil
+}
+
+// charts turns the windows and the samples into the report's series.
+func (r *run) charts(evs []wire.Event, end time.Time) ([]Window, []NodeSeries) {
+	var ws []Window
+	for i, w := range r.wins {
+		g := ""
+		if i < len(r.groups) {
+			g = r.groups[i]
+		}
+		ws = append(ws, Window{Target: w.Target, Group: g, What: w.What, Outage: w.Outage, Start: w.Start.Sub(r.t0), End: w.End.Sub(r.t0)})
+	}
+	series := map[string]*NodeSeries{}
+	var order []string
+	last := map[string]wire.Event{}
+	for _, e := range evs {
+		if e.Component != "sampler" || e.Event != "sample" || e.Time.Before(r.t0) || e.Time.After(end) {
+			continue
+		}
+		s, ok := series[e.Node]
+		if !ok {
+			role := "node"
+			if m, err := r.f.Member(e.Node); err == nil {
+				role = m.Role
+			}
+			s = &NodeSeries{Node: e.Node, Role: role}
+			series[e.Node] = s
+			order = append(order, e.Node)
+		}
+		smp := Sample{T: e.Time.Sub(r.t0)}
+		smp.Gate, _ = e.Fields["gate"].(string)
+		smp.Failover, _ = e.Fields["failover"].(string)
+		if d, ok := e.Fields["depth"].(float64); ok {
+			smp.BufferDepth = int64(d)
+		}
+		if p, ok := last[e.Node]; ok {
+			dt := e.Time.Sub(p.Time).Seconds()
+			rx, _ := e.Fields["rx"].(float64)
+			tx, _ := e.Fields["tx"].(float64)
+			prx, _ := p.Fields["rx"].(float64)
+			ptx, _ := p.Fields["tx"].(float64)
+			if dt > 0 && rx >= prx && tx >= ptx {
+				smp.RxBps, smp.TxBps = 8*(rx-prx)/dt, 8*(tx-ptx)/dt
+			}
+		}
+		last[e.Node] = e
+		s.Samples = append(s.Samples, smp)
+	}
+	var out []NodeSeries
+	for _, n := range order {
+		out = append(out, *series[n])
+	}
+	return ws, out
+}

@@ -1,0 +1,214 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/runtime/events"
+)
+
+// evidenceLogs hands out event logs for the harness's own evidence, one
+// file per node and component under the run's evidence directory.
+type evidenceLogs struct {
+	dir  string
+	log  *slog.Logger
+	mu   sync.Mutex
+	open map[string]*events.Log
+}
+
+func newEvidenceLogs(dir string, log *slog.Logger) *evidenceLogs {
+	return &evidenceLogs{dir: dir, log: log, open: map[string]*events.Log{}}
+}
+
+// emit records an event of the harness about node.
+func (e *evidenceLogs) emit(node, component, event string, kv ...any) {
+	e.mu.Lock()
+	l, ok := e.open[node+"/"+component]
+	if !ok {
+		var err error
+		l, err = events.Open(filepath.Join(e.dir, node+"-"+component+".jsonl"), node, component, e.log)
+		if err != nil {
+			e.log.Error("evidence will be incomplete", "err", err)
+			l, _ = events.Open("", node, component, e.log)
+		}
+		e.open[node+"/"+component] = l
+	}
+	e.mu.Unlock()
+	l.Emit(event, kv...)
+}
+
+func (e *evidenceLogs) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, l := range e.open {
+		_ = l.Close()
+		delete(e.open, k)
+	}
+}
+
+// supervisor runs the runtime and the workloads on the embedded fleet as
+// a kubelet runs containers: what exits is started again (after a back-off
+// that doubles from 1 s to 10 s while it keeps failing), every start and
+// exit is evidence, and a kill the timeline asked for is marked planned.
+type supervisor struct {
+	f     *netns.Fleet
+	ev    *evidenceLogs
+	log   *slog.Logger
+	mu    sync.Mutex
+	procs []*supervised
+	wg    sync.WaitGroup
+}
+
+type supervised struct {
+	node, name string // name: "runtime", "workload/NAME"
+	argv       []string
+	env        []string
+	mu         sync.Mutex
+	cur        *netns.Process
+	planned    bool
+	stopping   bool
+	restarts   int
+}
+
+// start runs argv on node under name and keeps it running until stop.
+func (s *supervisor) start(ctx context.Context, node, name string, argv []string, env ...string) error {
+	p := &supervised{node: node, name: name, argv: argv, env: env}
+	proc, err := s.f.Start(ctx, node, name, argv, env...)
+	if err != nil {
+		return err
+	}
+	p.cur = proc
+	s.ev.emit(node, "supervisor", "started", "process", name, "pid", proc.PID, "planned", false)
+	s.mu.Lock()
+	s.procs = append(s.procs, p)
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.watch(ctx, p)
+	return nil
+}
+
+func (s *supervisor) watch(ctx context.Context, p *supervised) {
+	defer s.wg.Done()
+	backoff := time.Second
+	for {
+		p.mu.Lock()
+		cur := p.cur
+		p.mu.Unlock()
+		<-cur.Done()
+		_ = cur.Wait(context.Background()) // forgets it in the ledger
+		p.mu.Lock()
+		if p.stopping || ctx.Err() != nil {
+			p.mu.Unlock()
+			return
+		}
+		planned := p.planned
+		p.planned = false
+		p.mu.Unlock()
+		s.ev.emit(p.node, "supervisor", "exited", "process", p.name, "pid", cur.PID, "planned", planned)
+		wait := backoff
+		if planned {
+			wait = 0 // a kubelet restarts a killed container at once the first time
+		} else {
+			s.log.Warn("a supervised process exited; restarting it", "node", p.node, "process", p.name, "in", wait, "log", cur.Log)
+			backoff = min(2*backoff, 10*time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		p.mu.Lock()
+		if p.stopping {
+			p.mu.Unlock()
+			return
+		}
+		next, err := s.f.Start(ctx, p.node, p.name, p.argv, p.env...)
+		if err != nil {
+			p.mu.Unlock()
+			s.ev.emit(p.node, "supervisor", "start-failed", "process", p.name, "err", err.Error())
+			s.log.Error("could not restart", "node", p.node, "process", p.name, "err", err)
+			return
+		}
+		p.cur = next
+		p.restarts++
+		p.mu.Unlock()
+		s.ev.emit(p.node, "supervisor", "started", "process", p.name, "pid", next.PID, "planned", planned)
+	}
+}
+
+// find lists the supervised processes on node called name ("workload"
+// matches every workload).
+func (s *supervisor) find(node, name string) []*supervised {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*supervised
+	for _, p := range s.procs {
+		if p.node != node {
+			continue
+		}
+		if p.name == name || (name == "workload" && len(p.name) > 9 && p.name[:9] == "workload/") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// kill crashes the process (SIGKILL) or, with graceful, stops it with
+// SIGTERM; either way the supervisor starts it again at once.
+func (s *supervisor) kill(node, name string, graceful bool) error {
+	ps := s.find(node, name)
+	if len(ps) == 0 {
+		return fmt.Errorf("no %s runs on %s", name, node)
+	}
+	for _, p := range ps {
+		p.mu.Lock()
+		p.planned = true
+		cur := p.cur
+		p.mu.Unlock()
+		sig := syscall.SIGKILL
+		if graceful {
+			sig = syscall.SIGTERM
+		}
+		if err := cur.Signal(sig); err != nil {
+			return fmt.Errorf("signal %s on %s: %w", name, node, err)
+		}
+	}
+	return nil
+}
+
+// stopAll stops everything it runs, workloads before the runtime.
+func (s *supervisor) stopAll() {
+	s.mu.Lock()
+	procs := append([]*supervised(nil), s.procs...)
+	s.mu.Unlock()
+	stop := func(runtime bool) {
+		var wg sync.WaitGroup
+		for _, p := range procs {
+			if (p.name == "runtime") != runtime {
+				continue
+			}
+			p.mu.Lock()
+			p.stopping = true
+			cur := p.cur
+			p.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := cur.Stop(3 * time.Second); err != nil && !os.IsNotExist(err) {
+					s.log.Debug("stop", "node", p.node, "process", p.name, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	stop(false)
+	stop(true)
+	s.wg.Wait()
+}
