@@ -42,7 +42,10 @@ type RunOptions struct {
 	Settle time.Duration
 	// Backend is the shaping backend (auto by default).
 	Backend shaper.Backend
-	Log     *slog.Logger
+	// FleetPrefix starts the name of each scenario's fleet (default
+	// "ef-"; the name is cut to 12 characters).
+	FleetPrefix string
+	Log         *slog.Logger
 }
 
 func (o *RunOptions) defaults() error {
@@ -51,6 +54,9 @@ func (o *RunOptions) defaults() error {
 	}
 	if o.Reports == "" {
 		o.Reports = "reports"
+	}
+	if o.FleetPrefix == "" {
+		o.FleetPrefix = "ef-"
 	}
 	if o.Settle == 0 {
 		o.Settle = 90 * time.Second
@@ -154,7 +160,7 @@ func runtimeWords(rt scenarios.RuntimeSpec) string {
 }
 
 func (r *run) play(ctx context.Context) (err error) {
-	name := "ef-" + r.sc.Metadata.Name
+	name := r.o.FleetPrefix + r.sc.Metadata.Name
 	if len(name) > 12 {
 		name = name[:12]
 	}
@@ -249,7 +255,7 @@ func (r *run) scaleTCP() {
 	if r.scale <= 1 {
 		return
 	}
-	retries := tcpRetriesFor(924*time.Second/time.Duration(r.scale)) // tcp_retries2=15 is ~924.6 s
+	retries := tcpRetriesFor(924 * time.Second / time.Duration(r.scale)) // tcp_retries2=15 is ~924.6 s
 	for _, m := range r.sc.Spec.Topology.Members() {
 		mm, err := r.f.Member(m.Name)
 		if err != nil {
@@ -539,7 +545,15 @@ func (r *run) do(ctx context.Context, a action) error {
 				return err
 			}
 			if what == "restore" {
-				if err := r.sh.Clear(ctx, t); err != nil {
+				// Back to the topology's own profile (a store's DSL line
+				// stays a DSL line), or unshaped if it had none.
+				if m.Link != nil {
+					own, _ := m.Link.Impairment(m.Name)
+					err = r.sh.Apply(ctx, t, own)
+				} else {
+					err = r.sh.Clear(ctx, t)
+				}
+				if err != nil {
 					return err
 				}
 				r.endWindow(m.Name)

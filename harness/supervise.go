@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,7 +81,7 @@ type supervised struct {
 // start runs argv on node under name and keeps it running until stop.
 func (s *supervisor) start(ctx context.Context, node, name string, argv []string, env ...string) error {
 	p := &supervised{node: node, name: name, argv: argv, env: env}
-	proc, err := s.f.Start(ctx, node, name, argv, env...)
+	proc, err := s.f.Start(ctx, node, strings.ReplaceAll(name, "/", "-"), argv, env...)
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 			p.mu.Unlock()
 			return
 		}
-		next, err := s.f.Start(ctx, p.node, p.name, p.argv, p.env...)
+		next, err := s.f.Start(ctx, p.node, strings.ReplaceAll(p.name, "/", "-"), p.argv, p.env...)
 		if err != nil {
 			p.mu.Unlock()
 			s.ev.emit(p.node, "supervisor", "start-failed", "process", p.name, "err", err.Error())
@@ -153,7 +154,7 @@ func (s *supervisor) find(node, name string) []*supervised {
 		if p.node != node {
 			continue
 		}
-		if p.name == name || (name == "workload" && len(p.name) > 9 && p.name[:9] == "workload/") {
+		if p.name == name || (name == "workload" && strings.HasPrefix(p.name, "workload/")) {
 			out = append(out, p)
 		}
 	}

@@ -200,6 +200,9 @@ type Member struct {
 	Site     string
 	Building string // "" for a site without buildings
 	Gateway  string // a node's own gateway
+	// Link is the member's own link profile from the topology (a
+	// gateway's uplink, a node's LAN link), what a restore returns to.
+	Link *LinkProfile
 }
 
 // Members lists the topology's nodes and gateways in order, nodeCount
@@ -207,9 +210,9 @@ type Member struct {
 func (s *FleetSpec) Members() []Member {
 	var out []Member
 	add := func(site, building string, gw Gateway, nodes []Node, count int, prefix string) {
-		out = append(out, Member{Name: gw.Name, Role: "gateway", Site: site, Building: building})
+		out = append(out, Member{Name: gw.Name, Role: "gateway", Site: site, Building: building, Link: gw.Uplink})
 		for _, n := range nodes {
-			out = append(out, Member{Name: n.Name, Role: "node", Site: site, Building: building, Gateway: gw.Name})
+			out = append(out, Member{Name: n.Name, Role: "node", Site: site, Building: building, Gateway: gw.Name, Link: n.Link})
 		}
 		for k := 1; k <= count; k++ {
 			out = append(out, Member{Name: fmt.Sprintf("%s-n%d", prefix, k), Role: "node", Site: site, Building: building, Gateway: gw.Name})

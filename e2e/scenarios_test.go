@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/edgefault/edgefault/harness"
+	"github.com/edgefault/edgefault/harness/edgetest"
+	"github.com/edgefault/edgefault/scenarios"
+)
+
+// The built-in scenarios, played by the harness on the embedded fleet
+// with real control planes and the real runtime, through the public
+// Ginkgo helpers a user's own suite would use; then the negative controls:
+// documented runtime settings that must make the matching validators fail.
+var _ = Describe("the built-in scenarios", Ordered, func() {
+	play := func(ctx SpecContext, name string, change func(*scenarios.RuntimeSpec)) harness.ScenarioResult {
+		GinkgoHelper()
+		sc, err := scenarios.Builtin(name)
+		Expect(err).NotTo(HaveOccurred())
+		if change != nil {
+			change(&sc.Spec.Runtime)
+		}
+		return edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard = edgeguard
+			o.FleetPrefix = fmt.Sprintf("x%d-", os.Getpid()%1000)
+		}))
+	}
+	for _, name := range scenarios.Builtins() {
+		It("certifies "+name+" with the runtime", func(ctx SpecContext) {
+			res := play(ctx, name, nil)
+			Expect(res).To(edgetest.Pass())
+			Expect(res.Nodes).NotTo(BeEmpty(), "the report has no samples to chart")
+		})
+	}
+
+	It("fails no-fetch-while-closed and delivered-exactly-once on the vehicle with the gate bypassed and the buffer in memory", func(ctx SpecContext) {
+		res := play(ctx, "vehicle", func(rt *scenarios.RuntimeSpec) {
+			rt.Gate.Mode = "bypass"
+			rt.Buffer.Durability = "memory"
+		})
+		// The gate itself still follows the link: only what depends on
+		// the settings fails.
+		Expect(res).To(edgetest.PassValidator("gate-follows-link"))
+		Expect(res).To(edgetest.FailValidator("no-fetch-while-closed"))
+		Expect(res).To(edgetest.FailValidator("delivered-exactly-once"))
+		for _, v := range res.Verdicts {
+			if !v.Pass {
+				Expect(v.Evidence).NotTo(BeEmpty(), "%s failed without quoting evidence", v.Validator)
+			}
+			if v.Validator == "delivered-exactly-once" {
+				Expect(v.Summary).To(ContainSubstring("acknowledged and never delivered"))
+			}
+		}
+	})
+
+	It("fails routes-switched and node-tagged on the factory with failover off", func(ctx SpecContext) {
+		res := play(ctx, "factory", func(rt *scenarios.RuntimeSpec) { rt.Failover.Enabled = false })
+		Expect(res).To(edgetest.FailValidator("routes-switched"))
+		Expect(res).To(edgetest.FailValidator("node-tagged"))
+		// The buffer still holds A's data through the outage and flushes it.
+		Expect(res).To(edgetest.PassValidator("delivered-exactly-once"))
+	})
+
+	It("refuses a bad scenario file with its file, line and what to do, before anything starts", func() {
+		src, err := scenarios.BuiltinSource("factory")
+		Expect(err).NotTo(HaveOccurred())
+		bad := filepath.Join(GinkgoT().TempDir(), "bad.yaml")
+		Expect(os.WriteFile(bad, []byte(strings.Replace(string(src), "group: factory-gw-a, outage", "group: factory-gw-c, outage", 1)), 0o644)).To(Succeed())
+		out, err := run("run", bad)
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(MatchRegexp(`bad\.yaml:\d+: spec\.timeline\[0\]\.group: no group "factory-gw-c"`))
+		Expect(out).NotTo(ContainSubstring("bringing up the fleet"))
+		out, err = run("scenario", "check", bad)
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(`no group "factory-gw-c"`))
+	})
+})
