@@ -34,7 +34,7 @@ setup: build
 test: root deps lint setup
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-bench: root deps build
+bench: root deps setup
 	EDGEGUARD=$(CURDIR)/bin/edgeguard $(GO) run ./bench $(BENCH_FLAGS)
 
 # The main job: certify the built-in scenarios (vehicle, retail, factory)

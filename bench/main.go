@@ -29,7 +29,7 @@ import (
 
 func main() {
 	shaper.RunHelperIfInvoked()
-	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,gate,buffer,failover (default all)")
+	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,gate,buffer,failover,certify (default all)")
 	quick := flag.Bool("quick", false, "shorter measurements")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
@@ -74,8 +74,8 @@ func run(only string, quick bool) (err error) {
 	}()
 	caps, _ := shaper.Probe()
 	fmt.Printf("edgefault bench — kernel %s, backend %s, %s\n\n", caps.Kernel, b.sh.Backend(), time.Now().UTC().Format(time.RFC3339))
-	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "failover": b.failover}
-	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "gate", "buffer", "failover"}
+	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "failover": b.failover, "certify": b.certify}
+	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "gate", "buffer", "failover", "certify"}
 	if only != "" {
 		order = strings.Split(only, ",")
 	}

@@ -1,0 +1,135 @@
+package validators
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/record"
+	"github.com/edgefault/edgefault/runtime/wire"
+	"github.com/edgefault/edgefault/scenarios"
+)
+
+const scenario = `apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: t}
+spec:
+  topology:
+    sites:
+    - name: s
+      buildings:
+      - {name: a, gateway: {name: gw-a}, nodes: [a1]}
+      - {name: b, gateway: {name: gw-b}, nodes: [b1]}
+  runtime:
+    gate: {minDownload: 5mbit, maxLatency: 300ms}
+    failover: {enabled: true, actions: [label, taint]}
+  timeline:
+  - {at: 10s, group: gw-a, outage: true, for: 20s}
+  duration: 1m
+  expect:
+  - {validator: gate-follows-link, group: all}
+`
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+func ev(s float64, node, component, event string, kv ...any) wire.Event {
+	f := map[string]any{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		f[kv[i].(string)] = kv[i+1]
+	}
+	return wire.Event{Time: at(s), Node: node, Component: component, Event: event, Fields: f}
+}
+
+func evidence(t *testing.T, evs ...wire.Event) *Evidence {
+	sc, err := scenarios.ParseScenario("t.yaml", []byte(scenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []wire.Event{ev(-5, "a1", "gate", "open"), ev(-5, "b1", "gate", "open"), ev(-5, "a1", "supervisor", "started", "process", "runtime")}
+	return &Evidence{Scenario: sc, Start: t0, End: at(60), Events: append(base, evs...), HoldDown: 3 * time.Second,
+		Windows: []Window{{Target: "gw-a", Start: at(10), End: at(30), Outage: true, What: "outage"}}}
+}
+
+func TestValidators(t *testing.T) {
+	two := 2
+	for _, tc := range []struct {
+		name      string
+		validator string
+		x         scenarios.Expectation
+		evs       []wire.Event
+		streams   []record.StreamSummary
+		pass      bool
+		want      string
+	}{
+		{"gate shuts and reopens in time", "gate-follows-link", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(13, "a1", "gate", "unknown"), ev(38, "a1", "gate", "open")}, nil, true, "shut 3.0 s"},
+		{"gate shuts late", "gate-follows-link", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(27, "a1", "gate", "closed"), ev(38, "a1", "gate", "open")}, nil, false, "bound 15s"},
+		{"gate never reopens", "gate-follows-link", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(13, "a1", "gate", "closed")}, nil, false, "not open again"},
+		{"gate opens mid-outage", "gate-follows-link", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(13, "a1", "gate", "closed"), ev(20, "a1", "gate", "open"), ev(21, "a1", "gate", "closed"), ev(35, "a1", "gate", "open")}, nil, false, "still degraded"},
+		{"undisturbed gate closes", "gate-follows-link", scenarios.Expectation{Group: "s/b"},
+			[]wire.Event{ev(20, "b1", "gate", "closed")}, nil, false, "undisturbed"},
+		{"fetches only while open", "no-fetch-while-closed", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(5, "a1", "workload", "fetched"), ev(13, "a1", "gate", "closed"), ev(13.5, "a1", "workload", "fetched"), ev(38, "a1", "gate", "open"), ev(40, "a1", "workload", "fetched")}, nil, true, "3 fetches"},
+		{"fetch while closed", "no-fetch-while-closed", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(5, "a1", "workload", "fetched"), ev(13, "a1", "gate", "closed"), ev(31, "a1", "workload", "fetched"), ev(38, "a1", "gate", "open")}, nil, false, "1 fetches completed while the gate was not open"},
+		{"never fetched", "no-fetch-while-closed", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(5, "a1", "workload", "paused")}, nil, false, "fetched nothing"},
+		{"delivered", "delivered-exactly-once", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(1, "a1", "producer", "acked", "key", "a1/e1/r/1"), ev(2, "a1", "producer", "acked", "key", "a1/e1/r/2"), ev(35, "a1", "sampler", "sample", "depth", 0.0)},
+			[]record.StreamSummary{{Node: "a1", Epoch: "e1", Stream: "r", Count: 2, First: 1, Last: 2}}, true, "2 acknowledged"},
+		{"acknowledged and lost", "delivered-exactly-once", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(1, "a1", "producer", "acked", "key", "a1/e1/r/1"), ev(2, "a1", "producer", "acked", "key", "a1/e1/r/2"), ev(35, "a1", "sampler", "sample", "depth", 0.0)},
+			[]record.StreamSummary{{Node: "a1", Epoch: "e1", Stream: "r", Count: 1, First: 1, Last: 1}}, false, "records 2-2 of stream r"},
+		{"gap at the sink", "delivered-exactly-once", scenarios.Expectation{Group: "s/a"},
+			[]wire.Event{ev(1, "a1", "producer", "acked", "key", "a1/e1/r/3"), ev(35, "a1", "sampler", "sample", "depth", 0.0)},
+			[]record.StreamSummary{{Node: "a1", Epoch: "e1", Stream: "r", Count: 2, First: 1, Last: 3, Gaps: [][2]uint64{{2, 2}}}}, false, "holes"},
+		{"flush too slow", "delivered-exactly-once", scenarios.Expectation{Group: "s/a", Within: scenarios.Duration(5 * time.Second)},
+			[]wire.Event{ev(1, "a1", "producer", "acked", "key", "a1/e1/r/1"), ev(35, "a1", "sampler", "sample", "depth", 3.0), ev(40, "a1", "sampler", "sample", "depth", 0.0)},
+			[]record.StreamSummary{{Node: "a1", Epoch: "e1", Stream: "r", Count: 1, First: 1, Last: 1}}, false, "emptied 10.0 s"},
+		{"switched and back", "routes-switched", scenarios.Expectation{Group: "all"},
+			[]wire.Event{ev(0, "a1", "failover", "watching"), ev(0, "b1", "failover", "watching"), ev(12, "a1", "failover", "alternate"), ev(34, "a1", "failover", "primary")}, nil, true, "switched 2.0 s"},
+		{"failover off", "routes-switched", scenarios.Expectation{Group: "s/a"}, nil, nil, false, "failover is off"},
+		{"undisturbed node switched", "routes-switched", scenarios.Expectation{Group: "s/b"},
+			[]wire.Event{ev(0, "b1", "failover", "watching"), ev(12, "b1", "failover", "alternate")}, nil, false, "uplink was fine"},
+		{"tagged and untagged", "node-tagged", scenarios.Expectation{Group: "gw-a"},
+			[]wire.Event{ev(-1, "gw-a", "kube", "node", "uplink", ""), ev(12, "gw-a", "kube", "node", "uplink", "down", "tainted", true), ev(33, "gw-a", "kube", "node", "uplink", "", "tainted", false)}, nil, true, "tainted 2.0 s"},
+		{"labelled without the taint", "node-tagged", scenarios.Expectation{Group: "gw-a"},
+			[]wire.Event{ev(-1, "gw-a", "kube", "node", "uplink", ""), ev(12, "gw-a", "kube", "node", "uplink", "down", "tainted", false), ev(33, "gw-a", "kube", "node", "uplink", "")}, nil, false, "never labelled uplink=down, tainted"},
+		{"planned kill restarted", "no-restart-loops", scenarios.Expectation{},
+			[]wire.Event{ev(20, "a1", "supervisor", "exited", "process", "runtime", "planned", true), ev(20.1, "a1", "supervisor", "started", "process", "runtime", "planned", true)}, nil, true, "0 unplanned"},
+		{"crash loop", "no-restart-loops", scenarios.Expectation{Max: &two},
+			[]wire.Event{ev(20, "a1", "supervisor", "exited", "process", "runtime"), ev(21, "a1", "supervisor", "exited", "process", "runtime"), ev(23, "a1", "supervisor", "exited", "process", "runtime")}, nil, false, "exited 3 times unplanned (max 2)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := evidence(t, tc.evs...)
+			e.Streams = tc.streams
+			v, ok := Lookup(tc.validator)
+			if !ok {
+				t.Fatalf("no validator %s", tc.validator)
+			}
+			got := v.Validate(e, tc.x)
+			if got.Pass != tc.pass || !strings.Contains(got.Summary, tc.want) {
+				t.Errorf("pass %v %q, want pass %v and %q", got.Pass, got.Summary, tc.pass, tc.want)
+			}
+		})
+	}
+}
+
+// Every validator a scenario file may name exists, and no other.
+func TestValidatorsMatchTheFormat(t *testing.T) {
+	for name := range scenarios.Validators {
+		if _, ok := Lookup(name); !ok {
+			t.Errorf("scenarios.Validators names %s, which validators does not implement", name)
+		}
+	}
+	for _, name := range []string{"gate-follows-link", "no-fetch-while-closed", "local-service-answers", "delivered-exactly-once", "node-tagged", "routes-switched", "no-restart-loops"} {
+		if _, ok := scenarios.Validators[name]; !ok {
+			t.Errorf("validator %s is missing from scenarios.Validators", name)
+		}
+	}
+}
