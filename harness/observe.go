@@ -38,7 +38,9 @@ func sampler(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: every}
+			// A loaded machine may answer slower than the period: a
+			// sample late is better than none.
+			c := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 2 * time.Second}
 			get := func(path string, v any) bool {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", GatePort, path), nil)
 				resp, err := c.Do(req)

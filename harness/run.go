@@ -626,6 +626,8 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 			}
 			s, err := g.Status(ctx)
 			if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && b.Records == 0 {
+				// What settle saw is evidence like any sample.
+				r.ev.emit(name, "sampler", "sample", "gate", string(s.State), "depth", b.Records, "by", "settle")
 				break
 			}
 			time.Sleep(250 * time.Millisecond)
