@@ -728,7 +728,8 @@ func chartStripOf(ws []Window, xs chartX, ticks []chartTick) (*chartStrip, []str
 func nodeChartOf(n NodeSeries, ws []Window, xs chartX, marks []chartMark) nodeChart {
 	c := nodeChart{Node: n.Node, Role: n.Role, Marks: marks, Empty: len(n.Samples) == 0}
 	for _, w := range ws {
-		if w.Target != n.Node {
+		// A node's path is its own link and its gateway's uplink.
+		if w.Target != n.Node && (n.Gateway == "" || w.Target != n.Gateway) {
 			continue
 		}
 		a, b := windowSpan(w, xs)

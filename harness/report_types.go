@@ -57,8 +57,11 @@ type Window struct {
 
 // NodeSeries is what the harness sampled from one node's runtime.
 type NodeSeries struct {
-	Node    string   `json:"node"`
-	Role    string   `json:"role"` // node or gateway
+	Node string `json:"node"`
+	Role string `json:"role"` // node or gateway
+	// Gateway is a node's own gateway: its uplink's windows are the
+	// node's too.
+	Gateway string   `json:"gateway,omitempty"`
 	Samples []Sample `json:"samples"`
 }
 

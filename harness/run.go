@@ -695,11 +695,12 @@ func (r *run) charts(evs []wire.Event, end time.Time) ([]Window, []NodeSeries) {
 		}
 		s, ok := series[e.Node]
 		if !ok {
-			role := "node"
-			if m, err := r.f.Member(e.Node); err == nil {
-				role = m.Role
+			s = &NodeSeries{Node: e.Node, Role: "node"}
+			for _, m := range r.sc.Spec.Topology.Members() {
+				if m.Name == e.Node {
+					s.Role, s.Gateway = m.Role, m.Gateway
+				}
 			}
-			s = &NodeSeries{Node: e.Node, Role: role}
 			series[e.Node] = s
 			order = append(order, e.Node)
 		}
