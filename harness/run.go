@@ -256,19 +256,35 @@ func (r *run) scaleTCP() {
 		return
 	}
 	retries := tcpRetriesFor(924 * time.Second / time.Duration(r.scale)) // tcp_retries2=15 is ~924.6 s
+	// A connect gives up after tcp_syn_retries SYNs (6: ~127 s): scaled
+	// too, or an app would still be backing off long after a scaled
+	// outage ended, which the real one would not.
+	syn := tcpSynRetriesFor(127 * time.Second / time.Duration(r.scale))
 	for _, m := range r.sc.Spec.Topology.Members() {
 		mm, err := r.f.Member(m.Name)
 		if err != nil {
 			continue
 		}
 		err = nsdo.Do(mm.Namespace, func() error {
-			return os.WriteFile("/proc/sys/net/ipv4/tcp_retries2", []byte(strconv.Itoa(retries)), 0)
+			return errors.Join(os.WriteFile("/proc/sys/net/ipv4/tcp_retries2", []byte(strconv.Itoa(retries)), 0),
+				os.WriteFile("/proc/sys/net/ipv4/tcp_syn_retries", []byte(strconv.Itoa(syn)), 0))
 		})
 		if err != nil {
-			r.log.Warn("could not scale TCP's retransmission limit", "node", m.Name, "err", err)
+			r.log.Warn("could not scale TCP's retransmission limits", "node", m.Name, "err", err)
 		}
 	}
-	r.log.Info("scaled TCP's retransmission limit", "tcp_retries2", retries)
+	r.log.Info("scaled TCP's retransmission limits", "tcp_retries2", retries, "tcp_syn_retries", syn)
+}
+
+// tcpSynRetriesFor is the smallest tcp_syn_retries (at least 1) whose
+// give-up time (1 s, doubling: 2^(n+1)-1 s) is at least d.
+func tcpSynRetriesFor(d time.Duration) int {
+	for n := 1; n < 6; n++ {
+		if time.Duration(1<<(n+1)-1)*time.Second >= d {
+			return n
+		}
+	}
+	return 6
 }
 
 // tcpRetriesFor is the smallest tcp_retries2 whose give-up time (RTO from
