@@ -171,15 +171,20 @@ func hasTaint(ts []corev1.Taint, key string) bool {
 	return false
 }
 
-// customers call a node's local service (POST /pay) every period from
-// inside the node's namespace, to its site-LAN address: a card terminal
-// on the store's LAN, never through the uplink. Each call is evidence.
-func customers(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns.Fleet, node string, port int, every time.Duration) error {
+// customers call a node's local service (POST /pay) every period over
+// the site's LAN, from the namespace of the node's gateway (a card
+// terminal on the store's LAN), never through the uplink. Each call is
+// evidence.
+func customers(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns.Fleet, node, gateway string, port int, every time.Duration) error {
 	m, err := f.Member(node)
 	if err != nil {
 		return err
 	}
-	c := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 3 * time.Second}
+	from, err := f.Member(gateway)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(from.Namespace)}, Timeout: 3 * time.Second}
 	url := fmt.Sprintf("http://%s:%d/pay", m.Address, port)
 	wg.Add(1)
 	go func() {

@@ -171,7 +171,7 @@ func (r *run) play(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if r.o.Keep {
-			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down "+name, "dir", r.f.Dir())
+			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down --name "+name, "dir", r.f.Dir())
 			return
 		}
 		r.log.Info("taking the fleet down", "fleet", name)
@@ -181,7 +181,16 @@ func (r *run) play(ctx context.Context) (err error) {
 	}()
 	r.evDir = filepath.Join(r.f.Dir(), "evidence")
 	r.ev = newEvidenceLogs(r.evDir, r.o.Log)
-	defer r.ev.close()
+	// Runs before the fleet (and its directory) goes: whatever happened,
+	// the evidence and the processes' logs stay next to the report.
+	defer func() {
+		r.ev.close()
+		dir, kerr := keepEvidence(r.f.Dir(), filepath.Join(r.o.Reports, r.sc.Metadata.Name))
+		if kerr != nil && err == nil {
+			err = kerr
+		}
+		r.res.Evidence = dir
+	}()
 	r.scaleTCP()
 	if r.cloud, err = StartCloud(ctx, r.f, r.o.Edgeguard); err != nil {
 		return err
@@ -244,22 +253,21 @@ func (r *run) play(ctx context.Context) (err error) {
 	}
 	r.res.Verdicts = validators.Judge(e)
 	r.res.Windows, r.res.Nodes = r.charts(evs, end)
-	r.res.Evidence, err = keepEvidence(r.evDir, filepath.Join(r.o.Reports, r.sc.Metadata.Name, "evidence"))
-	return err
+	return nil
 }
 
 // scaleTCP scales the kernel's give-up time for established connections
 // with the scenario (DESIGN.md, evidence and time): 15 retransmissions
-// (~15 min) become as few as last as long divided by the scale.
+// (~15 min) become as few as last that long divided by the scale.
 func (r *run) scaleTCP() {
 	if r.scale <= 1 {
 		return
 	}
-	retries := tcpRetriesFor(924 * time.Second / time.Duration(r.scale)) // tcp_retries2=15 is ~924.6 s
+	retries := tcpRetriesFor(time.Duration(float64(924*time.Second) / r.scale)) // tcp_retries2=15 is ~924.6 s
 	// A connect gives up after tcp_syn_retries SYNs (6: ~127 s): scaled
 	// too, or an app would still be backing off long after a scaled
 	// outage ended, which the real one would not.
-	syn := tcpSynRetriesFor(127 * time.Second / time.Duration(r.scale))
+	syn := tcpSynRetriesFor(time.Duration(float64(127*time.Second) / r.scale))
 	for _, m := range r.sc.Spec.Topology.Members() {
 		mm, err := r.f.Member(m.Name)
 		if err != nil {
@@ -304,7 +312,7 @@ func tcpRetriesFor(d time.Duration) int {
 func (r *run) holdDown() time.Duration {
 	f := r.sc.Spec.Runtime.Failover
 	if f.HoldDown == 0 {
-		f.HoldDown = scenarios.Duration(10 * time.Second * time.Duration(r.scale))
+		f.HoldDown = scenarios.Duration(float64(10*time.Second) * r.scale)
 	}
 	return scenarios.Scaled(f.HoldDown, r.scale, 2*time.Second)
 }
@@ -339,7 +347,7 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 	if fo.Enabled {
 		fi := fo.Interval
 		if fi == 0 {
-			fi = scenarios.Duration(500 * time.Millisecond * time.Duration(r.scale))
+			fi = scenarios.Duration(float64(500*time.Millisecond) * r.scale)
 		}
 		common = append(common, "--failover-interval="+scenarios.Scaled(fi, r.scale, 200*time.Millisecond).String(),
 			"--failover-hold-down="+r.holdDown().String())
@@ -407,7 +415,7 @@ func (r *run) waitReady(ctx context.Context, members []string) error {
 		m, _ := r.f.Member(name)
 		g := &Gate{Node: name, Namespace: m.Namespace, client: &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 2 * time.Second}}
 		if _, err := g.WaitState(ctx, wire.Open, time.Until(deadline)); err != nil {
-			return fmt.Errorf("the runtime on %s did not become ready before the timeline (see %s): %w", name, filepath.Join(r.f.Dir(), "logs", name+"-runtime.log"), err)
+			return fmt.Errorf("the runtime on %s did not become ready before the timeline (its log: %s): %w", name, filepath.Join(r.o.Reports, r.sc.Metadata.Name, "logs", name+"-runtime.log"), err)
 		}
 	}
 	r.log.Info("every gate is open; the fleet is ready")
@@ -452,7 +460,7 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				if err := waitHTTP(ctx, mm.Namespace, fmt.Sprintf("http://127.0.0.1:%d/healthz", PayPort), 10*time.Second); err != nil {
 					return fmt.Errorf("the local service on %s did not come up: %w", m.Name, err)
 				}
-				if err := customers(obsCtx, obs, r.ev, r.f, m.Name, PayPort, r.period(w, 2*time.Second, 100*time.Millisecond)); err != nil {
+				if err := customers(obsCtx, obs, r.ev, r.f, m.Name, m.Gateway, PayPort, r.period(w, 2*time.Second, 100*time.Millisecond)); err != nil {
 					return err
 				}
 			}
@@ -510,8 +518,51 @@ func (r *run) timeline(ctx context.Context) error {
 			return fmt.Errorf("timeline step at %v (%s): %w", a.step.At.D(), a.step.Group, err)
 		}
 	}
-	r.closeWindows()
+	// What is still impaired when the timeline ends is restored: the
+	// settle and the validators judge recovery from a known point.
+	r.mu.Lock()
+	var still []string
+	for t := range r.active {
+		still = append(still, t)
+	}
+	r.mu.Unlock()
+	sort.Strings(still)
+	for _, t := range still {
+		r.log.Info("restoring what is still impaired at the end of the timeline", "target", t)
+		if err := r.restore(ctx, t); err != nil {
+			return err
+		}
+	}
 	r.log.Info("timeline done", "elapsed", time.Since(r.t0).Round(100*time.Millisecond))
+	return nil
+}
+
+// restore returns target's link to the topology's own profile (a store's
+// DSL line stays a DSL line), or unshaped if it had none, and ends its
+// window at the moment the restore began.
+func (r *run) restore(ctx context.Context, target string) error {
+	t, err := r.f.Target(target)
+	if err != nil {
+		return err
+	}
+	var own *scenarios.LinkProfile
+	for _, m := range r.sc.Spec.Topology.Members() {
+		if m.Name == target {
+			own = m.Link
+		}
+	}
+	at := time.Now()
+	if own != nil {
+		imp, _ := own.Impairment(target)
+		err = r.sh.Apply(ctx, t, imp)
+	} else {
+		err = r.sh.Clear(ctx, t)
+	}
+	if err != nil {
+		return err
+	}
+	r.endWindow(target, at)
+	r.ev.emit(target, "timeline", "restore")
 	return nil
 }
 
@@ -556,25 +607,15 @@ func (r *run) do(ctx context.Context, a action) error {
 			}
 			r.ev.emit(m.Name, "timeline", strings.Fields(what)[0], "process", name, "note", st.Note)
 		default:
+			if what == "restore" {
+				if err := r.restore(ctx, m.Name); err != nil {
+					return err
+				}
+				continue
+			}
 			t, err := r.f.Target(m.Name)
 			if err != nil {
 				return err
-			}
-			if what == "restore" {
-				// Back to the topology's own profile (a store's DSL line
-				// stays a DSL line), or unshaped if it had none.
-				if m.Link != nil {
-					own, _ := m.Link.Impairment(m.Name)
-					err = r.sh.Apply(ctx, t, own)
-				} else {
-					err = r.sh.Clear(ctx, t)
-				}
-				if err != nil {
-					return err
-				}
-				r.endWindow(m.Name)
-				r.ev.emit(m.Name, "timeline", "restore", "note", st.Note)
-				continue
 			}
 			if err := r.sh.Apply(ctx, t, imp); err != nil {
 				return err
@@ -605,23 +646,12 @@ func describe(imp shaper.Impairment) string {
 	return imp.String()
 }
 
-func (r *run) endWindow(target string) {
+func (r *run) endWindow(target string, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if i, ok := r.active[target]; ok {
-		r.wins[i].End = time.Now()
+		r.wins[i].End = at
 		delete(r.active, target)
-	}
-}
-
-// closeWindows ends what is still impaired at the end of the timeline
-// (the links stay as they are until the fleet goes down).
-func (r *run) closeWindows() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for t, i := range r.active {
-		r.wins[i].End = time.Now()
-		delete(r.active, t)
 	}
 }
 
@@ -651,6 +681,10 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 	}
 	// One more sample interval, so the evidence shows the settled state.
 	time.Sleep(time.Second)
+	if time.Now().After(deadline) {
+		r.log.Warn("the runtime did not settle (a gate still shut or a buffer not empty); the validators will say where", "after", r.o.Settle)
+		return
+	}
 	r.log.Info("settled", "after", time.Since(start).Round(100*time.Millisecond))
 }
 
@@ -673,23 +707,31 @@ func mergeEvidence(dir string) ([]wire.Event, error) {
 	return all, nil
 }
 
-// keepEvidence copies the run's evidence next to the report (the fleet's
-// directory goes when the fleet goes down).
-func keepEvidence(from, to string) (string, error) {
-	if err := os.MkdirAll(to, 0o755); err != nil {
-		return "", fmt.Errorf("keep evidence: %w", err)
-	}
-	files, _ := filepath.Glob(filepath.Join(from, "*.jsonl"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(filepath.Join(to, filepath.Base(f)), b, 0o644); err != nil {
+// keepEvidence copies the run's evidence (evidence/*.jsonl) and the
+// processes' logs (logs/*.log) from the fleet's directory, which goes
+// when the fleet goes down, to dir/evidence and dir/logs, replacing what
+// an earlier run left there.
+func keepEvidence(fleetDir, dir string) (string, error) {
+	for _, sub := range []struct{ name, glob string }{{"evidence", "*.jsonl"}, {"logs", "*.log"}} {
+		to := filepath.Join(dir, sub.name)
+		if err := os.RemoveAll(to); err != nil {
 			return "", fmt.Errorf("keep evidence: %w", err)
 		}
+		if err := os.MkdirAll(to, 0o755); err != nil {
+			return "", fmt.Errorf("keep evidence: %w", err)
+		}
+		files, _ := filepath.Glob(filepath.Join(fleetDir, sub.name, sub.glob))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return "", fmt.Errorf("keep evidence: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(to, filepath.Base(f)), b, 0o644); err != nil {
+				return "", fmt.Errorf("keep evidence: %w", err)
+			}
+		}
 	}
-	return to, nil
+	return filepath.Join(dir, "evidence"), nil
 }
 
 // charts turns the windows and the samples into the report's series.
@@ -736,7 +778,9 @@ func (r *run) charts(evs []wire.Event, end time.Time) ([]Window, []NodeSeries) {
 				smp.RxBps, smp.TxBps = 8*(rx-prx)/dt, 8*(tx-ptx)/dt
 			}
 		}
-		last[e.Node] = e
+		if _, ok := e.Fields["rx"]; ok {
+			last[e.Node] = e
+		}
 		s.Samples = append(s.Samples, smp)
 	}
 	var out []NodeSeries

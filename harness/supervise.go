@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -76,11 +77,12 @@ type supervised struct {
 	planned    bool
 	stopping   bool
 	restarts   int
+	stop       chan struct{} // closed by stopAll: cuts a back-off short
 }
 
 // start runs argv on node under name and keeps it running until stop.
 func (s *supervisor) start(ctx context.Context, node, name string, argv []string, env ...string) error {
-	p := &supervised{node: node, name: name, argv: argv, env: env}
+	p := &supervised{node: node, name: name, argv: argv, env: env, stop: make(chan struct{})}
 	proc, err := s.f.Start(ctx, node, strings.ReplaceAll(name, "/", "-"), argv, env...)
 	if err != nil {
 		return err
@@ -122,6 +124,8 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-p.stop:
 			return
 		case <-time.After(wait):
 		}
@@ -168,16 +172,25 @@ func (s *supervisor) kill(node, name string, graceful bool) error {
 	if len(ps) == 0 {
 		return fmt.Errorf("no %s runs on %s", name, node)
 	}
+	sig := syscall.SIGKILL
+	if graceful {
+		sig = syscall.SIGTERM
+	}
 	for _, p := range ps {
 		p.mu.Lock()
-		p.planned = true
 		cur := p.cur
-		p.mu.Unlock()
-		sig := syscall.SIGKILL
-		if graceful {
-			sig = syscall.SIGTERM
+		select {
+		case <-cur.Done():
+			// Already down (crashed, waiting out its back-off): nothing
+			// to kill, and its next exit must not pass for planned.
+			p.mu.Unlock()
+			s.ev.emit(node, "supervisor", "kill-skipped", "process", p.name, "reason", "not running")
+			continue
+		default:
 		}
-		if err := cur.Signal(sig); err != nil {
+		p.planned = true
+		p.mu.Unlock()
+		if err := cur.Signal(sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("signal %s on %s: %w", name, node, err)
 		}
 	}
@@ -196,7 +209,10 @@ func (s *supervisor) stopAll() {
 				continue
 			}
 			p.mu.Lock()
-			p.stopping = true
+			if !p.stopping {
+				p.stopping = true
+				close(p.stop)
+			}
 			cur := p.cur
 			p.mu.Unlock()
 			wg.Add(1)

@@ -120,9 +120,15 @@ func contains(xs []string, s string) bool {
 // (its own link, and its gateway's uplink) was cut, or, when judge is not
 // nil, impaired in a way judge calls degraded.
 func (ev *Evidence) degraded(m scenarios.Member, judge func(Window) bool) []Window {
+	return ev.merged(judge, m.Name, m.Gateway)
+}
+
+// merged lists the merged windows of the targets named (empty names are
+// ignored) that are outages or that judge calls degraded.
+func (ev *Evidence) merged(judge func(Window) bool, targets ...string) []Window {
 	var ws []Window
 	for _, w := range ev.Windows {
-		if w.Target != m.Name && (m.Gateway == "" || w.Target != m.Gateway) {
+		if w.Target == "" || !contains(targets, w.Target) {
 			continue
 		}
 		if w.Outage || (judge != nil && judge(w)) {

@@ -1,7 +1,6 @@
 package validators
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/wire"
@@ -25,15 +24,23 @@ func (RoutesSwitched) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 			continue
 		}
 		changes := ev.events(m.Name, "failover", ev.Start, ev.End, failoverStates...)
-		ws := ev.degraded(m, nil)
+		// Failover answers the gateway's uplink; a node's own cable cut
+		// is not something another gateway can fix.
+		ws := ev.merged(nil, m.Gateway)
 		if len(ev.events(m.Name, "failover", time.Time{}, ev.End)) == 0 {
 			v.fail("%s: no failover events at all: failover is off on this node (runtime.failover.enabled)", m.Name)
 			continue
 		}
 		if len(ws) == 0 {
-			if len(changes) > 0 {
-				v.fail("%s: left its gateway (%s at %s) though its uplink was fine", m.Name, changes[0].Event, ev.rel(changes[0].Time))
-				v.quote(changes[0])
+			var left []wire.Event
+			for _, e := range changes {
+				if e.Event != "primary" {
+					left = append(left, e)
+				}
+			}
+			if len(left) > 0 {
+				v.fail("%s: left its gateway (%s at %s) though its uplink was fine", m.Name, left[0].Event, ev.rel(left[0].Time))
+				v.quote(left[0])
 			} else {
 				v.ok("%s: uplink fine, stayed on its own gateway", m.Name)
 			}
@@ -50,7 +57,7 @@ func (RoutesSwitched) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 				v.fail("%s: switched %.1f s after the cut (bound %v)", m.Name, secs(sw.Time.Sub(w.Start)), bound)
 			}
 			v.quote(*sw)
-			v.mark(m.Name, sw.Time, "switched to "+fmt.Sprint(sw.Fields["from"])+"'s alternate", true)
+			v.mark(m.Name, sw.Time, "switched gateway", sw.Time.Sub(w.Start) <= bound)
 			v.Numbers[m.Name+".switchSeconds"] = secs(sw.Time.Sub(w.Start))
 			backBound := bound + ev.HoldDown
 			switch {

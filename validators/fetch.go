@@ -25,8 +25,11 @@ func (NoFetchWhileClosed) Validate(ev *Evidence, x scenarios.Expectation) Verdic
 		for _, f := range fetched {
 			st, ok := ev.stateAt(m.Name, "gate", f.Time, gateStates...)
 			shut := ok && st.Event != "open" && f.Time.Sub(st.Time) > grace
+			if !ok {
+				shut = true // no gate evidence at all: nothing vouches for this fetch
+			}
 			// A runtime that is down (killed, restarting) is no gate at all.
-			if dead, ok := ev.stateAt(m.Name, "supervisor", f.Time, "exited", "started"); ok && dead.Event == "exited" && dead.Fields["process"] == "runtime" {
+			if ev.runtimeDown(m.Name, f.Time) {
 				shut = true
 			}
 			if !shut {
@@ -51,4 +54,24 @@ func (NoFetchWhileClosed) Validate(ev *Evidence, x scenarios.Expectation) Verdic
 		}
 	}
 	return v.done()
+}
+
+// runtimeDown says whether node's runtime had exited and not yet been
+// started again at t.
+func (ev *Evidence) runtimeDown(node string, t time.Time) bool {
+	down := false
+	for _, e := range ev.Events {
+		if e.Time.After(t) {
+			break
+		}
+		if e.Node == node && e.Component == "supervisor" && e.Fields["process"] == "runtime" {
+			switch e.Event {
+			case "exited":
+				down = true
+			case "started":
+				down = false
+			}
+		}
+	}
+	return down
 }

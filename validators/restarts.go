@@ -23,7 +23,12 @@ func (NoRestartLoops) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 	type proc struct{ node, name string }
 	unplanned, planned, starts := map[proc]int{}, map[proc]int{}, map[proc]int{}
 	var order []proc
-	for _, e := range ev.events("", "supervisor", time.Time{}, ev.End, "exited", "started") {
+	for _, e := range ev.events("", "supervisor", time.Time{}, ev.End, "exited", "started", "start-failed") {
+		if e.Event == "start-failed" {
+			v.fail("%s %s could not be started again: %v", e.Node, e.Fields["process"], e.Fields["err"])
+			v.quote(e)
+			continue
+		}
 		p := proc{e.Node, fmt.Sprint(e.Fields["process"])}
 		if starts[p] == 0 && e.Event == "started" {
 			order = append(order, p)

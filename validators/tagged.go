@@ -37,17 +37,24 @@ func (NodeTagged) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 			v.fail("%s: the harness saw no Node object for it (is the site's control plane up?)", m.Name)
 			continue
 		}
-		ws := ev.degraded(m, nil)
+		// Only a gateway's own uplink gets its Node tagged (by its own
+		// runtime); a node behind it fails over and must stay untagged.
+		var ws []Window
+		if m.Role == "gateway" {
+			ws = ev.merged(nil, m.Name)
+		}
 		if len(ws) == 0 {
+			clean := true
 			for _, e := range obs {
 				if e.Fields["uplink"] == "down" {
-					v.fail("%s: tagged down at %s though its uplink was fine", m.Name, ev.rel(e.Time))
+					v.fail("%s: tagged down at %s though its own uplink was fine", m.Name, ev.rel(e.Time))
 					v.quote(e)
+					clean = false
 					break
 				}
 			}
-			if v.fails == 0 {
-				v.ok("%s: uplink fine, never tagged", m.Name)
+			if clean {
+				v.ok("%s: own uplink fine, never tagged", m.Name)
 			}
 			continue
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -26,7 +27,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.Float64Var(&f.o.TimeScale, "time-scale", 0, "divide the scenarios' own durations by this (0: each scenario's own timeScale); network time is never scaled")
 	fl.StringVar(&f.o.Reports, "reports", "reports", "directory for the reports (junit.xml, report.json, report.html, evidence)")
-	fl.BoolVar(&f.o.Keep, "keep", false, "leave each fleet up afterwards, for debugging (take it down with edgefault fleet down)")
+	fl.BoolVar(&f.o.Keep, "keep", false, "leave each fleet up afterwards, for debugging (take it down with edgefault fleet down --name ef-SCENARIO)")
 	fl.StringVar(&f.backend, "backend", "auto", "shaping backend: auto, netem or fallback")
 	fl.StringVar(&f.settle, "settle", "90s", "how long after the timeline the runtime may take to settle (gates open, buffers flushed)")
 	fl.StringVar(&f.gateMode, "gate", "", "override the runtime's gate: on, or bypass (workloads ignore it)")
@@ -55,7 +56,7 @@ func load(args []string) ([]*scenarios.Scenario, error) {
 
 // apply checks the flags and applies the runtime overrides.
 func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
-	if f.o.TimeScale != 0 && f.o.TimeScale < 1 {
+	if f.o.TimeScale != 0 && (f.o.TimeScale < 1 || math.IsInf(f.o.TimeScale, 0) || math.IsNaN(f.o.TimeScale)) {
 		return fmt.Errorf("--time-scale %v: use 1 (real time) or more, or 0 for each scenario's own", f.o.TimeScale)
 	}
 	d, err := shaper.ParseDuration("--settle", f.settle)

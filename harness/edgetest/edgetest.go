@@ -46,9 +46,9 @@ func WithReports(dir string) Option { return func(o *harness.RunOptions) { o.Rep
 func WithOptions(f func(*harness.RunOptions)) Option { return Option(f) }
 
 // Run plays sc on a fresh embedded fleet with real control planes and
-// returns the result. Set-up problems (no root, control plane binaries
-// missing) fail the spec at once; a run that broke half-way is returned
-// with Error set, which Pass reports.
+// returns the result. A run that could not be played (no root, control
+// plane binaries missing: run edgefault setup) or broke half-way is
+// returned with Error set, which every matcher reports.
 func Run(ctx context.Context, sc *scenarios.Scenario, opts ...Option) harness.ScenarioResult {
 	ginkgo.GinkgoHelper()
 	p, err := netns.NewProvider(netns.WithLogger(logger()), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
