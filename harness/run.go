@@ -80,6 +80,18 @@ const PayPort = 9090
 // CanRun says whether the embedded fleet can model sc, before anything
 // starts: it runs no container images.
 func CanRun(sc *scenarios.Scenario) error {
+	for _, st := range sc.Spec.Timeline {
+		// The runtime's settings may have been overridden (--failover
+		// off) since the file was checked.
+		if st.Kill == "runtime" || st.Restart == "runtime" {
+			ms, _ := sc.Spec.Resolve(st.Group)
+			for _, m := range ms {
+				if m.Role == "gateway" && !sc.Spec.Runtime.Failover.Enabled {
+					return fmt.Errorf("scenario %s: the timeline stops the runtime on gateway %s, which runs none with failover off", sc.Metadata.Name, m.Name)
+				}
+			}
+		}
+	}
 	for _, w := range sc.Spec.Workloads {
 		if w.Image != "" {
 			return fmt.Errorf("scenario %s: workload %q runs image %s, but the embedded fleet runs processes, not pods: give it a command instead, or use a provider that runs pods (kind)", sc.Metadata.Name, w.Name, w.Image)

@@ -307,6 +307,7 @@ func (s *Scenario) validate() error {
 		return err
 	}
 	wnames := map[string]bool{}
+	servers := map[string]string{} // node -> its serve workload: one port each
 	for i, w := range sp.Workloads {
 		wp := fmt.Sprintf("spec.workloads[%d]", i)
 		if w.Name == "" || !nameRE.MatchString(w.Name) {
@@ -328,8 +329,17 @@ func (s *Scenario) validate() error {
 		default:
 			return perr(wp+".type", "workload type %q: use fetch, produce, serve or command", w.Type)
 		}
-		if _, err := sp.Resolve(w.On); err != nil {
+		ms, err := sp.Resolve(w.On)
+		if err != nil {
 			return perr(wp+".on", "%v", err)
+		}
+		for _, m := range ms {
+			if w.Type == WorkloadServe && m.Role == "node" {
+				if other, ok := servers[m.Name]; ok {
+					return perr(wp+".on", "node %s already runs serve workload %q: one local service per node", m.Name, other)
+				}
+				servers[m.Name] = w.Name
+			}
 		}
 	}
 	if sp.Duration <= 0 {
@@ -482,11 +492,41 @@ func (sp *ScenarioSpec) checkStep(path string, st Step, workloads map[string]boo
 		default:
 			return perr(path+"."+field, "%s %q: use runtime, workload, or workload/NAME with a workload of spec.workloads", field, what)
 		}
+		// Every member of the group must run what the step stops, or
+		// the run would break half-way.
+		ms, _ := sp.Resolve(st.Group)
+		for _, m := range ms {
+			if what == "runtime" {
+				if m.Role == "gateway" && !sp.Runtime.Failover.Enabled {
+					return perr(path+".group", "%s %s: gateway %s runs no runtime unless failover is enabled", field, what, m.Name)
+				}
+				continue
+			}
+			if m.Role != "node" || !sp.runs(m.Name, name) {
+				return perr(path+".group", "%s %s: %s runs no such workload (workloads run on nodes, as their on: groups say)", field, what, m.Name)
+			}
+		}
 	}
 	if end := st.At + st.For; end > sp.Duration {
 		return perr(path+".at", "the step ends at %v, after the scenario's duration %v", end.D(), sp.Duration.D())
 	}
 	return nil
+}
+
+// runs says whether node runs the workload called name ("" for any).
+func (sp *ScenarioSpec) runs(node, name string) bool {
+	for _, w := range sp.Workloads {
+		if name != "" && w.Name != name {
+			continue
+		}
+		ms, _ := sp.Resolve(w.On)
+		for _, m := range ms {
+			if m.Name == node && m.Role == "node" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func hasSite(t FleetSpec, name string) bool {

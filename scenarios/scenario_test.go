@@ -100,6 +100,8 @@ func TestBadScenarios(t *testing.T) {
 		{"unknown workload", "kill: workload/w}", "kill: workload/x}", 21, "workload/NAME"},
 		{"step after the end", "duration: 5m", "duration: 2m", 21, "after the scenario's duration"},
 		{"out of order", "at: 3m, group: a1", "at: 30s, group: a1", 21, "before the previous step"},
+		{"kill a workload the node does not run", "group: a1, kill: workload/w", "group: gw-a, kill: workload/w", 21, "runs no such workload"},
+		{"kill the runtime of a gateway without failover", "group: a1, kill: workload/w", "group: gw-a, kill: runtime", 21, "unless failover is enabled"},
 		{"bad workload type", "type: fetch", "type: mine", 18, "workload type"},
 		{"no threshold", "gate: {minDownload: 5mbit}", "gate: {mode: on}", 16, "needs a threshold"},
 		{"bad durability", "gate: {minDownload: 5mbit}", "gate: {minDownload: 5mbit}\n    buffer: {durability: tape}", 17, "durability"},

@@ -128,6 +128,9 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 // produces says whether the scenario runs a producer (produce or serve)
 // on m.
 func (ev *Evidence) produces(m scenarios.Member) bool {
+	if m.Role != "node" {
+		return false // workloads run on nodes only
+	}
 	for _, w := range ev.Scenario.Spec.Workloads {
 		if w.Type != scenarios.WorkloadProduce && w.Type != scenarios.WorkloadServe {
 			continue

@@ -20,6 +20,9 @@ func (LocalServiceAnswers) Validate(ev *Evidence, x scenarios.Expectation) Verdi
 		share, _ = units.Percent("minShare", x.MinShare)
 	}
 	for _, m := range ev.members(x.Group) {
+		if m.Role != "node" {
+			continue // local services run on nodes
+		}
 		calls := ev.events(m.Name, "customer", ev.Start, ev.End, "paid", "refused")
 		if len(calls) == 0 {
 			v.fail("%s: no customer calls recorded (is a serve workload on it?)", m.Name)
