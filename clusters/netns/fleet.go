@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -443,7 +444,15 @@ func (p *Provider) Sweep(owner string) error {
 	rm := shaper.Removers()
 	rm[ledger.KindNetns] = func(e ledger.Entry) error {
 		err := netns.DeleteNamed(e.Name)
-		if err != nil && errors.Is(err, os.ErrNotExist) {
+		switch {
+		case err == nil, errors.Is(err, os.ErrNotExist):
+			return nil
+		case errors.Is(err, unix.EINVAL):
+			// Not a mount point: killed between creating the file and
+			// bind-mounting the namespace on it. Only the file is left.
+			if rerr := os.Remove(filepath.Join("/run/netns", e.Name)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				return rerr
+			}
 			return nil
 		}
 		return err
