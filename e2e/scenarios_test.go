@@ -19,14 +19,19 @@ import (
 // Ginkgo helpers a user's own suite would use; then the negative controls:
 // documented runtime settings that must make the matching validators fail.
 var _ = Describe("the built-in scenarios", Ordered, func() {
+	// A negative control runs at twice the scenario's own time scale: what
+	// it must show (fetches before the gate confirms a restored link,
+	// records lost with the runtime) does not depend on the outage's length.
 	play := func(ctx SpecContext, name string, change func(*scenarios.RuntimeSpec)) harness.ScenarioResult {
 		GinkgoHelper()
 		sc, err := scenarios.Builtin(name)
 		Expect(err).NotTo(HaveOccurred())
+		scale := 0.0
 		if change != nil {
 			change(&sc.Spec.Runtime)
+			scale = 2 * sc.Scale(0)
 		}
-		return edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+		return edgetest.Run(ctx, sc, edgetest.WithTimeScale(scale), edgetest.WithOptions(func(o *harness.RunOptions) {
 			o.Edgeguard = edgeguard
 			o.FleetPrefix = fmt.Sprintf("x%d-", os.Getpid()%1000)
 		}))
