@@ -118,6 +118,18 @@ type run struct {
 	wins   []validators.Window
 	active map[string]int // target -> index in wins of its open window
 	groups []string       // the timeline group of each window
+	steps  []int          // the timeline step of each window
+}
+
+// activeStep is the timeline step whose impairment target has now (-1:
+// none).
+func (r *run) activeStep(target string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i, ok := r.active[target]; ok {
+		return r.steps[i]
+	}
+	return -1
 }
 
 // Run plays one scenario on a fresh embedded fleet: fleet up, runtime and
@@ -500,6 +512,7 @@ func (r *run) period(w scenarios.Workload, def, floor time.Duration) time.Durati
 type action struct {
 	at   time.Duration
 	step scenarios.Step
+	idx  int  // the step's index in the timeline
 	undo bool // the automatic restore of a step with For
 }
 
@@ -507,10 +520,10 @@ type action struct {
 // logging progress, and then waits out the scenario's duration.
 func (r *run) timeline(ctx context.Context) error {
 	var acts []action
-	for _, st := range r.sc.Spec.Timeline {
-		acts = append(acts, action{at: scenarios.Scaled(st.At, r.scale, 0), step: st})
+	for i, st := range r.sc.Spec.Timeline {
+		acts = append(acts, action{at: scenarios.Scaled(st.At, r.scale, 0), step: st, idx: i})
 		if st.For > 0 {
-			acts = append(acts, action{at: scenarios.Scaled(st.At+st.For, r.scale, 0), step: st, undo: true})
+			acts = append(acts, action{at: scenarios.Scaled(st.At+st.For, r.scale, 0), step: st, idx: i, undo: true})
 		}
 	}
 	sort.SliceStable(acts, func(i, j int) bool { return acts[i].at < acts[j].at })
@@ -620,6 +633,12 @@ func (r *run) do(ctx context.Context, a action) error {
 			r.ev.emit(m.Name, "timeline", strings.Fields(what)[0], "process", name, "note", st.Note)
 		default:
 			if what == "restore" {
+				// A step's own "for" restores only its own impairment: a
+				// later step on the same target has replaced it.
+				if a.undo && r.activeStep(m.Name) != a.idx {
+					r.log.Info("not restoring: a later step changed the link since", "target", m.Name)
+					continue
+				}
 				if err := r.restore(ctx, m.Name); err != nil {
 					return err
 				}
@@ -632,16 +651,17 @@ func (r *run) do(ctx context.Context, a action) error {
 			if err := r.sh.Apply(ctx, t, imp); err != nil {
 				return err
 			}
-			r.startWindow(m.Name, st.Group, imp)
+			r.startWindow(m.Name, st.Group, a.idx, imp)
 			r.ev.emit(m.Name, "timeline", "impair", "what", imp.String(), "note", st.Note)
 		}
 	}
 	return nil
 }
 
-func (r *run) startWindow(target, group string, imp shaper.Impairment) {
+func (r *run) startWindow(target, group string, step int, imp shaper.Impairment) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.steps = append(r.steps, step)
 	now := time.Now()
 	if i, ok := r.active[target]; ok {
 		r.wins[i].End = now
