@@ -116,7 +116,13 @@ spec:
 }
 
 var _ = Describe("cleanup after the harness is killed", Ordered, func() {
-	const other = "e2e-other"
+	// Names of this run's own (a namespace left by another run on the
+	// machine must not get in the way).
+	var (
+		other   = fmt.Sprintf("e2e-other%d", os.Getpid()%1000)
+		victimU = fmt.Sprintf("e2e-up%d", os.Getpid()%1000)
+		victimS = fmt.Sprintf("e2e-shape%d", os.Getpid()%1000)
+	)
 	BeforeAll(func() {
 		// A fleet that must survive everything done to the victims.
 		mustRun("fleet", "up", "--control-planes=false", "--name", other)
@@ -133,17 +139,30 @@ var _ = Describe("cleanup after the harness is killed", Ordered, func() {
 	}
 
 	It("removes a fleet killed half-way through coming up", func() {
-		const victim = "e2e-up"
+		victim := victimU
 		cmd := exec.Command(bin, "fleet", "up", "--control-planes=false", "-f", bigTopology(300), "--name", victim)
+		out, err := os.CreateTemp(GinkgoT().TempDir(), "fleet-up-*.log")
+		Expect(err).NotTo(HaveOccurred())
+		defer out.Close()
+		cmd.Stdout, cmd.Stderr = out, out
 		Expect(cmd.Start()).To(Succeed())
+		exited := make(chan struct{})
+		go func() { _, _ = cmd.Process.Wait(); close(exited) }()
 		// Kill it once it has recorded (and so started creating) some namespaces.
-		Eventually(func() int { return ledgerLines(victim) }, 20*time.Second, 2*time.Millisecond).Should(BeNumerically(">=", 40))
+		Eventually(func() int {
+			select {
+			case <-exited:
+				b, _ := os.ReadFile(out.Name())
+				Fail("fleet up exited before it could be killed:\n" + string(b))
+			default:
+			}
+			return ledgerLines(victim)
+		}, 20*time.Second, 2*time.Millisecond).Should(BeNumerically(">=", 40))
 		Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
-		_ = cmd.Wait()
+		<-exited
 		Expect(namespacesOf(victim)).NotTo(BeEmpty(), "the kill came too late to test anything")
 
-		out := mustRun("cleanup", "--fleet", victim)
-		Expect(out).To(ContainSubstring("cleaned up " + victim))
+		Expect(mustRun("cleanup", "--fleet", victim)).To(ContainSubstring("cleaned up " + victim))
 		Expect(namespacesOf(victim)).To(BeEmpty())
 		Expect(helpersOf(victim)).To(BeEmpty())
 		Expect(filepath.Join(stateDir, "ledger", victim+".jsonl")).NotTo(BeAnExistingFile())
@@ -152,7 +171,7 @@ var _ = Describe("cleanup after the harness is killed", Ordered, func() {
 	})
 
 	It("removes a fleet whose shaping was killed mid-change", func() {
-		const victim = "e2e-shape"
+		victim := victimS
 		mustRun("fleet", "up", "--control-planes=false", "--name", victim)
 		for i, after := range []time.Duration{0, 3 * time.Millisecond, 15 * time.Millisecond, 40 * time.Millisecond} {
 			cmd := exec.Command(bin, "shape", "--fleet", victim, "factory-gw-a", "--rate", "3mbit", "--delay", fmt.Sprintf("%dms", 20+i), "--jitter", "5ms", "--loss", "2%")

@@ -252,3 +252,39 @@ func TestFleetNamespacesNeverCollide(t *testing.T) {
 		t.Fatalf("member namespace %q", m.Namespace)
 	}
 }
+
+// A harness killed between creating a namespace's file and bind-mounting
+// the namespace on it leaves a plain file; the sweep removes it instead
+// of failing on it (and leaving everything after it).
+func TestSweepRemovesAnUnmountedNamespaceFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for /run/netns (CI runs as root)")
+	}
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := netns.NewProvider(netns.WithLedger(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("efsweep%d-x", os.Getpid()%100000)
+	path := filepath.Join("/run/netns", name)
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(path) })
+	owner := fmt.Sprintf("efsweep%d", os.Getpid()%100000)
+	if err := l.Record(owner, ledger.Entry{Kind: ledger.KindNetns, Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Sweep(owner); err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("%s is still there (%v)", path, err)
+	}
+}
