@@ -292,7 +292,8 @@ func (r *run) scaleTCP() {
 	// too, or an app would still be backing off long after a scaled
 	// outage ended, which the real one would not.
 	syn := tcpSynRetriesFor(time.Duration(float64(127*time.Second) / r.scale))
-	for _, m := range r.sc.Spec.Topology.Members() {
+	members := append(r.sc.Spec.Topology.Members(), scenarios.Member{Name: "cloud"})
+	for _, m := range members {
 		mm, err := r.f.Member(m.Name)
 		if err != nil {
 			continue
@@ -467,7 +468,7 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				if r.sc.Spec.Runtime.Gate.Bypassed() {
 					g = "none"
 				}
-				argv = append(base, "fetch", "--node="+m.Name, evf, "--gate="+g, "--content="+r.cloud.ContentURL, "--period="+r.period(w, 5*time.Second, 500*time.Millisecond).String())
+				argv = append(base, "fetch", "--node="+m.Name, evf, "--gate="+g, "--content="+r.cloud.ContentURL, "--period="+r.period(w, 5*time.Second, 500*time.Millisecond).String(), "--timeout=10s")
 			case scenarios.WorkloadProduce:
 				argv = append(base, "produce", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), "--period="+r.period(w, time.Second, 50*time.Millisecond).String())
 			case scenarios.WorkloadServe:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/edgefault/edgefault/runtime/content"
 	"github.com/edgefault/edgefault/runtime/gate"
@@ -55,6 +56,7 @@ func newContentCmd(g *globals) *cobra.Command {
 func newWorkloadCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "workload", Short: "Sample edge workloads"}
 	var gateURL, contentURL string
+	var fetchTimeout time.Duration
 	var period = new(string)
 	fetch := &cobra.Command{
 		Use:   "fetch",
@@ -92,12 +94,13 @@ Its fetches are reported to the gate as free link measurements.`,
 				go r.Run(ctx)
 				link = r
 			}
-			return workload.Fetch{URL: contentURL, Period: p, Node: g.node, Link: link, Events: ev, Logger: g.log}.Run(ctx)
+			return workload.Fetch{URL: contentURL, Period: p, Node: g.node, Link: link, Events: ev, Logger: g.log, Timeout: fetchTimeout}.Run(ctx)
 		},
 	}
 	fetch.Flags().StringVar(&gateURL, "gate", "http://127.0.0.1:8474", "edgeguard serve's address; none ignores the gate (for comparison: what an app without the runtime does)")
 	fetch.Flags().StringVar(&contentURL, "content", "", "the page to fetch (edgeguard content)")
 	fetch.Flags().StringVar(period, "period", "5s", "time between fetches")
+	fetch.Flags().DurationVar(&fetchTimeout, "timeout", 30*time.Second, "give up a fetch after this long (a link that died mid-transfer) and try again")
 	var to, stream, pperiod string
 	var size, count int
 	produce := &cobra.Command{

@@ -38,6 +38,9 @@ type Fetch struct {
 	Events *events.Log
 	Logger *slog.Logger
 	Client *http.Client // default: a client of its own
+	// Timeout bounds one fetch (default 30 s): a transfer stalled by a
+	// dead link is given up and retried, as any real client would.
+	Timeout time.Duration
 }
 
 // Run fetches until ctx ends.
@@ -51,8 +54,11 @@ func (f Fetch) Run(ctx context.Context) error {
 	if f.Logger == nil {
 		f.Logger = slog.Default()
 	}
+	if f.Timeout <= 0 {
+		f.Timeout = 30 * time.Second
+	}
 	if f.Client == nil {
-		f.Client = &http.Client{Transport: &http.Transport{DisableCompression: true}}
+		f.Client = &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: f.Timeout}
 	}
 	obs, _ := f.Link.(Observer)
 	for ctx.Err() == nil {
