@@ -211,11 +211,8 @@ func (s *FleetSpec) Members() []Member {
 	var out []Member
 	add := func(site, building string, gw Gateway, nodes []Node, count int, prefix string) {
 		out = append(out, Member{Name: gw.Name, Role: "gateway", Site: site, Building: building, Link: gw.Uplink})
-		for _, n := range nodes {
+		for _, n := range ExpandNodes(prefix, nodes, count) {
 			out = append(out, Member{Name: n.Name, Role: "node", Site: site, Building: building, Gateway: gw.Name, Link: n.Link})
-		}
-		for k := 1; k <= count; k++ {
-			out = append(out, Member{Name: fmt.Sprintf("%s-n%d", prefix, k), Role: "node", Site: site, Building: building, Gateway: gw.Name})
 		}
 	}
 	for _, st := range s.Sites {

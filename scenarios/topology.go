@@ -372,13 +372,23 @@ func checkNodes(path, prefix string, nodes []Node, count int, names map[string]s
 			}
 		}
 	}
-	for k := 1; k <= count; k++ {
-		n := fmt.Sprintf("%s-n%d", prefix, k)
-		if err := checkName(path+".nodeCount", n, names); err != nil {
+	for _, n := range ExpandNodes(prefix, nil, count) {
+		if err := checkName(path+".nodeCount", n.Name, names); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ExpandNodes is a site's or building's nodes with nodeCount added: the
+// listed ones, then <prefix>-n1 ... <prefix>-nN (prefix is the site, or
+// site-building).
+func ExpandNodes(prefix string, nodes []Node, count int) []Node {
+	out := append([]Node{}, nodes...)
+	for k := 1; k <= count; k++ {
+		out = append(out, Node{Name: fmt.Sprintf("%s-n%d", prefix, k)})
+	}
+	return out
 }
 
 // DefaultFleet is the built-in topology used when no file is given: a

@@ -258,10 +258,10 @@ func plan(name string, spec *scenarios.FleetSpec) (*Fleet, error) {
 		}
 		var blds []bld
 		if len(s.Buildings) == 0 {
-			blds = append(blds, bld{"", *s.Gateway, expand(s.Name, s.Nodes, s.NodeCount)})
+			blds = append(blds, bld{"", *s.Gateway, scenarios.ExpandNodes(s.Name, s.Nodes, s.NodeCount)})
 		}
 		for _, b := range s.Buildings {
-			blds = append(blds, bld{b.Name, b.Gateway, expand(s.Name+"-"+b.Name, b.Nodes, b.NodeCount)})
+			blds = append(blds, bld{b.Name, b.Gateway, scenarios.ExpandNodes(s.Name+"-"+b.Name, b.Nodes, b.NodeCount)})
 		}
 		hosts := 0
 		for _, b := range blds {
@@ -302,14 +302,6 @@ func plan(name string, spec *scenarios.FleetSpec) (*Fleet, error) {
 		}
 	}
 	return f, nil
-}
-
-func expand(prefix string, nodes []scenarios.Node, count int) []scenarios.Node {
-	out := append([]scenarios.Node{}, nodes...)
-	for i := 1; i <= count; i++ {
-		out = append(out, scenarios.Node{Name: fmt.Sprintf("%s-n%d", prefix, i)})
-	}
-	return out
 }
 
 // Up creates fleet name from spec; see the package doc for the layout.
