@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -40,16 +39,8 @@ func sampler(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns
 			defer wg.Done()
 			// A loaded machine may answer slower than the period: a
 			// sample late is better than none.
-			c := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 2 * time.Second}
-			get := func(path string, v any) bool {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", GatePort, path), nil)
-				resp, err := c.Do(req)
-				if err != nil {
-					return false
-				}
-				defer resp.Body.Close()
-				return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
-			}
+			g := GateOn(m)
+			get := func(path string, v any) bool { return g.Get(ctx, path, v) == nil }
 			t := time.NewTicker(every)
 			defer t.Stop()
 			for {

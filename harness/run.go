@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -438,7 +437,7 @@ func (r *run) waitReady(ctx context.Context, members []string) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, name := range members {
 		m, _ := r.f.Member(name)
-		g := &Gate{Node: name, Namespace: m.Namespace, client: &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 2 * time.Second}}
+		g := GateOn(m)
 		if _, err := g.WaitState(ctx, wire.Open, time.Until(deadline)); err != nil {
 			return fmt.Errorf("the runtime on %s did not become ready before the timeline (its log: %s): %w", name, filepath.Join(r.o.Reports, r.sc.Metadata.Name, "logs", name+"-runtime.log"), err)
 		}
@@ -698,7 +697,7 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 		if m.Role != "node" {
 			continue
 		}
-		g := &Gate{Node: name, Namespace: m.Namespace, client: &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 2 * time.Second}}
+		g := GateOn(m)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			var b struct {
 				Records int64 `json:"records"`

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/runtime/record"
@@ -130,12 +131,12 @@ func StartGate(ctx context.Context, f *netns.Fleet, edgeguard, node string, c *C
 	if err != nil {
 		return nil, err
 	}
-	g := &Gate{Node: node, Namespace: m.Namespace, Events: filepath.Join(f.Dir(), "evidence", node+"-gate.jsonl")}
+	g := GateOn(m)
+	g.Events = filepath.Join(f.Dir(), "evidence", node+"-gate.jsonl")
 	argv := append([]string{edgeguard, "serve", "--node=" + node, fmt.Sprintf("--listen=:%d", GatePort), "--server=" + c.SpeedURL, "--events=" + g.Events}, flags...)
 	if g.Proc, err = f.Start(ctx, node, "gate", argv); err != nil {
 		return nil, err
 	}
-	g.client = &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 5 * time.Second}
 	if err := waitHTTP(ctx, m.Namespace, g.URL()+"/healthz", 10*time.Second); err != nil {
 		_ = g.Proc.Stop(time.Second)
 		b, _ := os.ReadFile(g.Proc.Log)
@@ -144,19 +145,21 @@ func StartGate(ctx context.Context, f *netns.Fleet, edgeguard, node string, c *C
 	return g, nil
 }
 
+// GateOn is the API of the edgeguard serve running on member m (started
+// by StartGate or by a scenario's run), reached over the node's own
+// loopback: the management path, never its shaped link.
+func GateOn(m clusters.Member) *Gate {
+	return &Gate{Node: m.Name, Namespace: m.Namespace,
+		client: &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 5 * time.Second}}
+}
+
 // URL is the gate's API as seen from inside the node.
 func (g *Gate) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", GatePort) }
 
 // Status reads /v1/gate.
 func (g *Gate) Status(ctx context.Context) (wire.GateStatus, error) {
 	var s wire.GateStatus
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL()+"/v1/gate", nil)
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	return s, g.Get(ctx, "/v1/gate", &s)
 }
 
 // Get decodes the JSON at path of the node's edgeguard serve into v.
