@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -67,28 +68,27 @@ func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
 	if f.o.Backend, err = shaper.ParseBackend(f.backend); err != nil {
 		return fmt.Errorf("--backend: %w", err)
 	}
+	// The overrides: each flag's value is checked once, then applied to
+	// every scenario.
+	for _, o := range []struct{ flag, val, allowed string }{
+		{"--gate", f.gateMode, "on bypass"},
+		{"--buffer", f.buffer, "disk memory"},
+		{"--failover", f.failover, "on off"},
+	} {
+		if o.val != "" && !slices.Contains(strings.Fields(o.allowed), o.val) {
+			return fmt.Errorf("%s %q: use %s", o.flag, o.val, strings.Join(strings.Fields(o.allowed), " or "))
+		}
+	}
 	for _, sc := range scs {
 		rt := &sc.Spec.Runtime
-		switch f.gateMode {
-		case "":
-		case "on", "bypass":
+		if f.gateMode != "" {
 			rt.Gate.Mode = f.gateMode
-		default:
-			return fmt.Errorf("--gate %q: use on or bypass", f.gateMode)
 		}
-		switch f.buffer {
-		case "":
-		case "disk", "memory":
+		if f.buffer != "" {
 			rt.Buffer.Durability = f.buffer
-		default:
-			return fmt.Errorf("--buffer %q: use disk or memory", f.buffer)
 		}
-		switch f.failover {
-		case "":
-		case "on", "off":
+		if f.failover != "" {
 			rt.Failover.Enabled = f.failover == "on"
-		default:
-			return fmt.Errorf("--failover %q: use on or off", f.failover)
 		}
 	}
 	if err := requireRoot(); err != nil {
