@@ -25,17 +25,7 @@ func TestMain(m *testing.M) {
 // ledger; it is taken down when the test ends.
 func up(t *testing.T, name string, spec *scenarios.FleetSpec) (*netns.Provider, *netns.Fleet) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs as root)")
-	}
-	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := netns.NewProvider(netns.WithLedger(l))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := provider(t)
 	if spec == nil {
 		spec = &scenarios.Default().Spec
 	}
@@ -49,6 +39,23 @@ func up(t *testing.T, name string, spec *scenarios.FleetSpec) (*netns.Provider, 
 		}
 	})
 	return p, f
+}
+
+// provider is a provider with a ledger of the test's own.
+func provider(t *testing.T) (*netns.Provider, *ledger.Ledger) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := netns.NewProvider(netns.WithLedger(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, l
 }
 
 // remoteSeen dials the cloud from member and returns the address the
@@ -257,17 +264,7 @@ func TestFleetNamespacesNeverCollide(t *testing.T) {
 // the namespace on it leaves a plain file; the sweep removes it instead
 // of failing on it (and leaving everything after it).
 func TestSweepRemovesAnUnmountedNamespaceFile(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for /run/netns (CI runs as root)")
-	}
-	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := netns.NewProvider(netns.WithLedger(l))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, l := provider(t)
 	name := fmt.Sprintf("efsweep%d-x", os.Getpid()%100000)
 	path := filepath.Join("/run/netns", name)
 	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
