@@ -1,10 +1,8 @@
 package scenarios
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"sort"
@@ -238,27 +236,11 @@ func LoadScenarioFile(path string) (*Scenario, error) {
 // ParseScenario parses and validates a Scenario document; file names the
 // source in errors.
 func ParseScenario(file string, data []byte) (*Scenario, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(file, err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var s Scenario
-	if err := dec.Decode(&s); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &Error{File: file, Msg: "empty document: expected apiVersion, kind: Scenario, spec"}
-		}
-		return nil, yamlError(file, err)
+	if err := parse(file, data, &s, "expected apiVersion, kind: Scenario, spec", s.validate); err != nil {
+		return nil, err
 	}
 	s.Source = file
-	if err := s.validate(); err != nil {
-		var pe *pathError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Line: lineOf(&root, pe.path), Msg: pe.Error()}
-		}
-		return nil, &Error{File: file, Msg: err.Error()}
-	}
 	return &s, nil
 }
 

@@ -174,27 +174,37 @@ var lineRE = regexp.MustCompile(`line (\d+): (.*)`)
 // ParseFleet parses and validates a Fleet document. file names the source
 // in errors.
 func ParseFleet(file string, data []byte) (*Fleet, error) {
+	var f Fleet
+	if err := parse(file, data, &f, "expected apiVersion, kind: Fleet, spec.sites", f.validate); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// parse decodes a document strictly (unknown fields are errors) into out
+// and runs validate on it; every error is an *Error with the file and,
+// where it is known, the line. empty says what an empty document lacks.
+func parse(file string, data []byte, out any, empty string, validate func() error) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(file, err)
+		return yamlError(file, err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	var f Fleet
-	if err := dec.Decode(&f); err != nil {
+	if err := dec.Decode(out); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, &Error{File: file, Msg: "empty document: expected apiVersion, kind: Fleet, spec.sites"}
+			return &Error{File: file, Msg: "empty document: " + empty}
 		}
-		return nil, yamlError(file, err)
+		return yamlError(file, err)
 	}
-	if err := f.validate(); err != nil {
+	if err := validate(); err != nil {
 		var pe *pathError
 		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Line: lineOf(&root, pe.path), Msg: pe.Error()}
+			return &Error{File: file, Line: lineOf(&root, pe.path), Msg: pe.Error()}
 		}
-		return nil, &Error{File: file, Msg: err.Error()}
+		return &Error{File: file, Msg: err.Error()}
 	}
-	return &f, nil
+	return nil
 }
 
 func yamlError(file string, err error) error {
