@@ -105,7 +105,13 @@ func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
 	return err
 }
 
-func (f *runFlags) certify(cmd *cobra.Command, g *globals, scs []*scenarios.Scenario) error {
+// certify loads the scenarios named (files or built-ins), applies the
+// flags and plays them.
+func (f *runFlags) certify(cmd *cobra.Command, g *globals, names []string) error {
+	scs, err := load(names)
+	if err != nil {
+		return err
+	}
 	if err := f.apply(g, scs); err != nil {
 		return err
 	}
@@ -175,11 +181,7 @@ the negative controls: each makes the matching validator fail.`,
   edgefault run factory --failover off   # expect node-tagged and routes-switched to fail`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			scs, err := load(args)
-			if err != nil {
-				return err
-			}
-			return f.certify(cmd, g, scs)
+			return f.certify(cmd, g, args)
 		},
 	}
 	f.register(cmd)
@@ -199,11 +201,7 @@ writes one report for all of them. It exits 1 if any expectation failed.`,
 			if len(args) == 0 {
 				args = scenarios.Builtins()
 			}
-			scs, err := load(args)
-			if err != nil {
-				return err
-			}
-			return f.certify(cmd, g, scs)
+			return f.certify(cmd, g, args)
 		},
 	}
 	f.register(cmd)
