@@ -10,7 +10,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/shaper/impair"
+	"github.com/edgefault/edgefault/units"
 	"gopkg.in/yaml.v3"
 )
 
@@ -96,26 +97,26 @@ type LinkProfile struct {
 }
 
 // Impairment converts the profile; field names errors after path.
-func (p LinkProfile) Impairment(path string) (shaper.Impairment, error) {
-	var imp shaper.Impairment
+func (p LinkProfile) Impairment(path string) (impair.Impairment, error) {
+	var imp impair.Impairment
 	var err error
 	if p.Rate != "" {
-		if imp.Rate, err = shaper.ParseRate(p.Rate); err != nil {
+		if imp.Rate, err = units.ParseRate(p.Rate); err != nil {
 			return imp, perr(path+".rate", "%v", err)
 		}
 	}
 	if p.Delay != "" {
-		if imp.Delay, err = shaper.ParseDuration("delay", p.Delay); err != nil {
+		if imp.Delay, err = units.ParseDuration("delay", p.Delay); err != nil {
 			return imp, perr(path+".delay", "%v", err)
 		}
 	}
 	if p.Jitter != "" {
-		if imp.Jitter, err = shaper.ParseDuration("jitter", p.Jitter); err != nil {
+		if imp.Jitter, err = units.ParseDuration("jitter", p.Jitter); err != nil {
 			return imp, perr(path+".jitter", "%v", err)
 		}
 	}
 	if p.Loss != "" {
-		if imp.Loss, err = shaper.ParsePercent(p.Loss); err != nil {
+		if imp.Loss, err = units.ParsePercent(p.Loss); err != nil {
 			return imp, perr(path+".loss", "%v", err)
 		}
 	}

@@ -1,0 +1,167 @@
+// Package impair is the impairment model shared by the scenario format, the
+// CLI and every shaping backend: what to do to one link (rate, delay and
+// jitter, loss, outage; which direction; which networks), how to validate it
+// and how to print it. It has no kernel dependency (no netlink, nftables or
+// ledger), so anything that only describes impairments can import it
+// without linking the machinery that applies them; package shaper applies
+// them.
+package impair
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/edgefault/edgefault/units"
+)
+
+// Direction says which traffic of a link an impairment acts on, seen from
+// the link's own end (the node): Egress is what the node sends, Ingress what
+// it receives.
+type Direction string
+
+// Directions.
+const (
+	Egress  Direction = "egress"
+	Ingress Direction = "ingress"
+	Both    Direction = "both"
+)
+
+// ParseDirection parses "egress", "ingress" or "both".
+func ParseDirection(s string) (Direction, error) {
+	switch d := Direction(strings.ToLower(strings.TrimSpace(s))); d {
+	case Egress, Ingress, Both:
+		return d, nil
+	case "":
+		return Both, nil
+	}
+	return "", fmt.Errorf("direction %q: use egress, ingress or both", s)
+}
+
+// Has reports whether d covers one.
+func (d Direction) Has(one Direction) bool { return d == Both || d == one }
+
+// Impairment describes what to do to one link. The zero value impairs
+// nothing.
+type Impairment struct {
+	// Rate caps throughput (bits/s, measured at the link layer); 0 = no cap.
+	Rate units.Rate `json:"rate,omitempty"`
+	// Delay is added one-way latency per direction impaired.
+	Delay time.Duration `json:"delay,omitempty"`
+	// Jitter varies Delay within [Delay-Jitter, Delay+Jitter]. With the
+	// fallback backend the variation is a bounded random walk (uniform in
+	// the long run, mean Delay, correlated over short times) that never
+	// reorders packets; with netem it is netem's uniform jitter, which may
+	// reorder. See docs/shaping.md.
+	Jitter time.Duration `json:"jitter,omitempty"`
+	// Loss drops this percentage of packets at random (0-100).
+	Loss float64 `json:"loss,omitempty"`
+	// Outage cuts the link: nothing passes in the directions impaired.
+	Outage bool `json:"outage,omitempty"`
+	// Targets restricts the impairment to traffic to (egress) or from
+	// (ingress) these networks; empty means all traffic.
+	Targets []netip.Prefix `json:"targets,omitempty"`
+	// Direction is egress, ingress or both (the default).
+	Direction Direction `json:"direction,omitempty"`
+}
+
+// IsZero reports whether the impairment does nothing.
+func (i Impairment) IsZero() bool {
+	return i.Rate == 0 && i.Delay == 0 && i.Jitter == 0 && i.Loss == 0 && !i.Outage
+}
+
+// Validate checks the impairment and fills in defaults (Direction).
+func (i *Impairment) Validate() error {
+	if i.Direction == "" {
+		i.Direction = Both
+	}
+	if _, err := ParseDirection(string(i.Direction)); err != nil {
+		return err
+	}
+	if i.Loss < 0 || i.Loss > 100 {
+		return fmt.Errorf("loss %.3g%% is out of range: it must be between 0%% and 100%%", i.Loss)
+	}
+	if i.Delay < 0 || i.Jitter < 0 {
+		return fmt.Errorf("delay and jitter must not be negative (delay %v, jitter %v)", i.Delay, i.Jitter)
+	}
+	if i.Jitter > i.Delay {
+		return fmt.Errorf("jitter %v is larger than delay %v: packets cannot leave before they arrive; raise the delay or lower the jitter", i.Jitter, i.Delay)
+	}
+	if i.Delay > time.Minute {
+		return fmt.Errorf("delay %v is longer than a minute: for a link that passes nothing use an outage", i.Delay)
+	}
+	if i.Rate != 0 && i.Rate < 8*units.Kbit {
+		return fmt.Errorf("rate %v is below 8kbit: a link that slow carries no useful traffic; use an outage instead", i.Rate)
+	}
+	for _, t := range i.Targets {
+		if !t.IsValid() {
+			return fmt.Errorf("invalid target network")
+		}
+		if !t.Addr().Is4() {
+			return fmt.Errorf("target %v: only IPv4 targets are supported", t)
+		}
+	}
+	return nil
+}
+
+// String describes the impairment in the CLI's words.
+func (i Impairment) String() string {
+	if i.IsZero() {
+		return "none"
+	}
+	var p []string
+	if i.Outage {
+		p = append(p, "outage")
+	}
+	if i.Rate != 0 {
+		p = append(p, "rate "+i.Rate.String())
+	}
+	if i.Delay != 0 {
+		s := "delay " + i.Delay.String()
+		if i.Jitter != 0 {
+			s += "±" + i.Jitter.String()
+		}
+		p = append(p, s)
+	}
+	if i.Loss != 0 {
+		p = append(p, fmt.Sprintf("loss %g%%", i.Loss))
+	}
+	d := i.Direction
+	if d == "" {
+		d = Both
+	}
+	p = append(p, "direction "+string(d))
+	for _, t := range i.Targets {
+		p = append(p, "to "+t.String())
+	}
+	return strings.Join(p, ", ")
+}
+
+// ParseTargets parses comma-separated or repeated CIDRs (a bare address
+// means /32).
+func ParseTargets(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		for _, part := range strings.Split(s, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			if !strings.Contains(part, "/") {
+				a, err := netip.ParseAddr(part)
+				if err != nil {
+					return nil, fmt.Errorf("target %q is not an address or CIDR (e.g. 10.0.0.0/24)", part)
+				}
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				continue
+			}
+			p, err := netip.ParsePrefix(part)
+			if err != nil {
+				return nil, fmt.Errorf("target %q is not a CIDR (e.g. 10.0.0.0/24): %w", part, err)
+			}
+			out = append(out, p.Masked())
+		}
+	}
+	return out, nil
+}
