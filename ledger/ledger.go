@@ -67,7 +67,31 @@ func (e Entry) Key() string {
 // Ledger is a directory of per-owner entry files.
 type Ledger struct {
 	dir string
+	// helper is the executable a process started by Start begins as (the
+	// start gate); see WithHelper.
+	helper string
 }
+
+// DefaultHelper is the start gate's executable unless WithHelper says
+// otherwise: the running binary itself, which must then call
+// RunGateIfInvoked first thing in main (and in TestMain).
+const DefaultHelper = "/proc/self/exe"
+
+// Option configures a Ledger opened by Open.
+type Option func(*options)
+
+type options struct {
+	helper string
+}
+
+// WithHelper makes path the executable that processes started by Start
+// begin as (the start gate; default DefaultHelper, the running binary).
+// The binary at path must call RunGateIfInvoked (or
+// shaper.RunHelperIfInvoked, which calls it) first thing in main; the
+// edgeguard binary does. Use it when the running binary does not, such as
+// a user's own test binary that imports the harness. A relative path is
+// made absolute; "" means the default.
+func WithHelper(path string) Option { return func(o *options) { o.helper = path } }
 
 // DefaultDir is where the ledger lives unless EDGEFAULT_STATE_DIR says
 // otherwise. /run is right: what it records (namespaces, qdiscs, processes)
@@ -79,16 +103,55 @@ func DefaultDir() string {
 	return "/run/edgefault/ledger"
 }
 
-// Open returns the ledger in dir, creating the directory if needed.
-func Open(dir string) (*Ledger, error) {
+// Open returns the ledger in dir, creating the directory if needed. Two
+// Ledgers opened on the same directory (with different helpers, say) share
+// its entries.
+func Open(dir string, opts ...Option) (*Ledger, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	helper, err := checkHelper(o.helper)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create ledger directory %s: %w (is it writable? edgefault needs root)", dir, err)
 	}
-	return &Ledger{dir: dir}, nil
+	return &Ledger{dir: dir, helper: helper}, nil
+}
+
+// checkHelper resolves a start-gate executable: the default, or an
+// absolute path to an executable regular file.
+func checkHelper(path string) (string, error) {
+	if path == "" || path == DefaultHelper {
+		return DefaultHelper, nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("helper %s: %w", path, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("helper: %w", err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("helper %s is not an executable file", abs)
+	}
+	return abs, nil
 }
 
 // Dir is the ledger's directory.
 func (l *Ledger) Dir() string { return l.dir }
+
+// Helper is the executable processes started by Start begin as (see
+// WithHelper): DefaultHelper or an absolute path.
+func (l *Ledger) Helper() string {
+	if l.helper == "" { // a zero Ledger
+		return DefaultHelper
+	}
+	return l.helper
+}
 
 var ownerRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 

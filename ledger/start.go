@@ -20,8 +20,9 @@ const (
 
 // RunGateIfInvoked turns this process into the program it was started for,
 // once its parent has recorded it, if it was started by Start; otherwise it
-// returns at once. A binary whose processes start helpers through Start
-// must call it first thing in main (and in TestMain).
+// returns at once. The ledger's helper binary (see WithHelper; by default
+// the binary that calls Start) must call it first thing in main (and in
+// TestMain).
 func RunGateIfInvoked() {
 	if filepath.Base(os.Args[0]) != gateName {
 		return
@@ -51,9 +52,10 @@ func RunGateIfInvoked() {
 }
 
 // Start starts cmd so that it is in the ledger before it runs: the child
-// begins as a copy of this binary (see RunGateIfInvoked) that waits until
-// its PID and start time are recorded, then executes cmd in place (same
-// PID, same namespaces). If this process dies before recording, the child
+// begins as the ledger's helper (Helper: by default a copy of this binary;
+// see WithHelper and RunGateIfInvoked) that waits until its PID and start
+// time are recorded, then executes cmd in place (same PID, same
+// namespaces). If this process dies before recording, the child
 // exits without running anything. start does the actual fork (for
 // example from a thread inside another network namespace); nil means
 // cmd.Start. The entry is returned, recorded under owner.
@@ -73,7 +75,7 @@ func (l *Ledger) Start(owner, name string, cmd *exec.Cmd, group bool, start func
 	if len(argv) == 0 {
 		argv = []string{target}
 	}
-	cmd.Path = "/proc/self/exe"
+	cmd.Path = l.Helper()
 	cmd.Args = append([]string{gateName, target}, argv...)
 	cmd.ExtraFiles = append(cmd.ExtraFiles, r)
 	env := cmd.Env

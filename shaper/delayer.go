@@ -28,9 +28,10 @@ const exitQueueBusy = 3
 // errQueueBusy says the queue is held by another process.
 var errQueueBusy = errors.New("queue held by another process")
 
-// helperName is argv[0] of a delayer helper process. A binary that links
-// the shaper must call RunHelperIfInvoked first thing in main (and in
-// TestMain), so the shaper can start it as a detached copy of itself.
+// helperName is argv[0] of a delayer helper process. The helper binary
+// (WithHelper; by default the binary that links the shaper) must call
+// RunHelperIfInvoked first thing in main (and in TestMain), so the shaper
+// can start it detached.
 const helperName = "edgefault-delayer"
 
 // delayerState is one running delayer helper.
@@ -122,7 +123,10 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 	}
 	defer r.Close()
 	cmd := &exec.Cmd{
-		Path: "/proc/self/exe",
+		// The helper binary (see WithHelper): the ledger's gate runs as
+		// the same binary and executes this path, so even /proc/self/exe
+		// still names it then.
+		Path: s.ledger.Helper(),
 		Args: []string{helperName, "-netns", nsPath, "-queue", fmt.Sprint(queue), "-delay", delay.String(), "-jitter", jitter.String()},
 		// Its own session: it outlives a one-shot `edgefault shape` and is
 		// not hit by the terminal's Ctrl-C; cleanup stops it by PID.

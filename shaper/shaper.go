@@ -86,6 +86,7 @@ type options struct {
 	stateDir string
 	log      *slog.Logger
 	caps     *Capabilities
+	helper   string
 }
 
 // WithBackend selects the backend (default BackendAuto).
@@ -96,6 +97,15 @@ func WithBackend(b Backend) Option { return func(o *options) { o.backend = b } }
 func WithLedger(l *ledger.Ledger, owner string) Option {
 	return func(o *options) { o.ledger, o.owner = l, owner }
 }
+
+// WithHelper makes path the executable the delayer helper runs as (and
+// the ledger's start gate, see ledger.WithHelper, for the processes this
+// Shaper starts). The binary at path must call RunHelperIfInvoked first
+// thing in main; the edgeguard binary does. Without it the Shaper uses
+// its ledger's helper, by default the running binary (/proc/self/exe),
+// which must then call RunHelperIfInvoked itself: a user's own test
+// binary that imports the harness usually does not. "" means the default.
+func WithHelper(path string) Option { return func(o *options) { o.helper = path } }
 
 // WithStateDir sets where per-link state files live.
 func WithStateDir(dir string) Option { return func(o *options) { o.stateDir = dir } }
@@ -115,6 +125,15 @@ func New(opts ...Option) (*Shaper, error) {
 	}
 	if o.ledger == nil {
 		l, err := ledger.Open(ledger.DefaultDir())
+		if err != nil {
+			return nil, err
+		}
+		o.ledger = l
+	}
+	if o.helper != "" && o.helper != o.ledger.Helper() {
+		// The same directory, with a gate that is the helper too: a
+		// binary that calls RunHelperIfInvoked serves both.
+		l, err := ledger.Open(o.ledger.Dir(), ledger.WithHelper(o.helper))
 		if err != nil {
 			return nil, err
 		}

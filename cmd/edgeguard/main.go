@@ -2,7 +2,11 @@
 // binary that runs inside a cluster (on nodes, in the cloud, in pods). It
 // serves the speed gate (edgeguard serve), waits on it from an init
 // container (gate wait), answers exec probes (gate check), and runs the
-// cloud's speed-test and content servers and the sample workloads.
+// cloud's speed-test and content servers and the sample workloads. It is
+// also a helper binary for edgefault's shaper and ledger (their NFQUEUE
+// delayer and start gate; see shaper.WithHelper and ledger.WithHelper), so
+// a program that cannot serve as its own helper, such as a user's test
+// binary that imports the harness, can use it.
 //
 // Exit codes: 0 success; 1 error (bad flags, cannot listen, ...); 2 the
 // gate did not open before --timeout (gate wait) or is not open (gate
@@ -20,6 +24,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
 )
 
@@ -43,6 +48,8 @@ type exitCode struct {
 func (e exitCode) Error() string { return e.msg }
 
 func main() {
+	// First: a delayer helper or start gate exits (or execs) here.
+	shaper.RunHelperIfInvoked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := newRoot().ExecuteContext(ctx)
