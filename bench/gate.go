@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/internal/nsdo"
@@ -156,7 +155,7 @@ func benchFleet(prefix string, spec *scenarios.FleetSpec, opts ...netns.Option) 
 
 // cloudNode brings up oneNode with the cloud's edgeguard services and a
 // shaper, and returns n1's target and member; done takes it all down.
-func cloudNode(prefix, eg string) (*netns.Fleet, *harness.Cloud, *shaper.Shaper, shaper.Target, clusters.Member, func()) {
+func cloudNode(prefix, eg string) (*netns.Fleet, *harness.Cloud, *shaper.Shaper, shaper.Target, netns.Member, func()) {
 	f, down := benchFleet(prefix, oneNode())
 	cloud, err := harness.StartCloud(context.Background(), f, eg)
 	if err != nil {
@@ -167,6 +166,6 @@ func cloudNode(prefix, eg string) (*netns.Fleet, *harness.Cloud, *shaper.Shaper,
 	check(err)
 	t, err := f.Target("n1")
 	check(err)
-	node, _ := f.Member("n1")
+	node, _ := f.NetnsMember("n1")
 	return f, cloud, sh, t, node, func() { sh.Close(); cloud.Stop(); down() }
 }

@@ -1,13 +1,36 @@
 // Package clusters is edgefault's view of the infrastructure a scenario runs
-// on. A provider (one package each: netns, and later kind and existing)
-// turns a topology into a fleet of sites, nodes and gateways, in the words
-// of DESIGN.md's model, and takes it down again.
+// on, and the seam between the harness and every provider. A provider (one
+// package each under clusters/: netns today, kind and existing clusters
+// later) turns a topology into a fleet of sites, nodes and gateways, in the
+// words of docs/architecture.md's model, and takes it down again.
+//
+// What a run needs from a fleet is split into small capabilities, so a
+// provider offers what it can and says so in its Info:
+//
+//   - Shaping: impair a member's link (a gateway's uplink, a node's own link);
+//   - Runner: start and exec workloads on a member (a process, or a pod);
+//   - Kube: a site's Kubernetes API, as admin or as a member's own identity;
+//   - Net: dial and listen on a member over the management path, its
+//     traffic counters, its kernel settings;
+//   - Evidence: collect what the members wrote into a folder.
+//
+// The harness, the CLI and harness/edgetest know a provider only through
+// this package; docs/providers.md walks through adding one.
 package clusters
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"syscall"
+	"time"
 
 	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper/impair"
+	"k8s.io/client-go/rest"
 )
 
 // Roles of fleet members.
@@ -16,6 +39,13 @@ const (
 	RoleGateway = "gateway"
 	RoleCloud   = "cloud"
 )
+
+// CloudName is the cloud member's name in every fleet.
+const CloudName = "cloud"
+
+// ErrUnsupported is returned (wrapped) by a capability a provider does not
+// have; Info says which these are before anything starts.
+var ErrUnsupported = errors.New("not supported by this provider")
 
 // Member is one machine of a fleet: a node, a gateway or the cloud.
 type Member struct {
@@ -30,16 +60,40 @@ type Member struct {
 	Address string `json:"address"`
 	// WANAddress is a gateway's uplink address.
 	WANAddress string `json:"wanAddress,omitempty"`
-	// Namespace is where the member lives (a network namespace name on the
-	// embedded fleet).
-	Namespace string `json:"namespace"`
+	// Location says where the member lives, in its provider's words (a
+	// network namespace, a container, a node): for people, not code.
+	Location string `json:"location"`
+}
+
+// Info says what a provider can model, so a scenario that needs more is
+// refused before anything starts.
+type Info struct {
+	// Name is the provider's name, as --provider takes it.
+	Name string `json:"name"`
+	// Commands: workloads may be commands, run as processes on a member.
+	Commands bool `json:"commands"`
+	// Images: workloads may be container images, run as pods.
+	Images bool `json:"images"`
+	// Gateways: gateways are members of their own (shaped, running the
+	// runtime, Nodes of their site), and a site may have several
+	// (buildings).
+	Gateways bool `json:"gateways"`
+	// NodeLinks: a node's own link can be impaired, not only its uplink.
+	NodeLinks bool `json:"nodeLinks"`
+	// ControlPlanes: every site is a Kubernetes cluster the harness can
+	// read (validators that judge Node marks need it).
+	ControlPlanes bool `json:"controlPlanes"`
 }
 
 // Provider creates and removes fleets.
 type Provider interface {
 	// Name is the provider's name ("netns").
 	Name() string
-	// Up creates fleet name from spec.
+	// Info says what the provider can model.
+	Info() Info
+	// Up creates fleet name from spec. What it makes is recorded first,
+	// so a crash at any point leaves nothing Down (or edgefault cleanup)
+	// cannot remove; an Up that fails removes what it made.
 	Up(ctx context.Context, name string, spec *scenarios.FleetSpec) (Fleet, error)
 	// Get returns a fleet that is up.
 	Get(ctx context.Context, name string) (Fleet, error)
@@ -49,11 +103,154 @@ type Provider interface {
 	Down(ctx context.Context, name string) error
 }
 
-// Fleet is a running fleet.
+// Fleet is a running fleet: its members and what the harness may do with
+// them.
 type Fleet interface {
 	Name() string
+	// Provider names the provider that made it.
+	Provider() string
 	// Members lists the cloud, gateways and nodes.
 	Members() []Member
-	// Member finds a member by name (or namespace name).
+	// Member finds a member by name; the error lists the members.
 	Member(name string) (Member, error)
+
+	Shaping
+	Runner
+	Kube
+	Net
+	Evidence
 }
+
+// Shaping impairs members' links.
+type Shaping interface {
+	// LinkShaper returns a shaper for the fleet's members. Close it when
+	// done.
+	LinkShaper(ctx context.Context) (LinkShaper, error)
+}
+
+// LinkShaper impairs one member's link at a time: a gateway's uplink (the
+// whole building or site behind it) or a node's own link. Each Apply
+// replaces what was there.
+type LinkShaper interface {
+	Apply(ctx context.Context, member string, imp impair.Impairment) error
+	// Clear removes every impairment from the member's link.
+	Clear(ctx context.Context, member string) error
+	// Current is the impairment in force on the member's link (ok false:
+	// none).
+	Current(member string) (imp impair.Impairment, ok bool, err error)
+	// Backend says how impairments are applied (for reports).
+	Backend() string
+	Close() error
+}
+
+// Command is a workload to start on a member.
+type Command struct {
+	// Name labels it (its log file, its evidence): "runtime",
+	// "workload-fetch".
+	Name string
+	// Argv is the command; on a provider that runs images, the command
+	// inside Image (empty: the image's own).
+	Argv []string
+	// Env is added to what the provider gives every workload.
+	Env []string
+	// Image runs the command in this container image (Info.Images).
+	Image string
+}
+
+// Runner starts workloads on members.
+type Runner interface {
+	// StartCommand starts c on member in the background; it is recorded
+	// so that Down and cleanup stop it even if the caller dies.
+	StartCommand(ctx context.Context, member string, c Command) (Process, error)
+	// Exec runs argv on member to completion with the given streams (an
+	// *exec.ExitError on a non-zero exit, where the provider has one).
+	Exec(ctx context.Context, member string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error
+	// Paths are where a member's workloads keep evidence and data, as
+	// they see them.
+	Paths(member string) (Paths, error)
+}
+
+// Paths are a member's directories, as its workloads see them.
+type Paths struct {
+	// Evidence holds the member's event logs (*.jsonl): Collect gathers
+	// them.
+	Evidence string
+	// Data is the member's own durable state (buffers, databases); it
+	// survives restarts of its workloads.
+	Data string
+}
+
+// Process is a workload started by StartCommand.
+type Process interface {
+	// ID names it for people and evidence ("pid 4242", "pod ns/name").
+	ID() string
+	// Signal sends sig to it and everything it started: SIGKILL is how a
+	// scenario crashes it, SIGTERM how it stops it gracefully.
+	Signal(sig syscall.Signal) error
+	// Stop stops it (SIGTERM, then SIGKILL after grace) and forgets it.
+	Stop(grace time.Duration) error
+	// Done is closed when it has exited.
+	Done() <-chan struct{}
+	// Wait waits for it to exit and returns how it ended.
+	Wait(ctx context.Context) error
+	// LogPath is where its output is on this machine ("" if nowhere yet:
+	// Collect brings it).
+	LogPath() string
+}
+
+// Kube reaches the sites' Kubernetes clusters.
+type Kube interface {
+	// SiteConfig is a site's admin client configuration, dialling over
+	// the management path.
+	SiteConfig(site string) (*rest.Config, error)
+	// Kubeconfig is a site's kubeconfig file: the admin's, or with member
+	// set that member's own identity (allowed to change only its own
+	// Node).
+	Kubeconfig(site, member string) ([]byte, error)
+	// MemberKubeconfig is the path of member's own kubeconfig as its
+	// workloads see it.
+	MemberKubeconfig(member string) (string, error)
+}
+
+// Net is the management path: how the harness reaches a member without
+// going through its shaped link.
+type Net interface {
+	// Host is member's network seen from inside it: connections and
+	// listeners made through it are the member's own.
+	Host(member string) (Host, error)
+	// Counters are the bytes the member received and sent on its links
+	// (loopback excluded).
+	Counters(ctx context.Context, member string) (rx, tx int64, err error)
+	// Sysctl sets a kernel setting in the member's network namespace
+	// (key as under /proc/sys, "net/ipv4/tcp_retries2"); ErrUnsupported
+	// where the provider cannot.
+	Sysctl(ctx context.Context, member, key, value string) error
+}
+
+// Host dials and listens inside one member.
+type Host interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	Listen(network, addr string) (net.Listener, error)
+	ListenPacket(network, addr string) (net.PacketConn, error)
+}
+
+// Evidence gathers what members wrote.
+type Evidence interface {
+	// Collect copies every member's evidence (*.jsonl) into dir/evidence
+	// and the logs of the processes it started into dir/logs.
+	Collect(ctx context.Context, dir string) error
+}
+
+// ValidateFleetName checks a fleet name: it becomes part of namespace,
+// container and file names, so it is short and plain.
+func ValidateFleetName(name string) error {
+	if !fleetNameRE.MatchString(name) {
+		return fmt.Errorf("fleet name %q: use 1-24 letters, digits and '-', starting with a letter or digit", name)
+	}
+	if name == "shape" {
+		return fmt.Errorf("fleet name %q is reserved", name)
+	}
+	return nil
+}
+
+var fleetNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,23}$`)

@@ -148,7 +148,7 @@ var _ = Describe("the store-and-forward buffer", Ordered, func() {
 		DeferCleanup(func() { _ = prod.Stop(2 * time.Second) })
 		for i := 0; i < 20; i++ {
 			time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
-			Expect(syscall.Kill(g.Proc.PID, syscall.SIGKILL)).To(Succeed())
+			Expect(g.Proc.Signal(syscall.SIGKILL)).To(Succeed())
 			_ = g.Proc.Stop(time.Second) // reaps and forgets it
 			g = serve("shop-2", db, flags...)
 		}

@@ -31,9 +31,9 @@ var _ = Describe("failover through edgeguard serve", Ordered, func() {
 		}}}, netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
 		sc, err := f.Cluster("factory")
 		Expect(err).NotTo(HaveOccurred())
-		gwA, _ := f.Member("gw-a")
-		gwB, _ := f.Member("gw-b")
-		cm, _ := f.Member("cloud")
+		gwA, _ := f.NetnsMember("gw-a")
+		gwB, _ := f.NetnsMember("gw-b")
+		cm, _ := f.NetnsMember("cloud")
 		common := []string{"--min-download=1mbit", "--no-full-test", "--failover-interval=200ms", "--failover-hold-down=3s"}
 		gw, err := harness.StartGate(ctx, f, edgeguard, "gw-a", cloud, append(common, "--failover-primary="+cm.Address,
 			"--failover-actions=label,taint", "--kubeconfig="+sc.Nodes["gw-a"])...)

@@ -199,7 +199,7 @@ var _ = Describe("the speed gate", Ordered, func() {
 			var ee *exec.ExitError
 			Expect(errors.As(err, &ee) && ee.ExitCode() == 2).To(BeTrue(), "gate check: %v %s", err, out.String())
 			Expect(out.String()).To(ContainSubstring("gate unknown"))
-			log, _ := os.ReadFile(g.Proc.Log)
+			log, _ := os.ReadFile(g.Proc.LogPath())
 			Expect(string(log)).To(And(ContainSubstring("gate probe failed"), ContainSubstring(why)))
 		},
 		// The later --server wins over the one StartGate sets.

@@ -17,7 +17,7 @@ func Certify(ctx context.Context, scs []*scenarios.Scenario, o RunOptions) (*Rep
 		return nil, nil, err
 	}
 	for _, sc := range scs {
-		if err := CanRun(sc); err != nil {
+		if err := Supports(o.Provider.Info(), sc); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -14,10 +14,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/scenarios"
-	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/shaper/impair"
+	"github.com/edgefault/edgefault/units"
 )
 
 // DemoOptions configures Demo.
@@ -29,16 +30,16 @@ type DemoOptions struct {
 	// Keep leaves the fleet up afterwards, for poking at it.
 	Keep bool
 	// Rate and Delay throttle the node; Outage is how long the uplink is cut.
-	Rate   shaper.Rate
+	Rate   units.Rate
 	Delay  time.Duration
 	Outage time.Duration
-	// Backend is the shaping backend (auto by default).
-	Backend shaper.Backend
 	// Edgeguard is the runtime binary for the speed-gate step (default:
 	// FindEdgeguard).
 	Edgeguard string
-	Provider  *netns.Provider
-	Log       *slog.Logger
+	// Provider brings the fleet up; it must model gateways and per-node
+	// links (netns does).
+	Provider clusters.Provider
+	Log      *slog.Logger
 }
 
 // Step is one measured stage of the demo.
@@ -56,6 +57,7 @@ type Step struct {
 // DemoReport is what Demo measured and judged.
 type DemoReport struct {
 	Fleet    string        `json:"fleet"`
+	Provider string        `json:"provider"`
 	Backend  string        `json:"backend"`
 	Started  time.Time     `json:"started"`
 	Duration time.Duration `json:"durationNanos"`
@@ -74,7 +76,7 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 		o.Fleet = "edgefault-demo"
 	}
 	if o.Rate == 0 {
-		o.Rate = 5 * shaper.Mbit
+		o.Rate = 5 * units.Mbit
 	}
 	if o.Delay == 0 {
 		o.Delay = 100 * time.Millisecond
@@ -86,13 +88,17 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 		o.Log = slog.Default()
 	}
 	log := o.Log
+	if info := o.Provider.Info(); !info.Gateways || !info.NodeLinks {
+		return nil, fmt.Errorf("the demo shapes a gateway's uplink and a node's own link; provider %s cannot: use netns", info.Name)
+	}
 	rep = &DemoReport{Fleet: o.Fleet, Started: time.Now().UTC()}
 	topo := scenarios.Default()
 	log.Info("bringing up the built-in fleet", "fleet", o.Fleet)
-	f, err := o.Provider.UpFleet(ctx, o.Fleet, &topo.Spec)
+	f, err := o.Provider.Up(ctx, o.Fleet, &topo.Spec)
 	if err != nil {
 		return nil, err
 	}
+	rep.Provider = f.Provider()
 	if !o.Keep {
 		defer func() {
 			log.Info("taking the fleet down", "fleet", o.Fleet)
@@ -101,17 +107,25 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 			}
 		}()
 	}
-	sh, err := f.Shaper(shaper.WithBackend(o.Backend))
+	sh, err := f.LinkShaper(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer sh.Close()
-	rep.Backend = string(sh.Backend())
-	cloud, _ := f.Member("cloud")
-	pos, _ := f.Member("store-pos")
-	posT, _ := f.Target("store-pos")
-	gwT, _ := f.Target("store-gw")
-	echo, stopEcho, err := traffic.Echo(cloud.Namespace, cloud.Address+":0")
+	rep.Backend = sh.Backend()
+	cloud, err := f.Member(clusters.CloudName)
+	if err != nil {
+		return nil, err
+	}
+	cloudH, err := f.Host(cloud.Name)
+	if err != nil {
+		return nil, err
+	}
+	posH, err := f.Host("store-pos")
+	if err != nil {
+		return nil, err
+	}
+	echo, stopEcho, err := traffic.EchoOn(cloudH, cloud.Address+":0")
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +136,8 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 	measure := func(name, target, imp string, wantRate float64, wantRTT time.Duration) Step {
 		st := Step{Name: name, Target: target, Impairment: imp}
 		log.Info("measuring", "step", name)
-		tr, terr := traffic.TCPThroughput(ctx, pos.Namespace, cloud.Namespace, cloud.Address+":0", time.Second, 3*time.Second)
-		rtts, rerr := traffic.RTTs(ctx, pos.Namespace, echo.String(), 20, 20*time.Millisecond)
+		tr, terr := traffic.Throughput(ctx, posH, cloudH, cloud.Address+":0", time.Second, 3*time.Second)
+		rtts, rerr := traffic.RTTsFrom(ctx, posH, echo.String(), 20, 20*time.Millisecond)
 		if terr != nil || rerr != nil {
 			st.Detail = fmt.Sprint(errors.Join(terr, rerr))
 			return st
@@ -143,17 +157,17 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 	base := 2 * upImp.Delay
 	rep.Steps = append(rep.Steps, measure("baseline", "store-gw uplink", upImp.String(), float64(upImp.Rate), base))
 
-	throttle := shaper.Impairment{Rate: o.Rate, Delay: o.Delay}
-	rep.Steps = append(rep.Steps, gateStep(ctx, log, f, sh, "store-pos", posT, throttle, o.Edgeguard))
-	if err := sh.Apply(ctx, posT, throttle); err != nil {
+	throttle := impair.Impairment{Rate: o.Rate, Delay: o.Delay}
+	rep.Steps = append(rep.Steps, gateStep(ctx, log, f, sh, "store-pos", throttle, o.Edgeguard))
+	if err := sh.Apply(ctx, "store-pos", throttle); err != nil {
 		return nil, err
 	}
 	rep.Steps = append(rep.Steps, measure("throttled node", "store-pos link", throttle.String(), float64(o.Rate), base+2*o.Delay))
-	if err := sh.Clear(ctx, posT); err != nil {
+	if err := sh.Clear(ctx, "store-pos"); err != nil {
 		return nil, err
 	}
 
-	rep.Steps = append(rep.Steps, outageStep(ctx, log, f, sh, gwT, o.Outage))
+	rep.Steps = append(rep.Steps, outageStep(ctx, log, f, sh, "store-gw", o.Outage))
 
 	rep.Steps = append(rep.Steps, measure("restored", "store-gw uplink", upImp.String(), float64(upImp.Rate), base))
 
@@ -169,12 +183,21 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 }
 
 // outageStep cuts the store's uplink under an established connection.
-func outageStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shaper.Shaper, gwT shaper.Target, hold time.Duration) Step {
+func outageStep(ctx context.Context, log *slog.Logger, f clusters.Fleet, sh clusters.LinkShaper, gw string, hold time.Duration) Step {
 	st := Step{Name: "uplink outage", Target: "store-gw uplink", Impairment: fmt.Sprintf("outage for %v", hold),
 		Expect: "an established TCP connection stalls, is not reset and carries data again after restore; the truck site is unaffected"}
-	cloud, _ := f.Member("cloud")
-	pos, _ := f.Member("store-pos")
-	l, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+	cloud, _ := f.Member(clusters.CloudName)
+	cloudH, err := f.Host(cloud.Name)
+	if err != nil {
+		st.Detail = err.Error()
+		return st
+	}
+	posH, err := f.Host("store-pos")
+	if err != nil {
+		st.Detail = err.Error()
+		return st
+	}
+	l, err := cloudH.Listen("tcp4", cloud.Address+":0")
 	if err != nil {
 		st.Detail = err.Error()
 		return st
@@ -188,7 +211,7 @@ func outageStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shape
 		defer c.Close()
 		_, _ = io.Copy(c, c)
 	}()
-	c, err := traffic.Dial(ctx, pos.Namespace, "tcp4", l.Addr().String())
+	c, err := posH.DialContext(ctx, "tcp4", l.Addr().String())
 	if err != nil {
 		st.Detail = err.Error()
 		return st
@@ -211,7 +234,7 @@ func outageStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shape
 	}
 	log.Info("cutting the store's uplink", "for", hold)
 	start := time.Now()
-	if err := sh.Apply(ctx, gwT, shaper.Impairment{Outage: true}); err != nil {
+	if err := sh.Apply(ctx, gw, impair.Impairment{Outage: true}); err != nil {
 		st.Detail = err.Error()
 		return st
 	}
@@ -227,14 +250,13 @@ func outageStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shape
 		notes = append(notes, "the truck lost the cloud while only the store's uplink was cut")
 	}
 	time.Sleep(time.Until(start.Add(hold)))
-	up, _ := f.Member("store-gw")
-	var upImp shaper.Impairment
+	var upImp impair.Impairment
 	for _, s := range scenarios.Default().Spec.Sites {
-		if s.Gateway != nil && s.Gateway.Name == up.Name {
+		if s.Gateway != nil && s.Gateway.Name == gw {
 			upImp, _ = s.Gateway.Uplink.Impairment("uplink")
 		}
 	}
-	if err := sh.Apply(ctx, gwT, upImp); err != nil {
+	if err := sh.Apply(ctx, gw, upImp); err != nil {
 		st.Detail = err.Error()
 		return st
 	}
@@ -262,10 +284,17 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func reachableFrom(ctx context.Context, f *netns.Fleet, member string) bool {
-	cloud, _ := f.Member("cloud")
-	m, _ := f.Member(member)
-	l, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
+func reachableFrom(ctx context.Context, f clusters.Fleet, member string) bool {
+	cloud, _ := f.Member(clusters.CloudName)
+	cloudH, err := f.Host(cloud.Name)
+	if err != nil {
+		return false
+	}
+	h, err := f.Host(member)
+	if err != nil {
+		return false
+	}
+	l, err := cloudH.Listen("tcp4", cloud.Address+":0")
 	if err != nil {
 		return false
 	}
@@ -277,7 +306,7 @@ func reachableFrom(ctx context.Context, f *netns.Fleet, member string) bool {
 	}()
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	c, err := traffic.Dial(cctx, m.Namespace, "tcp4", l.Addr().String())
+	c, err := h.DialContext(cctx, "tcp4", l.Addr().String())
 	if err != nil {
 		return false
 	}
@@ -302,7 +331,7 @@ func (r *DemoReport) write(dir string) error {
 	if !r.Pass {
 		verdict = "FAIL"
 	}
-	fmt.Fprintf(&sb, "# edgefault demo: %s\n\nfleet %s, backend %s, %s, took %v\n\n", verdict, r.Fleet, r.Backend, r.Started.Format(time.RFC3339), r.Duration.Round(time.Second))
+	fmt.Fprintf(&sb, "# edgefault demo: %s\n\nfleet %s (provider %s), backend %s, %s, took %v\n\n", verdict, r.Fleet, r.Provider, r.Backend, r.Started.Format(time.RFC3339), r.Duration.Round(time.Second))
 	r.Table(&sb)
 	tp := filepath.Join(dir, "demo.md")
 	if err := os.WriteFile(tp, []byte(sb.String()), 0o644); err != nil {

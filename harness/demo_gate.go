@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path"
 	"path/filepath"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/wire"
-	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/shaper/impair"
 )
 
 // gateStep is the talk's demo done with the runtime: edgeguard serve on
@@ -18,7 +20,7 @@ import (
 // closes the gate and pauses the workload, restoring it reopens the gate
 // and the workload resumes. Bounds are generous (3x the 5 s detection
 // target); make bench holds the target itself.
-func gateStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shaper.Shaper, node string, t shaper.Target, throttle shaper.Impairment, edgeguard string) (st Step) {
+func gateStep(ctx context.Context, log *slog.Logger, f clusters.Fleet, sh clusters.LinkShaper, node string, throttle impair.Impairment, edgeguard string) (st Step) {
 	const threshold = "20mbit"
 	st = Step{Name: "speed gate", Target: node + " link", Impairment: throttle.String(),
 		Expect: "gate open on the 50mbit uplink; closed <= 15 s after the throttle, workload paused; reopened after the restore, workload fetching again"}
@@ -46,14 +48,27 @@ func gateStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shaper.
 	if _, err := g.WaitState(ctx, wire.Open, 60*time.Second); err != nil {
 		return fail("%v", err)
 	}
-	wl := filepath.Join(f.Dir(), "evidence", node+"-workload.jsonl")
-	w, err := f.Start(ctx, node, "workload", []string{edgeguard, "workload", "fetch", "--node=" + node, "--gate=" + g.URL(), "--content=" + cloud.ContentURL, "--period=1s", "--events=" + wl})
+	paths, err := f.Paths(node)
+	if err != nil {
+		return fail("%v", err)
+	}
+	wl := path.Join(paths.Evidence, node+"-workload.jsonl")
+	w, err := f.StartCommand(ctx, node, clusters.Command{Name: "workload", Argv: []string{edgeguard, "workload", "fetch", "--node=" + node, "--gate=" + g.URL(), "--content=" + cloud.ContentURL, "--period=1s", "--events=" + wl}})
 	if err != nil {
 		return fail("%v", err)
 	}
 	defer func() { _ = w.Stop(2 * time.Second) }()
+	// The workload's events are read where the provider collects them.
+	collected, err := os.MkdirTemp("", "edgefault-demo-")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer os.RemoveAll(collected)
 	count := func(event string, after time.Time) int {
-		evs, _ := events.Read(wl)
+		if err := f.Collect(ctx, collected); err != nil {
+			log.Warn("could not collect the workload's evidence", "err", err)
+		}
+		evs, _ := events.Read(filepath.Join(collected, "evidence", node+"-workload.jsonl"))
 		n := 0
 		for _, e := range evs {
 			if e.Event == event && e.Time.After(after) {
@@ -67,13 +82,13 @@ func gateStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shaper.
 		return fail("the workload fetched nothing while the gate was open")
 	}
 
-	if err := sh.Apply(ctx, t, throttle); err != nil {
+	if err := sh.Apply(ctx, node, throttle); err != nil {
 		return fail("%v", err)
 	}
 	dropped := time.Now()
 	s, err := g.WaitState(ctx, wire.Closed, 15*time.Second)
 	if err != nil {
-		_ = sh.Clear(ctx, t)
+		_ = sh.Clear(ctx, node)
 		return fail("%v", err)
 	}
 	closedIn := s.Since.Sub(dropped)
@@ -81,7 +96,7 @@ func gateStep(ctx context.Context, log *slog.Logger, f *netns.Fleet, sh *shaper.
 	time.Sleep(3 * time.Second)
 	fetchedWhileClosed := count("fetched", s.Since.Add(time.Second))
 	paused := count("paused", dropped)
-	if err := sh.Clear(ctx, t); err != nil {
+	if err := sh.Clear(ctx, node); err != nil {
 		return fail("%v", err)
 	}
 	restored := time.Now()

@@ -1,23 +1,20 @@
 package harness
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/netns"
-	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/runtime/buffer"
+	"github.com/edgefault/edgefault/runtime/failover"
+	"github.com/edgefault/edgefault/runtime/wire"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // uplinkKey is the label and taint failover puts on a Node whose uplink is
@@ -26,11 +23,11 @@ import (
 const uplinkKey = "edgefault.io/uplink"
 
 // sampler reads every runtime's status over the management path (the
-// node's own loopback) and the node's traffic counters, and records them
-// as "sample" evidence: the report's charts and the flush timing.
-func sampler(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns.Fleet, nodes []string, every time.Duration) {
+// member's own loopback) and the member's traffic counters, and records
+// them as "sample" evidence: the report's charts and the flush timing.
+func sampler(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f clusters.Fleet, nodes []string, every time.Duration) {
 	for _, node := range nodes {
-		m, err := f.Member(node)
+		g, err := GateOn(f, node)
 		if err != nil {
 			continue
 		}
@@ -39,31 +36,25 @@ func sampler(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns
 			defer wg.Done()
 			// A loaded machine may answer slower than the period: a
 			// sample late is better than none.
-			g := GateOn(m)
-			get := func(path string, v any) bool { return g.Get(ctx, path, v) == nil }
 			t := time.NewTicker(every)
 			defer t.Stop()
 			for {
-				var g struct {
-					State string `json:"state"`
-				}
-				var b struct {
-					Records int64 `json:"records"`
-				}
-				var fo struct {
-					State string `json:"state"`
-				}
+				var (
+					gs wire.GateStatus
+					bs buffer.Stats
+					fs failover.Status
+				)
 				kv := []any{}
-				if get("/v1/gate", &g) {
-					kv = append(kv, "gate", g.State)
+				if g.Get(ctx, "/v1/gate", &gs) == nil {
+					kv = append(kv, "gate", string(gs.State))
 				}
-				if get("/v1/buffer", &b) {
-					kv = append(kv, "depth", b.Records)
+				if g.Get(ctx, "/v1/buffer", &bs) == nil {
+					kv = append(kv, "depth", bs.Records)
 				}
-				if get("/v1/failover", &fo) {
-					kv = append(kv, "failover", fo.State)
+				if g.Get(ctx, "/v1/failover", &fs) == nil {
+					kv = append(kv, "failover", string(fs.State))
 				}
-				if rx, tx, err := counters(m.Namespace); err == nil {
+				if rx, tx, err := f.Counters(ctx, node); err == nil {
 					kv = append(kv, "rx", rx, "tx", tx)
 				}
 				ev.emit(node, "sampler", "sample", kv...)
@@ -77,48 +68,14 @@ func sampler(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns
 	}
 }
 
-// counters sums the bytes received and sent on every interface of the
-// namespace but loopback.
-func counters(ns string) (rx, tx int64, err error) {
-	var b []byte
-	err = nsdo.Do(ns, func() (err error) {
-		b, err = os.ReadFile("/proc/thread-self/net/dev")
-		return err
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || strings.TrimSpace(name) == "lo" {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) < 9 {
-			continue
-		}
-		r, _ := strconv.ParseInt(f[0], 10, 64)
-		t, _ := strconv.ParseInt(f[8], 10, 64)
-		rx, tx = rx+r, tx+t
-	}
-	return rx, tx, nil
-}
-
-// watchNodes polls each site's Kubernetes API (from the site's control
-// plane namespace: the management path) and records every change of a
+// watchNodes polls each site's Kubernetes API (over the management path) and records every change of a
 // Node's uplink label, taint or schedulability as "kube" evidence.
-func watchNodes(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns.Fleet, sites []string, every time.Duration) error {
+func watchNodes(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f clusters.Fleet, sites []string, every time.Duration) error {
 	for _, site := range sites {
-		sc, err := f.Cluster(site)
+		cfg, err := f.SiteConfig(site)
 		if err != nil {
 			return err
 		}
-		cfg, err := clientcmd.BuildConfigFromFlags("", sc.Admin)
-		if err != nil {
-			return fmt.Errorf("site %s kubeconfig: %w", site, err)
-		}
-		cfg.Dial = nsdo.DialContext(sc.Namespace)
 		cfg.Timeout = 5 * time.Second
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
@@ -163,19 +120,19 @@ func hasTaint(ts []corev1.Taint, key string) bool {
 }
 
 // customers call a node's local service (POST /pay) every period over
-// the site's LAN, from the namespace of the node's gateway (a card
+// the site's LAN, from the node's gateway (a card
 // terminal on the store's LAN), never through the uplink. Each call is
 // evidence.
-func customers(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f *netns.Fleet, node, gateway string, port int, every time.Duration) error {
+func customers(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f clusters.Fleet, node, gateway string, port int, every time.Duration) error {
 	m, err := f.Member(node)
 	if err != nil {
 		return err
 	}
-	from, err := f.Member(gateway)
+	from, err := f.Host(gateway)
 	if err != nil {
 		return err
 	}
-	c := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(from.Namespace)}, Timeout: 3 * time.Second}
+	c := &http.Client{Transport: &http.Transport{DialContext: from.DialContext}, Timeout: 3 * time.Second}
 	url := fmt.Sprintf("http://%s:%d/pay", m.Address, port)
 	wg.Add(1)
 	go func() {

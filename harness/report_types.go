@@ -22,6 +22,10 @@ type ScenarioResult struct {
 	Description string `json:"description,omitempty"`
 	// Source is the file it came from, or "built-in".
 	Source string `json:"source"`
+	// Provider made the fleet it ran on; Backend is how its links were
+	// shaped.
+	Provider string `json:"provider,omitempty"`
+	Backend  string `json:"backend,omitempty"`
 	// TimeScale divided the scenario's own durations (1: real time).
 	TimeScale float64 `json:"timeScale"`
 	// Runtime is the runtime's settings in words ("gate on, buffer on

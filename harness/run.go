@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -14,20 +15,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/netns"
-	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/wire"
 	"github.com/edgefault/edgefault/scenarios"
-	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/shaper/impair"
 	"github.com/edgefault/edgefault/validators"
 )
 
 // RunOptions configures Run and Certify.
 type RunOptions struct {
-	// Provider brings the fleet up; it must start control planes
-	// (netns.WithControlPlanes): validators read the Kubernetes API.
-	Provider *netns.Provider
+	// Provider brings the fleet up. What it cannot model (Info) is
+	// refused before anything starts.
+	Provider clusters.Provider
 	// TimeScale overrides the scenarios' own scale (0: theirs).
 	TimeScale float64
 	// Keep leaves the fleet up afterwards, for debugging.
@@ -39,8 +40,6 @@ type RunOptions struct {
 	// Settle bounds the wait after the timeline for the runtime to settle
 	// (gates open, buffers empty): network time, not scaled. Default 90 s.
 	Settle time.Duration
-	// Backend is the shaping backend (auto by default).
-	Backend shaper.Backend
 	// FleetPrefix starts the name of each scenario's fleet (default
 	// "ef-"; the name is cut to 12 characters).
 	FleetPrefix string
@@ -76,9 +75,50 @@ func (o *RunOptions) defaults() error {
 // Ports of the sample workloads' services on a node.
 const PayPort = 9090
 
-// CanRun says whether the embedded fleet can model sc, before anything
-// starts: it runs no container images.
-func CanRun(sc *scenarios.Scenario) error {
+// Supports says whether a provider with info can model sc, before
+// anything starts; the error says why not and what would.
+func Supports(info clusters.Info, sc *scenarios.Scenario) error {
+	name := sc.Metadata.Name
+	for _, st := range sc.Spec.Timeline {
+		ms, err := sc.Spec.Resolve(st.Group)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			shapes := st.Kill == "" && st.Restart == ""
+			switch {
+			case shapes && m.Role == clusters.RoleNode && !info.NodeLinks:
+				return fmt.Errorf("scenario %s: the timeline impairs node %s's own link, but provider %s shapes only uplinks: impair its gateway instead, or use a provider with per-node links (netns)", name, m.Name, info.Name)
+			case m.Role == clusters.RoleGateway && !info.Gateways:
+				return fmt.Errorf("scenario %s: the timeline acts on gateway %s, but provider %s has no gateway members: use a provider that models gateways (netns)", name, m.Name, info.Name)
+			}
+		}
+	}
+	if !info.Gateways {
+		for _, s := range sc.Spec.Topology.Sites {
+			if len(s.Buildings) > 0 {
+				return fmt.Errorf("scenario %s: site %s has buildings (a gateway each), but provider %s has no gateway members: use a provider that models gateways (netns)", name, s.Name, info.Name)
+			}
+		}
+	}
+	if !info.ControlPlanes {
+		if sc.Spec.Runtime.Failover.Enabled {
+			return fmt.Errorf("scenario %s: failover marks Nodes in the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, info.Name)
+		}
+		for _, x := range sc.Spec.Expect {
+			if x.Validator == "node-tagged" {
+				return fmt.Errorf("scenario %s: validator node-tagged reads the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, info.Name)
+			}
+		}
+	}
+	for _, w := range sc.Spec.Workloads {
+		switch {
+		case w.Image != "" && !info.Images:
+			return fmt.Errorf("scenario %s: workload %q runs image %s, but provider %s runs commands, not images: give it a command instead, or use a provider that runs images (kind)", name, w.Name, w.Image, info.Name)
+		case w.Image == "" && !info.Commands:
+			return fmt.Errorf("scenario %s: workload %q is a command, but provider %s runs only images: give it an image", name, w.Name, info.Name)
+		}
+	}
 	for _, st := range sc.Spec.Timeline {
 		// The runtime's settings may have been overridden (--failover
 		// off) since the file was checked.
@@ -105,9 +145,9 @@ type run struct {
 	sc     *scenarios.Scenario
 	scale  float64
 	log    *slog.Logger
-	f      *netns.Fleet
+	f      clusters.Fleet
 	cloud  *Cloud
-	sh     *shaper.Shaper
+	sh     clusters.LinkShaper
 	ev     *evidenceLogs
 	sup    *supervisor
 	evDir  string
@@ -144,7 +184,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, o RunOptions) ScenarioResu
 		res.Error = err.Error()
 		return res
 	}
-	if err := CanRun(sc); err != nil {
+	if err := Supports(o.Provider.Info(), sc); err != nil {
 		res.Error = err.Error()
 		return res
 	}
@@ -188,13 +228,14 @@ func (r *run) play(ctx context.Context) (err error) {
 		name = name[:12]
 	}
 	r.log.Info("bringing up the fleet", "fleet", name, "timeScale", r.scale, "timeline", r.res.Timeline)
-	r.f, err = r.o.Provider.UpFleet(ctx, name, &r.sc.Spec.Topology)
+	r.f, err = r.o.Provider.Up(ctx, name, &r.sc.Spec.Topology)
 	if err != nil {
-		return fmt.Errorf("fleet up: %w", err)
+		return fmt.Errorf("fleet up (provider %s): %w", r.o.Provider.Name(), err)
 	}
+	r.res.Provider = r.f.Provider()
 	defer func() {
 		if r.o.Keep {
-			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down --name "+name, "dir", r.f.Dir())
+			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down --provider " + r.f.Provider() + " --name " + name)
 			return
 		}
 		r.log.Info("taking the fleet down", "fleet", name)
@@ -202,24 +243,32 @@ func (r *run) play(ctx context.Context) (err error) {
 			err = fmt.Errorf("fleet down: %w", derr)
 		}
 	}()
-	r.evDir = filepath.Join(r.f.Dir(), "evidence")
+	// The harness's own evidence goes straight next to the report; the
+	// members' evidence and logs are collected there when the run ends.
+	dir := filepath.Join(r.o.Reports, r.sc.Metadata.Name)
+	if r.evDir, err = freshEvidence(dir); err != nil {
+		return err
+	}
+	r.res.Evidence = r.evDir
 	r.ev = newEvidenceLogs(r.evDir, r.o.Log)
-	// Runs before the fleet (and its directory) goes: whatever happened,
-	// the evidence and the processes' logs stay next to the report.
+	collected := false
+	// Runs before the fleet goes: whatever happened, the evidence and the
+	// workloads' logs stay next to the report.
 	defer func() {
 		r.ev.close()
-		dir, kerr := keepEvidence(r.f.Dir(), filepath.Join(r.o.Reports, r.sc.Metadata.Name))
-		if kerr != nil && err == nil {
-			err = kerr
+		if collected {
+			return
 		}
-		r.res.Evidence = dir
+		if cerr := r.f.Collect(context.Background(), dir); cerr != nil && err == nil {
+			err = fmt.Errorf("collect evidence: %w", cerr)
+		}
 	}()
-	r.scaleTCP()
+	r.scaleTCP(ctx)
 	if r.cloud, err = StartCloud(ctx, r.f, r.o.Edgeguard); err != nil {
 		return err
 	}
 	defer r.cloud.Stop()
-	if r.sh, err = r.f.Shaper(shaper.WithBackend(r.o.Backend)); err != nil {
+	if r.sh, err = r.f.LinkShaper(ctx); err != nil {
 		return err
 	}
 	defer r.sh.Close()
@@ -237,8 +286,10 @@ func (r *run) play(ctx context.Context) (err error) {
 	for _, s := range r.sc.Spec.Topology.Sites {
 		sites = append(sites, s.Name)
 	}
-	if err := watchNodes(obsCtx, &obs, r.ev, r.f, sites, 250*time.Millisecond); err != nil {
-		return err
+	if r.o.Provider.Info().ControlPlanes {
+		if err := watchNodes(obsCtx, &obs, r.ev, r.f, sites, 250*time.Millisecond); err != nil {
+			return err
+		}
 	}
 	if err := r.waitReady(ctx, nodes); err != nil {
 		return err
@@ -266,6 +317,11 @@ func (r *run) play(ctx context.Context) (err error) {
 		return fmt.Errorf("read the sink's records: %w", serr)
 	}
 	r.ev.close()
+	collected = true
+	if err := r.f.Collect(ctx, dir); err != nil {
+		return fmt.Errorf("collect evidence: %w", err)
+	}
+	r.res.Backend = r.sh.Backend()
 	evs, err := mergeEvidence(r.evDir)
 	if err != nil {
 		return err
@@ -282,7 +338,7 @@ func (r *run) play(ctx context.Context) (err error) {
 // scaleTCP scales the kernel's give-up time for established connections
 // with the scenario (DESIGN.md, evidence and time): 15 retransmissions
 // (~15 min) become as few as last that long divided by the scale.
-func (r *run) scaleTCP() {
+func (r *run) scaleTCP(ctx context.Context) {
 	if r.scale <= 1 {
 		return
 	}
@@ -291,16 +347,13 @@ func (r *run) scaleTCP() {
 	// too, or an app would still be backing off long after a scaled
 	// outage ended, which the real one would not.
 	syn := tcpSynRetriesFor(time.Duration(float64(127*time.Second) / r.scale))
-	members := append(r.sc.Spec.Topology.Members(), scenarios.Member{Name: "cloud"})
-	for _, m := range members {
-		mm, err := r.f.Member(m.Name)
-		if err != nil {
-			continue
+	for _, m := range r.f.Members() {
+		err := errors.Join(r.f.Sysctl(ctx, m.Name, "net/ipv4/tcp_retries2", strconv.Itoa(retries)),
+			r.f.Sysctl(ctx, m.Name, "net/ipv4/tcp_syn_retries", strconv.Itoa(syn)))
+		if errors.Is(err, clusters.ErrUnsupported) {
+			r.log.Info("the provider cannot scale TCP's retransmission limits; a long outage may reset connections the scaled scenario would keep", "provider", r.f.Provider())
+			return
 		}
-		err = nsdo.Do(mm.Namespace, func() error {
-			return errors.Join(os.WriteFile("/proc/sys/net/ipv4/tcp_retries2", []byte(strconv.Itoa(retries)), 0),
-				os.WriteFile("/proc/sys/net/ipv4/tcp_syn_retries", []byte(strconv.Itoa(syn)), 0))
-		})
 		if err != nil {
 			r.log.Warn("could not scale TCP's retransmission limits", "node", m.Name, "err", err)
 		}
@@ -376,7 +429,10 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 		common = append(common, "--failover-interval="+scenarios.Scaled(fi, r.scale, 200*time.Millisecond).String(),
 			"--failover-hold-down="+r.holdDown().String())
 	}
-	cloud, _ := r.f.Member("cloud")
+	cloud, err := r.f.Member(clusters.CloudName)
+	if err != nil {
+		return nil, err
+	}
 	gwAddr := map[string]string{}
 	siteGws := map[string][]string{}
 	for _, m := range r.sc.Spec.Topology.Members() {
@@ -391,15 +447,19 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 	}
 	var nodes []string
 	for _, m := range r.sc.Spec.Topology.Members() {
+		paths, err := r.f.Paths(m.Name)
+		if err != nil {
+			return nil, err
+		}
 		argv := append([]string{r.o.Edgeguard}, common...)
-		argv = append(argv, "--node="+m.Name, "--events="+filepath.Join(r.evDir, m.Name+"-runtime.jsonl"))
+		argv = append(argv, "--node="+m.Name, "--events="+path.Join(paths.Evidence, m.Name+"-runtime.jsonl"))
 		switch m.Role {
 		case "node":
 			durability := rt.Buffer.Durability
 			if durability == "" {
 				durability = "disk"
 			}
-			argv = append(argv, "--buffer="+filepath.Join(r.f.Dir(), "nodes", m.Name, "buffer.db"), "--sink="+r.cloud.SinkURL, "--durability="+durability)
+			argv = append(argv, "--buffer="+path.Join(paths.Data, "buffer.db"), "--sink="+r.cloud.SinkURL, "--durability="+durability)
 			if fo.Enabled {
 				argv = append(argv, "--failover-primary="+gwAddr[m.Gateway])
 				for _, alt := range siteGws[m.Site] {
@@ -413,11 +473,11 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 			if !fo.Enabled {
 				continue
 			}
-			sc, err := r.f.Cluster(m.Site)
+			kc, err := r.f.MemberKubeconfig(m.Name)
 			if err != nil {
 				return nil, err
 			}
-			argv = append(argv, "--failover-primary="+cloud.Address, "--kubeconfig="+sc.Nodes[m.Name])
+			argv = append(argv, "--failover-primary="+cloud.Address, "--kubeconfig="+kc)
 			if len(fo.Actions) > 0 {
 				argv = append(argv, "--failover-actions="+strings.Join(fo.Actions, ","))
 			}
@@ -436,8 +496,10 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 func (r *run) waitReady(ctx context.Context, members []string) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, name := range members {
-		m, _ := r.f.Member(name)
-		g := GateOn(m)
+		g, err := GateOn(r.f, name)
+		if err != nil {
+			return err
+		}
 		if _, err := g.WaitState(ctx, wire.Open, time.Until(deadline)); err != nil {
 			return fmt.Errorf("the runtime on %s did not become ready before the timeline (its log: %s): %w", name, filepath.Join(r.o.Reports, r.sc.Metadata.Name, "logs", name+"-runtime.log"), err)
 		}
@@ -458,7 +520,11 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 			if m.Role != "node" {
 				continue
 			}
-			evf := "--events=" + filepath.Join(r.evDir, m.Name+"-"+w.Name+".jsonl")
+			paths, err := r.f.Paths(m.Name)
+			if err != nil {
+				return err
+			}
+			evf := "--events=" + path.Join(paths.Evidence, m.Name+"-"+w.Name+".jsonl")
 			base := []string{r.o.Edgeguard, "workload"}
 			var argv, env []string
 			switch w.Type {
@@ -474,14 +540,17 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				argv = append(base, "serve", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), fmt.Sprintf("--listen=:%d", PayPort))
 			case scenarios.WorkloadCommand:
 				argv = w.Command
-				env = []string{"EDGEGUARD_URL=" + gate, "CONTENT_URL=" + r.cloud.ContentURL, "SINK_URL=" + r.cloud.SinkURL, "EVIDENCE_DIR=" + r.evDir}
+				env = []string{"EDGEGUARD_URL=" + gate, "CONTENT_URL=" + r.cloud.ContentURL, "SINK_URL=" + r.cloud.SinkURL, "EVIDENCE_DIR=" + paths.Evidence}
 			}
 			if err := r.sup.start(ctx, m.Name, "workload/"+w.Name, argv, env...); err != nil {
 				return err
 			}
 			if w.Type == scenarios.WorkloadServe {
-				mm, _ := r.f.Member(m.Name)
-				if err := waitHTTP(ctx, mm.Namespace, fmt.Sprintf("http://127.0.0.1:%d/healthz", PayPort), 10*time.Second); err != nil {
+				host, err := r.f.Host(m.Name)
+				if err != nil {
+					return err
+				}
+				if err := waitHTTP(ctx, host, fmt.Sprintf("http://127.0.0.1:%d/healthz", PayPort), 10*time.Second); err != nil {
 					return fmt.Errorf("the local service on %s did not come up: %w", m.Name, err)
 				}
 				if err := customers(obsCtx, obs, r.ev, r.f, m.Name, m.Gateway, PayPort, r.period(w, 2*time.Second, 100*time.Millisecond)); err != nil {
@@ -566,10 +635,6 @@ func (r *run) timeline(ctx context.Context) error {
 // DSL line stays a DSL line), or unshaped if it had none, and ends its
 // window at the moment the restore began.
 func (r *run) restore(ctx context.Context, target string) error {
-	t, err := r.f.Target(target)
-	if err != nil {
-		return err
-	}
 	var own *scenarios.LinkProfile
 	for _, m := range r.sc.Spec.Topology.Members() {
 		if m.Name == target {
@@ -577,11 +642,12 @@ func (r *run) restore(ctx context.Context, target string) error {
 		}
 	}
 	at := time.Now()
+	var err error
 	if own != nil {
 		imp, _ := own.Impairment(target)
-		err = r.sh.Apply(ctx, t, imp)
+		err = r.sh.Apply(ctx, target, imp)
 	} else {
-		err = r.sh.Clear(ctx, t)
+		err = r.sh.Clear(ctx, target)
 	}
 	if err != nil {
 		return err
@@ -598,12 +664,12 @@ func (r *run) do(ctx context.Context, a action) error {
 		return err
 	}
 	what := ""
-	var imp shaper.Impairment
+	var imp impair.Impairment
 	switch {
 	case a.undo || st.Restore:
 		what = "restore"
 	case st.Outage:
-		what, imp = "outage", shaper.Impairment{Outage: true}
+		what, imp = "outage", impair.Impairment{Outage: true}
 	case st.Profile != "":
 		p := r.sc.Spec.Profiles[st.Profile]
 		imp, _ = p.Impairment(st.Profile)
@@ -644,11 +710,7 @@ func (r *run) do(ctx context.Context, a action) error {
 				}
 				continue
 			}
-			t, err := r.f.Target(m.Name)
-			if err != nil {
-				return err
-			}
-			if err := r.sh.Apply(ctx, t, imp); err != nil {
+			if err := r.sh.Apply(ctx, m.Name, imp); err != nil {
 				return err
 			}
 			r.startWindow(m.Name, st.Group, a.idx, imp)
@@ -658,7 +720,7 @@ func (r *run) do(ctx context.Context, a action) error {
 	return nil
 }
 
-func (r *run) startWindow(target, group string, step int, imp shaper.Impairment) {
+func (r *run) startWindow(target, group string, step int, imp impair.Impairment) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.steps = append(r.steps, step)
@@ -671,7 +733,7 @@ func (r *run) startWindow(target, group string, step int, imp shaper.Impairment)
 	r.groups = append(r.groups, group)
 }
 
-func describe(imp shaper.Impairment) string {
+func describe(imp impair.Impairment) string {
 	if imp.Outage {
 		return "outage"
 	}
@@ -693,15 +755,16 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 	deadline := time.Now().Add(r.o.Settle)
 	start := time.Now()
 	for _, name := range nodes {
-		m, _ := r.f.Member(name)
-		if m.Role != "node" {
+		m, err := r.f.Member(name)
+		if err != nil || m.Role != clusters.RoleNode {
 			continue
 		}
-		g := GateOn(m)
+		g, err := GateOn(r.f, name)
+		if err != nil {
+			continue
+		}
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			var b struct {
-				Records int64 `json:"records"`
-			}
+			var b buffer.Stats
 			s, err := g.Status(ctx)
 			if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && b.Records == 0 {
 				// What settle saw is evidence like any sample.
@@ -739,28 +802,16 @@ func mergeEvidence(dir string) ([]wire.Event, error) {
 	return all, nil
 }
 
-// keepEvidence copies the run's evidence (evidence/*.jsonl) and the
-// processes' logs (logs/*.log) from the fleet's directory, which goes
-// when the fleet goes down, to dir/evidence and dir/logs, replacing what
-// an earlier run left there.
-func keepEvidence(fleetDir, dir string) (string, error) {
-	for _, sub := range []struct{ name, glob string }{{"evidence", "*.jsonl"}, {"logs", "*.log"}} {
-		to := filepath.Join(dir, sub.name)
+// freshEvidence empties dir/evidence and dir/logs, which an earlier run
+// of the scenario may have left, and returns dir/evidence.
+func freshEvidence(dir string) (string, error) {
+	for _, sub := range []string{"evidence", "logs"} {
+		to := filepath.Join(dir, sub)
 		if err := os.RemoveAll(to); err != nil {
-			return "", fmt.Errorf("keep evidence: %w", err)
+			return "", fmt.Errorf("evidence directory: %w", err)
 		}
 		if err := os.MkdirAll(to, 0o755); err != nil {
-			return "", fmt.Errorf("keep evidence: %w", err)
-		}
-		files, _ := filepath.Glob(filepath.Join(fleetDir, sub.name, sub.glob))
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return "", fmt.Errorf("keep evidence: %w", err)
-			}
-			if err := os.WriteFile(filepath.Join(to, filepath.Base(f)), b, 0o644); err != nil {
-				return "", fmt.Errorf("keep evidence: %w", err)
-			}
+			return "", fmt.Errorf("evidence directory: %w", err)
 		}
 	}
 	return filepath.Join(dir, "evidence"), nil

@@ -5,15 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
-	"github.com/edgefault/edgefault/clusters/netns"
-	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/runtime/record"
 	"github.com/edgefault/edgefault/runtime/wire"
 )
@@ -48,55 +48,66 @@ func FindEdgeguard() (string, error) {
 }
 
 // Cloud is the fleet's cloud services: the speed-test server, the
-// content server and the sink, real edgeguard processes in the cloud
-// namespace.
+// content server and the sink, real edgeguard workloads on the fleet's
+// cloud member.
 type Cloud struct {
 	SpeedURL, ContentURL, SinkURL          string
 	SpeedEvents, ContentEvents, SinkEvents string
-	ns                                     string
-	speed, content, sink                   *netns.Process
+	host                                   clusters.Host
+	speed, content, sink                   clusters.Process
 }
 
 // StartCloud starts the speed-test server, the content server and the
-// sink in f's cloud and waits until they answer.
-func StartCloud(ctx context.Context, f *netns.Fleet, edgeguard string) (*Cloud, error) {
-	cloud, err := f.Member("cloud")
+// sink on f's cloud and waits until they answer.
+func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string) (*Cloud, error) {
+	cloud, err := f.Member(clusters.CloudName)
 	if err != nil {
 		return nil, err
 	}
-	ev := filepath.Join(f.Dir(), "evidence")
+	paths, err := f.Paths(cloud.Name)
+	if err != nil {
+		return nil, err
+	}
+	host, err := f.Host(cloud.Name)
+	if err != nil {
+		return nil, err
+	}
+	ev := paths.Evidence
 	c := &Cloud{
 		SpeedURL:      fmt.Sprintf("http://%s:%d", cloud.Address, SpeedPort),
 		ContentURL:    fmt.Sprintf("http://%s:%d/page", cloud.Address, ContentPort),
 		SinkURL:       fmt.Sprintf("http://%s:%d", cloud.Address, SinkPort),
-		SpeedEvents:   filepath.Join(ev, "cloud-speedserver.jsonl"),
-		ContentEvents: filepath.Join(ev, "cloud-content.jsonl"),
-		SinkEvents:    filepath.Join(ev, "cloud-sink.jsonl"),
-		ns:            cloud.Namespace,
+		SpeedEvents:   path.Join(ev, "cloud-speedserver.jsonl"),
+		ContentEvents: path.Join(ev, "cloud-content.jsonl"),
+		SinkEvents:    path.Join(ev, "cloud-sink.jsonl"),
+		host:          host,
 	}
-	if c.speed, err = f.Start(ctx, "cloud", "speedserver", []string{edgeguard, "speedserver", "--node=cloud", fmt.Sprintf("--listen=:%d", SpeedPort), "--events=" + c.SpeedEvents}); err != nil {
+	start := func(name string, args ...string) (clusters.Process, error) {
+		return f.StartCommand(ctx, cloud.Name, clusters.Command{Name: name, Argv: append([]string{edgeguard, name, "--node=cloud"}, args...)})
+	}
+	if c.speed, err = start("speedserver", fmt.Sprintf("--listen=:%d", SpeedPort), "--events="+c.SpeedEvents); err != nil {
 		return nil, err
 	}
-	if c.content, err = f.Start(ctx, "cloud", "content", []string{edgeguard, "content", "--node=cloud", fmt.Sprintf("--listen=:%d", ContentPort), "--events=" + c.ContentEvents}); err != nil {
+	if c.content, err = start("content", fmt.Sprintf("--listen=:%d", ContentPort), "--events="+c.ContentEvents); err != nil {
 		c.Stop()
 		return nil, err
 	}
-	if c.sink, err = f.Start(ctx, "cloud", "sink", []string{edgeguard, "sink", "--node=cloud", fmt.Sprintf("--listen=:%d", SinkPort), "--db=" + filepath.Join(f.Dir(), "cloud", "sink.db"), "--events=" + c.SinkEvents}); err != nil {
+	if c.sink, err = start("sink", fmt.Sprintf("--listen=:%d", SinkPort), "--db="+path.Join(paths.Data, "sink.db"), "--events="+c.SinkEvents); err != nil {
 		c.Stop()
 		return nil, err
 	}
 	for _, u := range []string{c.SpeedURL + "/speedtest/latency.txt", c.ContentURL + "?size=1", c.SinkURL + "/v1/streams"} {
-		if err := waitHTTP(ctx, cloud.Namespace, u, 10*time.Second); err != nil {
+		if err := waitHTTP(ctx, host, u, 10*time.Second); err != nil {
 			c.Stop()
-			return nil, fmt.Errorf("cloud service did not come up (logs in %s): %w", filepath.Dir(c.speed.Log), err)
+			return nil, fmt.Errorf("cloud service did not come up (its log: %s): %w", c.speed.LogPath(), err)
 		}
 	}
 	return c, nil
 }
 
-// Stop stops both servers.
+// Stop stops the cloud's services.
 func (c *Cloud) Stop() {
-	for _, p := range []*netns.Process{c.speed, c.content, c.sink} {
+	for _, p := range []clusters.Process{c.speed, c.content, c.sink} {
 		if p != nil {
 			_ = p.Stop(2 * time.Second)
 		}
@@ -105,7 +116,7 @@ func (c *Cloud) Stop() {
 
 // Streams reads the sink's per-stream summary over the management path.
 func (c *Cloud) Streams(ctx context.Context) ([]record.StreamSummary, error) {
-	hc := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(c.ns)}, Timeout: 10 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{DialContext: c.host.DialContext}, Timeout: 10 * time.Second}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.SinkURL+"/v1/streams", nil)
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -113,44 +124,52 @@ func (c *Cloud) Streams(ctx context.Context) ([]record.StreamSummary, error) {
 	}
 	defer resp.Body.Close()
 	var out []record.StreamSummary
-	return out, json.NewDecoder(resp.Body).Decode(&out)
+	return out, json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out)
 }
 
-// Gate is an edgeguard serve running on a node, watched over the
-// management path (the node's own loopback, never its shaped link).
+// Gate is an edgeguard serve running on a member, watched over the
+// management path (the member's own loopback, never its shaped link).
 type Gate struct {
-	Node, Namespace, Events string
-	Proc                    *netns.Process
-	client                  *http.Client
+	Node, Events string
+	// Proc is the process StartGate started (nil from GateOn).
+	Proc   clusters.Process
+	client *http.Client
 }
 
 // StartGate runs edgeguard serve on node against the cloud's speed server
 // with the given extra flags (thresholds and so on), and waits for its API.
-func StartGate(ctx context.Context, f *netns.Fleet, edgeguard, node string, c *Cloud, flags ...string) (*Gate, error) {
-	m, err := f.Member(node)
+func StartGate(ctx context.Context, f clusters.Fleet, edgeguard, node string, c *Cloud, flags ...string) (*Gate, error) {
+	g, err := GateOn(f, node)
 	if err != nil {
 		return nil, err
 	}
-	g := GateOn(m)
-	g.Events = filepath.Join(f.Dir(), "evidence", node+"-gate.jsonl")
-	argv := append([]string{edgeguard, "serve", "--node=" + node, fmt.Sprintf("--listen=:%d", GatePort), "--server=" + c.SpeedURL, "--events=" + g.Events}, flags...)
-	if g.Proc, err = f.Start(ctx, node, "gate", argv); err != nil {
+	paths, err := f.Paths(node)
+	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, m.Namespace, g.URL()+"/healthz", 10*time.Second); err != nil {
+	g.Events = path.Join(paths.Evidence, node+"-gate.jsonl")
+	argv := append([]string{edgeguard, "serve", "--node=" + node, fmt.Sprintf("--listen=:%d", GatePort), "--server=" + c.SpeedURL, "--events=" + g.Events}, flags...)
+	if g.Proc, err = f.StartCommand(ctx, node, clusters.Command{Name: "gate", Argv: argv}); err != nil {
+		return nil, err
+	}
+	host, _ := f.Host(node)
+	if err := waitHTTP(ctx, host, g.URL()+"/healthz", 10*time.Second); err != nil {
 		_ = g.Proc.Stop(time.Second)
-		b, _ := os.ReadFile(g.Proc.Log)
+		b, _ := os.ReadFile(g.Proc.LogPath())
 		return nil, fmt.Errorf("edgeguard serve on %s did not come up: %w\n%s", node, err, b)
 	}
 	return g, nil
 }
 
-// GateOn is the API of the edgeguard serve running on member m (started
-// by StartGate or by a scenario's run), reached over the node's own
+// GateOn is the API of the edgeguard serve running on member (started by
+// StartGate or by a scenario's run), reached over the member's own
 // loopback: the management path, never its shaped link.
-func GateOn(m clusters.Member) *Gate {
-	return &Gate{Node: m.Name, Namespace: m.Namespace,
-		client: &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(m.Namespace)}, Timeout: 5 * time.Second}}
+func GateOn(f clusters.Fleet, member string) (*Gate, error) {
+	host, err := f.Host(member)
+	if err != nil {
+		return nil, err
+	}
+	return &Gate{Node: member, client: &http.Client{Transport: &http.Transport{DialContext: host.DialContext}, Timeout: 5 * time.Second}}, nil
 }
 
 // URL is the gate's API as seen from inside the node.
@@ -173,7 +192,7 @@ func (g *Gate) Get(ctx context.Context, path string, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s answered %s", path, resp.Status)
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(v)
 }
 
 // WaitState polls until the gate is in state want, returning when it got there.
@@ -197,14 +216,18 @@ func (g *Gate) WaitState(ctx context.Context, want wire.GateState, within time.D
 	}
 }
 
-// Stop stops edgeguard serve.
-func (g *Gate) Stop() { _ = g.Proc.Stop(2 * time.Second) }
+// Stop stops the edgeguard serve StartGate started.
+func (g *Gate) Stop() {
+	if g.Proc != nil {
+		_ = g.Proc.Stop(2 * time.Second)
+	}
+}
 
-// waitHTTP polls url from inside namespace ns until it answers 200.
-func waitHTTP(ctx context.Context, ns, url string, within time.Duration) error {
+// waitHTTP polls url from inside host until it answers 200.
+func waitHTTP(ctx context.Context, host clusters.Host, url string, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
-	c := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(ns)}, Timeout: time.Second}
+	c := &http.Client{Transport: &http.Transport{DialContext: host.DialContext}, Timeout: time.Second}
 	var last error
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/runtime/events"
 )
 
@@ -55,12 +55,12 @@ func (e *evidenceLogs) close() {
 	}
 }
 
-// supervisor runs the runtime and the workloads on the embedded fleet as
+// supervisor runs the runtime and the workloads on a fleet's members as
 // a kubelet runs containers: what exits is started again (after a back-off
 // that doubles from 1 s to 10 s while it keeps failing), every start and
 // exit is evidence, and a kill the timeline asked for is marked planned.
 type supervisor struct {
-	f     *netns.Fleet
+	f     clusters.Fleet
 	ev    *evidenceLogs
 	log   *slog.Logger
 	mu    sync.Mutex
@@ -73,7 +73,7 @@ type supervised struct {
 	argv       []string
 	env        []string
 	mu         sync.Mutex
-	cur        *netns.Process
+	cur        clusters.Process
 	planned    bool
 	stopping   bool
 	restarts   int
@@ -83,12 +83,12 @@ type supervised struct {
 // start runs argv on node under name and keeps it running until stop.
 func (s *supervisor) start(ctx context.Context, node, name string, argv []string, env ...string) error {
 	p := &supervised{node: node, name: name, argv: argv, env: env, stop: make(chan struct{})}
-	proc, err := s.f.Start(ctx, node, strings.ReplaceAll(name, "/", "-"), argv, env...)
+	proc, err := s.f.StartCommand(ctx, node, clusters.Command{Name: strings.ReplaceAll(name, "/", "-"), Argv: argv, Env: env})
 	if err != nil {
 		return err
 	}
 	p.cur = proc
-	s.ev.emit(node, "supervisor", "started", "process", name, "pid", proc.PID, "planned", false)
+	s.ev.emit(node, "supervisor", "started", "process", name, "id", proc.ID(), "planned", false)
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
 	s.mu.Unlock()
@@ -114,12 +114,12 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 		planned := p.planned
 		p.planned = false
 		p.mu.Unlock()
-		s.ev.emit(p.node, "supervisor", "exited", "process", p.name, "pid", cur.PID, "planned", planned)
+		s.ev.emit(p.node, "supervisor", "exited", "process", p.name, "id", cur.ID(), "planned", planned)
 		wait := backoff
 		if planned {
 			wait = 0 // a kubelet restarts a killed container at once the first time
 		} else {
-			s.log.Warn("a supervised process exited; restarting it", "node", p.node, "process", p.name, "in", wait, "log", cur.Log)
+			s.log.Warn("a supervised process exited; restarting it", "node", p.node, "process", p.name, "in", wait, "log", cur.LogPath())
 			backoff = min(2*backoff, 10*time.Second)
 		}
 		select {
@@ -134,7 +134,7 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 			p.mu.Unlock()
 			return
 		}
-		next, err := s.f.Start(ctx, p.node, strings.ReplaceAll(p.name, "/", "-"), p.argv, p.env...)
+		next, err := s.f.StartCommand(ctx, p.node, clusters.Command{Name: strings.ReplaceAll(p.name, "/", "-"), Argv: p.argv, Env: p.env})
 		if err != nil {
 			p.mu.Unlock()
 			s.ev.emit(p.node, "supervisor", "start-failed", "process", p.name, "err", err.Error())
@@ -144,7 +144,7 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 		p.cur = next
 		p.restarts++
 		p.mu.Unlock()
-		s.ev.emit(p.node, "supervisor", "started", "process", p.name, "pid", next.PID, "planned", planned)
+		s.ev.emit(p.node, "supervisor", "started", "process", p.name, "id", next.ID(), "planned", planned)
 	}
 }
 

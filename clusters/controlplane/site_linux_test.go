@@ -43,7 +43,7 @@ func TestSiteAPISurvivesACutUplink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Down(ctx, name)
-	host, _ := f.Member("store-cp")
+	host, _ := f.NetnsMember("store-cp")
 	cp, err := controlplane.Start(ctx, controlplane.Options{Site: "store", Dir: filepath.Join(dir, "cp"),
 		Bin: k8sbin.Cache{Dir: k8sbin.DefaultDir()}, Ledger: l, Owner: name, Netns: host.Namespace, Address: host.Address})
 	if err != nil {
@@ -61,7 +61,7 @@ func TestSiteAPISurvivesACutUplink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pos, _ := f.Member("store-pos")
+	pos, _ := f.NetnsMember("store-pos")
 	// The node's runtime lives in the node: its connections start there.
 	cfg.Dial = nsdo.DialContext(pos.Namespace)
 	node, err := kubernetes.NewForConfig(cfg)

@@ -100,7 +100,7 @@ func TestEverySiteIsACluster(t *testing.T) {
 	// Workloads on the site: a Deployment over the factory's devices, a
 	// DaemonSet on every node and gateway, and a drain that moves pods.
 	workloadsOnSite(t, clientIn(t, sc.Admin, "/run/netns/"+sc.Namespace), []string{"factory-b1", "factory-a1", "factory-a2", "factory-b2"}, 6)
-	a1, _ := f.Member("factory-a1")
+	a1, _ := f.NetnsMember("factory-a1")
 	own := clientIn(t, sc.Nodes["factory-a1"], "/run/netns/"+a1.Namespace)
 	patch := []byte(`{"metadata":{"labels":{"uplink":"down"}},"spec":{"taints":[{"key":"edgefault.io/uplink","value":"down","effect":"NoSchedule"}]}}`)
 	if _, err := own.CoreV1().Nodes().Patch(ctx, "factory-a1", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {

@@ -62,7 +62,7 @@ func provider(t *testing.T) (*netns.Provider, *ledger.Ledger) {
 // cloud saw the connection come from.
 func remoteSeen(t *testing.T, f *netns.Fleet, member string) string {
 	t.Helper()
-	cloud, _ := f.Member("cloud")
+	cloud, _ := f.NetnsMember("cloud")
 	l, err := traffic.Listen(cloud.Namespace, "tcp4", cloud.Address+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func remoteSeen(t *testing.T, f *netns.Fleet, member string) string {
 		seen <- strings.Split(c.RemoteAddr().String(), ":")[0]
 		c.Close()
 	}()
-	m, _ := f.Member(member)
+	m, _ := f.NetnsMember(member)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := traffic.Dial(ctx, m.Namespace, "tcp4", l.Addr().String())
@@ -94,14 +94,14 @@ func TestFleetRoutesThroughGatewaysWithMasquerade(t *testing.T) {
 	for _, tc := range []struct{ node, gw string }{
 		{"store-pos", "store-gw"}, {"truck-1", "truck-gw"}, {"factory-a1", "factory-gw-a"}, {"factory-b2", "factory-gw-b"},
 	} {
-		gw, _ := f.Member(tc.gw)
+		gw, _ := f.NetnsMember(tc.gw)
 		if got := remoteSeen(t, f, tc.node); got != gw.WANAddress {
 			t.Errorf("cloud saw %s come from %s, want its gateway %s's WAN address %s", tc.node, got, tc.gw, gw.WANAddress)
 		}
 	}
 	// A factory device reaches the other building's gateway on the LAN.
-	gwb, _ := f.Member("factory-gw-b")
-	a1, _ := f.Member("factory-a1")
+	gwb, _ := f.NetnsMember("factory-gw-b")
+	a1, _ := f.NetnsMember("factory-a1")
 	ctx := context.Background()
 	addr, stop, err := traffic.Echo(gwb.Namespace, gwb.Address+":0")
 	if err != nil {
@@ -113,7 +113,8 @@ func TestFleetRoutesThroughGatewaysWithMasquerade(t *testing.T) {
 		t.Fatalf("factory-a1 -> factory-gw-b over the LAN: %d answers, %v", len(rtts), err)
 	}
 	// Every member is a named namespace <fleet>-<name>.
-	for _, m := range f.Members() {
+	for _, mm := range f.Members() {
+		m, _ := f.NetnsMember(mm.Name)
 		if _, err := os.Stat("/run/netns/" + m.Namespace); err != nil || m.Namespace != f.Name()+"-"+m.Name {
 			t.Errorf("member %s: namespace %q: %v", m.Name, m.Namespace, err)
 		}
@@ -128,7 +129,7 @@ func TestTwoFleetsSideBySide(t *testing.T) {
 	_, f2 := up(t, fmt.Sprintf("t%d-c", os.Getpid()%10000), nil)
 	// Same addresses, separate worlds.
 	for _, f := range []*netns.Fleet{f1, f2} {
-		gw, _ := f.Member("store-gw")
+		gw, _ := f.NetnsMember("store-gw")
 		if got := remoteSeen(t, f, "store-pos"); got != gw.WANAddress {
 			t.Errorf("fleet %s: cloud saw %s", f.Name(), got)
 		}
@@ -143,8 +144,8 @@ func TestTwoFleetsSideBySide(t *testing.T) {
 	if err := sh.Apply(context.Background(), tg, shaper.Impairment{Outage: true}); err != nil {
 		t.Fatal(err)
 	}
-	cloud2, _ := f2.Member("cloud")
-	pos2, _ := f2.Member("store-pos")
+	cloud2, _ := f2.NetnsMember("cloud")
+	pos2, _ := f2.NetnsMember("store-pos")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	l, _ := traffic.Listen(cloud2.Namespace, "tcp4", cloud2.Address+":0")
@@ -159,8 +160,8 @@ func TestTwoFleetsSideBySide(t *testing.T) {
 	} else {
 		c.Close()
 	}
-	cloud1, _ := f1.Member("cloud")
-	pos1, _ := f1.Member("store-pos")
+	cloud1, _ := f1.NetnsMember("cloud")
+	pos1, _ := f1.NetnsMember("store-pos")
 	l1, _ := traffic.Listen(cloud1.Namespace, "tcp4", cloud1.Address+":0")
 	defer l1.Close()
 	ctx1, cancel1 := context.WithTimeout(context.Background(), time.Second)
@@ -177,12 +178,12 @@ func TestUplinkRateAppliesToTheWholeSite(t *testing.T) {
 		{Name: "s2", Gateway: &scenarios.Gateway{Name: "gw2"}, Nodes: []scenarios.Node{{Name: "b"}}},
 	}})
 	ctx := context.Background()
-	cloud, _ := f.Member("cloud")
+	cloud, _ := f.NetnsMember("cloud")
 	for _, tc := range []struct {
 		node     string
 		min, max float64
 	}{{"a", 3.2e6, 4.1e6}, {"b", 20e6, 1e12}} {
-		m, _ := f.Member(tc.node)
+		m, _ := f.NetnsMember(tc.node)
 		tr, err := traffic.TCPThroughput(ctx, m.Namespace, cloud.Namespace, cloud.Address+":0", time.Second, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -255,7 +256,7 @@ func TestFleetNamespacesNeverCollide(t *testing.T) {
 	if _, err := os.Stat("/run/netns/" + base + "-a-b-cloud"); err != nil {
 		t.Fatalf("the first fleet's node namespace is gone: %v", err)
 	}
-	if m, _ := f.Member("b-cloud"); m.Namespace != base+"-a-b-cloud" {
+	if m, _ := f.NetnsMember("b-cloud"); m.Namespace != base+"-a-b-cloud" {
 		t.Fatalf("member namespace %q", m.Namespace)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
 )
@@ -26,7 +26,9 @@ not record.`,
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			p, err := provider(g, "auto")
+			// What cleanup removes is recorded by the embedded fleet's
+			// ledger.
+			p, err := netnsProvider(g, providerOptions{})
 			if err != nil {
 				return err
 			}
@@ -46,7 +48,7 @@ not record.`,
 						owners = append(owners, n)
 					}
 				}
-			} else if err := netns.ValidateName(fleet); err != nil {
+			} else if err := clusters.ValidateFleetName(fleet); err != nil {
 				return err
 			}
 			var errs []error

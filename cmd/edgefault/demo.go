@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
@@ -34,16 +34,13 @@ non-zero if any step misbehaves.`,
 			if o.Outage, err = shaper.ParseDuration("outage", outage); err != nil {
 				return fmt.Errorf("--outage: %w", err)
 			}
-			if o.Backend, err = shaper.ParseBackend(backend); err != nil {
-				return fmt.Errorf("--backend: %w", err)
-			}
-			if err := netns.ValidateName(o.Fleet); err != nil {
+			if err := clusters.ValidateFleetName(o.Fleet); err != nil {
 				return err
 			}
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			if o.Provider, err = provider(g, backend); err != nil {
+			if o.Provider, err = newProvider(g, "netns", providerOptions{backend: backend}); err != nil {
 				return err
 			}
 			o.Log = g.log

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,39 +12,30 @@ import (
 	"syscall"
 	"text/tabwriter"
 
-	"github.com/edgefault/edgefault/clusters/k8sbin"
-	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/scenarios"
-	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
 const defaultFleet = "edgefault"
 
-func provider(g *globals, backend string) (*netns.Provider, error) {
-	b, err := shaper.ParseBackend(backend)
-	if err != nil {
-		return nil, err
-	}
-	return netns.NewProvider(netns.WithLogger(g.log), netns.WithShaperOptions(shaper.WithBackend(b)))
-}
-
 func newFleetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fleet",
-		Short: "Bring embedded fleets up and down, list them, run commands in them",
-		Long: `An embedded fleet is a set of network namespaces on this machine: a cloud, and
-sites with gateways and nodes, wired as DESIGN.md's model says. Every member is
-the namespace <fleet>-<name>, so 'ip netns exec <fleet>-<name> ...' works too.`,
+		Short: "Bring fleets up and down, list them, run commands in them",
+		Long: `A fleet is a cloud and sites with gateways and nodes, as docs/architecture.md's
+model says, made by a provider (--provider). The embedded one, netns, makes
+every member a network namespace on this machine, <fleet>-<name>, so
+'ip netns exec <fleet>-<name> ...' works too.`,
 	}
 	cmd.AddCommand(newFleetUpCmd(g), newFleetDownCmd(g), newFleetListCmd(g), newFleetExecCmd(g), newFleetKubeconfigCmd(g))
 	return cmd
 }
 
 func newFleetUpCmd(g *globals) *cobra.Command {
-	var file, name, backend string
+	var file, name, backend, prov string
 	var controlPlanes, cloudServices bool
 	cmd := &cobra.Command{
 		Use:   "up [-f TOPOLOGY.yaml] [--name FLEET]",
@@ -62,25 +54,18 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 			if !cmd.Flags().Changed("name") && topo.Metadata.Name != "" {
 				name = topo.Metadata.Name
 			}
-			if err := netns.ValidateName(name); err != nil {
+			if err := clusters.ValidateFleetName(name); err != nil {
 				return err
 			}
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			p, err := provider(g, backend)
+			p, err := newProvider(g, prov, providerOptions{backend: backend, controlPlanes: controlPlanes})
 			if err != nil {
-				return err
-			}
-			if controlPlanes {
-				c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
-				// Fail before anything is created if setup has not run.
-				for _, comp := range k8sbin.Components() {
-					if _, err := c.Lookup(comp.Name); err != nil {
-						return fmt.Errorf("%w; or bring the fleet up without site clusters: --control-planes=false", err)
-					}
+				if controlPlanes {
+					return fmt.Errorf("%w; or bring the fleet up without site clusters: --control-planes=false", err)
 				}
-				netns.WithControlPlanes(c)(p)
+				return err
 			}
 			var eg string
 			if cloudServices {
@@ -89,23 +74,24 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("%w; or bring the fleet up without them: --cloud-services=false", err)
 				}
 			}
-			f, err := p.UpFleet(cmd.Context(), name, &topo.Spec)
+			f, err := p.Up(cmd.Context(), name, &topo.Spec)
 			if err != nil {
 				return err
 			}
 			if cloudServices {
 				c, err := harness.StartCloud(cmd.Context(), f, eg)
 				if err != nil {
-					return fmt.Errorf("fleet %s is up but its cloud services are not (take it down with 'edgefault fleet down --name %s'): %w", name, name, err)
+					return fmt.Errorf("fleet %s is up but its cloud services are not (take it down with 'edgefault fleet down --provider %s --name %s'): %w", name, p.Name(), name, err)
 				}
 				g.log.Info("cloud services up", "speedtest", c.SpeedURL, "content", c.ContentURL, "sink", c.SinkURL, "events", filepath.Dir(c.SpeedEvents))
 			}
-			return printMembers(cmd, []*netns.Fleet{f})
+			return printMembers(cmd, []clusters.Fleet{f})
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (kind: Fleet); default: the built-in store/truck/factory fleet")
-	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (namespaces are <name>-<member>)")
+	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (netns: namespaces are <name>-<member>)")
 	fleetAlias(cmd)
+	providerFlag(cmd, &prov)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
 	cmd.Flags().BoolVar(&cloudServices, "cloud-services", true, "run the speed-test server (:8080), the content server (:8081) and the sink (:8082) in the cloud (edgeguard, found next to edgefault, on PATH or at $EDGEGUARD)")
 	cmd.Flags().BoolVar(&controlPlanes, "control-planes", true, "give every site its own Kubernetes cluster (needs edgefault setup; false: network only, for large fleets)")
@@ -113,12 +99,13 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 }
 
 func newFleetKubeconfigCmd(g *globals) *cobra.Command {
-	var name, node string
+	var name, node, prov string
 	cmd := &cobra.Command{
 		Use:   "kubeconfig [--name FLEET] SITE [--node MEMBER]",
 		Short: "Print a site's kubeconfig (admin, or a member's own identity)",
-		Long: `kubeconfig prints the kubeconfig of a site's cluster. The API serves on the
-site's LAN, inside the fleet, so use it from inside the site, for example:
+		Long: `kubeconfig prints the kubeconfig of a site's cluster. On the embedded fleet the
+API serves on the site's LAN, inside the fleet, so use it from inside the site,
+for example:
 
   sudo ip netns exec <fleet>-<gateway> kubectl --kubeconfig <(sudo edgefault fleet kubeconfig SITE) get nodes
 
@@ -126,26 +113,15 @@ With --node it is that member's own identity, allowed to change only its own
 Node object.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := provider(g, "auto")
+			p, err := newProvider(g, prov, providerOptions{})
 			if err != nil {
 				return err
 			}
-			f, err := p.Load(name)
+			f, err := p.Get(cmd.Context(), name)
 			if err != nil {
 				return err
 			}
-			sc, err := f.Cluster(args[0])
-			if err != nil {
-				return err
-			}
-			path := sc.Admin
-			if node != "" {
-				var ok bool
-				if path, ok = sc.Nodes[node]; !ok {
-					return fmt.Errorf("site %s has no member %q", args[0], node)
-				}
-			}
-			b, err := os.ReadFile(path)
+			b, err := f.Kubeconfig(args[0], node)
 			if err != nil {
 				return err
 			}
@@ -156,23 +132,24 @@ Node object.`,
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
 	fleetAlias(cmd)
 	cmd.Flags().StringVar(&node, "node", "", "the kubeconfig of this member's own identity")
+	providerFlag(cmd, &prov)
 	return cmd
 }
 
 func newFleetDownCmd(g *globals) *cobra.Command {
-	var name string
+	var name, prov string
 	cmd := &cobra.Command{
 		Use:   "down [--name FLEET]",
 		Short: "Remove a fleet: its processes, namespaces and state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := netns.ValidateName(name); err != nil {
+			if err := clusters.ValidateFleetName(name); err != nil {
 				return err
 			}
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			p, err := provider(g, "auto")
+			p, err := newProvider(g, prov, providerOptions{})
 			if err != nil {
 				return err
 			}
@@ -185,6 +162,7 @@ func newFleetDownCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
 	fleetAlias(cmd)
+	providerFlag(cmd, &prov)
 	return cmd
 }
 
@@ -198,15 +176,22 @@ func fleetAlias(cmd *cobra.Command) {
 	})
 }
 
+// fleetView is a fleet as fleet list --json prints it.
+type fleetView struct {
+	Name     string            `json:"name"`
+	Provider string            `json:"provider"`
+	Members  []clusters.Member `json:"members"`
+}
+
 func newFleetListCmd(g *globals) *cobra.Command {
-	var name string
+	var name, prov string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list [--name FLEET]",
 		Short: "List fleets and their members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := provider(g, "auto")
+			p, err := newProvider(g, prov, providerOptions{})
 			if err != nil {
 				return err
 			}
@@ -216,9 +201,9 @@ func newFleetListCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			var fleets []*netns.Fleet
+			var fleets []clusters.Fleet
 			for _, n := range names {
-				f, err := p.Load(n)
+				f, err := p.Get(cmd.Context(), n)
 				if err != nil {
 					if name != "" {
 						return err
@@ -229,9 +214,13 @@ func newFleetListCmd(g *globals) *cobra.Command {
 				fleets = append(fleets, f)
 			}
 			if asJSON {
+				views := []fleetView{}
+				for _, f := range fleets {
+					views = append(views, fleetView{Name: f.Name(), Provider: f.Provider(), Members: f.Members()})
+				}
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(fleets)
+				return enc.Encode(views)
 			}
 			if len(fleets) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "no fleets are up (start one with `edgefault fleet up`)")
@@ -242,52 +231,37 @@ func newFleetListCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "only this fleet")
 	fleetAlias(cmd)
+	providerFlag(cmd, &prov)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
-func printMembers(cmd *cobra.Command, fleets []*netns.Fleet) error {
+func printMembers(cmd *cobra.Command, fleets []clusters.Fleet) error {
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-	var shapers []*shaper.Shaper
-	defer func() {
-		for _, s := range shapers {
-			s.Close()
-		}
-	}()
-	fmt.Fprintln(tw, "FLEET\tSITE\tBUILDING\tNAME\tROLE\tNAMESPACE\tADDRESS\tSHAPING")
+	fmt.Fprintln(tw, "FLEET\tPROVIDER\tSITE\tBUILDING\tNAME\tROLE\tLOCATION\tADDRESS\tSHAPING")
 	for _, f := range fleets {
-		var sh *shaper.Shaper
+		sh, err := f.LinkShaper(cmd.Context())
+		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "fleet %s: cannot read its shaping: %v\n", f.Name(), err)
+		}
 		for _, m := range f.Members() {
 			addr := m.Address
 			if m.WANAddress != "" {
 				addr += " (wan " + m.WANAddress + ")"
 			}
 			shaping := "-"
-			if t, err := f.Target(m.Name); err == nil {
-				if sh == nil {
-					if sh, _ = f.Shaper(shaper.WithCapabilities(shaper.Capabilities{Features: allFeatures()})); sh != nil {
-						shapers = append(shapers, sh)
-					}
-				}
-				if sh != nil {
-					if imp, ok, err := sh.Current(t); err == nil && ok {
-						shaping = imp.String()
-					}
+			if sh != nil {
+				if imp, ok, err := sh.Current(m.Name); err == nil && ok {
+					shaping = imp.String()
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Name(), dash(m.Site), dash(m.Building), m.Name, m.Role, m.Namespace, addr, shaping)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Name(), f.Provider(), dash(m.Site), dash(m.Building), m.Name, m.Role, m.Location, addr, shaping)
+		}
+		if sh != nil {
+			sh.Close()
 		}
 	}
 	return tw.Flush()
-}
-
-// allFeatures lets a read-only shaper skip probing.
-func allFeatures() map[string]bool {
-	m := map[string]bool{}
-	for _, f := range []string{shaper.FeatTBF, shaper.FeatHTB, shaper.FeatIngress, shaper.FeatIFB, shaper.FeatMirred, shaper.FeatU32, shaper.FeatNftNetdev, shaper.FeatNftNumgen, shaper.FeatNfqueue} {
-		m[f] = true
-	}
-	return m
 }
 
 func dash(s string) string {
@@ -298,10 +272,10 @@ func dash(s string) string {
 }
 
 func newFleetExecCmd(g *globals) *cobra.Command {
-	var name string
+	var name, prov string
 	cmd := &cobra.Command{
 		Use:   "exec [--name FLEET] MEMBER -- COMMAND [ARGS...]",
-		Short: "Run a command inside a member's network namespace",
+		Short: "Run a command on a member (netns: inside its network namespace)",
 		Example: `  edgefault fleet exec store-pos -- ip route
   edgefault fleet exec cloud -- ss -tn`,
 		Args: cobra.MinimumNArgs(2),
@@ -309,12 +283,12 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			p, err := provider(g, "auto")
+			p, err := newProvider(g, prov, providerOptions{})
 			if err != nil {
 				return err
 			}
 			// Without --name, the fleet that has the member, as for shape.
-			f, err := findTarget(p, name, args[0])
+			f, err := findTarget(cmd.Context(), p, name, args[0])
 			if err != nil {
 				return err
 			}
@@ -331,22 +305,23 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "fleet name (default: the fleet that has MEMBER)")
 	fleetAlias(cmd)
+	providerFlag(cmd, &prov)
 	return cmd
 }
 
-// findTarget resolves a shape target: a member name or namespace name, in
+// findTarget resolves a member name (or, on netns, its namespace name) in
 // the given fleet or, when none is given, in whichever fleet has it.
-func findTarget(p *netns.Provider, fleet, target string) (*netns.Fleet, error) {
+func findTarget(ctx context.Context, p clusters.Provider, fleet, target string) (clusters.Fleet, error) {
 	if fleet != "" {
-		return p.Load(fleet)
+		return p.Get(ctx, fleet)
 	}
-	names, err := p.List(nil)
+	names, err := p.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var found []*netns.Fleet
+	var found []clusters.Fleet
 	for _, n := range names {
-		f, err := p.Load(n)
+		f, err := p.Get(ctx, n)
 		if err != nil {
 			continue
 		}

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/edgefault/edgefault/clusters/k8sbin"
-	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
@@ -21,6 +19,7 @@ import (
 type runFlags struct {
 	o                                   harness.RunOptions
 	backend, gateMode, buffer, failover string
+	provider                            string
 	settle                              string
 }
 
@@ -30,6 +29,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.o.Reports, "reports", "reports", "directory for the reports (junit.xml, report.json, report.html, evidence)")
 	fl.BoolVar(&f.o.Keep, "keep", false, "leave each fleet up afterwards, for debugging (take it down with edgefault fleet down --name ef-SCENARIO)")
 	fl.StringVar(&f.backend, "backend", "auto", "shaping backend: auto, netem or fallback")
+	providerFlag(cmd, &f.provider)
 	fl.StringVar(&f.settle, "settle", "90s", "how long after the timeline the runtime may take to settle (gates open, buffers flushed)")
 	fl.StringVar(&f.gateMode, "gate", "", "override the runtime's gate: on, or bypass (workloads ignore it)")
 	fl.StringVar(&f.buffer, "buffer", "", "override the buffer's durability: disk, or memory (lost on a crash)")
@@ -65,7 +65,7 @@ func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
 		return err
 	}
 	f.o.Settle = d
-	if f.o.Backend, err = shaper.ParseBackend(f.backend); err != nil {
+	if _, err = shaper.ParseBackend(f.backend); err != nil {
 		return fmt.Errorf("--backend: %w", err)
 	}
 	// The overrides: each flag's value is checked once, then applied to
@@ -94,15 +94,11 @@ func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
 	if err := requireRoot(); err != nil {
 		return err
 	}
-	c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
-	for _, comp := range k8sbin.Components() {
-		if _, err := c.Lookup(comp.Name); err != nil {
-			return fmt.Errorf("%w (scenarios run against each site's real control plane)", err)
-		}
+	if f.o.Provider, err = newProvider(g, f.provider, providerOptions{backend: f.backend, controlPlanes: true}); err != nil {
+		return fmt.Errorf("%w (scenarios run against each site's real control plane)", err)
 	}
-	f.o.Provider, err = netns.NewProvider(netns.WithLogger(g.log), netns.WithShaperOptions(shaper.WithBackend(f.o.Backend)), netns.WithControlPlanes(c))
 	f.o.Log = g.log
-	return err
+	return nil
 }
 
 // certify loads the scenarios named (files or built-ins), applies the
@@ -232,21 +228,29 @@ func newScenarioCmd() *cobra.Command {
 			_, err = cmd.OutOrStdout().Write(b)
 			return err
 		},
-	}, &cobra.Command{
-		Use: "check FILE...", Short: "Parse and validate scenario files without running them", Args: cobra.MinimumNArgs(1),
+	})
+	var checkProvider string
+	check := &cobra.Command{
+		Use: "check FILE...", Short: "Parse and validate scenario files, and check the provider can model them, without running them", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			scs, err := load(args)
 			if err != nil {
 				return err
 			}
+			info, err := providerInfo(checkProvider)
+			if err != nil {
+				return err
+			}
 			for _, sc := range scs {
-				if err := harness.CanRun(sc); err != nil {
+				if err := harness.Supports(info, sc); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, %d steps, %d expectations, %v at time scale %g)\n", sc.Source, sc.Metadata.Name, len(sc.Spec.Timeline), len(sc.Spec.Expect), scenarios.Scaled(sc.Spec.Duration, sc.Scale(0), 0), sc.Scale(0))
 			}
 			return nil
 		},
-	})
+	}
+	providerFlag(check, &checkProvider)
+	cmd.AddCommand(check)
 	return cmd
 }

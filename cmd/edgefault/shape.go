@@ -1,16 +1,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/shaper/impair"
 	"github.com/spf13/cobra"
 )
 
 type shapeFlags struct {
 	fleet, rate, delay, jitter, loss, direction, backend string
-	link, peer                                           string
+	link, peer, provider                                 string
 	to                                                   []string
 	outage, clear                                        bool
 }
@@ -138,50 +140,49 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			b, _ := shaper.ParseBackend(f.backend)
-			var sh *shaper.Shaper
+			var sh linkShaper
 			name := f.link
 			if f.link != "" {
 				// Outside any fleet: recorded under the owner "shape", which
 				// `edgefault cleanup` restores.
-				if sh, err = shaper.New(shaper.WithBackend(b), shaper.WithLogger(g.log)); err != nil {
+				b, _ := shaper.ParseBackend(f.backend)
+				s, err := shaper.New(shaper.WithBackend(b), shaper.WithLogger(g.log))
+				if err != nil {
 					return err
 				}
+				sh = bareLink{s, t}
 			} else {
 				name = args[0]
-				p, err := provider(g, f.backend)
+				p, err := newProvider(g, f.provider, providerOptions{backend: f.backend})
 				if err != nil {
 					return err
 				}
-				fl, err := findTarget(p, f.fleet, name)
+				fl, err := findTarget(cmd.Context(), p, f.fleet, name)
 				if err != nil {
 					return err
 				}
-				if t, err = fl.Target(name); err != nil {
-					return err
-				}
-				if sh, err = fl.Shaper(shaper.WithBackend(b)); err != nil {
+				if sh, err = fl.LinkShaper(cmd.Context()); err != nil {
 					return err
 				}
 			}
 			defer sh.Close()
-			args = []string{name}
 			if f.clear {
-				if err := sh.Clear(cmd.Context(), t); err != nil {
+				if err := sh.Clear(cmd.Context(), name); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: shaping cleared\n", args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: shaping cleared\n", name)
 				return nil
 			}
-			if err := sh.Apply(cmd.Context(), t, imp); err != nil {
+			if err := sh.Apply(cmd.Context(), name, imp); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (backend %s)\n", args[0], imp, sh.Backend())
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (backend %s)\n", name, imp, sh.Backend())
 			return nil
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.fleet, "fleet", "", "fleet of the target (default: the one that has it)")
+	providerFlag(cmd, &f.provider)
 	fl.StringVar(&f.rate, "rate", "", "rate cap, e.g. 5mbit, 512kbit, 2MB/s")
 	fl.StringVar(&f.delay, "delay", "", "added one-way delay, e.g. 200ms")
 	fl.StringVar(&f.jitter, "jitter", "", "delay varies uniformly by ± this much (never reorders)")
@@ -195,3 +196,25 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 	fl.StringVar(&f.peer, "peer", "", "the other end of --link (NETNS/DEV, or DEV in this namespace), where its egress is impaired")
 	return cmd
 }
+
+// linkShaper is what shape needs: a fleet's clusters.LinkShaper, or one
+// bare link.
+type linkShaper interface {
+	Apply(ctx context.Context, member string, imp impair.Impairment) error
+	Clear(ctx context.Context, member string) error
+	Backend() string
+	Close() error
+}
+
+// bareLink shapes the one link --link named.
+type bareLink struct {
+	sh *shaper.Shaper
+	t  shaper.Target
+}
+
+func (b bareLink) Apply(ctx context.Context, _ string, imp impair.Impairment) error {
+	return b.sh.Apply(ctx, b.t, imp)
+}
+func (b bareLink) Clear(ctx context.Context, _ string) error { return b.sh.Clear(ctx, b.t) }
+func (b bareLink) Backend() string                           { return string(b.sh.Backend()) }
+func (b bareLink) Close() error                              { b.sh.Close(); return nil }

@@ -12,8 +12,11 @@
 //		})
 //	})
 //
-// The suite needs root, as edgefault itself does, and edgeguard built
-// (make build, or $EDGEGUARD).
+// The suite needs root, as edgefault itself does; the control-plane
+// binaries cached (edgefault setup); and the edgeguard binary, found at
+// $EDGEGUARD, next to the test binary or on PATH (or named with
+// WithEdgeguard). edgeguard also runs the shaper's helper processes, so
+// the suite needs nothing else.
 package edgetest
 
 import (
@@ -26,6 +29,7 @@ import (
 	"github.com/onsi/gomega"
 	"github.com/onsi/gomega/types"
 
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/harness"
@@ -42,6 +46,14 @@ func WithTimeScale(s float64) Option { return func(o *harness.RunOptions) { o.Ti
 // temporary directory).
 func WithReports(dir string) Option { return func(o *harness.RunOptions) { o.Reports = dir } }
 
+// WithEdgeguard names the edgeguard binary (default: $EDGEGUARD, next to
+// the test binary, or on PATH).
+func WithEdgeguard(path string) Option { return func(o *harness.RunOptions) { o.Edgeguard = path } }
+
+// WithProvider plays the scenario on p instead of a fresh embedded-fleet
+// provider.
+func WithProvider(p clusters.Provider) Option { return func(o *harness.RunOptions) { o.Provider = p } }
+
 // WithOptions sets any other run option.
 func WithOptions(f func(*harness.RunOptions)) Option { return Option(f) }
 
@@ -51,11 +63,26 @@ func WithOptions(f func(*harness.RunOptions)) Option { return Option(f) }
 // returned with Error set, which every matcher reports.
 func Run(ctx context.Context, sc *scenarios.Scenario, opts ...Option) harness.ScenarioResult {
 	ginkgo.GinkgoHelper()
-	p, err := netns.NewProvider(netns.WithLogger(logger()), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
-	gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the embedded fleet needs root")
-	o := harness.RunOptions{Provider: p, Reports: ginkgo.GinkgoT().TempDir(), Log: logger()}
+	o := harness.RunOptions{Reports: ginkgo.GinkgoT().TempDir(), Log: logger()}
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.Edgeguard == "" {
+		eg, err := harness.FindEdgeguard()
+		gomega.Expect(err).NotTo(gomega.HaveOccurred(), "edgetest runs the runtime and the shaper's helpers from edgeguard")
+		o.Edgeguard = eg
+	}
+	if o.Provider == nil {
+		c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
+		for _, comp := range k8sbin.Components() {
+			_, err := c.Lookup(comp.Name)
+			gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the embedded fleet's sites run real control planes")
+		}
+		// The shaper's helpers run from edgeguard, not from this test
+		// binary, which does not know how to be one.
+		p, err := netns.NewProvider(netns.WithLogger(logger()), netns.WithControlPlanes(c), netns.WithHelper(o.Edgeguard))
+		gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the embedded fleet needs root")
+		o.Provider = p
 	}
 	res := harness.Run(ctx, sc, o)
 	ginkgo.AddReportEntry(sc.Metadata.Name, Describe(res))

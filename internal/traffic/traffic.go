@@ -24,6 +24,31 @@ import (
 // path). Sockets created in fn stay in that namespace.
 func In(nsName string, fn func() error) error { return nsdo.Do(nsName, fn) }
 
+// Host is one end of the traffic: a network namespace (NS), or a fleet
+// member's network as clusters.Host gives it.
+type Host interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	Listen(network, addr string) (net.Listener, error)
+	ListenPacket(network, addr string) (net.PacketConn, error)
+}
+
+// NS is the named network namespace as a Host.
+type NS string
+
+// DialContext connects from inside the namespace.
+func (n NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return nsdo.DialContext(string(n))(ctx, network, addr)
+}
+
+// Listen listens inside the namespace.
+func (n NS) Listen(network, addr string) (net.Listener, error) { return Listen(string(n), network, addr) }
+
+// ListenPacket opens a packet socket inside the namespace.
+func (n NS) ListenPacket(network, addr string) (c net.PacketConn, err error) {
+	err = In(string(n), func() error { c, err = net.ListenPacket(network, addr); return err })
+	return c, err
+}
+
 // Listen opens a listener in namespace ns.
 func Listen(ns, network, addr string) (net.Listener, error) {
 	var l net.Listener
@@ -86,10 +111,19 @@ func TCPThroughput(ctx context.Context, from, to, addr string, warmup, d time.Du
 // measured window opens and window(false) when it closes, so a caller can
 // read link counters over exactly the same span.
 func TCPThroughputWindow(ctx context.Context, from, to, addr string, warmup, d time.Duration, window func(open bool)) (Transfer, error) {
+	return throughput(ctx, NS(from), NS(to), addr, warmup, d, window)
+}
+
+// Throughput is TCPThroughput between two Hosts.
+func Throughput(ctx context.Context, from, to Host, addr string, warmup, d time.Duration) (Transfer, error) {
+	return throughput(ctx, from, to, addr, warmup, d, nil)
+}
+
+func throughput(ctx context.Context, from, to Host, addr string, warmup, d time.Duration, window func(open bool)) (Transfer, error) {
 	if window == nil {
 		window = func(bool) {}
 	}
-	l, err := Listen(to, "tcp4", addr)
+	l, err := to.Listen("tcp4", addr)
 	if err != nil {
 		return Transfer{}, err
 	}
@@ -132,7 +166,7 @@ func TCPThroughputWindow(ctx context.Context, from, to, addr string, warmup, d t
 			}
 		}
 	}()
-	c, err := Dial(ctx, from, "tcp4", l.Addr().String())
+	c, err := from.DialContext(ctx, "tcp4", l.Addr().String())
 	if err != nil {
 		return Transfer{}, err
 	}
@@ -199,8 +233,11 @@ func UDPTrain(ctx context.Context, from, to, addr string, n, size, pps int) (rec
 }
 
 // Echo serves UDP echo in namespace ns until the returned close is called.
-func Echo(ns, addr string) (net.Addr, func(), error) {
-	c, err := ListenPacket(ns, addr)
+func Echo(ns, addr string) (net.Addr, func(), error) { return EchoOn(NS(ns), addr) }
+
+// EchoOn serves UDP echo on h until the returned close is called.
+func EchoOn(h Host, addr string) (net.Addr, func(), error) {
+	c, err := h.ListenPacket("udp4", addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -220,7 +257,12 @@ func Echo(ns, addr string) (net.Addr, func(), error) {
 // RTTs sends n probes from namespace ns to an echo server at addr, gap
 // apart, and returns the round-trip times of those answered, sorted.
 func RTTs(ctx context.Context, ns, addr string, n int, gap time.Duration) ([]time.Duration, error) {
-	c, err := Dial(ctx, ns, "udp4", addr)
+	return RTTsFrom(ctx, NS(ns), addr, n, gap)
+}
+
+// RTTsFrom is RTTs from a Host.
+func RTTsFrom(ctx context.Context, h Host, addr string, n int, gap time.Duration) ([]time.Duration, error) {
+	c, err := h.DialContext(ctx, "udp4", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func up(t *testing.T) *site {
 	t.Helper()
 	f := fleet(t, "fo", []scenarios.Site{factory(),
 		{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}})
-	cloud, _ := f.Member("cloud")
+	cloud, _ := f.NetnsMember("cloud")
 	ln, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func up(t *testing.T) *site {
 }
 
 func (s *site) addr(t *testing.T, member string) netip.Addr {
-	m, err := s.f.Member(member)
+	m, err := s.f.NetnsMember(member)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestFactoryFailsOverAndBack(t *testing.T) {
 	var devs []device
 	done := make(chan error, 2)
 	for _, n := range []string{"a1", "a2"} { // both devices of building A
-		m, _ := s.f.Member(n)
+		m, _ := s.f.NetnsMember(n)
 		fo, err := failover.New(failover.Config{Primary: gwA, Alternate: gwB, Targets: []string{s.cloud}, Interval: 200 * time.Millisecond, HoldDown: 3 * time.Second, Netns: m.Namespace, Node: n})
 		if err != nil {
 			t.Fatal(err)
@@ -249,7 +249,7 @@ func TestFactoryFailsOverAndBack(t *testing.T) {
 // route is left alone, and it says the link is not usable.
 func TestStoreWithoutAlternateIsDegraded(t *testing.T) {
 	s := up(t)
-	pos, _ := s.f.Member("pos")
+	pos, _ := s.f.NetnsMember("pos")
 	gw := s.addr(t, "store-gw")
 	fo, err := failover.New(failover.Config{Primary: gw, Targets: []string{s.cloud}, Interval: 200 * time.Millisecond, HoldDown: 2 * time.Second, Netns: pos.Namespace})
 	if err != nil {

@@ -35,8 +35,8 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwA, _ := f.Member("gw-a")
-	cloud, _ := f.Member("cloud")
+	gwA, _ := f.NetnsMember("gw-a")
+	cloud, _ := f.NetnsMember("cloud")
 	ln, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -147,8 +147,8 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	// B's gateway at once, but cannot mark its Node while its path to the
 	// site's API (on gw-a's LAN address) is cut; the marks go on once the
 	// API answers again, exactly once.
-	a1, _ := f.Member("a1")
-	gwB, _ := f.Member("gw-b")
+	a1, _ := f.NetnsMember("a1")
+	gwB, _ := f.NetnsMember("gw-b")
 	u, _ := url.Parse(sc.URL)
 	api := netip.MustParseAddr(u.Hostname())
 	dev, err := failover.New(failover.Config{Primary: netip.MustParseAddr(gwA.Address), Alternate: netip.MustParseAddr(gwB.Address),
@@ -204,9 +204,9 @@ func TestStoreIsMarkedButNotDrained(t *testing.T) {
 	ctx := context.Background()
 	f := fleet(t, "fs", []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}}, withCluster())
 	sc, _ := f.Cluster("store")
-	pos, _ := f.Member("pos")
-	gw, _ := f.Member("store-gw")
-	cloud, _ := f.Member("cloud")
+	pos, _ := f.NetnsMember("pos")
+	gw, _ := f.NetnsMember("store-gw")
+	cloud, _ := f.NetnsMember("cloud")
 	target, err := traffic.Knock(cloud.Namespace, cloud.Address+":0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,315 @@
+package netns
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/shaper/impair"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// The embedded fleet's answers to the capabilities of clusters.Fleet.
+var _ clusters.Fleet = (*Fleet)(nil)
+
+// Provider names the provider that made the fleet.
+func (f *Fleet) Provider() string { return providerName }
+
+// LinkShaper returns a shaper for the fleet's members, recording into the
+// fleet's ledger. It probes the kernel on its first change, not before, so
+// reading what is in force stays cheap.
+func (f *Fleet) LinkShaper(ctx context.Context) (clusters.LinkShaper, error) {
+	return &linkShaper{f: f}, nil
+}
+
+type linkShaper struct {
+	f  *Fleet
+	mu sync.Mutex
+	sh *shaper.Shaper // made on the first change
+	ro *shaper.Shaper // reads only: no probe
+}
+
+func (l *linkShaper) shaper(write bool) (*shaper.Shaper, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var err error
+	switch {
+	case write && l.sh == nil:
+		l.sh, err = l.f.Shaper()
+		return l.sh, err
+	case write || l.sh != nil:
+		return l.sh, nil
+	case l.ro == nil:
+		l.ro, err = l.f.Shaper(shaper.WithCapabilities(shaper.Capabilities{Features: allFeatures()}))
+	}
+	return l.ro, err
+}
+
+func (l *linkShaper) Apply(ctx context.Context, member string, imp impair.Impairment) error {
+	t, err := l.f.Target(member)
+	if err != nil {
+		return err
+	}
+	sh, err := l.shaper(true)
+	if err != nil {
+		return err
+	}
+	return sh.Apply(ctx, t, imp)
+}
+
+func (l *linkShaper) Clear(ctx context.Context, member string) error {
+	t, err := l.f.Target(member)
+	if err != nil {
+		return err
+	}
+	sh, err := l.shaper(true)
+	if err != nil {
+		return err
+	}
+	return sh.Clear(ctx, t)
+}
+
+func (l *linkShaper) Current(member string) (impair.Impairment, bool, error) {
+	t, err := l.f.Target(member)
+	if err != nil {
+		return impair.Impairment{}, false, err
+	}
+	sh, err := l.shaper(false)
+	if err != nil {
+		return impair.Impairment{}, false, err
+	}
+	return sh.Current(t)
+}
+
+func (l *linkShaper) Backend() string {
+	sh, err := l.shaper(true)
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return string(sh.Backend())
+}
+
+func (l *linkShaper) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range []*shaper.Shaper{l.sh, l.ro} {
+		if s != nil {
+			s.Close()
+		}
+	}
+	l.sh, l.ro = nil, nil
+	return nil
+}
+
+// allFeatures lets a read-only shaper skip probing.
+func allFeatures() map[string]bool {
+	m := map[string]bool{}
+	for _, f := range []string{shaper.FeatTBF, shaper.FeatHTB, shaper.FeatIngress, shaper.FeatIFB, shaper.FeatMirred, shaper.FeatU32, shaper.FeatNftNetdev, shaper.FeatNftNumgen, shaper.FeatNfqueue} {
+		m[f] = true
+	}
+	return m
+}
+
+// StartCommand runs c on member as a process in its namespace (the
+// embedded fleet runs no images).
+func (f *Fleet) StartCommand(ctx context.Context, member string, c clusters.Command) (clusters.Process, error) {
+	if c.Image != "" {
+		return nil, fmt.Errorf("%s on %s: image %s: the embedded fleet runs commands, not images: %w", c.Name, member, c.Image, clusters.ErrUnsupported)
+	}
+	return f.Start(ctx, member, c.Name, c.Argv, c.Env...)
+}
+
+// Paths: every member shares this machine's filesystem, so its evidence
+// goes straight into the fleet's evidence directory and its data into a
+// directory of its own.
+func (f *Fleet) Paths(member string) (clusters.Paths, error) {
+	m, err := f.find(member)
+	if err != nil {
+		return clusters.Paths{}, err
+	}
+	data := filepath.Join(f.Dir(), "nodes", m.Name)
+	if m.Role == clusters.RoleCloud {
+		data = filepath.Join(f.Dir(), "cloud")
+	}
+	return clusters.Paths{Evidence: filepath.Join(f.Dir(), "evidence"), Data: data}, nil
+}
+
+// SiteConfig is the site's admin configuration, dialling from inside the
+// namespace its control plane runs in.
+func (f *Fleet) SiteConfig(site string) (*rest.Config, error) {
+	sc, err := f.Cluster(site)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", sc.Admin)
+	if err != nil {
+		return nil, fmt.Errorf("site %s kubeconfig: %w", site, err)
+	}
+	cfg.Dial = nsdo.DialContext(sc.Namespace)
+	return cfg, nil
+}
+
+// Kubeconfig is the site's admin kubeconfig, or member's own.
+func (f *Fleet) Kubeconfig(site, member string) ([]byte, error) {
+	sc, err := f.Cluster(site)
+	if err != nil {
+		return nil, err
+	}
+	path := sc.Admin
+	if member != "" {
+		var ok bool
+		if path, ok = sc.Nodes[member]; !ok {
+			return nil, fmt.Errorf("site %s has no member %q", site, member)
+		}
+	}
+	return os.ReadFile(path)
+}
+
+// MemberKubeconfig is the path of member's own kubeconfig (members share
+// this machine's filesystem).
+func (f *Fleet) MemberKubeconfig(member string) (string, error) {
+	m, err := f.find(member)
+	if err != nil {
+		return "", err
+	}
+	sc, err := f.Cluster(m.Site)
+	if err != nil {
+		return "", err
+	}
+	path, ok := sc.Nodes[m.Name]
+	if !ok {
+		return "", fmt.Errorf("site %s has no identity for %s", m.Site, m.Name)
+	}
+	return path, nil
+}
+
+// Host is member's network namespace.
+func (f *Fleet) Host(member string) (clusters.Host, error) {
+	m, err := f.find(member)
+	if err != nil {
+		return nil, err
+	}
+	return nsHost(m.Namespace), nil
+}
+
+// nsHost dials and listens from inside a named network namespace.
+type nsHost string
+
+func (h nsHost) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return nsdo.DialContext(string(h))(ctx, network, addr)
+}
+
+func (h nsHost) Listen(network, addr string) (l net.Listener, err error) {
+	err = nsdo.Do(string(h), func() error { l, err = net.Listen(network, addr); return err })
+	return l, err
+}
+
+func (h nsHost) ListenPacket(network, addr string) (c net.PacketConn, err error) {
+	err = nsdo.Do(string(h), func() error { c, err = net.ListenPacket(network, addr); return err })
+	return c, err
+}
+
+// Counters sums the bytes received and sent on every interface of the
+// member's namespace but loopback.
+func (f *Fleet) Counters(ctx context.Context, member string) (rx, tx int64, err error) {
+	m, err := f.find(member)
+	if err != nil {
+		return 0, 0, err
+	}
+	var b []byte
+	err = nsdo.Do(m.Namespace, func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || strings.TrimSpace(name) == "lo" {
+			continue
+		}
+		fs := strings.Fields(rest)
+		if len(fs) < 9 {
+			continue
+		}
+		r, _ := strconv.ParseInt(fs[0], 10, 64)
+		t, _ := strconv.ParseInt(fs[8], 10, 64)
+		rx, tx = rx+r, tx+t
+	}
+	return rx, tx, nil
+}
+
+// Sysctl writes /proc/sys/KEY inside the member's namespace.
+func (f *Fleet) Sysctl(ctx context.Context, member, key, value string) error {
+	m, err := f.find(member)
+	if err != nil {
+		return err
+	}
+	if key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") || !strings.HasPrefix(key, "net/") {
+		return fmt.Errorf("sysctl %q: only per-namespace net/... keys can be set on a member", key)
+	}
+	return nsdo.Do(m.Namespace, func() error {
+		return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0)
+	})
+}
+
+// Collect copies the fleet's evidence (every member writes into the same
+// directory) and its processes' logs into dir/evidence and dir/logs,
+// replacing what an earlier run left there.
+func (f *Fleet) Collect(ctx context.Context, dir string) error {
+	var errs []error
+	for _, sub := range []struct{ name, glob string }{{"evidence", "*.jsonl"}, {"logs", "*.log"}} {
+		to := filepath.Join(dir, sub.name)
+		if err := os.MkdirAll(to, 0o755); err != nil {
+			return fmt.Errorf("collect evidence: %w", err)
+		}
+		files, _ := filepath.Glob(filepath.Join(f.Dir(), sub.name, sub.glob))
+		for _, from := range files {
+			if err := copyFile(from, filepath.Join(to, filepath.Base(from))); err != nil {
+				errs = append(errs, fmt.Errorf("collect %s: %w", from, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o644)
+}
+
+// The Process of the embedded fleet is a clusters.Process.
+var _ clusters.Process = (*Process)(nil)
+
+// ID is "pid N".
+func (p *Process) ID() string { return "pid " + strconv.Itoa(p.PID) }
+
+// LogPath is the process's log file.
+func (p *Process) LogPath() string { return p.Log }
+
+// Info: the embedded fleet models everything but images; sites have
+// control planes when the provider starts them (WithControlPlanes).
+func (p *Provider) Info() clusters.Info { return Info(p.k8s != nil) }
+
+// Info is what a provider made with or without control planes models,
+// for checking a scenario without making one (which needs root).
+func Info(controlPlanes bool) clusters.Info {
+	return clusters.Info{Name: providerName, Commands: true, Gateways: true, NodeLinks: true, ControlPlanes: controlPlanes}
+}

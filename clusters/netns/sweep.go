@@ -1,0 +1,58 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Down removes the fleet: its helper processes, namespaces and state.
+func (p *Provider) Down(ctx context.Context, name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	entries, err := p.ledger.Entries(name)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		if _, err := os.Stat(p.statePath(name)); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("fleet %q is not up (nothing recorded for it)", name)
+		}
+	}
+	return p.Sweep(name)
+}
+
+// Sweep removes everything the ledger holds for owner.
+func (p *Provider) Sweep(owner string) error {
+	rm := shaper.Removers()
+	rm[ledger.KindNetns] = func(e ledger.Entry) error {
+		err := netns.DeleteNamed(e.Name)
+		switch {
+		case err == nil, errors.Is(err, os.ErrNotExist):
+			return nil
+		case errors.Is(err, unix.EINVAL):
+			// Not a mount point: killed between creating the file and
+			// bind-mounting the namespace on it. Only the file is left.
+			if rerr := os.Remove(filepath.Join("/run/netns", e.Name)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				return rerr
+			}
+			return nil
+		}
+		return err
+	}
+	if err := p.ledger.Sweep(owner, rm); err != nil {
+		return err
+	}
+	// The state directory of the shaper for this owner, if any.
+	_ = os.RemoveAll(filepath.Join(filepath.Dir(p.ledger.Dir()), "shape", owner))
+	_ = os.RemoveAll(filepath.Join(p.stateDir, owner))
+	return nil
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/spf13/cobra"
+)
+
+// providerNames are what --provider takes in this build.
+var providerNames = []string{"netns"}
+
+// providerOptions are what the commands may ask of a provider.
+type providerOptions struct {
+	// backend is the shaping backend: auto, netem or fallback.
+	backend string
+	// controlPlanes gives every site a Kubernetes cluster (the control
+	// plane binaries must be cached: edgefault setup).
+	controlPlanes bool
+}
+
+// newProvider makes the provider --provider named. It is the one place
+// the CLI names a provider package.
+func newProvider(g *globals, name string, o providerOptions) (clusters.Provider, error) {
+	switch name {
+	case "", "netns":
+		p, err := netnsProvider(g, o)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("--provider %q: this build has %s (kind and k3d are planned: see docs/providers.md)", name, strings.Join(providerNames, ", "))
+}
+
+// providerInfo is what the provider named models as run and certify
+// make it, without making it (which needs root).
+func providerInfo(name string) (clusters.Info, error) {
+	switch name {
+	case "", "netns":
+		return netns.Info(true), nil
+	}
+	return clusters.Info{}, fmt.Errorf("--provider %q: this build has %s (kind and k3d are planned: see docs/providers.md)", name, strings.Join(providerNames, ", "))
+}
+
+// netnsProvider is the embedded fleet's provider; cleanup needs it as
+// such (its ledger and sweep).
+func netnsProvider(g *globals, o providerOptions) (*netns.Provider, error) {
+	if o.backend == "" {
+		o.backend = "auto"
+	}
+	b, err := shaper.ParseBackend(o.backend)
+	if err != nil {
+		return nil, fmt.Errorf("--backend: %w", err)
+	}
+	opts := []netns.Option{netns.WithLogger(g.log), netns.WithShaperOptions(shaper.WithBackend(b))}
+	if o.controlPlanes {
+		c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
+		// Fail before anything is created if setup has not run.
+		for _, comp := range k8sbin.Components() {
+			if _, err := c.Lookup(comp.Name); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, netns.WithControlPlanes(c))
+	}
+	return netns.NewProvider(opts...)
+}
+
+// providerFlag registers --provider.
+func providerFlag(cmd *cobra.Command, p *string) {
+	cmd.Flags().StringVar(p, "provider", "netns", "where fleets run: "+strings.Join(providerNames, ", ")+" (network namespaces on this machine)")
+}
