@@ -41,7 +41,9 @@ func (n NS) DialContext(ctx context.Context, network, addr string) (net.Conn, er
 }
 
 // Listen listens inside the namespace.
-func (n NS) Listen(network, addr string) (net.Listener, error) { return Listen(string(n), network, addr) }
+func (n NS) Listen(network, addr string) (net.Listener, error) {
+	return Listen(string(n), network, addr)
+}
 
 // ListenPacket opens a packet socket inside the namespace.
 func (n NS) ListenPacket(network, addr string) (c net.PacketConn, err error) {
