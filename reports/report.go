@@ -1,8 +1,9 @@
-package harness
+package reports
 
 import (
 	"bytes"
 	"cmp"
+	_ "embed"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -219,6 +220,8 @@ func reportJUnit(r *Report) ([]byte, error) {
 				{"timeScale", reportNumber(s.TimeScale)},
 				{"runtime", s.Runtime},
 				{"source", s.Source},
+				{"provider", cmp.Or(s.Provider, r.Provider)},
+				{"backend", s.Backend},
 			},
 		}
 		if !s.Started.IsZero() {
@@ -430,6 +433,7 @@ type htmlScenario struct {
 	Name, Description, Source, Runtime string
 	Scale, Timing, Error, Evidence     string
 	ScaleNote                          string
+	Fleet                              string // "provider netns, backend fallback"
 	Pass                               bool
 	VerdictsPassed                     int
 	Verdicts                           []htmlVerdict
@@ -555,6 +559,12 @@ func htmlScenarioOf(i int, s ScenarioResult) htmlScenario {
 		Error:       s.Error,
 		Evidence:    s.Evidence,
 		Pass:        s.Pass,
+	}
+	if s.Provider != "" {
+		h.Fleet = "provider " + s.Provider
+		if s.Backend != "" {
+			h.Fleet += ", shaping backend " + s.Backend
+		}
 	}
 	if k := s.TimeScale; reportIsFinite(k) && k > 0 && k != 1 {
 		h.ScaleNote = fmt.Sprintf("The x axes are run time; multiply by %s for scenario time.", reportNumber(k))
@@ -902,125 +912,6 @@ var reportTemplate = template.Must(template.New("report").Parse(reportPage))
 
 // reportPage is the page template. It may load nothing: the report is read
 // offline, archived by CI and printed.
-const reportPage = `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>edgefault report: {{if .Pass}}PASS{{else}}FAIL{{end}}</title>
-<style>
-*{-webkit-print-color-adjust:exact;print-color-adjust:exact;box-sizing:border-box}
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;max-width:960px;margin:24px auto;padding:0 12px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:0 0 6px}h3{font-size:15px;margin:18px 0 6px}
-.meta,.note{color:#444}
-.badge{display:inline-block;border:2px solid;border-radius:3px;padding:0 6px;font-weight:700;font-size:.85em;vertical-align:middle}
-.badge.pass{color:#1b5e20;background:#e8f5e9}.badge.fail{color:#b71c1c;background:#ffebee}
-table{border-collapse:collapse;width:100%;margin:6px 0}
-th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top}
-th{background:#f0f0f0}
-section.scenario{border-top:3px solid #333;margin-top:28px;padding-top:10px;page-break-before:always}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:6px 0}
-dl.facts dt{color:#555}dl.facts dd{margin:0}
-.error{border:2px solid #b71c1c;background:#ffebee;padding:6px 10px;margin:8px 0;white-space:pre-wrap}
-ul.compact{margin:0;padding-left:16px}ul.compact li{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace}
-ul.windows li{font-size:12px}
-figure{margin:10px 0 16px;page-break-inside:avoid}figcaption{font-size:13px}
-svg{max-width:100%;height:auto;display:block}
-svg text{font:11px system-ui,sans-serif;fill:#333}
-svg .plot{fill:#fff;stroke:#888}svg .grid{stroke:#e3e3e3}svg .axis{stroke:#666}
-svg .thr{fill:none;stroke:#0d47a1;stroke-width:1.5;stroke-linejoin:round;stroke-linecap:round}
-svg .buf{fill:none;stroke:#6a1b9a;stroke-width:1.3;stroke-dasharray:5 3}
-svg .outage{fill:#b71c1c;fill-opacity:.38}svg .degr{fill:#ef8c00;fill-opacity:.3}
-svg .band{fill:#fff;stroke:#888}
-svg .g-open{fill:#2e7d32}svg .g-closed{fill:#c62828}svg .g-unknown{fill:#9e9e9e}svg .g-none{fill:#fff}
-svg .f-primary{fill:#1565c0}svg .f-alternate{fill:#f9a825}svg .f-degraded{fill:#ad1457}svg .f-none{fill:#fff}
-svg .other{fill:#424242}
-svg .mark-pass line{stroke:#2e7d32;stroke-width:1.5}svg .mark-pass circle{fill:#fff;stroke:#2e7d32;stroke-width:2}
-svg .mark-fail line{stroke:#c62828;stroke-width:1.5;stroke-dasharray:3 2}svg .mark-fail circle{fill:#c62828;stroke:#c62828}
-svg .lane{stroke:#ddd}svg text.win{font-size:9px;fill:#000}svg text.empty{font-size:13px;fill:#777}
-@media print{body{margin:0;max-width:none}}
-</style>
-</head>
-<body>
-<header>
-<h1>edgefault certification report <span class="badge {{if .Pass}}pass{{else}}fail{{end}}">{{if .Pass}}PASS{{else}}FAIL{{end}}</span></h1>
-<p class="meta">started {{.Started}} · took {{.Duration}} · provider {{.Provider}} · {{.Passed}} of {{len .Scenarios}} scenarios passed</p>
-</header>
-{{if .Scenarios}}<table class="overview">
-<tr><th>scenario</th><th>result</th><th>verdicts passed</th><th>timing</th></tr>
-{{range .Scenarios}}<tr><td><a href="#{{.ID}}">{{.Name}}</a></td><td><span class="badge {{if .Pass}}pass{{else}}fail{{end}}">{{if .Pass}}PASS{{else}}FAIL{{end}}</span>{{if .Error}} run error{{end}}</td><td>{{.VerdictsPassed}} of {{len .Verdicts}}</td><td>{{.Timing}}</td></tr>
-{{end}}</table>{{else}}<p>No scenarios were run.</p>{{end}}
-{{range .Scenarios}}
-<section class="scenario" id="{{.ID}}">
-<h2>{{.Name}} <span class="badge {{if .Pass}}pass{{else}}fail{{end}}">{{if .Pass}}PASS{{else}}FAIL{{end}}</span></h2>
-{{with .Description}}<p>{{.}}</p>{{end}}
-<dl class="facts">
-<dt>source</dt><dd>{{.Source}}</dd>
-<dt>time scale</dt><dd>{{.Scale}}</dd>
-<dt>runtime</dt><dd>{{.Runtime}}</dd>
-<dt>timing</dt><dd>{{.Timing}}</dd>
-{{with .Evidence}}<dt>evidence</dt><dd><code>{{.}}</code></dd>{{end}}
-</dl>
-{{with .Error}}<div class="error"><strong>The run failed:</strong> {{.}}</div>{{end}}
-<h3>Verdicts</h3>
-{{if .Verdicts}}<table class="verdicts">
-<tr><th>validator</th><th>group</th><th>result</th><th>summary</th><th>numbers</th><th>evidence</th></tr>
-{{range .Verdicts}}<tr><td>{{.Validator}}</td><td>{{.Group}}</td><td><span class="badge {{if .Pass}}pass{{else}}fail{{end}}">{{if .Pass}}PASS{{else}}FAIL{{end}}</span></td><td>{{.Summary}}</td><td>{{with .Numbers}}<ul class="compact">{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}</td><td>{{with .Evidence}}<ul class="compact">{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}</td></tr>
-{{end}}</table>{{else}}<p class="note">No verdicts.</p>{{end}}
-<h3>Impairments</h3>
-{{with .Strip}}<svg class="strip" viewBox="0 0 900 {{.H}}" width="900" height="{{.H}}" role="img" aria-label="impairment windows">
-{{range .Lanes}}<line class="lane" x1="70" x2="830" y1="{{.Y}}" y2="{{.Y}}"/><text x="64" y="{{.Y}}" dy="4" text-anchor="end">{{.Label}}<title>{{.Full}}</title></text>
-{{end}}{{range .Rects}}<rect class="{{.Class}}" x="{{.X}}" y="{{.Y}}" width="{{.W}}" height="{{.H}}"><title>{{.Title}}</title></rect>{{if .Text}}<text class="win" x="{{.TX}}" y="{{.TY}}">{{.Text}}</text>{{end}}
-{{end}}<line class="axis" x1="70" x2="830" y1="{{.AxisY}}" y2="{{.AxisY}}"/>
-{{$y := .LabelY}}{{range .XTicks}}<text x="{{.Pos}}" y="{{$y}}" text-anchor="middle">{{.Label}}</text>{{end}}
-</svg>
-{{else}}<p class="note">No impairments.</p>{{end}}
-{{with .WindowLines}}<ul class="windows">{{range .}}<li>{{.}}</li>{{end}}</ul>{{end}}
-<h3>Nodes</h3>
-{{with .ScaleNote}}<p class="note">{{.}}</p>{{end}}
-{{if .Charts}}<svg class="legend" viewBox="0 0 900 44" width="900" height="44" role="img" aria-label="legend">
-<line class="thr" x1="0" x2="24" y1="10" y2="10"/><text x="30" y="14">throughput, Mbit/s (left)</text>
-<line class="buf" x1="195" x2="219" y1="10" y2="10"/><text x="225" y="14">buffer depth, records (right)</text>
-<rect class="outage" x="400" y="4" width="14" height="11"/><text x="419" y="14">outage</text>
-<rect class="degr" x="470" y="4" width="14" height="11"/><text x="489" y="14">degradation</text>
-<g class="mark-pass"><line x1="575" x2="575" y1="4" y2="17"/><circle cx="575" cy="6" r="4"/></g><text x="585" y="14">verdict mark: pass</text>
-<g class="mark-fail"><line x1="705" x2="705" y1="4" y2="17"/><circle cx="705" cy="6" r="4"/></g><text x="715" y="14">verdict mark: fail</text>
-<text x="0" y="37">gate</text>
-<rect class="band g-open" x="40" y="28" width="14" height="10"/><text x="58" y="37">open</text>
-<rect class="band g-closed" x="100" y="28" width="14" height="10"/><text x="118" y="37">closed</text>
-<rect class="band g-unknown" x="170" y="28" width="14" height="10"/><text x="188" y="37">unknown</text>
-<rect class="band g-none" x="250" y="28" width="14" height="10"/><text x="268" y="37">no answer</text>
-{{if .Failover}}<text x="350" y="37">failover</text>
-<rect class="band f-primary" x="410" y="28" width="14" height="10"/><text x="428" y="37">primary</text>
-<rect class="band f-alternate" x="490" y="28" width="14" height="10"/><text x="508" y="37">alternate</text>
-<rect class="band f-degraded" x="580" y="28" width="14" height="10"/><text x="598" y="37">degraded</text>
-<rect class="band f-none" x="670" y="28" width="14" height="10"/><text x="688" y="37">off</text>{{end}}
-</svg>
-{{range .Charts}}<figure>
-<figcaption><strong>{{.Node}}</strong>{{with .Role}} ({{.}}){{end}}: {{.Stats}}</figcaption>
-<svg class="node-chart" data-node="{{.Node}}" viewBox="0 0 900 170" width="900" height="170" role="img" aria-label="timeline of {{.Node}}">
-<rect class="plot" x="70" y="8" width="760" height="100"/>
-{{range .Shades}}<rect class="{{.Class}}" x="{{.X}}" y="{{.Y}}" width="{{.W}}" height="{{.H}}"><title>{{.Title}}</title></rect>
-{{end}}{{range .YTicks}}<line class="grid" x1="70" x2="830" y1="{{.Pos}}" y2="{{.Pos}}"/><text x="64" y="{{.Pos}}" dy="4" text-anchor="end">{{.Label}}</text>
-{{end}}{{range .BTicks}}<text x="836" y="{{.Pos}}" dy="4">{{.Label}}</text>
-{{end}}{{with .Buffer}}<path class="buf" d="{{.}}"/>
-{{end}}{{with .Throughput}}<path class="thr" d="{{.}}"/>
-{{end}}{{range .Marks}}<g class="{{.Class}}"><line x1="{{.X}}" x2="{{.X}}" y1="8" y2="108"/><circle cx="{{.X}}" cy="8" r="4"/><title>{{.Title}}</title></g>
-{{end}}<text x="64" y="120" text-anchor="end">gate</text><rect class="band" x="70" y="112" width="760" height="9"/>
-{{range .Gate}}<rect class="{{.Class}}" x="{{.X}}" y="{{.Y}}" width="{{.W}}" height="{{.H}}"><title>{{.Title}}</title></rect>{{end}}
-{{if .Failover}}<text x="64" y="130" text-anchor="end">failover</text><rect class="band" x="70" y="124" width="760" height="6"/>
-{{range .Failover}}<rect class="{{.Class}}" x="{{.X}}" y="{{.Y}}" width="{{.W}}" height="{{.H}}"><title>{{.Title}}</title></rect>{{end}}
-{{end}}<line class="axis" x1="70" x2="830" y1="133" y2="133"/>
-{{range .XTicks}}<line class="axis" x1="{{.Pos}}" x2="{{.Pos}}" y1="133" y2="137"/><text x="{{.Pos}}" y="149" text-anchor="middle">{{.Label}}</text>{{end}}
-<text x="450" y="165" text-anchor="middle">seconds since the timeline started</text>
-<text x="16" y="58" transform="rotate(-90 16 58)" text-anchor="middle">Mbit/s</text>
-<text x="884" y="58" transform="rotate(90 884 58)" text-anchor="middle">buffer, records</text>
-{{if .Empty}}<text class="empty" x="450" y="62" text-anchor="middle">no samples</text>{{end}}
-</svg>
-</figure>
-{{end}}{{else}}<p class="note">No nodes were sampled.</p>{{end}}
-</section>
-{{end}}
-</body>
-</html>
-`
+//
+//go:embed page.html.tmpl
+var reportPage string

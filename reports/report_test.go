@@ -1,4 +1,4 @@
-package harness
+package reports
 
 import (
 	"bytes"
@@ -63,6 +63,7 @@ func reportFixture() *Report {
 	cut := ScenarioResult{
 		Name: "uplink-cut", Description: reportXSS + " cut the uplink for 30 s",
 		Source: "scenarios/uplink-cut.yaml", TimeScale: 60, Runtime: "gate on, buffer on disk, failover on",
+		Provider: "netns", Backend: "fallback",
 		Started: reportT0.Add(90 * time.Second), Duration: 2 * time.Minute, Timeline: 90 * time.Second,
 		Error: "timeline step 3: shaper: exit status 1",
 		Verdicts: []validators.Verdict{
@@ -215,6 +216,7 @@ func TestReportWrite(t *testing.T) {
 		text := reportUnescape(h)
 		for _, s := range []string{
 			"provider netns",
+			"provider netns, shaping backend fallback",
 			"one real minute stands for 1 h of scenario time",
 			"timeline 1m30s (1.5 h of scenario time)",
 			"timeline step 3: shaper: exit status 1",
