@@ -15,7 +15,7 @@ import (
 func plan(name string, spec *scenarios.FleetSpec) (*Fleet, error) {
 	f := &Fleet{FleetName: name, Fabric: name + "-fabric", Created: time.Now().UTC()}
 	ns := func(n string) string { return name + "-" + n }
-	f.All = append(f.All, member{Member: Member{Member: clusters.Member{Name: "cloud", Role: clusters.RoleCloud, Address: cloudAddr.String(), Location: ns("cloud")},
+	f.All = append(f.All, member{Member: Member{Member: clusters.Member{Name: "cloud", Role: clusters.RoleCloud, Address: cloudAddr.String(), Location: "netns " + ns("cloud")},
 		Namespace: ns("cloud")}, Dev: "eth0", Port: "cloud", Bridge: "wan", Prefix: wanPrefix.Bits()})
 	all := spec.Members()
 	var alloc lanAllocator
@@ -51,7 +51,7 @@ func plan(name string, spec *scenarios.FleetSpec) (*Fleet, error) {
 				return nil, fmt.Errorf("too many gateways for the WAN %v", wanPrefix)
 			}
 			f.All = append(f.All, member{Member: Member{Member: clusters.Member{Name: g.Name, Role: clusters.RoleGateway, Site: s.Name, Building: g.Building,
-				Address: a.String(), WANAddress: wan.String(), Location: ns(g.Name)}, Namespace: ns(g.Name)},
+				Address: a.String(), WANAddress: wan.String(), Location: "netns " + ns(g.Name)}, Namespace: ns(g.Name)},
 				Dev: "lan0", Port: fmt.Sprintf("g%d", gwN), WANPort: fmt.Sprintf("w%d", gwN), Bridge: br, Prefix: lan.Bits(),
 				Via: cloudAddr.String(), Profile: g.Link})
 		}
@@ -60,7 +60,7 @@ func plan(name string, spec *scenarios.FleetSpec) (*Fleet, error) {
 			a := nth(lan, host)
 			host++
 			f.All = append(f.All, member{Member: Member{Member: clusters.Member{Name: n.Name, Role: clusters.RoleNode, Site: s.Name, Building: n.Building,
-				Gateway: n.Gateway, Address: a.String(), Location: ns(n.Name)}, Namespace: ns(n.Name)},
+				Gateway: n.Gateway, Address: a.String(), Location: "netns " + ns(n.Name)}, Namespace: ns(n.Name)},
 				Dev: "eth0", Port: fmt.Sprintf("n%d", nodeN), Bridge: br, Prefix: lan.Bits(), Via: gwAddr[n.Gateway], Profile: n.Link})
 		}
 	}
