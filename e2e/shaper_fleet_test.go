@@ -135,7 +135,7 @@ var _ = Describe("cleanup after the harness is killed", Ordered, func() {
 		Expect(namespacesOf(other)).To(HaveLen(13), "the other fleet lost namespaces")
 		Expect(helpersOf(other)).NotTo(BeEmpty(), "the other fleet's delayers were stopped")
 		Expect(reachable(other, "store-pos")).To(BeTrue(), "the other fleet's store lost the cloud")
-		Expect(mustRun("fleet", "list", "--name", other)).To(ContainSubstring("delay 20ms, loss 1%"))
+		Expect(mustRun("fleet", "list", "--name", other)).To(And(ContainSubstring("delay 20ms, loss 1%"), MatchRegexp(`(?m)^%s\s+netns\s+`, other)))
 	}
 
 	It("removes a fleet killed half-way through coming up", func() {
@@ -280,6 +280,14 @@ var _ = Describe("the CLI", func() {
 	It("exits non-zero on an unknown command", func() {
 		_, err := run("frobnicate")
 		Expect(err).To(HaveOccurred())
+	})
+
+	It("refuses a provider it does not have, saying which it has", func() {
+		for _, c := range [][]string{{"fleet", "up"}, {"fleet", "list"}, {"run", "vehicle"}, {"certify"}, {"scenario", "check", "../scenarios/builtin/vehicle.yaml"}} {
+			out, err := run(append(c, "--provider", "kind9")...)
+			Expect(err).To(HaveOccurred(), "%v", c)
+			Expect(out).To(And(ContainSubstring(`--provider "kind9"`), ContainSubstring("netns")), "%v", c)
+		}
 	})
 })
 

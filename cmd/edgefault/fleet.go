@@ -62,7 +62,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 			}
 			p, err := newProvider(g, prov, providerOptions{backend: backend, controlPlanes: controlPlanes})
 			if err != nil {
-				if controlPlanes {
+				if controlPlanes && !errors.Is(err, errUnknownProvider) {
 					return fmt.Errorf("%w; or bring the fleet up without site clusters: --control-planes=false", err)
 				}
 				return err

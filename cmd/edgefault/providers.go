@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -13,6 +14,13 @@ import (
 
 // providerNames are what --provider takes in this build.
 var providerNames = []string{"netns"}
+
+// errUnknownProvider is a --provider this build does not have.
+var errUnknownProvider = errors.New("unknown provider")
+
+func unknownProvider(name string) error {
+	return fmt.Errorf("--provider %q: %w; this build has %s (kind and k3d are planned: see docs/providers.md)", name, errUnknownProvider, strings.Join(providerNames, ", "))
+}
 
 // providerOptions are what the commands may ask of a provider.
 type providerOptions struct {
@@ -34,7 +42,7 @@ func newProvider(g *globals, name string, o providerOptions) (clusters.Provider,
 		}
 		return p, nil
 	}
-	return nil, fmt.Errorf("--provider %q: this build has %s (kind and k3d are planned: see docs/providers.md)", name, strings.Join(providerNames, ", "))
+	return nil, unknownProvider(name)
 }
 
 // providerInfo is what the provider named models as run and certify
@@ -44,7 +52,7 @@ func providerInfo(name string) (clusters.Info, error) {
 	case "", "netns":
 		return netns.Info(true), nil
 	}
-	return clusters.Info{}, fmt.Errorf("--provider %q: this build has %s (kind and k3d are planned: see docs/providers.md)", name, strings.Join(providerNames, ", "))
+	return clusters.Info{}, unknownProvider(name)
 }
 
 // netnsProvider is the embedded fleet's provider; cleanup needs it as

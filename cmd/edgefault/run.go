@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -95,6 +96,9 @@ func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
 		return err
 	}
 	if f.o.Provider, err = newProvider(g, f.provider, providerOptions{backend: f.backend, controlPlanes: true}); err != nil {
+		if errors.Is(err, errUnknownProvider) {
+			return err
+		}
 		return fmt.Errorf("%w (scenarios run against each site's real control plane)", err)
 	}
 	f.o.Log = g.log
