@@ -75,9 +75,13 @@ func (o *RunOptions) defaults() error {
 // Ports of the sample workloads' services on a node.
 const PayPort = 9090
 
-// Supports says whether a provider with info can model sc, before
-// anything starts; the error says why not and what would.
+// Supports says whether a provider with info can model sc, and whether sc
+// asks its validators only what they do, before anything starts; the
+// error says why not and what would.
 func Supports(info clusters.Info, sc *scenarios.Scenario) error {
+	if err := validators.Check(sc); err != nil {
+		return err
+	}
 	name := sc.Metadata.Name
 	for _, st := range sc.Spec.Timeline {
 		ms, err := sc.Spec.Resolve(st.Group)
@@ -106,8 +110,8 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 			return fmt.Errorf("scenario %s: failover marks Nodes in the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, info.Name)
 		}
 		for _, x := range sc.Spec.Expect {
-			if x.Validator == "node-tagged" {
-				return fmt.Errorf("scenario %s: validator node-tagged reads the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, info.Name)
+			if validators.NeedsKube(x.Validator) {
+				return fmt.Errorf("scenario %s: validator %s reads the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, x.Validator, info.Name)
 			}
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -23,6 +22,20 @@ type Scenario struct {
 	Spec       ScenarioSpec `yaml:"spec"`
 	// Source is the file the scenario was read from, or "built-in".
 	Source string `yaml:"-"`
+	// root is the parsed document, for Errorf's line numbers.
+	root *yaml.Node
+}
+
+// Errorf is an error at a field path of the scenario (as
+// "spec.expect[2].validator"), with the file and line it came from when
+// the scenario was parsed: for checks made after loading (the
+// validators' parameters, what a provider can model).
+func (s *Scenario) Errorf(path, format string, a ...any) error {
+	e := &Error{File: s.Source, Msg: path + ": " + fmt.Sprintf(format, a...)}
+	if s.root != nil {
+		e.Line = lineOf(s.root, path)
+	}
+	return e
 }
 
 // ScenarioSpec is a scenario's content.
@@ -146,8 +159,9 @@ type Step struct {
 	Note string   `yaml:"note,omitempty"`
 }
 
-// Expectation asks a validator to judge a group. Which parameters a
-// validator takes is in Validators.
+// Expectation asks a validator to judge a group. Which validators exist
+// and which parameters each takes is the validators package's to say
+// (validators.Check).
 type Expectation struct {
 	Validator string `yaml:"validator"`
 	Group     string `yaml:"group,omitempty"`
@@ -158,18 +172,6 @@ type Expectation struct {
 	Max *int `yaml:"max,omitempty"`
 	// MinShare is the share that must succeed (local-service-answers).
 	MinShare string `yaml:"minShare,omitempty"`
-}
-
-// Validators lists the validators a scenario may name and the parameters
-// each takes (besides group). The validators package implements them.
-var Validators = map[string][]string{
-	"gate-follows-link":      {"within"},
-	"no-fetch-while-closed":  {},
-	"local-service-answers":  {"minShare"},
-	"delivered-exactly-once": {"within"},
-	"node-tagged":            {"within"},
-	"routes-switched":        {"within"},
-	"no-restart-loops":       {"max"},
 }
 
 // Duration is a YAML duration written like Go's ("90s", "1h30m").
@@ -236,8 +238,8 @@ func LoadScenarioFile(path string) (*Scenario, error) {
 // ParseScenario parses and validates a Scenario document; file names the
 // source in errors.
 func ParseScenario(file string, data []byte) (*Scenario, error) {
-	var s Scenario
-	if err := parse(file, data, &s, "expected apiVersion, kind: Scenario, spec", s.validate); err != nil {
+	s := Scenario{root: &yaml.Node{}}
+	if err := parseNode(file, data, &s, "expected apiVersion, kind: Scenario, spec", s.validate, s.root); err != nil {
 		return nil, err
 	}
 	s.Source = file
@@ -337,18 +339,8 @@ func (s *Scenario) validate() error {
 	}
 	for i, e := range sp.Expect {
 		ep := fmt.Sprintf("spec.expect[%d]", i)
-		params, ok := Validators[e.Validator]
-		if !ok {
-			return perr(ep+".validator", "unknown validator %q: use one of %s", e.Validator, strings.Join(validatorNames(), ", "))
-		}
-		allowed := map[string]bool{}
-		for _, p := range params {
-			allowed[p] = true
-		}
-		for p, set := range map[string]bool{"within": e.Within != 0, "max": e.Max != nil, "minShare": e.MinShare != ""} {
-			if set && !allowed[p] {
-				return perr(ep+"."+p, "validator %s does not take %s", e.Validator, p)
-			}
+		if e.Validator == "" {
+			return perr(ep+".validator", "an expectation needs a validator")
 		}
 		if e.MinShare != "" {
 			if _, err := units.Percent("minShare", e.MinShare); err != nil {
@@ -358,9 +350,6 @@ func (s *Scenario) validate() error {
 		if e.Max != nil && *e.Max < 0 {
 			return perr(ep+".max", "max %d is negative", *e.Max)
 		}
-		if e.Group == "" && e.Validator != "no-restart-loops" {
-			return perr(ep+".group", "validator %s needs a group", e.Validator)
-		}
 		if e.Group != "" {
 			if _, err := sp.Resolve(e.Group); err != nil {
 				return perr(ep+".group", "%v", err)
@@ -368,15 +357,6 @@ func (s *Scenario) validate() error {
 		}
 	}
 	return nil
-}
-
-func validatorNames() []string {
-	var out []string
-	for n := range Validators {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func (g GroupSpec) check(path string, t FleetSpec, members []Member) error {

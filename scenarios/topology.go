@@ -186,8 +186,13 @@ func ParseFleet(file string, data []byte) (*Fleet, error) {
 // and runs validate on it; every error is an *Error with the file and,
 // where it is known, the line. empty says what an empty document lacks.
 func parse(file string, data []byte, out any, empty string, validate func() error) error {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
+	return parseNode(file, data, out, empty, validate, &yaml.Node{})
+}
+
+// parseNode is parse keeping the parsed document in root, for errors found
+// later (Scenario.Errorf).
+func parseNode(file string, data []byte, out any, empty string, validate func() error, root *yaml.Node) error {
+	if err := yaml.Unmarshal(data, root); err != nil {
 		return yamlError(file, err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -201,7 +206,7 @@ func parse(file string, data []byte, out any, empty string, validate func() erro
 	if err := validate(); err != nil {
 		var pe *pathError
 		if errors.As(err, &pe) {
-			return &Error{File: file, Line: lineOf(&root, pe.path), Msg: pe.Error()}
+			return &Error{File: file, Line: lineOf(root, pe.path), Msg: pe.Error()}
 		}
 		return &Error{File: file, Msg: err.Error()}
 	}

@@ -6,6 +6,7 @@
 // rests on.
 //
 // One file per validator, each a small type with one method. To add one:
-// write the type, add it to Lookup, and list its parameters in
-// scenarios.Validators so scenario files may name it.
+// write the type and give it a line in the registry (registry.go), which
+// says the name scenario files use and the parameters it takes; Check
+// holds scenario files to it.
 package validators

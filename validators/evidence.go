@@ -45,27 +45,6 @@ type Validator interface {
 	Validate(ev *Evidence, x scenarios.Expectation) Verdict
 }
 
-// Lookup finds a validator by the name scenario files use.
-func Lookup(name string) (Validator, bool) {
-	switch name {
-	case "gate-follows-link":
-		return GateFollowsLink{}, true
-	case "no-fetch-while-closed":
-		return NoFetchWhileClosed{}, true
-	case "local-service-answers":
-		return LocalServiceAnswers{}, true
-	case "delivered-exactly-once":
-		return DeliveredExactlyOnce{}, true
-	case "node-tagged":
-		return NodeTagged{}, true
-	case "routes-switched":
-		return RoutesSwitched{}, true
-	case "no-restart-loops":
-		return NoRestartLoops{}, true
-	}
-	return nil, false
-}
-
 // Judge runs every expectation of the scenario.
 func Judge(ev *Evidence) []Verdict {
 	var out []Verdict

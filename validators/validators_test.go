@@ -1,6 +1,7 @@
 package validators
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -126,16 +127,55 @@ func TestValidators(t *testing.T) {
 	}
 }
 
-// Every validator a scenario file may name exists, and no other.
-func TestValidatorsMatchTheFormat(t *testing.T) {
-	for name := range scenarios.Validators {
-		if _, ok := Lookup(name); !ok {
-			t.Errorf("scenarios.Validators names %s, which validators does not implement", name)
+// The built-in scenarios name only validators that exist, with their
+// parameters.
+func TestBuiltinsCheck(t *testing.T) {
+	for _, name := range scenarios.Builtins() {
+		sc, err := scenarios.Builtin(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Check(sc); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
-	for _, name := range []string{"gate-follows-link", "no-fetch-while-closed", "local-service-answers", "delivered-exactly-once", "node-tagged", "routes-switched", "no-restart-loops"} {
-		if _, ok := scenarios.Validators[name]; !ok {
-			t.Errorf("validator %s is missing from scenarios.Validators", name)
-		}
+	if got := Names(); len(got) != 7 || got[0] != "delivered-exactly-once" {
+		t.Errorf("Names() = %v", got)
+	}
+}
+
+// A scenario that asks a validator what it cannot do is refused with the
+// file and line of the expectation.
+func TestCheckRefuses(t *testing.T) {
+	src, err := scenarios.BuiltinSource("vehicle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"unknown validator", "validator: gate-follows-link", "validator: gate-is-fine", "unknown validator \"gate-is-fine\": use one of delivered-exactly-once,"},
+		{"param it does not take", "{validator: no-fetch-while-closed, group: truck}", "{validator: no-fetch-while-closed, group: truck, within: 3s}", "does not take within"},
+		{"no group", "{validator: no-fetch-while-closed, group: truck}", "{validator: no-fetch-while-closed}", "needs a group"},
+		{"a group for the whole run", "{validator: no-restart-loops}", "{validator: no-restart-loops, group: truck}", "give it no group"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := strings.Replace(string(src), tc.old, tc.new, 1)
+			if bad == string(src) {
+				t.Fatalf("%q does not apply", tc.old)
+			}
+			sc, err := scenarios.ParseScenario("bad.yaml", []byte(bad))
+			if err != nil {
+				t.Fatal(err)
+			}
+			line := 0
+			for i, l := range strings.Split(bad, "\n") {
+				if strings.Contains(l, tc.new) {
+					line = i + 1
+				}
+			}
+			err = Check(sc)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), fmt.Sprintf("bad.yaml:%d:", line)) {
+				t.Errorf("Check = %v, want bad.yaml:%d: ... %s", err, line, tc.want)
+			}
+		})
 	}
 }
