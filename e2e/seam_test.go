@@ -29,7 +29,7 @@ type seamProvider struct {
 	asks map[string]int
 }
 
-func (p *seamProvider) Name() string         { return p.info.Name }
+func (p *seamProvider) Name() string        { return p.info.Name }
 func (p *seamProvider) Info() clusters.Info { return p.info }
 
 func (p *seamProvider) Up(ctx context.Context, name string, spec *scenarios.FleetSpec) (clusters.Fleet, error) {

@@ -22,7 +22,7 @@ var _ = Describe("our telemetry agent", func() {
 		sc, err := scenarios.LoadScenarioFile("testdata/truck.yaml") // a workload of type command: your agent
 		Expect(err).NotTo(HaveOccurred())
 		res := edgetest.Run(ctx, sc, edgetest.WithTimeScale(240))
-		Expect(res).To(edgetest.Pass())                                   // every expectation held
+		Expect(res).To(edgetest.Pass())                                  // every expectation held
 		Expect(res).To(edgetest.PassValidator("delivered-exactly-once")) // or name one
 	})
 })
