@@ -5,7 +5,7 @@
 // timeline of impairments and crashes at the scenario's time scale, waits
 // for the runtime to settle, collects the evidence, and has the validators
 // judge it; Certify does that for several scenarios and writes the report
-// (package reports). Demo is the talk's demo on the built-in fleet.
+// (package harness/report). Demo is the talk's demo on the built-in fleet.
 //
 // The harness knows a fleet only through package clusters: adding a
 // provider changes nothing here (docs/providers.md). harness/edgetest
