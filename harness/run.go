@@ -88,8 +88,9 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 		if err != nil {
 			return err
 		}
+		act := sc.Spec.Action(st)
 		for _, m := range ms {
-			shapes := st.Kill == "" && st.Restart == ""
+			shapes := act.Process == ""
 			switch {
 			case shapes && m.Role == clusters.RoleNode && !info.NodeLinks:
 				return fmt.Errorf("scenario %s: the timeline impairs node %s's own link, but provider %s shapes only uplinks: impair its gateway instead, or use a provider with per-node links (netns)", name, m.Name, info.Name)
@@ -126,18 +127,13 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 	for _, st := range sc.Spec.Timeline {
 		// The runtime's settings may have been overridden (--failover
 		// off) since the file was checked.
-		if st.Kill == "runtime" || st.Restart == "runtime" {
+		if sc.Spec.Action(st).Process == "runtime" {
 			ms, _ := sc.Spec.Resolve(st.Group)
 			for _, m := range ms {
-				if m.Role == "gateway" && !sc.Spec.Runtime.Failover.Enabled {
-					return fmt.Errorf("scenario %s: the timeline stops the runtime on gateway %s, which runs none with failover off", sc.Metadata.Name, m.Name)
+				if m.Role == clusters.RoleGateway && !sc.Spec.Runtime.Failover.Enabled {
+					return fmt.Errorf("scenario %s: the timeline stops the runtime on gateway %s, which runs none with failover off", name, m.Name)
 				}
 			}
-		}
-	}
-	for _, w := range sc.Spec.Workloads {
-		if w.Image != "" {
-			return fmt.Errorf("scenario %s: workload %q runs image %s, but the embedded fleet runs processes, not pods: give it a command instead, or use a provider that runs pods (kind)", sc.Metadata.Name, w.Name, w.Image)
 		}
 	}
 	return nil
@@ -667,58 +663,40 @@ func (r *run) do(ctx context.Context, a action) error {
 	if err != nil {
 		return err
 	}
-	what := ""
-	var imp impair.Impairment
-	switch {
-	case a.undo || st.Restore:
-		what = "restore"
-	case st.Outage:
-		what, imp = "outage", impair.Impairment{Outage: true}
-	case st.Profile != "":
-		p := r.sc.Spec.Profiles[st.Profile]
-		imp, _ = p.Impairment(st.Profile)
-		what = st.Profile + " (" + imp.String() + ")"
-	case st.Link != nil:
-		imp, _ = st.Link.Impairment("link")
-		what = imp.String()
-	case st.Kill != "":
-		what = "kill " + st.Kill
-	case st.Restart != "":
-		what = "restart " + st.Restart
+	act := r.sc.Spec.Action(st)
+	if a.undo {
+		act = scenarios.Action{Kind: "restore", What: "restore"}
 	}
+	what, imp := act.What, act.Impairment
 	if st.For > 0 && !a.undo {
 		what += fmt.Sprintf(" for %v", scenarios.Scaled(st.For, r.scale, 0))
 	}
 	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), st.Group, what), "note", st.Note)
 	for _, m := range ms {
 		switch {
-		case st.Kill != "" || st.Restart != "":
-			name, graceful := st.Kill, false
-			if st.Restart != "" {
-				name, graceful = st.Restart, true
-			}
-			if err := r.sup.kill(m.Name, name, graceful); err != nil {
+		case act.Process != "":
+			if err := r.sup.kill(m.Name, act.Process, act.Graceful); err != nil {
 				return err
 			}
-			r.ev.emit(m.Name, "timeline", strings.Fields(what)[0], "process", name, "note", st.Note)
-		default:
-			if what == "restore" {
-				// A step's own "for" restores only its own impairment: a
-				// later step on the same target has replaced it.
-				if a.undo && r.activeStep(m.Name) != a.idx {
-					r.log.Info("not restoring: a later step changed the link since", "target", m.Name)
-					continue
-				}
-				if err := r.restore(ctx, m.Name); err != nil {
-					return err
-				}
-				continue
-			}
+			r.ev.emit(m.Name, "timeline", act.Kind, "process", act.Process, "note", st.Note)
+		case act.Impairs:
 			if err := r.sh.Apply(ctx, m.Name, imp); err != nil {
 				return err
 			}
 			r.startWindow(m.Name, st.Group, a.idx, imp)
 			r.ev.emit(m.Name, "timeline", "impair", "what", imp.String(), "note", st.Note)
+		case act.Kind == "restore":
+			// A step's own "for" restores only its own impairment: a
+			// later step on the same target has replaced it.
+			if a.undo && r.activeStep(m.Name) != a.idx {
+				r.log.Info("not restoring: a later step changed the link since", "target", m.Name)
+				continue
+			}
+			if err := r.restore(ctx, m.Name); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("the harness cannot play a %s step", act.Kind)
 		}
 	}
 	return nil

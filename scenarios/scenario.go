@@ -147,7 +147,8 @@ type Step struct {
 	// One of: apply a named Profile or a Link, cut the link (Outage),
 	// Restore the topology's own link, Kill (SIGKILL; the harness restarts
 	// it as a kubelet would) or Restart (stop, start) the "runtime", the
-	// "workload"s or "workload/NAME".
+	// "workload"s or "workload/NAME". Each kind is an entry of
+	// stepActions (actions.go); Action says what a step does.
 	Profile string       `yaml:"profile,omitempty"`
 	Link    *LinkProfile `yaml:"link,omitempty"`
 	Outage  bool         `yaml:"outage,omitempty"`
@@ -418,52 +419,13 @@ func (sp *ScenarioSpec) checkStep(path string, st Step, workloads map[string]boo
 	if _, err := sp.Resolve(st.Group); err != nil {
 		return perr(path+".group", "%v", err)
 	}
-	n := 0
-	for _, set := range []bool{st.Profile != "", st.Link != nil, st.Outage, st.Restore, st.Kill != "", st.Restart != ""} {
-		if set {
-			n++
-		}
+	k, err := kindOf(st)
+	if err != nil {
+		return perr(path, "%v", err)
 	}
-	if n != 1 {
-		return perr(path, "a step does exactly one thing: profile, link, outage, restore, kill or restart (this one has %d)", n)
-	}
-	if st.Profile != "" {
-		if _, ok := sp.Profiles[st.Profile]; !ok {
-			return perr(path+".profile", "no profile %q in spec.profiles", st.Profile)
-		}
-	}
-	if st.Link != nil {
-		if _, err := st.Link.Impairment(path + ".link"); err != nil {
+	if k.check != nil {
+		if err := k.check(sp, path, st, workloads); err != nil {
 			return err
-		}
-	}
-	if st.For != 0 && (st.Kill != "" || st.Restart != "" || st.Restore) {
-		return perr(path+".for", "for applies to impairments (profile, link, outage), not to this step")
-	}
-	for field, what := range map[string]string{"kill": st.Kill, "restart": st.Restart} {
-		if what == "" {
-			continue
-		}
-		name, ok := strings.CutPrefix(what, "workload/")
-		switch {
-		case what == "runtime" || what == "workload":
-		case ok && workloads[name]:
-		default:
-			return perr(path+"."+field, "%s %q: use runtime, workload, or workload/NAME with a workload of spec.workloads", field, what)
-		}
-		// Every member of the group must run what the step stops, or
-		// the run would break half-way.
-		ms, _ := sp.Resolve(st.Group)
-		for _, m := range ms {
-			if what == "runtime" {
-				if m.Role == "gateway" && !sp.Runtime.Failover.Enabled {
-					return perr(path+".group", "%s %s: gateway %s runs no runtime unless failover is enabled", field, what, m.Name)
-				}
-				continue
-			}
-			if m.Role != "node" || !sp.runs(m.Name, name) {
-				return perr(path+".group", "%s %s: %s runs no such workload (workloads run on nodes, as their on: groups say)", field, what, m.Name)
-			}
 		}
 	}
 	if end := st.At + st.For; end > sp.Duration {

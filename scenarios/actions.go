@@ -1,0 +1,165 @@
+package scenarios
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/edgefault/edgefault/shaper/impair"
+)
+
+// Action is what a timeline step does, as the harness plays it: put an
+// impairment on the members' links, restore their own, or stop a process
+// on them (which the harness's supervisor starts again).
+type Action struct {
+	// Kind is the step's field: profile, link, outage, restore, kill or
+	// restart.
+	Kind string
+	// Impairs: the step puts Impairment on each member's link (and For
+	// may restore it).
+	Impairs    bool
+	Impairment impair.Impairment
+	// Process (kill, restart) is "runtime", "workload" or
+	// "workload/NAME"; Graceful stops it with SIGTERM, not SIGKILL.
+	Process  string
+	Graceful bool
+	// What says it in words, for logs and evidence.
+	What string
+}
+
+// stepAction is one kind of timeline step. Adding a kind is a field of
+// Step (the format) and an entry in stepActions: the loader checks it and
+// the harness plays it from its Action.
+type stepAction struct {
+	kind string
+	// set says whether the step is of this kind.
+	set func(Step) bool
+	// check validates the step (path is its place in the file).
+	check func(sp *ScenarioSpec, path string, st Step, workloads map[string]bool) error
+	// action is the step as the harness plays it.
+	action func(sp *ScenarioSpec, st Step) Action
+}
+
+var stepActions = []stepAction{
+	{
+		kind: "profile",
+		set:  func(st Step) bool { return st.Profile != "" },
+		check: func(sp *ScenarioSpec, path string, st Step, _ map[string]bool) error {
+			if _, ok := sp.Profiles[st.Profile]; !ok {
+				return perr(path+".profile", "no profile %q in spec.profiles", st.Profile)
+			}
+			return nil
+		},
+		action: func(sp *ScenarioSpec, st Step) Action {
+			imp, _ := sp.Profiles[st.Profile].Impairment(st.Profile)
+			return Action{Impairs: true, Impairment: imp, What: st.Profile + " (" + imp.String() + ")"}
+		},
+	},
+	{
+		kind: "link",
+		set:  func(st Step) bool { return st.Link != nil },
+		check: func(_ *ScenarioSpec, path string, st Step, _ map[string]bool) error {
+			_, err := st.Link.Impairment(path + ".link")
+			return err
+		},
+		action: func(_ *ScenarioSpec, st Step) Action {
+			imp, _ := st.Link.Impairment("link")
+			return Action{Impairs: true, Impairment: imp, What: imp.String()}
+		},
+	},
+	{
+		kind: "outage",
+		set:  func(st Step) bool { return st.Outage },
+		action: func(*ScenarioSpec, Step) Action {
+			return Action{Impairs: true, Impairment: impair.Impairment{Outage: true}, What: "outage"}
+		},
+	},
+	{
+		kind:   "restore",
+		set:    func(st Step) bool { return st.Restore },
+		check:  noFor("restore"),
+		action: func(*ScenarioSpec, Step) Action { return Action{What: "restore"} },
+	},
+	{
+		kind:   "kill",
+		set:    func(st Step) bool { return st.Kill != "" },
+		check:  checkProcess("kill", func(st Step) string { return st.Kill }),
+		action: func(_ *ScenarioSpec, st Step) Action { return Action{Process: st.Kill, What: "kill " + st.Kill} },
+	},
+	{
+		kind:  "restart",
+		set:   func(st Step) bool { return st.Restart != "" },
+		check: checkProcess("restart", func(st Step) string { return st.Restart }),
+		action: func(_ *ScenarioSpec, st Step) Action {
+			return Action{Process: st.Restart, Graceful: true, What: "restart " + st.Restart}
+		},
+	},
+}
+
+func noFor(kind string) func(*ScenarioSpec, string, Step, map[string]bool) error {
+	return func(_ *ScenarioSpec, path string, st Step, _ map[string]bool) error {
+		if st.For != 0 {
+			return perr(path+".for", "for applies to impairments (profile, link, outage), not to %s", kind)
+		}
+		return nil
+	}
+}
+
+// checkProcess checks a step that stops a process: it names one the
+// scenario runs on every member of the group, or the run would break
+// half-way.
+func checkProcess(field string, what func(Step) string) func(*ScenarioSpec, string, Step, map[string]bool) error {
+	return func(sp *ScenarioSpec, path string, st Step, workloads map[string]bool) error {
+		if err := noFor(field)(sp, path, st, workloads); err != nil {
+			return err
+		}
+		w := what(st)
+		name, ok := strings.CutPrefix(w, "workload/")
+		switch {
+		case w == "runtime" || w == "workload":
+		case ok && workloads[name]:
+		default:
+			return perr(path+"."+field, "%s %q: use runtime, workload, or workload/NAME with a workload of spec.workloads", field, w)
+		}
+		ms, _ := sp.Resolve(st.Group)
+		for _, m := range ms {
+			if w == "runtime" {
+				if m.Role == "gateway" && !sp.Runtime.Failover.Enabled {
+					return perr(path+".group", "%s %s: gateway %s runs no runtime unless failover is enabled", field, w, m.Name)
+				}
+				continue
+			}
+			if m.Role != "node" || !sp.runs(m.Name, name) {
+				return perr(path+".group", "%s %s: %s runs no such workload (workloads run on nodes, as their on: groups say)", field, w, m.Name)
+			}
+		}
+		return nil
+	}
+}
+
+// kindOf finds the step's one kind; the error says what it has.
+func kindOf(st Step) (*stepAction, error) {
+	var found []*stepAction
+	var kinds []string
+	for i := range stepActions {
+		kinds = append(kinds, stepActions[i].kind)
+		if stepActions[i].set(st) {
+			found = append(found, &stepActions[i])
+		}
+	}
+	if len(found) != 1 {
+		return nil, fmt.Errorf("a step does exactly one thing: %s (this one has %d)", strings.Join(kinds, ", "), len(found))
+	}
+	return found[0], nil
+}
+
+// Action is what the step does, as the harness plays it. The step must
+// have passed the loader's checks (it has exactly one kind).
+func (sp *ScenarioSpec) Action(st Step) Action {
+	k, err := kindOf(st)
+	if err != nil {
+		return Action{What: err.Error()}
+	}
+	a := k.action(sp, st)
+	a.Kind = k.kind
+	return a
+}
