@@ -44,20 +44,20 @@ func sampler(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f cluste
 					bs buffer.Stats
 					fs failover.Status
 				)
-				kv := []any{}
+				var s wire.Sample
 				if g.Get(ctx, "/v1/gate", &gs) == nil {
-					kv = append(kv, "gate", string(gs.State))
+					s.Gate = gs.State
 				}
 				if g.Get(ctx, "/v1/buffer", &bs) == nil {
-					kv = append(kv, "depth", bs.Records)
+					s.Depth = &bs.Records
 				}
 				if g.Get(ctx, "/v1/failover", &fs) == nil {
-					kv = append(kv, "failover", string(fs.State))
+					s.Failover = string(fs.State)
 				}
 				if rx, tx, err := f.Counters(ctx, node); err == nil {
-					kv = append(kv, "rx", rx, "tx", tx)
+					s.Rx, s.Tx = &rx, &tx
 				}
-				ev.emit(node, "sampler", "sample", kv...)
+				ev.emitTyped(node, "sampler", "sample", s)
 				select {
 				case <-ctx.Done():
 					return
@@ -96,7 +96,7 @@ func watchNodes(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f clu
 							continue
 						}
 						seen[n.Name] = key
-						ev.emit(n.Name, "kube", "node", "site", site, "uplink", n.Labels[uplinkKey], "tainted", tainted, "unschedulable", n.Spec.Unschedulable)
+						ev.emitTyped(n.Name, "kube", "node", wire.NodeMark{Site: site, Uplink: n.Labels[uplinkKey], Tainted: tainted, Unschedulable: n.Spec.Unschedulable})
 					}
 				}
 				select {

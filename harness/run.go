@@ -750,7 +750,7 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 			s, err := g.Status(ctx)
 			if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && b.Records == 0 {
 				// What settle saw is evidence like any sample.
-				r.ev.emit(name, "sampler", "sample", "gate", string(s.State), "depth", b.Records, "by", "settle")
+				r.ev.emitTyped(name, "sampler", "sample", wire.Sample{Gate: s.State, Depth: &b.Records, By: "settle"})
 				break
 			}
 			time.Sleep(250 * time.Millisecond)
@@ -811,7 +811,11 @@ func (r *run) charts(evs []wire.Event, end time.Time) ([]Window, []NodeSeries) {
 	}
 	series := map[string]*NodeSeries{}
 	var order []string
-	last := map[string]wire.Event{}
+	type counted struct {
+		at     time.Time
+		rx, tx int64
+	}
+	last := map[string]counted{}
 	for _, e := range evs {
 		if e.Component != "sampler" || e.Event != "sample" || e.Time.Before(r.t0) || e.Time.After(end) {
 			continue
@@ -827,24 +831,23 @@ func (r *run) charts(evs []wire.Event, end time.Time) ([]Window, []NodeSeries) {
 			series[e.Node] = s
 			order = append(order, e.Node)
 		}
-		smp := Sample{T: e.Time.Sub(r.t0)}
-		smp.Gate, _ = e.Fields["gate"].(string)
-		smp.Failover, _ = e.Fields["failover"].(string)
-		if d, ok := e.Fields["depth"].(float64); ok {
-			smp.BufferDepth = int64(d)
+		var ws wire.Sample
+		if err := e.Decode(&ws); err != nil {
+			r.log.Warn("a sample the charts cannot read", "err", err)
+			continue
 		}
-		if p, ok := last[e.Node]; ok {
-			dt := e.Time.Sub(p.Time).Seconds()
-			rx, _ := e.Fields["rx"].(float64)
-			tx, _ := e.Fields["tx"].(float64)
-			prx, _ := p.Fields["rx"].(float64)
-			ptx, _ := p.Fields["tx"].(float64)
-			if dt > 0 && rx >= prx && tx >= ptx {
-				smp.RxBps, smp.TxBps = 8*(rx-prx)/dt, 8*(tx-ptx)/dt
+		smp := Sample{T: e.Time.Sub(r.t0), Gate: string(ws.Gate), Failover: ws.Failover}
+		if ws.Depth != nil {
+			smp.BufferDepth = *ws.Depth
+		}
+		if p, ok := last[e.Node]; ok && ws.Rx != nil && ws.Tx != nil {
+			dt := e.Time.Sub(p.at).Seconds()
+			if dt > 0 && *ws.Rx >= p.rx && *ws.Tx >= p.tx {
+				smp.RxBps, smp.TxBps = 8*float64(*ws.Rx-p.rx)/dt, 8*float64(*ws.Tx-p.tx)/dt
 			}
 		}
-		if _, ok := e.Fields["rx"]; ok {
-			last[e.Node] = e
+		if ws.Rx != nil && ws.Tx != nil {
+			last[e.Node] = counted{e.Time, *ws.Rx, *ws.Tx}
 		}
 		s.Samples = append(s.Samples, smp)
 	}

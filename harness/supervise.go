@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/wire"
 )
 
 // evidenceLogs hands out event logs for the harness's own evidence, one
@@ -44,6 +46,21 @@ func (e *evidenceLogs) emit(node, component, event string, kv ...any) {
 	}
 	e.mu.Unlock()
 	l.Emit(event, kv...)
+}
+
+// emitTyped records typed evidence (wire.Sample, wire.NodeMark).
+func (e *evidenceLogs) emitTyped(node, component, event string, v any) {
+	fields := wire.Fields(v)
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kv := make([]any, 0, 2*len(fields))
+	for _, k := range keys {
+		kv = append(kv, k, fields[k])
+	}
+	e.emit(node, component, event, kv...)
 }
 
 func (e *evidenceLogs) close() {

@@ -99,7 +99,8 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 			end := ws[len(ws)-1].End
 			var empty time.Time
 			for _, s := range ev.events(m.Name, "sampler", end, ev.End, "sample") {
-				if d, ok := s.Fields["depth"].(float64); ok && d == 0 {
+				var smp wire.Sample
+				if s.Decode(&smp) == nil && smp.Depth != nil && *smp.Depth == 0 {
 					empty = s.Time
 					v.quote(s)
 					break

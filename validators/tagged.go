@@ -25,11 +25,18 @@ func (NodeTagged) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 	for _, a := range ev.Scenario.Spec.Runtime.Failover.Actions {
 		acts[a] = true
 	}
+	mark := func(e wire.Event) wire.NodeMark {
+		var m wire.NodeMark
+		_ = e.Decode(&m) // a mark that does not decode reads as untagged
+		return m
+	}
 	tagged := func(e wire.Event) bool {
-		return e.Fields["uplink"] == "down" && (!acts["taint"] || e.Fields["tainted"] == true) && (!acts["cordon"] && !acts["drain"] || e.Fields["unschedulable"] == true)
+		m := mark(e)
+		return m.Uplink == "down" && (!acts["taint"] || m.Tainted) && (!acts["cordon"] && !acts["drain"] || m.Unschedulable)
 	}
 	clean := func(e wire.Event) bool {
-		return e.Fields["uplink"] != "down" && e.Fields["tainted"] != true && e.Fields["unschedulable"] != true
+		m := mark(e)
+		return m.Uplink != "down" && !m.Tainted && !m.Unschedulable
 	}
 	for _, m := range ev.members(x.Group) {
 		obs := ev.events(m.Name, "kube", time.Time{}, ev.End, "node")
@@ -46,7 +53,7 @@ func (NodeTagged) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 		if len(ws) == 0 {
 			clean := true
 			for _, e := range obs {
-				if e.Fields["uplink"] == "down" {
+				if mark(e).Uplink == "down" {
 					v.fail("%s: tagged down at %s though its own uplink was fine", m.Name, ev.rel(e.Time))
 					v.quote(e)
 					clean = false
