@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/runtime/buffer"
-	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/wire"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper/impair"
@@ -763,40 +761,6 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 		return
 	}
 	r.log.Info("settled", "after", time.Since(start).Round(100*time.Millisecond))
-}
-
-// mergeEvidence reads every event log of the run and orders the events by
-// time.
-func mergeEvidence(dir string) ([]wire.Event, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	var all []wire.Event
-	for _, f := range files {
-		evs, err := events.Read(f)
-		if err != nil {
-			return nil, fmt.Errorf("evidence %s: %w", f, err)
-		}
-		all = append(all, evs...)
-	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
-	return all, nil
-}
-
-// freshEvidence empties dir/evidence and dir/logs, which an earlier run
-// of the scenario may have left, and returns dir/evidence.
-func freshEvidence(dir string) (string, error) {
-	for _, sub := range []string{"evidence", "logs"} {
-		to := filepath.Join(dir, sub)
-		if err := os.RemoveAll(to); err != nil {
-			return "", fmt.Errorf("evidence directory: %w", err)
-		}
-		if err := os.MkdirAll(to, 0o755); err != nil {
-			return "", fmt.Errorf("evidence directory: %w", err)
-		}
-	}
-	return filepath.Join(dir, "evidence"), nil
 }
 
 // charts turns the windows and the samples into the report's series.

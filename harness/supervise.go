@@ -6,71 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
-	"github.com/edgefault/edgefault/runtime/events"
-	"github.com/edgefault/edgefault/runtime/wire"
 )
-
-// evidenceLogs hands out event logs for the harness's own evidence, one
-// file per node and component under the run's evidence directory.
-type evidenceLogs struct {
-	dir  string
-	log  *slog.Logger
-	mu   sync.Mutex
-	open map[string]*events.Log
-}
-
-func newEvidenceLogs(dir string, log *slog.Logger) *evidenceLogs {
-	return &evidenceLogs{dir: dir, log: log, open: map[string]*events.Log{}}
-}
-
-// emit records an event of the harness about node.
-func (e *evidenceLogs) emit(node, component, event string, kv ...any) {
-	e.mu.Lock()
-	l, ok := e.open[node+"/"+component]
-	if !ok {
-		var err error
-		l, err = events.Open(filepath.Join(e.dir, node+"-"+component+".jsonl"), node, component, e.log)
-		if err != nil {
-			e.log.Error("evidence will be incomplete", "err", err)
-			l, _ = events.Open("", node, component, e.log)
-		}
-		e.open[node+"/"+component] = l
-	}
-	e.mu.Unlock()
-	l.Emit(event, kv...)
-}
-
-// emitTyped records typed evidence (wire.Sample, wire.NodeMark).
-func (e *evidenceLogs) emitTyped(node, component, event string, v any) {
-	fields := wire.Fields(v)
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	kv := make([]any, 0, 2*len(fields))
-	for _, k := range keys {
-		kv = append(kv, k, fields[k])
-	}
-	e.emit(node, component, event, kv...)
-}
-
-func (e *evidenceLogs) close() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k, l := range e.open {
-		_ = l.Close()
-		delete(e.open, k)
-	}
-}
 
 // supervisor runs the runtime and the workloads on a fleet's members as
 // a kubelet runs containers: what exits is started again (after a back-off

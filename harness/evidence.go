@@ -1,0 +1,101 @@
+package harness
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/wire"
+)
+
+// evidenceLogs hands out event logs for the harness's own evidence, one
+// file per node and component under the run's evidence directory.
+type evidenceLogs struct {
+	dir  string
+	log  *slog.Logger
+	mu   sync.Mutex
+	open map[string]*events.Log
+}
+
+func newEvidenceLogs(dir string, log *slog.Logger) *evidenceLogs {
+	return &evidenceLogs{dir: dir, log: log, open: map[string]*events.Log{}}
+}
+
+// emit records an event of the harness about node.
+func (e *evidenceLogs) emit(node, component, event string, kv ...any) {
+	e.mu.Lock()
+	l, ok := e.open[node+"/"+component]
+	if !ok {
+		var err error
+		l, err = events.Open(filepath.Join(e.dir, node+"-"+component+".jsonl"), node, component, e.log)
+		if err != nil {
+			e.log.Error("evidence will be incomplete", "err", err)
+			l, _ = events.Open("", node, component, e.log)
+		}
+		e.open[node+"/"+component] = l
+	}
+	e.mu.Unlock()
+	l.Emit(event, kv...)
+}
+
+// emitTyped records typed evidence (wire.Sample, wire.NodeMark).
+func (e *evidenceLogs) emitTyped(node, component, event string, v any) {
+	fields := wire.Fields(v)
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kv := make([]any, 0, 2*len(fields))
+	for _, k := range keys {
+		kv = append(kv, k, fields[k])
+	}
+	e.emit(node, component, event, kv...)
+}
+
+func (e *evidenceLogs) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, l := range e.open {
+		_ = l.Close()
+		delete(e.open, k)
+	}
+}
+
+// mergeEvidence reads every event log of the run and orders the events by
+// time.
+func mergeEvidence(dir string) ([]wire.Event, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var all []wire.Event
+	for _, f := range files {
+		evs, err := events.Read(f)
+		if err != nil {
+			return nil, fmt.Errorf("evidence %s: %w", f, err)
+		}
+		all = append(all, evs...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
+	return all, nil
+}
+
+// freshEvidence empties dir/evidence and dir/logs, which an earlier run
+// of the scenario may have left, and returns dir/evidence.
+func freshEvidence(dir string) (string, error) {
+	for _, sub := range []string{"evidence", "logs"} {
+		to := filepath.Join(dir, sub)
+		if err := os.RemoveAll(to); err != nil {
+			return "", fmt.Errorf("evidence directory: %w", err)
+		}
+		if err := os.MkdirAll(to, 0o755); err != nil {
+			return "", fmt.Errorf("evidence directory: %w", err)
+		}
+	}
+	return filepath.Join(dir, "evidence"), nil
+}
