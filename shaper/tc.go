@@ -53,7 +53,7 @@ func sameShape(a, b *dirPlan) bool {
 const freeRate = 100 * Gbit
 
 // tbfSizes returns tbf's burst and queue limit in bytes for rate r. Measured
-// on this project's machines (FACTS.md): burst = max(4 KiB, 5 ms of rate)
+// on this project's machines: burst = max(4 KiB, 5 ms of rate)
 // and limit = 50 ms of rate + burst give 0.957-0.961 of the configured rate
 // as TCP goodput (1448/1514 is the payload share of a frame) and 1.000 at
 // the link layer; a tight 1600 B burst gives only 0.35-0.73 with BBR.

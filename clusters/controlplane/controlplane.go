@@ -189,7 +189,7 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		"--service-account-signing-key-file", saKey, "--service-cluster-ip-range", "10.96.0.0/16",
 		"--authorization-mode", "Node,RBAC",
 		// A hand-started apiserver advertising 127.0.0.1 must not manage
-		// the kubernetes Service endpoints (FACTS.md).
+		// the kubernetes Service endpoints.
 		"--endpoint-reconciler-type", "none",
 		"--enable-priority-and-fairness=false",
 		"--cert-dir", filepath.Join(o.Dir, "certs")); err != nil {

@@ -24,7 +24,7 @@ import (
 	"time"
 )
 
-// Pinned versions (FACTS.md: these build from the Go module proxy).
+// Pinned versions (each builds from the Go module proxy).
 const (
 	KubernetesVersion = "v1.37.2"
 	StagingVersion    = "v0.37.2"
@@ -36,7 +36,7 @@ const (
 type Component struct {
 	Name    string
 	Version string
-	// Estimate is how long a cold build took on 2 cores (FACTS.md), for
+	// Estimate is how long a cold build took on 2 cores (measured), for
 	// progress messages.
 	Estimate time.Duration
 	// VersionArgs prints the version; VersionWant must appear in it.

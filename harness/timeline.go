@@ -1,0 +1,166 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper/impair"
+	"github.com/edgefault/edgefault/validators"
+)
+
+// action is one thing the timeline does at a scaled time.
+type action struct {
+	at   time.Duration
+	step scenarios.Step
+	idx  int  // the step's index in the timeline
+	undo bool // the automatic restore of a step with For
+}
+
+// timeline plays the steps, with their automatic restores, in time order,
+// logging progress, and then waits out the scenario's duration.
+func (r *run) timeline(ctx context.Context) error {
+	var acts []action
+	for i, st := range r.sc.Spec.Timeline {
+		acts = append(acts, action{at: scenarios.Scaled(st.At, r.scale, 0), step: st, idx: i})
+		if st.For > 0 {
+			acts = append(acts, action{at: scenarios.Scaled(st.At+st.For, r.scale, 0), step: st, idx: i, undo: true})
+		}
+	}
+	sort.SliceStable(acts, func(i, j int) bool { return acts[i].at < acts[j].at })
+	total := r.res.Timeline
+	for _, a := range append(acts, action{at: total}) {
+		if d := time.Until(r.t0.Add(a.at)); d > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		if a.at == total && a.step.Group == "" {
+			break
+		}
+		if err := r.do(ctx, a); err != nil {
+			return fmt.Errorf("timeline step at %v (%s): %w", a.step.At.D(), a.step.Group, err)
+		}
+	}
+	// What is still impaired when the timeline ends is restored: the
+	// settle and the validators judge recovery from a known point.
+	r.mu.Lock()
+	var still []string
+	for t := range r.active {
+		still = append(still, t)
+	}
+	r.mu.Unlock()
+	sort.Strings(still)
+	for _, t := range still {
+		r.log.Info("restoring what is still impaired at the end of the timeline", "target", t)
+		if err := r.restore(ctx, t); err != nil {
+			return err
+		}
+	}
+	r.log.Info("timeline done", "elapsed", time.Since(r.t0).Round(100*time.Millisecond))
+	return nil
+}
+
+// restore returns target's link to the topology's own profile (a store's
+// DSL line stays a DSL line), or unshaped if it had none, and ends its
+// window at the moment the restore began.
+func (r *run) restore(ctx context.Context, target string) error {
+	var own *scenarios.LinkProfile
+	for _, m := range r.sc.Spec.Topology.Members() {
+		if m.Name == target {
+			own = m.Link
+		}
+	}
+	at := time.Now()
+	var err error
+	if own != nil {
+		imp, _ := own.Impairment(target)
+		err = r.sh.Apply(ctx, target, imp)
+	} else {
+		err = r.sh.Clear(ctx, target)
+	}
+	if err != nil {
+		return err
+	}
+	r.endWindow(target, at)
+	r.ev.emit(target, "timeline", "restore")
+	return nil
+}
+
+func (r *run) do(ctx context.Context, a action) error {
+	st := a.step
+	ms, err := r.sc.Spec.Resolve(st.Group)
+	if err != nil {
+		return err
+	}
+	act := r.sc.Spec.Action(st)
+	if a.undo {
+		act = scenarios.Action{Kind: "restore", What: "restore"}
+	}
+	what, imp := act.What, act.Impairment
+	if st.For > 0 && !a.undo {
+		what += fmt.Sprintf(" for %v", scenarios.Scaled(st.For, r.scale, 0))
+	}
+	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), st.Group, what), "note", st.Note)
+	for _, m := range ms {
+		switch {
+		case act.Process != "":
+			if err := r.sup.kill(m.Name, act.Process, act.Graceful); err != nil {
+				return err
+			}
+			r.ev.emit(m.Name, "timeline", act.Kind, "process", act.Process, "note", st.Note)
+		case act.Impairs:
+			if err := r.sh.Apply(ctx, m.Name, imp); err != nil {
+				return err
+			}
+			r.startWindow(m.Name, st.Group, a.idx, imp)
+			r.ev.emit(m.Name, "timeline", "impair", "what", imp.String(), "note", st.Note)
+		case act.Kind == "restore":
+			// A step's own "for" restores only its own impairment: a
+			// later step on the same target has replaced it.
+			if a.undo && r.activeStep(m.Name) != a.idx {
+				r.log.Info("not restoring: a later step changed the link since", "target", m.Name)
+				continue
+			}
+			if err := r.restore(ctx, m.Name); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("the harness cannot play a %s step", act.Kind)
+		}
+	}
+	return nil
+}
+
+func (r *run) startWindow(target, group string, step int, imp impair.Impairment) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.steps = append(r.steps, step)
+	now := time.Now()
+	if i, ok := r.active[target]; ok {
+		r.wins[i].End = now
+	}
+	r.wins = append(r.wins, validators.Window{Target: target, Start: now, Outage: imp.Outage, RateBps: float64(imp.Rate), Delay: imp.Delay, Loss: imp.Loss, What: describe(imp)})
+	r.active[target] = len(r.wins) - 1
+	r.groups = append(r.groups, group)
+}
+
+func describe(imp impair.Impairment) string {
+	if imp.Outage {
+		return "outage"
+	}
+	return imp.String()
+}
+
+func (r *run) endWindow(target string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i, ok := r.active[target]; ok {
+		r.wins[i].End = at
+		delete(r.active, target)
+	}
+}
