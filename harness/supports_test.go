@@ -1,0 +1,64 @@
+package harness
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/scenarios"
+)
+
+// A scenario a provider cannot model is refused with the reason and a
+// provider that can; one it can is not.
+func TestSupports(t *testing.T) {
+	full := clusters.Info{Name: "full", Commands: true, Gateways: true, NodeLinks: true, ControlPlanes: true}
+	load := func(name string, change func(*scenarios.Scenario)) *scenarios.Scenario {
+		sc, err := scenarios.Builtin(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if change != nil {
+			change(sc)
+		}
+		return sc
+	}
+	for _, tc := range []struct {
+		name   string
+		sc     *scenarios.Scenario
+		change func(*clusters.Info)
+		want   string // "" accepts
+	}{
+		{"everything on a full provider", load("factory", nil), nil, ""},
+		{"vehicle on a full provider", load("vehicle", nil), nil, ""},
+		{"gateways", load("factory", nil), func(i *clusters.Info) { i.Gateways = false }, "has no gateway members"},
+		{"control planes for failover", load("factory", nil), func(i *clusters.Info) { i.ControlPlanes = false }, "starts no control planes"},
+		{"control planes for node-tagged", load("factory", func(sc *scenarios.Scenario) { sc.Spec.Runtime.Failover.Enabled = false }),
+			func(i *clusters.Info) { i.ControlPlanes = false }, "validator node-tagged reads the site's Kubernetes API"},
+		{"node links", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Timeline[0].Group = "truck-ecu" }),
+			func(i *clusters.Info) { i.NodeLinks = false }, "shapes only uplinks"},
+		{"images", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Workloads[0].Image = "example/agent:1" }), nil, "runs commands, not images"},
+		{"commands", load("vehicle", nil), func(i *clusters.Info) { i.Commands = false; i.Images = true }, "runs only images"},
+		{"runtime on a gateway without failover", load("factory", func(sc *scenarios.Scenario) {
+			sc.Spec.Runtime.Failover.Enabled = false
+			sc.Spec.Expect = sc.Spec.Expect[:1]
+			sc.Spec.Timeline = append(sc.Spec.Timeline, scenarios.Step{At: sc.Spec.Timeline[0].At, Group: "factory-gw-a", Kill: "runtime"})
+		}), nil, "runs none with failover off"},
+		{"a validator that does not exist", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Expect[0].Validator = "fine" }), nil, `unknown validator "fine"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			info := full
+			if tc.change != nil {
+				tc.change(&info)
+			}
+			err := Supports(info, tc.sc)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v, want %q", err, tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), "validator") && !strings.Contains(err.Error(), "failover off") && !strings.Contains(err.Error(), "provider full"):
+				t.Errorf("%v does not name the provider", err)
+			}
+		})
+	}
+}
