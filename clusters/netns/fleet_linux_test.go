@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/ledger"
@@ -284,5 +286,34 @@ func TestSweepRemovesAnUnmountedNamespaceFile(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("%s is still there (%v)", path, err)
+	}
+}
+
+// An Up that fails half-way (here: the network is built, then the control
+// planes cannot start) takes down what it made before it returns: a
+// user's suite is never left a half-built fleet to clean up.
+func TestFailedUpTakesItselfDown(t *testing.T) {
+	_, l := provider(t)
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: t.TempDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("fail%d", os.Getpid()%10000)
+	_, err = p.Up(context.Background(), name, &scenarios.Default().Spec)
+	if err == nil {
+		_ = p.Down(context.Background(), name)
+		t.Fatal("Up succeeded without control-plane binaries")
+	}
+	if strings.Contains(err.Error(), "cleanup") {
+		t.Errorf("the error sends the user to clean up: %v", err)
+	}
+	if names, _ := p.List(context.Background()); slices.Contains(names, name) {
+		t.Errorf("fleet %s is still listed after a failed Up", name)
+	}
+	if left, _ := filepath.Glob("/run/netns/" + name + "-*"); len(left) > 0 {
+		t.Errorf("namespaces left: %v", left)
+	}
+	if es, err := l.Entries(name); err != nil || len(es) > 0 {
+		t.Errorf("ledger entries left: %v %v", es, err)
 	}
 }
