@@ -118,7 +118,7 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 	gwAddr := map[string]string{}
 	siteGws := map[string][]string{}
 	for _, m := range r.sc.Spec.Topology.Members() {
-		if m.Role == "gateway" {
+		if m.Role == "gateway" && fo.Enabled {
 			mm, err := r.f.Member(m.Name)
 			if err != nil {
 				return nil, err
@@ -129,6 +129,9 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 	}
 	var nodes []string
 	for _, m := range r.sc.Spec.Topology.Members() {
+		if m.Role == clusters.RoleGateway && !fo.Enabled {
+			continue // a gateway runs the runtime only for failover
+		}
 		paths, err := r.f.Paths(m.Name)
 		if err != nil {
 			return nil, err
@@ -222,7 +225,7 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				argv = append(base, "serve", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), fmt.Sprintf("--listen=:%d", PayPort))
 			case scenarios.WorkloadCommand:
 				argv = w.Command
-				env = []string{"EDGEGUARD_URL=" + gate, "CONTENT_URL=" + r.cloud.ContentURL, "SINK_URL=" + r.cloud.SinkURL, "EVIDENCE_DIR=" + paths.Evidence}
+				env = []string{"EDGEGUARD_URL=" + gate, "CONTENT_URL=" + r.cloud.ContentURL, "SINK_URL=" + r.cloud.SinkURL, "EVIDENCE_DIR=" + paths.Evidence, "NODE_NAME=" + m.Name}
 			}
 			if err := r.sup.start(ctx, m.Name, "workload/"+w.Name, argv, env...); err != nil {
 				return err

@@ -201,6 +201,9 @@ func (r *run) play(ctx context.Context) (err error) {
 		return err
 	}
 	defer r.sh.Close()
+	// Asking for the backend picks it: a kernel that cannot shape as asked
+	// is found now, not at the first timeline step.
+	r.res.Backend = r.sh.Backend()
 	r.sup = &supervisor{f: r.f, ev: r.ev, log: r.log}
 	defer r.sup.stopAll()
 
@@ -246,11 +249,13 @@ func (r *run) play(ctx context.Context) (err error) {
 		return fmt.Errorf("read the sink's records: %w", serr)
 	}
 	r.ev.close()
+	// The cloud's last events (the sink's) are written before they are
+	// collected.
+	r.cloud.Stop()
 	collected = true
 	if err := r.f.Collect(ctx, dir); err != nil {
 		return fmt.Errorf("collect evidence: %w", err)
 	}
-	r.res.Backend = r.sh.Backend()
 	evs, err := mergeEvidence(r.evDir)
 	if err != nil {
 		return err

@@ -155,7 +155,10 @@ func StartGate(ctx context.Context, f clusters.Fleet, edgeguard, node string, c 
 	host, _ := f.Host(node)
 	if err := waitHTTP(ctx, host, g.URL()+"/healthz", 10*time.Second); err != nil {
 		_ = g.Proc.Stop(time.Second)
-		b, _ := os.ReadFile(g.Proc.LogPath())
+		var b []byte
+		if p := g.Proc.LogPath(); p != "" {
+			b, _ = os.ReadFile(p)
+		}
 		return nil, fmt.Errorf("edgeguard serve on %s did not come up: %w\n%s", node, err, b)
 	}
 	return g, nil

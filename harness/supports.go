@@ -16,6 +16,11 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 		return err
 	}
 	name := sc.Metadata.Name
+	// It names the report's folder, which the run empties: a scenario
+	// built in code has not been through the loader's check.
+	if err := scenarios.ValidateName(name); err != nil {
+		return err
+	}
 	for _, st := range sc.Spec.Timeline {
 		ms, err := sc.Spec.Resolve(st.Group)
 		if err != nil {
@@ -26,7 +31,7 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 			shapes := act.Process == ""
 			switch {
 			case shapes && m.Role == clusters.RoleNode && !info.NodeLinks:
-				return fmt.Errorf("scenario %s: the timeline impairs node %s's own link, but provider %s shapes only uplinks: impair its gateway instead, or use a provider with per-node links (netns)", name, m.Name, info.Name)
+				return fmt.Errorf("scenario %s: the timeline impairs node %s's own link, but provider %s cannot impair a node's own link: impair its gateway's uplink instead, or use a provider with per-node links (netns)", name, m.Name, info.Name)
 			case m.Role == clusters.RoleGateway && !info.Gateways:
 				return fmt.Errorf("scenario %s: the timeline acts on gateway %s, but provider %s has no gateway members: use a provider that models gateways (netns)", name, m.Name, info.Name)
 			}
@@ -36,6 +41,14 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 		for _, s := range sc.Spec.Topology.Sites {
 			if len(s.Buildings) > 0 {
 				return fmt.Errorf("scenario %s: site %s has buildings (a gateway each), but provider %s has no gateway members: use a provider that models gateways (netns)", name, s.Name, info.Name)
+			}
+		}
+		if sc.Spec.Runtime.Failover.Enabled {
+			return fmt.Errorf("scenario %s: failover probes through gateways and runs the runtime on them, but provider %s has no gateway members: turn failover off, or use a provider that models gateways (netns)", name, info.Name)
+		}
+		for _, w := range sc.Spec.Workloads {
+			if w.Type == scenarios.WorkloadServe {
+				return fmt.Errorf("scenario %s: workload %q's customers call from the site's gateway, but provider %s has no gateway members: use a provider that models gateways (netns)", name, w.Name, info.Name)
 			}
 		}
 	}

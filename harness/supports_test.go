@@ -35,7 +35,12 @@ func TestSupports(t *testing.T) {
 		{"control planes for node-tagged", load("factory", func(sc *scenarios.Scenario) { sc.Spec.Runtime.Failover.Enabled = false }),
 			func(i *clusters.Info) { i.ControlPlanes = false }, "validator node-tagged reads the site's Kubernetes API"},
 		{"node links", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Timeline[0].Group = "truck-ecu" }),
-			func(i *clusters.Info) { i.NodeLinks = false }, "shapes only uplinks"},
+			func(i *clusters.Info) { i.NodeLinks = false }, "cannot impair a node's own link"},
+		{"failover without gateways", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Runtime.Failover.Enabled = true; sc.Spec.Timeline = nil }),
+			func(i *clusters.Info) { i.Gateways = false }, "turn failover off"},
+		{"a store's customers without gateways", load("retail", func(sc *scenarios.Scenario) { sc.Spec.Timeline = nil }),
+			func(i *clusters.Info) { i.Gateways = false }, "call from the site's gateway"},
+		{"a name that is not a folder's", load("vehicle", func(sc *scenarios.Scenario) { sc.Metadata.Name = "../../etc" }), nil, "scenario name"},
 		{"images", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Workloads[0].Image = "example/agent:1" }), nil, "runs commands, not images"},
 		{"commands", load("vehicle", nil), func(i *clusters.Info) { i.Commands = false; i.Images = true }, "runs only images"},
 		{"runtime on a gateway without failover", load("factory", func(sc *scenarios.Scenario) {
@@ -56,7 +61,7 @@ func TestSupports(t *testing.T) {
 				t.Errorf("refused: %v", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Errorf("got %v, want %q", err, tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), "validator") && !strings.Contains(err.Error(), "failover off") && !strings.Contains(err.Error(), "provider full"):
+			case tc.want != "" && !strings.Contains(err.Error(), "validator") && !strings.Contains(err.Error(), "failover off") && !strings.Contains(err.Error(), "scenario name") && !strings.Contains(err.Error(), "provider full"):
 				t.Errorf("%v does not name the provider", err)
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,19 @@ type Scenario struct {
 	Source string `yaml:"-"`
 	// root is the parsed document, for Errorf's line numbers.
 	root *yaml.Node
+}
+
+// reservedWorkloadNames name the runtime's and the harness's own evidence
+// files on a member.
+var reservedWorkloadNames = []string{"runtime", "gate", "sampler", "timeline", "kube", "customer", "supervisor", "speedserver", "content", "sink"}
+
+// ValidateName checks a scenario's name: it names the report's folder and
+// the fleet, so it is plain.
+func ValidateName(name string) error {
+	if name == "" || !nameRE.MatchString(name) {
+		return fmt.Errorf("scenario name %q: use lowercase letters, digits and '-'", name)
+	}
+	return nil
 }
 
 // Errorf is an error at a field path of the scenario (as
@@ -254,8 +268,8 @@ func (s *Scenario) validate() error {
 	if s.Kind != "Scenario" {
 		return perr("kind", "kind %q: expected Scenario", s.Kind)
 	}
-	if s.Metadata.Name == "" || !nameRE.MatchString(s.Metadata.Name) {
-		return perr("metadata.name", "scenario name %q: use lowercase letters, digits and '-'", s.Metadata.Name)
+	if err := ValidateName(s.Metadata.Name); err != nil {
+		return perr("metadata.name", "%v", err)
 	}
 	sp := &s.Spec
 	if sp.TimeScale < 0 || math.IsNaN(sp.TimeScale) || math.IsInf(sp.TimeScale, 0) || (sp.TimeScale > 0 && sp.TimeScale < 1) {
@@ -297,6 +311,11 @@ func (s *Scenario) validate() error {
 		}
 		if wnames[w.Name] {
 			return perr(wp+".name", "workload %q appears twice", w.Name)
+		}
+		// A workload's evidence is <node>-<name>.jsonl beside the
+		// runtime's and the harness's own: their names are taken.
+		if slices.Contains(reservedWorkloadNames, w.Name) {
+			return perr(wp+".name", "workload name %q is taken by the runtime or the harness's own evidence (%s): pick another", w.Name, strings.Join(reservedWorkloadNames, ", "))
 		}
 		wnames[w.Name] = true
 		switch w.Type {

@@ -101,6 +101,7 @@ func TestBadScenarios(t *testing.T) {
 		{"out of order", "at: 3m, group: a1", "at: 30s, group: a1", 21, "before the previous step"},
 		{"kill a workload the node does not run", "group: a1, kill: workload/w", "group: gw-a, kill: workload/w", 21, "runs no such workload"},
 		{"kill the runtime of a gateway without failover", "group: a1, kill: workload/w", "group: gw-a, kill: runtime", 21, "unless failover is enabled"},
+		{"a workload named like the harness's evidence", "{name: w, type: fetch", "{name: sampler, type: fetch", 18, "taken by the runtime or the harness"},
 		{"bad workload type", "type: fetch", "type: mine", 18, "workload type"},
 		{"no threshold", "gate: {minDownload: 5mbit}", "gate: {mode: on}", 16, "needs a threshold"},
 		{"bad durability", "gate: {minDownload: 5mbit}", "gate: {minDownload: 5mbit}\n    buffer: {durability: tape}", 17, "durability"},

@@ -58,13 +58,6 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 		}
 	}
 	f.p = p
-	start := time.Now()
-	if err := p.ledger.Record(name, ledger.Entry{Kind: ledger.KindState, Name: p.statePath(name)}); err != nil {
-		return nil, err
-	}
-	if err := f.save(); err != nil {
-		return nil, err
-	}
 	// What a failed Up made, it takes down again: the caller (a user's
 	// suite) may never call Down for a fleet it was not given.
 	fail := func(err error) (*Fleet, error) {
@@ -74,6 +67,13 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 		}
 		p.log.Info("took down what the failed fleet up had made", "fleet", name)
 		return nil, err
+	}
+	start := time.Now()
+	if err := p.ledger.Record(name, ledger.Entry{Kind: ledger.KindState, Name: p.statePath(name)}); err != nil {
+		return nil, err
+	}
+	if err := f.save(); err != nil {
+		return fail(err)
 	}
 	b := &builder{p: p, f: f}
 	if err := b.build(ctx); err != nil {
@@ -90,7 +90,7 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 	}
 	f.Ready = true
 	if err := f.save(); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	p.log.Info("fleet up", "fleet", name, "sites", len(f.Sites), "members", len(f.All), "elapsed", time.Since(start).Round(time.Millisecond))
 	return f, nil

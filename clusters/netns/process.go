@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"time"
 
@@ -34,6 +35,8 @@ func startIn(nsPath string, cmd *exec.Cmd) error {
 	return nsdo.Do(nsPath, cmd.Start)
 }
 
+var processNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
 // Start runs argv in member's namespace in the background, its output in a
 // log file, recorded in the ledger so cleanup stops it even if the caller
 // dies. name labels it (and its log file).
@@ -44,6 +47,10 @@ func (f *Fleet) Start(ctx context.Context, memberName, name string, argv []strin
 	}
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("no command to run on %s", memberName)
+	}
+	// The name becomes part of the log's file name.
+	if !processNameRE.MatchString(name) {
+		return nil, fmt.Errorf("process name %q on %s: use letters, digits, '-' and '_'", name, memberName)
 	}
 	logDir := filepath.Join(f.p.stateDir, f.FleetName, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {

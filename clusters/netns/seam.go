@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -253,14 +254,22 @@ func (f *Fleet) Counters(ctx context.Context, member string) (rx, tx int64, err 
 	return rx, tx, nil
 }
 
+var (
+	sysctlKeyRE   = regexp.MustCompile(`^net(/[A-Za-z0-9_.-]+)+$`)
+	sysctlValueRE = regexp.MustCompile(`^[A-Za-z0-9 _.:,-]{1,256}$`)
+)
+
 // Sysctl writes /proc/sys/KEY inside the member's namespace.
 func (f *Fleet) Sysctl(ctx context.Context, member, key, value string) error {
 	m, err := f.find(member)
 	if err != nil {
 		return err
 	}
-	if key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") || !strings.HasPrefix(key, "net/") {
+	if !sysctlKeyRE.MatchString(key) || strings.Contains(key, "..") {
 		return fmt.Errorf("sysctl %q: only per-namespace net/... keys can be set on a member", key)
+	}
+	if !sysctlValueRE.MatchString(value) {
+		return fmt.Errorf("sysctl %s value %q: give numbers or words on one line", key, value)
 	}
 	return nsdo.Do(m.Namespace, func() error {
 		return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0)
@@ -268,8 +277,8 @@ func (f *Fleet) Sysctl(ctx context.Context, member, key, value string) error {
 }
 
 // Collect copies the fleet's evidence (every member writes into the same
-// directory) and its processes' logs into dir/evidence and dir/logs,
-// replacing what an earlier run left there.
+// directory) and its processes' logs into dir/evidence and dir/logs; a
+// file of the same name there is replaced, others are left.
 func (f *Fleet) Collect(ctx context.Context, dir string) error {
 	var errs []error
 	for _, sub := range []struct{ name, glob string }{{"evidence", "*.jsonl"}, {"logs", "*.log"}} {

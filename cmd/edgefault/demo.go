@@ -13,6 +13,7 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var (
 		o                            harness.DemoOptions
 		rate, delay, outage, backend string
+		prov                         string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo [--reports DIR] [--keep]",
@@ -40,7 +41,7 @@ non-zero if any step misbehaves.`,
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			if o.Provider, err = newProvider(g, "netns", providerOptions{backend: backend}); err != nil {
+			if o.Provider, err = newProvider(g, prov, providerOptions{backend: backend}); err != nil {
 				return err
 			}
 			o.Log = g.log
@@ -69,5 +70,6 @@ non-zero if any step misbehaves.`,
 	fl.StringVar(&delay, "delay", "100ms", "delay added to the node's link (each way)")
 	fl.StringVar(&outage, "outage", "10s", "how long the store's uplink is cut")
 	fl.StringVar(&backend, "backend", "auto", "auto, netem or fallback")
+	providerFlag(cmd, &prov)
 	return cmd
 }
