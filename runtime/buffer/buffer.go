@@ -68,6 +68,10 @@ var ErrFull = errors.New("buffer full")
 // alone exceeds a bound: nothing was stored, and retrying cannot help.
 var ErrTooLarge = errors.New("append larger than the buffer's bounds")
 
+// ErrInvalid is returned (wrapped, with what is wrong) for a record that
+// can never be stored or forwarded: a bad stream name.
+var ErrInvalid = errors.New("invalid record")
+
 // ErrCorrupt is returned (wrapped) by Open for a database it cannot read.
 var ErrCorrupt = errors.New("buffer database is corrupt")
 
@@ -177,6 +181,9 @@ func Open(path string, o Options) (*Buffer, error) {
 	}
 	if o.MaxRecords < 0 || o.MaxBytes < 0 {
 		return nil, fmt.Errorf("buffer bounds must not be negative (records %d, bytes %d)", o.MaxRecords, o.MaxBytes)
+	}
+	if err := record.ValidNode(o.Node); err != nil {
+		return nil, fmt.Errorf("buffer: %w", err)
 	}
 	b := &Buffer{o: o, reqs: make(chan *appendReq, 1024), quit: make(chan struct{}), seqs: map[string]uint64{}, added: make(chan struct{})}
 	b.st.Durability, b.st.Overflow = string(o.Durability), string(o.Overflow)
@@ -326,9 +333,12 @@ func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
 	if len(in) == 0 {
 		return nil, errors.New("nothing to append: give at least one record")
 	}
+	// A record the sink could never store, or whose stream name JSON
+	// would rewrite into another's, is refused here, alone: inside a
+	// group commit it would fail every append it was grouped with.
 	for i, r := range in {
-		if r.Stream == "" {
-			return nil, fmt.Errorf("record %d has no stream name", i)
+		if err := record.ValidStream(r.Stream); err != nil {
+			return nil, fmt.Errorf("record %d: %w: %w", i, ErrInvalid, err)
 		}
 	}
 	req := &appendReq{in: in, done: make(chan struct{})}

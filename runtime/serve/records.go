@@ -22,7 +22,9 @@ import (
 // A 200 answer means every record in it is durable (its "durability" says
 // "memory" in memory mode, where it is only queued). 507 is back-pressure:
 // the buffer is full (block policy) or the disk is; 413: the request alone
-// exceeds a bound or 16 MiB; 400: bad input; 503: the buffer is closing or a
+// exceeds a bound or 16 MiB; 400: bad input (a stream name must be 1-200
+// bytes of UTF-8 without '/' or control characters), refused before it is
+// grouped with other appends; 503: the buffer is closing or a
 // commit failed. In every error case nothing of the request was stored,
 // so retrying is safe.
 func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
@@ -64,7 +66,7 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 		case errors.Is(err, buffer.ErrFull) || diskFull(err):
 			w.Header().Set("Retry-After", "5")
 			http.Error(w, err.Error(), http.StatusInsufficientStorage)
-		case strings.Contains(err.Error(), "no stream name") || strings.Contains(err.Error(), "nothing to append"):
+		case errors.Is(err, buffer.ErrInvalid) || strings.Contains(err.Error(), "nothing to append"):
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		default:
 			// Nothing of the request was stored (the buffer is closing or

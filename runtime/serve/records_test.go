@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/edgefault/edgefault/runtime/buffer"
@@ -46,6 +47,12 @@ func TestRecordsEndpoint(t *testing.T) {
 		{"array", "/v1/records", `[{"stream":"pos","payload":"aGk="},{"stream":"t","payload":""}]`, 200, []uint64{2, 1}, ""},
 		{"raw", "/v1/records?stream=pos", `sale #3`, 200, []uint64{3}, ""},
 		{"no stream", "/v1/records", `{"payload":"aGk="}`, 400, nil, "no stream name"},
+		// Two invalid names JSON would both turn into U+FFFD: one key.
+		{"stream not UTF-8", "/v1/records?stream=%FF", `sale`, 400, nil, "not valid UTF-8"},
+		{"another stream not UTF-8", "/v1/records?stream=%FE", `sale`, 400, nil, "not valid UTF-8"},
+		{"stream with a slash", "/v1/records", `{"stream":"pos/1"}`, 400, nil, "no '/'"},
+		// Fits the buffer's database key, not the sink's: never accepted.
+		{"stream too long", "/v1/records?stream=" + strings.Repeat("s", 32750), `sale`, 400, nil, "at most 200"},
 		{"not json", "/v1/records", `sale`, 400, nil, "want {"},
 		{"empty", "/v1/records", `[]`, 400, nil, "nothing to append"},
 		{"too large", "/v1/records", `[{"stream":"a"},{"stream":"a"},{"stream":"a"},{"stream":"a"},{"stream":"a"}]`, 413, nil, "split it"},
@@ -86,5 +93,58 @@ func TestRecordsEndpoint(t *testing.T) {
 	if !strings.Contains(string(m), "edgeguard_buffer_records 4") {
 		t.Fatalf("metrics lack the buffer:\n%s", m)
 	}
-	_ = http.StatusOK
+}
+
+// A bad record is refused alone, before it is grouped: appends committed
+// with it in the same group are not failed with it.
+func TestBadAppendFailsOnlyItself(t *testing.T) {
+	g, err := gate.New(gate.Config{Server: "http://127.0.0.1:1", MinDownload: units.Mbit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), buffer.Options{Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	srv := httptest.NewServer(serve.Handler(g, serve.WithBuffer(b)))
+	defer srv.Close()
+	const n = 440
+	const good = n - n/10 // every tenth is bad
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream := "pos"
+			if i%10 == 0 {
+				stream = strings.Repeat("x", 33000) // bad: refused
+			}
+			resp, err := srv.Client().Post(srv.URL+"/v1/records?stream="+stream, "text/plain", strings.NewReader("sale"))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			if stream == "pos" {
+				codes <- resp.StatusCode
+			} else if resp.StatusCode != http.StatusBadRequest {
+				codes <- -resp.StatusCode
+			}
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	ok := 0
+	for c := range codes {
+		if c == http.StatusOK {
+			ok++
+		} else {
+			t.Errorf("answer %d", c)
+		}
+	}
+	if ok != good || b.Stats().Appended != good {
+		t.Errorf("%d of %d good appends answered 200, %d appended", ok, good, b.Stats().Appended)
+	}
 }
