@@ -85,6 +85,10 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 			case s.OutOfOrder > 0:
 				v.fail("%s: %d records of stream %s arrived out of order", m.Name, s.OutOfOrder, k.stream)
 				bad = true
+			case s.Conflicts > 0:
+				// The sink holds other content under some of these keys.
+				v.fail("%s: %d records of stream %s (epoch %s) conflicted at the sink: it had stored different content under their keys", m.Name, s.Conflicts, k.stream, k.epoch)
+				bad = true
 			}
 			delivered += min(s.Count, maxSeq)
 		}

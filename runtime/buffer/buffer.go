@@ -106,23 +106,27 @@ type Input struct {
 
 // Stats are the buffer's counters.
 type Stats struct {
-	Records    int64     `json:"records"`
-	Bytes      int64     `json:"bytes"`
-	Oldest     time.Time `json:"oldest,omitzero"`
-	Appended   int64     `json:"appended"`
-	Forwarded  int64     `json:"forwarded"`
-	Dropped    int64     `json:"dropped"`
-	Commits    int64     `json:"commits"`
-	FlushBps   float64   `json:"flushBitsPerSecond"`
-	Durability string    `json:"durability"`
-	Overflow   string    `json:"overflow"`
-	Epoch      string    `json:"epoch"`
-	LastError  string    `json:"lastError,omitempty"`
+	Records   int64     `json:"records"`
+	Bytes     int64     `json:"bytes"`
+	Oldest    time.Time `json:"oldest,omitzero"`
+	Appended  int64     `json:"appended"`
+	Forwarded int64     `json:"forwarded"`
+	Dropped   int64     `json:"dropped"`
+	// DeadLettered counts records the sink can never store (422), moved
+	// out of the queue into the database's dead-letter bucket.
+	DeadLettered int64   `json:"deadLettered"`
+	Commits      int64   `json:"commits"`
+	FlushBps     float64 `json:"flushBitsPerSecond"`
+	Durability   string  `json:"durability"`
+	Overflow     string  `json:"overflow"`
+	Epoch        string  `json:"epoch"`
+	LastError    string  `json:"lastError,omitempty"`
 }
 
 var (
 	bMeta  = []byte("meta")
 	bQueue = []byte("queue")
+	bDead  = []byte("dead") // queue key -> {reason, record}: what the sink can never store
 )
 
 // Buffer is an open buffer. Its methods are safe for concurrent use.
@@ -253,6 +257,9 @@ func (b *Buffer) openDB(path string) error {
 		qc := q.Cursor()
 		if k, _ := qc.Last(); k != nil {
 			b.next = binary.BigEndian.Uint64(k) + 1
+		}
+		if dead := tx.Bucket(bDead); dead != nil {
+			b.st.DeadLettered = int64(dead.Stats().KeyN)
 		}
 		// What is queued (a backlog survives restarts): the counts kept
 		// with the queue, or, in a database from before they were kept,

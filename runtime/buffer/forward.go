@@ -114,6 +114,17 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		}
 		start := time.Now()
 		n, err := b.send(ctx, o, batch)
+		var bad *unstorableError
+		if errors.As(err, &bad) {
+			// Only a record the sink says it can never store is moved
+			// aside; anything else (credentials, conflicts, a busy or
+			// broken sink) keeps every record and retries.
+			if derr := b.deadLetter(batch[bad.u.Record], bad.u.Reason); derr != nil {
+				err = fmt.Errorf("moving an unstorable record aside: %w", derr)
+			} else {
+				continue
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil || !b.retryAfter(ctx, &backoff, err, len(batch)) {
 				return nil
@@ -233,7 +244,13 @@ func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int,
 		return 0, err
 	}
 	defer resp.Body.Close()
-	ans, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	ans, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode == http.StatusUnprocessableEntity {
+		var u record.Unstorable
+		if err := json.Unmarshal(ans, &u); err == nil && u.Record >= 0 && u.Record < len(batch) {
+			return 0, &unstorableError{u}
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("sink answered %s: %s", resp.Status, bytes.TrimSpace(ans))
 	}
@@ -242,6 +259,73 @@ func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int,
 		return 0, fmt.Errorf("sink acknowledged %q for %d records: not an acknowledgement of this batch", ans, len(batch))
 	}
 	return n, nil
+}
+
+// unstorableError is the sink's 422: one record it can never store.
+type unstorableError struct{ u record.Unstorable }
+
+func (e *unstorableError) Error() string {
+	return fmt.Sprintf("the sink can never store record %s: %s", e.u.Key, e.u.Reason)
+}
+
+// deadLetter moves one record the sink can never store out of the queue,
+// into the dead-letter bucket (counted, visible in /v1/buffer and
+// metrics, kept for an operator), so the records behind it flow again.
+func (b *Buffer) deadLetter(it item, reason string) error {
+	b.o.Logger.Error("the sink can never store a record: moved aside, the rest flows on", "reason", reason)
+	b.o.Events.Emit("dead-lettered", "reason", reason, "bytes", len(it.val))
+	var records, size int64
+	var txid int
+	if b.db == nil {
+		b.mu.Lock()
+		k := binary.BigEndian.Uint64(it.key)
+		for i, m := range b.mem {
+			if m.key == k {
+				b.mem = append(b.mem[:i], b.mem[i+1:]...)
+				b.records--
+				b.bytes -= int64(len(m.val))
+				break
+			}
+		}
+		b.st.DeadLettered++
+		b.oldest = b.headTimeLocked(time.Now())
+		b.mu.Unlock()
+		return nil
+	}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
+		q, meta := tx.Bucket(bQueue), tx.Bucket(bMeta)
+		dead, err := tx.CreateBucketIfNotExists(bDead)
+		if err != nil {
+			return err
+		}
+		records, size = getCounts(meta)
+		v := q.Get(it.key)
+		if v == nil {
+			return nil // dropped meanwhile (drop-oldest)
+		}
+		entry, _ := json.Marshal(struct {
+			Reason string          `json:"reason"`
+			Record json.RawMessage `json:"record"`
+		}{reason, v})
+		if err := dead.Put(it.key, entry); err != nil {
+			return err
+		}
+		if err := q.Delete(it.key); err != nil {
+			return err
+		}
+		records, size = records-1, size-int64(len(v))
+		return putCounts(meta, records, size)
+	})
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.mirrorLocked(txid, records, size)
+	b.st.DeadLettered++
+	b.oldest = b.headTimeLocked(time.Now())
+	b.mu.Unlock()
+	return nil
 }
 
 // remove deletes acknowledged records (those still there: drop-oldest may

@@ -8,7 +8,8 @@
 // refuses it afterwards, so a batch resent after a crash or a lost
 // acknowledgement is delivered exactly once.
 //
-//	POST /v1/batches  Batch (JSON)  ->  Ack
+//	POST /v1/batches  Batch (JSON)  ->  Ack (200); Ack with Conflicts (409);
+//	                                    Unstorable (422)
 //	GET  /v1/streams                ->  []StreamSummary
 package record
 
@@ -43,7 +44,19 @@ type Batch struct {
 // durable at the sink.
 type Ack struct {
 	Stored     int `json:"stored"`
-	Duplicates int `json:"duplicates"` // keys already stored, refused
+	Duplicates int `json:"duplicates"` // keys already stored with the same content, refused
+	// Conflicts are keys already stored with different content: kept
+	// aside at the sink, never counted as delivered. A batch with any is
+	// answered 409, and the forwarder keeps its records and retries.
+	Conflicts []string `json:"conflicts,omitempty"`
+}
+
+// Unstorable is the sink's 422 answer: a record of the batch it can
+// never store (the forwarder moves that one aside and sends the rest).
+type Unstorable struct {
+	Record int    `json:"record"` // its index in the batch
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
 }
 
 // StreamSummary is what the sink received on one stream of one buffer
@@ -57,8 +70,12 @@ type StreamSummary struct {
 	Last   uint64 `json:"lastSeq"`
 	// Gaps are the missing sequence ranges between First and Last.
 	Gaps [][2]uint64 `json:"gaps,omitempty"`
-	// Duplicates counts records refused because their key was stored.
+	// Duplicates counts records refused because their key was stored
+	// with the same content.
 	Duplicates uint64 `json:"duplicates"`
+	// Conflicts counts records whose key was stored with different
+	// content: forged, or a bug; kept aside, never delivered.
+	Conflicts uint64 `json:"conflicts,omitempty"`
 	// OutOfOrder counts records that arrived after a higher seq of their
 	// stream had been stored.
 	OutOfOrder   uint64    `json:"outOfOrder"`

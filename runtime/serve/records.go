@@ -97,12 +97,13 @@ var (
 	descBufIn      = prometheus.NewDesc("edgeguard_buffer_appended_total", "Records appended (acknowledged).", nil, nil)
 	descBufOut     = prometheus.NewDesc("edgeguard_buffer_forwarded_total", "Records the sink acknowledged.", nil, nil)
 	descBufCommits = prometheus.NewDesc("edgeguard_buffer_commits_total", "Disk commits (each holds many appends).", nil, nil)
+	descBufDead    = prometheus.NewDesc("edgeguard_buffer_dead_lettered", "Records the sink can never store, moved out of the queue (kept in the buffer's database).", nil, nil)
 )
 
 type bufferCollector struct{ b *buffer.Buffer }
 
 func (c bufferCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBufRecords, descBufBytes, descBufAge, descBufFlush, descBufDropped, descBufIn, descBufOut, descBufCommits} {
+	for _, d := range []*prometheus.Desc{descBufRecords, descBufBytes, descBufAge, descBufFlush, descBufDropped, descBufIn, descBufOut, descBufCommits, descBufDead} {
 		ch <- d
 	}
 }
@@ -126,6 +127,7 @@ func (c bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		{descBufIn, prometheus.CounterValue, float64(s.Appended)},
 		{descBufOut, prometheus.CounterValue, float64(s.Forwarded)},
 		{descBufCommits, prometheus.CounterValue, float64(s.Commits)},
+		{descBufDead, prometheus.GaugeValue, float64(s.DeadLettered)},
 	} {
 		ch <- prometheus.MustNewConstMetric(m.d, m.t, m.v)
 	}

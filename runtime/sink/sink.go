@@ -6,7 +6,10 @@
 package sink
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,13 +27,15 @@ import (
 )
 
 var (
-	bKeys  = []byte("keys")  // idempotency key -> arrival (unix ns)
-	bStats = []byte("stats") // stream id -> json streamStats
-	bData  = []byte("data")  // stream id -> bucket: seq -> record
+	bKeys      = []byte("keys")      // idempotency key -> arrival (unix ns, 8 bytes) + content hash (32)
+	bStats     = []byte("stats")     // stream id -> json streamStats
+	bData      = []byte("data")      // stream id -> bucket: seq -> record
+	bConflicts = []byte("conflicts") // key + "#" + content hash -> record that conflicted
 )
 
 type streamStats struct {
 	Duplicates   uint64    `json:"d"`
+	Conflicts    uint64    `json:"c,omitempty"`
 	OutOfOrder   uint64    `json:"o"`
 	MaxSeq       uint64    `json:"m"`
 	FirstArrival time.Time `json:"f"`
@@ -55,7 +60,7 @@ func Open(path string, log *events.Log) (*Sink, error) {
 		return nil, fmt.Errorf("sink database %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bKeys, bStats, bData} {
+		for _, b := range [][]byte{bKeys, bStats, bData, bConflicts} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -93,9 +98,14 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a batch: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	for i, rec := range b.Records {
-		if rec.Key == "" || rec.Key != record.Key(rec.Node, rec.Epoch, rec.Stream, rec.Seq) {
-			http.Error(w, fmt.Sprintf("record %d: key %q does not match node/epoch/stream/seq", i, rec.Key), http.StatusBadRequest)
+	// A record that can never be stored is named, so the forwarder can
+	// move it aside instead of retrying it, and everything behind it, for
+	// ever.
+	for i := range b.Records {
+		if err := b.Records[i].Check(); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_ = json.NewEncoder(w).Encode(record.Unstorable{Record: i, Key: b.Records[i].Key, Reason: err.Error()})
 			return
 		}
 	}
@@ -105,11 +115,16 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if len(ack.Conflicts) > 0 {
+		w.WriteHeader(http.StatusConflict)
+	}
 	_ = json.NewEncoder(w).Encode(ack)
 }
 
 // Store writes a batch durably, refusing keys already stored, and returns
-// the acknowledgement once it is on disk.
+// the acknowledgement once it is on disk. A key stored before with the
+// same content is a duplicate (a resend); with different content, a
+// conflict: kept aside, logged and counted, never a delivery.
 func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -133,12 +148,24 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 			rec := &b.Records[i]
 			id := streamID(rec)
 			st := get(id)
-			if keys.Get([]byte(rec.Key)) != nil {
-				st.Duplicates++
-				ack.Duplicates++
+			sum := contentHash(rec)
+			if prev := keys.Get([]byte(rec.Key)); prev != nil {
+				// Keys stored before hashes were kept have none: a
+				// duplicate, as they always were.
+				if len(prev) < 8+len(sum) || bytes.Equal(prev[8:8+len(sum)], sum[:]) {
+					st.Duplicates++
+					ack.Duplicates++
+					continue
+				}
+				st.Conflicts++
+				ack.Conflicts = append(ack.Conflicts, rec.Key)
+				v, _ := json.Marshal(rec)
+				if err := tx.Bucket(bConflicts).Put([]byte(rec.Key+"#"+hex.EncodeToString(sum[:8])), v); err != nil {
+					return err
+				}
 				continue
 			}
-			if err := keys.Put([]byte(rec.Key), u64(uint64(now.UnixNano()))); err != nil {
+			if err := keys.Put([]byte(rec.Key), append(u64(uint64(now.UnixNano())), sum[:]...)); err != nil {
 				return err
 			}
 			bk, err := data.CreateBucketIfNotExists([]byte(id))
@@ -174,7 +201,21 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 		return record.Ack{}, fmt.Errorf("storing a batch of %d: %w", len(b.Records), err)
 	}
 	s.log.Emit("received", "records", len(b.Records), "stored", ack.Stored, "duplicates", ack.Duplicates)
+	for _, k := range ack.Conflicts {
+		s.log.Emit("conflict", "key", k, "what", "a record with this key and different content was stored before: kept aside")
+	}
 	return ack, nil
+}
+
+// contentHash identifies what a record says: a resend of the same record
+// hashes the same, a different record under its key does not.
+func contentHash(r *record.Record) [32]byte {
+	v, _ := json.Marshal(struct {
+		Time    time.Time         `json:"t"`
+		Meta    map[string]string `json:"m"`
+		Payload []byte            `json:"p"`
+	}{r.Time.UTC(), r.Meta, r.Payload})
+	return sha256.Sum256(v)
 }
 
 func u64(v uint64) []byte {
@@ -197,7 +238,7 @@ func (s *Sink) Summary() ([]record.StreamSummary, error) {
 			if len(parts) != 3 {
 				return errors.New("bad stream id " + string(k))
 			}
-			sum := record.StreamSummary{Node: parts[0], Epoch: parts[1], Stream: parts[2], Duplicates: st.Duplicates, OutOfOrder: st.OutOfOrder, FirstArrival: st.FirstArrival, LastArrival: st.LastArrival}
+			sum := record.StreamSummary{Node: parts[0], Epoch: parts[1], Stream: parts[2], Duplicates: st.Duplicates, Conflicts: st.Conflicts, OutOfOrder: st.OutOfOrder, FirstArrival: st.FirstArrival, LastArrival: st.LastArrival}
 			if bk := data.Bucket(k); bk != nil {
 				c := bk.Cursor()
 				var prev uint64
