@@ -109,6 +109,16 @@ func TestManifestsPolicy(t *testing.T) {
 	if p := gate.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
 		t.Error("sidecar readiness probe is not an HTTP GET of /readyz")
 	}
+	// The buffer forwards with the site's sink token, from a Secret.
+	token := false
+	for _, e := range gate.Env {
+		if e.Name == "EDGEGUARD_SINK_TOKEN" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name != "" {
+			token = true
+		}
+	}
+	if !token {
+		t.Error("the sidecar has no EDGEGUARD_SINK_TOKEN from a Secret: the sink would refuse every batch")
+	}
 
 	all := append(slices.Clone(pod.InitContainers), pod.Containers...)
 	var reqs, lims resource.Quantity

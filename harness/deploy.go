@@ -167,7 +167,7 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 				argv = append(argv, "--failover-actions="+strings.Join(fo.Actions, ","))
 			}
 		}
-		if err := r.sup.start(ctx, m.Name, "runtime", argv); err != nil {
+		if err := r.sup.start(ctx, m.Name, "runtime", argv, "EDGEGUARD_SINK_TOKEN="+r.cloud.SinkToken(m.Name)); err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, m.Name)

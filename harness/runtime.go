@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/runtime/record"
+	"github.com/edgefault/edgefault/runtime/sink"
 	"github.com/edgefault/edgefault/runtime/wire"
 )
 
@@ -55,7 +58,12 @@ type Cloud struct {
 	SpeedEvents, ContentEvents, SinkEvents string
 	host                                   clusters.Host
 	speed, content, sink                   clusters.Process
+	tokens                                 map[string]string // node -> its sink token
 }
+
+// SinkToken is node's bearer token for the sink: the embedded fleet gives
+// every node its own, allowed only that node's records.
+func (c *Cloud) SinkToken(node string) string { return c.tokens[node] }
 
 // StartCloud starts the speed-test server, the content server and the
 // sink on f's cloud and waits until they answer.
@@ -81,9 +89,30 @@ func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string) (*Cloud
 		ContentEvents: path.Join(ev, "cloud-content.jsonl"),
 		SinkEvents:    path.Join(ev, "cloud-sink.jsonl"),
 		host:          host,
+		tokens:        map[string]string{},
+	}
+	var creds sink.Credentials
+	for _, m := range f.Members() {
+		if m.Role != clusters.RoleNode {
+			continue
+		}
+		tok, err := newToken()
+		if err != nil {
+			return nil, err
+		}
+		c.tokens[m.Name] = tok
+		creds.Sites = append(creds.Sites, sink.Site{Name: m.Site + "/" + m.Name, Token: tok, Members: []string{m.Name}})
+	}
+	credJSON, err := json.Marshal(creds)
+	if err != nil {
+		return nil, err
 	}
 	start := func(name string, args ...string) (clusters.Process, error) {
-		return f.StartCommand(ctx, cloud.Name, clusters.Command{Name: name, Argv: append([]string{edgeguard, name, "--node=cloud"}, args...)})
+		cmd := clusters.Command{Name: name, Argv: append([]string{edgeguard, name, "--node=cloud"}, args...)}
+		if name == "sink" {
+			cmd.Env = []string{"EDGEGUARD_SINK_CREDENTIALS=" + string(credJSON)}
+		}
+		return f.StartCommand(ctx, cloud.Name, cmd)
 	}
 	if c.speed, err = start("speedserver", fmt.Sprintf("--listen=:%d", SpeedPort), "--events="+c.SpeedEvents); err != nil {
 		return nil, err
@@ -149,7 +178,7 @@ func StartGate(ctx context.Context, f clusters.Fleet, edgeguard, node string, c 
 	}
 	g.Events = path.Join(paths.Evidence, node+"-gate.jsonl")
 	argv := append([]string{edgeguard, "serve", "--node=" + node, fmt.Sprintf("--listen=:%d", GatePort), "--server=" + c.SpeedURL, "--events=" + g.Events}, flags...)
-	if g.Proc, err = f.StartCommand(ctx, node, clusters.Command{Name: "gate", Argv: argv}); err != nil {
+	if g.Proc, err = f.StartCommand(ctx, node, clusters.Command{Name: "gate", Argv: argv, Env: []string{"EDGEGUARD_SINK_TOKEN=" + c.SinkToken(node)}}); err != nil {
 		return nil, err
 	}
 	host, _ := f.Host(node)
@@ -249,4 +278,13 @@ func waitHTTP(ctx context.Context, host clusters.Host, url string, within time.D
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// newToken is a fresh bearer token.
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("a sink token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
 }

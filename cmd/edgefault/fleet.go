@@ -68,6 +68,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var eg string
+			var sinkTokens *harness.Cloud
 			if cloudServices {
 				// Fail before anything is created if the runtime is missing.
 				if eg, err = harness.FindEdgeguard(); err != nil {
@@ -84,8 +85,22 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("fleet %s is up but its cloud services are not (take it down with 'edgefault fleet down --provider %s --name %s'): %w", name, p.Name(), name, err)
 				}
 				g.log.Info("cloud services up", "speedtest", c.SpeedURL, "content", c.ContentURL, "sink", c.SinkURL, "events", filepath.Dir(c.SpeedEvents))
+				sinkTokens = c
 			}
-			return printMembers(cmd, []clusters.Fleet{f})
+			if err := printMembers(cmd, []clusters.Fleet{f}); err != nil {
+				return err
+			}
+			if sinkTokens != nil {
+				// The sink takes records only with a node's own token: what
+				// `edgeguard serve --buffer --sink` on that node needs.
+				fmt.Fprintln(cmd.OutOrStdout(), "\nsink tokens (EDGEGUARD_SINK_TOKEN for edgeguard serve --buffer on each node; valid while the fleet is up):")
+				for _, m := range f.Members() {
+					if t := sinkTokens.SinkToken(m.Name); t != "" {
+						fmt.Fprintf(cmd.OutOrStdout(), "  %s  %s\n", m.Name, t)
+					}
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (kind: Fleet); default: the built-in store/truck/factory fleet")

@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/gate"
@@ -15,12 +17,14 @@ import (
 // bufferFlags configure serve's store-and-forward buffer.
 type bufferFlags struct {
 	path, sink, maxBytes, overflow, durability, share string
+	tokenFile                                         string
 	maxRecords                                        int64
 }
 
 func (f *bufferFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.path, "buffer", "", "keep records in a durable buffer at this file (enables POST /v1/records) and forward them to --sink while the gate is open")
 	fs.StringVar(&f.sink, "sink", "", "the sink's URL (edgeguard sink), e.g. http://100.64.0.1:8082")
+	fs.StringVar(&f.tokenFile, "sink-token-file", "", "file holding the site's bearer token for the sink (default: $EDGEGUARD_SINK_TOKEN)")
 	fs.Int64Var(&f.maxRecords, "buffer-max-records", 1_000_000, "bound on waiting records")
 	fs.StringVar(&f.maxBytes, "buffer-max-bytes", "256MB", "bound on waiting bytes")
 	fs.StringVar(&f.overflow, "overflow", "block", "when full: block (refuse with 507, never drop), drop-oldest, drop-newest")
@@ -38,6 +42,17 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 		return nil, fo, fmt.Errorf("--sink: %w", err)
 	}
 	fo.Sink = s
+	fo.Token = os.Getenv("EDGEGUARD_SINK_TOKEN")
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return nil, fo, fmt.Errorf("--sink-token-file: %w", err)
+		}
+		fo.Token = strings.TrimSpace(string(b))
+	}
+	if fo.Token == "" {
+		g.log.Warn("no sink token (--sink-token-file or $EDGEGUARD_SINK_TOKEN): a sink that authenticates forwarders will refuse every batch, and the records wait here")
+	}
 	mb, err := units.ParseSize("--buffer-max-bytes", f.maxBytes)
 	if err != nil {
 		return nil, fo, err
@@ -67,20 +82,50 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 }
 
 func newSinkCmd(g *globals) *cobra.Command {
-	var listen, db string
+	var listen, db, credFile string
+	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "sink",
 		Short: "Receive forwarded records: durable, deduplicated, with per-stream summaries",
 		Long: `sink is the cloud end of the store-and-forward buffer:
 
-  POST /v1/batches   a batch of records; answered once durable; duplicates (same key) refused
-  GET  /v1/streams   per stream: records, first/last seq, gaps, duplicates refused, out-of-order, arrival times`,
+  POST /v1/batches   a batch of records (Authorization: Bearer <site token>); answered once
+                     durable; a key stored before with the same content is a duplicate
+                     (refused), with other content a conflict (kept aside, 409); a record it
+                     can never store is named (422); another site's node: 403
+  GET  /v1/streams   per stream: records, first/last seq, gaps, duplicates refused, conflicts,
+                     out-of-order, arrival times
+
+Credentials (--credentials FILE, or $EDGEGUARD_SINK_CREDENTIALS) are JSON:
+  {"sites":[{"name":"store","token":"<openssl rand -hex 32>","members":["store-pos","store-cam"]}]}
+one token per site, each allowed the records of its members only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if db == "" {
 				return fmt.Errorf("--db is required: the file the sink stores records in")
 			}
-			s, err := sink.Open(filepath.Clean(db), g.openEvents("sink"))
+			var opt sink.Option
+			raw := []byte(os.Getenv("EDGEGUARD_SINK_CREDENTIALS"))
+			if credFile != "" {
+				var err error
+				if raw, err = os.ReadFile(credFile); err != nil {
+					return fmt.Errorf("--credentials: %w", err)
+				}
+			}
+			switch {
+			case len(raw) > 0:
+				c, err := sink.ParseCredentials(raw)
+				if err != nil {
+					return err
+				}
+				opt = sink.WithCredentials(c)
+			case insecure:
+				g.log.Warn("the sink takes batches from anyone (--insecure-no-auth): anyone who reaches it can store records under any key")
+				opt = sink.WithoutAuth()
+			default:
+				return fmt.Errorf("the sink needs credentials: --credentials FILE or $EDGEGUARD_SINK_CREDENTIALS (see --help), or --insecure-no-auth on a private network")
+			}
+			s, err := sink.Open(filepath.Clean(db), g.openEvents("sink"), opt)
 			if err != nil {
 				return err
 			}
@@ -90,5 +135,7 @@ func newSinkCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8082", "address to serve on")
 	cmd.Flags().StringVar(&db, "db", "", "database file")
+	cmd.Flags().StringVar(&credFile, "credentials", "", "JSON file of the sites that may deliver, their tokens and members (default: $EDGEGUARD_SINK_CREDENTIALS)")
+	cmd.Flags().BoolVar(&insecure, "insecure-no-auth", false, "take batches from anyone (tests, a private network)")
 	return cmd
 }

@@ -51,7 +51,7 @@ func (l *link) set(open bool) {
 
 func openSink(t *testing.T) (*sink.Sink, *httptest.Server) {
 	t.Helper()
-	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil)
+	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithoutAuth())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,8 @@ type ForwardOptions struct {
 	BatchRecords int // default 500
 	BatchBytes   int // default 256 KiB
 	Client       *http.Client
+	// Token is the site's bearer token for the sink.
+	Token string
 }
 
 type item struct {
@@ -239,6 +241,9 @@ func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int,
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if o.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+o.Token)
+	}
 	resp, err := o.Client.Do(req)
 	if err != nil {
 		return 0, err

@@ -48,10 +48,21 @@ type Sink struct {
 	log *events.Log
 	mu  sync.Mutex // one batch at a time keeps the dedup check and the write together
 	mux *http.ServeMux
+	// sites are the credentials by token hash; open: no authentication.
+	sites map[[32]byte]*Site
+	open  bool
 }
 
-// Open opens (creating) the sink's database at path.
-func Open(path string, log *events.Log) (*Sink, error) {
+// Open opens (creating) the sink's database at path. It needs
+// WithCredentials, or WithoutAuth said explicitly.
+func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
+	probe := &Sink{}
+	for _, o := range opts {
+		o(probe)
+	}
+	if probe.sites == nil && !probe.open {
+		return nil, errors.New("the sink needs credentials (which site may deliver which nodes' records), or to be told it takes batches from anyone")
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, err
 	}
@@ -70,7 +81,7 @@ func Open(path string, log *events.Log) (*Sink, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Sink{db: db, log: log, mux: http.NewServeMux()}
+	s := &Sink{db: db, log: log, mux: http.NewServeMux(), sites: probe.sites, open: probe.open}
 	s.mux.HandleFunc("POST /v1/batches", s.batches)
 	s.mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, _ *http.Request) {
 		sum, err := s.Summary()
@@ -93,6 +104,13 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHT
 func streamID(r *record.Record) string { return r.Node + "/" + r.Epoch + "/" + r.Stream }
 
 func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
+	// Before the body is read: a stranger makes the sink parse nothing.
+	site, code, why := s.site(r)
+	if code != 0 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="edgeguard-sink"`)
+		http.Error(w, why, code)
+		return
+	}
 	var b record.Batch
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&b); err != nil {
 		http.Error(w, "not a batch: "+err.Error(), http.StatusBadRequest)
@@ -101,6 +119,12 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 	// A record that can never be stored is named, so the forwarder can
 	// move it aside instead of retrying it, and everything behind it, for
 	// ever.
+	for i := range b.Records {
+		if !allowed(site, b.Records[i].Node) {
+			http.Error(w, fmt.Sprintf("record %d: site %s may not deliver records of node %q", i, site.Name, b.Records[i].Node), http.StatusForbidden)
+			return
+		}
+	}
 	for i := range b.Records {
 		if err := b.Records[i].Check(); err != nil {
 			w.Header().Set("Content-Type", "application/json")

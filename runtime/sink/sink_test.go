@@ -1,0 +1,95 @@
+package sink_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgefault/edgefault/runtime/record"
+	"github.com/edgefault/edgefault/runtime/sink"
+)
+
+const (
+	storeToken = "store-0123456789abcdef"
+	truckToken = "truck-0123456789abcdef"
+)
+
+func batch(node string, seq uint64) []byte {
+	b, _ := json.Marshal(record.Batch{Records: []record.Record{{Key: record.Key(node, "e1", "pos", seq), Node: node, Epoch: "e1", Stream: "pos", Seq: seq, Payload: []byte("sale")}}})
+	return b
+}
+
+// Only a credited site delivers, and only its own members' records.
+func TestSinkAuthenticatesForwarders(t *testing.T) {
+	c, err := sink.ParseCredentials([]byte(`{"sites":[{"name":"store","token":"` + storeToken + `","members":["store-pos"]},{"name":"truck","token":"` + truckToken + `","members":["truck-ecu"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithCredentials(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	post := func(token string, body []byte) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/batches", bytes.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	for _, tc := range []struct {
+		name, token string
+		body        []byte
+		code        int
+		says        string
+	}{
+		{"no token", "", batch("store-pos", 1), 401, "no bearer token"},
+		{"unknown token", "guess-0123456789abcdef", batch("store-pos", 1), 401, "unknown token"},
+		{"another site's node", truckToken, batch("store-pos", 1), 403, `may not deliver records of node "store-pos"`},
+		{"its own node", storeToken, batch("store-pos", 1), 200, `"stored":1`},
+		{"its own node again", storeToken, batch("store-pos", 1), 200, `"duplicates":1`},
+		{"not JSON, from a stranger", "", []byte("x"), 401, "no bearer token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := post(tc.token, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.says) {
+				t.Errorf("%d %s, want %d %q", code, body, tc.code, tc.says)
+			}
+		})
+	}
+	sum, _ := s.Summary()
+	if len(sum) != 1 || sum[0].Count != 1 {
+		t.Errorf("summary %+v", sum)
+	}
+}
+
+func TestCredentialsAreChecked(t *testing.T) {
+	for _, tc := range []struct{ json, want string }{
+		{`{}`, "no sites"},
+		{`{"sites":[{"name":"s","token":"short","members":["n"]}]}`, "at least 16"},
+		{`{"sites":[{"name":"s","token":"0123456789abcdef","members":[]}]}`, "no members"},
+		{`{"sites":[{"name":"a","token":"0123456789abcdef","members":["n"]},{"name":"b","token":"0123456789abcdef","members":["m"]}]}`, "share a token"},
+		{`{"sites":[{"name":"s","token":"0123456789abcdef","members":["a/b"]}]}`, "no '/'"},
+		{`{"sites":[],"admin":true}`, "unknown field"},
+	} {
+		if _, err := sink.ParseCredentials([]byte(tc.json)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.json, err, tc.want)
+		}
+	}
+	if _, err := sink.Open(filepath.Join(t.TempDir(), "s.db"), nil); err == nil {
+		t.Error("a sink opened without credentials or WithoutAuth")
+	}
+}
