@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"math/rand/v2"
+	"net/http"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/harness"
+	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/record"
@@ -91,6 +95,30 @@ var _ = Describe("the store-and-forward buffer", Ordered, func() {
 		_ = g.Get(ctx, "/v1/buffer", &s)
 		return s
 	}
+
+	It("takes batches at the fleet's sink only with the node's own token", func() {
+		pos, err := f.NetnsMember("shop-pos")
+		Expect(err).NotTo(HaveOccurred())
+		hc := &http.Client{Transport: &http.Transport{DialContext: nsdo.DialContext(pos.Namespace)}, Timeout: 5 * time.Second}
+		// What a forger on the shop's LAN would post: keys of a real
+		// stream (the epoch is public at /v1/streams).
+		forged, _ := json.Marshal(record.Batch{Records: []record.Record{{Key: record.Key("shop-pos", "e0", "pos", 1), Node: "shop-pos", Epoch: "e0", Stream: "pos", Seq: 1, Payload: []byte("forged")}}})
+		post := func(token string) int {
+			GinkgoHelper()
+			req, _ := http.NewRequest(http.MethodPost, cloud.SinkURL+"/v1/batches", bytes.NewReader(forged))
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := hc.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		Expect(post("")).To(Equal(http.StatusUnauthorized))
+		Expect(post("0123456789abcdef0123456789abcdef")).To(Equal(http.StatusUnauthorized))
+		Expect(post(cloud.SinkToken("shop-2"))).To(Equal(http.StatusForbidden), "one node's token delivered another's records")
+		Expect(stream("shop-pos", "pos").Count).To(BeZero())
+	})
 
 	It("keeps everything through a 30 s uplink cut and delivers it exactly once, in order, after", func() {
 		db := filepath.Join(f.Dir(), "shop-pos", "buffer.db")
