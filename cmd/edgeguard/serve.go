@@ -106,6 +106,10 @@ func together(jobs ...func(context.Context) error) func(context.Context) error {
 	}
 }
 
+// readTimeout bounds reading one request, its body included: a 32 MiB
+// batch over a 5 Mbit/s uplink takes under a minute.
+const readTimeout = 90 * time.Second
+
 // runHTTP serves h on addr (and on the Unix socket, if given) until ctx
 // ends, running bg beside it.
 func runHTTP(ctx context.Context, g *globals, addr, socket string, h http.Handler, bg func(context.Context) error) error {
@@ -123,8 +127,11 @@ func runHTTP(ctx context.Context, g *globals, addr, socket string, h http.Handle
 		defer os.Remove(socket)
 	}
 	// Handlers (event streams, long polls) end with ctx, so a SIGTERM is
-	// not held up by them.
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	// not held up by them. A request must be read within ReadTimeout (a
+	// body trickled at a byte a second holds nothing for long); no
+	// WriteTimeout, which would cut the gate's event streams.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return ctx }}
 	g.log.Info("serving", "addr", ln.Addr().String())
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/buffer"
+	"github.com/edgefault/edgefault/runtime/internal/limit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,8 +29,18 @@ import (
 // commit failed. In every error case nothing of the request was stored,
 // so retrying is safe.
 func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
+	// 24 MiB of bodies in memory at once (decoding doubles it at worst):
+	// the DaemonSet's container has 64 MiB.
+	bodies := limit.NewBodies(24<<20, maxRecordsBody)
 	mux.HandleFunc("POST /v1/records", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<20))
+		release, err := bodies.Acquire(r.Context(), r)
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "busy: too many large requests at once; retry", http.StatusTooManyRequests)
+			return
+		}
+		defer release()
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRecordsBody))
 		if err != nil {
 			code := http.StatusBadRequest
 			var tooBig *http.MaxBytesError
@@ -77,6 +88,9 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 	mux.HandleFunc("GET /v1/buffer", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, b.Stats()) })
 	reg.MustRegister(bufferCollector{b})
 }
+
+// maxRecordsBody bounds one POST /v1/records.
+const maxRecordsBody = 16 << 20
 
 // diskFull recognises a full disk or quota, also where bbolt formats the
 // cause into its message instead of wrapping it.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/events"
+	"github.com/edgefault/edgefault/runtime/internal/limit"
 	"github.com/edgefault/edgefault/runtime/record"
 	bolt "go.etcd.io/bbolt"
 )
@@ -44,10 +45,11 @@ type streamStats struct {
 
 // Sink stores what forwarders send. Create it with Open.
 type Sink struct {
-	db  *bolt.DB
-	log *events.Log
-	mu  sync.Mutex // one batch at a time keeps the dedup check and the write together
-	mux *http.ServeMux
+	db     *bolt.DB
+	log    *events.Log
+	mu     sync.Mutex // one batch at a time keeps the dedup check and the write together
+	mux    *http.ServeMux
+	bodies *limit.Bodies
 	// sites are the credentials by token hash; open: no authentication.
 	sites map[[32]byte]*Site
 	open  bool
@@ -81,7 +83,9 @@ func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Sink{db: db, log: log, mux: http.NewServeMux(), sites: probe.sites, open: probe.open}
+	// Batches are decoded as they stream in; what is held is at most a
+	// few of the largest at once.
+	s := &Sink{db: db, log: log, mux: http.NewServeMux(), sites: probe.sites, open: probe.open, bodies: limit.NewBodies(4*maxBatchBody, maxBatchBody)}
 	s.mux.HandleFunc("POST /v1/batches", s.batches)
 	s.mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, _ *http.Request) {
 		sum, err := s.Summary()
@@ -101,6 +105,9 @@ func (s *Sink) Close() error { return s.db.Close() }
 // ServeHTTP implements http.Handler.
 func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// maxBatchBody bounds one batch (the forwarder sends 256 KiB by default).
+const maxBatchBody = 32 << 20
+
 func streamID(r *record.Record) string { return r.Node + "/" + r.Epoch + "/" + r.Stream }
 
 func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
@@ -111,8 +118,15 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, code)
 		return
 	}
+	release, err := s.bodies.Acquire(r.Context(), r)
+	if err != nil {
+		w.Header().Set("Retry-After", "2")
+		http.Error(w, "busy: too many batches at once; retry", http.StatusTooManyRequests)
+		return
+	}
+	defer release()
 	var b record.Batch
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&b); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchBody)).Decode(&b); err != nil {
 		http.Error(w, "not a batch: "+err.Error(), http.StatusBadRequest)
 		return
 	}
