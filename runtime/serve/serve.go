@@ -128,8 +128,10 @@ func Handler(g Gate, opts ...Option) http.Handler {
 			return
 		}
 		var o Observation
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&o); err != nil || o.Bytes < 0 || o.Seconds <= 0 {
-			http.Error(w, `want {"bytes":N,"seconds":S} with S > 0`, http.StatusBadRequest)
+		// A transfer of a millisecond to an hour: outside that, a sample
+		// says nothing about the link (1e-300 s is 0 as a duration).
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&o); err != nil || o.Bytes < 0 || o.Bytes > 1<<40 || !(o.Seconds >= 0.001 && o.Seconds <= 3600) {
+			http.Error(w, `want {"bytes":N,"seconds":S} with 0 <= N <= 2^40 and 0.001 <= S <= 3600`, http.StatusBadRequest)
 			return
 		}
 		g.Observe(o.Bytes, time.Duration(o.Seconds*float64(time.Second)))
