@@ -61,43 +61,60 @@ func (e Entry) Alive() bool {
 // StopProcess stops the process e describes: SIGTERM, then SIGKILL after
 // grace. It never signals a PID that now belongs to another process. For a
 // group entry it stops every live process of the group, even after the
-// leader has gone (a shell that started a server in the background).
+// leader has gone (a shell that started a server in the background), but
+// only processes that are provably the group's (ours).
 func StopProcess(e Entry, grace time.Duration) error {
-	alive := func() bool {
+	members := func() []int {
 		if e.Group {
-			return e.Alive() || len(groupMembers(e.PID)) > 0
+			return e.groupMembers()
 		}
-		return e.Alive()
+		if e.Alive() {
+			return []int{e.PID}
+		}
+		return nil
 	}
-	if !alive() {
+	if len(members()) == 0 {
 		return nil
 	}
 	signal := func(sig syscall.Signal) {
-		if e.Group {
-			// Linux does not hand out a PID still in use as a process
-			// group ID, so -PID cannot reach a stranger's group.
-			_ = syscall.Kill(-e.PID, sig)
-		}
-		if e.Alive() {
-			_ = syscall.Kill(e.PID, sig)
+		for _, pid := range members() {
+			_ = syscall.Kill(pid, sig)
 		}
 	}
 	signal(syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
-		if !alive() {
+		if len(members()) == 0 {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	signal(syscall.SIGKILL)
-	for i := 0; i < 100 && alive(); i++ {
+	for i := 0; i < 100 && len(members()) > 0; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if alive() {
+	if len(members()) > 0 {
 		return fmt.Errorf("process %d (%s) did not exit after SIGKILL", e.PID, e.Name)
 	}
 	return nil
+}
+
+// groupMembers lists the live processes of the group e's leader made that
+// are provably ours. Linux does not hand out a PID while it is in use as a
+// process group ID, so a process now holding the leader's PID with another
+// start time means our group is gone entirely (whatever has that group ID
+// now is a stranger's); and a process of ours started after our leader.
+func (e Entry) groupMembers() []int {
+	if st, _, err := procStat(e.PID); err == nil && st != e.StartTime {
+		return nil
+	}
+	var out []int
+	for _, pid := range groupMembers(e.PID) {
+		if st, _, err := procStat(pid); err == nil && st >= e.StartTime {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // GroupAlive reports whether any live (not zombie) process is in process
