@@ -3,6 +3,7 @@ package ledger
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -93,5 +94,50 @@ func TestProcessIdentity(t *testing.T) {
 	e.StartTime++
 	if e.Alive() {
 		t.Fatal("a different start time must not count as the same process")
+	}
+}
+
+// The sweep removes state only inside the directory the ledger lives in:
+// an entry naming anything else (directly, or through a symlink) is
+// refused and kept, and the path survives.
+func TestSweepRemovesStateOnlyInsideItsDirectory(t *testing.T) {
+	state := t.TempDir()
+	l, err := Open(filepath.Join(state, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "precious")
+	if err := os.WriteFile(victim, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(state, "link")); err != nil {
+		t.Fatal(err)
+	}
+	inside := filepath.Join(state, "fleets", "f.json")
+	if err := os.MkdirAll(filepath.Dir(inside), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inside, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{victim, filepath.Join(state, "link", "precious"), state, inside} {
+		if err := l.Record("f", Entry{Kind: KindState, Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = l.Sweep("f", nil)
+	if err == nil || !strings.Contains(err.Error(), "not inside edgefault's state directory") {
+		t.Errorf("sweep: %v, want a refusal", err)
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Errorf("the path outside was removed: %v", err)
+	}
+	if _, err := os.Stat(inside); !os.IsNotExist(err) {
+		t.Errorf("the state inside was not removed: %v", err)
+	}
+	left, _ := l.Entries("f")
+	if len(left) != 3 {
+		t.Errorf("%d entries kept, want the 3 refused: %+v", len(left), left)
 	}
 }

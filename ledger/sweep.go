@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -43,7 +44,7 @@ func (l *Ledger) Sweep(owner string, removers map[string]Remover) error {
 		case KindProcess:
 			err = StopProcess(e, 2*time.Second)
 		case KindState:
-			err = os.RemoveAll(e.Name)
+			err = l.removeState(e.Name)
 		default:
 			r, ok := removers[e.Kind]
 			if !ok {
@@ -75,6 +76,28 @@ func (l *Ledger) Sweep(owner string, removers map[string]Remover) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// removeState removes a state path, but only one inside the directory the
+// ledger lives in (symlinks followed): a ledger entry, whoever wrote it,
+// never makes the sweep delete anything else.
+func (l *Ledger) removeState(path string) error {
+	root, err := filepath.EvalSymlinks(filepath.Dir(l.dir))
+	if err != nil {
+		return err
+	}
+	parent, err := filepath.EvalSymlinks(filepath.Dir(filepath.Clean(path)))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // gone with its parent
+	}
+	if err != nil {
+		return err
+	}
+	real := filepath.Join(parent, filepath.Base(path))
+	if rel, err := filepath.Rel(root, real); err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || !filepath.IsLocal(rel) {
+		return fmt.Errorf("refusing to remove %s: it is not inside edgefault's state directory %s", path, root)
+	}
+	return os.RemoveAll(real)
 }
 
 func describe(e Entry) string {

@@ -36,6 +36,14 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 	if os.Geteuid() != 0 {
 		return nil, shaper.ErrNotRoot
 	}
+	// One Up or Down of a name at a time: two racing Ups would both pass
+	// the checks below, and the loser's clean-up would take the winner's
+	// fleet with it.
+	unlock, err := p.lock(name, false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if err := spec.Validate("spec"); err != nil {
 		return nil, err
 	}
@@ -62,7 +70,7 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 	// suite) may never call Down for a fleet it was not given.
 	fail := func(err error) (*Fleet, error) {
 		err = fmt.Errorf("bring up fleet %q: %w", name, err)
-		if derr := p.Down(context.WithoutCancel(ctx), name); derr != nil {
+		if derr := p.down(name); derr != nil {
 			return nil, fmt.Errorf("%w; taking down what was made failed too (%v): run `edgefault cleanup --fleet %s`", err, derr, name)
 		}
 		p.log.Info("took down what the failed fleet up had made", "fleet", name)

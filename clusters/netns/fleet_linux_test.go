@@ -317,3 +317,50 @@ func TestFailedUpTakesItselfDown(t *testing.T) {
 		t.Errorf("ledger entries left: %v %v", es, err)
 	}
 }
+
+// Two racing Ups of one name: one fleet comes up, the other Up fails
+// without touching it (its clean-up must not take the winner's
+// namespaces), and Down then removes everything.
+func TestRacingUpsOfOneName(t *testing.T) {
+	p, l := provider(t)
+	name := fmt.Sprintf("race%d", os.Getpid()%10000)
+	spec := &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "s", Gateway: &scenarios.Gateway{Name: "gw"}, Nodes: []scenarios.Node{{Name: "n1"}}}}}
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			_, err := p.Up(context.Background(), name, spec)
+			errs <- err
+		}()
+	}
+	var failed []error
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	t.Cleanup(func() { _ = p.Down(context.Background(), name) })
+	if len(failed) != 1 {
+		t.Fatalf("%d of 2 racing Ups failed: %v", len(failed), failed)
+	}
+	if !strings.Contains(failed[0].Error(), "another edgefault") && !strings.Contains(failed[0].Error(), "already exists") {
+		t.Errorf("the loser says %v", failed[0])
+	}
+	f, err := p.Load(name)
+	if err != nil || !f.Ready {
+		t.Fatalf("the winner's fleet: %v", err)
+	}
+	for _, m := range f.All {
+		if _, err := os.Stat("/run/netns/" + m.Namespace); err != nil {
+			t.Errorf("the winner lost namespace %s: %v", m.Namespace, err)
+		}
+	}
+	if err := p.Down(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob("/run/netns/" + name + "-*"); len(left) > 0 {
+		t.Errorf("namespaces left after Down: %v", left)
+	}
+	if es, _ := l.Entries(name); len(es) > 0 {
+		t.Errorf("ledger entries left: %+v", es)
+	}
+}

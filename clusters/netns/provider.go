@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -267,4 +268,25 @@ func (f *Fleet) save() error {
 		return fmt.Errorf("write fleet state: %w", err)
 	}
 	return os.Rename(path+".tmp", path)
+}
+
+// lock takes fleet name's lock (a file beside its state), waiting for it
+// or, with wait false, failing at once if another process holds it.
+func (p *Provider) lock(name string, wait bool) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(p.stateDir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
+	}
+	how := syscall.LOCK_EX
+	if !wait {
+		how |= syscall.LOCK_NB
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --name", name)
+		}
+		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
+	}
+	return func() { f.Close() }, nil
 }

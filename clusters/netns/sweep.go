@@ -18,6 +18,16 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
+	unlock, err := p.lock(name, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return p.down(name)
+}
+
+// down is Down under the fleet's lock.
+func (p *Provider) down(name string) error {
 	entries, err := p.ledger.Entries(name)
 	if err != nil {
 		return err
