@@ -263,6 +263,35 @@ var _ = Describe("bad input", Ordered, func() {
 	})
 })
 
+// The README's example: a server started with fleet exec in the
+// background, then the fleet taken down. Nothing of it may run on,
+// holding the deleted namespace alive.
+var _ = Describe("fleet exec", func() {
+	It("ends, with what it started, when its fleet goes down", func() {
+		name := fmt.Sprintf("e2e-exec%d", os.Getpid()%1000)
+		mustRun("fleet", "up", "--control-planes=false", "--cloud-services=false", "--name", name)
+		downed := false
+		DeferCleanup(func() {
+			if !downed {
+				_, _ = run("fleet", "down", "--name", name)
+			}
+		})
+		// A shell that leaves a child behind, as a server started with &.
+		exe := exec.Command(bin, "fleet", "exec", "--name", name, "cloud", "--", "sh", "-c", "sleep 300 & sleep 300")
+		Expect(exe.Start()).To(Succeed())
+		exited := make(chan error, 1)
+		go func() { exited <- exe.Wait() }()
+		Eventually(func() string {
+			b, _ := os.ReadFile(filepath.Join(stateDir, "ledger", name+".jsonl"))
+			return string(b)
+		}).WithTimeout(10*time.Second).Should(ContainSubstring("exec sh on cloud"), "the exec'd command is not in the ledger")
+		mustRun("fleet", "down", "--name", name)
+		downed = true
+		Eventually(exited).WithTimeout(15*time.Second).Should(Receive(), "fleet exec still runs after its fleet went down")
+		Expect(namespacesOf(name)).To(BeEmpty())
+	})
+})
+
 var _ = Describe("the CLI", func() {
 	It("has --help on every command", func() {
 		for _, c := range [][]string{{}, {"doctor"}, {"fleet"}, {"fleet", "up"}, {"fleet", "down"}, {"fleet", "list"}, {"fleet", "exec"}, {"fleet", "kubeconfig"}, {"shape"}, {"cleanup"}, {"demo"}, {"setup"}} {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"syscall"
 	"time"
 
@@ -121,18 +122,26 @@ func (f *Fleet) Exec(ctx context.Context, memberName string, argv []string, stdi
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	cmd.Env = append(os.Environ(), "NODE_NAME="+m.Name)
-	// Not recorded: it lives no longer than we do. Its own process group,
-	// so that when ctx ends (Ctrl-C, SIGTERM) the whole group is asked to
-	// stop with SIGTERM and may shut down cleanly; what is left after
-	// WaitDelay is killed.
+	// Its own process group, so that when ctx ends (Ctrl-C, SIGTERM) the
+	// whole group is asked to stop with SIGTERM and may shut down
+	// cleanly; what is left after WaitDelay is killed. Recorded like
+	// every process the fleet runs, so that taking the fleet down stops
+	// it (and what it started in the background) too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
-	if err := startIn("/run/netns/"+m.Namespace, cmd); err != nil {
+	nsPath := "/run/netns/" + m.Namespace
+	e, err := f.p.ledger.Start(f.FleetName, fmt.Sprintf("exec %s on %s", filepath.Base(argv[0]), m.Name), cmd, true,
+		func(c *exec.Cmd) error { return startIn(nsPath, c) })
+	if err != nil {
 		return fmt.Errorf("run %s on %s: %w", argv[0], m.Name, err)
 	}
 	err = cmd.Wait()
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // stragglers in its group
+	// Forgotten, unless the fleet went down meanwhile (its ledger with it).
+	if es, _ := f.p.ledger.Entries(f.FleetName); slices.ContainsFunc(es, func(o ledger.Entry) bool { return o.Key() == e.Key() }) {
+		_ = f.p.ledger.Forget(f.FleetName, e)
+	}
 	if err != nil && ctx.Err() != nil && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		return nil // asked to stop, and it stopped cleanly
 	}
