@@ -33,8 +33,9 @@ func newServeCmd(g *globals) *cobra.Command {
 
 With --buffer and --sink it also keeps a durable store-and-forward buffer:
 
-  /v1/records       POST records (JSON, or ?stream=NAME with a raw body); 200 once on disk,
-                    507 when full (--overflow block) or when the disk is
+  /v1/records       POST records (JSON, or ?stream=NAME with a raw body), from this node
+                    only (127.0.0.1 or --socket); 200 once on disk, 507 when full
+                    (--overflow block) or when the disk is
   /v1/buffer        waiting records and bytes, oldest, appended, forwarded, dropped`,
 		Example: `  edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit --max-latency 300ms
   edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit \

@@ -22,7 +22,8 @@ import (
 //
 // A 200 answer means every record in it is durable (its "durability" says
 // "memory" in memory mode, where it is only queued). 507 is back-pressure:
-// the buffer is full (block policy) or the disk is; 413: the request alone
+// the buffer is full (block policy) or the disk is; 403: not from this
+// node (loopback or the Unix socket); 413: the request alone
 // exceeds a bound or 16 MiB; 400: bad input (a stream name must be 1-200
 // bytes of UTF-8 without '/' or control characters), refused before it is
 // grouped with other appends; 503: the buffer is closing or a
@@ -33,6 +34,13 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 	// the DaemonSet's container has 64 MiB.
 	bodies := limit.NewBodies(24<<20, maxRecordsBody)
 	mux.HandleFunc("POST /v1/records", func(w http.ResponseWriter, r *http.Request) {
+		// serve listens on the node's address for the kubelet's probes
+		// and the gate's status; what is appended comes from the node's
+		// own workloads only (loopback, or the Unix socket).
+		if !fromLoopback(r) {
+			http.Error(w, "records are accepted from this node only: post to 127.0.0.1 or the Unix socket (--socket)", http.StatusForbidden)
+			return
+		}
 		release, err := bodies.Acquire(r.Context(), r)
 		if err != nil {
 			w.Header().Set("Retry-After", "1")

@@ -1,8 +1,10 @@
 package serve_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -146,5 +148,62 @@ func TestBadAppendFailsOnlyItself(t *testing.T) {
 	}
 	if ok != good || b.Stats().Appended != good {
 		t.Errorf("%d of %d good appends answered 200, %d appended", ok, good, b.Stats().Appended)
+	}
+}
+
+// serve listens on the node's address (the kubelet probes it there), but
+// takes records only from the node itself: loopback or the Unix socket.
+func TestRecordsOnlyFromThisNode(t *testing.T) {
+	g, err := gate.New(gate.Config{Server: "http://127.0.0.1:1", MinDownload: units.Mbit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	b, err := buffer.Open(filepath.Join(dir, "buf.db"), buffer.Options{Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	h := serve.Handler(g, serve.WithBuffer(b))
+
+	// From the LAN (as a request from another machine arrives).
+	req := httptest.NewRequest(http.MethodPost, "/v1/records?stream=pos", strings.NewReader("forged sale"))
+	req.RemoteAddr = "10.0.1.7:40000"
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("from the LAN: %d %s, want 403", rec.Code, rec.Body)
+	}
+	// The gate's status stays readable from there.
+	req = httptest.NewRequest(http.MethodGet, "/v1/gate", nil)
+	req.RemoteAddr = "10.0.1.7:40000"
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Errorf("gate status from the LAN: %d", rec.Code)
+	}
+
+	// Over the Unix socket.
+	sock := filepath.Join(dir, "edgeguard.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Post("http://edgeguard/v1/records?stream=pos", "text/plain", strings.NewReader("sale"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("over the socket: %s", resp.Status)
+	}
+	if got := b.Stats().Appended; got != 1 {
+		t.Errorf("%d appended, want only the socket's", got)
 	}
 }

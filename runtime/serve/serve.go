@@ -147,6 +147,11 @@ func Handler(g Gate, opts ...Option) http.Handler {
 }
 
 func fromLoopback(r *http.Request) bool {
+	// The Unix socket is local by construction (its directory's
+	// permissions say who may use it).
+	if _, ok := r.Context().Value(http.LocalAddrContextKey).(*net.UnixAddr); ok {
+		return true
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return false
