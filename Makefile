@@ -8,7 +8,7 @@ REPORTS ?= reports
 # go test's own timeout; the suites finish far sooner.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build test bench run demo cleanup lint deps root setup
+.PHONY: all build test bench run demo cleanup lint deps root setup fuzz
 
 all: build
 
@@ -31,8 +31,21 @@ lint:
 setup: build
 	./$(BIN) setup
 
+# Every parser of outside input has a fuzz target: units, scenario and
+# fleet files, the records API, the sink's batches.
+FUZZ_TARGETS := FuzzParseRate:./units FuzzParsePercentAndSize:./units FuzzParseDocuments:./scenarios FuzzRecords:./runtime/serve FuzzBatches:./runtime/sink
+FUZZTIME ?= 1m
+
 test: root deps lint setup
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# make fuzz: each target for $(FUZZTIME) (make test runs them for 5 s).
+fuzz:
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) $${t#*:} >$$log 2>&1 || { cat $$log; exit 1; }; \
+	done
 
 bench: root deps setup
 	EDGEGUARD=$(CURDIR)/bin/edgeguard $(GO) run ./bench $(BENCH_FLAGS)
