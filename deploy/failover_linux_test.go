@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,51 @@ func TestFailoverMayChangeOnlyItsOwnNode(t *testing.T) {
 	err = label(onX, "y")
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only its own Node") || !strings.Contains(err.Error(), "pod on x, not y") {
 		t.Fatalf("the pod on x labelling y: %v, want 403 from the admission policy", err)
+	}
+	// Of its own Node, only what failover does.
+	patch := func(cs *kubernetes.Clientset, body string) error {
+		_, err := cs.CoreV1().Nodes().Patch(ctx, "x", types.MergePatchType, []byte(body), metav1.PatchOptions{})
+		return err
+	}
+	// A taint of someone else's, which failover must keep.
+	if _, err := admin.CoreV1().Nodes().Patch(ctx, "x", types.MergePatchType, []byte(`{"spec":{"taints":[{"key":"example.com/dedicated","value":"gpu","effect":"NoSchedule"}]}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// As failover does it: the Node read, its taints kept, one added.
+	withTaints := func(extra ...corev1.Taint) []corev1.Taint {
+		n, err := admin.CoreV1().Nodes().Get(ctx, "x", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(n.Spec.Taints, extra...)
+	}
+	uplink := corev1.Taint{Key: "edgefault.io/uplink", Value: "down", Effect: corev1.TaintEffectNoSchedule}
+	b, _ := json.Marshal(map[string]any{"spec": map[string]any{"unschedulable": true, "taints": withTaints(uplink)},
+		"metadata": map[string]any{"annotations": map[string]any{"edgefault.io/cordoned-by": "failover"}}})
+	if err := patch(onX, string(b)); err != nil {
+		t.Fatalf("the pod on x cordoning and tainting x as failover does: %v", err)
+	}
+	lifecycle, _ := json.Marshal(map[string]any{"spec": map[string]any{"taints": withTaints(corev1.Taint{Key: "node.kubernetes.io/unreachable", Effect: corev1.TaintEffectNoExecute})}})
+	dropped, _ := json.Marshal(map[string]any{"spec": map[string]any{"taints": []corev1.Taint{uplink}}})
+	for _, tc := range []struct{ what, body, says string }{
+		{"a kubelet-restricted label", `{"metadata":{"labels":{"node-restriction.kubernetes.io/pool":"gold"}}}`, "only edgefault.io/ labels"},
+		{"a role label", `{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`, "only edgefault.io/ labels"},
+		{"another annotation", `{"metadata":{"annotations":{"node.alpha.kubernetes.io/ttl":"0"}}}`, "only edgefault.io/ annotations"},
+		{"a lifecycle taint", string(lifecycle), "only edgefault.io/ taints"},
+		{"someone else's taint removed", string(dropped), "only edgefault.io/ taints"},
+		{"its provider ID", `{"spec":{"providerID":"kind://evil"}}`, "only spec.unschedulable"},
+	} {
+		err := patch(onX, tc.body)
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("the pod on x changing %s of x: %v, want 403 (%s)", tc.what, err, tc.says)
+		}
+	}
+	if err := onX.CoreV1().Nodes().Delete(ctx, "x", metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the pod on x deleting x: %v, want 403", err)
+	}
+	n, _ := admin.CoreV1().Nodes().Get(ctx, "x", metav1.GetOptions{})
+	if _, err := onX.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the pod on x updating x's status: %v, want 403", err)
 	}
 	// Reading is not narrowed: a drain must see the other nodes.
 	if _, err := onX.CoreV1().Nodes().Get(ctx, "y", metav1.GetOptions{}); err != nil {
