@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,12 +34,36 @@ type Log struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	dropped   atomic.Int64
+	// path, size and max rotate a file log: past max bytes it becomes
+	// the previous log (rotated) and a new one starts.
+	path      string
+	size, max int64
+}
+
+// DefaultMaxBytes bounds one event log file: past it the file becomes
+// <name>.1.jsonl (replacing an older one) and a new file starts, so a
+// server logging every request cannot fill the disk; at most twice this
+// is kept per log.
+const DefaultMaxBytes = 64 << 20
+
+// Rotated is the name a log file at path is rotated to.
+func Rotated(path string) string {
+	if base, ok := strings.CutSuffix(path, ".jsonl"); ok {
+		return base + ".1.jsonl"
+	}
+	return path + ".1"
 }
 
 // Open appends to path (created with its directory), or to stdout when path
-// is "-", or discards when path is "".
+// is "-", or discards when path is ""; a file is rotated past
+// DefaultMaxBytes.
 func Open(path, node, component string, logger *slog.Logger) (*Log, error) {
-	l := &Log{node: node, component: component, logger: logger}
+	return OpenMax(path, node, component, logger, DefaultMaxBytes)
+}
+
+// OpenMax is Open rotating a file past max bytes (0: never).
+func OpenMax(path, node, component string, logger *slog.Logger, max int64) (*Log, error) {
+	l := &Log{node: node, component: component, logger: logger, path: path, max: max}
 	switch path {
 	case "":
 		l.w = io.Discard
@@ -53,6 +78,9 @@ func Open(path, node, component string, logger *slog.Logger) (*Log, error) {
 			return nil, fmt.Errorf("event log %s: %w (give a writable --events path)", path, err)
 		}
 		l.w, l.c = f, f
+		if st, err := f.Stat(); err == nil {
+			l.size = st.Size()
+		}
 	}
 	l.queue, l.done = make(chan []byte, 4096), make(chan struct{})
 	go l.write()
@@ -62,10 +90,37 @@ func Open(path, node, component string, logger *slog.Logger) (*Log, error) {
 func (l *Log) write() {
 	defer close(l.done)
 	for b := range l.queue {
-		if _, err := l.w.Write(b); err != nil && l.logger != nil {
+		if l.c != nil && l.max > 0 && l.size > 0 && l.size+int64(len(b)) > l.max {
+			l.rotate()
+		}
+		n, err := l.w.Write(b)
+		l.size += int64(n)
+		if err != nil && l.logger != nil {
 			l.logger.Warn("event log write failed", "err", err)
 		}
 	}
+}
+
+// rotate moves the full file aside and starts a new one; on failure it
+// keeps writing where it was (evidence is best effort).
+func (l *Log) rotate() {
+	if err := os.Rename(l.path, Rotated(l.path)); err != nil {
+		if l.logger != nil {
+			l.logger.Warn("event log rotation failed", "path", l.path, "err", err)
+		}
+		l.size = 0 // do not retry on every line
+		return
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		if l.logger != nil {
+			l.logger.Warn("event log rotation failed", "path", l.path, "err", err)
+		}
+		l.size = 0
+		return
+	}
+	l.c.Close()
+	l.w, l.c, l.size = f, f, 0
 }
 
 // Dropped is how many events were dropped because the writer fell behind.
