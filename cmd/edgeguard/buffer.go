@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +20,7 @@ import (
 // bufferFlags configure serve's store-and-forward buffer.
 type bufferFlags struct {
 	path, sink, maxBytes, overflow, durability, share string
-	tokenFile                                         string
+	tokenFile, sinkCA                                 string
 	maxRecords                                        int64
 }
 
@@ -25,6 +28,7 @@ func (f *bufferFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.path, "buffer", "", "keep records in a durable buffer at this file (enables POST /v1/records) and forward them to --sink while the gate is open")
 	fs.StringVar(&f.sink, "sink", "", "the sink's URL (edgeguard sink), e.g. http://100.64.0.1:8082")
 	fs.StringVar(&f.tokenFile, "sink-token-file", "", "file holding the site's bearer token for the sink (default: $EDGEGUARD_SINK_TOKEN)")
+	fs.StringVar(&f.sinkCA, "sink-ca", "", "PEM file of the CA that signed an https:// sink's certificate (default: the system's roots)")
 	fs.Int64Var(&f.maxRecords, "buffer-max-records", 1_000_000, "bound on waiting records")
 	fs.StringVar(&f.maxBytes, "buffer-max-bytes", "256MB", "bound on waiting bytes")
 	fs.StringVar(&f.overflow, "overflow", "block", "when full: block (refuse with 507, never drop), drop-oldest, drop-newest")
@@ -42,6 +46,20 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 		return nil, fo, fmt.Errorf("--sink: %w", err)
 	}
 	fo.Sink = s
+	if f.sinkCA != "" {
+		pem, err := os.ReadFile(f.sinkCA)
+		if err != nil {
+			return nil, fo, fmt.Errorf("--sink-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fo, fmt.Errorf("--sink-ca %s: no PEM certificate in it", f.sinkCA)
+		}
+		fo.Client = &http.Client{Transport: &http.Transport{DisableCompression: true, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	if strings.HasPrefix(fo.Sink, "http://") {
+		g.log.Warn("the sink is plain http: its token and the records cross the uplink in the clear; give an https:// --sink (and --sink-ca) where the uplink is not private")
+	}
 	fo.Token = os.Getenv("EDGEGUARD_SINK_TOKEN")
 	if f.tokenFile != "" {
 		b, err := os.ReadFile(f.tokenFile)
@@ -82,7 +100,7 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 }
 
 func newSinkCmd(g *globals) *cobra.Command {
-	var listen, db, credFile string
+	var listen, db, credFile, tlsCert, tlsKey string
 	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "sink",
@@ -130,12 +148,22 @@ one token per site, each allowed the records of its members only.`,
 				return err
 			}
 			defer s.Close()
-			return runHTTP(cmd.Context(), g, listen, "", s, nil)
+			var tlsCfg *tls.Config
+			if tlsCert != "" || tlsKey != "" {
+				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+				if err != nil {
+					return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+				}
+				tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			}
+			return runHTTPTLS(cmd.Context(), g, listen, "", tlsCfg, s, nil)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8082", "address to serve on")
 	cmd.Flags().StringVar(&db, "db", "", "database file")
 	cmd.Flags().StringVar(&credFile, "credentials", "", "JSON file of the sites that may deliver, their tokens and members (default: $EDGEGUARD_SINK_CREDENTIALS)")
 	cmd.Flags().BoolVar(&insecure, "insecure-no-auth", false, "take batches from anyone (tests, a private network)")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve https with this PEM certificate (with --tls-key); forwarders name the CA with --sink-ca")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's PEM private key")
 	return cmd
 }

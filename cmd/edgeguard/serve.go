@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -114,9 +115,17 @@ const readTimeout = 90 * time.Second
 // runHTTP serves h on addr (and on the Unix socket, if given) until ctx
 // ends, running bg beside it.
 func runHTTP(ctx context.Context, g *globals, addr, socket string, h http.Handler, bg func(context.Context) error) error {
+	return runHTTPTLS(ctx, g, addr, socket, nil, h, bg)
+}
+
+// runHTTPTLS is runHTTP with TLS on the TCP address when tlsCfg is set.
+func runHTTPTLS(ctx context.Context, g *globals, addr, socket string, tlsCfg *tls.Config, h http.Handler, bg func(context.Context) error) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another edgeguard running? pick another --listen)", addr, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	var uln net.Listener
 	if socket != "" {
