@@ -225,7 +225,15 @@ func (b *Buffer) openDB(path string) error {
 			// never move a good database aside for it.
 			return fmt.Errorf("open buffer %s: %w", path, err)
 		}
+		// Unique: two move-asides in one second must not overwrite each
+		// other (each holds acknowledged records).
 		aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+		for i := 2; ; i++ {
+			if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			aside = fmt.Sprintf("%s.corrupt-%s-%d", path, time.Now().UTC().Format("20060102T150405Z"), i)
+		}
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return fmt.Errorf("%w: %s: %v (and it could not be moved aside: %v); nothing was changed", ErrCorrupt, path, err, rerr)
 		}

@@ -318,6 +318,17 @@ func TestCorruptDatabaseIsKeptAside(t *testing.T) {
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatal("the corrupt file is still in place")
 	}
+	// A second corrupt file within the same second is kept beside the
+	// first, not over it.
+	if err := os.WriteFile(path, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buffer.Open(path, buffer.Options{Node: "n"}); !errors.Is(err, buffer.ErrCorrupt) {
+		t.Fatalf("second open of a corrupt file: %v", err)
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 2 {
+		t.Fatalf("kept aside after two: %v", aside)
+	}
 }
 
 // A database another process holds is not corrupt: Open says who holds
