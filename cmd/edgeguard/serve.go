@@ -71,7 +71,18 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 				defer buf.Close()
 				opts = append(opts, serve.WithBuffer(buf))
 				fwd.Link = gt
-				jobs = append(jobs, func(ctx context.Context) error { return buf.Forward(ctx, fwd) })
+				jobs = append(jobs, func(ctx context.Context) error { return buf.Forward(ctx, fwd) },
+					// A failed buffer ends the process: its supervisor (the
+					// kubelet) restarts it and the buffer is reopened from
+					// what the disk holds.
+					func(ctx context.Context) error {
+						select {
+						case <-ctx.Done():
+							return nil
+						case <-buf.Failed():
+							return buf.Err()
+						}
+					})
 			}
 			return runHTTP(cmd.Context(), g, listen, socket, serve.Handler(gt, opts...), together(jobs...))
 		},

@@ -24,7 +24,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/events"
@@ -67,6 +69,14 @@ var ErrFull = errors.New("buffer full")
 // ErrTooLarge is returned (wrapped) by Append for a single call that
 // alone exceeds a bound: nothing was stored, and retrying cannot help.
 var ErrTooLarge = errors.New("append larger than the buffer's bounds")
+
+// ErrFailed is returned (wrapped, with the cause) by Append once a disk
+// commit failed for a reason other than a full disk: the database may hold
+// the commit although it reported failure (bbolt's meta page written, its
+// fsync failed), so what this process holds in memory can no longer be
+// trusted. Nothing more is appended or forwarded; Failed fires, and the
+// process should exit and be restarted, reopening the buffer from disk.
+var ErrFailed = errors.New("buffer failed: restart to reopen it from disk")
 
 // ErrInvalid is returned (wrapped, with what is wrong) for a record that
 // can never be stored or forwarded: a bad stream name.
@@ -150,6 +160,8 @@ type Buffer struct {
 	flushEst float64
 	mirrored int // the transaction whose counts records and bytes show
 	closing  sync.Once
+	failed   error         // set once a disk commit failed (ErrFailed)
+	failedCh chan struct{} // closed then
 }
 
 type memItem struct {
@@ -189,7 +201,7 @@ func Open(path string, o Options) (*Buffer, error) {
 	if err := record.ValidNode(o.Node); err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)
 	}
-	b := &Buffer{o: o, reqs: make(chan *appendReq, 1024), quit: make(chan struct{}), seqs: map[string]uint64{}, added: make(chan struct{})}
+	b := &Buffer{o: o, reqs: make(chan *appendReq, 1024), quit: make(chan struct{}), seqs: map[string]uint64{}, added: make(chan struct{}), failedCh: make(chan struct{})}
 	b.st.Durability, b.st.Overflow = string(o.Durability), string(o.Overflow)
 	if o.Durability == Memory {
 		b.epoch = newEpoch()
@@ -202,6 +214,42 @@ func Open(path string, o Options) (*Buffer, error) {
 	b.wg.Add(1)
 	go b.committer()
 	return b, nil
+}
+
+// Failed is closed once a disk commit failed in a way that leaves the
+// process's view of the database untrustworthy (see ErrFailed).
+func (b *Buffer) Failed() <-chan struct{} { return b.failedCh }
+
+// Err is the ErrFailed error once the buffer failed, else nil.
+func (b *Buffer) Err() error { return b.failure() }
+
+// failure is the ErrFailed error once the buffer failed, else nil.
+func (b *Buffer) failure() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.failed
+}
+
+// fail marks the buffer failed (once).
+func (b *Buffer) fail(cause error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failed != nil {
+		return
+	}
+	b.failed = fmt.Errorf("%w (%v)", ErrFailed, cause)
+	close(b.failedCh)
+}
+
+// diskFull recognises a full disk or quota, also where bbolt formats the
+// cause into its message instead of wrapping it. Such a commit never
+// reached its meta page: nothing of it is on disk.
+func diskFull(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	m := err.Error()
+	return strings.Contains(m, "no space left on device") || strings.Contains(m, "disk quota exceeded")
 }
 
 func newEpoch() string {
@@ -347,6 +395,9 @@ func (b *Buffer) Epoch() string { return b.epoch }
 func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
 	if len(in) == 0 {
 		return nil, errors.New("nothing to append: give at least one record")
+	}
+	if err := b.failure(); err != nil {
+		return nil, err
 	}
 	// A record the sink could never store, or whose stream name JSON
 	// would rewrite into another's, is refused here, alone: inside a

@@ -211,7 +211,11 @@ func (b *Buffer) commit(group []*appendReq) {
 		})
 	}
 	if err != nil {
-		err = fmt.Errorf("buffer commit failed, nothing of it was stored: %w", err)
+		if b.db != nil && !diskFull(err) {
+			err = fmt.Errorf("buffer commit failed, and whether it reached the disk is unknown (the buffer stops): %w", err)
+		} else {
+			err = fmt.Errorf("buffer commit failed, nothing of it was stored: %w", err)
+		}
 		for _, r := range group {
 			r.out, r.err = nil, err
 		}
@@ -220,6 +224,13 @@ func (b *Buffer) commit(group []*appendReq) {
 		b.mu.Unlock()
 		b.o.Logger.Error("buffer commit failed", "err", err)
 		b.o.Events.Emit("commit-failed", "err", err.Error())
+		if b.db != nil && !diskFull(err) {
+			// Possibly committed on disk after all: stop, so the records
+			// get the sequence numbers the disk says, not reused ones.
+			b.fail(err)
+			b.o.Logger.Error("the buffer stops: a commit failed in a way that may have reached the disk; restart to reopen it", "err", err)
+			b.o.Events.Emit("failed", "err", err.Error())
+		}
 		return
 	}
 	b.mu.Lock()

@@ -71,6 +71,9 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 	backoff := time.Duration(0)
 	paused := false
 	for ctx.Err() == nil {
+		if err := b.failure(); err != nil {
+			return err
+		}
 		if !o.Link.IsOpen() {
 			if !paused {
 				paused = true

@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,5 +148,64 @@ func TestUnstorableRecordIsDeadLettered(t *testing.T) {
 	defer b2.Close()
 	if got := b2.Stats().DeadLettered; got != 1 {
 		t.Errorf("after reopening, %d dead-lettered", got)
+	}
+}
+
+// A commit that fails for a reason other than a full disk (here: writes
+// to the database file fail) may still have reached the disk, so the
+// buffer stops taking records and says so (Failed), instead of handing
+// out sequence numbers the disk may already hold. Reopened, it goes on
+// from what the disk says.
+func TestFailedCommitStopsTheBuffer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buf.db")
+	b, err := buffer.Open(path, buffer.Options{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := b.Append(ctx, buffer.Input{Stream: "pos", Payload: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	// Make the database's descriptor read-only under bbolt's feet: its
+	// next write fails (EBADF), as a failing disk would make it.
+	fds, _ := os.ReadDir("/proc/self/fd")
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	swapped := false
+	for _, fd := range fds {
+		if target, _ := os.Readlink("/proc/self/fd/" + fd.Name()); target == path {
+			n, _ := strconv.Atoi(fd.Name())
+			if err := syscall.Dup2(int(devnull.Fd()), n); err != nil {
+				t.Fatal(err)
+			}
+			swapped = true
+		}
+	}
+	if !swapped {
+		t.Fatal("the database's descriptor was not found")
+	}
+	if _, err := b.Append(ctx, buffer.Input{Stream: "pos", Payload: []byte("2")}); err == nil {
+		t.Fatal("an append succeeded on a database that cannot be written")
+	}
+	select {
+	case <-b.Failed():
+	case <-time.After(time.Second):
+		t.Fatal("Failed did not fire")
+	}
+	if _, err := b.Append(ctx, buffer.Input{Stream: "pos", Payload: []byte("3")}); !errors.Is(err, buffer.ErrFailed) {
+		t.Fatalf("append after the failure: %v, want ErrFailed", err)
+	}
+	b.Close()
+	b, err = buffer.Open(path, buffer.Options{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	r, err := b.Append(ctx, buffer.Input{Stream: "pos", Payload: []byte("4")})
+	if err != nil || r[0].Seq != 2 {
+		t.Fatalf("after reopening: %+v %v, want seq 2", r, err)
 	}
 }
