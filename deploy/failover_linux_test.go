@@ -138,6 +138,8 @@ func TestFailoverMayChangeOnlyItsOwnNode(t *testing.T) {
 		{"a lifecycle taint", string(lifecycle), "only edgefault.io/ taints"},
 		{"someone else's taint removed", string(dropped), "only edgefault.io/ taints"},
 		{"its provider ID", `{"spec":{"providerID":"kind://evil"}}`, "only spec.unschedulable"},
+		{"an owner (the garbage collector would delete it)", `{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Namespace","name":"gone","uid":"6f0e8c1e-0000-4000-8000-000000000000"}]}}`, "owner references or finalizers"},
+		{"a finalizer", `{"metadata":{"finalizers":["example.com/hold"]}}`, "owner references or finalizers"},
 	} {
 		err := patch(onX, tc.body)
 		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), tc.says) {

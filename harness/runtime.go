@@ -103,6 +103,15 @@ func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string) (*Cloud
 		c.tokens[m.Name] = tok
 		creds.Sites = append(creds.Sites, sink.Site{Name: m.Site + "/" + m.Name, Token: tok, Members: []string{m.Name}})
 	}
+	if len(creds.Sites) == 0 {
+		// No node forwards; the sink still wants credentials, so it gets
+		// one nobody holds.
+		tok, err := newToken()
+		if err != nil {
+			return nil, err
+		}
+		creds.Sites = []sink.Site{{Name: "none", Token: tok, Members: []string{clusters.CloudName}}}
+	}
 	credJSON, err := json.Marshal(creds)
 	if err != nil {
 		return nil, err

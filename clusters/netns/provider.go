@@ -270,6 +270,9 @@ func (f *Fleet) save() error {
 	return os.Rename(path+".tmp", path)
 }
 
+// errBusy: another process holds a fleet's lock.
+var errBusy = errors.New("busy")
+
 // lock takes fleet name's lock (a file beside its state), waiting for it
 // or, with wait false, failing at once if another process holds it.
 func (p *Provider) lock(name string, wait bool) (unlock func(), err error) {
@@ -284,7 +287,7 @@ func (p *Provider) lock(name string, wait bool) (unlock func(), err error) {
 	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --name", name)
+			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --name: %w", name, errBusy)
 		}
 		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
@@ -18,9 +19,22 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	unlock, err := p.lock(name, true)
-	if err != nil {
-		return err
+	// Waits for an Up or Down of the name in progress, as long as ctx
+	// lets it.
+	var unlock func()
+	var err error
+	for {
+		if unlock, err = p.lock(name, false); err == nil {
+			break
+		}
+		if !errors.Is(err, errBusy) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	defer unlock()
 	return p.down(name)

@@ -60,7 +60,7 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 	if strings.HasPrefix(fo.Sink, "http://") {
 		g.log.Warn("the sink is plain http: its token and the records cross the uplink in the clear; give an https:// --sink (and --sink-ca) where the uplink is not private")
 	}
-	fo.Token = os.Getenv("EDGEGUARD_SINK_TOKEN")
+	fo.Token = strings.TrimSpace(os.Getenv("EDGEGUARD_SINK_TOKEN")) // a Secret made --from-file ends in a newline
 	if f.tokenFile != "" {
 		b, err := os.ReadFile(f.tokenFile)
 		if err != nil {
@@ -156,7 +156,7 @@ one token per site, each allowed the records of its members only.`,
 				}
 				tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 			}
-			return runHTTPTLS(cmd.Context(), g, listen, "", tlsCfg, s, nil)
+			return runHTTPTLS(cmd.Context(), g, listen, "", tlsCfg, sinkReadTimeout, s, nil)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8082", "address to serve on")

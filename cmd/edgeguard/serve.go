@@ -119,18 +119,22 @@ func together(jobs ...func(context.Context) error) func(context.Context) error {
 	}
 }
 
-// readTimeout bounds reading one request, its body included: a 32 MiB
-// batch over a 5 Mbit/s uplink takes under a minute.
-const readTimeout = 90 * time.Second
+// readTimeout bounds reading one request, its body included, on the
+// node's servers: their clients are local or on the LAN. The sink reads
+// batches over uplinks: sinkReadTimeout, 32 MiB at 512 kbit/s.
+const (
+	readTimeout     = 90 * time.Second
+	sinkReadTimeout = 10 * time.Minute
+)
 
 // runHTTP serves h on addr (and on the Unix socket, if given) until ctx
 // ends, running bg beside it.
 func runHTTP(ctx context.Context, g *globals, addr, socket string, h http.Handler, bg func(context.Context) error) error {
-	return runHTTPTLS(ctx, g, addr, socket, nil, h, bg)
+	return runHTTPTLS(ctx, g, addr, socket, nil, readTimeout, h, bg)
 }
 
 // runHTTPTLS is runHTTP with TLS on the TCP address when tlsCfg is set.
-func runHTTPTLS(ctx context.Context, g *globals, addr, socket string, tlsCfg *tls.Config, h http.Handler, bg func(context.Context) error) error {
+func runHTTPTLS(ctx context.Context, g *globals, addr, socket string, tlsCfg *tls.Config, readTimeout time.Duration, h http.Handler, bg func(context.Context) error) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another edgeguard running? pick another --listen)", addr, err)

@@ -78,6 +78,10 @@ var ErrTooLarge = errors.New("append larger than the buffer's bounds")
 // process should exit and be restarted, reopening the buffer from disk.
 var ErrFailed = errors.New("buffer failed: restart to reopen it from disk")
 
+// MaxPayload bounds one record's payload: base64-encoded in a batch of
+// one, it still fits what the sink reads (32 MiB).
+const MaxPayload = 16 << 20
+
 // ErrInvalid is returned (wrapped, with what is wrong) for a record that
 // can never be stored or forwarded: a bad stream name.
 var ErrInvalid = errors.New("invalid record")
@@ -405,6 +409,10 @@ func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
 	for i, r := range in {
 		if err := record.ValidStream(r.Stream); err != nil {
 			return nil, fmt.Errorf("record %d: %w: %w", i, ErrInvalid, err)
+		}
+		// What the sink takes in one batch, base64 and all.
+		if len(r.Payload) > MaxPayload {
+			return nil, fmt.Errorf("record %d: %w: a payload of %d bytes: at most %d", i, ErrInvalid, len(r.Payload), MaxPayload)
 		}
 	}
 	req := &appendReq{in: in, done: make(chan struct{})}

@@ -96,6 +96,14 @@ func (s memStore) dropOldest() (int, bool, error) {
 // Each request succeeds or fails whole; a failed transaction fails them
 // all and changes nothing.
 func (b *Buffer) commit(group []*appendReq) {
+	// Appends queued before the buffer failed are not committed either:
+	// they would take sequence numbers the disk may already hold.
+	if err := b.failure(); err != nil {
+		for _, r := range group {
+			r.out, r.err = nil, err
+		}
+		return
+	}
 	now := time.Now().UTC()
 	b.mu.Lock()
 	next := b.next

@@ -284,6 +284,7 @@ func (b *Buffer) deadLetter(it item, reason string) error {
 	b.o.Events.Emit("dead-lettered", "reason", reason, "bytes", len(it.val))
 	var records, size int64
 	var txid int
+	moved := false
 	if b.db == nil {
 		b.mu.Lock()
 		k := binary.BigEndian.Uint64(it.key)
@@ -292,10 +293,10 @@ func (b *Buffer) deadLetter(it item, reason string) error {
 				b.mem = append(b.mem[:i], b.mem[i+1:]...)
 				b.records--
 				b.bytes -= int64(len(m.val))
+				b.st.DeadLettered++
 				break
 			}
 		}
-		b.st.DeadLettered++
 		b.oldest = b.headTimeLocked(time.Now())
 		b.mu.Unlock()
 		return nil
@@ -323,6 +324,7 @@ func (b *Buffer) deadLetter(it item, reason string) error {
 			return err
 		}
 		records, size = records-1, size-int64(len(v))
+		moved = true
 		return putCounts(meta, records, size)
 	})
 	if err != nil {
@@ -330,7 +332,9 @@ func (b *Buffer) deadLetter(it item, reason string) error {
 	}
 	b.mu.Lock()
 	b.mirrorLocked(txid, records, size)
-	b.st.DeadLettered++
+	if moved {
+		b.st.DeadLettered++
+	}
 	b.oldest = b.headTimeLocked(time.Now())
 	b.mu.Unlock()
 	return nil

@@ -40,10 +40,10 @@ type Log struct {
 	size, max int64
 }
 
-// DefaultMaxBytes bounds one event log file: past it the file becomes
-// <name>.1.jsonl (replacing an older one) and a new file starts, so a
-// server logging every request cannot fill the disk; at most twice this
-// is kept per log.
+// DefaultMaxBytes bounds one event log file of a server that logs every
+// request (OpenMax): past it the file becomes <name>.1.jsonl (replacing
+// an older one) and a new file starts, so it cannot fill the disk; at
+// most twice this is kept.
 const DefaultMaxBytes = 64 << 20
 
 // Rotated is the name a log file at path is rotated to.
@@ -55,10 +55,10 @@ func Rotated(path string) string {
 }
 
 // Open appends to path (created with its directory), or to stdout when path
-// is "-", or discards when path is ""; a file is rotated past
-// DefaultMaxBytes.
+// is "-", or discards when path is "". It never rotates: evidence is
+// judged whole. Servers that log every request use OpenMax.
 func Open(path, node, component string, logger *slog.Logger) (*Log, error) {
-	return OpenMax(path, node, component, logger, DefaultMaxBytes)
+	return OpenMax(path, node, component, logger, 0)
 }
 
 // OpenMax is Open rotating a file past max bytes (0: never).

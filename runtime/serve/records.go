@@ -82,6 +82,10 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 			writeJSON(w, map[string]any{"receipts": out, "durability": b.Stats().Durability})
 		case errors.Is(err, buffer.ErrTooLarge):
 			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+		case errors.Is(err, buffer.ErrFailed):
+			// Whether it was stored is unknown: a retry after the restart
+			// may store it twice (under another sequence number).
+			http.Error(w, "outcome unknown, the buffer stopped (edgeguard restarts): "+err.Error(), http.StatusInternalServerError)
 		case errors.Is(err, buffer.ErrFull) || diskFull(err):
 			w.Header().Set("Retry-After", "5")
 			http.Error(w, err.Error(), http.StatusInsufficientStorage)

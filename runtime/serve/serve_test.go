@@ -103,7 +103,7 @@ func TestServeFollowsTheGate(t *testing.T) {
 		t.Fatalf("observe: %v %v", resp, err)
 	}
 	for _, bad := range []string{`{"bytes":10}`, `nonsense`, `{"bytes":-1,"seconds":1}`,
-		`{"bytes":10,"seconds":1e-300}`, `{"bytes":10,"seconds":1e300}`, `{"bytes":1e300,"seconds":1}`} {
+		`{"bytes":10,"seconds":1e-300}`, `{"bytes":10,"seconds":1e300}`, `{"bytes":2000000000000,"seconds":1}`} {
 		resp, _ := c.Post(srv.URL+"/v1/gate/observe", "application/json", strings.NewReader(bad))
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("observe %s: %s", bad, resp.Status)

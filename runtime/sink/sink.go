@@ -195,11 +195,15 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 					ack.Duplicates++
 					continue
 				}
-				st.Conflicts++
 				ack.Conflicts = append(ack.Conflicts, rec.Key)
-				v, _ := json.Marshal(rec)
-				if err := tx.Bucket(bConflicts).Put([]byte(rec.Key+"#"+hex.EncodeToString(sum[:8])), v); err != nil {
-					return err
+				// Kept aside and counted once, however often it is resent.
+				ck := []byte(rec.Key + "#" + hex.EncodeToString(sum[:8]))
+				if tx.Bucket(bConflicts).Get(ck) == nil {
+					st.Conflicts++
+					v, _ := json.Marshal(rec)
+					if err := tx.Bucket(bConflicts).Put(ck, v); err != nil {
+						return err
+					}
 				}
 				continue
 			}
