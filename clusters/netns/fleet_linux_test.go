@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -362,5 +363,33 @@ func TestRacingUpsOfOneName(t *testing.T) {
 	}
 	if es, _ := l.Entries(name); len(es) > 0 {
 		t.Errorf("ledger entries left: %+v", es)
+	}
+}
+
+// Cleanup leaves alone a fleet that is being brought up or taken down:
+// that Up or Down finishes, or removes, its own.
+func TestSweepSkipsABusyFleet(t *testing.T) {
+	p, l := provider(t)
+	name := fmt.Sprintf("busy%d", os.Getpid()%10000)
+	if err := l.Record(name, ledger.Entry{Kind: ledger.KindState, Name: filepath.Join(filepath.Dir(l.Dir()), "fleets", name+".json")}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(l.Dir()), "fleets", name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	err = p.Sweep(name)
+	if err == nil || !strings.Contains(err.Error(), "another edgefault") {
+		t.Errorf("sweep of a busy fleet: %v", err)
+	}
+	if es, _ := l.Entries(name); len(es) != 1 {
+		t.Errorf("the busy fleet's ledger was touched: %+v", es)
+	}
+	f.Close() // the other process is done
+	if err := p.Sweep(name); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -51,11 +51,26 @@ func (p *Provider) down(name string) error {
 			return fmt.Errorf("fleet %q is not up (nothing recorded for it)", name)
 		}
 	}
-	return p.Sweep(name)
+	return p.sweep(name)
 }
 
-// Sweep removes everything the ledger holds for owner.
+// Sweep removes everything the ledger holds for owner (edgefault
+// cleanup), unless an Up or Down of it is in progress: that one finishes
+// or removes its own.
 func (p *Provider) Sweep(owner string) error {
+	if err := ledger.ValidOwner(owner); err != nil {
+		return err
+	}
+	unlock, err := p.lock(owner, false)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return p.sweep(owner)
+}
+
+// sweep is Sweep under the owner's lock.
+func (p *Provider) sweep(owner string) error {
 	rm := shaper.Removers()
 	rm[ledger.KindNetns] = func(e ledger.Entry) error {
 		err := netns.DeleteNamed(e.Name)
