@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -59,6 +60,7 @@ type Cloud struct {
 	host                                   clusters.Host
 	speed, content, sink                   clusters.Process
 	tokens                                 map[string]string // node -> its sink token
+	reader                                 string            // reads every stream's summary
 }
 
 // SinkToken is node's bearer token for the sink: the embedded fleet gives
@@ -112,6 +114,10 @@ func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string) (*Cloud
 		}
 		creds.Sites = []sink.Site{{Name: "none", Token: tok, Members: []string{clusters.CloudName}}}
 	}
+	if c.reader, err = newToken(); err != nil {
+		return nil, err
+	}
+	creds.Readers = []string{c.reader}
 	credJSON, err := json.Marshal(creds)
 	if err != nil {
 		return nil, err
@@ -134,7 +140,7 @@ func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string) (*Cloud
 		c.Stop()
 		return nil, err
 	}
-	for _, u := range []string{c.SpeedURL + "/speedtest/latency.txt", c.ContentURL + "?size=1", c.SinkURL + "/v1/streams"} {
+	for _, u := range []string{c.SpeedURL + "/speedtest/latency.txt", c.ContentURL + "?size=1", c.SinkURL + "/healthz"} {
 		if err := waitHTTP(ctx, host, u, 10*time.Second); err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("cloud service did not come up (its log: %s): %w", c.speed.LogPath(), err)
@@ -156,11 +162,16 @@ func (c *Cloud) Stop() {
 func (c *Cloud) Streams(ctx context.Context) ([]record.StreamSummary, error) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: c.host.DialContext}, Timeout: 10 * time.Second}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.SinkURL+"/v1/streams", nil)
+	req.Header.Set("Authorization", "Bearer "+c.reader)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("the sink's summary: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
 	var out []record.StreamSummary
 	return out, json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out)
 }

@@ -111,11 +111,14 @@ func newSinkCmd(g *globals) *cobra.Command {
                      durable; a key stored before with the same content is a duplicate
                      (refused), with other content a conflict (kept aside, 409); a record it
                      can never store is named (422); another site's node: 403
+  GET  /healthz      200 while it serves
   GET  /v1/streams   per stream: records, first/last seq, gaps, duplicates refused, conflicts,
-                     out-of-order, arrival times
+                     out-of-order, arrival times (a reader's token: every stream; a site's:
+                     its members')
 
 Credentials (--credentials FILE, or $EDGEGUARD_SINK_CREDENTIALS) are JSON:
-  {"sites":[{"name":"store","token":"<openssl rand -hex 32>","members":["store-pos","store-cam"]}]}
+  {"sites":[{"name":"store","token":"<openssl rand -hex 32>","members":["store-pos","store-cam"]}],
+   "readers":["<a token that may read every stream's summary>"]}
 one token per site, each allowed the records of its members only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

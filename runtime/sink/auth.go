@@ -16,6 +16,9 @@ import (
 // records of that site's members only. One sink serves many sites.
 type Credentials struct {
 	Sites []Site `json:"sites"`
+	// Readers are tokens that may read every stream's summary (an
+	// operator, a test harness); a site's token reads its own members'.
+	Readers []string `json:"readers,omitempty"`
 }
 
 // Site is one credential.
@@ -64,6 +67,16 @@ func (c Credentials) check() error {
 			}
 		}
 	}
+	for i, r := range c.Readers {
+		if len(r) < 16 {
+			return fmt.Errorf("sink credentials: reader %d: a token of at least 16 characters", i)
+		}
+		h := sha256.Sum256([]byte(r))
+		if other, ok := seen[h]; ok {
+			return fmt.Errorf("sink credentials: reader %d shares a token with %s", i, other)
+		}
+		seen[h] = fmt.Sprintf("reader %d", i)
+	}
 	return nil
 }
 
@@ -77,6 +90,10 @@ func WithCredentials(c Credentials) Option {
 		s.sites = map[[32]byte]*Site{}
 		for i := range c.Sites {
 			s.sites[sha256.Sum256([]byte(c.Sites[i].Token))] = &c.Sites[i]
+		}
+		s.readers = map[[32]byte]bool{}
+		for _, r := range c.Readers {
+			s.readers[sha256.Sum256([]byte(r))] = true
 		}
 	}
 }
@@ -103,6 +120,26 @@ func (s *Sink) site(r *http.Request) (*Site, int, string) {
 		return nil, http.StatusUnauthorized, "unknown token"
 	}
 	return site, 0, ""
+}
+
+// reader authenticates a read of the summary: all streams (a reader's
+// token, or no authentication), or a site's members' only.
+func (s *Sink) reader(r *http.Request) (all bool, site *Site, code int, why string) {
+	if s.open {
+		return true, nil, 0, ""
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return false, nil, http.StatusUnauthorized, "no bearer token: the summary is for credited sites and readers"
+	}
+	h := sha256.Sum256([]byte(tok))
+	if s.readers[h] {
+		return true, nil, 0, ""
+	}
+	if site, ok := s.sites[h]; ok {
+		return false, site, 0, ""
+	}
+	return false, nil, http.StatusUnauthorized, "unknown token"
 }
 
 // allowed says whether site may deliver a record of node.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -51,8 +52,9 @@ type Sink struct {
 	mux    *http.ServeMux
 	bodies *limit.Bodies
 	// sites are the credentials by token hash; open: no authentication.
-	sites map[[32]byte]*Site
-	open  bool
+	sites   map[[32]byte]*Site
+	readers map[[32]byte]bool
+	open    bool
 }
 
 // Open opens (creating) the sink's database at path. It needs
@@ -85,13 +87,25 @@ func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
 	}
 	// Batches are decoded as they stream in; what is held is at most a
 	// few of the largest at once.
-	s := &Sink{db: db, log: log, mux: http.NewServeMux(), sites: probe.sites, open: probe.open, bodies: limit.NewBodies(4*maxBatchBody, maxBatchBody)}
+	s := &Sink{db: db, log: log, mux: http.NewServeMux(), sites: probe.sites, readers: probe.readers, open: probe.open, bodies: limit.NewBodies(4*maxBatchBody, maxBatchBody)}
 	s.mux.HandleFunc("POST /v1/batches", s.batches)
-	s.mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, _ *http.Request) {
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, r *http.Request) {
+		// The epochs and sequence numbers it shows are what a forger
+		// needs: a site reads its own members' only.
+		all, site, code, why := s.reader(r)
+		if code != 0 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edgeguard-sink"`)
+			http.Error(w, why, code)
+			return
+		}
 		sum, err := s.Summary()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
+		}
+		if !all {
+			sum = slices.DeleteFunc(sum, func(st record.StreamSummary) bool { return !allowed(site, st.Node) })
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(sum)

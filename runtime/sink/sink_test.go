@@ -14,8 +14,9 @@ import (
 )
 
 const (
-	storeToken = "store-0123456789abcdef"
-	truckToken = "truck-0123456789abcdef"
+	storeToken  = "store-0123456789abcdef"
+	truckToken  = "truck-0123456789abcdef"
+	readerToken = "reader-0123456789abcdef"
 )
 
 func batch(node string, seq uint64) []byte {
@@ -25,7 +26,7 @@ func batch(node string, seq uint64) []byte {
 
 // Only a credited site delivers, and only its own members' records.
 func TestSinkAuthenticatesForwarders(t *testing.T) {
-	c, err := sink.ParseCredentials([]byte(`{"sites":[{"name":"store","token":"` + storeToken + `","members":["store-pos"]},{"name":"truck","token":"` + truckToken + `","members":["truck-ecu"]}]}`))
+	c, err := sink.ParseCredentials([]byte(`{"sites":[{"name":"store","token":"` + storeToken + `","members":["store-pos"]},{"name":"truck","token":"` + truckToken + `","members":["truck-ecu"]}],"readers":["` + readerToken + `"]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +74,34 @@ func TestSinkAuthenticatesForwarders(t *testing.T) {
 	sum, _ := s.Summary()
 	if len(sum) != 1 || sum[0].Count != 1 {
 		t.Errorf("summary %+v", sum)
+	}
+	// The summary shows epochs and sequence numbers, what a forger needs:
+	// a reader sees all, a site its own members', a stranger nothing.
+	read := func(token string) (int, []record.StreamSummary) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/streams", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out []record.StreamSummary
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	if code, _ := read(""); code != http.StatusUnauthorized {
+		t.Errorf("summary without a token: %d", code)
+	}
+	if code, out := read(readerToken); code != 200 || len(out) != 1 {
+		t.Errorf("summary for the reader: %d %+v", code, out)
+	}
+	if code, out := read(storeToken); code != 200 || len(out) != 1 || out[0].Node != "store-pos" {
+		t.Errorf("summary for the store: %d %+v", code, out)
+	}
+	if code, out := read(truckToken); code != 200 || len(out) != 0 {
+		t.Errorf("summary for the truck: %d %+v, want none of the store's", code, out)
 	}
 }
 
