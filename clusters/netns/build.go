@@ -39,7 +39,7 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 	// One Up or Down of a name at a time: two racing Ups would both pass
 	// the checks below, and the loser's clean-up would take the winner's
 	// fleet with it.
-	unlock, err := p.lock(name, false)
+	unlock, err := p.lock(name)
 	if err != nil {
 		return nil, err
 	}

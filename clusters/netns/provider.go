@@ -273,18 +273,14 @@ func (f *Fleet) save() error {
 // errBusy: another process holds a fleet's lock.
 var errBusy = errors.New("busy")
 
-// lock takes fleet name's lock (a file beside its state), waiting for it
-// or, with wait false, failing at once if another process holds it.
-func (p *Provider) lock(name string, wait bool) (unlock func(), err error) {
+// lock takes fleet name's lock (a file beside its state), failing at once
+// (errBusy) if another process holds it.
+func (p *Provider) lock(name string) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(p.stateDir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
 	}
-	how := syscall.LOCK_EX
-	if !wait {
-		how |= syscall.LOCK_NB
-	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --name: %w", name, errBusy)

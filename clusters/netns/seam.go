@@ -58,12 +58,18 @@ func (l *linkShaper) shaper(write bool) (*shaper.Shaper, error) {
 	return l.ro, err
 }
 
-func (l *linkShaper) Apply(ctx context.Context, member string, imp impair.Impairment) error {
+// change finds member's link and the shaper that changes it.
+func (l *linkShaper) change(member string) (*shaper.Shaper, shaper.Target, error) {
 	t, err := l.f.Target(member)
 	if err != nil {
-		return err
+		return nil, t, err
 	}
 	sh, err := l.shaper(true)
+	return sh, t, err
+}
+
+func (l *linkShaper) Apply(ctx context.Context, member string, imp impair.Impairment) error {
+	sh, t, err := l.change(member)
 	if err != nil {
 		return err
 	}
@@ -71,11 +77,7 @@ func (l *linkShaper) Apply(ctx context.Context, member string, imp impair.Impair
 }
 
 func (l *linkShaper) Clear(ctx context.Context, member string) error {
-	t, err := l.f.Target(member)
-	if err != nil {
-		return err
-	}
-	sh, err := l.shaper(true)
+	sh, t, err := l.change(member)
 	if err != nil {
 		return err
 	}

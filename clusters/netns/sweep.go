@@ -24,7 +24,7 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	var unlock func()
 	var err error
 	for {
-		if unlock, err = p.lock(name, false); err == nil {
+		if unlock, err = p.lock(name); err == nil {
 			break
 		}
 		if !errors.Is(err, errBusy) {
@@ -61,7 +61,7 @@ func (p *Provider) Sweep(owner string) error {
 	if err := ledger.ValidOwner(owner); err != nil {
 		return err
 	}
-	unlock, err := p.lock(owner, false)
+	unlock, err := p.lock(owner)
 	if err != nil {
 		return err
 	}
