@@ -42,13 +42,14 @@ var _ = Describe("the store-and-forward buffer", Ordered, func() {
 		}})
 	})
 
-	acked := func(path string) map[uint64]bool {
+	// acknowledged seq -> the content hash the receipt gave
+	acked := func(path string) map[uint64]string {
 		evs, err := events.Read(path)
 		Expect(err).NotTo(HaveOccurred())
-		out := map[uint64]bool{}
+		out := map[uint64]string{}
 		for _, e := range evs {
 			if e.Event == "acked" {
-				out[uint64(e.Fields["seq"].(float64))] = true
+				out[uint64(e.Fields["seq"].(float64))], _ = e.Fields["hash"].(string)
 			}
 		}
 		return out
@@ -65,7 +66,7 @@ var _ = Describe("the store-and-forward buffer", Ordered, func() {
 		return record.StreamSummary{}
 	}
 	// every acknowledged record is at the sink, exactly once, in order.
-	deliveredExactlyOnce := func(node, s string, ack map[uint64]bool) record.StreamSummary {
+	deliveredExactlyOnce := func(node, s string, ack map[uint64]string) record.StreamSummary {
 		GinkgoHelper()
 		st := stream(node, s)
 		var maxAck uint64
@@ -81,6 +82,13 @@ var _ = Describe("the store-and-forward buffer", Ordered, func() {
 		// the resends it refused.
 		Expect(st.Count).To(Equal(st.Last))
 		Expect(st.OutOfOrder).To(BeZero(), "arrived out of order: %+v", st)
+		// ... and holds under each key the content that was acknowledged.
+		held, err := cloud.Hashes(ctx, []record.StreamSummary{st})
+		Expect(err).NotTo(HaveOccurred())
+		for seq, h := range ack {
+			Expect(h).To(HaveLen(64), "acknowledged seq %d without a content hash", seq)
+			Expect(held[record.Key(node, st.Epoch, s, seq)]).To(Equal(h), "seq %d: the sink holds other content than was acknowledged", seq)
+		}
 		return st
 	}
 	serve := func(node, db string, extra ...string) *harness.Gate {

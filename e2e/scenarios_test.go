@@ -41,6 +41,19 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 			res := play(ctx, name, nil)
 			Expect(res).To(edgetest.Pass())
 			Expect(res.Nodes).NotTo(BeEmpty(), "the report has no samples to chart")
+			// Delivery was judged by content, not only by sequence numbers.
+			for _, v := range res.Verdicts {
+				if v.Validator != "delivered-exactly-once" {
+					continue
+				}
+				checked := 0.0
+				for k, n := range v.Numbers {
+					if strings.HasSuffix(k, ".contentChecked") {
+						checked += n
+					}
+				}
+				Expect(checked).To(BeNumerically(">", 0), "%s: no acknowledged record was compared by content: %v", v.Group, v.Numbers)
+			}
 		})
 	}
 

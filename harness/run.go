@@ -248,6 +248,10 @@ func (r *run) play(ctx context.Context) (err error) {
 	if serr != nil {
 		return fmt.Errorf("read the sink's records: %w", serr)
 	}
+	hashes, serr := r.cloud.Hashes(ctx, streams)
+	if serr != nil {
+		return fmt.Errorf("read what the sink holds under each key: %w", serr)
+	}
 	r.ev.close()
 	// The cloud's last events (the sink's) are written before they are
 	// collected.
@@ -260,7 +264,7 @@ func (r *run) play(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	e := &validators.Evidence{Scenario: r.sc, Start: r.t0, End: end, Events: evs, Streams: streams, Windows: r.wins}
+	e := &validators.Evidence{Scenario: r.sc, Start: r.t0, End: end, Events: evs, Streams: streams, Hashes: hashes, Windows: r.wins}
 	if r.sc.Spec.Runtime.Failover.Enabled {
 		e.HoldDown = r.holdDown()
 	}

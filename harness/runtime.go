@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -160,20 +162,52 @@ func (c *Cloud) Stop() {
 
 // Streams reads the sink's per-stream summary over the management path.
 func (c *Cloud) Streams(ctx context.Context) ([]record.StreamSummary, error) {
+	var out []record.StreamSummary
+	return out, c.get(ctx, "/v1/streams", &out)
+}
+
+// Hashes reads the content hash the sink holds under every key of the
+// given streams (record key -> record.Hash), page by page.
+func (c *Cloud) Hashes(ctx context.Context, streams []record.StreamSummary) (map[string]string, error) {
+	out := map[string]string{}
+	for _, st := range streams {
+		var after uint64
+		for {
+			q := url.Values{"node": {st.Node}, "epoch": {st.Epoch}, "stream": {st.Stream}, "after": {strconv.FormatUint(after, 10)}}
+			var page record.Hashes
+			if err := c.get(ctx, "/v1/hashes?"+q.Encode(), &page); err != nil {
+				return nil, err
+			}
+			for _, h := range page.Hashes {
+				out[record.Key(st.Node, st.Epoch, st.Stream, h.Seq)] = h.Hash
+				after = h.Seq
+			}
+			if !page.More || len(page.Hashes) == 0 {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// get reads one of the sink's JSON answers with the harness's reader token.
+func (c *Cloud) get(ctx context.Context, path string, v any) error {
 	hc := &http.Client{Transport: &http.Transport{DialContext: c.host.DialContext}, Timeout: 10 * time.Second}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.SinkURL+"/v1/streams", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.SinkURL+path, nil)
+	if err != nil {
+		return err
+	}
 	req.Header.Set("Authorization", "Bearer "+c.reader)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("the sink's summary: %s: %s", resp.Status, bytes.TrimSpace(b))
+		return fmt.Errorf("the sink's %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))
 	}
-	var out []record.StreamSummary
-	return out, json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out)
+	return json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v)
 }
 
 // Gate is an edgeguard serve running on a member, watched over the

@@ -15,7 +15,10 @@ import (
 // acknowledged (by the sample producer or the local service) is at the
 // sink exactly once and in order: per buffer epoch and stream, the sink
 // holds 1..last with no gap, nothing out of order, and last covers the
-// highest acknowledged sequence number. After the node's last outage the
+// highest acknowledged sequence number; and where the producer logged the
+// content hash of an acknowledged record, the sink holds that content
+// under its key, not another (a forged or overwritten record covers the
+// sequence number as well as the real one). After the node's last outage the
 // buffer must be empty again within `within` (default 1 min).
 type DeliveredExactlyOnce struct{}
 
@@ -45,16 +48,36 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 	for _, m := range ev.members(x.Group) {
 		acked := map[streamKey]uint64{}
 		lastAck := map[streamKey]wire.Event{}
-		n := 0
+		n, checked, forged := 0, 0, 0
 		for _, e := range ev.events(m.Name, "", time.Time{}, ev.End, "acked") {
-			k, seq, ok := parseKey(fmt.Sprint(e.Fields["key"]))
+			key := fmt.Sprint(e.Fields["key"])
+			k, seq, ok := parseKey(key)
 			if !ok {
 				continue
 			}
 			n++
+			if want, _ := e.Fields["hash"].(string); want != "" && ev.Hashes != nil {
+				if got, held := ev.Hashes[key]; held {
+					checked++
+					if got != want {
+						forged++
+						if forged <= 3 {
+							v.fail("%s: record %s was acknowledged with content %.12s… and the sink holds other content (%.12s…) under its key: forged, or overwritten", m.Name, key, want, got)
+							v.quote(e)
+						}
+					}
+				}
+			}
 			if seq >= acked[k] {
 				acked[k], lastAck[k] = seq, e
 			}
+		}
+		if forged > 3 {
+			v.fail("%s: %d acknowledged records in all are held at the sink with other content", m.Name, forged)
+		}
+		if ev.Hashes != nil {
+			v.Numbers[m.Name+".contentChecked"] = float64(checked)
+			v.Numbers[m.Name+".contentMismatched"] = float64(forged)
 		}
 		if n == 0 {
 			if ev.produces(m) {
@@ -63,7 +86,7 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 			continue
 		}
 		var delivered, lost, dups uint64
-		bad := false
+		bad := forged > 0
 		for k, maxSeq := range acked {
 			s, ok := sink[k]
 			dups += s.Duplicates
@@ -124,7 +147,11 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 			}
 		}
 		if !bad {
-			v.ok("%s: %d acknowledged, all at the sink once and in order (%d resends refused as duplicates)%s", m.Name, n, dups, flushed)
+			same := ""
+			if checked > 0 {
+				same = fmt.Sprintf(", %d with the content acknowledged", checked)
+			}
+			v.ok("%s: %d acknowledged, all at the sink once and in order%s (%d resends refused as duplicates)%s", m.Name, n, same, dups, flushed)
 		}
 	}
 	return v.done()

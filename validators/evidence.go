@@ -22,6 +22,9 @@ type Evidence struct {
 	Events []wire.Event
 	// Streams is the sink's summary of what it stored.
 	Streams []record.StreamSummary
+	// Hashes is the content hash (record.Hash) the sink holds under each
+	// record key; nil when not read.
+	Hashes map[string]string
 	// Windows are the impairments as applied, with real times.
 	Windows []Window
 	// HoldDown is failover's scaled hold-down (fail-back takes this long

@@ -182,3 +182,38 @@ func TestCheckRefuses(t *testing.T) {
 		})
 	}
 }
+
+// The sink's sequence coverage cannot tell a forged record from the real
+// one: the content hash acknowledged to the producer must be the one the
+// sink holds under the key.
+func TestDeliveredComparesContent(t *testing.T) {
+	acked := []wire.Event{
+		ev(1, "a1", "producer", "acked", "key", "a1/e1/r/1", "hash", "aaaa"),
+		ev(2, "a1", "producer", "acked", "key", "a1/e1/r/2", "hash", "bbbb"),
+		ev(35, "a1", "sampler", "sample", "depth", 0.0),
+	}
+	streams := []record.StreamSummary{{Node: "a1", Epoch: "e1", Stream: "r", Count: 2, First: 1, Last: 2}}
+	for _, tc := range []struct {
+		name   string
+		hashes map[string]string
+		pass   bool
+		want   string
+	}{
+		{"same content", map[string]string{"a1/e1/r/1": "aaaa", "a1/e1/r/2": "bbbb"}, true, "2 with the content acknowledged"},
+		{"forged under a key", map[string]string{"a1/e1/r/1": "aaaa", "a1/e1/r/2": "ffff"}, false, "a1/e1/r/2 was acknowledged with content bbbb"},
+		{"hashes not read", nil, true, "2 acknowledged, all at the sink"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := evidence(t, acked...)
+			e.Streams, e.Hashes = streams, tc.hashes
+			x := scenarios.Expectation{Validator: "delivered-exactly-once", Group: "s/a"}
+			v := DeliveredExactlyOnce{}.Validate(e, x)
+			if v.Pass != tc.pass || !strings.Contains(v.Summary, tc.want) {
+				t.Fatalf("pass=%v %q; want pass=%v containing %q", v.Pass, v.Summary, tc.pass, tc.want)
+			}
+			if tc.hashes != nil && v.Numbers["a1.contentChecked"] != 2 {
+				t.Errorf("contentChecked = %v, want 2", v.Numbers["a1.contentChecked"])
+			}
+		})
+	}
+}

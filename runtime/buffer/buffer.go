@@ -105,9 +105,13 @@ type Options struct {
 
 // Receipt says what became of one appended record.
 type Receipt struct {
-	Stream  string `json:"stream"`
-	Seq     uint64 `json:"seq"`
-	Key     string `json:"key"`
+	Stream string `json:"stream"`
+	Seq    uint64 `json:"seq"`
+	Key    string `json:"key"`
+	// Hash is record.Hash of what was stored: the sink keeps the same
+	// for the key, so a validator can tell the record delivered under
+	// this key from a forged one.
+	Hash    string `json:"hash,omitempty"`
 	Dropped bool   `json:"dropped,omitempty"` // DropNewest: accepted and dropped
 }
 

@@ -188,7 +188,7 @@ func (b *Buffer) commit(group []*appendReq) {
 					return err
 				}
 				next++
-				r.out[i] = Receipt{Stream: rec.Stream, Seq: rec.Seq, Key: rec.Key}
+				r.out[i] = Receipt{Stream: rec.Stream, Seq: rec.Seq, Key: rec.Key, Hash: record.Hash(&rec)}
 			}
 			records += int64(len(r.in))
 			bytes += size

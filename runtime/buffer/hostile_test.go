@@ -43,10 +43,13 @@ func TestForgedRecordsDoNotDeleteRealOnes(t *testing.T) {
 	resp.Body.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var receipts []buffer.Receipt
 	for i := 0; i < 3; i++ {
-		if _, err := b.Append(ctx, buffer.Input{Stream: "pos", Payload: []byte("real sale")}); err != nil {
+		rc, err := b.Append(ctx, buffer.Input{Stream: "pos", Payload: []byte("real sale")})
+		if err != nil {
 			t.Fatal(err)
 		}
+		receipts = append(receipts, rc...)
 	}
 	go b.Forward(ctx, buffer.ForwardOptions{Sink: srv.URL, Link: newLink(true)})
 	deadline := time.Now().Add(5 * time.Second)
@@ -63,6 +66,72 @@ func TestForgedRecordsDoNotDeleteRealOnes(t *testing.T) {
 	sum, _ := s.Summary()
 	if len(sum) != 1 || sum[0].Conflicts < 3 || sum[0].Duplicates != 0 {
 		t.Errorf("sink summary %+v: want the real records counted as conflicts", sum)
+	}
+	// What the validator sees: the keys are covered, the content is not
+	// what was acknowledged.
+	held, err := s.Hashes("edge1", b.Epoch(), "pos", 0, 10)
+	if err != nil || len(held.Hashes) != 3 {
+		t.Fatalf("sink hashes %+v, %v", held, err)
+	}
+	for i, h := range held.Hashes {
+		if h.Hash == "" || h.Hash == receipts[i].Hash {
+			t.Errorf("seq %d: sink holds %q, acknowledged %q: want them to differ", h.Seq, h.Hash, receipts[i].Hash)
+		}
+	}
+}
+
+// The receipt's content hash is what the sink keeps under the key, page
+// by page, for records with and without metadata or payload.
+func TestReceiptHashIsWhatTheSinkHolds(t *testing.T) {
+	s, srv := openSink(t)
+	b, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), buffer.Options{Node: "edge1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	receipts, err := b.Append(ctx,
+		buffer.Input{Stream: "pos", Payload: []byte("sale 1")},
+		buffer.Input{Stream: "pos", Meta: map[string]string{"till": "3", "a": "b"}, Payload: []byte("sale 2")},
+		buffer.Input{Stream: "pos", Meta: map[string]string{}},
+		buffer.Input{Stream: "pos", Payload: []byte("sale 2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go b.Forward(ctx, buffer.ForwardOptions{Sink: srv.URL, Link: newLink(true)})
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Stats().Forwarded < 4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := b.Stats(); st.Forwarded != 4 {
+		t.Fatalf("forwarded %d of 4: %+v", st.Forwarded, st)
+	}
+	var held []record.SeqHash
+	var after uint64
+	for {
+		page, err := s.Hashes("edge1", b.Epoch(), "pos", after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, page.Hashes...)
+		if !page.More {
+			break
+		}
+		after = page.Hashes[len(page.Hashes)-1].Seq
+	}
+	if len(held) != 4 {
+		t.Fatalf("sink holds %d hashes, want 4: %+v", len(held), held)
+	}
+	seen := map[string]bool{}
+	for i, h := range held {
+		if h.Seq != receipts[i].Seq || h.Hash != receipts[i].Hash || len(h.Hash) != 64 {
+			t.Errorf("seq %d hash %q; receipt %d %q", h.Seq, h.Hash, receipts[i].Seq, receipts[i].Hash)
+		}
+		seen[h.Hash] = true
+	}
+	if len(seen) != 4 {
+		t.Errorf("%d distinct hashes for 4 different records", len(seen))
 	}
 }
 

@@ -11,10 +11,15 @@
 //	POST /v1/batches  Batch (JSON)  ->  Ack (200); Ack with Conflicts (409);
 //	                                    Unstorable (422)
 //	GET  /v1/streams                ->  []StreamSummary
+//	GET  /v1/hashes?node=&epoch=&stream=&after=  ->  Hashes
 package record
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -33,6 +38,54 @@ type Record struct {
 // Key is the idempotency key of a record.
 func Key(node, epoch, stream string, seq uint64) string {
 	return fmt.Sprintf("%s/%s/%s/%d", node, epoch, stream, seq)
+}
+
+// Hash identifies what a record says (its time, metadata and payload),
+// in hex: the buffer's receipt carries it, the sink keeps it with the
+// key, so a resend hashes the same and a different record under the
+// same key does not. Each part is length-prefixed, so no two records
+// share an encoding; empty and absent metadata hash alike, as JSON
+// cannot tell them apart.
+func Hash(r *Record) string {
+	h := sha256.New()
+	var n [8]byte
+	put := func(v uint64) {
+		binary.BigEndian.PutUint64(n[:], v)
+		h.Write(n[:])
+	}
+	field := func(b []byte) {
+		put(uint64(len(b)))
+		h.Write(b)
+	}
+	t := r.Time.UTC()
+	put(uint64(t.Unix()))
+	put(uint64(t.Nanosecond()))
+	keys := make([]string, 0, len(r.Meta))
+	for k := range r.Meta {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	put(uint64(len(keys)))
+	for _, k := range keys {
+		field([]byte(k))
+		field([]byte(r.Meta[k]))
+	}
+	field(r.Payload)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// SeqHash is one stored record's sequence number and Hash, as the sink
+// answers GET /v1/hashes.
+type SeqHash struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// Hashes is one page of a stream's SeqHash, in sequence order; More says
+// another page follows (ask again with after = the last seq).
+type Hashes struct {
+	Hashes []SeqHash `json:"hashes"`
+	More   bool      `json:"more,omitempty"`
 }
 
 // Batch is what the forwarder posts to the sink.

@@ -7,17 +7,18 @@ package sink
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -110,7 +111,77 @@ func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(sum)
 	})
+	s.mux.HandleFunc("GET /v1/hashes", s.hashes)
 	return s, nil
+}
+
+// hashesPage bounds one answer of GET /v1/hashes (~100 bytes a record).
+const hashesPage = 10000
+
+// hashes answers what content the sink holds under each key of one
+// stream, so a validator can compare it with what producers were
+// acknowledged: sequence coverage alone cannot tell a forged record from
+// the real one.
+func (s *Sink) hashes(w http.ResponseWriter, r *http.Request) {
+	all, site, code, why := s.reader(r)
+	if code != 0 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="edgeguard-sink"`)
+		http.Error(w, why, code)
+		return
+	}
+	q := r.URL.Query()
+	node, epoch, stream := q.Get("node"), q.Get("epoch"), q.Get("stream")
+	if node == "" || epoch == "" || stream == "" {
+		http.Error(w, "give node, epoch and stream (as GET /v1/streams names them), and after=SEQ to page", http.StatusBadRequest)
+		return
+	}
+	if !all && !allowed(site, node) {
+		http.Error(w, fmt.Sprintf("site %s may not read node %q's records", site.Name, node), http.StatusForbidden)
+		return
+	}
+	var after uint64
+	if a := q.Get("after"); a != "" {
+		var err error
+		if after, err = strconv.ParseUint(a, 10, 64); err != nil {
+			http.Error(w, "after: not a sequence number: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	page, err := s.Hashes(node, epoch, stream, after, hashesPage)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(page)
+}
+
+// Hashes returns up to limit stored records of one stream after seq
+// after, each with the content hash kept with its key.
+func (s *Sink) Hashes(node, epoch, stream string, after uint64, limit int) (record.Hashes, error) {
+	out := record.Hashes{Hashes: []record.SeqHash{}}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bData).Bucket([]byte(node + "/" + epoch + "/" + stream))
+		if bk == nil || after == math.MaxUint64 {
+			return nil
+		}
+		keys := tx.Bucket(bKeys)
+		c := bk.Cursor()
+		for k, _ := c.Seek(u64(after + 1)); k != nil; k, _ = c.Next() {
+			if len(out.Hashes) == limit {
+				out.More = true
+				return nil
+			}
+			seq := binary.BigEndian.Uint64(k)
+			h := ""
+			if v := keys.Get([]byte(record.Key(node, epoch, stream, seq))); len(v) >= 8+32 {
+				h = hex.EncodeToString(v[8 : 8+32])
+			}
+			out.Hashes = append(out.Hashes, record.SeqHash{Seq: seq, Hash: h})
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Close closes the database.
@@ -263,15 +334,11 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 	return ack, nil
 }
 
-// contentHash identifies what a record says: a resend of the same record
-// hashes the same, a different record under its key does not.
+// contentHash is record.Hash as bytes, as the keys bucket keeps it.
 func contentHash(r *record.Record) [32]byte {
-	v, _ := json.Marshal(struct {
-		Time    time.Time         `json:"t"`
-		Meta    map[string]string `json:"m"`
-		Payload []byte            `json:"p"`
-	}{r.Time.UTC(), r.Meta, r.Payload})
-	return sha256.Sum256(v)
+	var sum [32]byte
+	_, _ = hex.Decode(sum[:], []byte(record.Hash(r)))
+	return sum
 }
 
 func u64(v uint64) []byte {

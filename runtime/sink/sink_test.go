@@ -103,6 +103,44 @@ func TestSinkAuthenticatesForwarders(t *testing.T) {
 	if code, out := read(truckToken); code != 200 || len(out) != 0 {
 		t.Errorf("summary for the truck: %d %+v, want none of the store's", code, out)
 	}
+	// What the sink holds under each key: the same rule.
+	_, out := read(readerToken)
+	hashes := func(token, query string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/hashes?"+query, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	q := "node=store-pos&epoch=" + out[0].Epoch + "&stream=" + out[0].Stream
+	for _, tc := range []struct {
+		name, token, query string
+		code               int
+		says               string
+	}{
+		{"stranger", "", q, 401, "no bearer token"},
+		{"another site", truckToken, q, 403, `may not read node "store-pos"`},
+		{"its own site", storeToken, q, 200, `"seq":1,"hash":"`},
+		{"reader", readerToken, q, 200, `"seq":1,"hash":"`},
+		{"past the end", readerToken, q + "&after=1", 200, `{"hashes":[]}`},
+		{"last possible seq", readerToken, q + "&after=18446744073709551615", 200, `{"hashes":[]}`},
+		{"bad after", readerToken, q + "&after=-1", 400, "not a sequence number"},
+		{"no stream", readerToken, "node=store-pos", 400, "give node, epoch and stream"},
+	} {
+		t.Run("hashes/"+tc.name, func(t *testing.T) {
+			code, body := hashes(tc.token, tc.query)
+			if code != tc.code || !strings.Contains(body, tc.says) {
+				t.Errorf("%d %s, want %d %q", code, body, tc.code, tc.says)
+			}
+		})
+	}
 }
 
 func TestCredentialsAreChecked(t *testing.T) {

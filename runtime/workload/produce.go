@@ -62,7 +62,7 @@ func (p Produce) Run(ctx context.Context) error {
 			p.Events.Emit("append-failed", "n", n, "err", err.Error())
 		default:
 			acked++
-			p.Events.Emit("acked", "stream", p.Stream, "seq", rc.Seq, "key", rc.Key, "n", n)
+			p.Events.Emit("acked", "stream", p.Stream, "seq", rc.Seq, "key", rc.Key, "hash", rc.Hash, "n", n)
 			if p.Count > 0 && acked >= p.Count {
 				return nil
 			}

@@ -52,7 +52,7 @@ func (s Serve) Run(ctx context.Context) error {
 			http.Error(w, "the sale could not be recorded: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		s.Events.Emit("acked", "stream", s.Stream, "seq", rc.Seq, "key", rc.Key, "n", k, "ms", time.Since(start).Milliseconds())
+		s.Events.Emit("acked", "stream", s.Stream, "seq", rc.Seq, "key", rc.Key, "hash", rc.Hash, "n", k, "ms", time.Since(start).Milliseconds())
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rc)
 	})
