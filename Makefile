@@ -33,7 +33,7 @@ setup: build
 
 # Every parser of outside input has a fuzz target: units, scenario and
 # fleet files, the records API, the sink's batches.
-FUZZ_TARGETS := FuzzParseRate:./units FuzzParsePercentAndSize:./units FuzzParseDocuments:./scenarios FuzzRecords:./runtime/serve FuzzBatches:./runtime/sink
+FUZZ_TARGETS := FuzzParseRate:./units FuzzParsePercentAndSize:./units FuzzParseDocuments:./scenarios FuzzRecords:./runtime/serve FuzzBatches:./runtime/sink FuzzSalvage:./runtime/buffer
 FUZZTIME ?= 1m
 
 test: root deps lint setup

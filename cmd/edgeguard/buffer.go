@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"crypto/x509"
 	"fmt"
 	"net/http"
@@ -22,6 +23,7 @@ type bufferFlags struct {
 	path, sink, maxBytes, overflow, durability, share string
 	tokenFile, sinkCA                                 string
 	maxRecords                                        int64
+	salvage                                           bool
 }
 
 func (f *bufferFlags) register(fs *pflag.FlagSet) {
@@ -33,6 +35,7 @@ func (f *bufferFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.maxBytes, "buffer-max-bytes", "256MB", "bound on waiting bytes")
 	fs.StringVar(&f.overflow, "overflow", "block", "when full: block (refuse with 507, never drop), drop-oldest, drop-newest")
 	fs.StringVar(&f.durability, "durability", "disk", "disk (acknowledge after fsync) or memory (acknowledge at once; LOSES DATA on a crash: for comparison only)")
+	fs.BoolVar(&f.salvage, "buffer-salvage", true, "when the buffer's file is damaged: move it aside and queue every record still readable in it into a new one (false: refuse to start)")
 	fs.StringVar(&f.share, "flush-share", "80%", "share of the measured link the flush may use; the rest is left to other traffic")
 }
 
@@ -95,7 +98,7 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 	}
 	fo.Share = sh / 100
 	b, err := buffer.Open(f.path, buffer.Options{Node: g.node, MaxRecords: f.maxRecords, MaxBytes: mb, Overflow: ov, Durability: d,
-		Events: g.openEvents("buffer"), Logger: g.log})
+		Salvage: f.salvage, Events: g.openEvents("buffer"), Logger: g.log})
 	return b, fo, err
 }
 
@@ -168,5 +171,49 @@ one token per site, each allowed the records of its members only.`,
 	cmd.Flags().BoolVar(&insecure, "insecure-no-auth", false, "take batches from anyone (tests, a private network)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve https with this PEM certificate (with --tls-key); forwarders name the CA with --sink-ca")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's PEM private key")
+	return cmd
+}
+
+func newBufferCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "buffer", Short: "Work on a buffer database offline"}
+	var into string
+	var asJSON bool
+	salvage := &cobra.Command{
+		Use:   "salvage FILE --into BUFFER",
+		Short: "Queue every record still readable in a damaged buffer file into a buffer, under its original key",
+		Long: `salvage reads a damaged buffer database (one edgeguard serve moved aside as
+<buffer>.corrupt-<time>) page by page, trusting none of its meta pages, and
+queues every record it can read into the buffer at --into (created if need be;
+not while a serve has it open), under its original key, for the next serve to
+deliver. It prints what it found per stream and the sequence ranges it could
+not find: delivered before the damage, or lost with it (the sink's summary
+tells which). A record delivered before the damage is refused by the sink as a
+duplicate, never stored twice; running salvage twice queues nothing twice.
+
+serve does this by itself at start (--buffer-salvage, on by default).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if into == "" {
+				return fmt.Errorf("--into is required: the buffer file to queue the records into (serve's --buffer)")
+			}
+			if a, b := filepath.Clean(args[0]), filepath.Clean(into); a == b {
+				return fmt.Errorf("--into %s is the damaged file itself: give the buffer serve uses (the name without .corrupt-...)", into)
+			}
+			rep, err := buffer.Salvage(args[0], into)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), rep)
+			return nil
+		},
+	}
+	salvage.Flags().StringVar(&into, "into", "", "the buffer file to queue salvaged records into")
+	salvage.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.AddCommand(salvage)
 	return cmd
 }

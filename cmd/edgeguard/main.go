@@ -132,7 +132,7 @@ Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
 	}
 	root.PersistentFlags().StringVar(&g.node, "node", host, "node name stamped on events, on buffered records' keys and so in the sink's reports ($NODE_NAME, else the hostname)")
 	root.PersistentFlags().StringVar(&g.events, "events", "", "append events (JSON lines) to this file; - for stdout; empty: none")
-	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newSpeedTestCmd(g), newContentCmd(g), newSinkCmd(g), newWorkloadCmd(g), &cobra.Command{
+	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newSpeedTestCmd(g), newContentCmd(g), newSinkCmd(g), newWorkloadCmd(g), newBufferCmd(g), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "edgeguard", version) },
 	})

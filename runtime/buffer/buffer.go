@@ -98,6 +98,10 @@ type Options struct {
 	Durability Durability
 	Events     *events.Log
 	Logger     *slog.Logger
+	// Salvage: when the database cannot be read, Open moves it aside,
+	// queues every record still readable into a new one (see Salvage)
+	// and carries on, instead of failing.
+	Salvage bool
 	// LockTimeout is how long Open waits for another process to release
 	// the database (default 5s).
 	LockTimeout time.Duration
@@ -185,8 +189,9 @@ type appendReq struct {
 }
 
 // Open opens (creating if needed) the buffer database at path. A database
-// that cannot be read is moved aside (path.corrupt-<time>) and Open fails
-// with ErrCorrupt naming both files: never a silent reset.
+// that cannot be read is moved aside (path.corrupt-<time>, kept) and Open
+// fails with ErrCorrupt naming both files, or, with Options.Salvage,
+// recovers what it can into a new one: never a silent reset.
 func Open(path string, o Options) (*Buffer, error) {
 	if o.MaxRecords == 0 {
 		o.MaxRecords = 1_000_000
@@ -294,7 +299,18 @@ func (b *Buffer) openDB(path string) error {
 			return fmt.Errorf("%w: %s: %v (and it could not be moved aside: %v); nothing was changed", ErrCorrupt, path, err, rerr)
 		}
 		b.o.Events.Emit("corrupt", "path", path, "aside", aside, "err", err.Error())
-		return fmt.Errorf("%w: %s cannot be read (%v); it was moved aside to %s and kept; the next start creates an empty buffer (a new epoch)", ErrCorrupt, path, err, aside)
+		if !b.o.Salvage {
+			return fmt.Errorf("%w: %s cannot be read (%v); it was moved aside to %s and kept; recover what is readable with edgeguard buffer salvage %s --into %s, or the next start creates an empty buffer (a new epoch)", ErrCorrupt, path, err, aside, aside, path)
+		}
+		rep, serr := Salvage(aside, path)
+		if serr != nil {
+			return fmt.Errorf("%w: %s cannot be read (%v); it was moved aside to %s and kept, and salvaging it failed: %v", ErrCorrupt, path, err, aside, serr)
+		}
+		b.o.Logger.Warn("the buffer database was damaged: it was moved aside and what was readable queued again", "aside", aside, "report", rep.String())
+		b.o.Events.Emit("salvaged", "aside", aside, "records", rep.Records, "unreadablePages", rep.Unreadable, "report", rep.String())
+		if db, err = openBolt(path, b.o.LockTimeout); err != nil {
+			return fmt.Errorf("open buffer %s after salvaging %s into it: %w", path, aside, err)
+		}
 	}
 	b.db = db
 	err = db.Update(func(tx *bolt.Tx) error {
