@@ -26,6 +26,9 @@ var edgeguardYAML []byte
 //go:embed failover.yaml
 var failoverYAML []byte
 
+//go:embed failover-drain.yaml
+var drainYAML []byte
+
 // Objects decodes the embedded manifests of edgeguard.yaml, in file order.
 // Empty documents are skipped; an error names the document (counted from
 // 0) it is about.
@@ -36,6 +39,13 @@ func Objects() ([]*unstructured.Unstructured, error) { return decode("edgeguard.
 // policy that keeps each pod to its own Node).
 func FailoverObjects() ([]*unstructured.Unstructured, error) {
 	return decode("failover.yaml", failoverYAML)
+}
+
+// DrainObjects decodes failover-drain.yaml: what the opt-in drain action
+// needs on top of FailoverObjects (evictions, narrowed as far as admission
+// can).
+func DrainObjects() ([]*unstructured.Unstructured, error) {
+	return decode("failover-drain.yaml", drainYAML)
 }
 
 func decode(file string, data []byte) ([]*unstructured.Unstructured, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/edgefault/edgefault/internal/kubetest"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -45,6 +46,11 @@ func TestFailoverMayChangeOnlyItsOwnNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	drain, err := deploy.DrainObjects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra = append(extra, drain...)
 	for _, o := range append(base, extra...) {
 		if o.GetKind() == "DaemonSet" {
 			continue
@@ -156,5 +162,38 @@ func TestFailoverMayChangeOnlyItsOwnNode(t *testing.T) {
 	// Reading is not narrowed: a drain must see the other nodes.
 	if _, err := onX.CoreV1().Nodes().Get(ctx, "y", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the pod on x reading y: %v", err)
+	}
+
+	// Evictions (failover-drain.yaml): only in namespaces that opted in,
+	// only with a token bound to a pod.
+	for ns, labels := range map[string]map[string]string{"shop": {"edgefault.io/drain": "allowed"}, "infra": nil} {
+		if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"app-1", "app-2"} {
+			if _, err := admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: corev1.PodSpec{NodeName: "x", Containers: []corev1.Container{{Name: "c", Image: "app:1"}}}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	evict := func(cs *kubernetes.Clientset, ns, name string) error {
+		return cs.PolicyV1().Evictions(ns).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}})
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for err := evict(unbound, "shop", "app-1"); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "token of a pod"); err = evict(unbound, "shop", "app-1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a token bound to no pod evicting: %v, want 403 once the policy is loaded", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := evict(onX, "infra", "app-1"); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "labelled edgefault.io/drain=allowed, and infra is not") {
+		t.Errorf("the pod on x evicting in a namespace that did not opt in: %v, want 403", err)
+	}
+	if err := evict(onX, "shop", "app-2"); err != nil {
+		t.Errorf("the pod on x evicting in a namespace that opted in: %v", err)
 	}
 }

@@ -128,6 +128,7 @@ Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
 		PersistentPreRun: func(*cobra.Command, []string) {
 			g.log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", g.node)
 			slog.SetDefault(g.log)
+			applyMemoryLimit(g.log)
 		},
 	}
 	root.PersistentFlags().StringVar(&g.node, "node", host, "node name stamped on events, on buffered records' keys and so in the sink's reports ($NODE_NAME, else the hostname)")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/record"
@@ -225,24 +226,30 @@ func (b *Buffer) head(n, maxBytes int) ([]item, error) {
 // send posts a batch and returns the bytes sent once the sink has
 // acknowledged it.
 func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int, error) {
-	var body bytes.Buffer
-	body.WriteString(`{"records":[`)
+	// The records are sent from where they are, not copied into one body
+	// first: a batch of one large record would otherwise be held twice.
+	parts := make([]io.Reader, 0, 2*len(batch)+1)
+	parts = append(parts, strings.NewReader(`{"records":[`))
+	n := len(`{"records":[]}`)
 	for i, it := range batch {
 		if i > 0 {
-			body.WriteByte(',')
+			parts = append(parts, strings.NewReader(","))
+			n++
 		}
-		body.Write(it.val)
+		parts = append(parts, bytes.NewReader(it.val))
+		n += len(it.val)
 	}
-	body.WriteString(`]}`)
-	n := body.Len()
+	parts = append(parts, strings.NewReader(`]}`))
+	body := io.MultiReader(parts...)
 	// Long enough for the batch at a slow link, short enough to notice a
 	// dead one.
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second+time.Duration(n/1000)*8*time.Millisecond)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.Sink+"/v1/batches", &body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.Sink+"/v1/batches", body)
 	if err != nil {
 		return 0, err
 	}
+	req.ContentLength = int64(n)
 	req.Header.Set("Content-Type", "application/json")
 	if o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+o.Token)

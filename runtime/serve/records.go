@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -48,7 +49,7 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 			return
 		}
 		defer release()
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRecordsBody))
+		body, err := readBody(http.MaxBytesReader(w, r.Body, maxRecordsBody), r.ContentLength)
 		if err != nil {
 			code := http.StatusBadRequest
 			var tooBig *http.MaxBytesError
@@ -62,8 +63,7 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 		if s := r.URL.Query().Get("stream"); s != "" {
 			in = []buffer.Input{{Stream: s, Payload: body}}
 		} else {
-			t := strings.TrimSpace(string(body))
-			if strings.HasPrefix(t, "[") {
+			if bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
 				err = json.Unmarshal(body, &in)
 			} else {
 				var one buffer.Input
@@ -99,6 +99,20 @@ func records(mux *http.ServeMux, b *buffer.Buffer, reg *prometheus.Registry) {
 	})
 	mux.HandleFunc("GET /v1/buffer", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, b.Stats()) })
 	reg.MustRegister(bufferCollector{b})
+}
+
+// readBody reads a body of the length it declared into one buffer of that
+// size (io.ReadAll would grow and copy it, doubling what a large body
+// costs), or of unknown length as ReadAll does.
+func readBody(r io.Reader, n int64) ([]byte, error) {
+	if n <= 0 || n > maxRecordsBody {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 // maxRecordsBody bounds one POST /v1/records.
