@@ -120,6 +120,32 @@ func TestManifestsPolicy(t *testing.T) {
 		t.Error("the sidecar has no EDGEGUARD_SINK_TOKEN from a Secret: the sink would refuse every batch")
 	}
 
+	// The buffer's state is the gate's alone; other containers reach the
+	// buffer through the socket, whose directory they mount read-only.
+	socketArg := ""
+	for _, a := range gate.Args {
+		if v, ok := strings.CutPrefix(a, "--socket="); ok {
+			socketArg = v
+		}
+	}
+	mounts := map[string]string{}
+	for _, m := range gate.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	if socketArg == "" || mounts["socket"] == "" || !strings.HasPrefix(socketArg, mounts["socket"]+"/") {
+		t.Errorf("the gate serves no records socket in its socket mount (--socket=%q, mounts %v)", socketArg, mounts)
+	}
+	for _, c := range pod.Containers {
+		for _, m := range c.VolumeMounts {
+			switch {
+			case m.Name == "state":
+				t.Errorf("container %s mounts the buffer's state directory", c.Name)
+			case m.Name == "socket" && !m.ReadOnly:
+				t.Errorf("container %s mounts the socket directory writable", c.Name)
+			}
+		}
+	}
+
 	all := append(slices.Clone(pod.InitContainers), pod.Containers...)
 	var reqs, lims resource.Quantity
 	for _, c := range all {
@@ -313,7 +339,7 @@ func TestManifestsPassServerSideDryRun(t *testing.T) {
 	}
 	want := `would violate PodSecurity "restricted:latest": host namespaces (hostNetwork=true), ` +
 		`unrestricted capabilities (container "edgeguard" must not include "NET_ADMIN" in securityContext.capabilities.add), ` +
-		`restricted volume types (volume "state" uses restricted volume type "hostPath"), ` +
+		`restricted volume types (volumes "state", "workload-events", "socket" use restricted volume type "hostPath"), ` +
 		`runAsNonRoot != true (container "edgeguard" must not set securityContext.runAsNonRoot=false), ` +
 		`runAsUser=0 (container "edgeguard" must not set runAsUser=0)`
 	if len(warns) != 1 || warns[0] != want {

@@ -2,8 +2,8 @@ package main
 
 import (
 	"crypto/tls"
-	"encoding/json"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -162,7 +162,7 @@ one token per site, each allowed the records of its members only.`,
 				}
 				tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 			}
-			return runHTTPTLS(cmd.Context(), g, listen, "", tlsCfg, sinkReadTimeout, s, nil)
+			return runHTTPTLS(cmd.Context(), g, listen, unixSocket{}, tlsCfg, sinkReadTimeout, s, nil)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8082", "address to serve on")

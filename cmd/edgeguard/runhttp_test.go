@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -24,7 +25,7 @@ func TestRunHTTPServesTheUnixSocket(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok "+r.URL.Path) })
-	go func() { done <- runHTTP(ctx, g, "127.0.0.1:0", sock, h, nil) }()
+	go func() { done <- runHTTP(ctx, g, "127.0.0.1:0", unixSocket{path: sock, mode: 0o660, gid: 4242}, h, nil) }()
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
@@ -40,6 +41,18 @@ func TestRunHTTPServesTheUnixSocket(t *testing.T) {
 	}
 	if string(body) != "ok /v1/records" {
 		t.Fatalf("over the socket: %q", body)
+	}
+	// Its owner and group may connect, no one else; the group is the one
+	// local producers run with.
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode %#o, want 0660", fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); os.Geteuid() == 0 && ok && st.Gid != 4242 {
+		t.Errorf("socket group %d, want 4242", st.Gid)
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -69,7 +82,7 @@ func TestRunHTTPCutsSlowBodies(t *testing.T) {
 		readErr <- err
 	})
 	done := make(chan error, 1)
-	go func() { done <- runHTTPTLS(ctx, g, addr, "", nil, time.Second, h, nil) }()
+	go func() { done <- runHTTPTLS(ctx, g, addr, unixSocket{}, nil, time.Second, h, nil) }()
 	var c net.Conn
 	for i := 0; i < 50; i++ {
 		if c, err = net.Dial("tcp", addr); err == nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/serve"
@@ -18,7 +19,8 @@ func newServeCmd(g *globals) *cobra.Command {
 	var gf gateFlags
 	var bf bufferFlags
 	var ff failoverFlags
-	var listen, socket string
+	var listen, socket, socketMode string
+	var socketGroup int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the speed gate and serve its status, readiness and metrics",
@@ -84,14 +86,23 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 						}
 					})
 			}
-			return runHTTP(cmd.Context(), g, listen, socket, serve.Handler(gt, opts...), together(jobs...))
+			mode, err := parseSocketMode(socketMode)
+			if err != nil {
+				return err
+			}
+			if mode&0o002 != 0 {
+				g.log.Warn("--socket-mode lets every local user append records", "mode", fmt.Sprintf("%#o", mode))
+			}
+			return runHTTP(cmd.Context(), g, listen, unixSocket{path: socket, mode: mode, gid: socketGroup}, serve.Handler(gt, opts...), together(jobs...))
 		},
 	}
 	gf.register(cmd.Flags())
 	bf.register(cmd.Flags())
 	ff.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", ":8474", "address to serve on")
-	cmd.Flags().StringVar(&socket, "socket", "", "also serve on this Unix socket (for local producers)")
+	cmd.Flags().StringVar(&socket, "socket", "", "also serve on this Unix socket (for local producers, also in other pods through a shared hostPath directory)")
+	cmd.Flags().StringVar(&socketMode, "socket-mode", "0660", "permission bits of --socket: connecting takes write permission, so 0660 lets its owner and group in")
+	cmd.Flags().IntVar(&socketGroup, "socket-group", -1, "numeric group of --socket (the group local producers run with); -1: edgeguard's own")
 	return cmd
 }
 
@@ -129,12 +140,31 @@ const (
 
 // runHTTP serves h on addr (and on the Unix socket, if given) until ctx
 // ends, running bg beside it.
-func runHTTP(ctx context.Context, g *globals, addr, socket string, h http.Handler, bg func(context.Context) error) error {
+func runHTTP(ctx context.Context, g *globals, addr string, socket unixSocket, h http.Handler, bg func(context.Context) error) error {
 	return runHTTPTLS(ctx, g, addr, socket, nil, readTimeout, h, bg)
 }
 
+// unixSocket is where and how serve listens for local producers: a
+// socket file whose mode and group say which local users may connect
+// (connecting takes write permission on it).
+type unixSocket struct {
+	path string
+	mode os.FileMode // default 0660
+	gid  int         // -1: the process's own group
+}
+
+// parseSocketMode reads --socket-mode: octal permission bits, never
+// writable by every local user unless said so explicitly.
+func parseSocketMode(s string) (os.FileMode, error) {
+	v, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || v > 0o777 {
+		return 0, fmt.Errorf("--socket-mode %q: want octal permission bits such as 0660 (owner and group may connect)", s)
+	}
+	return os.FileMode(v), nil
+}
+
 // runHTTPTLS is runHTTP with TLS on the TCP address when tlsCfg is set.
-func runHTTPTLS(ctx context.Context, g *globals, addr, socket string, tlsCfg *tls.Config, readTimeout time.Duration, h http.Handler, bg func(context.Context) error) error {
+func runHTTPTLS(ctx context.Context, g *globals, addr string, socket unixSocket, tlsCfg *tls.Config, readTimeout time.Duration, h http.Handler, bg func(context.Context) error) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another edgeguard running? pick another --listen)", addr, err)
@@ -143,13 +173,31 @@ func runHTTPTLS(ctx context.Context, g *globals, addr, socket string, tlsCfg *tl
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	var uln net.Listener
-	if socket != "" {
-		_ = os.Remove(socket) // a stale socket from a killed run
-		if uln, err = net.Listen("unix", socket); err != nil {
+	if socket.path != "" {
+		_ = os.Remove(socket.path) // a stale socket from a killed run
+		if uln, err = net.Listen("unix", socket.path); err != nil {
 			ln.Close()
-			return fmt.Errorf("listen on %s: %w", socket, err)
+			return fmt.Errorf("listen on %s: %w", socket.path, err)
 		}
-		defer os.Remove(socket)
+		defer os.Remove(socket.path)
+		// Until now the umask's mode applied, which lets no one but the
+		// owner connect (connecting takes write permission).
+		mode := socket.mode
+		if mode == 0 {
+			mode = 0o660
+		}
+		if socket.gid >= 0 {
+			if err := os.Chown(socket.path, -1, socket.gid); err != nil {
+				ln.Close()
+				uln.Close()
+				return fmt.Errorf("--socket-group %d on %s: %w", socket.gid, socket.path, err)
+			}
+		}
+		if err := os.Chmod(socket.path, mode); err != nil {
+			ln.Close()
+			uln.Close()
+			return fmt.Errorf("--socket-mode on %s: %w", socket.path, err)
+		}
 	}
 	// Handlers (event streams, long polls) end with ctx, so a SIGTERM is
 	// not held up by them. A request must be read within ReadTimeout (a

@@ -25,7 +25,7 @@ POST /speedtest/upload.php, and GET /stats (bytes served).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ev := g.openEvents("speedserver")
 			defer ev.Close()
-			return runHTTP(cmd.Context(), g, listen, "", speedserver.New(ev), nil)
+			return runHTTP(cmd.Context(), g, listen, unixSocket{}, speedserver.New(ev), nil)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8080", "address to serve on")
@@ -45,7 +45,7 @@ func newContentCmd(g *globals) *cobra.Command {
 			}
 			ev := g.openEvents("content")
 			defer ev.Close()
-			return runHTTP(cmd.Context(), g, listen, "", content.New(n, ev), nil)
+			return runHTTP(cmd.Context(), g, listen, unixSocket{}, content.New(n, ev), nil)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8081", "address to serve on")
