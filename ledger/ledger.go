@@ -52,8 +52,12 @@ type Entry struct {
 	StartTime uint64 `json:"startTime,omitempty"`
 	// Group: the process leads a process group (its own session); stop
 	// the whole group.
-	Group bool      `json:"group,omitempty"`
-	Time  time.Time `json:"time"`
+	Group bool `json:"group,omitempty"`
+	// Mark is in the environment of every process Start started for the
+	// entry (and of their children): once a group's leader is gone, only
+	// processes carrying it are the group's.
+	Mark string    `json:"mark,omitempty"`
+	Time time.Time `json:"time"`
 	// Removed marks a tombstone: the object was removed on purpose.
 	Removed bool `json:"removed,omitempty"`
 }

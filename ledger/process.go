@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -104,17 +105,46 @@ func StopProcess(e Entry, grace time.Duration) error {
 // process group ID, so a process now holding the leader's PID with another
 // start time means our group is gone entirely (whatever has that group ID
 // now is a stranger's); and a process of ours started after our leader.
+//
+// Once the leader is gone, that is not proof enough: our group may have
+// ended entirely, a stranger taken the PID, called setsid and left a child
+// behind in a group with our number. Then only processes carrying the
+// entry's mark in their environment are ours (an entry from before marks
+// keeps the start-time rule). A process of ours that cleared its
+// environment is left running rather than risk a stranger.
 func (e Entry) groupMembers() []int {
-	if st, _, err := procStat(e.PID); err == nil && st != e.StartTime {
+	st, _, err := procStat(e.PID)
+	if err == nil && st != e.StartTime {
 		return nil
 	}
+	leaderGone := err != nil
 	var out []int
 	for _, pid := range groupMembers(e.PID) {
-		if st, _, err := procStat(pid); err == nil && st >= e.StartTime {
-			out = append(out, pid)
+		st, _, err := procStat(pid)
+		if err != nil || st < e.StartTime {
+			continue
 		}
+		if leaderGone && e.Mark != "" && !hasMark(pid, e.Mark) {
+			continue
+		}
+		out = append(out, pid)
 	}
 	return out
+}
+
+// hasMark says whether the process's environment carries the mark.
+func hasMark(pid int, mark string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	want := []byte(markEnv + "=" + mark)
+	for _, kv := range bytes.Split(b, []byte{0}) {
+		if bytes.Equal(kv, want) {
+			return true
+		}
+	}
+	return false
 }
 
 // GroupAlive reports whether any live (not zombie) process is in process

@@ -1,7 +1,10 @@
 package ledger
 
 import (
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,5 +49,56 @@ func TestStopProcessSparesAGroupThatReusedThePID(t *testing.T) {
 	case <-done:
 	case <-time.After(3 * time.Second):
 		t.Fatal("the group's leader did not stop")
+	}
+}
+
+// Once a group's leader is gone, only processes carrying the entry's mark
+// are the group's: a stranger whose setsid'd leader took our old PID and
+// exited, leaving a child in a group with our number, is spared; our own
+// orphaned child is stopped.
+func TestStopProcessNeedsTheMarkOnceTheLeaderIsGone(t *testing.T) {
+	orphan := func(env ...string) (leader, child int) {
+		t.Helper()
+		cmd := exec.Command("/bin/sh", "-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo $!")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.Output() // waits for the leader to exit
+		if err != nil {
+			t.Fatal(err)
+		}
+		child, err = strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+		return cmd.Process.Pid, child
+	}
+	alive := func(pid int) bool {
+		_, state, err := procStat(pid)
+		return err == nil && state != 'Z' && state != 'X'
+	}
+
+	leader, stranger := orphan()
+	e := Entry{Kind: KindProcess, PID: leader, StartTime: 1, Group: true, Name: "helper", Mark: "feedface00000000"}
+	if err := StopProcess(e, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if !alive(stranger) {
+		t.Fatal("a process without the mark, in a group whose leader is gone, was signalled")
+	}
+
+	leader, ours := orphan(markEnv + "=feedface00000000")
+	e.PID = leader
+	if err := StopProcess(e, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && alive(ours); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(ours) {
+		t.Fatal("our orphaned child, carrying the mark, was not stopped")
+	}
+	if !alive(stranger) {
+		t.Fatal("the stranger was signalled on the way")
 	}
 }

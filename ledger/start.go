@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +18,8 @@ import (
 const (
 	gateName  = "edgefault-gate"
 	gateFDEnv = "EDGEFAULT_GATE_FD"
+	// markEnv carries Entry.Mark to the process and its children.
+	markEnv = "EDGEFAULT_LEDGER_MARK"
 )
 
 // RunGateIfInvoked turns this process into the program it was started for,
@@ -82,7 +86,10 @@ func (l *Ledger) Start(owner, name string, cmd *exec.Cmd, group bool, start func
 	if env == nil {
 		env = os.Environ()
 	}
-	cmd.Env = append(env, fmt.Sprintf("%s=%d", gateFDEnv, 2+len(cmd.ExtraFiles)))
+	var m [8]byte
+	_, _ = rand.Read(m[:])
+	mark := hex.EncodeToString(m[:])
+	cmd.Env = append(env, fmt.Sprintf("%s=%d", gateFDEnv, 2+len(cmd.ExtraFiles)), markEnv+"="+mark)
 	err = start(cmd)
 	r.Close()
 	if err != nil {
@@ -90,7 +97,7 @@ func (l *Ledger) Start(owner, name string, cmd *exec.Cmd, group bool, start func
 	}
 	e, err := ProcessEntry(cmd.Process.Pid, name)
 	if err == nil {
-		e.Group = group
+		e.Group, e.Mark = group, mark
 		err = l.Record(owner, e)
 	}
 	if err != nil {
