@@ -118,6 +118,8 @@ func newSinkCmd(g *globals) *cobra.Command {
   GET  /v1/streams   per stream: records, first/last seq, gaps, duplicates refused, conflicts,
                      out-of-order, arrival times (a reader's token: every stream; a site's:
                      its members')
+  GET  /v1/hashes    ?node=&epoch=&stream=&after=SEQ: the content hash held under each key,
+                     10 000 a page (the same tokens as /v1/streams)
 
 Credentials (--credentials FILE, or $EDGEGUARD_SINK_CREDENTIALS) are JSON:
   {"sites":[{"name":"store","token":"<openssl rand -hex 32>","members":["store-pos","store-cam"]}],
