@@ -193,6 +193,7 @@ func (c *Cloud) Hashes(ctx context.Context, streams []record.StreamSummary) (map
 // get reads one of the sink's JSON answers with the harness's reader token.
 func (c *Cloud) get(ctx context.Context, path string, v any) error {
 	hc := &http.Client{Transport: &http.Transport{DialContext: c.host.DialContext}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.SinkURL+path, nil)
 	if err != nil {
 		return err

@@ -198,9 +198,6 @@ serve does this by itself at start (--buffer-salvage, on by default).`,
 			if into == "" {
 				return fmt.Errorf("--into is required: the buffer file to queue the records into (serve's --buffer)")
 			}
-			if a, b := filepath.Clean(args[0]), filepath.Clean(into); a == b {
-				return fmt.Errorf("--into %s is the damaged file itself: give the buffer serve uses (the name without .corrupt-...)", into)
-			}
 			rep, err := buffer.Salvage(args[0], into)
 			if err != nil {
 				return err

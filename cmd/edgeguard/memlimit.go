@@ -36,11 +36,11 @@ func applyMemoryLimit(log *slog.Logger) int64 {
 // cgroupMemoryLimit reads the memory limit of the process's cgroup (v2
 // memory.max, or v1 memory.limit_in_bytes); 0 when there is none.
 func cgroupMemoryLimit(procCgroup, root string) int64 {
-	b, err := os.ReadFile(procCgroup)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+	b, _ := os.ReadFile(procCgroup)
+	// Inside a container's cgroup namespace (or with a host path that is
+	// not mounted here) the process's own cgroup is the mount's root.
+	lines := append(strings.Split(string(b), "\n"), "0::/", "0:memory:/")
+	for _, line := range lines {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue

@@ -16,6 +16,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{"v1", "5:cpu,cpuacct:/x\n4:memory:/kubepods/c1\n0::/\n", "memory/kubepods/c1/memory.limit_in_bytes", "33554432\n", 32 << 20},
 		{"v1 unlimited", "4:memory:/\n", "memory/memory.limit_in_bytes", "9223372036854771712\n", 0},
 		{"no memory controller", "1:cpu:/\n", "", "", 0},
+		{"in a cgroup namespace", "0::/kubepods/pod1/c1\n", "memory.max", "33554432\n", 32 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

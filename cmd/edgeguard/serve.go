@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/serve"
@@ -175,13 +176,15 @@ func runHTTPTLS(ctx context.Context, g *globals, addr string, socket unixSocket,
 	var uln net.Listener
 	if socket.path != "" {
 		_ = os.Remove(socket.path) // a stale socket from a killed run
-		if uln, err = net.Listen("unix", socket.path); err != nil {
+		// Created owner-only whatever the umask, opened up below.
+		old := syscall.Umask(0o177)
+		uln, err = net.Listen("unix", socket.path)
+		syscall.Umask(old)
+		if err != nil {
 			ln.Close()
 			return fmt.Errorf("listen on %s: %w", socket.path, err)
 		}
 		defer os.Remove(socket.path)
-		// Until now the umask's mode applied, which lets no one but the
-		// owner connect (connecting takes write permission).
 		mode := socket.mode
 		if mode == 0 {
 			mode = 0o660

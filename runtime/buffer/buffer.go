@@ -28,6 +28,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/record"
@@ -275,6 +276,12 @@ func (b *Buffer) openDB(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("buffer directory: %w", err)
 	}
+	if b.o.Salvage {
+		// One moved aside by a start that died while salvaging it.
+		if err := b.salvagePending(path); err != nil {
+			return err
+		}
+	}
 	db, err := openBolt(path, b.o.LockTimeout)
 	if err != nil {
 		var bad corruption
@@ -302,12 +309,9 @@ func (b *Buffer) openDB(path string) error {
 		if !b.o.Salvage {
 			return fmt.Errorf("%w: %s cannot be read (%v); it was moved aside to %s and kept; recover what is readable with edgeguard buffer salvage %s --into %s, or the next start creates an empty buffer (a new epoch)", ErrCorrupt, path, err, aside, aside, path)
 		}
-		rep, serr := Salvage(aside, path)
-		if serr != nil {
-			return fmt.Errorf("%w: %s cannot be read (%v); it was moved aside to %s and kept, and salvaging it failed: %v", ErrCorrupt, path, err, aside, serr)
+		if serr := b.salvagePending(path); serr != nil {
+			return fmt.Errorf("%w: %s cannot be read (%v); it was moved aside to %s and kept: %w", ErrCorrupt, path, err, aside, serr)
 		}
-		b.o.Logger.Warn("the buffer database was damaged: it was moved aside and what was readable queued again", "aside", aside, "report", rep.String())
-		b.o.Events.Emit("salvaged", "aside", aside, "records", rep.Records, "unreadablePages", rep.Unreadable, "report", rep.String())
 		if db, err = openBolt(path, b.o.LockTimeout); err != nil {
 			return fmt.Errorf("open buffer %s after salvaging %s into it: %w", path, aside, err)
 		}
@@ -371,6 +375,38 @@ func (b *Buffer) openDB(path string) error {
 	return nil
 }
 
+// salvagePending salvages into path every damaged copy of it moved aside
+// and not yet salvaged, marking each done by its name (.salvaged): a start
+// that dies halfway salvages it again next time, and keys already queued
+// are not queued twice. One that cannot be salvaged is kept, reported
+// loudly at every start, and does not stop the buffer from starting: new
+// records must still be kept.
+func (b *Buffer) salvagePending(path string) error {
+	asides, _ := filepath.Glob(path + ".corrupt-*")
+	for _, aside := range asides {
+		if strings.HasSuffix(aside, ".salvaged") {
+			continue
+		}
+		_, statErr := os.Stat(path)
+		rep, err := Salvage(aside, path)
+		if err != nil {
+			if errors.Is(statErr, os.ErrNotExist) {
+				_ = os.Remove(path) // only what this salvage began
+			}
+			msg := fmt.Sprintf("salvaging %s failed: %v; it is kept: try edgeguard buffer salvage %s --into %s", aside, err, aside, path)
+			b.o.Logger.Error(msg)
+			b.o.Events.Emit("salvage-failed", "aside", aside, "err", err.Error())
+			continue
+		}
+		if err := os.Rename(aside, aside+".salvaged"); err != nil {
+			return fmt.Errorf("salvaged %s but cannot mark it done (the next start would queue its records again, harmlessly): %w", aside, err)
+		}
+		b.o.Logger.Warn("the buffer database was damaged: what was readable in it is queued again", "aside", aside+".salvaged", "report", rep.String())
+		b.o.Events.Emit("salvaged", "aside", aside+".salvaged", "records", rep.Records, "unreadablePages", rep.Unreadable, "report", rep.String())
+	}
+	return nil
+}
+
 // corruption marks an error that is about the file's content.
 type corruption struct{ err error }
 
@@ -429,6 +465,13 @@ func (b *Buffer) Append(ctx context.Context, in ...Input) ([]Receipt, error) {
 	for i, r := range in {
 		if err := record.ValidStream(r.Stream); err != nil {
 			return nil, fmt.Errorf("record %d: %w: %w", i, ErrInvalid, err)
+		}
+		// JSON would rewrite invalid UTF-8, and the sink's copy would no
+		// longer hash as the receipt says.
+		for k, v := range r.Meta {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return nil, fmt.Errorf("record %d: %w: metadata %q is not valid UTF-8", i, ErrInvalid, k)
+			}
 		}
 		// What the sink takes in one batch, base64 and all.
 		if len(r.Payload) > MaxPayload {

@@ -228,19 +228,26 @@ func (b *Buffer) head(n, maxBytes int) ([]item, error) {
 func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int, error) {
 	// The records are sent from where they are, not copied into one body
 	// first: a batch of one large record would otherwise be held twice.
-	parts := make([]io.Reader, 0, 2*len(batch)+1)
-	parts = append(parts, strings.NewReader(`{"records":[`))
 	n := len(`{"records":[]}`)
 	for i, it := range batch {
 		if i > 0 {
-			parts = append(parts, strings.NewReader(","))
 			n++
 		}
-		parts = append(parts, bytes.NewReader(it.val))
 		n += len(it.val)
 	}
-	parts = append(parts, strings.NewReader(`]}`))
-	body := io.MultiReader(parts...)
+	open := func() (io.ReadCloser, error) {
+		parts := make([]io.Reader, 0, 2*len(batch)+1)
+		parts = append(parts, strings.NewReader(`{"records":[`))
+		for i, it := range batch {
+			if i > 0 {
+				parts = append(parts, strings.NewReader(","))
+			}
+			parts = append(parts, bytes.NewReader(it.val))
+		}
+		parts = append(parts, strings.NewReader(`]}`))
+		return io.NopCloser(io.MultiReader(parts...)), nil
+	}
+	body, _ := open()
 	// Long enough for the batch at a slow link, short enough to notice a
 	// dead one.
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second+time.Duration(n/1000)*8*time.Millisecond)
@@ -249,7 +256,9 @@ func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int,
 	if err != nil {
 		return 0, err
 	}
-	req.ContentLength = int64(n)
+	// GetBody lets the client resend on a kept-alive connection the
+	// server had closed.
+	req.ContentLength, req.GetBody = int64(n), open
 	req.Header.Set("Content-Type", "application/json")
 	if o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+o.Token)

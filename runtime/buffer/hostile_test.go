@@ -278,3 +278,20 @@ func TestFailedCommitStopsTheBuffer(t *testing.T) {
 		t.Fatalf("after reopening: %+v %v, want seq 2", r, err)
 	}
 }
+
+// Metadata that is not UTF-8 would be rewritten on its way into JSON, so
+// the sink's copy would not hash as the receipt says: refused at append.
+func TestMetaMustBeUTF8(t *testing.T) {
+	b, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), buffer.Options{Node: "edge1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, err = b.Append(context.Background(), buffer.Input{Stream: "pos", Meta: map[string]string{"till": "\xff"}, Payload: []byte("sale")})
+	if !errors.Is(err, buffer.ErrInvalid) || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Fatalf("append with metadata not UTF-8: %v", err)
+	}
+	if st := b.Stats(); st.Records != 0 {
+		t.Fatalf("stored %d records", st.Records)
+	}
+}

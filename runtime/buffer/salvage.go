@@ -21,8 +21,9 @@ import (
 // what it could not account for.
 type SalvageReport struct {
 	From, Into string
-	// Pages is how many pages were read; Unreadable how many of them were
-	// damaged (no page type bbolt writes, or elements that do not fit).
+	// Pages is how many bbolt pages were read; Unreadable how many page
+	// slots were damaged (a header that is not the page's own, or elements
+	// that do not fit).
 	Pages, Unreadable int
 	// Records and Bytes were queued into the new buffer; Already were
 	// queued there before (a second salvage of the same file).
@@ -80,16 +81,21 @@ func ranges(rs [][2]uint64) string {
 }
 
 // bbolt's on-disk layout, as far as salvage reads it: every page starts
-// with a 16-byte header (id, flags, count, overflow), a leaf page's header
-// is followed by count 16-byte elements (flags, pos, ksize, vsize), pos
-// counted from the element itself. Integers are in the machine's order,
-// little-endian on every platform edgeguard ships for.
+// with a 16-byte header (id, flags, count, overflow) whose id is its own
+// offset in pages; a leaf page's header is followed by count 16-byte
+// elements (flags, pos, ksize, vsize), pos counted from the element
+// itself. Integers are in the machine's order, little-endian on every
+// platform edgeguard ships for.
 const (
 	pageHeader   = 16
 	leafElement  = 16
 	leafPageFlag = 0x02
 	bucketLeaf   = 0x01
-	boltMagic    = 0xED0CDAED
+	// maxSpan bounds what one page with its overflow may claim: a record
+	// is at most a 16 MiB payload, base64 in JSON.
+	maxSpan = 32 << 20
+	// batchBytes bounds one transaction of the salvaged queue.
+	batchBytes = 8 << 20
 )
 
 // Salvage reads every page of the damaged buffer database at from that
@@ -98,11 +104,15 @@ const (
 // into under its original key (node, epoch, stream, seq), in sequence
 // order per stream, for the next forwarder to deliver. into must not be
 // open elsewhere (bbolt's file lock makes sure; the call waits up to 5 s).
+// Records already queued in into are not queued again, so a salvage cut
+// short can be run again.
 //
-// A page freed by an older transaction may still hold records the
-// buffer delivered before the damage: they are queued too, and the sink
-// refuses them as duplicates (same key, same content), never storing them
-// twice. Records of from's dead-letter bucket are not queued again.
+// A page freed by an older transaction may still hold records the buffer
+// delivered before the damage: they are queued too, and the sink refuses
+// them as duplicates (same key, same content), never storing them twice.
+// Records found in the dead-letter bucket are not queued again; records
+// the drop-oldest policy dropped can come back (the sink then counts them
+// out of order).
 func Salvage(from, into string) (SalvageReport, error) {
 	rep := SalvageReport{From: from, Into: into}
 	f, err := os.Open(from)
@@ -114,45 +124,60 @@ func Salvage(from, into string) (SalvageReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("salvage: %w", err)
 	}
-	found, assigned, err := scanPages(f, fi.Size(), &rep)
-	if err != nil {
+	if ti, err := os.Stat(into); err == nil && os.SameFile(fi, ti) {
+		return rep, fmt.Errorf("salvage: %s is the damaged file itself: give the buffer to queue into (serve's --buffer)", into)
+	}
+	sc := &scan{f: f, size: fi.Size(), found: map[string]located{}, assigned: map[string]uint64{}, dead: map[string]bool{}, epochs: map[string]bool{}}
+	if err := sc.pages(&rep); err != nil {
 		return rep, fmt.Errorf("salvage %s: %w", from, err)
 	}
-	if len(found) == 0 && rep.Pages == 0 {
-		return rep, fmt.Errorf("salvage %s: not a buffer database (%d bytes, no page read)", from, fi.Size())
+	if rep.Pages == 0 {
+		return rep, fmt.Errorf("salvage %s: not a buffer database (%d bytes, no bbolt page in it)", from, fi.Size())
 	}
-	recs := make([]*record.Record, 0, len(found))
-	for _, r := range found {
-		recs = append(recs, r.rec)
+	for k := range sc.dead {
+		delete(sc.found, k)
 	}
-	slices.SortFunc(recs, func(a, b *record.Record) int {
-		if c := strings.Compare(a.Node+"/"+a.Epoch+"/"+a.Stream, b.Node+"/"+b.Epoch+"/"+b.Stream); c != 0 {
+	keys := make([]located, 0, len(sc.found))
+	for _, l := range sc.found {
+		keys = append(keys, l)
+	}
+	slices.SortFunc(keys, func(a, b located) int {
+		if c := strings.Compare(a.id, b.id); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.Seq, b.Seq)
+		return cmp.Compare(a.seq, b.seq)
 	})
-	if err := queueSalvaged(into, recs, found, &rep); err != nil {
+	if err := sc.queue(into, keys, &rep); err != nil {
 		return rep, err
 	}
 	// Per stream: what was found, what is missing up to what had been
-	// handed out.
-	var cur *SalvagedStream
-	for _, r := range recs {
-		if cur == nil || cur.Node != r.Node || cur.Epoch != r.Epoch || cur.Stream != r.Stream {
-			rep.Streams = append(rep.Streams, SalvagedStream{Node: r.Node, Epoch: r.Epoch, Stream: r.Stream, First: r.Seq})
-			cur = &rep.Streams[len(rep.Streams)-1]
-			if r.Seq > 1 {
-				cur.Missing = append(cur.Missing, [2]uint64{1, r.Seq - 1})
-			}
-		} else if r.Seq > cur.Last+1 {
-			cur.Missing = append(cur.Missing, [2]uint64{cur.Last + 1, r.Seq - 1})
+	// handed out (known for the file's own epoch only).
+	epoch := ""
+	if len(sc.epochs) == 1 {
+		for e := range sc.epochs {
+			epoch = e
 		}
-		cur.Last = r.Seq
+	}
+	var cur *SalvagedStream
+	for _, r := range keys {
+		if cur == nil || cur.Node+"/"+cur.Epoch+"/"+cur.Stream != r.id {
+			rep.Streams = append(rep.Streams, SalvagedStream{Node: r.node, Epoch: r.epoch, Stream: r.stream, First: r.seq})
+			cur = &rep.Streams[len(rep.Streams)-1]
+			if r.seq > 1 {
+				cur.Missing = append(cur.Missing, [2]uint64{1, r.seq - 1})
+			}
+		} else if r.seq > cur.Last+1 {
+			cur.Missing = append(cur.Missing, [2]uint64{cur.Last + 1, r.seq - 1})
+		}
+		cur.Last = r.seq
 		cur.Count++
 	}
 	for i := range rep.Streams {
 		s := &rep.Streams[i]
-		s.Assigned = assigned[s.Stream]
+		if s.Epoch != epoch {
+			continue
+		}
+		s.Assigned = sc.assigned[s.Stream]
 		if s.Assigned > s.Last {
 			s.Missing = append(s.Missing, [2]uint64{s.Last + 1, s.Assigned})
 		}
@@ -160,141 +185,171 @@ func Salvage(from, into string) (SalvageReport, error) {
 	return rep, nil
 }
 
-type salvaged struct {
-	rec *record.Record
-	raw []byte
+// located is where a record was found: its value is read again when it is
+// queued, so a large buffer is never held in memory whole.
+type located struct {
+	id                  string // node/epoch/stream
+	node, epoch, stream string
+	seq                 uint64
+	at                  int64 // the value's offset in the file
+	n                   int
 }
 
-// scanPages reads the file page by page and returns every record found
-// (by key; the first copy wins, copies of one record are identical) and
-// the highest sequence counter seen per stream.
-func scanPages(f io.ReaderAt, size int64, rep *SalvageReport) (map[string]salvaged, map[string]uint64, error) {
-	ps := pageSize(f)
-	found := map[string]salvaged{}
-	assigned := map[string]uint64{}
+type scan struct {
+	f        *os.File
+	size     int64
+	ps       int64
+	found    map[string]located
+	assigned map[string]uint64 // stream -> highest seq handed out (the file's own epoch)
+	epochs   map[string]bool   // the file's epoch, as its meta bucket says
+	dead     map[string]bool   // keys of dead-lettered records
+}
+
+// pages reads the file page by page.
+func (sc *scan) pages(rep *SalvageReport) error {
+	sc.ps = sc.pageSize()
 	hdr := make([]byte, pageHeader)
-	for off := int64(0); off+pageHeader <= size; {
-		rep.Pages++
-		if _, err := f.ReadAt(hdr, off); err != nil {
-			return nil, nil, err
+	for off := int64(0); off+pageHeader <= sc.size; {
+		if _, err := sc.f.ReadAt(hdr, off); err != nil {
+			return err
 		}
+		id := binary.LittleEndian.Uint64(hdr[0:8])
 		flags := binary.LittleEndian.Uint16(hdr[8:10])
 		count := int(binary.LittleEndian.Uint16(hdr[10:12]))
 		overflow := int64(binary.LittleEndian.Uint32(hdr[12:16]))
-		span := ps
-		if flags == leafPageFlag && overflow > 0 && off+(overflow+1)*ps <= size {
-			span = (overflow + 1) * ps
-		}
-		if flags != leafPageFlag || count == 0 {
-			switch flags {
-			case 0, 0x01, leafPageFlag, 0x04, 0x10: // never written, branch, empty leaf, meta, freelist
-			default:
+		if id != uint64(off/sc.ps) {
+			// Not the start of a page: never written (zeros), or damaged.
+			if id != 0 || flags != 0 || count != 0 || overflow != 0 {
 				rep.Unreadable++
 			}
-			off += ps
+			off += sc.ps
 			continue
 		}
-		page := make([]byte, min(span, size-off))
-		if _, err := f.ReadAt(page, off); err != nil && !errors.Is(err, io.EOF) {
-			return nil, nil, err
-		}
-		if !leafRecords(page, count, found, assigned) {
+		rep.Pages++
+		span := (overflow + 1) * sc.ps
+		if overflow < 0 || span > maxSpan || off+span > sc.size {
 			rep.Unreadable++
-			off += ps // a damaged header: its overflow count is not to be trusted either
+			off += sc.ps
 			continue
 		}
-		off += span
+		if flags == leafPageFlag && count > 0 {
+			page := make([]byte, span)
+			if _, err := sc.f.ReadAt(page, off); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			if !sc.leaf(page, off, count, true) {
+				rep.Unreadable++
+				off += sc.ps // its overflow count is not to be trusted either
+				continue
+			}
+		}
+		off += span // past its overflow pages, whatever its type
 	}
-	return found, assigned, nil
+	return nil
 }
 
-// pageSize is what a readable meta page says, else the usual 4 KiB.
-func pageSize(f io.ReaderAt) int64 {
-	for _, at := range []int64{0, 4096, 16384, 65536} {
-		b := make([]byte, pageHeader+12)
-		if _, err := f.ReadAt(b, at); err != nil {
-			continue
+// pageSize is the size whose page ids match their offsets best, among the
+// sizes bbolt uses (the OS page size): a damaged meta page cannot mislead it.
+func (sc *scan) pageSize() int64 {
+	best, score := int64(4096), -1
+	hdr := make([]byte, 8)
+	for _, ps := range []int64{4096, 16384, 65536} {
+		n := 0
+		for i := int64(1); i < 64 && i*ps+8 <= sc.size; i++ {
+			if _, err := sc.f.ReadAt(hdr, i*ps); err == nil && binary.LittleEndian.Uint64(hdr) == uint64(i) {
+				n++
+			}
 		}
-		m := b[pageHeader:]
-		if binary.LittleEndian.Uint32(m[0:4]) != boltMagic {
-			continue
-		}
-		ps := int64(binary.LittleEndian.Uint32(m[8:12]))
-		if ps >= 512 && ps <= 1<<20 && ps&(ps-1) == 0 {
-			return ps
+		if n > score {
+			best, score = ps, n
 		}
 	}
-	return 4096
+	return best
 }
 
-// leafRecords parses one leaf page, adding what it holds: queue records
-// (8-byte key, a record whose key is its own) and sequence counters
-// ("seq/<stream>", 8 bytes). It says false for a page whose elements do
-// not fit in it.
-func leafRecords(page []byte, count int, found map[string]salvaged, assigned map[string]uint64) bool {
+// leaf parses one leaf page (at file offset base: values are read again
+// from there), noting what it holds:
+// queue records (8-byte key, a record whose key is its own), dead letters,
+// and the meta bucket's epoch and sequence counters. An inline bucket (the
+// meta one) is read one level deep, as the buffer never nests them. It
+// says false for a page whose elements do not fit in it.
+func (sc *scan) leaf(page []byte, base int64, count int, top bool) bool {
 	if pageHeader+count*leafElement > len(page) {
 		return false
 	}
 	for i := 0; i < count; i++ {
 		e := pageHeader + i*leafElement
 		flags := binary.LittleEndian.Uint32(page[e:])
-		pos := int(binary.LittleEndian.Uint32(page[e+4:]))
-		ks := int(binary.LittleEndian.Uint32(page[e+8:]))
-		vs := int(binary.LittleEndian.Uint32(page[e+12:]))
-		k0 := e + pos
-		if pos < 0 || ks < 0 || vs < 0 || k0+ks+vs > len(page) || k0+ks+vs < k0 {
+		pos := int64(binary.LittleEndian.Uint32(page[e+4:]))
+		ks := int64(binary.LittleEndian.Uint32(page[e+8:]))
+		vs := int64(binary.LittleEndian.Uint32(page[e+12:]))
+		k0 := int64(e) + pos
+		if k0+ks+vs > int64(len(page)) {
 			return false
 		}
 		k, v := page[k0:k0+ks], page[k0+ks:k0+ks+vs]
 		if flags&bucketLeaf != 0 {
-			// A small bucket (the meta one, with the sequence counters)
-			// is stored inline: a 16-byte header with root page 0, then
-			// its one leaf page.
-			if vs > 16+pageHeader && binary.LittleEndian.Uint64(v[0:8]) == 0 {
+			// A small bucket is stored inline: a 16-byte header with root
+			// page 0, then its one leaf page.
+			if top && vs > 16+pageHeader && binary.LittleEndian.Uint64(v[0:8]) == 0 {
 				in := v[16:]
 				if binary.LittleEndian.Uint16(in[8:10]) == leafPageFlag {
-					leafRecords(in, int(binary.LittleEndian.Uint16(in[10:12])), found, assigned)
+					sc.leaf(in, base+k0+ks+16, int(binary.LittleEndian.Uint16(in[10:12])), false)
 				}
 			}
 			continue
 		}
 		switch {
+		case string(k) == "epoch" && vs > 0 && vs <= record.MaxEpoch:
+			if record.ValidEpoch(string(v)) == nil {
+				sc.epochs[string(v)] = true
+			}
 		case ks > 4 && bytes.HasPrefix(k, []byte("seq/")) && vs == 8:
 			s := string(k[4:])
-			assigned[s] = max(assigned[s], binary.BigEndian.Uint64(v))
+			sc.assigned[s] = max(sc.assigned[s], binary.BigEndian.Uint64(v))
 		case ks == 8 && vs > 0 && v[0] == '{':
 			var r record.Record
-			if json.Unmarshal(v, &r) != nil || r.Check() != nil || r.Key != record.Key(r.Node, r.Epoch, r.Stream, r.Seq) {
-				continue // a dead letter, or not a record
+			if json.Unmarshal(v, &r) != nil || r.Check() != nil {
+				// A dead letter ({reason, record}) names a record that must
+				// not be queued again.
+				var d struct {
+					Record *record.Record `json:"record"`
+				}
+				if json.Unmarshal(v, &d) == nil && d.Record != nil && d.Record.Key != "" {
+					sc.dead[d.Record.Key] = true
+				}
+				continue
 			}
-			if _, ok := found[r.Key]; !ok {
-				found[r.Key] = salvaged{rec: &r, raw: append([]byte(nil), v...)}
+			if _, ok := sc.found[r.Key]; !ok {
+				sc.found[r.Key] = located{id: r.Node + "/" + r.Epoch + "/" + r.Stream, node: r.Node, epoch: r.Epoch, stream: r.Stream, seq: r.Seq, at: base + k0 + ks, n: int(vs)}
 			}
 		}
 	}
 	return true
 }
 
-// queueSalvaged appends the records to into's queue (skipping keys it
-// holds already) in one transaction, keeping its counts.
-func queueSalvaged(into string, recs []*record.Record, found map[string]salvaged, rep *SalvageReport) error {
+// queue appends the records to into's queue, skipping keys it holds
+// already, in transactions of at most batchBytes, keeping its counts.
+func (sc *scan) queue(into string, recs []located, rep *SalvageReport) error {
 	db, err := bolt.Open(into, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("salvage into %s: another process has it open (an edgeguard serve with this --buffer?): stop it first", into)
+	}
 	if err != nil {
 		return fmt.Errorf("salvage into %s: %w", into, err)
 	}
 	defer db.Close()
-	return db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bMeta)
-		if err != nil {
+	have := map[string]bool{}
+	var next uint64
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bMeta); err != nil {
 			return err
 		}
 		q, err := tx.CreateBucketIfNotExists(bQueue)
 		if err != nil {
 			return err
 		}
-		have := map[string]bool{}
 		c := q.Cursor()
-		var next uint64
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var r struct {
 				Key string `json:"key"`
@@ -304,26 +359,49 @@ func queueSalvaged(into string, recs []*record.Record, found map[string]salvaged
 			}
 			next = binary.BigEndian.Uint64(k) + 1
 		}
-		records, size := getCounts(meta)
-		if meta.Get(kRecords) == nil {
-			records, size = int64(q.Stats().KeyN), 0
-			_ = q.ForEach(func(_, v []byte) error { size += int64(len(v)); return nil })
-		}
-		for _, r := range recs {
-			if have[r.Key] {
+		return nil
+	}); err != nil {
+		return fmt.Errorf("salvage into %s: %w", into, err)
+	}
+	for len(recs) > 0 {
+		var batch [][]byte
+		size := 0
+		for len(recs) > 0 && (size == 0 || size+recs[0].n <= batchBytes) {
+			r := recs[0]
+			recs = recs[1:]
+			key := record.Key(r.node, r.epoch, r.stream, r.seq)
+			if have[key] {
 				rep.Already++
 				continue
 			}
-			raw := found[r.Key].raw
-			if err := q.Put(u64(next), raw); err != nil {
-				return fmt.Errorf("salvage into %s: %w", into, err)
+			v := make([]byte, r.n)
+			if _, err := sc.f.ReadAt(v, r.at); err != nil {
+				return fmt.Errorf("salvage: re-reading %s: %w", key, err)
 			}
-			next++
-			records++
-			size += int64(len(raw))
-			rep.Records++
-			rep.Bytes += int64(len(raw))
+			batch = append(batch, v)
+			size += r.n
 		}
-		return putCounts(meta, records, size)
-	})
+		if err := db.Update(func(tx *bolt.Tx) error {
+			meta, q := tx.Bucket(bMeta), tx.Bucket(bQueue)
+			records, bytes := getCounts(meta)
+			if meta.Get(kRecords) == nil {
+				records, bytes = int64(q.Stats().KeyN), 0
+				_ = q.ForEach(func(_, v []byte) error { bytes += int64(len(v)); return nil })
+			}
+			for _, v := range batch {
+				if err := q.Put(u64(next), v); err != nil {
+					return err
+				}
+				next++
+				records++
+				bytes += int64(len(v))
+			}
+			return putCounts(meta, records, bytes)
+		}); err != nil {
+			return fmt.Errorf("salvage into %s: %w", into, err)
+		}
+		rep.Records += len(batch)
+		rep.Bytes += int64(size)
+	}
+	return nil
 }

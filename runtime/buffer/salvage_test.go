@@ -44,13 +44,20 @@ func TestSalvageRecoversReadablePages(t *testing.T) {
 	for i := 0; i < 8192; i++ {
 		data[i] ^= 0x5a
 	}
-	at := bytes.Index(data, []byte(`"seq":200,`))
-	if at < 0 {
-		t.Fatal("record 200 not found in the file")
+	// Every copy of it (a freed page may hold an older one).
+	for off := 0; ; {
+		at := bytes.Index(data[off:], []byte(`"seq":200,`))
+		if at < 0 {
+			break
+		}
+		page := (off + at) / 4096 * 4096
+		for i := page; i < page+4096; i++ {
+			data[i] = 0xa5
+		}
+		off = page + 4096
 	}
-	page := at / 4096 * 4096
-	for i := page; i < page+4096; i++ {
-		data[i] = 0xa5
+	if bytes.Contains(data, []byte(`"seq":200,`)) {
+		t.Fatal("record 200 still in the file")
 	}
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
@@ -180,12 +187,18 @@ func FuzzSalvage(f *testing.F) {
 // With Options.Salvage, a start on a damaged file carries on with what
 // was readable queued again, and keeps the damaged file aside.
 func TestOpenSalvages(t *testing.T) {
+	for _, n := range []int{3, 50} { // 3: the queue is an inline bucket
+		t.Run(fmt.Sprint(n), func(t *testing.T) { openSalvages(t, n) })
+	}
+}
+
+func openSalvages(t *testing.T, n int) {
 	path := filepath.Join(t.TempDir(), "buf.db")
 	b, err := buffer.Open(path, buffer.Options{Node: "edge1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 50; i++ {
+	for i := 0; i < n; i++ {
 		if _, err := b.Append(context.Background(), buffer.Input{Stream: "pos", Payload: []byte("sale")}); err != nil {
 			t.Fatal(err)
 		}
@@ -204,10 +217,55 @@ func TestOpenSalvages(t *testing.T) {
 		t.Fatalf("open with salvage: %v", err)
 	}
 	defer b.Close()
-	if st := b.Stats(); st.Records != 50 || b.Epoch() == old {
+	if st := b.Stats(); st.Records != int64(n) || b.Epoch() == old {
 		t.Fatalf("after salvage: %+v, epoch %s (damaged one's %s)", st, b.Epoch(), old)
 	}
-	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 {
-		t.Fatalf("kept aside: %v", aside)
+	if aside, _ := filepath.Glob(path + ".corrupt-*.salvaged"); len(aside) != 1 {
+		t.Fatalf("kept aside, marked salvaged: %v", aside)
+	}
+	// A second start salvages nothing again.
+	b.Close()
+	b, err = buffer.Open(path, buffer.Options{Node: "edge1", Salvage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.Stats(); st.Records != int64(n) {
+		t.Fatalf("after a second start: %+v", st)
+	}
+}
+
+// A start that died while salvaging left the damaged file aside and the
+// new buffer partly filled: the next start finishes the salvage, and a
+// file that cannot be salvaged at all does not keep the buffer from
+// starting (it is kept, and reported).
+func TestOpenFinishesAnInterruptedSalvage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "buf.db")
+	b, err := buffer.Open(path, buffer.Options{Node: "edge1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		if _, err := b.Append(context.Background(), buffer.Input{Stream: "pos", Payload: []byte("sale")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close()
+	if err := os.Rename(path, path+".corrupt-20261202T000000Z"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".corrupt-20261202T000001Z", []byte("not a database"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err = buffer.Open(path, buffer.Options{Node: "edge1", Salvage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if st := b.Stats(); st.Records != 30 {
+		t.Fatalf("after the interrupted salvage was finished: %+v", st)
+	}
+	if _, err := os.Stat(path + ".corrupt-20261202T000001Z"); err != nil {
+		t.Fatalf("the file that could not be salvaged is gone: %v", err)
 	}
 }

@@ -152,6 +152,7 @@ func (k *Kube) drain(ctx context.Context, self *corev1.Node) error {
 		retries = 5
 	}
 	var errs []error
+	var skipped []string
 	evicted := 0
 	for _, p := range pods.Items {
 		if daemonPod(&p) || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
@@ -174,12 +175,21 @@ func (k *Kube) drain(ctx context.Context, self *corev1.Node) error {
 			case <-time.After(time.Second):
 			}
 		}
+		if apierrors.IsForbidden(err) {
+			// Not ours to move: under deploy/failover-drain.yaml only
+			// namespaces labelled edgefault.io/drain=allowed are.
+			skipped = append(skipped, p.Namespace+"/"+p.Name)
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("evict %s/%s: %w", p.Namespace, p.Name, err))
 		}
 	}
 	if evicted > 0 {
 		k.event(ctx, self, "Drained", fmt.Sprintf("evicted %d pods: the uplink is down and %s still has one", evicted, elsewhere))
+	}
+	if len(skipped) > 0 {
+		k.logger().Info("drain left pods it may not evict", "pods", skipped, "why", "forbidden: label their namespaces edgefault.io/drain=allowed if failover should move them")
 	}
 	return errors.Join(errs...)
 }
@@ -221,4 +231,11 @@ func (k *Kube) event(ctx context.Context, n *corev1.Node, reason, msg string) {
 	if _, err := k.Client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil && k.Logger != nil {
 		k.Logger.Warn("failover could not write an Event", "reason", reason, "err", err)
 	}
+}
+
+func (k *Kube) logger() *slog.Logger {
+	if k.Logger != nil {
+		return k.Logger
+	}
+	return slog.Default()
 }

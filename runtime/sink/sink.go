@@ -7,6 +7,7 @@ package sink
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -30,7 +31,7 @@ import (
 )
 
 var (
-	bKeys      = []byte("keys")      // idempotency key -> arrival (unix ns, 8 bytes) + content hash (32)
+	bKeys      = []byte("keys")      // idempotency key -> arrival (unix ns, 8 bytes) + content hash (32) + hash version (1)
 	bStats     = []byte("stats")     // stream id -> json streamStats
 	bData      = []byte("data")      // stream id -> bucket: seq -> record
 	bConflicts = []byte("conflicts") // key + "#" + content hash -> record that conflicted
@@ -115,8 +116,12 @@ func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
 	return s, nil
 }
 
-// hashesPage bounds one answer of GET /v1/hashes (~100 bytes a record).
-const hashesPage = 10000
+// hashesPage bounds one answer of GET /v1/hashes (~100 bytes a record);
+// hashesPageBytes what it decodes for one (each record is read whole).
+const (
+	hashesPage      = 10000
+	hashesPageBytes = 32 << 20
+)
 
 // hashes answers what content the sink holds under each key of one
 // stream, so a validator can compare it with what producers were
@@ -165,19 +170,20 @@ func (s *Sink) Hashes(node, epoch, stream string, after uint64, limit int) (reco
 		if bk == nil || after == math.MaxUint64 {
 			return nil
 		}
-		keys := tx.Bucket(bKeys)
+		// From the record held, whichever hash was kept when it arrived.
 		c := bk.Cursor()
-		for k, _ := c.Seek(u64(after + 1)); k != nil; k, _ = c.Next() {
-			if len(out.Hashes) == limit {
+		read := 0
+		for k, v := c.Seek(u64(after + 1)); k != nil; k, v = c.Next() {
+			if len(out.Hashes) == limit || read > hashesPageBytes {
 				out.More = true
 				return nil
 			}
-			seq := binary.BigEndian.Uint64(k)
-			h := ""
-			if v := keys.Get([]byte(record.Key(node, epoch, stream, seq))); len(v) >= 8+32 {
-				h = hex.EncodeToString(v[8 : 8+32])
+			var r record.Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("record %d of %s/%s/%s: %w", binary.BigEndian.Uint64(k), node, epoch, stream, err)
 			}
-			out.Hashes = append(out.Hashes, record.SeqHash{Seq: seq, Hash: h})
+			out.Hashes = append(out.Hashes, record.SeqHash{Seq: binary.BigEndian.Uint64(k), Hash: record.Hash(&r)})
+			read += len(v)
 		}
 		return nil
 	})
@@ -273,9 +279,7 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 			st := get(id)
 			sum := contentHash(rec)
 			if prev := keys.Get([]byte(rec.Key)); prev != nil {
-				// Keys stored before hashes were kept have none: a
-				// duplicate, as they always were.
-				if len(prev) < 8+len(sum) || bytes.Equal(prev[8:8+len(sum)], sum[:]) {
+				if sameContent(prev, rec, sum) {
 					st.Duplicates++
 					ack.Duplicates++
 					continue
@@ -292,7 +296,7 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 				}
 				continue
 			}
-			if err := keys.Put([]byte(rec.Key), append(u64(uint64(now.UnixNano())), sum[:]...)); err != nil {
+			if err := keys.Put([]byte(rec.Key), append(append(u64(uint64(now.UnixNano())), sum[:]...), hashVersion)); err != nil {
 				return err
 			}
 			bk, err := data.CreateBucketIfNotExists([]byte(id))
@@ -339,6 +343,35 @@ func contentHash(r *record.Record) [32]byte {
 	var sum [32]byte
 	_, _ = hex.Decode(sum[:], []byte(record.Hash(r)))
 	return sum
+}
+
+// hashVersion marks a key stored with contentHash; keys stored by earlier
+// sinks carry legacyHash (no version byte), or no hash at all.
+const hashVersion = 2
+
+// sameContent says whether rec is what was stored under its key (prev is
+// the key's value), whichever hash the sink that stored it kept.
+func sameContent(prev []byte, rec *record.Record, sum [32]byte) bool {
+	switch {
+	case len(prev) == 8+32+1 && prev[40] == hashVersion:
+		return bytes.Equal(prev[8:40], sum[:])
+	case len(prev) == 8+32:
+		legacy := legacyHash(rec)
+		return bytes.Equal(prev[8:40], legacy[:])
+	default: // stored before hashes were kept: a duplicate, as it always was
+		return true
+	}
+}
+
+// legacyHash is the content hash sinks kept before record.Hash: a
+// resend of a record stored by one must still be a duplicate.
+func legacyHash(r *record.Record) [32]byte {
+	v, _ := json.Marshal(struct {
+		Time    time.Time         `json:"t"`
+		Meta    map[string]string `json:"m"`
+		Payload []byte            `json:"p"`
+	}{r.Time.UTC(), r.Meta, r.Payload})
+	return sha256.Sum256(v)
 }
 
 func u64(v uint64) []byte {
