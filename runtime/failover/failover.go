@@ -56,8 +56,8 @@ type Config struct {
 	// HoldDown is how long the primary must stay healthy before failing
 	// back (default 10s).
 	HoldDown time.Duration
-	// Mark and Table are the policy routing for probes (defaults 0xef01
-	// and 239).
+	// Mark and Table are the policy routing for probes (defaults
+	// DefaultMark and 239).
 	Mark  uint32
 	Table int
 	// Netns runs everything in that network namespace (a name or path;
@@ -71,6 +71,17 @@ type Config struct {
 	Events *events.Log
 	Logger *slog.Logger
 }
+
+// DefaultMark is the firewall mark of failover's probes. It shares no bit
+// with the marks cluster networking sets or matches on the node:
+// kube-proxy's 0x4000 (masquerade) and 0x8000 (drop: a probe carrying it
+// is dropped by kube-proxy's firewall chain, which is how the first mark,
+// 0xef01, made every probe to a Service time out on a real kind node),
+// Cilium's 0x0f00, Calico's 0xffff0000.
+const DefaultMark = 0xef
+
+// ReservedMarkBits are the mark bits DefaultMark keeps clear of.
+const ReservedMarkBits = 0x4000 | 0x8000 | 0x0f00 | 0xffff0000
 
 func (c *Config) defaults() {
 	if c.Interval == 0 {
@@ -89,7 +100,7 @@ func (c *Config) defaults() {
 		c.HoldDown = 10 * time.Second
 	}
 	if c.Mark == 0 {
-		c.Mark = 0xef01
+		c.Mark = DefaultMark
 	}
 	if c.Table == 0 {
 		c.Table = 239

@@ -283,3 +283,12 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// The probes' mark must not carry a bit cluster networking acts on:
+// kube-proxy drops packets marked 0x8000, so the first mark (0xef01) made
+// every probe to a Service time out on a real node.
+func TestDefaultMarkAvoidsClusterNetworkingBits(t *testing.T) {
+	if failover.DefaultMark&failover.ReservedMarkBits != 0 {
+		t.Fatalf("mark %#x shares bits %#x with kube-proxy/Cilium/Calico", failover.DefaultMark, failover.DefaultMark&failover.ReservedMarkBits)
+	}
+}
