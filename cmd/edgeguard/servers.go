@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/content"
@@ -104,10 +106,11 @@ Its fetches are reported to the gate as free link measurements.`,
 	var to, stream, pperiod string
 	var size, count int
 	produce := &cobra.Command{
-		Use:     "produce",
-		Short:   "Append a record to a stream of edgeguard serve's buffer every period, logging each acknowledgement",
-		Example: `  edgeguard workload produce --to http://127.0.0.1:8474 --stream pos --period 100ms --events produced.jsonl`,
-		Args:    cobra.NoArgs,
+		Use:   "produce",
+		Short: "Append a record to a stream of edgeguard serve's buffer every period, logging each acknowledgement",
+		Example: `  edgeguard workload produce --to http://127.0.0.1:8474 --stream pos --period 100ms --events produced.jsonl
+  edgeguard workload produce --to unix:///run/edgeguard/edgeguard.sock --stream pos   # from another pod`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := units.ParseDuration("--period", pperiod)
 			if err != nil {
@@ -116,16 +119,20 @@ Its fetches are reported to the gate as free link measurements.`,
 			if p == 0 || size <= 0 || count < 0 {
 				return fmt.Errorf("--period and --size must be more than 0, --count not negative")
 			}
-			base, err := gate.ParseServer(to)
-			if err != nil {
-				return fmt.Errorf("--to: %w", err)
+			base := to
+			if !strings.HasPrefix(to, "unix://") {
+				if base, err = gate.ParseServer(to); err != nil {
+					return fmt.Errorf("--to: %w", err)
+				}
+			} else if !filepath.IsAbs(strings.TrimPrefix(to, "unix://")) {
+				return fmt.Errorf("--to %q: a socket is unix:// and an absolute path, e.g. unix:///run/edgeguard/edgeguard.sock", to)
 			}
 			ev := g.openEvents("producer")
 			defer ev.Close()
 			return workload.Produce{URL: base, Stream: stream, Period: p, Size: size, Count: count, Events: ev, Logger: g.log}.Run(cmd.Context())
 		},
 	}
-	produce.Flags().StringVar(&to, "to", "http://127.0.0.1:8474", "edgeguard serve (with --buffer)")
+	produce.Flags().StringVar(&to, "to", "http://127.0.0.1:8474", "edgeguard serve (with --buffer): http://HOST:PORT, or its records socket as unix:///run/edgeguard/edgeguard.sock")
 	produce.Flags().StringVar(&stream, "stream", "records", "stream name")
 	produce.Flags().StringVar(&pperiod, "period", "100ms", "time between records")
 	produce.Flags().IntVar(&size, "size", 256, "payload bytes")

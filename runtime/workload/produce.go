@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/buffer"
@@ -20,7 +22,9 @@ import (
 // number, the evidence validators compare with what the sink received. A
 // refused or failed append is logged and retried with the next record.
 type Produce struct {
-	URL    string // edgeguard serve, e.g. http://127.0.0.1:8474
+	// URL is edgeguard serve: http://127.0.0.1:8474, or its records
+	// socket as unix:///run/edgeguard/edgeguard.sock (from another pod).
+	URL    string
 	Stream string
 	Period time.Duration
 	Size   int // payload bytes (default 256)
@@ -46,6 +50,12 @@ func (p Produce) Run(ctx context.Context) error {
 	}
 	if p.Client == nil {
 		p.Client = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+		if sock, ok := strings.CutPrefix(p.URL, "unix://"); ok {
+			p.Client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			}}
+			p.URL = "http://edgeguard"
+		}
 	}
 	t := time.NewTicker(p.Period)
 	defer t.Stop()
