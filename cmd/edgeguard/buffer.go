@@ -168,7 +168,7 @@ one token per site, each allowed the records of its members only.`,
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8082", "address to serve on")
-	cmd.Flags().StringVar(&db, "db", "", "database file")
+	cmd.Flags().StringVar(&db, "db", "", "database file (required)")
 	cmd.Flags().StringVar(&credFile, "credentials", "", "JSON file of the sites that may deliver, their tokens and members (default: $EDGEGUARD_SINK_CREDENTIALS)")
 	cmd.Flags().BoolVar(&insecure, "insecure-no-auth", false, "take batches from anyone (tests, a private network)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve https with this PEM certificate (with --tls-key); forwarders name the CA with --sink-ca")
@@ -193,14 +193,20 @@ tells which). A record delivered before the damage is refused by the sink as a
 duplicate, never stored twice; running salvage twice queues nothing twice.
 
 serve does this by itself at start (--buffer-salvage, on by default).`,
-		Args: cobra.ExactArgs(1),
+		Example: `  edgeguard buffer salvage /var/lib/edgeguard/buffer.db.corrupt-20261202T101500Z --into /var/lib/edgeguard/buffer.db`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("give one file: the damaged buffer serve moved aside, <buffer>.corrupt-<time>")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if into == "" {
 				return fmt.Errorf("--into is required: the buffer file to queue the records into (serve's --buffer)")
 			}
 			rep, err := buffer.Salvage(args[0], into)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w (give the file serve moved aside, <buffer>.corrupt-<time>, and stop the serve using --into first)", err)
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())

@@ -39,7 +39,7 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 
   /v1/records       POST records (JSON, or ?stream=NAME with a raw body), from this node
                     only (127.0.0.1 or --socket); 200 once on disk, 507 when full
-                    (--overflow block) or when the disk is
+                    (--overflow block) or when the disk is full
   /v1/buffer        waiting records and bytes, oldest, appended, forwarded, dropped`,
 		Example: `  edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit --max-latency 300ms
   edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit \
@@ -208,7 +208,11 @@ func runHTTPTLS(ctx context.Context, g *globals, addr string, socket unixSocket,
 	// WriteTimeout, which would cut the gate's event streams.
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return ctx }}
-	g.log.Info("serving", "addr", ln.Addr().String())
+	if socket.path != "" {
+		g.log.Info("serving", "addr", ln.Addr().String(), "socket", socket.path, "socketMode", fmt.Sprintf("%#o", socket.mode), "socketGroup", socket.gid)
+	} else {
+		g.log.Info("serving", "addr", ln.Addr().String())
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	if uln != nil {

@@ -119,13 +119,9 @@ Its fetches are reported to the gate as free link measurements.`,
 			if p == 0 || size <= 0 || count < 0 {
 				return fmt.Errorf("--period and --size must be more than 0, --count not negative")
 			}
-			base := to
-			if !strings.HasPrefix(to, "unix://") {
-				if base, err = gate.ParseServer(to); err != nil {
-					return fmt.Errorf("--to: %w", err)
-				}
-			} else if !filepath.IsAbs(strings.TrimPrefix(to, "unix://")) {
-				return fmt.Errorf("--to %q: a socket is unix:// and an absolute path, e.g. unix:///run/edgeguard/edgeguard.sock", to)
+			base, err := recordsTarget(to, true)
+			if err != nil {
+				return err
 			}
 			ev := g.openEvents("producer")
 			defer ev.Close()
@@ -148,9 +144,9 @@ through an uplink outage; a sale the buffer cannot take is refused (503).`,
 		Example: `  edgeguard workload serve --listen :9090 --to http://127.0.0.1:8474 --stream sales`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			base, err := gate.ParseServer(pto)
+			base, err := recordsTarget(pto, false)
 			if err != nil {
-				return fmt.Errorf("--to: %w", err)
+				return err
 			}
 			ev := g.openEvents("pos")
 			defer ev.Close()
@@ -162,4 +158,24 @@ through an uplink outage; a sale the buffer cannot take is refused (503).`,
 	serve.Flags().StringVar(&pstream, "stream", "sales", "stream name")
 	cmd.AddCommand(fetch, produce, serve)
 	return cmd
+}
+
+// recordsTarget checks --to, where a workload appends records: edgeguard
+// serve's http(s) address, or (unix) its records socket.
+func recordsTarget(to string, unix bool) (string, error) {
+	if path, ok := strings.CutPrefix(to, "unix://"); ok && unix {
+		if !filepath.IsAbs(path) {
+			return "", fmt.Errorf("--to %q: a socket is unix:// and an absolute path, e.g. unix:///run/edgeguard/edgeguard.sock", to)
+		}
+		return to, nil
+	}
+	base, err := gate.ParseServer(to)
+	if err != nil {
+		also := ""
+		if unix {
+			also = ", or its records socket as unix:///run/edgeguard/edgeguard.sock"
+		}
+		return "", fmt.Errorf("--to %q: want edgeguard serve's address, e.g. http://127.0.0.1:8474%s", to, also)
+	}
+	return base, nil
 }

@@ -109,6 +109,9 @@ func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
 		if !all {
 			sum = slices.DeleteFunc(sum, func(st record.StreamSummary) bool { return !allowed(site, st.Node) })
 		}
+		if sum == nil {
+			sum = []record.StreamSummary{} // [] rather than null
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(sum)
 	})

@@ -48,6 +48,7 @@ func (p Produce) Run(ctx context.Context) error {
 	if p.Logger == nil {
 		p.Logger = slog.Default()
 	}
+	target := p.URL // as given, for messages
 	if p.Client == nil {
 		p.Client = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 		if sock, ok := strings.CutPrefix(p.URL, "unix://"); ok {
@@ -70,6 +71,10 @@ func (p Produce) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			p.Events.Emit("append-failed", "n", n, "err", err.Error())
+			if n == 1 || acked > 0 && n-acked == 1 {
+				// Said once when it starts failing, not per record.
+				p.Logger.Warn("cannot append to edgeguard serve: is it running with --buffer (and --socket, for unix://)? retrying every period", "to", target, "err", err)
+			}
 		default:
 			acked++
 			p.Events.Emit("acked", "stream", p.Stream, "seq", rc.Seq, "key", rc.Key, "hash", rc.Hash, "n", n)
