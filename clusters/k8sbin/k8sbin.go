@@ -1,6 +1,8 @@
 // Package k8sbin builds the pinned Kubernetes control-plane binaries (etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler) and kwok from
-// the Go module proxy into a cache directory, and finds them there. No
+// the Go module proxy into a cache directory, and finds them there; and,
+// asked for group "kind", what a kind node image is made of (kubelet,
+// kubeadm, kubectl, kube-proxy, coredns, crictl). No
 // binary is downloaded prebuilt and none is committed: `edgefault setup`
 // builds them once (minutes, cold), later runs reuse the cache, and a
 // changed pin rebuilds only what changed.
@@ -20,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -30,12 +33,21 @@ const (
 	StagingVersion    = "v0.37.2"
 	EtcdVersion       = "v3.7.0"
 	KwokVersion       = "v0.7.0"
+	// CorednsVersion is the one kubeadm deploys for KubernetesVersion.
+	CorednsVersion = "v1.14.6"
+	CrictlVersion  = "v1.37.0"
 )
+
+// GroupKind names the components a kind node image needs beyond the
+// control plane; Setup builds them only when asked (Options.Groups).
+const GroupKind = "kind"
 
 // Component is one binary to build.
 type Component struct {
 	Name    string
 	Version string
+	// Group is "" for what every run needs (the default), or GroupKind.
+	Group string
 	// Estimate is how long a cold build took on 2 cores (measured), for
 	// progress messages.
 	Estimate time.Duration
@@ -51,7 +63,24 @@ func Components() []Component {
 		return Component{Name: name, Version: KubernetesVersion, Estimate: est,
 			VersionArgs: []string{"--version"}, VersionWant: KubernetesVersion,
 			build: func(ctx context.Context, b *builder, out string) error {
-				return b.buildKubernetes(ctx, "k8s.io/kubernetes/cmd/"+name, out)
+				return b.buildKubernetes(ctx, "k8s.io/kubernetes/cmd/"+name, "", out)
+			}}
+	}
+	node := func(c Component, args ...string) Component {
+		c.Group = GroupKind
+		c.build = func(ctx context.Context, b *builder, out string) error {
+			return b.buildKubernetes(ctx, "k8s.io/kubernetes/cmd/"+c.Name, GroupKind, out)
+		}
+		if len(args) > 0 {
+			c.VersionArgs = args
+		}
+		return c
+	}
+	install := func(name, modVersion, version, want string, est time.Duration, args ...string) Component {
+		return Component{Name: name, Version: version, Estimate: est, Group: GroupKind,
+			VersionArgs: args, VersionWant: want,
+			build: func(ctx context.Context, b *builder, out string) error {
+				return b.goInstall(ctx, modVersion, out)
 			}}
 	}
 	return []Component{
@@ -68,7 +97,46 @@ func Components() []Component {
 			build: func(ctx context.Context, b *builder, out string) error {
 				return b.goInstall(ctx, "sigs.k8s.io/kwok/cmd/kwok@"+KwokVersion, out)
 			}},
+		// A kind node: estimates measured warm on the control plane's
+		// build cache (cold: minutes each).
+		node(k8s("kubelet", 40*time.Second)),
+		node(k8s("kubeadm", 35*time.Second), "version", "-o", "short"),
+		node(k8s("kubectl", 25*time.Second), "version", "--client"),
+		node(k8s("kube-proxy", 25*time.Second)),
+		install("coredns", "github.com/coredns/coredns@"+CorednsVersion, CorednsVersion, strings.TrimPrefix(CorednsVersion, "v"), 190*time.Second, "-version"),
+		install("crictl", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion, CrictlVersion, CrictlVersion, 50*time.Second, "--version"),
 	}
+}
+
+// Selected is what Setup builds for o: the components named by o.Only,
+// else the default group and the groups in o.Groups.
+func Selected(o Options) []Component {
+	only := map[string]bool{}
+	for _, n := range o.Only {
+		only[n] = true
+	}
+	var out []Component
+	for _, c := range Components() {
+		switch {
+		case len(only) > 0:
+			if !only[c.Name] {
+				continue
+			}
+		case c.Group != "" && !slices.Contains(o.Groups, c.Group):
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// names lists the components' names.
+func names() string {
+	var n []string
+	for _, c := range Components() {
+		n = append(n, c.Name)
+	}
+	return strings.Join(n, ", ")
 }
 
 // DefaultDir is the cache: $EDGEFAULT_CACHE_DIR, else
@@ -164,8 +232,11 @@ func fileSHA256(p string) (string, error) {
 
 // Options configures Setup.
 type Options struct {
-	// Only builds these components (default: all).
+	// Only builds these components (default: the default group, and
+	// Groups).
 	Only []string
+	// Groups adds these groups to the default one (GroupKind).
+	Groups []string
 	// Force rebuilds even what is cached.
 	Force bool
 	// Progress receives one line per step and a heartbeat while a build
@@ -199,11 +270,13 @@ func (c Cache) Setup(ctx context.Context, o Options) ([]Result, error) {
 	for _, n := range o.Only {
 		want[n] = true
 	}
-	var out []Result
-	for _, comp := range Components() {
-		if len(want) > 0 && !want[comp.Name] {
-			continue
+	for _, g := range o.Groups {
+		if g != GroupKind {
+			return nil, fmt.Errorf("unknown group %q: the only one is %q", g, GroupKind)
 		}
+	}
+	var out []Result
+	for _, comp := range Selected(o) {
 		delete(want, comp.Name)
 		r := Result{Name: comp.Name, Version: comp.Version, Path: c.Path(comp.Name)}
 		if ok, why := c.fresh(comp); ok && !o.Force {
@@ -244,7 +317,7 @@ func (c Cache) Setup(ctx context.Context, o Options) ([]Result, error) {
 		out = append(out, r)
 	}
 	for n := range want {
-		return out, fmt.Errorf("unknown component %q: choose from etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok", n)
+		return out, fmt.Errorf("unknown component %q: choose from %s", n, names())
 	}
 	return out, nil
 }
@@ -332,6 +405,10 @@ func (b *builder) scratch(name, gomod string, pkgs []string) (string, error) {
 		fmt.Fprintf(&tools, "\t_ %q\n", p)
 	}
 	tools.WriteString(")\n")
+	if old, _ := os.ReadFile(filepath.Join(dir, "tools.go")); string(old) != tools.String() {
+		// Other packages to resolve: go.sum is tidied again.
+		_ = os.Remove(filepath.Join(dir, "go.sum"))
+	}
 	if err := os.WriteFile(filepath.Join(dir, "tools.go"), []byte(tools.String()), 0o644); err != nil {
 		return "", err
 	}
@@ -414,13 +491,26 @@ func kubernetesGoMod(staging []string) string {
 	return b.String()
 }
 
-func (b *builder) buildKubernetes(ctx context.Context, pkg, out string) error {
+// buildKubernetes builds one command of k8s.io/kubernetes in the scratch
+// module of its group: the control plane's resolves only what the control
+// plane needs, so a run that never makes a kind node image never fetches
+// the kubelet's dependencies. Both share the Go build cache.
+func (b *builder) buildKubernetes(ctx context.Context, pkg, group, out string) error {
 	staging, err := b.stagingModules(ctx)
 	if err != nil {
 		return err
 	}
-	pkgs := []string{"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager", "k8s.io/kubernetes/cmd/kube-scheduler"}
-	dir, err := b.scratch("kubernetes-"+KubernetesVersion, kubernetesGoMod(staging), pkgs)
+	var pkgs []string
+	for _, c := range Components() {
+		if c.Version == KubernetesVersion && (c.Group == "" || c.Group == group) {
+			pkgs = append(pkgs, "k8s.io/kubernetes/cmd/"+c.Name)
+		}
+	}
+	name := "kubernetes-" + KubernetesVersion
+	if group != "" {
+		name += "-" + group
+	}
+	dir, err := b.scratch(name, kubernetesGoMod(staging), pkgs)
 	if err != nil {
 		return err
 	}

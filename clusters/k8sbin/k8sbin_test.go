@@ -115,3 +115,56 @@ func TestSetupWithoutTheModuleProxy(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A run needs the control plane only: the kind node's binaries are built
+// when asked for, by group or by name.
+func TestSelectedGroups(t *testing.T) {
+	names := func(cs []Component) string {
+		var n []string
+		for _, c := range cs {
+			n = append(n, c.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	for _, tc := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{}, "etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok"},
+		{Options{Groups: []string{GroupKind}}, "etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok,kubelet,kubeadm,kubectl,kube-proxy,coredns,crictl"},
+		{Options{Only: []string{"kubelet", "etcd"}}, "etcd,kubelet"},
+	} {
+		if got := names(Selected(tc.o)); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.o, got, tc.want)
+		}
+	}
+	if _, err := (Cache{Dir: t.TempDir()}).Setup(context.Background(), Options{Groups: []string{"kwok"}}); err == nil || !strings.Contains(err.Error(), `unknown group "kwok"`) {
+		t.Errorf("unknown group: %v", err)
+	}
+}
+
+// Another set of packages in a scratch module means its go.sum is tidied
+// again; the same set keeps it.
+func TestScratchRetidiesWhenThePackagesChange(t *testing.T) {
+	b := &builder{dir: t.TempDir()}
+	dir, err := b.scratch("m", "module m\n", []string{"a/b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := filepath.Join(dir, "go.sum")
+	if err := os.WriteFile(sum, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.scratch("m", "module m\n", []string{"a/b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sum); err != nil {
+		t.Fatalf("the same packages dropped go.sum: %v", err)
+	}
+	if _, err := b.scratch("m", "module m\n", []string{"a/b", "c/d"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sum); !os.IsNotExist(err) {
+		t.Fatalf("other packages kept go.sum: %v", err)
+	}
+}

@@ -13,9 +13,10 @@ func newSetupCmd(g *globals) *cobra.Command {
 		dir   string
 		only  []string
 		force bool
+		kind  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "setup [--cache-dir DIR] [--only NAME]... [--force]",
+		Use:   "setup [--cache-dir DIR] [--only NAME]... [--kind] [--force]",
 		Short: "Build the pinned control-plane binaries (etcd, kube-apiserver, ...) from the Go module proxy into a cache",
 		Long: fmt.Sprintf(`setup builds etcd %s, kube-apiserver, kube-controller-manager and
 kube-scheduler %s, and kwok %s from the Go module proxy into a cache
@@ -23,15 +24,23 @@ directory, verifies each by running it with --version, and records what it
 built. Later runs reuse the cache; a changed pin rebuilds only what changed.
 A cold build takes about 10 minutes on 2 cores and about 8 GiB of Go caches.
 
+--kind also builds what a kind node image is made of: kubelet, kubeadm,
+kubectl and kube-proxy %[2]s, coredns %[4]s and crictl %[5]s (a few minutes
+more, most of it sharing the control plane's build cache).
+
 The cache is $EDGEFAULT_CACHE_DIR, else $XDG_CACHE_HOME/edgefault, else
-~/.cache/edgefault.`, k8sbin.EtcdVersion, k8sbin.KubernetesVersion, k8sbin.KwokVersion),
+~/.cache/edgefault.`, k8sbin.EtcdVersion, k8sbin.KubernetesVersion, k8sbin.KwokVersion, k8sbin.CorednsVersion, k8sbin.CrictlVersion),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
 				dir = k8sbin.DefaultDir()
 			}
 			c := k8sbin.Cache{Dir: dir}
-			res, err := c.Setup(cmd.Context(), k8sbin.Options{Only: only, Force: force, Progress: cmd.ErrOrStderr()})
+			o := k8sbin.Options{Only: only, Force: force, Progress: cmd.ErrOrStderr()}
+			if kind {
+				o.Groups = []string{k8sbin.GroupKind}
+			}
+			res, err := c.Setup(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
@@ -48,7 +57,8 @@ The cache is $EDGEFAULT_CACHE_DIR, else $XDG_CACHE_HOME/edgefault, else
 		},
 	}
 	cmd.Flags().StringVar(&dir, "cache-dir", "", "cache directory (default $EDGEFAULT_CACHE_DIR, $XDG_CACHE_HOME/edgefault or ~/.cache/edgefault)")
-	cmd.Flags().StringSliceVar(&only, "only", nil, "build only these (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)")
+	cmd.Flags().StringSliceVar(&only, "only", nil, "build only these (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok; with --kind's: kubelet, kubeadm, kubectl, kube-proxy, coredns, crictl)")
+	cmd.Flags().BoolVar(&kind, "kind", false, "also build the binaries of a kind node image")
 	cmd.Flags().BoolVar(&force, "force", false, "rebuild even what is cached")
 	return cmd
 }
