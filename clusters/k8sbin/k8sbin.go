@@ -104,7 +104,9 @@ func Components() []Component {
 		node(k8s("kubectl", 25*time.Second), "version", "--client"),
 		node(k8s("kube-proxy", 25*time.Second)),
 		install("coredns", "github.com/coredns/coredns@"+CorednsVersion, CorednsVersion, strings.TrimPrefix(CorednsVersion, "v"), 190*time.Second, "-version"),
-		install("crictl", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion, CrictlVersion, CrictlVersion, 50*time.Second, "--version"),
+		// go install leaves crictl's version unstamped ("unknown"): the
+		// module version pins it.
+		install("crictl", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion, CrictlVersion, "", 50*time.Second, "--version"),
 	}
 }
 
