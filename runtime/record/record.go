@@ -47,6 +47,12 @@ func Key(node, epoch, stream string, seq uint64) string {
 // share an encoding; empty and absent metadata hash alike, as JSON
 // cannot tell them apart.
 func Hash(r *Record) string {
+	sum := Sum(r)
+	return hex.EncodeToString(sum[:])
+}
+
+// Sum is Hash as bytes, as the sink keeps it with the key.
+func Sum(r *Record) [32]byte {
 	h := sha256.New()
 	var n [8]byte
 	put := func(v uint64) {
@@ -71,7 +77,9 @@ func Hash(r *Record) string {
 		field([]byte(r.Meta[k]))
 	}
 	field(r.Payload)
-	return hex.EncodeToString(h.Sum(nil))
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // SeqHash is one stored record's sequence number and Hash, as the sink

@@ -13,7 +13,7 @@ func TestSameContentAcrossHashVersions(t *testing.T) {
 	rec := &record.Record{Time: time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC), Payload: []byte("sale")}
 	other := &record.Record{Time: rec.Time, Payload: []byte("forged")}
 	ts := u64(1)
-	sum, legacy := contentHash(rec), legacyHash(rec)
+	sum, legacy := record.Sum(rec), legacyHash(rec)
 	current := append(append(append([]byte(nil), ts...), sum[:]...), hashVersion)
 	old := append(append([]byte(nil), ts...), legacy[:]...)
 	for _, tc := range []struct {
@@ -28,7 +28,7 @@ func TestSameContentAcrossHashVersions(t *testing.T) {
 		{"legacy, other", old, other, false},
 		{"no hash kept", ts, other, true},
 	} {
-		if got := sameContent(tc.prev, tc.rec, contentHash(tc.rec)); got != tc.want {
+		if got := sameContent(tc.prev, tc.rec, record.Sum(tc.rec)); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -280,7 +280,7 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 			rec := &b.Records[i]
 			id := streamID(rec)
 			st := get(id)
-			sum := contentHash(rec)
+			sum := record.Sum(rec)
 			if prev := keys.Get([]byte(rec.Key)); prev != nil {
 				if sameContent(prev, rec, sum) {
 					st.Duplicates++
@@ -341,14 +341,7 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 	return ack, nil
 }
 
-// contentHash is record.Hash as bytes, as the keys bucket keeps it.
-func contentHash(r *record.Record) [32]byte {
-	var sum [32]byte
-	_, _ = hex.Decode(sum[:], []byte(record.Hash(r)))
-	return sum
-}
-
-// hashVersion marks a key stored with contentHash; keys stored by earlier
+// hashVersion marks a key stored with record.Sum; keys stored by earlier
 // sinks carry legacyHash (no version byte), or no hash at all.
 const hashVersion = 2
 

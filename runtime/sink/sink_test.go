@@ -37,8 +37,10 @@ func TestSinkAuthenticatesForwarders(t *testing.T) {
 	defer s.Close()
 	srv := httptest.NewServer(s)
 	defer srv.Close()
-	post := func(token string, body []byte) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/batches", bytes.NewReader(body))
+	// do sends one request with the token (none if empty) and returns the
+	// status and body.
+	do := func(method, path, token string, body []byte) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -51,6 +53,7 @@ func TestSinkAuthenticatesForwarders(t *testing.T) {
 		b.ReadFrom(resp.Body)
 		return resp.StatusCode, b.String()
 	}
+	post := func(token string, body []byte) (int, string) { return do(http.MethodPost, "/v1/batches", token, body) }
 	for _, tc := range []struct {
 		name, token string
 		body        []byte
@@ -78,18 +81,10 @@ func TestSinkAuthenticatesForwarders(t *testing.T) {
 	// The summary shows epochs and sequence numbers, what a forger needs:
 	// a reader sees all, a site its own members', a stranger nothing.
 	read := func(token string) (int, []record.StreamSummary) {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/streams", nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		code, body := do(http.MethodGet, "/v1/streams", token, nil)
 		var out []record.StreamSummary
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+		_ = json.Unmarshal([]byte(body), &out)
+		return code, out
 	}
 	if code, _ := read(""); code != http.StatusUnauthorized {
 		t.Errorf("summary without a token: %d", code)
@@ -105,20 +100,7 @@ func TestSinkAuthenticatesForwarders(t *testing.T) {
 	}
 	// What the sink holds under each key: the same rule.
 	_, out := read(readerToken)
-	hashes := func(token, query string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/hashes?"+query, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return resp.StatusCode, b.String()
-	}
+	hashes := func(token, query string) (int, string) { return do(http.MethodGet, "/v1/hashes?"+query, token, nil) }
 	q := "node=store-pos&epoch=" + out[0].Epoch + "&stream=" + out[0].Stream
 	for _, tc := range []struct {
 		name, token, query string
