@@ -191,12 +191,28 @@ func (c Cache) Lookup(name string) (string, error) {
 	for _, comp := range Components() {
 		if comp.Name == name {
 			if ok, why := c.fresh(comp); !ok {
-				return "", fmt.Errorf("%s %s is not built (%s): run `edgefault setup` (cache %s)", name, comp.Version, why, c.Dir)
+				cmd := "edgefault setup"
+				if comp.Group == GroupKind {
+					cmd += " --kind"
+				}
+				return "", fmt.Errorf("%s %s is not built (%s): run `%s` (cache %s)", name, comp.Version, why, cmd, c.Dir)
 			}
 			return c.Path(name), nil
 		}
 	}
 	return "", fmt.Errorf("unknown component %q", name)
+}
+
+// Digest is the SHA-256 the cache recorded for a built binary ("" if
+// none): what an image made from it is keyed by.
+func (c Cache) Digest(name string) string {
+	b, err := os.ReadFile(c.manifestPath(name))
+	if err != nil {
+		return ""
+	}
+	var m manifest
+	_ = json.Unmarshal(b, &m)
+	return m.SHA256
 }
 
 // fresh reports whether comp is cached at its pinned version, unchanged.

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
 )
@@ -21,6 +22,8 @@ var version = "dev"
 func main() {
 	// A delayer helper is a copy of this binary; run it if that is us.
 	shaper.RunHelperIfInvoked()
+	// So is the Docker runtime wrapper a started engine uses.
+	kind.RunRuntimeWrapperIfInvoked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRoot().ExecuteContext(ctx); err != nil {
@@ -72,7 +75,7 @@ creates is recorded, and 'edgefault cleanup' removes it, even after a crash.`,
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", "", "where the ledger and state live (default /run/edgefault, or $EDGEFAULT_STATE_DIR)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
-	root.AddCommand(newDoctorCmd(g), newSetupCmd(g), newFleetCmd(g), newShapeCmd(g), newCleanupCmd(g), newDemoCmd(g), newRunCmd(g), newCertifyCmd(g), newScenarioCmd(), newVersionCmd())
+	root.AddCommand(newDoctorCmd(g), newSetupCmd(g), newFleetCmd(g), newShapeCmd(g), newCleanupCmd(g), newDemoCmd(g), newRunCmd(g), newCertifyCmd(g), newScenarioCmd(), newKindCmd(g), newVersionCmd())
 	return root
 }
 
