@@ -8,7 +8,7 @@ REPORTS ?= reports
 # go test's own timeout; the suites finish far sooner.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build test bench run demo cleanup lint deps root setup fuzz
+.PHONY: all build test bench run demo cleanup lint deps kind-deps root setup setup-kind fuzz e2e
 
 all: build
 
@@ -17,6 +17,12 @@ root:
 
 deps:
 	@command -v ip >/dev/null || { echo "installing iproute2"; apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2; }
+
+# What the kind suite needs from Debian: a Docker engine (started by the
+# suite where none runs) and debootstrap for the offline node image.
+kind-deps:
+	@need=""; command -v dockerd >/dev/null || need="$$need docker.io"; command -v debootstrap >/dev/null || need="$$need debootstrap"; \
+	if [ -n "$$need" ]; then echo "installing$$need"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; fi
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/edgefault
@@ -31,12 +37,16 @@ lint:
 setup: build
 	./$(BIN) setup
 
+# setup, plus what a kind node image is made of (kubelet, kubeadm, ...).
+setup-kind: build
+	./$(BIN) setup --kind
+
 # Every parser of outside input has a fuzz target: units, scenario and
 # fleet files, the records API, the sink's batches.
 FUZZ_TARGETS := FuzzParseRate:./units FuzzParsePercentAndSize:./units FuzzParseDocuments:./scenarios FuzzRecords:./runtime/serve FuzzBatches:./runtime/sink FuzzSalvage:./runtime/buffer
 FUZZTIME ?= 1m
 
-test: root deps lint setup
+test: root deps kind-deps lint setup-kind
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
@@ -46,6 +56,10 @@ fuzz:
 		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) $${t#*:} >$$log 2>&1 || { cat $$log; exit 1; }; \
 	done
+
+# make e2e: the kind suite alone, verbose (make test runs it too).
+e2e: root deps kind-deps setup-kind
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/kind/ -args -ginkgo.v
 
 bench: root deps setup
 	EDGEGUARD=$(CURDIR)/bin/edgeguard $(GO) run ./bench $(BENCH_FLAGS)

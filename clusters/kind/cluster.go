@@ -181,8 +181,20 @@ func (c *Clusters) Get(ctx context.Context, name string) (*Cluster, error) {
 	return cl, c.describe(ctx, cl)
 }
 
-// Delete removes the cluster, its network and its kubeconfig.
+// Delete removes the cluster, the cloud's containers on its network, the
+// network and its kubeconfig.
 func (c *Clusters) Delete(ctx context.Context, name string) error {
+	var cloud []ledger.Entry
+	for _, ctr := range []string{name + "-cloud-sink", name + "-cloud-content", name + "-cloud"} {
+		if err := removeContainer(ctx, ctr); err != nil {
+			return err
+		}
+		cloud = append(cloud, ledger.Entry{Kind: KindContainer, Name: ctr})
+	}
+	if err := c.ledger.Forget(c.owner, cloud...); err != nil {
+		return err
+	}
+	os.RemoveAll(filepath.Join(c.dir, name+"-cloud"))
 	err := c.kind.Delete(name, filepath.Join(c.dir, name+".kubeconfig"))
 	if err == nil {
 		err = removeNetwork(ctx, "edgefault-"+name)
@@ -208,13 +220,17 @@ func Removers() map[string]ledger.Remover {
 			}
 			return kp.Delete(e.Name, "")
 		},
-		KindNetwork: func(e ledger.Entry) error { return removeNetwork(context.Background(), e.Name) },
+		KindNetwork:   func(e ledger.Entry) error { return removeNetwork(context.Background(), e.Name) },
+		KindContainer: func(e ledger.Entry) error { return removeContainer(context.Background(), e.Name) },
 	}
 }
 
 func removeNetwork(ctx context.Context, name string) error {
 	if _, err := docker(ctx, nil, "network", "inspect", name); err != nil {
-		return nil // gone (or never made)
+		if notFound(err) {
+			return nil // gone, or never made
+		}
+		return err
 	}
 	_, err := docker(ctx, nil, "network", "rm", name)
 	return err

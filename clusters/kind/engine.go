@@ -210,6 +210,13 @@ func docker(ctx context.Context, stdin io.Reader, args ...string) ([]byte, error
 	return stdout.Bytes(), nil
 }
 
+// notFound: the docker CLI said the object does not exist (not that the
+// engine could not be reached, which must not count as removed).
+func notFound(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "no such") || strings.Contains(s, "not found")
+}
+
 // copyExecutable copies the running binary to path (a copy, not a link:
 // a test binary is deleted when its run ends, dockerd keeps using this).
 func copyExecutable(path string) error {

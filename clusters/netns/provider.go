@@ -28,6 +28,7 @@ type Provider struct {
 	shaperOpts []shaper.Option
 	helper     string
 	k8s        *k8sbin.Cache
+	removers   map[string]ledger.Remover
 }
 
 // WithControlPlanes gives every site its own Kubernetes control plane
@@ -46,6 +47,20 @@ func WithLogger(l *slog.Logger) Option { return func(p *Provider) { p.log = l } 
 // WithShaperOptions passes options to the shaper that applies link profiles.
 func WithShaperOptions(o ...shaper.Option) Option {
 	return func(p *Provider) { p.shaperOpts = append(p.shaperOpts, o...) }
+}
+
+// WithRemovers adds removers for entries other providers record in the
+// same ledger (a kind cluster, a Docker network), so that Sweep (edgefault
+// cleanup) removes those too.
+func WithRemovers(r map[string]ledger.Remover) Option {
+	return func(p *Provider) {
+		if p.removers == nil {
+			p.removers = map[string]ledger.Remover{}
+		}
+		for k, v := range r {
+			p.removers[k] = v
+		}
+	}
 }
 
 // WithHelper names the binary that runs the fleet's helper processes (the

@@ -72,6 +72,9 @@ func (p *Provider) Sweep(owner string) error {
 // sweep is Sweep under the owner's lock.
 func (p *Provider) sweep(owner string) error {
 	rm := shaper.Removers()
+	for k, v := range p.removers {
+		rm[k] = v
+	}
 	rm[ledger.KindNetns] = func(e ledger.Entry) error {
 		err := netns.DeleteNamed(e.Name)
 		switch {

@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
 )
@@ -15,7 +17,8 @@ func newCleanupCmd(g *globals) *cobra.Command {
 		Use:   "cleanup [--fleet FLEET]",
 		Short: "Remove everything edgefault created (or one fleet's), even after a crash",
 		Long: `cleanup reads the ledger, where edgefault records every namespace, link, qdisc,
-nft table and helper process before creating it, and removes what it lists.
+nft table, helper process, kind cluster, Docker network and container before
+creating it, and removes what it lists (a dockerd it started is stopped last).
 Links it shaped outside a fleet are first restored as they were (a peer taken
 down for an outage comes back up); then helper processes are stopped (by PID
 and start time, never by name) and the rest is removed: namespaces, and the
@@ -27,8 +30,9 @@ not record.`,
 				return err
 			}
 			// What cleanup removes is recorded by the embedded fleet's
-			// ledger.
-			p, err := netnsProvider(g, providerOptions{})
+			// ledger; kind's clusters, networks and containers are in it
+			// too.
+			p, err := netnsProvider(g, providerOptions{removers: kind.Removers()})
 			if err != nil {
 				return err
 			}
@@ -51,6 +55,15 @@ not record.`,
 			} else if err := clusters.ValidateFleetName(fleet); err != nil {
 				return err
 			}
+			// A dockerd edgefault started goes last: the clusters and
+			// containers above are removed through it.
+			engine := false
+			owners = slices.DeleteFunc(owners, func(o string) bool {
+				if o == kind.EngineOwner {
+					engine = true
+				}
+				return o == kind.EngineOwner
+			})
 			var errs []error
 			for _, o := range owners {
 				if err := shaper.RestoreAll(cmd.Context(), p.Ledger(), o); err != nil {
@@ -62,7 +75,14 @@ not record.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "cleaned up %s\n", o)
 			}
-			if len(owners) == 0 {
+			if engine {
+				if err := kind.StopEngine(p.Ledger()); err != nil {
+					errs = append(errs, fmt.Errorf("dockerd: %w", err))
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), "stopped the dockerd edgefault started")
+				}
+			}
+			if len(owners) == 0 && !engine {
 				fmt.Fprintln(cmd.OutOrStdout(), "nothing to clean up")
 			}
 			return errors.Join(errs...)

@@ -16,8 +16,95 @@ func newKindCmd(g *globals) *cobra.Command {
 		Use:   "kind",
 		Short: "Real kind clusters, built and run offline: the node image and the Docker engine",
 	}
-	cmd.AddCommand(newKindNodeImageCmd(g), newKindEngineCmd(g))
+	cmd.AddCommand(newKindNodeImageCmd(g), newKindEngineCmd(g), newKindCreateCmd(g), newKindDeleteCmd(g))
 	return cmd
+}
+
+// kindOwner is the ledger owner of a cluster made by 'edgefault kind
+// create'.
+func kindOwner(name string) string { return "kind-" + name }
+
+func newKindCreateCmd(g *globals) *cobra.Command {
+	var (
+		workers int
+		image   string
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME [--workers N] [--image REF]",
+		Short: "Create a kind cluster from the offline node image, with its pod network, and wait until it is Ready",
+		Long: `create makes a kind cluster on a Docker network of its own (edgefault-NAME)
+from the node image 'edgefault kind node-image' built, installs the pod network
+(kindnetd cannot be fetched offline: the ptp plugin with routes between the
+nodes) and waits until every node is Ready and CoreDNS runs. It is recorded
+in the ledger before it is made: 'edgefault kind delete NAME' or 'edgefault
+cleanup' removes it, even after a crash. Prints the admin kubeconfig's path.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			l, err := ledger.Open(ledger.DefaultDir())
+			if err != nil {
+				return err
+			}
+			if _, err := kind.EnsureEngine(cmd.Context(), kind.EngineOptions{Ledger: l, Log: g.log}); err != nil {
+				return err
+			}
+			if image == "" {
+				if image, err = kind.NodeImageRef(k8sbin.Cache{Dir: k8sbin.DefaultDir()}); err != nil {
+					return err
+				}
+			}
+			cs, err := kind.NewClusters(l, kindOwner(args[0]), g.log)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			fmt.Fprintf(cmd.ErrOrStderr(), "creating kind cluster %s (%d workers) from %s ...\n", args[0], workers, image)
+			cl, err := cs.Create(cmd.Context(), kind.ClusterSpec{Name: args[0], Workers: workers, NodeImage: image})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "kind cluster %s is Ready in %s\n", args[0], time.Since(start).Round(100*time.Millisecond))
+			fmt.Fprintln(cmd.OutOrStdout(), cl.Kubeconfig)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&workers, "workers", 1, "worker nodes beside the control plane")
+	cmd.Flags().StringVar(&image, "image", "", "node image (default: the one 'edgefault kind node-image' builds from the cache)")
+	return cmd
+}
+
+func newKindDeleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a kind cluster 'edgefault kind create' made, with its network",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			l, err := ledger.Open(ledger.DefaultDir())
+			if err != nil {
+				return err
+			}
+			entries, err := l.Entries(kindOwner(args[0]))
+			if err != nil {
+				return err
+			}
+			if len(entries) == 0 {
+				return fmt.Errorf("edgefault made no kind cluster %q (it deletes only its own; 'kind delete cluster --name %s' deletes any)", args[0], args[0])
+			}
+			cs, err := kind.NewClusters(l, kindOwner(args[0]), g.log)
+			if err != nil {
+				return err
+			}
+			if err := cs.Delete(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return l.Drop(kindOwner(args[0]))
+		},
+	}
 }
 
 func newKindNodeImageCmd(g *globals) *cobra.Command {

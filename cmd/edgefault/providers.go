@@ -8,6 +8,7 @@ import (
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
 )
@@ -29,6 +30,8 @@ type providerOptions struct {
 	// controlPlanes gives every site a Kubernetes cluster (the control
 	// plane binaries must be cached: edgefault setup).
 	controlPlanes bool
+	// removers remove what other providers recorded in the ledger.
+	removers map[string]ledger.Remover
 }
 
 // newProvider makes the provider --provider named. It is the one place
@@ -65,7 +68,7 @@ func netnsProvider(g *globals, o providerOptions) (*netns.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--backend: %w", err)
 	}
-	opts := []netns.Option{netns.WithLogger(g.log), netns.WithShaperOptions(shaper.WithBackend(b))}
+	opts := []netns.Option{netns.WithLogger(g.log), netns.WithShaperOptions(shaper.WithBackend(b)), netns.WithRemovers(o.removers)}
 	if o.controlPlanes {
 		c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
 		// Fail before anything is created if setup has not run.

@@ -1,0 +1,296 @@
+package kind
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgefault/edgefault/deploy"
+	"github.com/edgefault/edgefault/ledger"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// KindContainer is a ledger entry for a Docker container this package
+// started (Name).
+const KindContainer = "docker-container"
+
+// Cloud ports, as the embedded fleet's cloud and deploy/edgeguard.yaml use
+// them.
+const (
+	SpeedPort   = 8080
+	ContentPort = 8081
+	SinkPort    = 8082
+)
+
+// EdgeguardImage writes the runtime's image: the edgeguard binary alone,
+// FROM scratch. Its tag is the binary's digest, so a rebuilt binary is a
+// new image and a node never runs a stale one under the same name.
+func EdgeguardImage(tmp, edgeguard string) (ref string, archive []byte, err error) {
+	f, err := os.Open(edgeguard)
+	if err != nil {
+		return "", nil, fmt.Errorf("the edgeguard binary (make build): %w", err)
+	}
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	f.Close()
+	if err != nil {
+		return "", nil, err
+	}
+	ref = "edgefault/edgeguard:" + hex.EncodeToString(h.Sum(nil))[:16]
+	var buf bytes.Buffer
+	err = WriteImage(&buf, tmp, Image{
+		Ref: ref, Layers: []Layer{FilesLayer(map[string]string{"/edgeguard": edgeguard})},
+		Entrypoint: []string{"/edgeguard"}, Env: []string{"PATH=/"},
+	})
+	return ref, buf.Bytes(), err
+}
+
+// LoadDockerImage loads an image archive into the Docker engine (for
+// containers outside the cluster, such as the cloud).
+func LoadDockerImage(ctx context.Context, archive []byte) error {
+	_, err := docker(ctx, bytes.NewReader(archive), "load", "-q")
+	return err
+}
+
+// CloudSpec is the cloud a cluster's runtime talks to.
+type CloudSpec struct {
+	// Image is the edgeguard image (EdgeguardImage), loaded into Docker.
+	Image string
+	// Credentials is the sink's credentials JSON (runtime/sink).
+	Credentials []byte
+}
+
+// Cloud is the cloud's containers on a cluster's network.
+type Cloud struct {
+	// Address is the cloud's address on the cluster's network.
+	Address netip.Addr
+	// Containers are its containers, the speed server's first (the
+	// others share its network namespace).
+	Containers []string
+	// Dir holds its data and evidence on this machine (/data inside).
+	Dir string
+}
+
+// StartCloud runs the speed-test server, the content server and the sink
+// as containers on the cluster's Docker network, each recorded in the
+// ledger before it starts. The sink's data and every event log are under
+// the returned Dir.
+func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*Cloud, error) {
+	dir := filepath.Join(c.dir, cl.Name+"-cloud")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "credentials.json"), s.Credentials, 0o600); err != nil {
+		return nil, err
+	}
+	main := cl.Name + "-cloud"
+	cloud := &Cloud{Dir: dir}
+	for _, svc := range []struct {
+		name string
+		args []string
+	}{
+		{"speedserver", []string{fmt.Sprintf("--listen=:%d", SpeedPort)}},
+		{"content", []string{fmt.Sprintf("--listen=:%d", ContentPort)}},
+		{"sink", []string{fmt.Sprintf("--listen=:%d", SinkPort), "--db=/data/sink.db", "--credentials=/data/credentials.json"}},
+	} {
+		name := main
+		net := "--network=" + cl.Network
+		if svc.name != "speedserver" {
+			name = main + "-" + svc.name
+			net = "--network=container:" + main
+		}
+		if err := c.ledger.Record(c.owner, ledger.Entry{Kind: KindContainer, Name: name, Time: time.Now()}); err != nil {
+			return nil, err
+		}
+		args := append([]string{"run", "-d", "--name", name, net, "--label", "io.edgefault.owner=" + c.owner,
+			"-v", dir + ":/data", s.Image, svc.name, "--node=cloud", "--events=/data/cloud-" + svc.name + ".jsonl"}, svc.args...)
+		if _, err := docker(ctx, nil, args...); err != nil {
+			return nil, fmt.Errorf("start the cloud's %s: %w", svc.name, err)
+		}
+		cloud.Containers = append(cloud.Containers, name)
+	}
+	out, err := docker(ctx, nil, "inspect", "--format", "{{(index .NetworkSettings.Networks \""+cl.Network+"\").IPAddress}}", main)
+	if err != nil {
+		return nil, err
+	}
+	if cloud.Address, err = netip.ParseAddr(strings.TrimSpace(string(out))); err != nil {
+		return nil, fmt.Errorf("the cloud's address on %s: %q: %w", cl.Network, out, err)
+	}
+	return cloud, nil
+}
+
+// StopCloud removes the cloud's containers.
+func (c *Clusters) StopCloud(ctx context.Context, cloud *Cloud) error {
+	var errs []error
+	for i := len(cloud.Containers) - 1; i >= 0; i-- {
+		if err := removeContainer(ctx, cloud.Containers[i]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, c.ledger.Forget(c.owner, ledger.Entry{Kind: KindContainer, Name: cloud.Containers[i]}))
+	}
+	return errors.Join(errs...)
+}
+
+func removeContainer(ctx context.Context, name string) error {
+	if _, err := docker(ctx, nil, "inspect", "--format", "{{.Id}}", name); err != nil {
+		if notFound(err) {
+			return nil
+		}
+		return err
+	}
+	_, err := docker(ctx, nil, "rm", "-f", "-v", name)
+	return err
+}
+
+// RuntimeSpec is how the runtime is deployed on a cluster.
+type RuntimeSpec struct {
+	// Image is the edgeguard image (EdgeguardImage), loaded into the
+	// nodes.
+	Image string
+	// Cloud is where the runtime's speed tests, fetches and deliveries go:
+	// the edgefault-cloud Service points at it.
+	Cloud netip.Addr
+	// SinkToken is the site's token for the sink (the edgeguard-sink
+	// Secret).
+	SinkToken string
+}
+
+// DeployRuntime installs deploy/edgeguard.yaml and deploy/failover.yaml as
+// shipped (only the image is set), the Secret they read, the
+// edgefault-cloud Service (without a selector: its endpoint is the cloud
+// container) and, on every node, the workload's event directory owned by
+// uid 65532 as docs/deploy.md asks.
+func (c *Clusters) DeployRuntime(ctx context.Context, cl *Cluster, s RuntimeSpec) error {
+	for _, n := range cl.Nodes {
+		if _, err := docker(ctx, nil, "exec", n.Name, "sh", "-c", "mkdir -p /var/lib/edgeguard-workload && chown 65532:65532 /var/lib/edgeguard-workload"); err != nil {
+			return err
+		}
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", cl.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	objs, err := deploy.Objects()
+	if err != nil {
+		return err
+	}
+	fo, err := deploy.FailoverObjects()
+	if err != nil {
+		return err
+	}
+	objs = append(objs, fo...)
+	for _, o := range objs {
+		if o.GetKind() == "DaemonSet" {
+			if err := setImages(o, s.Image); err != nil {
+				return err
+			}
+		}
+		gvk := o.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+		}
+		body, err := o.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		ri := dyn.Resource(m.Resource)
+		var r dynamic.ResourceInterface = ri
+		if ns := o.GetNamespace(); ns != "" {
+			r = ri.Namespace(ns)
+		}
+		if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "edgefault", Force: ptr(true)}); err != nil {
+			return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
+		}
+	}
+	cs, err := cl.Client()
+	if err != nil {
+		return err
+	}
+	const ns = "edgefault-system"
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "edgeguard-sink", Namespace: ns}, StringData: map[string]string{"token": s.SinkToken}}
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgefault-cloud", Namespace: ns},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+			{Name: "speed", Port: SpeedPort}, {Name: "content", Port: ContentPort}, {Name: "sink", Port: SinkPort},
+		}},
+	}
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	var ports []discoveryv1.EndpointPort
+	for _, p := range svc.Spec.Ports {
+		ports = append(ports, discoveryv1.EndpointPort{Name: ptr(p.Name), Port: ptr(p.Port), Protocol: ptr(corev1.ProtocolTCP)})
+	}
+	eps := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgefault-cloud", Namespace: ns, Labels: map[string]string{
+			discoveryv1.LabelServiceName: "edgefault-cloud", discoveryv1.LabelManagedBy: "edgefault",
+		}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{s.Cloud.String()}}},
+		Ports:       ports,
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, eps, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+// setImages points every container of a DaemonSet at image.
+func setImages(o *unstructured.Unstructured, image string) error {
+	for _, field := range []string{"initContainers", "containers"} {
+		list, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", field)
+		if err != nil {
+			return err
+		}
+		for i := range list {
+			if m, ok := list[i].(map[string]any); ok {
+				m["image"] = image
+			}
+		}
+		if err := unstructured.SetNestedSlice(o.Object, list, "spec", "template", "spec", field); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadNodeFile reads a file from a node container (evidence the runtime
+// wrote on the node's disk).
+func ReadNodeFile(ctx context.Context, node, path string) ([]byte, error) {
+	return docker(ctx, nil, "exec", node, "cat", path)
+}
+
+func ptr[T any](v T) *T { return &v }
