@@ -613,3 +613,4 @@ func appendFile(path, s string) error {
 	}
 	return f.Close()
 }
+

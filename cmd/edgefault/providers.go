@@ -20,7 +20,7 @@ var providerNames = []string{"netns"}
 var errUnknownProvider = errors.New("unknown provider")
 
 func unknownProvider(name string) error {
-	return fmt.Errorf("--provider %q: %w; this build has %s (kind and k3d are planned: see docs/providers.md)", name, errUnknownProvider, strings.Join(providerNames, ", "))
+	return fmt.Errorf("--provider %q: %w; this build has %s (kind clusters run the runtime today with 'edgefault kind', but not yet scenarios: see docs/kind.md)", name, errUnknownProvider, strings.Join(providerNames, ", "))
 }
 
 // providerOptions are what the commands may ask of a provider.

@@ -1,0 +1,82 @@
+package kind
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The config kind is given decodes as kind's v1alpha4 Cluster with the
+// nodes, labels and pod network asked for.
+func TestClusterConfig(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		spec          ClusterSpec
+		nodes         int
+		labelledNodes int
+	}{
+		{"control plane only", ClusterSpec{Name: "a", Labels: map[string]string{"edgefault.io/site": "x"}}, 1, 1},
+		{"two workers", ClusterSpec{Name: "b", Workers: 2, Labels: map[string]string{"edgefault.io/site": "x", "edgefault.io/role": "node"}}, 3, 2},
+		{"no labels", ClusterSpec{Name: "c", Workers: 1}, 2, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := clusterConfig(c.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg struct {
+				Kind       string
+				APIVersion string `yaml:"apiVersion"`
+				Networking struct {
+					DisableDefaultCNI bool   `yaml:"disableDefaultCNI"`
+					PodSubnet         string `yaml:"podSubnet"`
+				}
+				Nodes []struct {
+					Role   string
+					Labels map[string]string
+				}
+			}
+			if err := yaml.Unmarshal(b, &cfg); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			if cfg.Kind != "Cluster" || cfg.APIVersion != "kind.x-k8s.io/v1alpha4" || !cfg.Networking.DisableDefaultCNI || cfg.Networking.PodSubnet != PodSubnet {
+				t.Fatalf("config:\n%s", b)
+			}
+			if len(cfg.Nodes) != c.nodes || cfg.Nodes[0].Role != "control-plane" {
+				t.Fatalf("nodes %+v", cfg.Nodes)
+			}
+			labelled := 0
+			for _, n := range cfg.Nodes {
+				if len(n.Labels) == len(c.spec.Labels) && len(n.Labels) > 0 {
+					for k, v := range c.spec.Labels {
+						if n.Labels[k] != v {
+							t.Fatalf("node %+v lacks %s=%s", n, k, v)
+						}
+					}
+					labelled++
+				}
+			}
+			if labelled != c.labelledNodes {
+				t.Fatalf("%d labelled nodes, want %d:\n%s", labelled, c.labelledNodes, b)
+			}
+		})
+	}
+}
+
+func TestKindVersionMatchesGoMod(t *testing.T) {
+	b, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "sigs.k8s.io/kind" {
+			if f[1] != KindVersion {
+				t.Fatalf("KindVersion %s, but go.mod requires sigs.k8s.io/kind %s: the node image's base files would not match the library", KindVersion, f[1])
+			}
+			return
+		}
+	}
+	t.Fatal("go.mod does not require sigs.k8s.io/kind")
+}
