@@ -613,4 +613,3 @@ func appendFile(path, s string) error {
 	}
 	return f.Close()
 }
-
