@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/ledger"
@@ -29,7 +30,8 @@ import (
 
 func main() {
 	shaper.RunHelperIfInvoked()
-	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,gate,buffer,failover,certify (default all)")
+	kind.RunRuntimeWrapperIfInvoked()
+	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,kind,gate,buffer,failover,certify (default all)")
 	quick := flag.Bool("quick", false, "shorter measurements")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
@@ -74,8 +76,8 @@ func run(only string, quick bool) (err error) {
 	}()
 	caps, _ := shaper.Probe()
 	fmt.Printf("edgefault bench — kernel %s, backend %s, %s\n\n", caps.Kernel, b.sh.Backend(), time.Now().UTC().Format(time.RFC3339))
-	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "failover": b.failover, "certify": b.certify}
-	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "gate", "buffer", "failover", "certify"}
+	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "failover": b.failover, "certify": b.certify, "kind": b.kind}
+	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "kind", "gate", "buffer", "failover", "certify"}
 	if only != "" {
 		order = strings.Split(only, ",")
 	}

@@ -306,13 +306,32 @@ func probeHost() (hostQuirks, error) {
 // kindnetd does the same; it cannot be fetched offline). Then it waits for
 // every node to be Ready and CoreDNS to run.
 func (c *Clusters) network(ctx context.Context, cl *Cluster) error {
-	if err := c.describe(ctx, cl); err != nil {
-		return err
+	// The controller-manager gives each Node its pod range soon after
+	// it registers.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if err := c.describe(ctx, cl); err != nil {
+			return err
+		}
+		missing := ""
+		for _, n := range cl.Nodes {
+			if !n.PodCIDR.IsValid() {
+				missing = n.Name
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s has no podCIDR after a minute: is the controller-manager allocating node CIDRs?", missing)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	for _, n := range cl.Nodes {
-		if !n.PodCIDR.IsValid() {
-			return fmt.Errorf("node %s has no podCIDR: is the controller-manager allocating node CIDRs?", n.Name)
-		}
 		conf := fmt.Sprintf(`{"cniVersion":"0.4.0","name":"edgefault","plugins":[{"type":"ptp","mtu":1500,"ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}`, n.PodCIDR.String())
 		if _, err := docker(ctx, strings.NewReader(conf), "exec", "-i", n.Name, "sh", "-c", "cat > /etc/cni/net.d/10-edgefault.conflist"); err != nil {
 			return err
