@@ -111,7 +111,13 @@ func WithHelper(path string) Option { return func(o *options) { o.helper = path 
 func WithStateDir(dir string) Option { return func(o *options) { o.stateDir = dir } }
 
 // WithLogger sets the logger.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
 
 // WithCapabilities skips probing and uses c (tests, callers that probed).
 func WithCapabilities(c Capabilities) Option { return func(o *options) { o.caps = &c } }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -45,6 +47,9 @@ const (
 // FROM scratch. Its tag is the binary's digest, so a rebuilt binary is a
 // new image and a node never runs a stale one under the same name.
 func EdgeguardImage(tmp, edgeguard string) (ref string, archive []byte, err error) {
+	if err := static(edgeguard); err != nil {
+		return "", nil, err
+	}
 	f, err := os.Open(edgeguard)
 	if err != nil {
 		return "", nil, fmt.Errorf("the edgeguard binary (make build): %w", err)
@@ -62,6 +67,23 @@ func EdgeguardImage(tmp, edgeguard string) (ref string, archive []byte, err erro
 		Entrypoint: []string{"/edgeguard"}, Env: []string{"PATH=/"},
 	})
 	return ref, buf.Bytes(), err
+}
+
+// static checks that a binary needs no dynamic loader: an image FROM
+// scratch has none, and the container would fail with "exec: no such file
+// or directory".
+func static(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked, and an image FROM scratch has no loader: build it with CGO_ENABLED=0 (make build does)", path)
+		}
+	}
+	return nil
 }
 
 // LoadDockerImage loads an image archive into the Docker engine (for
@@ -127,6 +149,10 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*C
 			return nil, fmt.Errorf("start the cloud's %s: %w", svc.name, err)
 		}
 		cloud.Containers = append(cloud.Containers, name)
+		if out, err := docker(ctx, nil, "inspect", "--format", "{{.State.Running}}", name); err != nil || strings.TrimSpace(string(out)) != "true" {
+			logs, _ := exec.CommandContext(ctx, "docker", "logs", "--tail", "20", name).CombinedOutput()
+			return nil, fmt.Errorf("the cloud's %s (container %s) exited at once: %s", svc.name, name, bytes.TrimSpace(logs))
+		}
 	}
 	out, err := docker(ctx, nil, "inspect", "--format", "{{(index .NetworkSettings.Networks \""+cl.Network+"\").IPAddress}}", main)
 	if err != nil {

@@ -61,7 +61,11 @@ var _ = BeforeSuite(func() {
 	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/edgefault").CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
 	edgeguard = filepath.Join(dir, "edgeguard")
-	out, err = exec.Command("go", "build", "-o", edgeguard, "../../cmd/edgeguard").CombinedOutput()
+	// Static, as make build makes it: it is the runtime's image FROM
+	// scratch.
+	gb := exec.Command("go", "build", "-o", edgeguard, "../../cmd/edgeguard")
+	gb.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err = gb.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
 	stateDir = filepath.Join(dir, "state")
 	os.Setenv("EDGEFAULT_STATE_DIR", stateDir)
