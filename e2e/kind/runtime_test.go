@@ -126,16 +126,35 @@ var _ = Describe("the runtime as real pods", Ordered, func() {
 		return names
 	}
 
+	// On failure, what the kubelet said: the pod's statuses and the
+	// namespace's events.
+	AfterEach(func() {
+		if !CurrentSpecReport().Failed() {
+			return
+		}
+		if p := pod(); p != nil {
+			b, _ := json.MarshalIndent(p.Status, "", "  ")
+			GinkgoWriter.Printf("pod %s status:\n%s\n", p.Name, b)
+		}
+		evs, err := cs.CoreV1().Events("edgefault-system").List(ctx, metav1.ListOptions{})
+		if err == nil {
+			for _, e := range evs.Items {
+				GinkgoWriter.Printf("event %s %s/%s: %s %s\n", e.Type, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+			}
+		}
+	})
+
 	It("holds the workload behind the sidecar gate while the worker is throttled", func() {
 		Eventually(func(g Gomega) {
 			p := pod()
 			g.Expect(p).NotTo(BeNil())
-			g.Expect(sidecar(p).Started).To(HaveValue(BeTrue()), "the sidecar runs")
+			g.Expect(sidecar(p).State.Running).NotTo(BeNil(), "the sidecar runs")
 		}, 3*time.Minute, time.Second).Should(Succeed())
 		// Held: the gate measures 1 Mbit/s against 5, the startup probe
 		// fails, the workload container is never started.
 		Consistently(func(g Gomega) {
 			p := pod()
+			g.Expect(sidecar(p).Started).NotTo(HaveValue(BeTrue()), "the startup probe is the gate: it fails while the link is slow")
 			g.Expect(workload(p).State.Running).To(BeNil(), "the workload must not start behind a shut gate")
 			g.Expect(ready(p)).To(BeFalse())
 			g.Expect(sidecar(p).RestartCount).To(BeZero(), "a slow link never restarts the sidecar")
