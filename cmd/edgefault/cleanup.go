@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/k3d"
 	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
@@ -31,8 +33,10 @@ not record.`,
 			}
 			// What cleanup removes is recorded by the embedded fleet's
 			// ledger; kind's clusters, networks and containers are in it
-			// too.
-			p, err := netnsProvider(g, providerOptions{removers: kind.Removers()})
+			// too, and k3d's clusters.
+			removers := kind.Removers()
+			maps.Copy(removers, k3d.Removers())
+			p, err := netnsProvider(g, providerOptions{removers: removers})
 			if err != nil {
 				return err
 			}
