@@ -184,18 +184,24 @@ func (c *Clusters) Get(ctx context.Context, name string) (*Cluster, error) {
 // Delete removes the cluster, the cloud's containers on its network, the
 // network and its kubeconfig.
 func (c *Clusters) Delete(ctx context.Context, name string) error {
-	var cloud []ledger.Entry
-	for _, ctr := range []string{name + "-cloud-sink", name + "-cloud-content", name + "-cloud"} {
+	// Its cloud and gateways, by their label (and by the names older
+	// runs gave the cloud): the network cannot go while they are on it.
+	out, err := docker(ctx, nil, "ps", "--all", "--filter", "label="+labelCluster+"="+name, "--format", "{{.Names}}")
+	if err != nil {
+		return fmt.Errorf("delete kind cluster %s: list its containers: %w", name, err)
+	}
+	var made []ledger.Entry
+	for _, ctr := range append(strings.Fields(string(out)), name+"-cloud-sink", name+"-cloud-content", name+"-cloud") {
 		if err := removeContainer(ctx, ctr); err != nil {
 			return err
 		}
-		cloud = append(cloud, ledger.Entry{Kind: KindContainer, Name: ctr})
+		made = append(made, ledger.Entry{Kind: KindContainer, Name: ctr})
 	}
-	if err := c.ledger.Forget(c.owner, cloud...); err != nil {
+	if err := c.ledger.Forget(c.owner, made...); err != nil {
 		return err
 	}
 	os.RemoveAll(filepath.Join(c.dir, name+"-cloud"))
-	err := c.kind.Delete(name, filepath.Join(c.dir, name+".kubeconfig"))
+	err = c.kind.Delete(name, filepath.Join(c.dir, name+".kubeconfig"))
 	if err == nil {
 		err = removeNetwork(ctx, "edgefault-"+name)
 	}

@@ -99,6 +99,11 @@ type CloudSpec struct {
 	Image string
 	// Credentials is the sink's credentials JSON (runtime/sink).
 	Credentials []byte
+	// Name names its containers (default <cluster>-cloud).
+	Name string
+	// Network is the Docker network it is on (default the cluster's; a
+	// WAN's, for sites behind gateways).
+	Network string
 }
 
 // Cloud is the cloud's containers on a cluster's network.
@@ -117,14 +122,24 @@ type Cloud struct {
 // ledger before it starts. The sink's data and every event log are under
 // the returned Dir.
 func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*Cloud, error) {
-	dir := filepath.Join(c.dir, cl.Name+"-cloud")
+	main := s.Name
+	if main == "" {
+		main = cl.Name + "-cloud"
+	}
+	if !dockerNameRE.MatchString(main) {
+		return nil, fmt.Errorf("cloud name %q: use lower-case letters, digits and '-'", main)
+	}
+	network := s.Network
+	if network == "" {
+		network = cl.Network
+	}
+	dir := filepath.Join(c.dir, main)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "credentials.json"), s.Credentials, 0o600); err != nil {
 		return nil, err
 	}
-	main := cl.Name + "-cloud"
 	cloud := &Cloud{Dir: dir}
 	for _, svc := range []struct {
 		name string
@@ -135,7 +150,7 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*C
 		{"sink", []string{fmt.Sprintf("--listen=:%d", SinkPort), "--db=/data/sink.db", "--credentials=/data/credentials.json"}},
 	} {
 		name := main
-		net := "--network=" + cl.Network
+		net := "--network=" + network
 		if svc.name != "speedserver" {
 			name = main + "-" + svc.name
 			net = "--network=container:" + main
@@ -143,7 +158,7 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*C
 		if err := c.ledger.Record(c.owner, ledger.Entry{Kind: KindContainer, Name: name, Time: time.Now()}); err != nil {
 			return nil, err
 		}
-		args := append([]string{"run", "-d", "--name", name, net, "--label", "io.edgefault.owner=" + c.owner,
+		args := append([]string{"run", "-d", "--name", name, net, "--label", "io.edgefault.owner=" + c.owner, "--label", labelCluster + "=" + cl.Name,
 			"-v", dir + ":/data", s.Image, svc.name, "--node=cloud", "--events=/data/cloud-" + svc.name + ".jsonl"}, svc.args...)
 		if _, err := docker(ctx, nil, args...); err != nil {
 			return nil, fmt.Errorf("start the cloud's %s: %w", svc.name, err)
@@ -154,12 +169,9 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*C
 			return nil, fmt.Errorf("the cloud's %s (container %s) exited at once: %s", svc.name, name, bytes.TrimSpace(logs))
 		}
 	}
-	out, err := docker(ctx, nil, "inspect", "--format", "{{(index .NetworkSettings.Networks \""+cl.Network+"\").IPAddress}}", main)
-	if err != nil {
+	var err error
+	if cloud.Address, err = containerAddr(ctx, main, network); err != nil {
 		return nil, err
-	}
-	if cloud.Address, err = netip.ParseAddr(strings.TrimSpace(string(out))); err != nil {
-		return nil, fmt.Errorf("the cloud's address on %s: %q: %w", cl.Network, out, err)
 	}
 	return cloud, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -18,24 +19,36 @@ import (
 // to the API server, or the node would go NotReady and its pods be
 // evicted, which is not the fault simulated.
 func NodeTarget(ctx context.Context, container string) (shaper.Target, error) {
+	return LinkTarget(ctx, container, "eth0")
+}
+
+// LinkTarget is where a container's link is shaped: the link inside the
+// container's network namespace, with the host side of its veth as the
+// peer.
+func LinkTarget(ctx context.Context, container, link string) (shaper.Target, error) {
+	if !linkNameRE.MatchString(link) {
+		return shaper.Target{}, fmt.Errorf("link name %q", link)
+	}
 	pid, err := ContainerPID(ctx, container)
 	if err != nil {
 		return shaper.Target{}, err
 	}
-	out, err := docker(ctx, nil, "exec", container, "cat", "/sys/class/net/eth0/iflink")
+	out, err := docker(ctx, nil, "exec", container, "cat", "/sys/class/net/"+link+"/iflink")
 	if err != nil {
 		return shaper.Target{}, err
 	}
 	idx, err := strconv.Atoi(strings.TrimSpace(string(out)))
 	if err != nil {
-		return shaper.Target{}, fmt.Errorf("%s: eth0's peer index %q: %w", container, out, err)
+		return shaper.Target{}, fmt.Errorf("%s: %s's peer index %q: %w", container, link, out, err)
 	}
 	host, err := net.InterfaceByIndex(idx)
 	if err != nil {
-		return shaper.Target{}, fmt.Errorf("%s: the host side of eth0 (index %d): %w", container, idx, err)
+		return shaper.Target{}, fmt.Errorf("%s: the host side of %s (index %d): %w", container, link, idx, err)
 	}
 	return shaper.Target{
-		Link: shaper.Link{Netns: fmt.Sprintf("/proc/%d/ns/net", pid), Name: "eth0"},
+		Link: shaper.Link{Netns: fmt.Sprintf("/proc/%d/ns/net", pid), Name: link},
 		Peer: &shaper.Link{Name: host.Name},
 	}, nil
 }
+
+var linkNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
