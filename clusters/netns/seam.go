@@ -1,17 +1,11 @@
 package netns
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
+	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -204,24 +198,7 @@ func (f *Fleet) Host(member string) (clusters.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nsHost(m.Namespace), nil
-}
-
-// nsHost dials and listens from inside a named network namespace.
-type nsHost string
-
-func (h nsHost) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return nsdo.DialContext(string(h))(ctx, network, addr)
-}
-
-func (h nsHost) Listen(network, addr string) (l net.Listener, err error) {
-	err = nsdo.Do(string(h), func() error { l, err = net.Listen(network, addr); return err })
-	return l, err
-}
-
-func (h nsHost) ListenPacket(network, addr string) (c net.PacketConn, err error) {
-	err = nsdo.Do(string(h), func() error { c, err = net.ListenPacket(network, addr); return err })
-	return c, err
+	return memberpkg.Host(m.Namespace), nil
 }
 
 // Counters sums the bytes received and sent on every interface of the
@@ -231,35 +208,8 @@ func (f *Fleet) Counters(ctx context.Context, member string) (rx, tx int64, err 
 	if err != nil {
 		return 0, 0, err
 	}
-	var b []byte
-	err = nsdo.Do(m.Namespace, func() (err error) {
-		b, err = os.ReadFile("/proc/thread-self/net/dev")
-		return err
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || strings.TrimSpace(name) == "lo" {
-			continue
-		}
-		fs := strings.Fields(rest)
-		if len(fs) < 9 {
-			continue
-		}
-		r, _ := strconv.ParseInt(fs[0], 10, 64)
-		t, _ := strconv.ParseInt(fs[8], 10, 64)
-		rx, tx = rx+r, tx+t
-	}
-	return rx, tx, nil
+	return memberpkg.Counters(m.Namespace)
 }
-
-var (
-	sysctlKeyRE   = regexp.MustCompile(`^net(/[A-Za-z0-9_.-]+)+$`)
-	sysctlValueRE = regexp.MustCompile(`^[A-Za-z0-9 _.:,-]{1,256}$`)
-)
 
 // Sysctl writes /proc/sys/KEY inside the member's namespace.
 func (f *Fleet) Sysctl(ctx context.Context, member, key, value string) error {
@@ -267,53 +217,15 @@ func (f *Fleet) Sysctl(ctx context.Context, member, key, value string) error {
 	if err != nil {
 		return err
 	}
-	if !sysctlKeyRE.MatchString(key) || strings.Contains(key, "..") {
-		return fmt.Errorf("sysctl %q: only per-namespace net/... keys can be set on a member", key)
-	}
-	if !sysctlValueRE.MatchString(value) {
-		return fmt.Errorf("sysctl %s value %q: give numbers or words on one line", key, value)
-	}
-	return nsdo.Do(m.Namespace, func() error {
-		return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0)
-	})
+	return memberpkg.Sysctl(m.Namespace, key, value)
 }
 
 // Collect copies the fleet's evidence (every member writes into the same
 // directory) and its processes' logs into dir/evidence and dir/logs; a
 // file of the same name there is replaced, others are left.
 func (f *Fleet) Collect(ctx context.Context, dir string) error {
-	var errs []error
-	for _, sub := range []struct{ name, glob string }{{"evidence", "*.jsonl"}, {"logs", "*.log"}} {
-		to := filepath.Join(dir, sub.name)
-		if err := os.MkdirAll(to, 0o755); err != nil {
-			return fmt.Errorf("collect evidence: %w", err)
-		}
-		files, _ := filepath.Glob(filepath.Join(f.Dir(), sub.name, sub.glob))
-		for _, from := range files {
-			if err := copyFile(from, filepath.Join(to, filepath.Base(from))); err != nil {
-				errs = append(errs, fmt.Errorf("collect %s: %w", from, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
+	return memberpkg.Collect(f.Dir(), dir)
 }
-
-func copyFile(from, to string) error {
-	b, err := os.ReadFile(from)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(to, b, 0o644)
-}
-
-// The Process of the embedded fleet is a clusters.Process.
-var _ clusters.Process = (*Process)(nil)
-
-// ID is "pid N".
-func (p *Process) ID() string { return "pid " + strconv.Itoa(p.PID) }
-
-// LogPath is the process's log file.
-func (p *Process) LogPath() string { return p.Log }
 
 // Info: the embedded fleet models everything but images; sites have
 // control planes when the provider starts them (WithControlPlanes).
