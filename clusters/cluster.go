@@ -74,10 +74,12 @@ type Info struct {
 	Commands bool `json:"commands"`
 	// Images: workloads may be container images, run as pods.
 	Images bool `json:"images"`
-	// Gateways: gateways are members of their own (shaped, running the
-	// runtime, Nodes of their site), and a site may have several
-	// (buildings).
+	// Gateways: gateways are members of their own (shaped, able to run
+	// commands), and a site may have several (buildings).
 	Gateways bool `json:"gateways"`
+	// GatewayRuntime: gateways are Nodes of their site and run the
+	// runtime (failover needs it); else they are routers only.
+	GatewayRuntime bool `json:"gatewayRuntime"`
 	// NodeLinks: a node's own link can be impaired, not only its uplink.
 	NodeLinks bool `json:"nodeLinks"`
 	// ControlPlanes: every site is a Kubernetes cluster the harness can

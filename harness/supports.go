@@ -52,6 +52,9 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 			}
 		}
 	}
+	if info.Gateways && !info.GatewayRuntime && sc.Spec.Runtime.Failover.Enabled {
+		return fmt.Errorf("scenario %s: failover runs the runtime on the gateways and marks their Nodes, but provider %s's gateways are routers, not Nodes of their site: turn failover off, or use a provider whose gateways are nodes (netns)", name, info.Name)
+	}
 	if !info.ControlPlanes {
 		if sc.Spec.Runtime.Failover.Enabled {
 			return fmt.Errorf("scenario %s: failover marks Nodes in the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, info.Name)

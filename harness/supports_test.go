@@ -11,7 +11,7 @@ import (
 // A scenario a provider cannot model is refused with the reason and a
 // provider that can; one it can is not.
 func TestSupports(t *testing.T) {
-	full := clusters.Info{Name: "full", Commands: true, Gateways: true, NodeLinks: true, ControlPlanes: true}
+	full := clusters.Info{Name: "full", Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, ControlPlanes: true}
 	load := func(name string, change func(*scenarios.Scenario)) *scenarios.Scenario {
 		sc, err := scenarios.Builtin(name)
 		if err != nil {
@@ -38,6 +38,8 @@ func TestSupports(t *testing.T) {
 			func(i *clusters.Info) { i.NodeLinks = false }, "cannot impair a node's own link"},
 		{"failover without gateways", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Runtime.Failover.Enabled = true; sc.Spec.Timeline = nil }),
 			func(i *clusters.Info) { i.Gateways = false }, "turn failover off"},
+		{"failover with router-only gateways", load("factory", nil), func(i *clusters.Info) { i.GatewayRuntime = false }, "gateways are routers, not Nodes"},
+		{"vehicle and retail with router-only gateways", load("retail", nil), func(i *clusters.Info) { i.GatewayRuntime = false }, ""},
 		{"a store's customers without gateways", load("retail", func(sc *scenarios.Scenario) { sc.Spec.Timeline = nil }),
 			func(i *clusters.Info) { i.Gateways = false }, "call from the site's gateway"},
 		{"a name that is not a folder's", load("vehicle", func(sc *scenarios.Scenario) { sc.Metadata.Name = "../../etc" }), nil, "scenario name"},

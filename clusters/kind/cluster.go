@@ -47,6 +47,17 @@ type ClusterSpec struct {
 	Labels map[string]string
 	// NodeImage is the node image (BuildNodeImage).
 	NodeImage string
+	// Nodes, when given, are the workers one by one (Workers and Labels
+	// are then ignored): each Node object is named as given, so a fleet's
+	// members keep their names in the API.
+	Nodes []NodeSpec
+}
+
+// NodeSpec is one worker.
+type NodeSpec struct {
+	// Name is its Node object's name (a DNS label).
+	Name   string
+	Labels map[string]string
 }
 
 // Cluster is a kind cluster that is up.
@@ -62,9 +73,12 @@ type Cluster struct {
 
 // Node is one node container.
 type Node struct {
-	// Name is the container's and the Node object's name.
+	// Name is the container's name.
 	Name string
-	Role string
+	// NodeName is its Node object's name (the container's unless
+	// ClusterSpec.Nodes named it).
+	NodeName string
+	Role     string
 	// Address is its address on the cluster's Docker network.
 	Address netip.Addr
 	// PodCIDR is the pod range the control plane gave it.
@@ -100,7 +114,10 @@ func NewClusters(l *ledger.Ledger, owner string, log *slog.Logger) (*Clusters, e
 	}, nil
 }
 
-var clusterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+var (
+	clusterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+	nodeNameRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
 
 // networkEnv is how kind's library is told which Docker network to use;
 // it reads the environment, so creations are serialised.
@@ -244,20 +261,35 @@ func removeNetwork(ctx context.Context, name string) error {
 
 // clusterConfig is kind's config for s, with the patches this host needs.
 func clusterConfig(s ClusterSpec) ([]byte, error) {
-	labels := ""
-	for _, k := range sortedKeys(s.Labels) {
-		labels += fmt.Sprintf("    %s: %q\n", k, s.Labels[k])
-	}
-	if labels != "" {
-		labels = "  labels:\n" + labels
+	labels := func(m map[string]string) string {
+		out := ""
+		for _, k := range sortedKeys(m) {
+			out += fmt.Sprintf("    %s: %q\n", k, m[k])
+		}
+		if out != "" {
+			out = "  labels:\n" + out
+		}
+		return out
 	}
 	var b strings.Builder
 	b.WriteString("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnetworking:\n  disableDefaultCNI: true\n  podSubnet: " + PodSubnet + "\nnodes:\n- role: control-plane\n")
-	if s.Workers == 0 {
-		b.WriteString(labels)
-	}
-	for i := 0; i < s.Workers; i++ {
-		b.WriteString("- role: worker\n" + labels)
+	switch {
+	case len(s.Nodes) > 0:
+		for _, n := range s.Nodes {
+			if !nodeNameRE.MatchString(n.Name) {
+				return nil, fmt.Errorf("node name %q: use 1-63 lower-case letters, digits and '-'", n.Name)
+			}
+			// kubeadm registers the Node under this name (the kubelet's
+			// --hostname-override), not the container's.
+			b.WriteString("- role: worker\n" + labels(n.Labels) +
+				"  kubeadmConfigPatches:\n  - |\n    kind: JoinConfiguration\n    nodeRegistration:\n      name: " + n.Name + "\n")
+		}
+	case s.Workers == 0:
+		b.WriteString(labels(s.Labels))
+	default:
+		for i := 0; i < s.Workers; i++ {
+			b.WriteString("- role: worker\n" + labels(s.Labels))
+		}
 	}
 	q, err := probeHost()
 	if err != nil {
@@ -378,9 +410,14 @@ func (c *Clusters) describe(ctx context.Context, cl *Cluster) error {
 	if err != nil {
 		return fmt.Errorf("kind cluster %s: list nodes: %w", cl.Name, err)
 	}
-	byName := map[string]corev1.Node{}
+	// By address: a Node may be named apart from its container.
+	byAddr := map[netip.Addr]corev1.Node{}
 	for _, n := range list.Items {
-		byName[n.Name] = n
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil && a.Type == corev1.NodeInternalIP {
+				byAddr[ip] = n
+			}
+		}
 	}
 	cl.Nodes = nil
 	for _, n := range kn {
@@ -391,8 +428,11 @@ func (c *Clusters) describe(ctx context.Context, cl *Cluster) error {
 			return err
 		}
 		node.Address, _ = netip.ParseAddr(ipv4)
-		if k, ok := byName[n.String()]; ok && k.Spec.PodCIDR != "" {
-			node.PodCIDR, _ = netip.ParsePrefix(k.Spec.PodCIDR)
+		if k, ok := byAddr[node.Address]; ok {
+			node.NodeName = k.Name
+			if k.Spec.PodCIDR != "" {
+				node.PodCIDR, _ = netip.ParsePrefix(k.Spec.PodCIDR)
+			}
 		}
 		if role == "control-plane" {
 			cl.Nodes = append([]Node{node}, cl.Nodes...)

@@ -80,3 +80,52 @@ func TestKindVersionMatchesGoMod(t *testing.T) {
 	}
 	t.Fatal("go.mod does not require sigs.k8s.io/kind")
 }
+
+// Named workers: each Node object is registered under its member's name,
+// with its own labels; a name that is not a DNS label is refused.
+func TestClusterConfigNamedNodes(t *testing.T) {
+	b, err := clusterConfig(ClusterSpec{Name: "retail-store-1", Nodes: []NodeSpec{
+		{Name: "store-1-pos", Labels: map[string]string{"edgefault.io/role": "node"}},
+		{Name: "store-1-office"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Nodes []struct {
+			Role                 string
+			Labels               map[string]string
+			KubeadmConfigPatches []string `yaml:"kubeadmConfigPatches"`
+		}
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if len(cfg.Nodes) != 3 {
+		t.Fatalf("nodes %+v", cfg.Nodes)
+	}
+	for i, want := range []string{"store-1-pos", "store-1-office"} {
+		n := cfg.Nodes[i+1]
+		if n.Role != "worker" || len(n.KubeadmConfigPatches) != 1 {
+			t.Fatalf("node %d: %+v", i+1, n)
+		}
+		var patch struct {
+			Kind             string
+			NodeRegistration struct{ Name string } `yaml:"nodeRegistration"`
+		}
+		if err := yaml.Unmarshal([]byte(n.KubeadmConfigPatches[0]), &patch); err != nil {
+			t.Fatal(err)
+		}
+		if patch.Kind != "JoinConfiguration" || patch.NodeRegistration.Name != want {
+			t.Errorf("node %d patch %+v, want JoinConfiguration named %s", i+1, patch, want)
+		}
+	}
+	if cfg.Nodes[1].Labels["edgefault.io/role"] != "node" || len(cfg.Nodes[2].Labels) != 0 {
+		t.Errorf("labels %v %v", cfg.Nodes[1].Labels, cfg.Nodes[2].Labels)
+	}
+	for _, bad := range []string{"Store", "a_b", "-a", "a\n  x: y"} {
+		if _, err := clusterConfig(ClusterSpec{Name: "x", Nodes: []NodeSpec{{Name: bad}}}); err == nil {
+			t.Errorf("node name %q accepted", bad)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
@@ -14,13 +15,13 @@ import (
 )
 
 // providerNames are what --provider takes in this build.
-var providerNames = []string{"netns"}
+var providerNames = []string{"netns", "kind"}
 
 // errUnknownProvider is a --provider this build does not have.
 var errUnknownProvider = errors.New("unknown provider")
 
 func unknownProvider(name string) error {
-	return fmt.Errorf("--provider %q: %w; this build has %s (kind clusters run the runtime today with 'edgefault kind', but not yet scenarios: see docs/kind.md)", name, errUnknownProvider, strings.Join(providerNames, ", "))
+	return fmt.Errorf("--provider %q: %w; this build has %s (k3d clusters: 'edgefault k3d', see docs/kind.md)", name, errUnknownProvider, strings.Join(providerNames, ", "))
 }
 
 // providerOptions are what the commands may ask of a provider.
@@ -44,8 +45,22 @@ func newProvider(g *globals, name string, o providerOptions) (clusters.Provider,
 			return nil, err
 		}
 		return p, nil
+	case kind.ProviderName:
+		b, err := shaper.ParseBackend(orDefault(o.backend, "auto"))
+		if err != nil {
+			return nil, fmt.Errorf("--backend: %w", err)
+		}
+		// The sites' control planes are kind's own: nothing to check.
+		return kind.NewProvider(kind.WithLogger(g.log), kind.WithShaperOptions(shaper.WithBackend(b)))
 	}
 	return nil, unknownProvider(name)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // providerInfo is what the provider named models as run and certify
@@ -54,6 +69,8 @@ func providerInfo(name string) (clusters.Info, error) {
 	switch name {
 	case "", "netns":
 		return netns.Info(true), nil
+	case kind.ProviderName:
+		return kind.Info(), nil
 	}
 	return clusters.Info{}, unknownProvider(name)
 }
@@ -84,5 +101,5 @@ func netnsProvider(g *globals, o providerOptions) (*netns.Provider, error) {
 
 // providerFlag registers --provider.
 func providerFlag(cmd *cobra.Command, p *string) {
-	cmd.Flags().StringVar(p, "provider", "netns", "where fleets run: "+strings.Join(providerNames, ", ")+" (network namespaces on this machine)")
+	cmd.Flags().StringVar(p, "provider", "netns", "where fleets run: netns (network namespaces on this machine) or kind (a kind cluster per site: edgefault setup --kind and edgefault kind node-image first)")
 }

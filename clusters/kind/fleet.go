@@ -1,0 +1,407 @@
+package kind
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/internal/member"
+	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/shaper"
+	"github.com/edgefault/edgefault/shaper/impair"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Fleet is a fleet on kind that is up.
+type Fleet struct {
+	FleetName string        `json:"name"`
+	Created   time.Time     `json:"created"`
+	WAN       WAN           `json:"wan"`
+	Sites     []fleetSite   `json:"sites"`
+	All       []fleetMember `json:"members"`
+
+	p *Provider
+	// ns and targets are found from the containers when the fleet is
+	// loaded: a container's PID is not state.
+	ns      map[string]string
+	targets map[string]shaper.Target
+}
+
+type fleetSite struct {
+	Name       string `json:"name"`
+	Cluster    string `json:"cluster"`
+	Kubeconfig string `json:"kubeconfig"`
+	// APIServer is the control plane's address on the site's network
+	// (where members reach it).
+	APIServer string `json:"apiServer"`
+}
+
+type fleetMember struct {
+	clusters.Member
+	Container string `json:"container"`
+	// Link is the interface shaped: a gateway's WAN leg, a node's eth0
+	// (its cloud-bound traffic only).
+	Link    string                 `json:"link,omitempty"`
+	Profile *scenarios.LinkProfile `json:"profile,omitempty"`
+}
+
+var _ clusters.Fleet = (*Fleet)(nil)
+
+func (f *Fleet) dir() string       { return filepath.Join(f.p.stateRoot(), f.FleetName) }
+func (f *Fleet) statePath() string { return filepath.Join(f.dir(), "fleet.json") }
+
+func (f *Fleet) save() error {
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := f.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, f.statePath())
+}
+
+// resolve finds every member's network namespace and shaping target.
+func (f *Fleet) resolve(ctx context.Context) error {
+	f.ns = map[string]string{}
+	f.targets = map[string]shaper.Target{}
+	for _, m := range f.All {
+		pid, err := ContainerPID(ctx, m.Container)
+		if err != nil {
+			return fmt.Errorf("member %s (container %s): %w", m.Name, m.Container, err)
+		}
+		f.ns[m.Name] = fmt.Sprintf("/proc/%d/ns/net", pid)
+		if m.Link == "" {
+			continue
+		}
+		t, err := LinkTarget(ctx, m.Container, m.Link)
+		if err != nil {
+			return fmt.Errorf("member %s: %w", m.Name, err)
+		}
+		f.targets[m.Name] = t
+	}
+	return nil
+}
+
+// Name is the fleet's name.
+func (f *Fleet) Name() string { return f.FleetName }
+
+// Provider is "kind".
+func (f *Fleet) Provider() string { return ProviderName }
+
+// Members lists the cloud, gateways and nodes.
+func (f *Fleet) Members() []clusters.Member {
+	out := make([]clusters.Member, len(f.All))
+	for i, m := range f.All {
+		out[i] = m.Member
+	}
+	return out
+}
+
+func (f *Fleet) find(name string) (*fleetMember, error) {
+	for i := range f.All {
+		if f.All[i].Name == name {
+			return &f.All[i], nil
+		}
+	}
+	names := make([]string, len(f.All))
+	for i, m := range f.All {
+		names[i] = m.Name
+	}
+	sort.Strings(names)
+	return nil, fmt.Errorf("fleet %s has no member %q (it has %s)", f.FleetName, name, strings.Join(names, ", "))
+}
+
+// Member finds a member by name.
+func (f *Fleet) Member(name string) (clusters.Member, error) {
+	m, err := f.find(name)
+	if err != nil {
+		return clusters.Member{}, err
+	}
+	return m.Member, nil
+}
+
+func (f *Fleet) nsOf(name string) (member.NS, error) {
+	m, err := f.find(name)
+	if err != nil {
+		return member.NS{}, err
+	}
+	return member.NS{Member: m.Name, Path: f.ns[m.Name]}, nil
+}
+
+func (f *Fleet) runner() member.Runner {
+	return member.Runner{Ledger: f.p.ledger, Owner: f.FleetName, LogDir: filepath.Join(f.dir(), "logs")}
+}
+
+// StartCommand runs c as a process in member's namespace (the container's),
+// from this machine's filesystem.
+func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Command) (clusters.Process, error) {
+	if c.Image != "" {
+		return nil, fmt.Errorf("%s on %s: image %s: the kind provider runs a scenario's workloads as processes in the node's namespace so far: %w", c.Name, name, c.Image, clusters.ErrUnsupported)
+	}
+	ns, err := f.nsOf(name)
+	if err != nil {
+		return nil, err
+	}
+	return f.runner().Start(ctx, ns, c.Name, c.Argv, c.Env...)
+}
+
+// Exec runs argv in member's namespace to completion.
+func (f *Fleet) Exec(ctx context.Context, name string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	ns, err := f.nsOf(name)
+	if err != nil {
+		return err
+	}
+	return f.runner().Exec(ctx, ns, argv, stdin, stdout, stderr)
+}
+
+// Paths: the processes run from this machine's filesystem, so evidence
+// goes straight into the fleet's directory.
+func (f *Fleet) Paths(name string) (clusters.Paths, error) {
+	m, err := f.find(name)
+	if err != nil {
+		return clusters.Paths{}, err
+	}
+	data := filepath.Join(f.dir(), "nodes", m.Name)
+	if m.Role == clusters.RoleCloud {
+		data = filepath.Join(f.dir(), "cloud")
+	}
+	return clusters.Paths{Evidence: filepath.Join(f.dir(), "evidence"), Data: data}, nil
+}
+
+// Collect copies the members' evidence and the processes' logs into dir.
+func (f *Fleet) Collect(ctx context.Context, dir string) error {
+	return member.Collect(f.dir(), dir)
+}
+
+// Host is member's network namespace.
+func (f *Fleet) Host(name string) (clusters.Host, error) {
+	ns, err := f.nsOf(name)
+	if err != nil {
+		return nil, err
+	}
+	return member.Host(ns.Path), nil
+}
+
+// Counters are the bytes on member's interfaces but loopback.
+func (f *Fleet) Counters(ctx context.Context, name string) (rx, tx int64, err error) {
+	ns, err := f.nsOf(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	return member.Counters(ns.Path)
+}
+
+// Sysctl sets a per-namespace net/... setting in member's namespace.
+func (f *Fleet) Sysctl(ctx context.Context, name, key, value string) error {
+	ns, err := f.nsOf(name)
+	if err != nil {
+		return err
+	}
+	return member.Sysctl(ns.Path, key, value)
+}
+
+func (f *Fleet) site(name string) (*fleetSite, error) {
+	for i := range f.Sites {
+		if f.Sites[i].Name == name {
+			return &f.Sites[i], nil
+		}
+	}
+	return nil, fmt.Errorf("fleet %s has no site %q", f.FleetName, name)
+}
+
+// SiteConfig is the site's admin configuration (kind publishes the API
+// server on this machine's loopback).
+func (f *Fleet) SiteConfig(site string) (*rest.Config, error) {
+	s, err := f.site(site)
+	if err != nil {
+		return nil, err
+	}
+	return clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+}
+
+// Kubeconfig is the site's admin kubeconfig, or with member set the
+// member's own identity: its kubelet's client certificate, which the API
+// server's NodeRestriction lets change only its own Node.
+func (f *Fleet) Kubeconfig(site, name string) ([]byte, error) {
+	s, err := f.site(site)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		return os.ReadFile(s.Kubeconfig)
+	}
+	m, err := f.find(name)
+	if err != nil {
+		return nil, err
+	}
+	if m.Role != clusters.RoleNode || m.Site != site {
+		return nil, fmt.Errorf("%s is not a node of site %s: on kind only nodes have an identity (gateways are not Nodes)", name, site)
+	}
+	admin, err := clientcmd.LoadFromFile(s.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	var ca []byte
+	for _, c := range admin.Clusters {
+		ca = c.CertificateAuthorityData
+	}
+	pem, err := docker(context.Background(), nil, "exec", m.Container, "cat", "/var/lib/kubelet/pki/kubelet-client-current.pem")
+	if err != nil {
+		return nil, fmt.Errorf("%s's kubelet credentials: %w", name, err)
+	}
+	server := "https://" + netip.MustParseAddr(s.APIServer).String() + ":6443"
+	enc := base64.StdEncoding.EncodeToString
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Config\nclusters:\n- name: %s\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n", s.Cluster, server, enc(ca))
+	fmt.Fprintf(&b, "users:\n- name: %s\n  user:\n    client-certificate-data: %s\n    client-key-data: %s\n", name, enc(pem), enc(pem))
+	fmt.Fprintf(&b, "contexts:\n- name: %s\n  context:\n    cluster: %s\n    user: %s\ncurrent-context: %s\n", name, s.Cluster, name, name)
+	return b.Bytes(), nil
+}
+
+// MemberKubeconfig writes member's own kubeconfig into the fleet's
+// directory and returns its path (processes share this machine's files).
+func (f *Fleet) MemberKubeconfig(name string) (string, error) {
+	m, err := f.find(name)
+	if err != nil {
+		return "", err
+	}
+	b, err := f.Kubeconfig(m.Site, name)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(f.dir(), "kubeconfigs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, name+".kubeconfig")
+	return path, os.WriteFile(path, b, 0o600)
+}
+
+// LinkShaper shapes the fleet's members: a gateway's WAN leg (the whole
+// site or building behind it), a node's cloud-bound traffic.
+func (f *Fleet) LinkShaper(ctx context.Context) (clusters.LinkShaper, error) {
+	return &linkShaper{f: f}, nil
+}
+
+type linkShaper struct {
+	f  *Fleet
+	mu sync.Mutex
+	sh *shaper.Shaper
+}
+
+func (l *linkShaper) shaper() (*shaper.Shaper, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sh == nil {
+		sh, err := shaper.New(append([]shaper.Option{shaper.WithLedger(l.f.p.ledger, l.f.FleetName), shaper.WithLogger(l.f.p.log)}, l.f.p.shaperOpts...)...)
+		if err != nil {
+			return nil, err
+		}
+		l.sh = sh
+	}
+	return l.sh, nil
+}
+
+// target is where member is shaped, and what its impairment must be
+// limited to: a node's, to the WAN (its kubelet's path stays whole).
+func (l *linkShaper) target(name string, imp *impair.Impairment) (shaper.Target, error) {
+	m, err := l.f.find(name)
+	if err != nil {
+		return shaper.Target{}, err
+	}
+	t, ok := l.f.targets[m.Name]
+	if !ok {
+		return shaper.Target{}, fmt.Errorf("%s: the cloud's link is not shaped on kind (shape a gateway or a node)", name)
+	}
+	if imp != nil && m.Role == clusters.RoleNode && len(imp.Targets) == 0 {
+		imp.Targets = []netip.Prefix{l.f.WAN.Subnet}
+	}
+	return t, nil
+}
+
+func (l *linkShaper) Apply(ctx context.Context, name string, imp impair.Impairment) error {
+	t, err := l.target(name, &imp)
+	if err != nil {
+		return err
+	}
+	sh, err := l.shaper()
+	if err != nil {
+		return err
+	}
+	return sh.Apply(ctx, t, imp)
+}
+
+func (l *linkShaper) Clear(ctx context.Context, name string) error {
+	t, err := l.target(name, nil)
+	if err != nil {
+		return err
+	}
+	sh, err := l.shaper()
+	if err != nil {
+		return err
+	}
+	return sh.Clear(ctx, t)
+}
+
+func (l *linkShaper) Current(name string) (impair.Impairment, bool, error) {
+	t, err := l.target(name, nil)
+	if err != nil {
+		return impair.Impairment{}, false, err
+	}
+	sh, err := l.shaper()
+	if err != nil {
+		return impair.Impairment{}, false, err
+	}
+	return sh.Current(t)
+}
+
+func (l *linkShaper) Backend() string {
+	sh, err := l.shaper()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return string(sh.Backend())
+}
+
+func (l *linkShaper) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sh != nil {
+		l.sh.Close()
+		l.sh = nil
+	}
+	return nil
+}
+
+// applyProfiles puts the topology's link profiles in force.
+func (f *Fleet) applyProfiles(ctx context.Context) error {
+	ls := &linkShaper{f: f}
+	defer ls.Close()
+	for _, m := range f.All {
+		if m.Profile == nil {
+			continue
+		}
+		imp, err := m.Profile.Impairment(m.Name)
+		if err != nil {
+			return err
+		}
+		if err := ls.Apply(ctx, m.Name, imp); err != nil {
+			return fmt.Errorf("%s's link profile: %w", m.Name, err)
+		}
+	}
+	return nil
+}
