@@ -150,12 +150,12 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	if err := os.MkdirAll(f.dir(), 0o755); err != nil {
 		return nil, err
 	}
-	wan, err := cs.CreateWAN(ctx, "ef-"+name+"-wan")
+	wan, err := cs.CreateWAN(ctx, name+"-wan")
 	if err != nil {
 		return nil, err
 	}
 	f.WAN = *wan
-	cloud := "ef-" + name + "-cloud"
+	cloud := name + "-cloud"
 	if err := p.ledger.Record(name, ledger.Entry{Kind: KindContainer, Name: cloud, Time: time.Now()}); err != nil {
 		return nil, err
 	}
@@ -283,5 +283,9 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	}
 	rm := shaper.Removers()
 	maps.Copy(rm, Removers())
-	return p.ledger.Sweep(name, rm)
+	if err := p.ledger.Sweep(name, rm); err != nil {
+		return err
+	}
+	// What the fleet's shaper remembered of its links.
+	return os.RemoveAll(filepath.Join(filepath.Dir(p.ledger.Dir()), "shape", name))
 }
