@@ -168,7 +168,7 @@ func WriteImage(w io.Writer, tmp string, img Image) error {
 		"mediaType":     "application/vnd.oci.image.index.v1+json",
 		"manifests": []any{map[string]any{
 			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man.digest, "size": man.size,
-			"annotations": map[string]string{"io.containerd.image.name": img.Ref, "org.opencontainers.image.ref.name": tag},
+			"annotations": map[string]string{"io.containerd.image.name": fullRef(img.Ref), "org.opencontainers.image.ref.name": tag},
 		}},
 	})
 	if err != nil {
@@ -234,4 +234,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// fullRef is ref as containerd names it: a kubelet asking for
+// "edgefault/edgeguard:x" looks up "docker.io/edgefault/edgeguard:x", and
+// containerd's import takes the annotation as written.
+func fullRef(ref string) string {
+	first, _, found := strings.Cut(ref, "/")
+	switch {
+	case !found:
+		return "docker.io/library/" + ref
+	case strings.ContainsAny(first, ".:") || first == "localhost":
+		return ref
+	}
+	return "docker.io/" + ref
 }

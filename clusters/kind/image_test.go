@@ -142,3 +142,18 @@ func TestDropCapability(t *testing.T) {
 		t.Fatalf("after: %s", b)
 	}
 }
+
+func TestFullRef(t *testing.T) {
+	for ref, want := range map[string]string{
+		"edgefault/edgeguard:abc":        "docker.io/edgefault/edgeguard:abc",
+		"pause:3.10":                     "docker.io/library/pause:3.10",
+		"registry.k8s.io/pause:3.10.2":   "registry.k8s.io/pause:3.10.2",
+		"localhost/edgefault/x:1":        "localhost/edgefault/x:1",
+		"127.0.0.1:5000/x:1":             "127.0.0.1:5000/x:1",
+		"docker.io/kindest/node:v1.37.2": "docker.io/kindest/node:v1.37.2",
+	} {
+		if got := fullRef(ref); got != want {
+			t.Errorf("fullRef(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}
