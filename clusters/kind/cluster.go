@@ -154,6 +154,9 @@ func (c *Clusters) Create(ctx context.Context, s ClusterSpec) (_ *Cluster, err e
 	if err != nil {
 		return nil, err
 	}
+	if err := raiseInotify(filepath.Dir(c.ledger.Dir()), c.log); err != nil {
+		return nil, err
+	}
 	network := "edgefault-" + s.Name
 	if err := c.ledger.Record(c.owner, ledger.Entry{Kind: KindNetwork, Name: network, Time: time.Now()}, ledger.Entry{Kind: KindCluster, Name: s.Name, Time: time.Now()}); err != nil {
 		return nil, err

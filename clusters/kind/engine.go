@@ -156,6 +156,10 @@ func StopEngine(l *ledger.Ledger) error {
 		}
 		os.Remove(filepath.Join(dir, forwardPolicyFile))
 	}
+	// No kind node of edgefault's runs without the engine.
+	if err := restoreInotify(dir); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(append(errs, l.Sweep(EngineOwner, nil))...)
 }
 

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -294,102 +293,33 @@ func (f *Fleet) MemberKubeconfig(name string) (string, error) {
 // LinkShaper shapes the fleet's members: a gateway's WAN leg (the whole
 // site or building behind it), a node's cloud-bound traffic.
 func (f *Fleet) LinkShaper(ctx context.Context) (clusters.LinkShaper, error) {
-	return &linkShaper{f: f}, nil
+	return &member.LinkShaper{Target: f.target, New: f.shaper}, nil
 }
 
-type linkShaper struct {
-	f  *Fleet
-	mu sync.Mutex
-	sh *shaper.Shaper
-}
-
-func (l *linkShaper) shaper() (*shaper.Shaper, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.sh == nil {
-		sh, err := shaper.New(append([]shaper.Option{shaper.WithLedger(l.f.p.ledger, l.f.FleetName), shaper.WithLogger(l.f.p.log)}, l.f.p.shaperOpts...)...)
-		if err != nil {
-			return nil, err
-		}
-		l.sh = sh
-	}
-	return l.sh, nil
+func (f *Fleet) shaper(opts ...shaper.Option) (*shaper.Shaper, error) {
+	return shaper.New(append(append([]shaper.Option{shaper.WithLedger(f.p.ledger, f.FleetName), shaper.WithLogger(f.p.log)}, f.p.shaperOpts...), opts...)...)
 }
 
 // target is where member is shaped, and what its impairment must be
 // limited to: a node's, to the WAN (its kubelet's path stays whole).
-func (l *linkShaper) target(name string, imp *impair.Impairment) (shaper.Target, error) {
-	m, err := l.f.find(name)
+func (f *Fleet) target(name string, imp *impair.Impairment) (shaper.Target, error) {
+	m, err := f.find(name)
 	if err != nil {
 		return shaper.Target{}, err
 	}
-	t, ok := l.f.targets[m.Name]
+	t, ok := f.targets[m.Name]
 	if !ok {
 		return shaper.Target{}, fmt.Errorf("%s: the cloud's link is not shaped on kind (shape a gateway or a node)", name)
 	}
 	if imp != nil && m.Role == clusters.RoleNode && len(imp.Targets) == 0 {
-		imp.Targets = []netip.Prefix{l.f.WAN.Subnet}
+		imp.Targets = []netip.Prefix{f.WAN.Subnet}
 	}
 	return t, nil
 }
 
-func (l *linkShaper) Apply(ctx context.Context, name string, imp impair.Impairment) error {
-	t, err := l.target(name, &imp)
-	if err != nil {
-		return err
-	}
-	sh, err := l.shaper()
-	if err != nil {
-		return err
-	}
-	return sh.Apply(ctx, t, imp)
-}
-
-func (l *linkShaper) Clear(ctx context.Context, name string) error {
-	t, err := l.target(name, nil)
-	if err != nil {
-		return err
-	}
-	sh, err := l.shaper()
-	if err != nil {
-		return err
-	}
-	return sh.Clear(ctx, t)
-}
-
-func (l *linkShaper) Current(name string) (impair.Impairment, bool, error) {
-	t, err := l.target(name, nil)
-	if err != nil {
-		return impair.Impairment{}, false, err
-	}
-	sh, err := l.shaper()
-	if err != nil {
-		return impair.Impairment{}, false, err
-	}
-	return sh.Current(t)
-}
-
-func (l *linkShaper) Backend() string {
-	sh, err := l.shaper()
-	if err != nil {
-		return "unknown (" + err.Error() + ")"
-	}
-	return string(sh.Backend())
-}
-
-func (l *linkShaper) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.sh != nil {
-		l.sh.Close()
-		l.sh = nil
-	}
-	return nil
-}
-
 // applyProfiles puts the topology's link profiles in force.
 func (f *Fleet) applyProfiles(ctx context.Context) error {
-	ls := &linkShaper{f: f}
+	ls, _ := f.LinkShaper(ctx)
 	defer ls.Close()
 	for _, m := range f.All {
 		if m.Profile == nil {

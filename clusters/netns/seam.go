@@ -6,7 +6,6 @@ import (
 	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/internal/nsdo"
@@ -26,97 +25,10 @@ func (f *Fleet) Provider() string { return providerName }
 // fleet's ledger. It probes the kernel on its first change, not before, so
 // reading what is in force stays cheap.
 func (f *Fleet) LinkShaper(ctx context.Context) (clusters.LinkShaper, error) {
-	return &linkShaper{f: f}, nil
-}
-
-type linkShaper struct {
-	f  *Fleet
-	mu sync.Mutex
-	sh *shaper.Shaper // made on the first change
-	ro *shaper.Shaper // reads only: no probe
-}
-
-func (l *linkShaper) shaper(write bool) (*shaper.Shaper, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var err error
-	switch {
-	case write && l.sh == nil:
-		l.sh, err = l.f.Shaper()
-		return l.sh, err
-	case write || l.sh != nil:
-		return l.sh, nil
-	case l.ro == nil:
-		l.ro, err = l.f.Shaper(shaper.WithCapabilities(shaper.Capabilities{Features: allFeatures()}))
-	}
-	return l.ro, err
-}
-
-// change finds member's link and the shaper that changes it.
-func (l *linkShaper) change(member string) (*shaper.Shaper, shaper.Target, error) {
-	t, err := l.f.Target(member)
-	if err != nil {
-		return nil, t, err
-	}
-	sh, err := l.shaper(true)
-	return sh, t, err
-}
-
-func (l *linkShaper) Apply(ctx context.Context, member string, imp impair.Impairment) error {
-	sh, t, err := l.change(member)
-	if err != nil {
-		return err
-	}
-	return sh.Apply(ctx, t, imp)
-}
-
-func (l *linkShaper) Clear(ctx context.Context, member string) error {
-	sh, t, err := l.change(member)
-	if err != nil {
-		return err
-	}
-	return sh.Clear(ctx, t)
-}
-
-func (l *linkShaper) Current(member string) (impair.Impairment, bool, error) {
-	t, err := l.f.Target(member)
-	if err != nil {
-		return impair.Impairment{}, false, err
-	}
-	sh, err := l.shaper(false)
-	if err != nil {
-		return impair.Impairment{}, false, err
-	}
-	return sh.Current(t)
-}
-
-func (l *linkShaper) Backend() string {
-	sh, err := l.shaper(true)
-	if err != nil {
-		return "unknown (" + err.Error() + ")"
-	}
-	return string(sh.Backend())
-}
-
-func (l *linkShaper) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, s := range []*shaper.Shaper{l.sh, l.ro} {
-		if s != nil {
-			s.Close()
-		}
-	}
-	l.sh, l.ro = nil, nil
-	return nil
-}
-
-// allFeatures lets a read-only shaper skip probing.
-func allFeatures() map[string]bool {
-	m := map[string]bool{}
-	for _, f := range []string{shaper.FeatTBF, shaper.FeatHTB, shaper.FeatIngress, shaper.FeatIFB, shaper.FeatMirred, shaper.FeatU32, shaper.FeatNftNetdev, shaper.FeatNftNumgen, shaper.FeatNfqueue} {
-		m[f] = true
-	}
-	return m
+	return &memberpkg.LinkShaper{
+		Target: func(member string, _ *impair.Impairment) (shaper.Target, error) { return f.Target(member) },
+		New:    f.Shaper,
+	}, nil
 }
 
 // StartCommand runs c on member as a process in its namespace (the

@@ -81,22 +81,12 @@ func newK3dDeleteCmd(g *globals) *cobra.Command {
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			l, err := ledger.Open(ledger.DefaultDir())
+			l, err := ownLedger(k3dOwner(args[0]), fmt.Sprintf("edgefault made no k3d cluster %q (it deletes only its own; 'k3d cluster delete %s' deletes any)", args[0], args[0]))
 			if err != nil {
 				return err
-			}
-			entries, err := l.Entries(k3dOwner(args[0]))
-			if err != nil {
-				return err
-			}
-			if len(entries) == 0 {
-				return fmt.Errorf("edgefault made no k3d cluster %q (it deletes only its own; 'k3d cluster delete %s' deletes any)", args[0], args[0])
 			}
 			// The ledger's removers work with or without the k3d CLI.
-			if err := l.Sweep(k3dOwner(args[0]), k3d.Removers()); err != nil {
-				return err
-			}
-			return nil
+			return l.Sweep(k3dOwner(args[0]), k3d.Removers())
 		},
 	}
 }

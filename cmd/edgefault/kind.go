@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -84,16 +85,9 @@ func newKindDeleteCmd(g *globals) *cobra.Command {
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			l, err := ledger.Open(ledger.DefaultDir())
+			l, err := ownLedger(kindOwner(args[0]), fmt.Sprintf("edgefault made no kind cluster %q (it deletes only its own; 'kind delete cluster --name %s' deletes any)", args[0], args[0]))
 			if err != nil {
 				return err
-			}
-			entries, err := l.Entries(kindOwner(args[0]))
-			if err != nil {
-				return err
-			}
-			if len(entries) == 0 {
-				return fmt.Errorf("edgefault made no kind cluster %q (it deletes only its own; 'kind delete cluster --name %s' deletes any)", args[0], args[0])
 			}
 			cs, err := kind.NewClusters(l, kindOwner(args[0]), g.log)
 			if err != nil {
@@ -206,4 +200,21 @@ func newKindEngineCmd(g *globals) *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+// ownLedger opens the ledger and checks that owner has something in it:
+// delete commands remove only what edgefault made (refusal says so).
+func ownLedger(owner, refusal string) (*ledger.Ledger, error) {
+	l, err := ledger.Open(ledger.DefaultDir())
+	if err != nil {
+		return nil, err
+	}
+	entries, err := l.Entries(owner)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, errors.New(refusal)
+	}
+	return l, nil
 }

@@ -17,11 +17,15 @@ import (
 // the gateways as containers on the fleet's WAN, the runtime and the
 // workloads as processes in the node containers' namespaces.
 var _ = Describe("scenarios on kind", func() {
-	It("certifies vehicle (its truck a kind cluster, its modem a router container) and leaves nothing", func() {
+	// One run proves both: a truck (one site, one node, its modem's
+	// uplink degraded then cut, its runtime killed) and three stores (a
+	// cluster each, six nodes, customers calling from the routers while
+	// one store's ISP is out).
+	It("certifies vehicle and retail (a cluster per site, routers for gateways) and leaves nothing", func() {
 		reports := GinkgoT().TempDir()
 		start := time.Now()
-		out, err := run("run", "vehicle", "--provider", "kind", "--reports", reports)
-		GinkgoWriter.Printf("edgefault run vehicle --provider kind: %s\n%s\n", time.Since(start).Round(time.Second), out)
+		out, err := run("run", "vehicle", "retail", "--provider", "kind", "--reports", reports)
+		GinkgoWriter.Printf("edgefault run vehicle retail --provider kind: %s\n%s\n", time.Since(start).Round(time.Second), out)
 		Expect(err).NotTo(HaveOccurred(), out)
 
 		b, err := os.ReadFile(filepath.Join(reports, "report.json"))
@@ -34,19 +38,21 @@ var _ = Describe("scenarios on kind", func() {
 			}
 		}
 		Expect(json.Unmarshal(b, &rep)).To(Succeed())
-		Expect(rep.Scenarios).To(HaveLen(1))
-		Expect(rep.Scenarios[0].Provider).To(Equal("kind"))
-		Expect(rep.Scenarios[0].Pass).To(BeTrue(), rep.Scenarios[0].Error)
+		Expect(rep.Scenarios).To(HaveLen(2))
+		for _, sc := range rep.Scenarios {
+			Expect(sc.Provider).To(Equal("kind"), sc.Name)
+			Expect(sc.Pass).To(BeTrue(), "%s: %s", sc.Name, sc.Error)
+		}
 		Expect(rep.Pass).To(BeTrue())
 
 		// The fleet went down with the run: no container, network or
 		// cluster of it is left.
 		ps, err := exec.Command("docker", "ps", "--all", "--format", "{{.Names}}").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(ps))
-		Expect(string(ps)).NotTo(ContainSubstring("vehicle"))
+		Expect(string(ps)).NotTo(Or(ContainSubstring("vehicle"), ContainSubstring("retail")))
 		nets, err := exec.Command("docker", "network", "ls", "--format", "{{.Name}}").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(nets))
-		Expect(string(nets)).NotTo(ContainSubstring("vehicle"))
+		Expect(string(nets)).NotTo(Or(ContainSubstring("vehicle"), ContainSubstring("retail")))
 	})
 
 	It("refuses the factory, whose failover needs gateways that are Nodes, saying why and what to do", func() {

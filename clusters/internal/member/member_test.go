@@ -1,0 +1,49 @@
+package member
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Only per-namespace net/... keys with plain values get near /proc/sys.
+func TestSysctlRefuses(t *testing.T) {
+	for _, c := range []struct{ key, value, want string }{
+		{"kernel/core_pattern", "|/tmp/x", "only per-namespace"},
+		{"net/../kernel/core_pattern", "1", "only per-namespace"},
+		{"net/ipv4/ip_forward", "1\n0", "one line"},
+		{"net/ipv4/tcp_retries2", "", "one line"},
+		{"net/ipv4/tcp_retries2", "$(reboot)", "one line"},
+	} {
+		err := Sysctl("/nonexistent/ns", c.key, c.value)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Sysctl(%q, %q) = %v, want an error about %q", c.key, c.value, err, c.want)
+		}
+	}
+}
+
+func TestCollect(t *testing.T) {
+	from, dir := t.TempDir(), t.TempDir()
+	for name, body := range map[string]string{"evidence/a.jsonl": "a\n", "evidence/skip.txt": "x", "logs/n1-runtime.log": "log\n"} {
+		p := filepath.Join(from, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Collect(from, dir); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"evidence/a.jsonl": "a\n", "logs/n1-runtime.log": "log\n"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v", name, b, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "evidence/skip.txt")); !os.IsNotExist(err) {
+		t.Errorf("a file that is not evidence was collected: %v", err)
+	}
+}
