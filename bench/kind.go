@@ -78,5 +78,29 @@ func (b *bench) kind() {
 		fmt.Fprintf(tw, "1+%d\t%v\t%v\t%v\t%v\t\n", workers, up.Round(100*time.Millisecond), down.Round(100*time.Millisecond), eup.Round(100*time.Millisecond), edown.Round(100*time.Millisecond))
 	}
 	tw.Flush()
+
+	// A scenario's whole fleet, as run and certify make it: the retail
+	// topology (three stores, six nodes, three routers, the cloud).
+	sc, err := scenarios.Builtin("retail")
+	check(err)
+	kp, err := kind.NewProvider(kind.WithLedger(l), kind.WithLogger(discard()), kind.WithNodeImage(ref))
+	check(err)
+	tw = table("\nfleet (retail: 3 sites, 6 nodes)\tup\tdown\t")
+	for _, p := range []struct {
+		name string
+		up   func() error
+		down func() error
+	}{
+		{"kind provider", func() error { _, err := kp.Up(ctx, "benchretail", &sc.Spec.Topology); return err }, func() error { return kp.Down(ctx, "benchretail") }},
+		{"netns provider (baseline)", func() error { _, err := np.Up(ctx, "benchretail", &sc.Spec.Topology); return err }, func() error { return np.Down(ctx, "benchretail") }},
+	} {
+		t0 := time.Now()
+		check(p.up())
+		up := time.Since(t0)
+		t1 := time.Now()
+		check(p.down())
+		fmt.Fprintf(tw, "%s\t%v\t%v\t\n", p.name, up.Round(100*time.Millisecond), time.Since(t1).Round(100*time.Millisecond))
+	}
+	tw.Flush()
 	fmt.Println("(The embedded fleet's nodes are kwok Nodes beside a real control plane: they run no kubelet. kind's run a real kubelet, containerd and kube-proxy each.)")
 }
