@@ -25,6 +25,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -249,8 +250,10 @@ func ValidateFleetName(name string) error {
 	if !fleetNameRE.MatchString(name) {
 		return fmt.Errorf("fleet name %q: use 1-24 letters, digits and '-', starting with a letter or digit", name)
 	}
-	if name == "shape" {
-		return fmt.Errorf("fleet name %q is reserved", name)
+	// Other owners in the same ledger: the shaping sessions, the Docker
+	// engine, and the clusters made by edgefault kind/k3d create.
+	if name == "shape" || name == "docker-engine" || strings.HasPrefix(name, "kind-") || strings.HasPrefix(name, "k3d-") {
+		return fmt.Errorf("fleet name %q is reserved (shape, docker-engine, kind-* and k3d-* name other things edgefault makes)", name)
 	}
 	return nil
 }

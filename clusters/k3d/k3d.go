@@ -208,9 +208,12 @@ func (c *Clusters) Create(ctx context.Context, s ClusterSpec) (_ *Cluster, err e
 	if n, err := containers(ctx, s.Name); err != nil {
 		return nil, fmt.Errorf("is the Docker engine running? ('edgefault kind engine start'): %w", err)
 	} else if len(n) > 0 {
-		return nil, fmt.Errorf("k3d cluster %q already exists: delete it ('edgefault cleanup' if edgefault made it, else 'k3d cluster delete %s') or choose another name", s.Name, s.Name)
+		return nil, fmt.Errorf("k3d cluster %q already exists: delete it ('edgefault k3d delete %s' if edgefault made it, else 'k3d cluster delete %s') or choose another name", s.Name, s.Name, s.Name)
 	}
-	if err := c.ledger.Record(c.owner, ledger.Entry{Kind: KindCluster, Name: s.Name, Time: time.Now()}); err != nil {
+	// The kubeconfig holds admin credentials: recorded, so that delete
+	// and cleanup remove it with the cluster.
+	if err := c.ledger.Record(c.owner, ledger.Entry{Kind: ledger.KindState, Name: filepath.Join(c.dir, s.Name+".kubeconfig"), Time: time.Now()},
+		ledger.Entry{Kind: KindCluster, Name: s.Name, Time: time.Now()}); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -253,8 +256,9 @@ func (c *Clusters) Delete(ctx context.Context, name string) error {
 	if err := remove(ctx, c.cli, name); err != nil {
 		return err
 	}
-	os.Remove(filepath.Join(c.dir, name+".kubeconfig"))
-	return c.ledger.Forget(c.owner, ledger.Entry{Kind: KindCluster, Name: name})
+	kc := filepath.Join(c.dir, name+".kubeconfig")
+	os.Remove(kc)
+	return c.ledger.Forget(c.owner, ledger.Entry{Kind: KindCluster, Name: name}, ledger.Entry{Kind: ledger.KindState, Name: kc})
 }
 
 // Removers remove what this package records, for ledger.Sweep (edgefault
@@ -292,9 +296,10 @@ func remove(ctx context.Context, cli, name string) error {
 			return err
 		}
 	}
-	// k3d's own network, if it made one: removal fails harmlessly while
-	// something else still uses it.
+	// k3d's own network and image volume, if it made them: removal fails
+	// harmlessly while something else still uses them.
 	_, _ = run(ctx, "docker", "network", "rm", "k3d-"+name)
+	_, _ = run(ctx, "docker", "volume", "rm", "k3d-"+name+"-images")
 	return nil
 }
 

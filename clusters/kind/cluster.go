@@ -204,14 +204,14 @@ func (c *Clusters) Get(ctx context.Context, name string) (*Cluster, error) {
 // Delete removes the cluster, the cloud's containers on its network, the
 // network and its kubeconfig.
 func (c *Clusters) Delete(ctx context.Context, name string) error {
-	// Its cloud and gateways, by their label (and by the names older
-	// runs gave the cloud): the network cannot go while they are on it.
+	// Its cloud and gateways, by their label: the network cannot go
+	// while they are on it.
 	out, err := docker(ctx, nil, "ps", "--all", "--filter", "label="+labelCluster+"="+name, "--format", "{{.Names}}")
 	if err != nil {
 		return fmt.Errorf("delete kind cluster %s: list its containers: %w", name, err)
 	}
 	var made []ledger.Entry
-	for _, ctr := range append(strings.Fields(string(out)), name+"-cloud-sink", name+"-cloud-content", name+"-cloud") {
+	for _, ctr := range strings.Fields(string(out)) {
 		if err := removeContainer(ctx, ctr); err != nil {
 			return err
 		}
@@ -220,7 +220,6 @@ func (c *Clusters) Delete(ctx context.Context, name string) error {
 	if err := c.ledger.Forget(c.owner, made...); err != nil {
 		return err
 	}
-	os.RemoveAll(filepath.Join(c.dir, name+"-cloud"))
 	err = c.kind.Delete(name, filepath.Join(c.dir, name+".kubeconfig"))
 	if err == nil {
 		err = removeNetwork(ctx, "edgefault-"+name)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -33,8 +34,11 @@ type Fleet struct {
 
 	p *Provider
 	// ns and targets are found from the containers when the fleet is
-	// loaded: a container's PID is not state.
+	// loaded: a container's PID is not state. nsID is each namespace's
+	// identity then, so a PID reused after a container restarted is never
+	// taken for the member.
 	ns      map[string]string
+	nsID    map[string]uint64
 	targets map[string]shaper.Target
 }
 
@@ -76,6 +80,7 @@ func (f *Fleet) save() error {
 // resolve finds every member's network namespace and shaping target.
 func (f *Fleet) resolve(ctx context.Context) error {
 	f.ns = map[string]string{}
+	f.nsID = map[string]uint64{}
 	f.targets = map[string]shaper.Target{}
 	for _, m := range f.All {
 		pid, err := ContainerPID(ctx, m.Container)
@@ -83,6 +88,9 @@ func (f *Fleet) resolve(ctx context.Context) error {
 			return fmt.Errorf("member %s (container %s): %w", m.Name, m.Container, err)
 		}
 		f.ns[m.Name] = fmt.Sprintf("/proc/%d/ns/net", pid)
+		if f.nsID[m.Name], err = nsInode(f.ns[m.Name]); err != nil {
+			return fmt.Errorf("member %s (container %s): %w", m.Name, m.Container, err)
+		}
 		if m.Link == "" {
 			continue
 		}
@@ -138,7 +146,20 @@ func (f *Fleet) nsOf(name string) (member.NS, error) {
 	if err != nil {
 		return member.NS{}, err
 	}
-	return member.NS{Member: m.Name, Path: f.ns[m.Name]}, nil
+	path := f.ns[m.Name]
+	if id, err := nsInode(path); err != nil || id != f.nsID[m.Name] {
+		return member.NS{}, fmt.Errorf("member %s: container %s is not the one the fleet was made with (restarted or removed): take the fleet down ('edgefault fleet down --provider kind --name %s')", m.Name, m.Container, f.FleetName)
+	}
+	return member.NS{Member: m.Name, Path: path}, nil
+}
+
+// nsInode identifies the namespace at path.
+func nsInode(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
 }
 
 func (f *Fleet) runner() member.Runner {
@@ -262,7 +283,11 @@ func (f *Fleet) Kubeconfig(site, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s's kubelet credentials: %w", name, err)
 	}
-	server := "https://" + netip.MustParseAddr(s.APIServer).String() + ":6443"
+	api, err := netip.ParseAddr(s.APIServer)
+	if err != nil {
+		return nil, fmt.Errorf("site %s: the API server's address in %s: %w", site, f.statePath(), err)
+	}
+	server := "https://" + api.String() + ":6443"
 	enc := base64.StdEncoding.EncodeToString
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "apiVersion: v1\nkind: Config\nclusters:\n- name: %s\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n", s.Cluster, server, enc(ca))

@@ -101,6 +101,9 @@ func (c *Clusters) StartGateway(ctx context.Context, cl *Cluster, s GatewaySpec)
 		return nil, errors.New("a gateway needs a WAN network and an image")
 	}
 	g := &Gateway{Container: cl.Name + "-gw-" + s.Name}
+	if err := nameFree(ctx, g.Container); err != nil {
+		return nil, err
+	}
 	if err := c.ledger.Record(c.owner, ledger.Entry{Kind: KindContainer, Name: g.Container, Time: time.Now()}); err != nil {
 		return nil, err
 	}
@@ -206,4 +209,16 @@ func parseAddrLink(out string, a netip.Addr) string {
 		}
 	}
 	return ""
+}
+
+// nameFree refuses a container name that is taken: what is recorded is
+// removed on failure and by cleanup, which must never reach a container
+// edgefault did not make.
+func nameFree(ctx context.Context, container string) error {
+	if _, err := docker(ctx, nil, "inspect", "--type", "container", "--format", "{{.Id}}", container); err == nil {
+		return fmt.Errorf("a container named %s exists already: remove it ('edgefault cleanup' if edgefault made it, else 'docker rm -f %s') or choose another name", container, container)
+	} else if !notFound(err) {
+		return err
+	}
+	return nil
 }

@@ -31,34 +31,35 @@ const inotifyFile = "inotify-limits"
 // lower (never lowers them), remembering the first values it saw under
 // stateDir.
 func raiseInotify(stateDir string, log *slog.Logger) error {
-	var saved []string
+	path := filepath.Join(stateDir, inotifyFile)
+	saved, _ := os.ReadFile(path)
 	for _, l := range inotifyFloors {
-		path := filepath.Join("/proc/sys", l.key)
-		b, err := os.ReadFile(path)
+		proc := filepath.Join("/proc/sys", l.key)
+		b, err := os.ReadFile(proc)
 		if err != nil {
 			return err
 		}
 		cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
 		if err != nil {
-			return fmt.Errorf("%s: %q: %w", path, b, err)
+			return fmt.Errorf("%s: %q: %w", proc, b, err)
 		}
 		if cur >= l.floor {
 			continue
 		}
-		saved = append(saved, fmt.Sprintf("%s=%d", l.key, cur))
-		if err := os.WriteFile(path, []byte(strconv.Itoa(l.floor)), 0); err != nil {
+		// The first value seen is kept; it is saved before the change, so
+		// a failure leaves nothing raised and unrecorded.
+		if !strings.Contains(string(saved), l.key+"=") {
+			saved = append(saved, fmt.Sprintf("%s=%d\n", l.key, cur)...)
+			if err := os.WriteFile(path, saved, 0o644); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(proc, []byte(strconv.Itoa(l.floor)), 0); err != nil {
 			return fmt.Errorf("raise %s from %d to %d (kind nodes' kubelets fail below it): %w", l.key, cur, l.floor, err)
 		}
 		log.Info("raised an inotify limit for kind's nodes", "sysctl", strings.ReplaceAll(l.key, "/", "."), "from", cur, "to", l.floor)
 	}
-	if len(saved) == 0 {
-		return nil
-	}
-	path := filepath.Join(stateDir, inotifyFile)
-	if _, err := os.Stat(path); err == nil {
-		return nil // the first values are kept
-	}
-	return os.WriteFile(path, []byte(strings.Join(saved, "\n")+"\n"), 0o644)
+	return nil
 }
 
 // restoreInotify puts back the limits raiseInotify saved.

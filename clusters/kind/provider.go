@@ -109,7 +109,7 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	if es, err := p.ledger.Entries(name); err != nil {
 		return nil, err
 	} else if len(es) > 0 {
-		return nil, fmt.Errorf("fleet %q is up already (or was left by a crash): 'edgefault fleet down --provider kind --name %s' or 'edgefault cleanup --fleet %s'", name, name, name)
+		return nil, fmt.Errorf("fleet name %q is in use (a fleet of that name is up, or was left by a crash): 'edgefault fleet list --provider netns|kind' shows it; 'edgefault cleanup --fleet %s' removes what was left", name, name)
 	}
 	image := p.nodeImage
 	if image == "" {
@@ -156,6 +156,9 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	}
 	f.WAN = *wan
 	cloud := name + "-cloud"
+	if err := nameFree(ctx, cloud); err != nil {
+		return nil, err
+	}
 	if err := p.ledger.Record(name, ledger.Entry{Kind: KindContainer, Name: cloud, Time: time.Now()}); err != nil {
 		return nil, err
 	}
@@ -280,6 +283,10 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	}
 	if len(es) == 0 {
 		return fmt.Errorf("kind fleet %q is not up (nothing recorded for it)", name)
+	}
+	dir := (&Fleet{p: p, FleetName: name}).dir()
+	if !slices.ContainsFunc(es, func(e ledger.Entry) bool { return e.Kind == ledger.KindState && e.Name == dir }) {
+		return fmt.Errorf("%q is not a kind fleet: take it down with the provider that made it ('edgefault fleet down --name %s', the embedded fleet's) or 'edgefault cleanup --fleet %s'", name, name, name)
 	}
 	rm := shaper.Removers()
 	maps.Copy(rm, Removers())

@@ -155,6 +155,9 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*C
 			name = main + "-" + svc.name
 			net = "--network=container:" + main
 		}
+		if err := nameFree(ctx, name); err != nil {
+			return nil, err
+		}
 		if err := c.ledger.Record(c.owner, ledger.Entry{Kind: KindContainer, Name: name, Time: time.Now()}); err != nil {
 			return nil, err
 		}
@@ -186,7 +189,10 @@ func (c *Clusters) StopCloud(ctx context.Context, cloud *Cloud) error {
 		}
 		errs = append(errs, c.ledger.Forget(c.owner, ledger.Entry{Kind: KindContainer, Name: cloud.Containers[i]}))
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return os.RemoveAll(cloud.Dir)
 }
 
 func removeContainer(ctx context.Context, name string) error {

@@ -28,7 +28,7 @@ type Provider struct {
 	shaperOpts []shaper.Option
 	helper     string
 	k8s        *k8sbin.Cache
-	removers   map[string]ledger.Remover
+	extra      map[string]ledger.Remover
 }
 
 // WithControlPlanes gives every site its own Kubernetes control plane
@@ -54,11 +54,11 @@ func WithShaperOptions(o ...shaper.Option) Option {
 // cleanup) removes those too.
 func WithRemovers(r map[string]ledger.Remover) Option {
 	return func(p *Provider) {
-		if p.removers == nil {
-			p.removers = map[string]ledger.Remover{}
+		if p.extra == nil {
+			p.extra = map[string]ledger.Remover{}
 		}
 		for k, v := range r {
-			p.removers[k] = v
+			p.extra[k] = v
 		}
 	}
 }

@@ -51,6 +51,14 @@ func (p *Provider) down(name string) error {
 			return fmt.Errorf("fleet %q is not up (nothing recorded for it)", name)
 		}
 	}
+	// Another provider's fleet (containers, clusters) is not half taken
+	// down by this one.
+	rm := p.removerKinds()
+	for _, e := range entries {
+		if !rm[e.Kind] {
+			return fmt.Errorf("fleet %q holds %s entries, which the embedded fleet does not make: take it down with the provider that made it (--provider kind) or 'edgefault cleanup --fleet %s'", name, e.Kind, name)
+		}
+	}
 	return p.sweep(name)
 }
 
@@ -69,10 +77,31 @@ func (p *Provider) Sweep(owner string) error {
 	return p.sweep(owner)
 }
 
+// removerKinds are the entry kinds a sweep can remove.
+func (p *Provider) removerKinds() map[string]bool {
+	kinds := map[string]bool{ledger.KindProcess: true, ledger.KindState: true}
+	for k := range p.removers() {
+		kinds[k] = true
+	}
+	return kinds
+}
+
 // sweep is Sweep under the owner's lock.
 func (p *Provider) sweep(owner string) error {
+	if err := p.ledger.Sweep(owner, p.removers()); err != nil {
+		return err
+	}
+	// The state directory of the shaper for this owner, if any.
+	_ = os.RemoveAll(filepath.Join(filepath.Dir(p.ledger.Dir()), "shape", owner))
+	_ = os.RemoveAll(filepath.Join(p.stateDir, owner))
+	return nil
+}
+
+// removers remove what the embedded fleet records, and what the removers
+// it was given do (other providers', for cleanup).
+func (p *Provider) removers() map[string]ledger.Remover {
 	rm := shaper.Removers()
-	for k, v := range p.removers {
+	for k, v := range p.extra {
 		rm[k] = v
 	}
 	rm[ledger.KindNetns] = func(e ledger.Entry) error {
@@ -90,11 +119,5 @@ func (p *Provider) sweep(owner string) error {
 		}
 		return err
 	}
-	if err := p.ledger.Sweep(owner, rm); err != nil {
-		return err
-	}
-	// The state directory of the shaper for this owner, if any.
-	_ = os.RemoveAll(filepath.Join(filepath.Dir(p.ledger.Dir()), "shape", owner))
-	_ = os.RemoveAll(filepath.Join(p.stateDir, owner))
-	return nil
+	return rm
 }

@@ -18,8 +18,8 @@ func newK3dCmd(g *globals) *cobra.Command {
 or k3s (the Go module proxy refuses them), so it constructs k3d's commands,
 records each cluster in the ledger before creating it ('edgefault cleanup'
 removes it, with the k3d CLI or, without it, by k3d's container labels) and
-shapes node containers as it does kind's. Untested on machines without k3d:
-see docs/kind.md.`,
+writes the kubeconfig to edgefault's state, never ~/.kube/config. No provider
+runs scenarios on k3d yet, and this is untested here: see docs/kind.md.`,
 	}
 	cmd.AddCommand(newK3dCreateCmd(g), newK3dDeleteCmd(g))
 	return cmd

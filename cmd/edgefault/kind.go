@@ -205,6 +205,9 @@ func newKindEngineCmd(g *globals) *cobra.Command {
 // ownLedger opens the ledger and checks that owner has something in it:
 // delete commands remove only what edgefault made (refusal says so).
 func ownLedger(owner, refusal string) (*ledger.Ledger, error) {
+	if err := ledger.ValidOwner(owner); err != nil {
+		return nil, err
+	}
 	l, err := ledger.Open(ledger.DefaultDir())
 	if err != nil {
 		return nil, err

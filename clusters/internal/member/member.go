@@ -222,7 +222,9 @@ func Counters(ns string) (rx, tx int64, err error) {
 }
 
 var (
-	sysctlKeyRE   = regexp.MustCompile(`^net(/[A-Za-z0-9_.-]+)+$`)
+	// Per-namespace keys only: some net/core keys are the host's, and
+	// writing them from a member's namespace would change the machine.
+	sysctlKeyRE   = regexp.MustCompile(`^net/(ipv4|ipv6)(/[A-Za-z0-9_.-]+)+$|^net/core/somaxconn$`)
 	sysctlValueRE = regexp.MustCompile(`^[A-Za-z0-9 _.:,-]{1,256}$`)
 )
 
@@ -230,7 +232,7 @@ var (
 // net/... keys, and plain values.
 func Sysctl(ns, key, value string) error {
 	if !sysctlKeyRE.MatchString(key) || strings.Contains(key, "..") {
-		return fmt.Errorf("sysctl %q: only per-namespace net/... keys can be set on a member", key)
+		return fmt.Errorf("sysctl %q: only per-namespace keys (net/ipv4/..., net/ipv6/..., net/core/somaxconn) can be set on a member", key)
 	}
 	if !sysctlValueRE.MatchString(value) {
 		return fmt.Errorf("sysctl %s value %q: give numbers or words on one line", key, value)

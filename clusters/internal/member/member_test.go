@@ -12,6 +12,7 @@ func TestSysctlRefuses(t *testing.T) {
 	for _, c := range []struct{ key, value, want string }{
 		{"kernel/core_pattern", "|/tmp/x", "only per-namespace"},
 		{"net/../kernel/core_pattern", "1", "only per-namespace"},
+		{"net/core/rmem_max", "1", "only per-namespace"},
 		{"net/ipv4/ip_forward", "1\n0", "one line"},
 		{"net/ipv4/tcp_retries2", "", "one line"},
 		{"net/ipv4/tcp_retries2", "$(reboot)", "one line"},
