@@ -6,9 +6,9 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/k3d"
 	"github.com/edgefault/edgefault/clusters/kind"
+	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
 )
@@ -56,8 +56,10 @@ not record.`,
 						owners = append(owners, n)
 					}
 				}
-			} else if err := clusters.ValidateFleetName(fleet); err != nil {
-				return err
+			} else if err := ledger.ValidOwner(fleet); err != nil {
+				// Any owner: a fleet, or kind-NAME / k3d-NAME for a
+				// cluster 'edgefault kind|k3d create' made.
+				return fmt.Errorf("--fleet: %w", err)
 			}
 			// A dockerd edgefault started goes last: the clusters and
 			// containers above are removed through it.
