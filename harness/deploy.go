@@ -227,7 +227,9 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				argv = w.Command
 				env = []string{"EDGEGUARD_URL=" + gate, "CONTENT_URL=" + r.cloud.ContentURL, "SINK_URL=" + r.cloud.SinkURL, "EVIDENCE_DIR=" + paths.Evidence, "NODE_NAME=" + m.Name}
 			}
-			if err := r.sup.start(ctx, m.Name, "workload/"+w.Name, argv, env...); err != nil {
+			// An image runs as a pod on the node (providers whose Info
+			// says Images), its command in the image (or the image's own).
+			if err := r.sup.startImage(ctx, m.Name, "workload/"+w.Name, w.Image, argv, env...); err != nil {
 				return err
 			}
 			if w.Type == scenarios.WorkloadServe {

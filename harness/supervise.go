@@ -31,6 +31,7 @@ type supervised struct {
 	node, name string // name: "runtime", "workload/NAME"
 	argv       []string
 	env        []string
+	image      string // runs argv in this image, as a pod (Info.Images)
 	mu         sync.Mutex
 	cur        clusters.Process
 	planned    bool
@@ -41,8 +42,13 @@ type supervised struct {
 
 // start runs argv on node under name and keeps it running until stop.
 func (s *supervisor) start(ctx context.Context, node, name string, argv []string, env ...string) error {
-	p := &supervised{node: node, name: name, argv: argv, env: env, stop: make(chan struct{})}
-	proc, err := s.f.StartCommand(ctx, node, clusters.Command{Name: strings.ReplaceAll(name, "/", "-"), Argv: argv, Env: env})
+	return s.startImage(ctx, node, name, "", argv, env...)
+}
+
+// startImage is start, in a container image when image is set.
+func (s *supervisor) startImage(ctx context.Context, node, name, image string, argv []string, env ...string) error {
+	p := &supervised{node: node, name: name, argv: argv, env: env, image: image, stop: make(chan struct{})}
+	proc, err := s.f.StartCommand(ctx, node, p.command())
 	if err != nil {
 		return err
 	}
@@ -93,7 +99,7 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 			p.mu.Unlock()
 			return
 		}
-		next, err := s.f.StartCommand(ctx, p.node, clusters.Command{Name: strings.ReplaceAll(p.name, "/", "-"), Argv: p.argv, Env: p.env})
+		next, err := s.f.StartCommand(ctx, p.node, p.command())
 		if err != nil {
 			p.mu.Unlock()
 			s.ev.emit(p.node, "supervisor", "start-failed", "process", p.name, "err", err.Error())
@@ -105,6 +111,11 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 		p.mu.Unlock()
 		s.ev.emit(p.node, "supervisor", "started", "process", p.name, "id", next.ID(), "planned", planned)
 	}
+}
+
+// command is what the provider is asked to start.
+func (p *supervised) command() clusters.Command {
+	return clusters.Command{Name: strings.ReplaceAll(p.name, "/", "-"), Argv: p.argv, Env: p.env, Image: p.image}
 }
 
 // find lists the supervised processes on node called name ("workload"

@@ -68,7 +68,7 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 	for _, w := range sc.Spec.Workloads {
 		switch {
 		case w.Image != "" && !info.Images:
-			return fmt.Errorf("scenario %s: workload %q runs image %s, but provider %s runs commands, not images: give it a command instead (no provider in this build runs images as workloads yet)", name, w.Name, w.Image, info.Name)
+			return fmt.Errorf("scenario %s: workload %q runs image %s, but provider %s runs commands, not images: give it a command instead, or use a provider that runs images (kind)", name, w.Name, w.Image, info.Name)
 		case w.Image == "" && !info.Commands:
 			return fmt.Errorf("scenario %s: workload %q is a command, but provider %s runs only images: give it an image", name, w.Name, info.Name)
 		}

@@ -51,6 +51,9 @@ type ClusterSpec struct {
 	// are then ignored): each Node object is named as given, so a fleet's
 	// members keep their names in the API.
 	Nodes []NodeSpec
+	// Mounts are directories of this machine mounted into every node at
+	// the same path.
+	Mounts []string
 }
 
 // NodeSpec is one worker.
@@ -117,6 +120,7 @@ func NewClusters(l *ledger.Ledger, owner string, log *slog.Logger) (*Clusters, e
 var (
 	clusterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 	nodeNameRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	mountRE       = regexp.MustCompile(`^/[A-Za-z0-9_./-]+$`)
 )
 
 // networkEnv is how kind's library is told which Docker network to use;
@@ -273,8 +277,18 @@ func clusterConfig(s ClusterSpec) ([]byte, error) {
 		}
 		return out
 	}
+	mounts := ""
+	for _, m := range s.Mounts {
+		if !mountRE.MatchString(m) || strings.Contains(m, "..") {
+			return nil, fmt.Errorf("mount %q: give an absolute path of letters, digits, '_', '.', '-' and '/'", m)
+		}
+		if mounts == "" {
+			mounts = "  extraMounts:\n"
+		}
+		mounts += fmt.Sprintf("  - hostPath: %s\n    containerPath: %s\n", m, m)
+	}
 	var b strings.Builder
-	b.WriteString("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnetworking:\n  disableDefaultCNI: true\n  podSubnet: " + PodSubnet + "\nnodes:\n- role: control-plane\n")
+	b.WriteString("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnetworking:\n  disableDefaultCNI: true\n  podSubnet: " + PodSubnet + "\nnodes:\n- role: control-plane\n" + mounts)
 	switch {
 	case len(s.Nodes) > 0:
 		for _, n := range s.Nodes {
@@ -283,14 +297,14 @@ func clusterConfig(s ClusterSpec) ([]byte, error) {
 			}
 			// kubeadm registers the Node under this name (the kubelet's
 			// --hostname-override), not the container's.
-			b.WriteString("- role: worker\n" + labels(n.Labels) +
+			b.WriteString("- role: worker\n" + labels(n.Labels) + mounts +
 				"  kubeadmConfigPatches:\n  - |\n    kind: JoinConfiguration\n    nodeRegistration:\n      name: " + n.Name + "\n")
 		}
 	case s.Workers == 0:
 		b.WriteString(labels(s.Labels))
 	default:
 		for i := 0; i < s.Workers; i++ {
-			b.WriteString("- role: worker\n" + labels(s.Labels))
+			b.WriteString("- role: worker\n" + labels(s.Labels) + mounts)
 		}
 	}
 	q, err := probeHost()

@@ -129,3 +129,33 @@ func TestClusterConfigNamedNodes(t *testing.T) {
 		}
 	}
 }
+
+// Mounts reach every node at the same path; a path that is not plain is
+// refused before it reaches kind's config.
+func TestClusterConfigMounts(t *testing.T) {
+	b, err := clusterConfig(ClusterSpec{Name: "m", Nodes: []NodeSpec{{Name: "n1"}}, Mounts: []string{"/run/edgefault/kind-fleets/f"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Nodes []struct {
+			ExtraMounts []struct {
+				HostPath      string `yaml:"hostPath"`
+				ContainerPath string `yaml:"containerPath"`
+			} `yaml:"extraMounts"`
+		}
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	for i, n := range cfg.Nodes {
+		if len(n.ExtraMounts) != 1 || n.ExtraMounts[0].HostPath != "/run/edgefault/kind-fleets/f" || n.ExtraMounts[0].ContainerPath != n.ExtraMounts[0].HostPath {
+			t.Errorf("node %d mounts %+v\n%s", i, n.ExtraMounts, b)
+		}
+	}
+	for _, bad := range []string{"relative", "/a/../etc", "/a b", "/a\n  x: y"} {
+		if _, err := clusterConfig(ClusterSpec{Name: "m", Workers: 1, Mounts: []string{bad}}); err == nil {
+			t.Errorf("mount %q accepted", bad)
+		}
+	}
+}

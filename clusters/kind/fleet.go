@@ -40,6 +40,7 @@ type Fleet struct {
 	ns      map[string]string
 	nsID    map[string]uint64
 	targets map[string]shaper.Target
+	pods    pods
 }
 
 type fleetSite struct {
@@ -167,10 +168,14 @@ func (f *Fleet) runner() member.Runner {
 }
 
 // StartCommand runs c as a process in member's namespace (the container's),
-// from this machine's filesystem.
+// from this machine's filesystem; with an image, as a pod on its Node.
 func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Command) (clusters.Process, error) {
 	if c.Image != "" {
-		return nil, fmt.Errorf("%s on %s: image %s: the kind provider runs a scenario's workloads as processes in the node's namespace so far: %w", c.Name, name, c.Image, clusters.ErrUnsupported)
+		m, err := f.find(name)
+		if err != nil {
+			return nil, err
+		}
+		return f.startPod(ctx, m, c)
 	}
 	ns, err := f.nsOf(name)
 	if err != nil {

@@ -83,11 +83,11 @@ func (p *Provider) Name() string { return ProviderName }
 // Info is what the kind provider models.
 func (p *Provider) Info() clusters.Info { return Info() }
 
-// Info: commands run as processes in the members' namespaces; gateways
-// are shaped router containers, not Nodes, and run no runtime; every site
-// is a real cluster.
+// Info: commands run as processes in the members' namespaces, images as
+// pods on the nodes; gateways are shaped router containers, not Nodes, and
+// run no runtime; every site is a real cluster.
 func Info() clusters.Info {
-	return clusters.Info{Name: ProviderName, Commands: true, Gateways: true, GatewayRuntime: false, NodeLinks: true, ControlPlanes: true}
+	return clusters.Info{Name: ProviderName, Commands: true, Images: true, Gateways: true, GatewayRuntime: false, NodeLinks: true, ControlPlanes: true}
 }
 
 // stateRoot holds every kind fleet's directory (state, logs, evidence).
@@ -185,7 +185,9 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 			}
 		}
 		p.log.Info("creating the site's kind cluster", "site", s.Name, "nodes", len(ns))
-		cl, err := cs.Create(ctx, ClusterSpec{Name: name + "-" + s.Name, NodeImage: image, Nodes: ns})
+		// The fleet's directory is mounted into every node at the same
+		// path: image workloads write their evidence there.
+		cl, err := cs.Create(ctx, ClusterSpec{Name: name + "-" + s.Name, NodeImage: image, Nodes: ns, Mounts: []string{f.dir()}})
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", s.Name, err)
 		}
