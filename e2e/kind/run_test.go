@@ -1,6 +1,7 @@
 package kinde2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/edgefault/edgefault/clusters/kind"
 )
 
 // The built-in scenarios on kind, through the CLI as a user runs them: a
@@ -53,6 +56,53 @@ var _ = Describe("scenarios on kind", func() {
 		nets, err := exec.Command("docker", "network", "ls", "--format", "{{.Name}}").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(nets))
 		Expect(string(nets)).NotTo(Or(ContainSubstring("vehicle"), ContainSubstring("retail")))
+	})
+
+	// The image half: a command workload given an image runs as a pod on
+	// the member's Node (loaded from the Docker engine, no registry), and
+	// reaches the node's runtime and the cloud as a process there would.
+	It("runs a scenario's image workload as a pod on its node", func() {
+		ref, archive, err := kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(kind.LoadDockerImage(context.Background(), archive)).To(Succeed())
+		dir := GinkgoT().TempDir()
+		file := filepath.Join(dir, "pod-fetch.yaml")
+		Expect(os.WriteFile(file, []byte(`apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: pod-fetch, description: a fetching workload shipped as an image}
+spec:
+  timeScale: 60
+  topology:
+    sites:
+    - name: van
+      gateway: {name: van-modem, uplink: {rate: 16mbit, delay: 15ms}}
+      nodes: [van-ecu]
+  runtime:
+    gate: {minDownload: 5mbit, maxLatency: 300ms, interval: 2s}
+  workloads:
+  - name: maps
+    type: command
+    on: van
+    image: `+ref+`
+    # Kubernetes expands $(VAR) from the pod's environment.
+    command: [/edgeguard, workload, fetch, --node=$(NODE_NAME), --gate=$(EDGEGUARD_URL), --content=$(CONTENT_URL), --period=1s, --events=$(EVIDENCE_DIR)/$(NODE_NAME)-maps.jsonl]
+  timeline:
+  - {at: 5m, group: van-modem, outage: true, for: 10m}
+  duration: 20m
+  expect:
+  - {validator: gate-follows-link, group: van, within: 30s}
+  - {validator: no-restart-loops}
+`), 0o644)).To(Succeed())
+		reports := filepath.Join(dir, "reports")
+		start := time.Now()
+		out, err := run("run", file, "--provider", "kind", "--reports", reports)
+		GinkgoWriter.Printf("edgefault run pod-fetch --provider kind: %s\n%s\n", time.Since(start).Round(time.Second), out)
+		Expect(err).NotTo(HaveOccurred(), out)
+		ev, err := os.ReadFile(filepath.Join(reports, "pod-fetch", "evidence", "van-ecu-maps.jsonl"))
+		Expect(err).NotTo(HaveOccurred(), "the pod wrote its evidence into the mounted fleet directory")
+		Expect(string(ev)).To(ContainSubstring(`"fetched"`))
+		sup, err := exec.Command("grep", "-rl", "pod edgefault-workloads/", filepath.Join(reports, "pod-fetch", "evidence")).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "the supervisor's evidence names the pod: %s", sup)
 	})
 
 	It("refuses the factory, whose failover needs gateways that are Nodes, saying why and what to do", func() {
