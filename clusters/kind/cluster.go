@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -507,12 +509,43 @@ func nodeReady(n corev1.Node) bool {
 // LoadImage loads an image archive (WriteImage) into every node's
 // containerd, through kind's library: no registry.
 func (c *Clusters) LoadImage(ctx context.Context, cl *Cluster, archive []byte) error {
-	kn, err := c.kind.ListNodes(cl.Name)
+	return c.loadEach(cl.Name, func() (io.Reader, func() error, error) {
+		return bytes.NewReader(archive), func() error { return nil }, nil
+	})
+}
+
+// LoadEngineImage loads image from the Docker engine into every node of
+// cluster name (docker save, streamed to each node): no registry.
+func (c *Clusters) LoadEngineImage(ctx context.Context, name, image string) error {
+	if _, err := docker(ctx, nil, "image", "inspect", "--format", "{{.Id}}", image); err != nil {
+		return fmt.Errorf("image %s is not in the Docker engine (no registry is used): 'docker load', 'docker build' or 'docker pull' it first: %w", image, err)
+	}
+	return c.loadEach(name, func() (io.Reader, func() error, error) {
+		save := exec.CommandContext(ctx, "docker", "save", image)
+		out, err := save.StdoutPipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := save.Start(); err != nil {
+			return nil, nil, err
+		}
+		return out, func() error { _, _ = io.Copy(io.Discard, out); return save.Wait() }, nil
+	})
+}
+
+// loadEach loads the archive open gives (once per node) into every node of
+// cluster name; done is called after each load.
+func (c *Clusters) loadEach(name string, open func() (archive io.Reader, done func() error, err error)) error {
+	kn, err := c.kind.ListNodes(name)
 	if err != nil {
 		return err
 	}
 	for _, n := range kn {
-		if err := nodeutils.LoadImageArchive(n, bytes.NewReader(archive)); err != nil {
+		r, done, err := open()
+		if err != nil {
+			return err
+		}
+		if err := errors.Join(nodeutils.LoadImageArchive(n, r), done()); err != nil {
 			return fmt.Errorf("load image into %s: %w", n, err)
 		}
 	}

@@ -1,9 +1,7 @@
 package kind
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +20,7 @@ import (
 	"github.com/edgefault/edgefault/shaper/impair"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // Fleet is a fleet on kind that is up.
@@ -292,13 +291,13 @@ func (f *Fleet) Kubeconfig(site, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("site %s: the API server's address in %s: %w", site, f.statePath(), err)
 	}
-	server := "https://" + api.String() + ":6443"
-	enc := base64.StdEncoding.EncodeToString
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "apiVersion: v1\nkind: Config\nclusters:\n- name: %s\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n", s.Cluster, server, enc(ca))
-	fmt.Fprintf(&b, "users:\n- name: %s\n  user:\n    client-certificate-data: %s\n    client-key-data: %s\n", name, enc(pem), enc(pem))
-	fmt.Fprintf(&b, "contexts:\n- name: %s\n  context:\n    cluster: %s\n    user: %s\ncurrent-context: %s\n", name, s.Cluster, name, name)
-	return b.Bytes(), nil
+	// The kubelet's file holds its certificate and key together.
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[s.Cluster] = &clientcmdapi.Cluster{Server: "https://" + netip.AddrPortFrom(api, 6443).String(), CertificateAuthorityData: ca}
+	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: pem, ClientKeyData: pem}
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: s.Cluster, AuthInfo: name}
+	cfg.CurrentContext = name
+	return clientcmd.Write(*cfg)
 }
 
 // MemberKubeconfig writes member's own kubeconfig into the fleet's

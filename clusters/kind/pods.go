@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,9 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	kindcluster "sigs.k8s.io/kind/pkg/cluster"
-	"sigs.k8s.io/kind/pkg/cluster/nodeutils"
 )
 
 // WorkloadNamespace holds the pods a scenario's image workloads run in.
@@ -55,7 +50,7 @@ func (f *Fleet) startPod(ctx context.Context, m *fleetMember, c clusters.Command
 	if err := f.loadImage(ctx, s, c.Image); err != nil {
 		return nil, err
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+	cfg, err := f.SiteConfig(m.Site)
 	if err != nil {
 		return nil, err
 	}
@@ -122,34 +117,18 @@ func (f *Fleet) loadImage(ctx context.Context, s *fleetSite, image string) error
 	if f.pods.loaded[key] {
 		return nil
 	}
-	if _, err := docker(ctx, nil, "image", "inspect", "--format", "{{.Id}}", image); err != nil {
-		return fmt.Errorf("image %s is not in the Docker engine (no registry is used): 'docker load', 'docker build' or 'docker pull' it first: %w", image, err)
-	}
-	kp := kindcluster.NewProvider(kindcluster.ProviderWithDocker(), kindcluster.ProviderWithLogger(kindLogger{f.p.log}))
-	nodes, err := kp.ListNodes(s.Cluster)
+	cs, err := NewClusters(f.p.ledger, f.FleetName, f.p.log)
 	if err != nil {
 		return err
 	}
-	for _, n := range nodes {
-		save := exec.CommandContext(ctx, "docker", "save", image)
-		out, err := save.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := save.Start(); err != nil {
-			return err
-		}
-		lerr := nodeutils.LoadImageArchive(n, out)
-		_, _ = io.Copy(io.Discard, out)
-		if err := errors.Join(lerr, save.Wait()); err != nil {
-			return fmt.Errorf("load image %s into %s: %w", image, n, err)
-		}
+	if err := cs.LoadEngineImage(ctx, s.Cluster, image); err != nil {
+		return err
 	}
 	if f.pods.loaded == nil {
 		f.pods.loaded = map[string]bool{}
 	}
 	f.pods.loaded[key] = true
-	f.p.log.Info("image loaded into the site's nodes", "image", image, "site", s.Name, "nodes", len(nodes))
+	f.p.log.Info("image loaded into the site's nodes", "image", image, "site", s.Name)
 	return nil
 }
 

@@ -78,10 +78,7 @@ func providerInfo(name string) (clusters.Info, error) {
 // netnsProvider is the embedded fleet's provider; cleanup needs it as
 // such (its ledger and sweep).
 func netnsProvider(g *globals, o providerOptions) (*netns.Provider, error) {
-	if o.backend == "" {
-		o.backend = "auto"
-	}
-	b, err := shaper.ParseBackend(o.backend)
+	b, err := shaper.ParseBackend(orDefault(o.backend, "auto"))
 	if err != nil {
 		return nil, fmt.Errorf("--backend: %w", err)
 	}
