@@ -2,7 +2,7 @@
 // kube-apiserver, kube-controller-manager, kube-scheduler) and kwok from
 // the Go module proxy into a cache directory, and finds them there; and,
 // asked for group "kind", what a kind node image is made of (kubelet,
-// kubeadm, kubectl, kube-proxy, coredns, crictl). No
+// kubeadm, kubectl, kube-proxy, coredns, crictl, flanneld). No
 // binary is downloaded prebuilt and none is committed: `edgefault setup`
 // builds them once (minutes, cold), later runs reuse the cache, and a
 // changed pin rebuilds only what changed.
@@ -36,6 +36,9 @@ const (
 	// CorednsVersion is the one kubeadm deploys for KubernetesVersion.
 	CorednsVersion = "v1.14.6"
 	CrictlVersion  = "v1.37.0"
+	// FlannelVersion is the kind nodes' CNI (kindnetd, kind's own, cannot
+	// be fetched offline).
+	FlannelVersion = "v0.28.10"
 )
 
 // GroupKind names the components a kind node image needs beyond the
@@ -107,6 +110,11 @@ func Components() []Component {
 		// go install leaves crictl's version unstamped ("unknown"): the
 		// module version pins it.
 		install("crictl", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion, CrictlVersion, "", 50*time.Second, "--version"),
+		{Name: "flanneld", Version: FlannelVersion, Estimate: 60 * time.Second, Group: GroupKind,
+			VersionArgs: []string{"--version"}, VersionWant: FlannelVersion,
+			build: func(ctx context.Context, b *builder, out string) error {
+				return b.buildFlannel(ctx, out)
+			}},
 	}
 }
 
@@ -558,6 +566,82 @@ func (b *builder) buildEtcd(ctx context.Context, out string) error {
 		}
 	}
 	return b.run(ctx, dir, nil, "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "go.etcd.io/etcd/server/v3")
+}
+
+// flannelDropped are the backends flanneld's main imports that cannot be
+// built here: tencentvpc's SDK is not on the Go module proxy and udp needs
+// cgo. The kind nodes use host-gw.
+var flannelDropped = []string{"pkg/backend/tencentvpc", "pkg/backend/udp"}
+
+// buildFlannel builds flanneld from its module, minus flannelDropped: the
+// module's source is copied out of the module cache and those imports
+// removed from its main package.
+func (b *builder) buildFlannel(ctx context.Context, out string) error {
+	const mod = "github.com/flannel-io/flannel"
+	var dl bytes.Buffer
+	cmd := exec.CommandContext(ctx, b.goBin, "mod", "download", "-json", mod+"@"+FlannelVersion)
+	cmd.Dir = b.dir
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOFLAGS=")
+	cmd.Stdout = &dl
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("the Go module proxy could not serve %s@%s: %w\n%s", mod, FlannelVersion, err, tail(dl.String(), 8))
+	}
+	var info struct{ Dir, Error string }
+	if err := json.Unmarshal(dl.Bytes(), &info); err != nil || info.Dir == "" {
+		return fmt.Errorf("go mod download %s@%s: %s %v", mod, FlannelVersion, info.Error, err)
+	}
+	src := filepath.Join(b.dir, "flannel-"+FlannelVersion)
+	if err := os.RemoveAll(src); err != nil {
+		return err
+	}
+	if err := copyDir(info.Dir, src); err != nil {
+		return fmt.Errorf("copy %s: %w", info.Dir, err)
+	}
+	mainGo := filepath.Join(src, "main.go")
+	m, err := os.ReadFile(mainGo)
+	if err != nil {
+		return err
+	}
+	for _, pkg := range flannelDropped {
+		imp := fmt.Sprintf("\t_ %q\n", mod+"/"+pkg)
+		if !bytes.Contains(m, []byte(imp)) {
+			return fmt.Errorf("flannel %s's main.go no longer imports %s: update flannelDropped", FlannelVersion, pkg)
+		}
+		m = bytes.Replace(m, []byte(imp), nil, 1)
+		if err := os.RemoveAll(filepath.Join(src, pkg)); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(mainGo, m, 0o644); err != nil {
+		return err
+	}
+	ld := "-s -w -X " + mod + "/pkg/version.Version=" + FlannelVersion
+	return b.run(ctx, src, nil, "build", "-trimpath", "-ldflags", ld, "-o", out, ".")
+}
+
+// copyDir copies a source tree (regular files and directories), writable.
+func copyDir(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
 }
 
 // goInstall builds module@version with `go install` into a private GOBIN

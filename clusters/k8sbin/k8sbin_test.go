@@ -131,7 +131,7 @@ func TestSelectedGroups(t *testing.T) {
 		want string
 	}{
 		{Options{}, "etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok"},
-		{Options{Groups: []string{GroupKind}}, "etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok,kubelet,kubeadm,kubectl,kube-proxy,coredns,crictl"},
+		{Options{Groups: []string{GroupKind}}, "etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok,kubelet,kubeadm,kubectl,kube-proxy,coredns,crictl,flanneld"},
 		{Options{Only: []string{"kubelet", "etcd"}}, "etcd,kubelet"},
 	} {
 		if got := names(Selected(tc.o)); got != tc.want {

@@ -3,6 +3,7 @@ package kind
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"text/template"
 	"time"
 
 	"github.com/edgefault/edgefault/ledger"
@@ -134,8 +136,8 @@ var createMu sync.Mutex
 // ErrNameTaken is returned (wrapped) when a cluster of that name exists.
 var ErrNameTaken = errors.New("kind cluster name taken")
 
-// Create makes the cluster on a Docker network of its own, installs the
-// CNI and waits until every node is Ready. A Create that fails removes
+// Create makes the cluster on a Docker network of its own, installs
+// flannel and waits until every node is Ready. A Create that fails removes
 // what it made.
 func (c *Clusters) Create(ctx context.Context, s ClusterSpec) (_ *Cluster, err error) {
 	if !clusterNameRE.MatchString(s.Name) {
@@ -356,53 +358,47 @@ func probeHost() (hostQuirks, error) {
 	return q, nil
 }
 
-// network gives every node a pod network: the ptp and host-local plugins
-// with the node's podCIDR, a route to every other node's pods through that
-// node, and masquerading of pod traffic that leaves the pod network (kind's
-// kindnetd does the same; it cannot be fetched offline). Then it waits for
-// every node to be Ready and CoreDNS to run.
+//go:embed flannel.yaml
+var flannelTemplate string
+
+// flannelManifest is flannel.yaml for podSubnet, flanneld reaching the API
+// server at apiHost:6443 (the first control-plane node's name: kind puts
+// it in the serving certificate).
+func flannelManifest(podSubnet, apiHost string) (string, error) {
+	t, err := template.New("flannel.yaml").Option("missingkey=error").Parse(flannelTemplate)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	err = t.Execute(&b, struct{ PodSubnet, Image, APIHost string }{podSubnet, FlannelImage, apiHost})
+	return b.String(), err
+}
+
+// network installs the pod network, flannel with its host-gw backend
+// (kind's kindnetd cannot be fetched offline), as kind installs its own:
+// kubectl apply on the first control-plane node. Then it waits for every
+// node to be Ready (the kubelet is not until a CNI config exists), flannel
+// to run on each, and CoreDNS (a pod on the pod network) to be available.
 func (c *Clusters) network(ctx context.Context, cl *Cluster) error {
-	// The controller-manager gives each Node its pod range soon after
-	// it registers.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if err := c.describe(ctx, cl); err != nil {
-			return err
-		}
-		missing := ""
-		for _, n := range cl.Nodes {
-			if !n.PodCIDR.IsValid() {
-				missing = n.Name
-			}
-		}
-		if missing == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s has no podCIDR after a minute: is the controller-manager allocating node CIDRs?", missing)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+	if err := c.describe(ctx, cl); err != nil {
+		return err
 	}
-	for _, n := range cl.Nodes {
-		conf := fmt.Sprintf(`{"cniVersion":"0.4.0","name":"edgefault","plugins":[{"type":"ptp","mtu":1500,"ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}`, n.PodCIDR.String())
-		if _, err := docker(ctx, strings.NewReader(conf), "exec", "-i", n.Name, "sh", "-c", "cat > /etc/cni/net.d/10-edgefault.conflist"); err != nil {
-			return err
-		}
-		script := "iptables -t nat -C POSTROUTING -s " + PodSubnet + " ! -d " + PodSubnet + " -j MASQUERADE 2>/dev/null || iptables -t nat -A POSTROUTING -s " + PodSubnet + " ! -d " + PodSubnet + " -j MASQUERADE\n"
-		for _, o := range cl.Nodes {
-			if o.Name != n.Name {
-				script += fmt.Sprintf("ip route replace %s via %s\n", o.PodCIDR, o.Address)
-			}
-		}
-		if _, err := docker(ctx, nil, "exec", n.Name, "sh", "-ec", script); err != nil {
-			return err
-		}
+	if len(cl.Nodes) == 0 {
+		return fmt.Errorf("kind cluster %s has no nodes", cl.Name)
 	}
-	return c.waitReady(ctx, cl, 3*time.Minute)
+	manifest, err := flannelManifest(PodSubnet, cl.Nodes[0].Name)
+	if err != nil {
+		return err
+	}
+	if _, err := docker(ctx, strings.NewReader(manifest), "exec", "-i", cl.Nodes[0].Name,
+		"kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("kind cluster %s: install flannel: %w", cl.Name, err)
+	}
+	if err := c.waitReady(ctx, cl, 3*time.Minute); err != nil {
+		return err
+	}
+	// Now with every Node's name and pod range.
+	return c.describe(ctx, cl)
 }
 
 // Client is an admin client of the cluster.
@@ -481,6 +477,9 @@ func (c *Clusters) waitReady(ctx context.Context, cl *Cluster, timeout time.Dura
 			}
 		}
 		if why == "" {
+			why = flannelReady(ctx, cs, len(list.Items))
+		}
+		if why == "" {
 			dns, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 			if err != nil || dns.Status.AvailableReplicas == 0 {
 				why = "coredns not available"
@@ -495,6 +494,33 @@ func (c *Clusters) waitReady(ctx context.Context, cl *Cluster, timeout time.Dura
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// flannelReady says why flannel is not running on all nodes nodes, or "".
+func flannelReady(ctx context.Context, cs kubernetes.Interface, nodes int) string {
+	ds, err := cs.AppsV1().DaemonSets("kube-flannel").Get(ctx, "kube-flannel-ds", metav1.GetOptions{})
+	if err != nil {
+		return "flannel's DaemonSet: " + err.Error()
+	}
+	if int(ds.Status.NumberAvailable) >= nodes {
+		return ""
+	}
+	why := fmt.Sprintf("flannel available on %d of %d nodes", ds.Status.NumberAvailable, nodes)
+	pods, err := cs.CoreV1().Pods("kube-flannel").List(ctx, metav1.ListOptions{LabelSelector: "app=flannel"})
+	if err != nil {
+		return why
+	}
+	for _, p := range pods.Items {
+		for _, s := range p.Status.ContainerStatuses {
+			switch {
+			case s.State.Waiting != nil:
+				why += fmt.Sprintf("; %s on %s: %s %s", s.Name, p.Spec.NodeName, s.State.Waiting.Reason, s.State.Waiting.Message)
+			case s.State.Terminated != nil:
+				why += fmt.Sprintf("; %s on %s exited: %s", s.Name, p.Spec.NodeName, s.State.Terminated.Reason)
+			}
+		}
+	}
+	return why
 }
 
 func nodeReady(n corev1.Node) bool {

@@ -1,9 +1,16 @@
 package kind
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -156,6 +163,110 @@ func TestClusterConfigMounts(t *testing.T) {
 	for _, bad := range []string{"relative", "/a/../etc", "/a b", "/a\n  x: y"} {
 		if _, err := clusterConfig(ClusterSpec{Name: "m", Workers: 1, Mounts: []string{bad}}); err == nil {
 			t.Errorf("mount %q accepted", bad)
+		}
+	}
+}
+
+// The flannel manifest renders to valid objects with the pod subnet and
+// the preloaded image, and its CNI-config script turns flannel's
+// subnet.env into a bridge/host-local config for the node's network
+// (host bits cleared, as host-local requires).
+func TestFlannelManifest(t *testing.T) {
+	m, err := flannelManifest("10.244.0.0/16", "site-control-plane")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		kinds  []string
+		script string
+		images []string
+	)
+	dec := yaml.NewDecoder(strings.NewReader(m))
+	for {
+		var obj struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct{ Image string } `yaml:"containers"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := dec.Decode(&obj); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatalf("manifest: %v", err)
+		}
+		kinds = append(kinds, obj.Kind)
+		switch obj.Kind {
+		case "ConfigMap":
+			if !strings.Contains(obj.Data["net-conf.json"], `"Network": "10.244.0.0/16"`) || !strings.Contains(obj.Data["net-conf.json"], `"host-gw"`) {
+				t.Errorf("net-conf.json = %s", obj.Data["net-conf.json"])
+			}
+			script = obj.Data["cni-conf.sh"]
+		case "DaemonSet":
+			for _, c := range obj.Spec.Template.Spec.Containers {
+				images = append(images, c.Image)
+			}
+		}
+	}
+	if got := strings.Join(kinds, ","); got != "Namespace,ClusterRole,ClusterRoleBinding,ServiceAccount,ConfigMap,DaemonSet" {
+		t.Fatalf("kinds = %s", got)
+	}
+	if !strings.Contains(m, "value: site-control-plane\n") {
+		t.Errorf("flanneld is not told the API server's host")
+	}
+	if len(images) != 2 || images[0] != FlannelImage || images[1] != FlannelImage {
+		t.Errorf("images = %v, want %s", images, FlannelImage)
+	}
+
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash to run the CNI-config script")
+	}
+	for _, tc := range []struct{ subnet, want string }{
+		{"10.244.1.1/24", "10.244.1.0/24"},
+		{"10.244.130.1/23", "10.244.130.0/23"},
+		{"10.245.7.65/26", "10.245.7.64/26"},
+	} {
+		dir := t.TempDir()
+		env, conf := filepath.Join(dir, "subnet.env"), filepath.Join(dir, "10-flannel.conflist")
+		if err := os.WriteFile(env, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET="+tc.subnet+"\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, bash, "-c", script)
+		cmd.Env = []string{"SUBNET_ENV=" + env, "CNI_CONF=" + conf, "PATH=" + os.Getenv("PATH")}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var b []byte
+		for ctx.Err() == nil {
+			if b, err = os.ReadFile(conf); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		_ = cmd.Wait()
+		var conflist struct {
+			Plugins []struct {
+				Type string
+				MTU  int
+				IPAM struct {
+					Ranges [][]struct{ Subnet string }
+				}
+			}
+		}
+		if err := json.Unmarshal(b, &conflist); err != nil {
+			t.Fatalf("%s: conflist %q: %v", tc.subnet, b, err)
+		}
+		if len(conflist.Plugins) != 2 || conflist.Plugins[0].Type != "bridge" || conflist.Plugins[0].MTU != 1450 ||
+			len(conflist.Plugins[0].IPAM.Ranges) != 1 || conflist.Plugins[0].IPAM.Ranges[0][0].Subnet != tc.want {
+			t.Errorf("%s: conflist = %s, want bridge on %s with MTU 1450", tc.subnet, b, tc.want)
 		}
 	}
 }

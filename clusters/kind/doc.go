@@ -15,9 +15,9 @@
 //     plane's images preloaded into its containerd store. Cached by the
 //     hash of everything pinned.
 //   - Cluster: a kind cluster made through kind's Go library with the
-//     patches this kind of host needs (found by probing, not assumed), a
-//     CNI the provider programs itself (kindnetd cannot be fetched
-//     offline), and every cluster recorded in the ledger before creation.
+//     patches this kind of host needs (found by probing, not assumed),
+//     flannel for its pod network (kindnetd cannot be fetched offline),
+//     and every cluster recorded in the ledger before creation.
 //
 // Images (the edgeguard runtime, the control plane's) are written as
 // archives that both docker load and containerd's import take (WriteImage),

@@ -26,9 +26,13 @@ const KindVersion = "v0.33.0"
 // NodeImageRepo is the repository node images are tagged in.
 const NodeImageRepo = "edgefault/kind-node"
 
+// FlannelImage is flanneld as the node image preloads it (flannel's own
+// image cannot be fetched offline).
+const FlannelImage = "docker.io/edgefault/flannel:" + k8sbin.FlannelVersion
+
 // recipe changes when the way the image is made changes, so a cached image
 // made the old way is rebuilt.
-const recipe = "3"
+const recipe = "4"
 
 // DebianSuite and DebianPackages make the node's root filesystem.
 const DebianSuite = "bookworm"
@@ -76,7 +80,7 @@ type Step struct {
 }
 
 // nodeComponents are the cached binaries a node image holds.
-var nodeComponents = []string{"kubelet", "kubeadm", "kubectl", "kube-proxy", "crictl", "coredns", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+var nodeComponents = []string{"kubelet", "kubeadm", "kubectl", "kube-proxy", "crictl", "coredns", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "flanneld"}
 
 // NodeImageRef is the image BuildNodeImage makes from what is in cache:
 // its tag carries the Kubernetes version and a hash of every input, so a
@@ -296,9 +300,9 @@ func (b *nodeBuilder) baseFiles(ctx context.Context) error {
 		}
 	}
 	// kind reads this only for its default CNI, which edgefault never
-	// uses (kindnetd cannot be fetched offline): the provider programs
-	// its own.
-	return os.WriteFile(filepath.Join(b.root, "kind/manifests/default-cni.yaml"), []byte("# edgefault's node image: the provider installs the CNI (see docs/providers.md)\napiVersion: v1\nkind: List\nitems: []\n"), 0o644)
+	// uses (kindnetd cannot be fetched offline): the provider installs
+	// flannel.
+	return os.WriteFile(filepath.Join(b.root, "kind/manifests/default-cni.yaml"), []byte("# edgefault's node image: the provider installs flannel (see docs/kind.md)\napiVersion: v1\nkind: List\nitems: []\n"), 0o644)
 }
 
 func (b *nodeBuilder) binaries(ctx context.Context) error {
@@ -357,6 +361,14 @@ func (b *nodeBuilder) controlPlaneImages(ctx context.Context, pause string) ([]I
 			return nil, fmt.Errorf("kubeadm %s asks for %s, which this builder cannot make", k8sbin.KubernetesVersion, ref)
 		}
 	}
+	// flanneld, the pod network (Flannel in cluster.go): it programs
+	// iptables and its DaemonSet writes the CNI config with a shell, so it
+	// runs on the node's Debian filesystem too.
+	flanneld, err := b.o.Cache.Lookup("flanneld")
+	if err != nil {
+		return nil, err
+	}
+	imgs = append(imgs, Image{Ref: FlannelImage, Layers: []Layer{TarLayer(b.rootfsTar()), FilesLayer(map[string]string{"/opt/bin/flanneld": flanneld})}})
 	return imgs, nil
 }
 

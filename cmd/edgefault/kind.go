@@ -34,9 +34,9 @@ func newKindCreateCmd(g *globals) *cobra.Command {
 		Use:   "create NAME [--workers N] [--image REF]",
 		Short: "Create a kind cluster from the offline node image, with its pod network, and wait until it is Ready",
 		Long: `create makes a kind cluster on a Docker network of its own (edgefault-NAME)
-from the node image 'edgefault kind node-image' built, installs the pod network
-(kindnetd cannot be fetched offline: the ptp plugin with routes between the
-nodes) and waits until every node is Ready and CoreDNS runs. It is recorded
+from the node image 'edgefault kind node-image' built, installs the pod
+network (flannel with its host-gw backend: kindnetd cannot be fetched
+offline) and waits until every node is Ready and CoreDNS runs. It is recorded
 in the ledger before it is made: 'edgefault kind delete NAME' or 'edgefault
 cleanup' removes it, even after a crash. Prints the admin kubeconfig's path.`,
 		Args: cobra.ExactArgs(1),
