@@ -80,13 +80,13 @@ var _ = Describe("the pod network", func() {
 			}
 			pod = p
 			return p.Status.Phase
-		}).WithTimeout(90*time.Second).WithPolling(time.Second).Should(Or(Equal(corev1.PodSucceeded), Equal(corev1.PodFailed)))
+		}).WithTimeout(90 * time.Second).WithPolling(time.Second).Should(Or(Equal(corev1.PodSucceeded), Equal(corev1.PodFailed)))
 		logs, err := cs.CoreV1().Pods("default").GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(pod.Status.Phase).To(Equal(corev1.PodSucceeded), string(logs))
 		Expect(pod.Status.PodIP).To(HavePrefix("10.244."), "the probe ran on the pod network")
 		for _, ip := range targets {
-			Expect(strings.Split(strings.TrimSpace(string(logs)), "\n")).To(ContainElement(ip+" OK"))
+			Expect(strings.Split(strings.TrimSpace(string(logs)), "\n")).To(ContainElement(ip + " OK"))
 		}
 	})
 })
