@@ -160,6 +160,17 @@ type Command struct {
 	Image string
 }
 
+// RuntimePods is a Fleet that runs the runtime as a pod on each node, as
+// a cluster does, rather than as a process in the node's namespace. The
+// harness asks it for the runtime's image and starts the runtime with
+// Command.Image set.
+type RuntimePods interface {
+	// RuntimeImage makes the runtime's image from the edgeguard binary
+	// (once per binary) and returns its reference and the binary's path
+	// inside it.
+	RuntimeImage(ctx context.Context, edgeguard string) (ref, entry string, err error)
+}
+
 // Runner starts workloads on members.
 type Runner interface {
 	// StartCommand starts c on member in the background; it is recorded

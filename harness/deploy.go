@@ -127,6 +127,16 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 			siteGws[m.Site] = append(siteGws[m.Site], m.Name)
 		}
 	}
+	// Where the fleet runs the runtime as pods (kind), a node's runtime
+	// is a pod on its kubelet, its binary the image's.
+	var podImage, podEntry string
+	if rp, ok := r.f.(clusters.RuntimePods); ok {
+		if podImage, podEntry, err = rp.RuntimeImage(ctx, r.o.Edgeguard); err != nil {
+			return nil, fmt.Errorf("the runtime runs as pods on %s: %w", r.f.Provider(), err)
+		}
+		r.log.Info("the runtime runs as a pod on each node", "image", podImage)
+		r.res.Runtime += "; a pod on each node (" + podImage + ")"
+	}
 	var nodes []string
 	for _, m := range r.sc.Spec.Topology.Members() {
 		if m.Role == clusters.RoleGateway && !fo.Enabled {
@@ -167,7 +177,11 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 				argv = append(argv, "--failover-actions="+strings.Join(fo.Actions, ","))
 			}
 		}
-		if err := r.sup.start(ctx, m.Name, "runtime", argv, "EDGEGUARD_SINK_TOKEN="+r.cloud.SinkToken(m.Name)); err != nil {
+		image := ""
+		if podImage != "" && m.Role == clusters.RoleNode {
+			image, argv[0] = podImage, podEntry
+		}
+		if err := r.sup.startImage(ctx, m.Name, "runtime", image, argv, "EDGEGUARD_SINK_TOKEN="+r.cloud.SinkToken(m.Name)); err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, m.Name)

@@ -101,9 +101,35 @@ func (f *Fleet) startPod(ctx context.Context, m *fleetMember, c clusters.Command
 	if _, err := cs.CoreV1().Pods(WorkloadNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("%s on %s: create pod: %w", c.Name, m.Name, err)
 	}
-	p := &podProcess{cs: cs, name: name, log: filepath.Join(f.dir(), "logs", m.Name+"-"+c.Name+".log"), done: make(chan struct{})}
+	p := &podProcess{cs: cs, name: name, node: m.Container, log: filepath.Join(f.dir(), "logs", m.Name+"-"+c.Name+".log"), done: make(chan struct{})}
 	go p.watch()
 	return p, nil
+}
+
+var _ clusters.RuntimePods = (*Fleet)(nil)
+
+// RuntimeImage makes the runtime's image (EdgeguardImage: the binary
+// alone, FROM scratch, tagged with its digest) and loads it into the
+// Docker engine; startPod loads it into each site's nodes. A scenario's
+// runtime settings differ by member (its buffer, its events, its sink
+// token), so the harness runs one pod per node with them, as the
+// DaemonSet in deploy/ would with one setting for all.
+func (f *Fleet) RuntimeImage(ctx context.Context, edgeguard string) (ref, entry string, err error) {
+	tmp, err := os.MkdirTemp(f.dir(), "image-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(tmp)
+	ref, archive, err := EdgeguardImage(tmp, edgeguard)
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := docker(ctx, nil, "image", "inspect", "--format", "{{.Id}}", ref); err != nil {
+		if err := LoadDockerImage(ctx, archive); err != nil {
+			return "", "", fmt.Errorf("load the runtime's image %s into the Docker engine: %w", ref, err)
+		}
+	}
+	return ref, "/edgeguard", nil
 }
 
 var imageRefRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:@-]{0,254}$`)
@@ -136,6 +162,7 @@ func (f *Fleet) loadImage(ctx context.Context, s *fleetSite, image string) error
 type podProcess struct {
 	cs   kubernetes.Interface
 	name string
+	node string // the node's container
 	log  string
 	done chan struct{}
 	once sync.Once
@@ -217,25 +244,50 @@ func (p *podProcess) saveLog() {
 	_, _ = lf.Write(b)
 }
 
-// Signal: SIGKILL deletes the pod at once (a crash), SIGTERM with its
-// grace period; other signals have no pod equivalent.
+// Signal stops the pod's container as a crash (SIGKILL) or a stop
+// (SIGTERM, then SIGKILL after 5 s) does: the node's container runtime
+// stops it (crictl), the pod fails and keeps its log, and only then is it
+// Done, so its successor never meets it still holding a port or a lock (a
+// forced deletion from the API returns before the container is dead).
+// Other signals have no pod equivalent.
 func (p *podProcess) Signal(sig syscall.Signal) error {
-	var grace int64
+	var timeout string
 	switch sig {
 	case syscall.SIGKILL:
-		grace = 0
+		timeout = "0"
 	case syscall.SIGTERM:
-		grace = 5
+		timeout = "5"
 	default:
 		return fmt.Errorf("pod %s: %v has no pod equivalent (SIGKILL, SIGTERM): %w", p.name, sig, clusters.ErrUnsupported)
 	}
-	p.saveLog()
-	err := p.cs.CoreV1().Pods(WorkloadNamespace).Delete(context.Background(), p.name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pod, err := p.cs.CoreV1().Pods(WorkloadNamespace).Get(ctx, p.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("pod %s: %w", p.name, err)
+	}
+	id := ""
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.State.Running != nil {
+			_, id, _ = strings.Cut(s.ContainerID, "://")
+		}
+	}
+	if id == "" {
+		return nil // not running: nothing to stop
+	}
+	if !containerIDRE.MatchString(id) {
+		return fmt.Errorf("pod %s: container ID %q", p.name, id)
+	}
+	if _, err := docker(ctx, nil, "exec", p.node, "crictl", "stop", "--timeout", timeout, id); err != nil {
+		return fmt.Errorf("pod %s: stop its container on %s: %w", p.name, p.node, err)
+	}
+	return nil
 }
+
+var containerIDRE = regexp.MustCompile(`^[0-9a-f]{12,64}$`)
 
 // Stop deletes the pod with grace and waits for it to end.
 func (p *podProcess) Stop(grace time.Duration) error {

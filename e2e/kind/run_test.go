@@ -17,11 +17,12 @@ import (
 
 // The built-in scenarios on kind, through the CLI as a user runs them: a
 // kind cluster per site with Nodes named after the members, the cloud and
-// the gateways as containers on the fleet's WAN, the runtime and the
-// workloads as processes in the node containers' namespaces.
+// the gateways as containers on the fleet's WAN, the runtime as a pod on
+// each node's kubelet, command workloads as processes in the node
+// containers' namespaces.
 var _ = Describe("scenarios on kind", func() {
 	// One run proves both: a truck (one site, one node, its modem's
-	// uplink degraded then cut, its runtime killed) and three stores (a
+	// uplink degraded then cut, its runtime's container killed) and three stores (a
 	// cluster each, six nodes, customers calling from the routers while
 	// one store's ISP is out).
 	It("certifies vehicle and retail (a cluster per site, routers for gateways) and leaves nothing", func() {
@@ -36,8 +37,8 @@ var _ = Describe("scenarios on kind", func() {
 		var rep struct {
 			Pass      bool
 			Scenarios []struct {
-				Name, Provider, Error string
-				Pass                  bool
+				Name, Provider, Error, Runtime string
+				Pass                           bool
 			}
 		}
 		Expect(json.Unmarshal(b, &rep)).To(Succeed())
@@ -45,8 +46,31 @@ var _ = Describe("scenarios on kind", func() {
 		for _, sc := range rep.Scenarios {
 			Expect(sc.Provider).To(Equal("kind"), sc.Name)
 			Expect(sc.Pass).To(BeTrue(), "%s: %s", sc.Name, sc.Error)
+			Expect(sc.Runtime).To(ContainSubstring("a pod on each node (edgefault/edgeguard:"), sc.Name)
 		}
 		Expect(rep.Pass).To(BeTrue())
+
+		// The truck's runtime was a pod: started as one, its container
+		// killed by the timeline (a planned exit) and a new pod started.
+		type supEvent struct {
+			Event, Process, ID string
+			Planned            bool
+		}
+		var sup []supEvent
+		b, err = os.ReadFile(filepath.Join(reports, "vehicle", "evidence", "truck-ecu-supervisor.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var e supEvent
+			Expect(json.Unmarshal([]byte(line), &e)).To(Succeed(), line)
+			if e.Process == "runtime" {
+				sup = append(sup, e)
+			}
+		}
+		Expect(len(sup)).To(BeNumerically(">=", 3), "%+v", sup)
+		Expect(sup[0].Event).To(Equal("started"))
+		Expect(sup[0].ID).To(HavePrefix("pod edgefault-workloads/runtime-truck-ecu-"))
+		Expect(sup).To(ContainElement(And(HaveField("Event", "exited"), HaveField("Planned", true))), "%+v", sup)
+		Expect(sup).NotTo(ContainElement(And(HaveField("Event", "exited"), HaveField("Planned", false))), "no unplanned exit: %+v", sup)
 
 		// The fleet went down with the run: no container, network or
 		// cluster of it is left.
