@@ -53,8 +53,11 @@ var _ = Describe("scenarios on kind", func() {
 		// The truck's runtime was a pod: started as one, its container
 		// killed by the timeline (a planned exit) and a new pod started.
 		type supEvent struct {
-			Event, Process, ID string
-			Planned            bool
+			Event  string
+			Fields struct {
+				Process, ID string
+				Planned     bool
+			}
 		}
 		var sup []supEvent
 		b, err = os.ReadFile(filepath.Join(reports, "vehicle", "evidence", "truck-ecu-supervisor.jsonl"))
@@ -62,15 +65,15 @@ var _ = Describe("scenarios on kind", func() {
 		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 			var e supEvent
 			Expect(json.Unmarshal([]byte(line), &e)).To(Succeed(), line)
-			if e.Process == "runtime" {
+			if e.Fields.Process == "runtime" {
 				sup = append(sup, e)
 			}
 		}
 		Expect(len(sup)).To(BeNumerically(">=", 3), "%+v", sup)
 		Expect(sup[0].Event).To(Equal("started"))
-		Expect(sup[0].ID).To(HavePrefix("pod edgefault-workloads/runtime-truck-ecu-"))
-		Expect(sup).To(ContainElement(And(HaveField("Event", "exited"), HaveField("Planned", true))), "%+v", sup)
-		Expect(sup).NotTo(ContainElement(And(HaveField("Event", "exited"), HaveField("Planned", false))), "no unplanned exit: %+v", sup)
+		Expect(sup[0].Fields.ID).To(HavePrefix("pod edgefault-workloads/runtime-truck-ecu-"))
+		Expect(sup).To(ContainElement(And(HaveField("Event", "exited"), HaveField("Fields.Planned", true))), "%+v", sup)
+		Expect(sup).NotTo(ContainElement(And(HaveField("Event", "exited"), HaveField("Fields.Planned", false))), "no unplanned exit: %+v", sup)
 
 		// The fleet went down with the run: no container, network or
 		// cluster of it is left.
