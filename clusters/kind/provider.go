@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edgefault/edgefault/clusters/internal/member"
 	"log/slog"
 	"maps"
 	"os"
@@ -95,6 +96,12 @@ func (p *Provider) stateRoot() string {
 	return filepath.Join(filepath.Dir(p.ledger.Dir()), "kind-fleets")
 }
 
+// lock takes fleet name's lock, the one the embedded fleet's provider
+// takes for the name (the names share one ledger).
+func (p *Provider) lock(name string) (unlock func(), err error) {
+	return member.LockFleet(filepath.Join(filepath.Dir(p.ledger.Dir()), "fleets"), name)
+}
+
 // Up creates fleet name from spec: the WAN and the cloud, then per site a
 // kind cluster, its gateways and the nodes' routes through them, then the
 // topology's link profiles. Everything is recorded before it is made; an
@@ -106,6 +113,11 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	if name != strings.ToLower(name) {
 		return nil, fmt.Errorf("fleet name %q: kind fleets take lower-case names (they name containers and clusters)", name)
 	}
+	unlock, err := p.lock(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if es, err := p.ledger.Entries(name); err != nil {
 		return nil, err
 	} else if len(es) > 0 {
@@ -279,6 +291,11 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	if err := clusters.ValidateFleetName(name); err != nil {
 		return err
 	}
+	unlock, err := p.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	es, err := p.ledger.Entries(name)
 	if err != nil {
 		return err

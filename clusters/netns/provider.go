@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -286,21 +286,10 @@ func (f *Fleet) save() error {
 }
 
 // errBusy: another process holds a fleet's lock.
-var errBusy = errors.New("busy")
+var errBusy = memberpkg.ErrBusy
 
 // lock takes fleet name's lock (a file beside its state), failing at once
 // (errBusy) if another process holds it.
 func (p *Provider) lock(name string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(p.stateDir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --name: %w", name, errBusy)
-		}
-		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
-	}
-	return func() { f.Close() }, nil
+	return memberpkg.LockFleet(p.stateDir, name)
 }

@@ -265,3 +265,28 @@ func Collect(from, dir string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ErrBusy: another process holds a fleet's lock.
+var ErrBusy = errors.New("busy")
+
+// LockFleet takes fleet name's lock, a file in dir that every provider
+// uses for the name (a fleet name is one across providers), failing at
+// once (ErrBusy) if another process holds it. The lock goes with the
+// process, also when it crashes.
+func LockFleet(dir, name string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --name: %w", name, ErrBusy)
+		}
+		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
+	}
+	return func() { f.Close() }, nil
+}

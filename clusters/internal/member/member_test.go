@@ -1,6 +1,7 @@
 package member
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,4 +48,28 @@ func TestCollect(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "evidence/skip.txt")); !os.IsNotExist(err) {
 		t.Errorf("a file that is not evidence was collected: %v", err)
 	}
+}
+
+// A fleet's lock is held once: a second taker is told ErrBusy until the
+// first lets go.
+func TestLockFleet(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "fleets")
+	unlock, err := LockFleet(dir, "f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockFleet(dir, "f1"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second lock: %v, want ErrBusy", err)
+	}
+	other, err := LockFleet(dir, "f2")
+	if err != nil {
+		t.Fatalf("another fleet's lock: %v", err)
+	}
+	other()
+	unlock()
+	again, err := LockFleet(dir, "f1")
+	if err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+	again()
 }
