@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/spf13/cobra"
@@ -56,6 +57,9 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 			}
 			if err := clusters.ValidateFleetName(name); err != nil {
 				return err
+			}
+			if !controlPlanes && prov == kind.ProviderName {
+				return errors.New("--control-planes=false: every site on kind is a kind cluster, control plane included; the flag is for --provider netns")
 			}
 			if err := requireRoot(); err != nil {
 				return err

@@ -138,5 +138,10 @@ spec:
 		Expect(out).To(And(ContainSubstring("routers, not Nodes"), ContainSubstring("turn failover off")))
 		ps, _ := exec.Command("docker", "ps", "--all", "--format", "{{.Names}}").CombinedOutput()
 		Expect(strings.Contains(string(ps), "factory")).To(BeFalse(), "nothing was made for a refused scenario")
+
+		// Nor is a fleet without control planes, which kind cannot make.
+		out, err = run("fleet", "up", "--provider", "kind", "--control-planes=false", "--name", "noplanes")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("the flag is for --provider netns"))
 	})
 })
