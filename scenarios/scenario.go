@@ -136,11 +136,18 @@ const (
 	WorkloadCommand = "command" // the user's own command
 )
 
-// Workload runs on every node of a group.
+// Cloud is what a workload's On names to run it in the fleet's cloud, the
+// far side of every uplink (an app's broker, ingest API, database).
+const Cloud = "cloud"
+
+// Workload runs on every node of a group, or in the cloud.
 type Workload struct {
 	Name string `yaml:"name"`
 	Type string `yaml:"type"`
-	On   string `yaml:"on"`
+	// On is a group of nodes, or "cloud" (type command only): cloud
+	// workloads start first, and every command workload is told where
+	// they are (CLOUD_ADDR, <NAME>_ADDR for those with a Port).
+	On string `yaml:"on"`
 	// Period is the time between fetches, records or (serve) customer
 	// calls; scaled.
 	Period Duration `yaml:"period,omitempty"`
@@ -152,6 +159,39 @@ type Workload struct {
 	// Image runs the workload as a container image, on providers that run
 	// pods (not the embedded fleet).
 	Image string `yaml:"image,omitempty"`
+	// Port is the TCP port a command workload listens on: a cloud
+	// workload's is given to the others as <NAME>_ADDR, and Ready probes it.
+	Port int `yaml:"port,omitempty"`
+	// Ready is what the harness waits for after starting the workload
+	// and before going on (the edge side, the timeline).
+	Ready *Readiness `yaml:"ready,omitempty"`
+}
+
+// OnCloud says the workload runs in the cloud.
+func (w Workload) OnCloud() bool { return w.On == Cloud }
+
+// Readiness is a check of a workload's Port from its own member: a TCP
+// connection, or an HTTP GET of a path answered 2xx.
+type Readiness struct {
+	TCP  bool   `yaml:"tcp,omitempty"`
+	HTTP string `yaml:"http,omitempty"`
+	// Within bounds the wait (real time, not scaled; default 30s, at most
+	// 5m); a check that has not passed by then fails the run.
+	Within Duration `yaml:"within,omitempty"`
+}
+
+// ReadyWithin is how long to wait for r.
+func (r Readiness) ReadyWithin() time.Duration {
+	if r.Within == 0 {
+		return 30 * time.Second
+	}
+	return r.Within.D()
+}
+
+// EnvName is the environment variable that carries a cloud workload's
+// address: broker -> BROKER_ADDR, ingest-api -> INGEST_API_ADDR.
+func EnvName(workload string) string {
+	return strings.ToUpper(strings.ReplaceAll(workload, "-", "_")) + "_ADDR"
 }
 
 // Step is one moment of the timeline: at At, do one thing to Group.
@@ -187,6 +227,8 @@ type Expectation struct {
 	Max *int `yaml:"max,omitempty"`
 	// MinShare is the share that must succeed (local-service-answers).
 	MinShare string `yaml:"minShare,omitempty"`
+	// Ordered asks for order as well (delivered: per sender).
+	Ordered bool `yaml:"ordered,omitempty"`
 }
 
 // Duration is a YAML duration written like Go's ("90s", "1h30m").
@@ -330,6 +372,39 @@ func (s *Scenario) validate() error {
 		default:
 			return perr(wp+".type", "workload type %q: use fetch, produce, serve or command", w.Type)
 		}
+		if w.Port != 0 || w.Ready != nil {
+			if w.Type != WorkloadCommand {
+				return perr(wp, "workload %q: port and ready are for type command", w.Name)
+			}
+			if w.Port == 0 {
+				return perr(wp+".port", "workload %q: ready probes the workload's port: give port", w.Name)
+			}
+			if w.Port < 1 || w.Port > 65535 {
+				return perr(wp+".port", "workload %q: port %d is not a TCP port (1-65535)", w.Name, w.Port)
+			}
+		}
+		if r := w.Ready; r != nil {
+			switch {
+			case r.TCP == (r.HTTP != ""):
+				return perr(wp+".ready", "workload %q: ready takes one check, tcp: true or http: /path", w.Name)
+			case r.HTTP != "" && (!strings.HasPrefix(r.HTTP, "/") || strings.ContainsAny(r.HTTP, " \t\r\n#")):
+				return perr(wp+".ready.http", "workload %q: %q is not a URL path (write /healthz)", w.Name, r.HTTP)
+			case r.Within < 0 || r.Within.D() > 5*time.Minute:
+				return perr(wp+".ready.within", "workload %q: wait between 1s and 5m for readiness", w.Name)
+			}
+		}
+		if w.OnCloud() {
+			if EnvName(w.Name) == "CLOUD_ADDR" {
+				return perr(wp+".name", "workload %q: its address would be CLOUD_ADDR, the cloud's own: pick another name", w.Name)
+			}
+			if w.Type != WorkloadCommand {
+				return perr(wp+".on", "workload %q: the cloud runs workloads of type command (the sample workloads run on nodes)", w.Name)
+			}
+			if w.Image != "" {
+				return perr(wp+".image", "workload %q: the cloud runs commands, not images (images run as pods on nodes)", w.Name)
+			}
+			continue
+		}
 		ms, err := sp.Resolve(w.On)
 		if err != nil {
 			return perr(wp+".on", "%v", err)
@@ -435,6 +510,9 @@ func (r RuntimeSpec) check(path string) error {
 }
 
 func (sp *ScenarioSpec) checkStep(path string, st Step, workloads map[string]bool) error {
+	if st.Group == Cloud {
+		return sp.checkCloudStep(path, st)
+	}
 	if _, err := sp.Resolve(st.Group); err != nil {
 		return perr(path+".group", "%v", err)
 	}
@@ -449,6 +527,37 @@ func (sp *ScenarioSpec) checkStep(path string, st Step, workloads map[string]boo
 	}
 	if end := st.At + st.For; end > sp.Duration {
 		return perr(path+".at", "the step ends at %v, after the scenario's duration %v", end.D(), sp.Duration.D())
+	}
+	return nil
+}
+
+// checkCloudStep checks a step on the cloud: it kills or restarts cloud
+// workloads (the cloud's own link is not impaired: the sites' uplinks
+// are).
+func (sp *ScenarioSpec) checkCloudStep(path string, st Step) error {
+	k, err := kindOf(st)
+	if err != nil {
+		return perr(path, "%v", err)
+	}
+	w := st.Kill + st.Restart
+	if k.kind != "kill" && k.kind != "restart" {
+		return perr(path+".group", "a step on the cloud kills or restarts a cloud workload; impair the sites' uplinks (their gateways) or nodes instead")
+	}
+	if st.For != 0 {
+		return perr(path+".for", "for applies to impairments, not to %s", k.kind)
+	}
+	name, _ := strings.CutPrefix(w, "workload/")
+	found := false
+	for _, x := range sp.Workloads {
+		if x.OnCloud() && (w == "workload" || x.Name == name) {
+			found = true
+		}
+	}
+	if !found || (w != "workload" && !strings.HasPrefix(w, "workload/")) {
+		return perr(path+"."+k.kind, "%s %q on the cloud: name a cloud workload (workload/NAME, or workload for all of them)", k.kind, w)
+	}
+	if st.At > sp.Duration {
+		return perr(path+".at", "the step is at %v, after the scenario's duration %v", st.At.D(), sp.Duration.D())
 	}
 	return nil
 }

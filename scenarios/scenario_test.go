@@ -108,6 +108,19 @@ func TestBadScenarios(t *testing.T) {
 		{"no expectations", "  expect:\n  - {validator: gate-follows-link, group: all, within: 10s}\n", "  expect: []\n", 23, "at least one expectation"},
 		{"time scale below 1", "  duration: 5m", "  duration: 5m\n  timeScale: 0.5", 23, "timeScale"},
 		{"wrong kind", "kind: Scenario", "kind: Fleet", 2, "expected Scenario"},
+		{"a sample workload in the cloud", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: fetch, on: cloud}", 19, "the cloud runs workloads of type command"},
+		{"a cloud workload without a command", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud}", 19, "needs a command"},
+		{"an image in the cloud", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, image: x/y:1}", 19, "not images"},
+		{"ready without a port", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], ready: {tcp: true}}", 19, "give port"},
+		{"a port out of range", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 70000}", 19, "not a TCP port"},
+		{"two readiness checks", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {tcp: true, http: /h}}", 19, "one check"},
+		{"a readiness path that is not a path", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {http: healthz}}", 19, "not a URL path"},
+		{"a readiness wait too long", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {tcp: true, within: 1h}}", 19, "between 1s and 5m"},
+		{"port on a sample workload", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s, port: 80}", 18, "for type command"},
+		{"a cloud workload named cloud", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: cloud, type: command, on: cloud, command: [x]}", 19, "CLOUD_ADDR"},
+		{"the cloud's link impaired", "group: a1, kill: workload/w", "group: cloud, outage: true", 21, "kills or restarts a cloud workload"},
+		{"a kill of no cloud workload", "group: a1, kill: workload/w", "group: cloud, kill: workload/w", 21, "name a cloud workload"},
+		{"a kill of the runtime in the cloud", "group: a1, kill: workload/w", "group: cloud, kill: runtime", 21, "name a cloud workload"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := strings.Replace(good, tc.old, tc.new, 1)
@@ -148,5 +161,27 @@ func TestScaled(t *testing.T) {
 		if got := Scaled(tc.d, tc.scale, tc.floor); got != tc.want {
 			t.Errorf("Scaled(%v, %v, %v) = %v, want %v", tc.d.D(), tc.scale, tc.floor, got, tc.want)
 		}
+	}
+}
+
+// A cloud workload: parsed, not resolved as a group of nodes, killable by
+// a step on the cloud; its address's variable named after it.
+func TestCloudWorkload(t *testing.T) {
+	src := strings.Replace(good, "{name: w, type: fetch, on: s/a, period: 1s}",
+		"{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: ingest-api, type: command, on: cloud, command: [x], port: 8080, ready: {http: /healthz, within: 10s}}", 1)
+	src = strings.Replace(src, "group: a1, kill: workload/w", "group: cloud, kill: workload/ingest-api", 1)
+	s, err := ParseScenario("t.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.Spec.Workloads[1]
+	if !w.OnCloud() || w.Port != 8080 || w.Ready == nil || w.Ready.HTTP != "/healthz" || w.Ready.ReadyWithin() != 10*time.Second {
+		t.Errorf("workload = %+v", w)
+	}
+	if got := EnvName(w.Name); got != "INGEST_API_ADDR" {
+		t.Errorf("EnvName = %s", got)
+	}
+	if got := (Readiness{TCP: true}).ReadyWithin(); got != 30*time.Second {
+		t.Errorf("default readiness wait = %v", got)
 	}
 }

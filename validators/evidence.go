@@ -30,6 +30,10 @@ type Evidence struct {
 	// HoldDown is failover's scaled hold-down (fail-back takes this long
 	// after a restore); 0 without failover.
 	HoldDown time.Duration
+	// AppProblems are the lines of apps' evidence (ReadAppEvents) that
+	// break its contract, as file:line: what; validators that read app
+	// evidence fail on them.
+	AppProblems []string
 }
 
 // Window is one impairment of one member's link.

@@ -31,6 +31,7 @@ func registry() map[string]spec {
 		"node-tagged":            {v: NodeTagged{}, params: []string{"within"}, kube: true},
 		"routes-switched":        {v: RoutesSwitched{}, params: []string{"within"}},
 		"no-restart-loops":       {v: NoRestartLoops{}, params: []string{"max"}, whole: true},
+		"delivered":              {v: Delivered{}, params: []string{"within", "max", "ordered"}},
 	}
 }
 
@@ -64,7 +65,7 @@ func Check(sc *scenarios.Scenario) error {
 		if !ok {
 			return sc.Errorf(at+".validator", "unknown validator %q: use one of %s", x.Validator, strings.Join(Names(), ", "))
 		}
-		for p, set := range map[string]bool{"within": x.Within != 0, "max": x.Max != nil, "minShare": x.MinShare != ""} {
+		for p, set := range map[string]bool{"within": x.Within != 0, "max": x.Max != nil, "minShare": x.MinShare != "", "ordered": x.Ordered} {
 			if set && !slices.Contains(s.params, p) {
 				return sc.Errorf(at+"."+p, "validator %s does not take %s", x.Validator, p)
 			}

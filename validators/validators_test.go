@@ -142,7 +142,7 @@ func TestBuiltinsCheck(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if got := Names(); len(got) != 7 || got[0] != "delivered-exactly-once" {
+	if got := Names(); len(got) != 8 || got[0] != "delivered" || got[1] != "delivered-exactly-once" {
 		t.Errorf("Names() = %v", got)
 	}
 }
@@ -155,10 +155,11 @@ func TestCheckRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, old, new, want string }{
-		{"unknown validator", "validator: gate-follows-link", "validator: gate-is-fine", "unknown validator \"gate-is-fine\": use one of delivered-exactly-once,"},
+		{"unknown validator", "validator: gate-follows-link", "validator: gate-is-fine", "unknown validator \"gate-is-fine\": use one of delivered, delivered-exactly-once,"},
 		{"param it does not take", "{validator: no-fetch-while-closed, group: truck}", "{validator: no-fetch-while-closed, group: truck, within: 3s}", "does not take within"},
 		{"no group", "{validator: no-fetch-while-closed, group: truck}", "{validator: no-fetch-while-closed}", "needs a group"},
 		{"a group for the whole run", "{validator: no-restart-loops}", "{validator: no-restart-loops, group: truck}", "give it no group"},
+		{"order asked of a validator that does not judge it", "{validator: no-fetch-while-closed, group: truck}", "{validator: no-fetch-while-closed, group: truck, ordered: true}", "does not take ordered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := strings.Replace(string(src), tc.old, tc.new, 1)
