@@ -211,6 +211,9 @@ func (r *run) waitReady(ctx context.Context, members []string) error {
 func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) error {
 	gate := fmt.Sprintf("http://127.0.0.1:%d", GatePort)
 	for _, w := range r.sc.Spec.Workloads {
+		if w.OnCloud() {
+			continue // started before the runtime (deployCloudWorkloads)
+		}
 		ms, err := r.sc.Spec.Resolve(w.On)
 		if err != nil {
 			return err
@@ -239,11 +242,17 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				argv = append(base, "serve", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), fmt.Sprintf("--listen=:%d", PayPort))
 			case scenarios.WorkloadCommand:
 				argv = w.Command
-				env = []string{"EDGEGUARD_URL=" + gate, "CONTENT_URL=" + r.cloud.ContentURL, "SINK_URL=" + r.cloud.SinkURL, "EVIDENCE_DIR=" + paths.Evidence, "NODE_NAME=" + m.Name}
+				if env, err = r.appEnv(m.Name, w, paths); err != nil {
+					return err
+				}
+				env = append(env, "EDGEGUARD_URL="+gate, "CONTENT_URL="+r.cloud.ContentURL, "SINK_URL="+r.cloud.SinkURL)
 			}
 			// An image runs as a pod on the node (providers whose Info
 			// says Images), its command in the image (or the image's own).
 			if err := r.sup.startImage(ctx, m.Name, "workload/"+w.Name, w.Image, argv, env...); err != nil {
+				return err
+			}
+			if err := r.waitWorkload(ctx, m.Name, w); err != nil {
 				return err
 			}
 			if w.Type == scenarios.WorkloadServe {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/edgefault/edgefault/runtime/events"
@@ -66,6 +67,9 @@ func (e *evidenceLogs) close() {
 	}
 }
 
+// appSuffix ends the evidence files apps write about themselves.
+const appSuffix = ".app.jsonl"
+
 // mergeEvidence reads every event log of the run and orders the events by
 // time.
 func mergeEvidence(dir string) ([]wire.Event, error) {
@@ -75,6 +79,9 @@ func mergeEvidence(dir string) ([]wire.Event, error) {
 	}
 	var all []wire.Event
 	for _, f := range files {
+		if strings.HasSuffix(f, appSuffix) {
+			continue // an app's own: read by appEvidence, labelled as such
+		}
 		evs, err := events.Read(f)
 		if err != nil {
 			return nil, fmt.Errorf("evidence %s: %w", f, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -87,6 +88,7 @@ type run struct {
 	active map[string]int // target -> index in wins of its open window
 	groups []string       // the timeline group of each window
 	steps  []int          // the timeline step of each window
+	apps   []appFile      // the command workloads' own evidence files
 }
 
 // activeStep is the timeline step whose impairment target has now (-1:
@@ -206,6 +208,9 @@ func (r *run) play(ctx context.Context) (err error) {
 	r.res.Backend = r.sh.Backend()
 	r.sup = &supervisor{f: r.f, ev: r.ev, log: r.log}
 	defer r.sup.stopAll()
+	if err := r.deployCloudWorkloads(ctx); err != nil {
+		return err
+	}
 
 	obsCtx, stopObs := context.WithCancel(ctx)
 	var obs sync.WaitGroup
@@ -264,7 +269,15 @@ func (r *run) play(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	e := &validators.Evidence{Scenario: r.sc, Start: r.t0, End: end, Events: evs, Streams: streams, Hashes: hashes, Windows: r.wins}
+	apps, problems, err := r.appEvidence()
+	if err != nil {
+		return err
+	}
+	if len(apps) > 0 {
+		evs = append(evs, apps...)
+		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
+	}
+	e := &validators.Evidence{Scenario: r.sc, Start: r.t0, End: end, Events: evs, Streams: streams, Hashes: hashes, Windows: r.wins, AppProblems: problems}
 	if r.sc.Spec.Runtime.Failover.Enabled {
 		e.HoldDown = r.holdDown()
 	}

@@ -1,0 +1,207 @@
+// Command edge-agent is the edge side of the example app edgefault
+// certifies (docs/certify-your-app.md): every period it takes a reading
+// and must get it to the cloud's ingest service ($INGEST_ADDR). It logs
+// each reading it takes as app evidence, a {"event":"sent","id":...} line
+// in $APP_EVENTS: from then on the reading is its to deliver.
+//
+// By default it buffers: a reading is written to $DATA_DIR/queue (synced)
+// before it is logged, and a sender delivers the queue in order, retrying
+// while the link is down, so readings survive an outage and a crash. With
+// -naive it posts each reading once and drops it when that fails: the
+// app a certification should catch.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	period := flag.Duration("period", time.Second, "time between readings")
+	naive := flag.Bool("naive", false, "post each reading once and drop it if that fails (no buffer)")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	a, err := newAgent(*naive)
+	if err != nil {
+		log.Error("edge-agent", "err", err)
+		os.Exit(2)
+	}
+	defer a.events.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if !a.naive {
+		go a.sendLoop(ctx, log)
+	}
+	t := time.NewTicker(*period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := a.reading(ctx); err != nil {
+			log.Error("a reading", "err", err)
+		}
+	}
+}
+
+type agent struct {
+	naive  bool
+	node   string
+	ingest string
+	queue  string // $DATA_DIR/queue: one file per reading, named by its number
+	data   string
+	events *os.File
+	client *http.Client
+}
+
+func newAgent(naive bool) (*agent, error) {
+	a := &agent{naive: naive, node: os.Getenv("NODE_NAME"), client: &http.Client{Timeout: 2 * time.Second}}
+	addr := os.Getenv("INGEST_ADDR")
+	a.data = os.Getenv("DATA_DIR")
+	ev := os.Getenv("APP_EVENTS")
+	if addr == "" || a.data == "" || ev == "" || a.node == "" {
+		return nil, errors.New("INGEST_ADDR, DATA_DIR, APP_EVENTS and NODE_NAME must be set: run me as a workload of an edgefault scenario with a cloud workload named ingest")
+	}
+	a.ingest = "http://" + addr + "/ingest"
+	a.queue = filepath.Join(a.data, "queue")
+	if err := os.MkdirAll(a.queue, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(ev, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	a.events = f
+	return a, nil
+}
+
+// next is the number of the next reading, kept in $DATA_DIR so that a
+// restarted agent never reuses an id.
+func (a *agent) next() (int, error) {
+	p := filepath.Join(a.data, "next")
+	n := 1
+	if b, err := os.ReadFile(p); err == nil {
+		n, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	return n, writeSynced(p, []byte(strconv.Itoa(n+1)))
+}
+
+func (a *agent) reading(ctx context.Context) error {
+	n, err := a.next()
+	if err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%s-%d", a.node, n)
+	if !a.naive {
+		// Buffered before it is promised.
+		if err := writeSynced(filepath.Join(a.queue, fmt.Sprintf("%012d", n)), []byte(id)); err != nil {
+			return err
+		}
+	}
+	if err := a.log("sent", id); err != nil {
+		return err
+	}
+	if a.naive {
+		if err := a.post(ctx, id); err != nil {
+			a.log("dropped", id)
+		}
+	}
+	return nil
+}
+
+// sendLoop delivers the queue oldest first; a reading leaves the queue
+// only once the cloud has taken it.
+func (a *agent) sendLoop(ctx context.Context, log *slog.Logger) {
+	for ctx.Err() == nil {
+		names, _ := os.ReadDir(a.queue)
+		sort.Slice(names, func(i, j int) bool { return names[i].Name() < names[j].Name() })
+		sentAny := false
+		for _, e := range names {
+			p := filepath.Join(a.queue, e.Name())
+			id, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			if err := a.post(ctx, string(id)); err != nil {
+				break // the link is down: keep the order, try again
+			}
+			os.Remove(p)
+			sentAny = true
+		}
+		if !sentAny {
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (a *agent) post(ctx context.Context, id string) error {
+	body, _ := json.Marshal(map[string]string{"id": id})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.ingest, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("ingest answered %s", resp.Status)
+	}
+	return nil
+}
+
+func (a *agent) log(event, id string) error {
+	line, _ := json.Marshal(map[string]string{"time": time.Now().UTC().Format(time.RFC3339Nano), "event": event, "id": id})
+	_, err := a.events.Write(append(line, '\n'))
+	return err
+}
+
+// writeSynced replaces p with b, durably.
+func writeSynced(p string, b []byte) error {
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(p))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
