@@ -51,8 +51,8 @@ spec:
   - name: ingest
     type: command
     on: cloud
-    command: [%[1]s, -listen=:8080]
-    port: 8080
+    command: [%[1]s, -listen=:9000]
+    port: 9000
     ready: {http: /healthz, within: 20s}
   - {name: agent, type: command, on: keeps, command: [%[2]s, -period=200ms]}
   - {name: agent-naive, type: command, on: drops, command: [%[2]s, -period=200ms, -naive]}
@@ -60,10 +60,10 @@ spec:
   - {at: 2m, group: keeps-gw, outage: true, for: 3m}
   - {at: 2m, group: drops-gw, outage: true, for: 3m}
   - {at: 7m, group: cloud, kill: workload/ingest, note: the cloud side crashes once}
-  duration: 10m
+  duration: 12m
   expect:
-  - {validator: delivered, group: keeps, within: 20s, ordered: true}
-  - {validator: delivered, group: drops, within: 20s}
+  - {validator: delivered, group: keeps, within: 8s, ordered: true}
+  - {validator: delivered, group: drops, within: 8s}
   - {validator: no-restart-loops}
 `, ingest, agent)))
 		Expect(err).NotTo(HaveOccurred())

@@ -22,7 +22,7 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 		return err
 	}
 	for _, st := range sc.Spec.Timeline {
-		ms, err := sc.Spec.Resolve(st.Group)
+		ms, err := sc.Spec.StepMembers(st)
 		if err != nil {
 			return err
 		}

@@ -69,3 +69,16 @@ func TestSupports(t *testing.T) {
 		})
 	}
 }
+
+// The ports the scenario format refuses are the ones the harness's own
+// servers take.
+func TestReservedPorts(t *testing.T) {
+	for _, p := range []int{SpeedPort, ContentPort, SinkPort, GatePort, PayPort} {
+		if _, ok := scenarios.ReservedPorts[p]; !ok {
+			t.Errorf("port %d is the harness's but scenarios.ReservedPorts lets a workload take it", p)
+		}
+	}
+	if len(scenarios.ReservedPorts) != 5 {
+		t.Errorf("scenarios.ReservedPorts has %d ports, the harness takes 5", len(scenarios.ReservedPorts))
+	}
+}

@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"github.com/edgefault/edgefault/clusters"
 	"sort"
 	"time"
 
@@ -94,12 +93,8 @@ func (r *run) restore(ctx context.Context, target string) error {
 
 func (r *run) do(ctx context.Context, a action) error {
 	st := a.step
-	var ms []scenarios.Member
-	var err error
-	if st.Group == scenarios.Cloud {
-		// Steps on the cloud kill or restart its workloads.
-		ms = []scenarios.Member{{Name: clusters.CloudName, Role: clusters.RoleCloud}}
-	} else if ms, err = r.sc.Spec.Resolve(st.Group); err != nil {
+	ms, err := r.sc.Spec.StepMembers(st)
+	if err != nil {
 		return err
 	}
 	act := r.sc.Spec.Action(st)

@@ -31,6 +31,17 @@ type Scenario struct {
 // files on a member.
 var reservedWorkloadNames = []string{"runtime", "gate", "sampler", "timeline", "kube", "customer", "supervisor", "speedserver", "content", "sink"}
 
+// ReservedPorts are the TCP ports the harness's own servers take on the
+// members, which a workload's port cannot have (the harness checks that
+// its constants are these).
+var ReservedPorts = map[int]string{
+	8080: "the cloud's speed-test server",
+	8081: "the cloud's content server",
+	8082: "the cloud's sink",
+	8474: "the runtime's API on every node",
+	9090: "the serve workload's local service",
+}
+
 // ValidateName checks a scenario's name: it names the report's folder and
 // the fleet, so it is plain.
 func ValidateName(name string) error {
@@ -253,7 +264,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // Member is a node or gateway of a topology, with where it is.
 type Member struct {
 	Name     string
-	Role     string // "node" or "gateway"
+	Role     string // "node" or "gateway" ("cloud" from StepMembers)
 	Site     string
 	Building string // "" for a site without buildings
 	Gateway  string // a node's own gateway
@@ -381,6 +392,9 @@ func (s *Scenario) validate() error {
 			}
 			if w.Port < 1 || w.Port > 65535 {
 				return perr(wp+".port", "workload %q: port %d is not a TCP port (1-65535)", w.Name, w.Port)
+			}
+			if what, ok := ReservedPorts[w.Port]; ok {
+				return perr(wp+".port", "workload %q: port %d is %s: pick another", w.Name, w.Port, what)
 			}
 		}
 		if r := w.Ready; r != nil {
@@ -612,6 +626,15 @@ func findMember(ms []Member, name string) *Member {
 
 func implicitGroup(ms []Member, t FleetSpec, name string) bool {
 	return hasSite(t, name) || findMember(ms, name) != nil
+}
+
+// StepMembers lists the members a timeline step acts on: its group's
+// (Resolve), or the cloud itself (Role "cloud") for a step on the cloud.
+func (sp *ScenarioSpec) StepMembers(st Step) ([]Member, error) {
+	if st.Group == Cloud {
+		return []Member{{Name: Cloud, Role: Cloud}}, nil
+	}
+	return sp.Resolve(st.Group)
 }
 
 // Resolve lists the members a group names, in topology order: a group of

@@ -112,6 +112,7 @@ func TestBadScenarios(t *testing.T) {
 		{"a cloud workload without a command", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud}", 19, "needs a command"},
 		{"an image in the cloud", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, image: x/y:1}", 19, "not images"},
 		{"ready without a port", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], ready: {tcp: true}}", 19, "give port"},
+		{"a port the harness takes", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 8080}", 19, "the cloud's speed-test server"},
 		{"a port out of range", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 70000}", 19, "not a TCP port"},
 		{"two readiness checks", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {tcp: true, http: /h}}", 19, "one check"},
 		{"a readiness path that is not a path", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {http: healthz}}", 19, "not a URL path"},
@@ -168,14 +169,14 @@ func TestScaled(t *testing.T) {
 // a step on the cloud; its address's variable named after it.
 func TestCloudWorkload(t *testing.T) {
 	src := strings.Replace(good, "{name: w, type: fetch, on: s/a, period: 1s}",
-		"{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: ingest-api, type: command, on: cloud, command: [x], port: 8080, ready: {http: /healthz, within: 10s}}", 1)
+		"{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: ingest-api, type: command, on: cloud, command: [x], port: 8000, ready: {http: /healthz, within: 10s}}", 1)
 	src = strings.Replace(src, "group: a1, kill: workload/w", "group: cloud, kill: workload/ingest-api", 1)
 	s, err := ParseScenario("t.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := s.Spec.Workloads[1]
-	if !w.OnCloud() || w.Port != 8080 || w.Ready == nil || w.Ready.HTTP != "/healthz" || w.Ready.ReadyWithin() != 10*time.Second {
+	if !w.OnCloud() || w.Port != 8000 || w.Ready == nil || w.Ready.HTTP != "/healthz" || w.Ready.ReadyWithin() != 10*time.Second {
 		t.Errorf("workload = %+v", w)
 	}
 	if got := EnvName(w.Name); got != "INGEST_API_ADDR" {

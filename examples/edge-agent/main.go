@@ -72,6 +72,13 @@ type agent struct {
 
 func newAgent(naive bool) (*agent, error) {
 	a := &agent{naive: naive, node: os.Getenv("NODE_NAME"), client: &http.Client{Timeout: 2 * time.Second}}
+	if naive {
+		// A connection per reading, as fire-and-forget clients do. (On a
+		// kept-alive connection a request given up on still sits in the
+		// kernel's send queue, and TCP delivers it when the link returns:
+		// the reading would arrive after all.)
+		a.client.Transport = &http.Transport{DisableKeepAlives: true}
+	}
 	addr := os.Getenv("INGEST_ADDR")
 	a.data = os.Getenv("DATA_DIR")
 	ev := os.Getenv("APP_EVENTS")

@@ -1,8 +1,11 @@
 // Command ingest is the cloud side of the example app edgefault certifies
 // (docs/certify-your-app.md): it takes the readings the edge agents POST
-// to /ingest and logs each one it receives as app evidence, a
-// {"event":"received","id":...} line in $APP_EVENTS. It keeps nothing
-// else: what arrived is what its evidence says.
+// to /ingest and logs each new one as app evidence, a
+// {"event":"received","id":...} line in $APP_EVENTS. It is idempotent: an
+// agent that retries a POST whose answer it lost (the link died
+// mid-request) sends a reading again, and ingest acknowledges it without
+// taking it twice. The ids it has taken are kept in $DATA_DIR/seen, so a
+// restarted ingest still knows them.
 package main
 
 import (
@@ -13,12 +16,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
 
 func main() {
-	listen := flag.String("listen", ":8080", "address to serve on")
+	listen := flag.String("listen", ":9000", "address to serve on")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	events := os.Getenv("APP_EVENTS")
@@ -32,6 +37,12 @@ func main() {
 		os.Exit(1)
 	}
 	defer out.Close()
+	seen, seenFile, err := loadSeen(os.Getenv("DATA_DIR"))
+	if err != nil {
+		log.Error("the ids taken so far", "err", err)
+		os.Exit(1)
+	}
+	defer seenFile.Close()
 	var mu sync.Mutex
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -43,14 +54,26 @@ func main() {
 			http.Error(w, `want {"id":"..."}`, http.StatusBadRequest)
 			return
 		}
-		line, _ := json.Marshal(map[string]string{"time": time.Now().UTC().Format(time.RFC3339Nano), "event": "received", "id": in.ID})
 		mu.Lock()
-		_, err := out.Write(append(line, '\n'))
-		mu.Unlock()
+		defer mu.Unlock()
+		if seen[in.ID] {
+			w.WriteHeader(http.StatusNoContent) // taken already: acknowledge again
+			return
+		}
+		// Kept before it is acknowledged, so a crash never takes it twice.
+		_, err := seenFile.WriteString(in.ID + "\n")
+		if err == nil {
+			err = seenFile.Sync()
+		}
+		if err == nil {
+			line, _ := json.Marshal(map[string]string{"time": time.Now().UTC().Format(time.RFC3339Nano), "event": "received", "id": in.ID})
+			_, err = out.Write(append(line, '\n'))
+		}
 		if err != nil {
 			http.Error(w, "cannot record it", http.StatusInternalServerError)
 			return
 		}
+		seen[in.ID] = true
 		w.WriteHeader(http.StatusNoContent)
 	})
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxHeaderBytes: 8 << 10}
@@ -59,4 +82,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// loadSeen reads the ids taken so far from dir/seen and opens it to add
+// more.
+func loadSeen(dir string) (map[string]bool, *os.File, error) {
+	if dir == "" {
+		return nil, nil, fmt.Errorf("DATA_DIR is not set")
+	}
+	p := filepath.Join(dir, "seen")
+	seen := map[string]bool{}
+	if b, err := os.ReadFile(p); err == nil {
+		for _, id := range strings.Split(string(b), "\n") {
+			if id != "" {
+				seen[id] = true
+			}
+		}
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	return seen, f, err
 }
