@@ -40,7 +40,8 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, fmt.Errorf("workload %s on %s: its data directory: %w", w.Name, member, err)
 	}
-	base := member + "-" + w.Name + appSuffix
+	// '.' is in no member's or workload's name: no two pairs share a file.
+	base := member + "." + w.Name + appSuffix
 	r.apps = append(r.apps, appFile{base: base, member: member, workload: w.Name})
 	env := []string{
 		"NODE_NAME=" + member,

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"github.com/edgefault/edgefault/validators"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -86,7 +87,13 @@ func mergeEvidence(dir string) ([]wire.Event, error) {
 		if err != nil {
 			return nil, fmt.Errorf("evidence %s: %w", f, err)
 		}
-		all = append(all, evs...)
+		for _, e := range evs {
+			// Only appEvidence labels events as an app's: a line in any
+			// other file that claims to be one is a forgery.
+			if !strings.HasPrefix(e.Component, validators.AppComponent) {
+				all = append(all, e)
+			}
+		}
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
 	return all, nil

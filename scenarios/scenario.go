@@ -342,8 +342,8 @@ func (s *Scenario) validate() error {
 	members := sp.Topology.Members()
 	for name, g := range sp.Groups {
 		gp := "spec.groups." + name
-		if !nameRE.MatchString(name) || name == "all" {
-			return perr(gp, "group name %q: use lowercase letters, digits and '-' (and not \"all\")", name)
+		if !nameRE.MatchString(name) || name == "all" || name == Cloud {
+			return perr(gp, "group name %q: use lowercase letters, digits and '-' (and not \"all\" or \"cloud\")", name)
 		}
 		if implicitGroup(members, sp.Topology, name) {
 			return perr(gp, "group name %q is already a site, node or gateway of the topology", name)
@@ -403,7 +403,7 @@ func (s *Scenario) validate() error {
 				return perr(wp+".ready", "workload %q: ready takes one check, tcp: true or http: /path", w.Name)
 			case r.HTTP != "" && (!strings.HasPrefix(r.HTTP, "/") || strings.ContainsAny(r.HTTP, " \t\r\n#")):
 				return perr(wp+".ready.http", "workload %q: %q is not a URL path (write /healthz)", w.Name, r.HTTP)
-			case r.Within < 0 || r.Within.D() > 5*time.Minute:
+			case r.Within != 0 && (r.Within.D() < time.Second || r.Within.D() > 5*time.Minute):
 				return perr(wp+".ready.within", "workload %q: wait between 1s and 5m for readiness", w.Name)
 			}
 		}

@@ -116,6 +116,8 @@ func TestBadScenarios(t *testing.T) {
 		{"a port out of range", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 70000}", 19, "not a TCP port"},
 		{"two readiness checks", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {tcp: true, http: /h}}", 19, "one check"},
 		{"a readiness path that is not a path", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {http: healthz}}", 19, "not a URL path"},
+		{"a readiness wait too short", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {tcp: true, within: 100ms}}", 19, "between 1s and 5m"},
+		{"a group named cloud", "gws: {sites: [s], role: gateway}", "cloud: {sites: [s], role: gateway}", 14, `not "all" or "cloud"`},
 		{"a readiness wait too long", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: db, type: command, on: cloud, command: [x], port: 80, ready: {tcp: true, within: 1h}}", 19, "between 1s and 5m"},
 		{"port on a sample workload", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s, port: 80}", 18, "for type command"},
 		{"a cloud workload named cloud", "{name: w, type: fetch, on: s/a, period: 1s}", "{name: w, type: fetch, on: s/a, period: 1s}\n  - {name: cloud, type: command, on: cloud, command: [x]}", 19, "CLOUD_ADDR"},

@@ -40,6 +40,8 @@ func TestDelivered(t *testing.T) {
 			[]wire.Event{sent(1, "a1", "x"), received(9, "x")}, nil, false, "1 late (x)"},
 		{"twice", scenarios.Expectation{Group: "s/a", Within: five},
 			[]wire.Event{sent(1, "a1", "x"), received(2, "x"), received(3, "x")}, nil, false, "received more than once (x)"},
+		{"twice and late, one id against max", scenarios.Expectation{Group: "s/a", Within: five, Max: &one},
+			[]wire.Event{sent(1, "a1", "x"), received(8, "x"), received(9, "x")}, nil, true, "within max 1"},
 		{"twice, tolerated", scenarios.Expectation{Group: "s/a", Within: five, Max: &one},
 			[]wire.Event{sent(1, "a1", "x"), received(2, "x"), received(3, "x")}, nil, true, "within max 1"},
 		{"out of order, asked for order", scenarios.Expectation{Group: "s/a", Within: five, Ordered: true},
@@ -55,7 +57,7 @@ func TestDelivered(t *testing.T) {
 		{"another group's ids are not counted", scenarios.Expectation{Group: "s/b", Within: five},
 			[]wire.Event{sent(1, "a1", "1"), sent(2, "b1", "2"), received(3, "2")}, nil, true, "1 of 1"},
 		{"evidence that breaks the contract", scenarios.Expectation{Group: "s/a", Within: five},
-			[]wire.Event{sent(1, "a1", "1"), received(2, "1")}, []string{"a1-agent.app.jsonl:3: not a JSON object"}, false, "app evidence a1-agent.app.jsonl:3"},
+			[]wire.Event{sent(1, "a1", "1"), received(2, "1")}, []string{"a1.agent.app.jsonl:3: not a JSON object"}, false, "app evidence a1.agent.app.jsonl:3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := evidence(t, tc.evs...)
@@ -85,7 +87,7 @@ func TestDecodeApp(t *testing.T) {
 		strings.Repeat("x", maxAppLine+10),
 		`{"time":"2026-12-06T10:00:06Z","event":"sent","id":"6"}`,
 	}, "\n")
-	evs, problems := decodeApp(strings.NewReader(in), "n1-agent.app.jsonl", "n1", "agent")
+	evs, problems := decodeApp(strings.NewReader(in), "n1.agent.app.jsonl", "n1", "agent")
 	var got []string
 	for _, e := range evs {
 		got = append(got, e.Node+" "+e.Component+" "+e.Event+" "+e.Time.Format("15:04:05.0")+" "+stringField(e, "id"))
@@ -100,12 +102,12 @@ func TestDecodeApp(t *testing.T) {
 		t.Errorf("events:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	wantProblems := []string{
-		"n1-agent.app.jsonl:4: not a JSON object",
-		"n1-agent.app.jsonl:5: a \"sent\" line needs an \"id\"",
-		"n1-agent.app.jsonl:6: no RFC 3339 \"time\"",
-		"n1-agent.app.jsonl:7: no \"event\"",
-		"n1-agent.app.jsonl:9: more than one JSON value",
-		"n1-agent.app.jsonl:10: line longer than",
+		"n1.agent.app.jsonl:4: not a JSON object",
+		"n1.agent.app.jsonl:5: a \"sent\" line needs an \"id\"",
+		"n1.agent.app.jsonl:6: no RFC 3339 \"time\"",
+		"n1.agent.app.jsonl:7: no \"event\"",
+		"n1.agent.app.jsonl:9: more than one JSON value",
+		"n1.agent.app.jsonl:10: line longer than",
 	}
 	if len(problems) != len(wantProblems) {
 		t.Fatalf("problems:\n%s", strings.Join(problems, "\n"))

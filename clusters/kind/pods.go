@@ -249,7 +249,8 @@ func (p *podProcess) saveLog() {
 // stops it (crictl), the pod fails and keeps its log, and only then is it
 // Done, so its successor never meets it still holding a port or a lock (a
 // forced deletion from the API returns before the container is dead).
-// Other signals have no pod equivalent.
+// A pod whose container is not running is deleted instead. Other
+// signals have no pod equivalent.
 func (p *podProcess) Signal(sig syscall.Signal) error {
 	var timeout string
 	switch sig {
@@ -276,7 +277,15 @@ func (p *podProcess) Signal(sig syscall.Signal) error {
 		}
 	}
 	if id == "" {
-		return nil // not running: nothing to stop
+		// Not running yet (or any more): no container to stop, so the
+		// pod goes, at once; its watcher sees it gone, and the kill is
+		// not left pending for a later exit to pass as planned.
+		zero := int64(0)
+		err := p.cs.CoreV1().Pods(WorkloadNamespace).Delete(ctx, p.name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
 	}
 	if !containerIDRE.MatchString(id) {
 		return fmt.Errorf("pod %s: container ID %q", p.name, id)

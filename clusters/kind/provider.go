@@ -99,8 +99,10 @@ func (p *Provider) stateRoot() string {
 // lock takes fleet name's lock, the one the embedded fleet's provider
 // takes for the name (the names share one ledger).
 func (p *Provider) lock(name string) (unlock func(), err error) {
-	return member.LockFleet(filepath.Join(filepath.Dir(p.ledger.Dir()), "fleets"), name)
+	return member.LockFleet(p.lockDir(), name)
 }
+
+func (p *Provider) lockDir() string { return filepath.Join(filepath.Dir(p.ledger.Dir()), "fleets") }
 
 // Up creates fleet name from spec: the WAN and the cloud, then per site a
 // kind cluster, its gateways and the nodes' routes through them, then the
@@ -154,7 +156,8 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	}
 	defer func() {
 		if err != nil {
-			if derr := p.Down(context.WithoutCancel(ctx), name); derr != nil {
+			// Under the lock Up holds.
+			if derr := p.down(name); derr != nil {
 				err = errors.Join(err, fmt.Errorf("removing what was made: %w", derr))
 			}
 		}
@@ -291,11 +294,18 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	if err := clusters.ValidateFleetName(name); err != nil {
 		return err
 	}
-	unlock, err := p.lock(name)
+	// Waits for an Up or Down of the name in progress, as long as ctx
+	// lets it.
+	unlock, err := member.WaitLockFleet(ctx, p.lockDir(), name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	return p.down(name)
+}
+
+// down is Down under the fleet's lock.
+func (p *Provider) down(name string) error {
 	es, err := p.ledger.Entries(name)
 	if err != nil {
 		return err

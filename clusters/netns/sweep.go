@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
@@ -21,20 +21,9 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	}
 	// Waits for an Up or Down of the name in progress, as long as ctx
 	// lets it.
-	var unlock func()
-	var err error
-	for {
-		if unlock, err = p.lock(name); err == nil {
-			break
-		}
-		if !errors.Is(err, errBusy) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (%w)", err, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	unlock, err := memberpkg.WaitLockFleet(ctx, p.stateDir, name)
+	if err != nil {
+		return err
 	}
 	defer unlock()
 	return p.down(name)

@@ -140,6 +140,9 @@ func (a *agent) sendLoop(ctx context.Context, log *slog.Logger) {
 		sort.Slice(names, func(i, j int) bool { return names[i].Name() < names[j].Name() })
 		sentAny := false
 		for _, e := range names {
+			if strings.HasSuffix(e.Name(), ".tmp") {
+				continue // still being written
+			}
 			p := filepath.Join(a.queue, e.Name())
 			id, err := os.ReadFile(p)
 			if err != nil {

@@ -4,8 +4,9 @@
 // {"event":"received","id":...} line in $APP_EVENTS. It is idempotent: an
 // agent that retries a POST whose answer it lost (the link died
 // mid-request) sends a reading again, and ingest acknowledges it without
-// taking it twice. The ids it has taken are kept in $DATA_DIR/seen, so a
-// restarted ingest still knows them.
+// taking it twice. The ids it has taken are its evidence file's
+// "received" lines, read again when it starts: one write records a
+// reading, so a crash never leaves it taken but unrecorded.
 package main
 
 import (
@@ -16,7 +17,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -37,12 +37,11 @@ func main() {
 		os.Exit(1)
 	}
 	defer out.Close()
-	seen, seenFile, err := loadSeen(os.Getenv("DATA_DIR"))
+	seen, err := loadSeen(events)
 	if err != nil {
 		log.Error("the ids taken so far", "err", err)
 		os.Exit(1)
 	}
-	defer seenFile.Close()
 	var mu sync.Mutex
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -60,14 +59,11 @@ func main() {
 			w.WriteHeader(http.StatusNoContent) // taken already: acknowledge again
 			return
 		}
-		// Kept before it is acknowledged, so a crash never takes it twice.
-		_, err := seenFile.WriteString(in.ID + "\n")
+		// Recorded (one write, synced) before it is acknowledged.
+		line, _ := json.Marshal(map[string]string{"time": time.Now().UTC().Format(time.RFC3339Nano), "event": "received", "id": in.ID})
+		_, err := out.Write(append(line, '\n'))
 		if err == nil {
-			err = seenFile.Sync()
-		}
-		if err == nil {
-			line, _ := json.Marshal(map[string]string{"time": time.Now().UTC().Format(time.RFC3339Nano), "event": "received", "id": in.ID})
-			_, err = out.Write(append(line, '\n'))
+			err = out.Sync()
 		}
 		if err != nil {
 			http.Error(w, "cannot record it", http.StatusInternalServerError)
@@ -84,21 +80,19 @@ func main() {
 	}
 }
 
-// loadSeen reads the ids taken so far from dir/seen and opens it to add
-// more.
-func loadSeen(dir string) (map[string]bool, *os.File, error) {
-	if dir == "" {
-		return nil, nil, fmt.Errorf("DATA_DIR is not set")
-	}
-	p := filepath.Join(dir, "seen")
+// loadSeen reads the ids taken so far from the evidence file's
+// "received" lines.
+func loadSeen(events string) (map[string]bool, error) {
 	seen := map[string]bool{}
-	if b, err := os.ReadFile(p); err == nil {
-		for _, id := range strings.Split(string(b), "\n") {
-			if id != "" {
-				seen[id] = true
-			}
+	b, err := os.ReadFile(events)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		var e struct{ Event, ID string }
+		if json.Unmarshal([]byte(l), &e) == nil && e.Event == "received" && e.ID != "" {
+			seen[e.ID] = true
 		}
 	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	return seen, f, err
+	return seen, nil
 }

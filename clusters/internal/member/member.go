@@ -290,3 +290,18 @@ func LockFleet(dir, name string) (unlock func(), err error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// WaitLockFleet is LockFleet, waiting for an Up or Down of the name in
+// progress in another process to finish, as long as ctx lets it.
+func WaitLockFleet(ctx context.Context, dir, name string) (unlock func(), err error) {
+	for {
+		if unlock, err = LockFleet(dir, name); !errors.Is(err, ErrBusy) {
+			return unlock, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

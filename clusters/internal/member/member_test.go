@@ -1,11 +1,13 @@
 package member
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Only per-namespace net/... keys with plain values get near /proc/sys.
@@ -70,6 +72,27 @@ func TestLockFleet(t *testing.T) {
 	again, err := LockFleet(dir, "f1")
 	if err != nil {
 		t.Fatalf("after unlock: %v", err)
+	}
+	again()
+}
+
+// WaitLockFleet waits for the holder to let go, and gives up with ErrBusy
+// when its context ends first.
+func TestWaitLockFleet(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := LockFleet(dir, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := WaitLockFleet(ctx, dir, "f"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("while held: %v, want ErrBusy", err)
+	}
+	time.AfterFunc(200*time.Millisecond, unlock)
+	again, err := WaitLockFleet(context.Background(), dir, "f")
+	if err != nil {
+		t.Fatalf("after the holder let go: %v", err)
 	}
 	again()
 }
