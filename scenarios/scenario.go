@@ -357,6 +357,7 @@ func (s *Scenario) validate() error {
 	}
 	wnames := map[string]bool{}
 	servers := map[string]string{} // node -> its serve workload: one port each
+	ports := map[string]string{}   // member/port -> the workload listening there
 	for i, w := range sp.Workloads {
 		wp := fmt.Sprintf("spec.workloads[%d]", i)
 		if w.Name == "" || !nameRE.MatchString(w.Name) {
@@ -405,6 +406,23 @@ func (s *Scenario) validate() error {
 				return perr(wp+".ready.http", "workload %q: %q is not a URL path (write /healthz)", w.Name, r.HTTP)
 			case r.Within != 0 && (r.Within.D() < time.Second || r.Within.D() > 5*time.Minute):
 				return perr(wp+".ready.within", "workload %q: wait between 1s and 5m for readiness", w.Name)
+			}
+		}
+		if w.Port != 0 {
+			members := []string{Cloud}
+			if !w.OnCloud() {
+				ms, _ := sp.Resolve(w.On)
+				members = members[:0]
+				for _, m := range ms {
+					members = append(members, m.Name)
+				}
+			}
+			for _, m := range members {
+				key := fmt.Sprintf("%s/%d", m, w.Port)
+				if other, ok := ports[key]; ok {
+					return perr(wp+".port", "workload %q: %s already has workload %q on port %d", w.Name, m, other, w.Port)
+				}
+				ports[key] = w.Name
 			}
 		}
 		if w.OnCloud() {
