@@ -1,8 +1,9 @@
 package harness
 
 import (
+	"errors"
 	"fmt"
-	"github.com/edgefault/edgefault/validators"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/wire"
+	"github.com/edgefault/edgefault/validators"
 )
 
 // evidenceLogs hands out event logs for the harness's own evidence, one
@@ -71,32 +73,44 @@ func (e *evidenceLogs) close() {
 // appSuffix ends the evidence files apps write about themselves.
 const appSuffix = ".app.jsonl"
 
-// mergeEvidence reads every event log of the run and orders the events by
-// time.
-func mergeEvidence(dir string) ([]wire.Event, error) {
+// mergeEvidence reads every event log of the run, and the evidence the
+// apps wrote about themselves (the files apps names, labelled by who was
+// given each, with the lines that break the contract), and orders the
+// events by time.
+func mergeEvidence(dir string, apps []appFile) (all []wire.Event, problems []string, err error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var all []wire.Event
 	for _, f := range files {
 		if strings.HasSuffix(f, appSuffix) {
-			continue // an app's own: read by appEvidence, labelled as such
+			continue // an app's own: read below, labelled as such
 		}
 		evs, err := events.Read(f)
 		if err != nil {
-			return nil, fmt.Errorf("evidence %s: %w", f, err)
+			return nil, nil, fmt.Errorf("evidence %s: %w", f, err)
 		}
 		for _, e := range evs {
-			// Only appEvidence labels events as an app's: a line in any
-			// other file that claims to be one is a forgery.
+			// Only the files below are an app's: a line in any other
+			// that claims to be one is a forgery.
 			if !strings.HasPrefix(e.Component, validators.AppComponent) {
 				all = append(all, e)
 			}
 		}
 	}
+	for _, a := range apps {
+		evs, p, err := validators.ReadAppEvents(filepath.Join(dir, a.base), a.member, a.workload)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // it wrote nothing about itself
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("app evidence: %w", err)
+		}
+		all = append(all, evs...)
+		problems = append(problems, p...)
+	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
-	return all, nil
+	return all, problems, nil
 }
 
 // freshEvidence empties dir/evidence and dir/logs, which an earlier run

@@ -20,7 +20,7 @@ func TestMergeEvidenceDropsForgedAppEvents(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "n1.agent"+appSuffix), []byte(app), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := mergeEvidence(dir)
+	evs, _, err := mergeEvidence(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -265,17 +264,9 @@ func (r *run) play(ctx context.Context) (err error) {
 	if err := r.f.Collect(ctx, dir); err != nil {
 		return fmt.Errorf("collect evidence: %w", err)
 	}
-	evs, err := mergeEvidence(r.evDir)
+	evs, problems, err := mergeEvidence(r.evDir, r.apps)
 	if err != nil {
 		return err
-	}
-	apps, problems, err := r.appEvidence()
-	if err != nil {
-		return err
-	}
-	if len(apps) > 0 {
-		evs = append(evs, apps...)
-		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
 	}
 	e := &validators.Evidence{Scenario: r.sc, Start: r.t0, End: end, Events: evs, Streams: streams, Hashes: hashes, Windows: r.wins, AppProblems: problems}
 	if r.sc.Spec.Runtime.Failover.Enabled {

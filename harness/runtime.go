@@ -310,26 +310,40 @@ func (g *Gate) Stop() {
 	}
 }
 
-// waitHTTP polls url from inside host until it answers 200.
+// waitHTTP polls url from inside host until it answers 2xx.
 func waitHTTP(ctx context.Context, host clusters.Host, url string, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
 	c := &http.Client{Transport: &http.Transport{DialContext: host.DialContext}, Timeout: time.Second}
-	var last error
-	for {
+	err := waitUntil(ctx, within, func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := c.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s answered %s", url, resp.Status)
+		if err != nil {
+			return err
 		}
-		last = err
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", url, err)
+	}
+	return nil
+}
+
+// waitUntil runs check every 100 ms until it passes, or returns its last
+// error when within has passed.
+func waitUntil(ctx context.Context, within time.Duration, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		last := check(ctx)
+		if last == nil {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", url, last)
+			return last
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

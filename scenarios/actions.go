@@ -120,8 +120,14 @@ func checkProcess(field string, what func(Step) string) func(*ScenarioSpec, stri
 		default:
 			return perr(path+"."+field, "%s %q: use runtime, workload, or workload/NAME with a workload of spec.workloads", field, w)
 		}
-		ms, _ := sp.Resolve(st.Group)
+		ms, _ := sp.StepMembers(st)
 		for _, m := range ms {
+			if m.Role == Cloud {
+				if w == "runtime" || !sp.runs(Cloud, name) {
+					return perr(path+"."+field, "%s %q on the cloud: name a cloud workload (workload/NAME, or workload for all of them)", field, w)
+				}
+				continue
+			}
 			if w == "runtime" {
 				if m.Role == "gateway" && !sp.Runtime.Failover.Enabled {
 					return perr(path+".group", "%s %s: gateway %s runs no runtime unless failover is enabled", field, w, m.Name)

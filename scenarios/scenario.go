@@ -542,15 +542,15 @@ func (r RuntimeSpec) check(path string) error {
 }
 
 func (sp *ScenarioSpec) checkStep(path string, st Step, workloads map[string]bool) error {
-	if st.Group == Cloud {
-		return sp.checkCloudStep(path, st)
-	}
-	if _, err := sp.Resolve(st.Group); err != nil {
+	if _, err := sp.StepMembers(st); err != nil {
 		return perr(path+".group", "%v", err)
 	}
 	k, err := kindOf(st)
 	if err != nil {
 		return perr(path, "%v", err)
+	}
+	if st.Group == Cloud && k.kind != "kill" && k.kind != "restart" {
+		return perr(path+".group", "a step on the cloud kills or restarts a cloud workload; impair the sites' uplinks (their gateways) or nodes instead")
 	}
 	if k.check != nil {
 		if err := k.check(sp, path, st, workloads); err != nil {
@@ -563,41 +563,17 @@ func (sp *ScenarioSpec) checkStep(path string, st Step, workloads map[string]boo
 	return nil
 }
 
-// checkCloudStep checks a step on the cloud: it kills or restarts cloud
-// workloads (the cloud's own link is not impaired: the sites' uplinks
-// are).
-func (sp *ScenarioSpec) checkCloudStep(path string, st Step) error {
-	k, err := kindOf(st)
-	if err != nil {
-		return perr(path, "%v", err)
-	}
-	w := st.Kill + st.Restart
-	if k.kind != "kill" && k.kind != "restart" {
-		return perr(path+".group", "a step on the cloud kills or restarts a cloud workload; impair the sites' uplinks (their gateways) or nodes instead")
-	}
-	if st.For != 0 {
-		return perr(path+".for", "for applies to impairments, not to %s", k.kind)
-	}
-	name, _ := strings.CutPrefix(w, "workload/")
-	found := false
-	for _, x := range sp.Workloads {
-		if x.OnCloud() && (w == "workload" || x.Name == name) {
-			found = true
-		}
-	}
-	if !found || (w != "workload" && !strings.HasPrefix(w, "workload/")) {
-		return perr(path+"."+k.kind, "%s %q on the cloud: name a cloud workload (workload/NAME, or workload for all of them)", k.kind, w)
-	}
-	if st.At > sp.Duration {
-		return perr(path+".at", "the step is at %v, after the scenario's duration %v", st.At.D(), sp.Duration.D())
-	}
-	return nil
-}
-
-// runs says whether node runs the workload called name ("" for any).
+// runs says whether node (or the cloud) runs the workload called name
+// ("" for any).
 func (sp *ScenarioSpec) runs(node, name string) bool {
 	for _, w := range sp.Workloads {
 		if name != "" && w.Name != name {
+			continue
+		}
+		if w.OnCloud() {
+			if node == Cloud {
+				return true
+			}
 			continue
 		}
 		ms, _ := sp.Resolve(w.On)

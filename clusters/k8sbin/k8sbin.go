@@ -594,7 +594,8 @@ func (b *builder) buildFlannel(ctx context.Context, out string) error {
 	if err := os.RemoveAll(src); err != nil {
 		return err
 	}
-	if err := copyDir(info.Dir, src); err != nil {
+	// Writable (the module cache is not), to drop the imports.
+	if err := os.CopyFS(src, os.DirFS(info.Dir)); err != nil {
 		return fmt.Errorf("copy %s: %w", info.Dir, err)
 	}
 	mainGo := filepath.Join(src, "main.go")
@@ -617,31 +618,6 @@ func (b *builder) buildFlannel(ctx context.Context, out string) error {
 	}
 	ld := "-s -w -X " + mod + "/pkg/version.Version=" + FlannelVersion
 	return b.run(ctx, src, nil, "build", "-trimpath", "-ldflags", ld, "-o", out, ".")
-}
-
-// copyDir copies a source tree (regular files and directories), writable.
-func copyDir(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, 0o644)
-	})
 }
 
 // goInstall builds module@version with `go install` into a private GOBIN

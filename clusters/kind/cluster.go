@@ -380,24 +380,19 @@ func flannelManifest(podSubnet, apiHost string) (string, error) {
 // node to be Ready (the kubelet is not until a CNI config exists), flannel
 // to run on each, and CoreDNS (a pod on the pod network) to be available.
 func (c *Clusters) network(ctx context.Context, cl *Cluster) error {
-	if err := c.describe(ctx, cl); err != nil {
-		return err
-	}
-	if len(cl.Nodes) == 0 {
-		return fmt.Errorf("kind cluster %s has no nodes", cl.Name)
-	}
-	manifest, err := flannelManifest(PodSubnet, cl.Nodes[0].Name)
+	cp := cl.Name + "-control-plane" // kind's name for it
+	manifest, err := flannelManifest(PodSubnet, cp)
 	if err != nil {
 		return err
 	}
-	if _, err := docker(ctx, strings.NewReader(manifest), "exec", "-i", cl.Nodes[0].Name,
+	if _, err := docker(ctx, strings.NewReader(manifest), "exec", "-i", cp,
 		"kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("kind cluster %s: install flannel: %w", cl.Name, err)
 	}
 	if err := c.waitReady(ctx, cl, 3*time.Minute); err != nil {
 		return err
 	}
-	// Now with every Node's name and pod range.
+	// The nodes, with every Node's name and pod range.
 	return c.describe(ctx, cl)
 }
 
@@ -496,7 +491,7 @@ func (c *Clusters) waitReady(ctx context.Context, cl *Cluster, timeout time.Dura
 	}
 }
 
-// flannelReady says why flannel is not running on all nodes nodes, or "".
+// flannelReady says why flannel is not running on all nodes, or "".
 func flannelReady(ctx context.Context, cs kubernetes.Interface, nodes int) string {
 	ds, err := cs.AppsV1().DaemonSets("kube-flannel").Get(ctx, "kube-flannel-ds", metav1.GetOptions{})
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/edgefault/edgefault/clusters/internal/member"
 	"log/slog"
 	"maps"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/internal/member"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/scenarios"
@@ -96,14 +96,6 @@ func (p *Provider) stateRoot() string {
 	return filepath.Join(filepath.Dir(p.ledger.Dir()), "kind-fleets")
 }
 
-// lock takes fleet name's lock, the one the embedded fleet's provider
-// takes for the name (the names share one ledger).
-func (p *Provider) lock(name string) (unlock func(), err error) {
-	return member.LockFleet(p.lockDir(), name)
-}
-
-func (p *Provider) lockDir() string { return filepath.Join(filepath.Dir(p.ledger.Dir()), "fleets") }
-
 // Up creates fleet name from spec: the WAN and the cloud, then per site a
 // kind cluster, its gateways and the nodes' routes through them, then the
 // topology's link profiles. Everything is recorded before it is made; an
@@ -115,7 +107,9 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	if name != strings.ToLower(name) {
 		return nil, fmt.Errorf("fleet name %q: kind fleets take lower-case names (they name containers and clusters)", name)
 	}
-	unlock, err := p.lock(name)
+	// The lock the embedded fleet's provider takes for the name too: the
+	// names share one ledger.
+	unlock, err := member.LockFleet(p.ledger, name)
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +290,7 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	}
 	// Waits for an Up or Down of the name in progress, as long as ctx
 	// lets it.
-	unlock, err := member.WaitLockFleet(ctx, p.lockDir(), name)
+	unlock, err := member.WaitLockFleet(ctx, p.ledger, name)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
+	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/scenarios"
@@ -291,5 +291,5 @@ var errBusy = memberpkg.ErrBusy
 // lock takes fleet name's lock (a file beside its state), failing at once
 // (errBusy) if another process holds it.
 func (p *Provider) lock(name string) (unlock func(), err error) {
-	return memberpkg.LockFleet(p.stateDir, name)
+	return memberpkg.LockFleet(p.ledger, name)
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"os"
 	"path/filepath"
 
+	memberpkg "github.com/edgefault/edgefault/clusters/internal/member"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/vishvananda/netns"
@@ -21,7 +21,7 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	}
 	// Waits for an Up or Down of the name in progress, as long as ctx
 	// lets it.
-	unlock, err := memberpkg.WaitLockFleet(ctx, p.stateDir, name)
+	unlock, err := memberpkg.WaitLockFleet(ctx, p.ledger, name)
 	if err != nil {
 		return err
 	}

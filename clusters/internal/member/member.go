@@ -269,11 +269,12 @@ func Collect(from, dir string) error {
 // ErrBusy: another process holds a fleet's lock.
 var ErrBusy = errors.New("busy")
 
-// LockFleet takes fleet name's lock, a file in dir that every provider
-// uses for the name (a fleet name is one across providers), failing at
-// once (ErrBusy) if another process holds it. The lock goes with the
-// process, also when it crashes.
-func LockFleet(dir, name string) (unlock func(), err error) {
+// LockFleet takes fleet name's lock, a file beside the ledger l that
+// every provider takes for the name (a fleet name is one across
+// providers), failing at once (ErrBusy) if another process holds it. The
+// lock goes with the process, also when it crashes.
+func LockFleet(l *ledger.Ledger, name string) (unlock func(), err error) {
+	dir := filepath.Join(filepath.Dir(l.Dir()), "fleets")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
 	}
@@ -293,9 +294,9 @@ func LockFleet(dir, name string) (unlock func(), err error) {
 
 // WaitLockFleet is LockFleet, waiting for an Up or Down of the name in
 // progress in another process to finish, as long as ctx lets it.
-func WaitLockFleet(ctx context.Context, dir, name string) (unlock func(), err error) {
+func WaitLockFleet(ctx context.Context, l *ledger.Ledger, name string) (unlock func(), err error) {
 	for {
-		if unlock, err = LockFleet(dir, name); !errors.Is(err, ErrBusy) {
+		if unlock, err = LockFleet(l, name); !errors.Is(err, ErrBusy) {
 			return unlock, err
 		}
 		select {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgefault/edgefault/ledger"
 )
 
 // Only per-namespace net/... keys with plain values get near /proc/sys.
@@ -55,7 +57,7 @@ func TestCollect(t *testing.T) {
 // A fleet's lock is held once: a second taker is told ErrBusy until the
 // first lets go.
 func TestLockFleet(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "fleets")
+	dir := testLedger(t)
 	unlock, err := LockFleet(dir, "f1")
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +81,7 @@ func TestLockFleet(t *testing.T) {
 // WaitLockFleet waits for the holder to let go, and gives up with ErrBusy
 // when its context ends first.
 func TestWaitLockFleet(t *testing.T) {
-	dir := t.TempDir()
+	dir := testLedger(t)
 	unlock, err := LockFleet(dir, "f")
 	if err != nil {
 		t.Fatal(err)
@@ -95,4 +97,13 @@ func TestWaitLockFleet(t *testing.T) {
 		t.Fatalf("after the holder let go: %v", err)
 	}
 	again()
+}
+
+func testLedger(t *testing.T) *ledger.Ledger {
+	t.Helper()
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
