@@ -158,6 +158,23 @@ type Command struct {
 	Env []string
 	// Image runs the command in this container image (Info.Images).
 	Image string
+	// Sandbox, if set, confines a user's command (see Sandbox).
+	Sandbox *Sandbox
+}
+
+// Sandbox is how a user's command is confined: it runs as UID:GID with no
+// capabilities and no way to gain any, with only Command.Env for an
+// environment (and a PATH), seeing none of the harness's state (its
+// ledger, fleets, evidence, kubeconfigs) but the paths in Writable, which
+// the caller created and gave to UID. A provider that cannot confine a
+// command this way refuses it (ErrUnsupported) rather than run it as root.
+type Sandbox struct {
+	UID, GID int
+	// Writable are the files and directories it may write (its data
+	// directory, its evidence file), at the paths Paths gives.
+	Writable []string
+	// Dir is its working directory.
+	Dir string
 }
 
 // RuntimePods is a Fleet that runs the runtime as a pod on each node, as

@@ -24,6 +24,9 @@ import (
 var _ = Describe("a user's app", func() {
 	It("passes delivered when it buffers, fails it with the lost ids when it drops, its cloud side in the cloud", func(ctx SpecContext) {
 		dir := GinkgoT().TempDir()
+		// The apps run as users of their own: what they run must be
+		// theirs to read and execute.
+		Expect(os.Chmod(dir, 0o755)).To(Succeed())
 		build := func(name string) string {
 			GinkgoHelper()
 			out := filepath.Join(dir, name)

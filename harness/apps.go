@@ -23,24 +23,28 @@ type appFile struct {
 // appEnv is what every command workload is told, on a node or in the
 // cloud: where it is (NODE_NAME), where the cloud and the cloud
 // workloads are (CLOUD_ADDR, <NAME>_ADDR), where to write its own
-// evidence (APP_EVENTS, in EVIDENCE_DIR) and a data directory of its own
-// that outlives its restarts (DATA_DIR).
-func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) ([]string, error) {
+// evidence (APP_EVENTS) and a data directory of its own that outlives its
+// restarts (DATA_DIR); and the sandbox it runs in: a user of its own
+// (RunOptions.AppUID and up, one per instance, so no two instances reach
+// each other's files or processes) who owns those two paths and may
+// write nothing else of the harness's.
+func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) ([]string, *clusters.Sandbox, error) {
 	cloud, err := r.f.Member(clusters.CloudName)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	id := r.o.AppUID + len(r.apps)
 	data := path.Join(paths.Data, "app-"+w.Name)
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, fmt.Errorf("workload %s on %s: its data directory: %w", w.Name, member, err)
-	}
 	// '.' is in no member's or workload's name: no two pairs share a file.
 	base := member + "." + w.Name + appSuffix
+	events := path.Join(paths.Evidence, base)
+	if err := giveTo(id, data, events); err != nil {
+		return nil, nil, fmt.Errorf("workload %s on %s: %w", w.Name, member, err)
+	}
 	r.apps = append(r.apps, appFile{base: base, member: member, workload: w.Name})
 	env := []string{
 		"NODE_NAME=" + member,
-		"EVIDENCE_DIR=" + paths.Evidence,
-		"APP_EVENTS=" + path.Join(paths.Evidence, base),
+		"APP_EVENTS=" + events,
 		"DATA_DIR=" + data,
 		"CLOUD_ADDR=" + cloud.Address,
 	}
@@ -49,7 +53,26 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 			env = append(env, scenarios.EnvName(c.Name)+"="+net.JoinHostPort(cloud.Address, strconv.Itoa(c.Port)))
 		}
 	}
-	return env, nil
+	return env, &clusters.Sandbox{UID: id, GID: id, Writable: []string{data, events}, Dir: data}, nil
+}
+
+// giveTo makes an app's data directory and evidence file, owned by uid
+// (the harness reads the file as it is, whoever wrote it).
+func giveTo(uid int, data, events string) error {
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return fmt.Errorf("its data directory: %w", err)
+	}
+	f, err := os.OpenFile(events, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("its evidence file: %w", err)
+	}
+	f.Close()
+	for _, p := range []string{data, events} {
+		if err := os.Lchown(p, uid, uid); err != nil {
+			return fmt.Errorf("give %s to uid %d: %w", p, uid, err)
+		}
+	}
+	return nil
 }
 
 // deployCloudWorkloads starts the scenario's cloud workloads, supervised
@@ -64,11 +87,11 @@ func (r *run) deployCloudWorkloads(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		env, err := r.appEnv(clusters.CloudName, w, paths)
+		env, sb, err := r.appEnv(clusters.CloudName, w, paths)
 		if err != nil {
 			return err
 		}
-		if err := r.sup.start(ctx, clusters.CloudName, "workload/"+w.Name, w.Command, env...); err != nil {
+		if err := r.sup.run(ctx, clusters.CloudName, "workload/"+w.Name, clusters.Command{Argv: w.Command, Env: env, Sandbox: sb}); err != nil {
 			return fmt.Errorf("cloud workload %s: %w", w.Name, err)
 		}
 		if err := r.waitWorkload(ctx, clusters.CloudName, w); err != nil {

@@ -181,7 +181,7 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 		if podImage != "" && m.Role == clusters.RoleNode {
 			image, argv[0] = podImage, podEntry
 		}
-		if err := r.sup.startImage(ctx, m.Name, "runtime", image, argv, "EDGEGUARD_SINK_TOKEN="+r.cloud.SinkToken(m.Name)); err != nil {
+		if err := r.sup.run(ctx, m.Name, "runtime", clusters.Command{Argv: argv, Image: image, Env: []string{"EDGEGUARD_SINK_TOKEN=" + r.cloud.SinkToken(m.Name)}}); err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, m.Name)
@@ -229,6 +229,7 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 			evf := "--events=" + path.Join(paths.Evidence, m.Name+"-"+w.Name+".jsonl")
 			base := []string{r.o.Edgeguard, "workload"}
 			var argv, env []string
+			var sb *clusters.Sandbox
 			switch w.Type {
 			case scenarios.WorkloadFetch:
 				g := gate
@@ -242,14 +243,19 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				argv = append(base, "serve", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), fmt.Sprintf("--listen=:%d", PayPort))
 			case scenarios.WorkloadCommand:
 				argv = w.Command
-				if env, err = r.appEnv(m.Name, w, paths); err != nil {
+				if env, sb, err = r.appEnv(m.Name, w, paths); err != nil {
 					return err
 				}
 				env = append(env, "EDGEGUARD_URL="+gate, "CONTENT_URL="+r.cloud.ContentURL, "SINK_URL="+r.cloud.SinkURL)
+				if w.Image == "" {
+					// The runtime's binary has clients an app may use
+					// (edgeguard workload produce ...).
+					env = append(env, "EDGEGUARD="+r.o.Edgeguard)
+				}
 			}
 			// An image runs as a pod on the node (providers whose Info
 			// says Images), its command in the image (or the image's own).
-			if err := r.sup.startImage(ctx, m.Name, "workload/"+w.Name, w.Image, argv, env...); err != nil {
+			if err := r.sup.run(ctx, m.Name, "workload/"+w.Name, clusters.Command{Argv: argv, Env: env, Image: w.Image, Sandbox: sb}); err != nil {
 				return err
 			}
 			if err := r.waitWorkload(ctx, m.Name, w); err != nil {

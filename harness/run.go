@@ -17,6 +17,11 @@ import (
 	"github.com/edgefault/edgefault/validators"
 )
 
+// DefaultAppUID is the first user apps run as: above the range
+// distributions give to people and system services, below the ranges
+// user-namespace containers are given by default.
+const DefaultAppUID = 70000
+
 // RunOptions configures Run and Certify.
 type RunOptions struct {
 	// Provider brings the fleet up. What it cannot model (Info) is
@@ -33,6 +38,11 @@ type RunOptions struct {
 	// Settle bounds the wait after the timeline for the runtime to settle
 	// (gates open, buffers empty): network time, not scaled. Default 90 s.
 	Settle time.Duration
+	// AppUID is the user the first command workload (a user's app) runs
+	// as, the next AppUID+1 and so on, each with the same group ID: no
+	// capabilities, none of the harness's state but its own data
+	// directory and evidence file (default DefaultAppUID).
+	AppUID int
 	// FleetPrefix starts the name of each scenario's fleet (default
 	// "ef-"; the name is cut to 12 characters).
 	FleetPrefix string
@@ -48,6 +58,12 @@ func (o *RunOptions) defaults() error {
 	}
 	if o.FleetPrefix == "" {
 		o.FleetPrefix = "ef-"
+	}
+	if o.AppUID == 0 {
+		o.AppUID = DefaultAppUID
+	}
+	if o.AppUID < 1000 || o.AppUID > 1<<31-1<<16 {
+		return fmt.Errorf("harness: app uid %d: use an unprivileged range nobody on this machine uses, 1000 to %d (default %d)", o.AppUID, 1<<31-1<<16, DefaultAppUID)
 	}
 	if o.Settle == 0 {
 		o.Settle = 90 * time.Second

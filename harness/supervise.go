@@ -28,10 +28,8 @@ type supervisor struct {
 }
 
 type supervised struct {
-	node, name string // name: "runtime", "workload/NAME"
-	argv       []string
-	env        []string
-	image      string // runs argv in this image, as a pod (Info.Images)
+	node, name string          // name: "runtime", "workload/NAME"
+	c          clusters.Command // what is started, again and again
 	mu         sync.Mutex
 	cur        clusters.Process
 	planned    bool
@@ -40,15 +38,12 @@ type supervised struct {
 	stop       chan struct{} // closed by stopAll: cuts a back-off short
 }
 
-// start runs argv on node under name and keeps it running until stop.
-func (s *supervisor) start(ctx context.Context, node, name string, argv []string, env ...string) error {
-	return s.startImage(ctx, node, name, "", argv, env...)
-}
-
-// startImage is start, in a container image when image is set.
-func (s *supervisor) startImage(ctx context.Context, node, name, image string, argv []string, env ...string) error {
-	p := &supervised{node: node, name: name, argv: argv, env: env, image: image, stop: make(chan struct{})}
-	proc, err := s.f.StartCommand(ctx, node, p.command())
+// run starts c on node under name (c.Name is made from it) and keeps it
+// running until stopAll.
+func (s *supervisor) run(ctx context.Context, node, name string, c clusters.Command) error {
+	c.Name = strings.ReplaceAll(name, "/", "-")
+	p := &supervised{node: node, name: name, c: c, stop: make(chan struct{})}
+	proc, err := s.f.StartCommand(ctx, node, p.c)
 	if err != nil {
 		return err
 	}
@@ -99,7 +94,7 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 			p.mu.Unlock()
 			return
 		}
-		next, err := s.f.StartCommand(ctx, p.node, p.command())
+		next, err := s.f.StartCommand(ctx, p.node, p.c)
 		if err != nil {
 			p.mu.Unlock()
 			s.ev.emit(p.node, "supervisor", "start-failed", "process", p.name, "err", err.Error())
@@ -111,11 +106,6 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 		p.mu.Unlock()
 		s.ev.emit(p.node, "supervisor", "started", "process", p.name, "id", next.ID(), "planned", planned)
 	}
-}
-
-// command is what the provider is asked to start.
-func (p *supervised) command() clusters.Command {
-	return clusters.Command{Name: strings.ReplaceAll(p.name, "/", "-"), Argv: p.argv, Env: p.env, Image: p.image}
 }
 
 // find lists the supervised processes on node called name ("workload"

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgefault/edgefault/internal/sandbox"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper/internal/delayer"
 	"github.com/vishvananda/netns"
@@ -53,11 +54,12 @@ func delayerName(queue uint16, nsPath string) string {
 	return fmt.Sprintf("%s queue %d in %s", helperName, queue, nsPath)
 }
 
-// RunHelperIfInvoked runs the delayer helper (or the ledger's start gate)
-// and exits if this process was started as one; otherwise it returns at
-// once.
+// RunHelperIfInvoked runs the delayer helper (or the ledger's start gate,
+// or a sandboxed command's confinement: internal/sandbox) and exits if
+// this process was started as one; otherwise it returns at once.
 func RunHelperIfInvoked() {
 	ledger.RunGateIfInvoked()
+	sandbox.RunIfInvoked()
 	if filepath.Base(os.Args[0]) != helperName {
 		return
 	}

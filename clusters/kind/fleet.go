@@ -180,7 +180,7 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 	if err != nil {
 		return nil, err
 	}
-	return f.runner().Start(ctx, ns, c.Name, c.Argv, c.Env...)
+	return f.runner().StartCommand(ctx, ns, c)
 }
 
 // Exec runs argv in member's namespace to completion.

@@ -98,6 +98,9 @@ func (f *Fleet) startPod(ctx context.Context, m *fleetMember, c clusters.Command
 			Volumes: []corev1.Volume{{Name: "fleet", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: f.dir(), Type: &hostPathType}}}},
 		},
 	}
+	if sb := c.Sandbox; sb != nil {
+		confine(&pod.Spec, sb)
+	}
 	if _, err := cs.CoreV1().Pods(WorkloadNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("%s on %s: create pod: %w", c.Name, m.Name, err)
 	}
@@ -325,5 +328,29 @@ func (p *podProcess) Wait(ctx context.Context) error {
 		return p.err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// confine makes a user's pod what clusters.Sandbox asks: its user, no
+// capabilities, no privilege escalation, and of the fleet's directory only
+// its own writable paths (at the same paths), not the whole of it.
+func confine(spec *corev1.PodSpec, sb *clusters.Sandbox) {
+	ctr := &spec.Containers[0]
+	ctr.SecurityContext = &corev1.SecurityContext{
+		RunAsUser: ptr(int64(sb.UID)), RunAsGroup: ptr(int64(sb.GID)), RunAsNonRoot: ptr(true),
+		AllowPrivilegeEscalation: ptr(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	ctr.WorkingDir = sb.Dir
+	spec.AutomountServiceAccountToken = ptr(false)
+	spec.Volumes, ctr.VolumeMounts = nil, nil
+	for i, p := range sb.Writable {
+		t := corev1.HostPathFile
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			t = corev1.HostPathDirectory
+		}
+		v := fmt.Sprintf("w%d", i)
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: p, Type: &t}}})
+		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: v, MountPath: p})
 	}
 }

@@ -37,7 +37,11 @@ func (f *Fleet) StartCommand(ctx context.Context, member string, c clusters.Comm
 	if c.Image != "" {
 		return nil, fmt.Errorf("%s on %s: image %s: the embedded fleet runs commands, not images: %w", c.Name, member, c.Image, clusters.ErrUnsupported)
 	}
-	return f.Start(ctx, member, c.Name, c.Argv, c.Env...)
+	ns, err := f.ns(member)
+	if err != nil {
+		return nil, err
+	}
+	return f.runner().StartCommand(ctx, ns, c)
 }
 
 // Paths: every member shares this machine's filesystem, so its evidence

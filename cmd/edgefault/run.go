@@ -35,6 +35,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.gateMode, "gate", "", "override the runtime's gate: on, or bypass (workloads ignore it)")
 	fl.StringVar(&f.buffer, "buffer", "", "override the buffer's durability: disk, or memory (lost on a crash)")
 	fl.StringVar(&f.failover, "failover", "", "override failover: on or off")
+	fl.IntVar(&f.o.AppUID, "app-uid", harness.DefaultAppUID, "the user ID your command workloads run as: the first one this, the next one more, and so on (each its own user, no capabilities); pick a range nobody on this machine uses")
 }
 
 // load reads the scenarios named by args: files, or built-in names.

@@ -112,7 +112,7 @@ spec:
     on: van
     image: `+ref+`
     # Kubernetes expands $(VAR) from the pod's environment.
-    command: [/edgeguard, workload, fetch, --node=$(NODE_NAME), --gate=$(EDGEGUARD_URL), --content=$(CONTENT_URL), --period=1s, --events=$(EVIDENCE_DIR)/$(NODE_NAME)-maps.jsonl]
+    command: [/edgeguard, workload, fetch, --node=$(NODE_NAME), --gate=$(EDGEGUARD_URL), --content=$(CONTENT_URL), --period=1s, --events=$(APP_EVENTS)]
   timeline:
   - {at: 5m, group: van-modem, outage: true, for: 10m}
   duration: 20m
@@ -125,8 +125,8 @@ spec:
 		out, err := run("run", file, "--provider", "kind", "--reports", reports)
 		GinkgoWriter.Printf("edgefault run pod-fetch --provider kind: %s\n%s\n", time.Since(start).Round(time.Second), out)
 		Expect(err).NotTo(HaveOccurred(), out)
-		ev, err := os.ReadFile(filepath.Join(reports, "pod-fetch", "evidence", "van-ecu-maps.jsonl"))
-		Expect(err).NotTo(HaveOccurred(), "the pod wrote its evidence into the mounted fleet directory")
+		ev, err := os.ReadFile(filepath.Join(reports, "pod-fetch", "evidence", "van-ecu.maps.app.jsonl"))
+		Expect(err).NotTo(HaveOccurred(), "the pod wrote its evidence into the file mounted for it")
 		Expect(string(ev)).To(ContainSubstring(`"fetched"`))
 		sup, err := exec.Command("grep", "-rl", "pod edgefault-workloads/", filepath.Join(reports, "pod-fetch", "evidence")).CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "the supervisor's evidence names the pod: %s", sup)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/internal/sandbox"
 	"github.com/edgefault/edgefault/ledger"
 )
 
@@ -67,6 +68,17 @@ var processNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 // recorded in the ledger so cleanup stops it even if the caller dies. name
 // labels it (and its log file).
 func (r Runner) Start(ctx context.Context, ns NS, name string, argv []string, env ...string) (*Process, error) {
+	return r.StartCommand(ctx, ns, clusters.Command{Name: name, Argv: argv, Env: env})
+}
+
+// sandboxPath is what a sandboxed command's PATH is.
+const sandboxPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// StartCommand is Start for c (c.Image is the caller's to refuse); with
+// c.Sandbox it is confined (internal/sandbox), the ledger's directory and
+// everything beside it (fleets, evidence) hidden from it.
+func (r Runner) StartCommand(ctx context.Context, ns NS, c clusters.Command) (*Process, error) {
+	name, argv, env := c.Name, c.Argv, c.Env
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("no command to run on %s", ns.Member)
 	}
@@ -85,6 +97,17 @@ func (r Runner) Start(ctx context.Context, ns NS, name string, argv []string, en
 	defer lf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(append(os.Environ(), "NODE_NAME="+ns.Member), env...)
+	if sb := c.Sandbox; sb != nil {
+		// Nothing of the harness's environment: a PATH, a HOME, where it
+		// is, and what the caller gives.
+		env := append([]string{"PATH=" + sandboxPath, "HOME=" + sb.Dir, "NODE_NAME=" + ns.Member}, env...)
+		spec := sandbox.Spec{UID: sb.UID, GID: sb.GID, Hide: []string{filepath.Dir(r.Ledger.Dir())}, Writable: sb.Writable, Dir: sb.Dir}
+		path, args, wenv, err := sandbox.Wrap(r.Ledger.Helper(), spec, argv, env)
+		if err != nil {
+			return nil, fmt.Errorf("%s on %s: %w", name, ns.Member, err)
+		}
+		cmd = &exec.Cmd{Path: path, Args: args, Env: wenv}
+	}
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	e, err := r.Ledger.Start(r.Owner, fmt.Sprintf("%s on %s", name, ns.Member), cmd, true,
