@@ -28,7 +28,7 @@ type supervisor struct {
 }
 
 type supervised struct {
-	node, name string          // name: "runtime", "workload/NAME"
+	node, name string           // name: "runtime", "workload/NAME"
 	c          clusters.Command // what is started, again and again
 	mu         sync.Mutex
 	cur        clusters.Process
