@@ -35,6 +35,10 @@ var _ = Describe("a user's app", func() {
 			return out
 		}
 		agent, ingest := build("edge-agent"), build("ingest")
+		// A hostile app: it tries to get out of its sandbox and logs, as
+		// its own evidence, what it got.
+		hostile := filepath.Join(dir, "hostile.sh")
+		Expect(os.WriteFile(hostile, []byte(hostileScript), 0o755)).To(Succeed())
 		sc, err := scenarios.ParseScenario("app.yaml", []byte(fmt.Sprintf(`apiVersion: edgefault.io/v1alpha1
 kind: Scenario
 metadata: {name: app, description: the example app on two farms}
@@ -57,8 +61,9 @@ spec:
     command: [%[1]s, -listen=:9000]
     port: 9000
     ready: {http: /healthz, within: 20s}
-  - {name: agent, type: command, on: keeps, command: [%[2]s, -period=200ms]}
-  - {name: agent-naive, type: command, on: drops, command: [%[2]s, -period=200ms, -naive]}
+  - {name: agent, type: command, on: keeps, command: [%[2]s, -period=200ms, -listen=:8000], port: 8000}
+  - {name: agent-naive, type: command, on: drops, command: [%[2]s, -period=200ms, -naive, -listen=:8000], port: 8000}
+  - {name: hostile, type: command, on: keeps, command: [%[3]s, %[4]s]}
   timeline:
   - {at: 2m, group: keeps-gw, outage: true, for: 3m}
   - {at: 2m, group: drops-gw, outage: true, for: 3m}
@@ -67,25 +72,36 @@ spec:
   expect:
   - {validator: delivered, group: keeps, within: 8s, ordered: true}
   - {validator: delivered, group: drops, within: 8s}
-  - {validator: no-restart-loops}
-`, ingest, agent)))
+  - {validator: endpoint-answers, group: keeps, workload: agent, http: /healthz, maxLatency: 500ms}
+  - {validator: endpoint-answers, group: drops, workload: agent-naive, http: /healthz}
+  - {validator: metric, group: keeps, workload: agent, metric: 'edge_agent_queue_depth > 0', phase: during}
+  - {validator: metric, group: keeps, workload: agent, metric: 'edge_agent_queue_depth <= 5', phase: after, within: 8s}
+  - {validator: metric, group: drops, workload: agent-naive, metric: 'edge_agent_dropped_total == 0'}
+  - {validator: metric, group: keeps, workload: agent, metric: 'edge_agent_no_such_metric == 0'}
+  - {validator: keeps-running}
+`, ingest, agent, hostile, filepath.Join(stateDir, "ledger"))))
 		Expect(err).NotTo(HaveOccurred())
 		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
 			o.Edgeguard = edgeguard
 			o.FleetPrefix = fmt.Sprintf("a%d-", os.Getpid()%1000)
 		}))
 		Expect(res.Error).To(BeEmpty())
-		verdict := func(group string) validators.Verdict {
+		verdicts := func(validator, group string) []validators.Verdict {
 			GinkgoHelper()
+			var out []validators.Verdict
 			for _, v := range res.Verdicts {
-				if v.Validator == "delivered" && v.Group == group {
-					return v
+				if v.Validator == validator && v.Group == group {
+					out = append(out, v)
 				}
 			}
-			Fail("no delivered verdict for " + group)
-			return validators.Verdict{}
+			Expect(out).NotTo(BeEmpty(), "no %s verdict for %s", validator, group)
+			return out
 		}
-		keeps, drops := verdict("keeps"), verdict("drops")
+		verdict := func(validator, group string) validators.Verdict {
+			GinkgoHelper()
+			return verdicts(validator, group)[0]
+		}
+		keeps, drops := verdict("delivered", "keeps"), verdict("delivered", "drops")
 		Expect(keeps.Pass).To(BeTrue(), keeps.Summary)
 		Expect(keeps.Numbers["sent"]).To(BeNumerically(">", 20), keeps.Summary)
 		Expect(keeps.Numbers["lost"]).To(BeZero())
@@ -97,10 +113,58 @@ spec:
 		for _, e := range drops.Evidence {
 			Expect(e.Component).To(Equal("app/agent-naive"), "the quoted evidence is labelled the app's own")
 		}
+		// Its endpoint: the buffering agent answers from the LAN all
+		// along, the naive one stops while its site is offline.
+		up, down := verdict("endpoint-answers", "keeps"), verdict("endpoint-answers", "drops")
+		Expect(up.Pass).To(BeTrue(), up.Summary)
+		Expect(up.Numbers["keeps-1.probes"]).To(BeNumerically(">", 40), up.Summary)
+		Expect(down.Pass).To(BeFalse(), down.Summary)
+		Expect(down.Summary).To(ContainSubstring("during the outage"))
+		// Its metrics: the queue grows offline and drains after; the
+		// naive agent drops; a metric it does not expose is named.
+		ms := verdicts("metric", "keeps")
+		Expect(ms).To(HaveLen(3))
+		Expect(ms[0].Pass).To(BeTrue(), "queue depth > 0 during the outage: %s", ms[0].Summary)
+		Expect(ms[1].Pass).To(BeTrue(), "queue drained after the restore: %s", ms[1].Summary)
+		Expect(ms[2].Pass).To(BeFalse())
+		Expect(ms[2].Summary).To(And(ContainSubstring("does not expose edge_agent_no_such_metric"), ContainSubstring("edge_agent_queue_depth")))
+		dropped := verdict("metric", "drops")
+		Expect(dropped.Pass).To(BeFalse(), dropped.Summary)
+		Expect(dropped.Summary).To(ContainSubstring("edge_agent_dropped_total"))
+
+		// The hostile app got nowhere, and said so in its own evidence.
+		got, err := os.ReadFile(filepath.Join(res.Evidence, "keeps-1.hostile.app.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		for _, what := range []string{"write-harness-evidence", "create-evidence", "read-ledger", "enter-host-netns", "capabilities", "harness-env", "own-data"} {
+			Expect(string(got)).To(MatchRegexp(`"what":"%s","result":"(denied|allowed)"`, what), "the hostile app tried %s:\n%s", what, got)
+		}
+		Expect(string(got)).NotTo(ContainSubstring(`"result":"escaped"`))
+		Expect(string(got)).To(ContainSubstring(`"what":"own-data","result":"allowed"`))
+		rt, err := os.ReadFile(filepath.Join(res.Evidence, "keeps-1-runtime.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(rt)).NotTo(ContainSubstring("forged"))
+
 		// The cloud side was killed once and came back: a planned exit.
-		Expect(res).To(edgetest.PassValidator("no-restart-loops"))
+		Expect(res).To(edgetest.PassValidator("keeps-running"))
 		sup, err := os.ReadFile(filepath.Join(res.Evidence, "cloud-supervisor.jsonl"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(strings.Count(string(sup), `"process":"workload/ingest"`)).To(BeNumerically(">=", 3), "started, killed, started again:\n%s", sup)
 	})
 })
+
+// hostileScript is a command workload that tries to leave its sandbox:
+// each attempt is logged as its own evidence, "escaped" if it worked.
+// $1 is the harness's ledger.
+const hostileScript = `#!/bin/sh
+ev() { printf '{"time":"%s","event":"attempt","what":"%s","result":"%s"}\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" "$1" "$2" >> "$APP_EVENTS"; }
+try() { what=$1; shift; if "$@" >/dev/null 2>&1; then ev "$what" escaped; else ev "$what" denied; fi; }
+dir=$(dirname "$APP_EVENTS")
+try write-harness-evidence sh -c "echo forged >> '$dir/$NODE_NAME-runtime.jsonl'"
+try create-evidence sh -c "echo forged > '$dir/$NODE_NAME-forged.jsonl'"
+try read-ledger sh -c "ls '$1' | grep -q . && cat '$1'/* >/dev/null"
+try enter-host-netns nsenter --net=/proc/1/ns/net true
+try capabilities sh -c "grep -q 'CapEff:.*[1-9a-f]' /proc/self/status"
+try harness-env sh -c "env | grep -q '^EDGEFAULT_STATE_DIR='"
+if echo x > "$DATA_DIR/mine"; then ev own-data allowed; else ev own-data denied; fi
+exec sleep 3600
+`

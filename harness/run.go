@@ -250,6 +250,9 @@ func (r *run) play(ctx context.Context) (err error) {
 		return err
 	}
 	sampler(obsCtx, &obs, r.ev, r.f, nodes, 500*time.Millisecond)
+	if err := r.watchApps(obsCtx, &obs); err != nil {
+		return err
+	}
 
 	r.t0 = time.Now()
 	r.res.Started = r.t0

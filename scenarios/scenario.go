@@ -240,6 +240,26 @@ type Expectation struct {
 	MinShare string `yaml:"minShare,omitempty"`
 	// Ordered asks for order as well (delivered: per sender).
 	Ordered bool `yaml:"ordered,omitempty"`
+	// Workload is the app workload judged (endpoint-answers, metric): a
+	// command workload with a port.
+	Workload string `yaml:"workload,omitempty"`
+	// From is where endpoint-answers probes from: "lan" (the site's
+	// gateway, on the node's LAN; the default) or "node" (the node
+	// itself).
+	From string `yaml:"from,omitempty"`
+	// HTTP is the path probed (endpoint-answers; none: a TCP connection)
+	// or scraped (metric; default /metrics).
+	HTTP string `yaml:"http,omitempty"`
+	// MaxLatency bounds an answer's time (endpoint-answers): a slower one
+	// counts as not answered.
+	MaxLatency Duration `yaml:"maxLatency,omitempty"`
+	// Metric is a bound on a Prometheus series the workload exposes:
+	// 'name{label="v"} <= 100' (metric).
+	Metric string `yaml:"metric,omitempty"`
+	// Phase is when the bound must hold (metric): always (the default),
+	// before (the first outage), during (outages) or after (the last
+	// restore, plus within).
+	Phase string `yaml:"phase,omitempty"`
 }
 
 // Duration is a YAML duration written like Go's ("90s", "1h30m").

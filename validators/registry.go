@@ -18,6 +18,9 @@ type spec struct {
 	// kube: it reads the sites' Kubernetes API (the provider must start
 	// control planes).
 	kube bool
+	// check checks what the expectation says beyond the parameters'
+	// presence (at: its path in the file).
+	check func(sc *scenarios.Scenario, x scenarios.Expectation, at string) error
 }
 
 // registry is every validator, by the name scenario files use. Adding a
@@ -31,7 +34,12 @@ func registry() map[string]spec {
 		"node-tagged":            {v: NodeTagged{}, params: []string{"within"}, kube: true},
 		"routes-switched":        {v: RoutesSwitched{}, params: []string{"within"}},
 		"no-restart-loops":       {v: NoRestartLoops{}, params: []string{"max"}, whole: true},
-		"delivered":              {v: Delivered{}, params: []string{"within", "max", "ordered"}},
+		// keeps-running is no-restart-loops by the name a user of apps
+		// looks for: the runtime, workloads and cloud workloads alike.
+		"keeps-running":    {v: NoRestartLoops{}, params: []string{"max"}, whole: true},
+		"delivered":        {v: Delivered{}, params: []string{"within", "max", "ordered"}},
+		"endpoint-answers": {v: EndpointAnswers{}, params: []string{"workload", "from", "http", "minShare", "maxLatency"}, check: checkEndpoint},
+		"metric":           {v: Metric{}, params: []string{"workload", "http", "metric", "phase", "within"}, check: checkMetric},
 	}
 }
 
@@ -65,7 +73,8 @@ func Check(sc *scenarios.Scenario) error {
 		if !ok {
 			return sc.Errorf(at+".validator", "unknown validator %q: use one of %s", x.Validator, strings.Join(Names(), ", "))
 		}
-		for p, set := range map[string]bool{"within": x.Within != 0, "max": x.Max != nil, "minShare": x.MinShare != "", "ordered": x.Ordered} {
+		for p, set := range map[string]bool{"within": x.Within != 0, "max": x.Max != nil, "minShare": x.MinShare != "", "ordered": x.Ordered,
+			"workload": x.Workload != "", "from": x.From != "", "http": x.HTTP != "", "maxLatency": x.MaxLatency != 0, "metric": x.Metric != "", "phase": x.Phase != ""} {
 			if set && !slices.Contains(s.params, p) {
 				return sc.Errorf(at+"."+p, "validator %s does not take %s", x.Validator, p)
 			}
@@ -75,6 +84,11 @@ func Check(sc *scenarios.Scenario) error {
 			return sc.Errorf(at+".group", "validator %s judges the whole run: give it no group", x.Validator)
 		case !s.whole && x.Group == "":
 			return sc.Errorf(at+".group", "validator %s needs a group", x.Validator)
+		}
+		if s.check != nil {
+			if err := s.check(sc, x, at); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -9,6 +9,12 @@
 // while the link is down, so readings survive an outage and a crash. With
 // -naive it posts each reading once and drops it when that fails: the
 // app a certification should catch.
+//
+// With -listen it serves /healthz (the buffering agent answers from the
+// node, online or not; the naive one asks the cloud first, so it stops
+// answering offline) and /metrics (edge_agent_queue_depth,
+// edge_agent_readings_total, edge_agent_dropped_total), for the
+// endpoint-answers and metric validators.
 package main
 
 import (
@@ -18,6 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -26,6 +33,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -33,6 +41,7 @@ import (
 func main() {
 	period := flag.Duration("period", time.Second, "time between readings")
 	naive := flag.Bool("naive", false, "post each reading once and drop it if that fails (no buffer)")
+	listen := flag.String("listen", "", "serve /healthz and /metrics here (e.g. :8000)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	a, err := newAgent(*naive)
@@ -45,6 +54,16 @@ func main() {
 	defer stop()
 	if !a.naive {
 		go a.sendLoop(ctx, log)
+	}
+	if *listen != "" {
+		srv := &http.Server{Addr: *listen, Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("serve", "err", err)
+				os.Exit(1)
+			}
+		}()
+		defer srv.Close()
 	}
 	t := time.NewTicker(*period)
 	defer t.Stop()
@@ -68,6 +87,43 @@ type agent struct {
 	data   string
 	events *os.File
 	client *http.Client
+	// readings and dropped count since this start.
+	readings, dropped atomic.Int64
+}
+
+func (a *agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if a.naive {
+			// Healthy only if the cloud is: the design that fails its
+			// users while offline.
+			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(a.ingest, "/ingest")+"/healthz", nil)
+			resp, err := a.client.Do(req)
+			if err != nil {
+				http.Error(w, "the cloud is unreachable", http.StatusServiceUnavailable)
+				return
+			}
+			resp.Body.Close()
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		depth := 0
+		if names, err := os.ReadDir(a.queue); err == nil {
+			for _, e := range names {
+				if !strings.HasSuffix(e.Name(), ".tmp") {
+					depth++
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintf(w, "# HELP edge_agent_queue_depth Readings buffered on disk, not yet taken by the cloud.\n# TYPE edge_agent_queue_depth gauge\nedge_agent_queue_depth %d\n", depth)
+		fmt.Fprintf(w, "# HELP edge_agent_readings_total Readings taken since this start.\n# TYPE edge_agent_readings_total counter\nedge_agent_readings_total %d\n", a.readings.Load())
+		fmt.Fprintf(w, "# HELP edge_agent_dropped_total Readings dropped since this start.\n# TYPE edge_agent_dropped_total counter\nedge_agent_dropped_total %d\n", a.dropped.Load())
+	})
+	return mux
 }
 
 func newAgent(naive bool) (*agent, error) {
@@ -124,8 +180,10 @@ func (a *agent) reading(ctx context.Context) error {
 	if err := a.log("sent", id); err != nil {
 		return err
 	}
+	a.readings.Add(1)
 	if a.naive {
 		if err := a.post(ctx, id); err != nil {
+			a.dropped.Add(1)
 			a.log("dropped", id)
 		}
 	}
