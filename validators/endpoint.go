@@ -54,7 +54,7 @@ func (EndpointAnswers) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 			v.fail("%s: no probe of %s recorded (does it listen on its port?)", m.Name, x.Workload)
 			continue
 		}
-		answered, total := count(probes, time.Time{}, ev.End)
+		answered, total := count(probes, time.Time{}, time.Time{})
 		got := 100 * float64(answered) / float64(total)
 		v.Numbers[m.Name+".probes"] = float64(total)
 		v.Numbers[m.Name+".answeredPercent"] = got
@@ -95,10 +95,11 @@ type probe struct {
 	i  int
 }
 
-// count is how many of the probes in [from, to] answered, of how many.
+// count is how many of the probes in [from, to) answered, of how many
+// (zero to: to the end).
 func count(ps []probe, from, to time.Time) (answered, total int) {
 	for _, p := range ps {
-		if p.at.Before(from) || p.at.After(to) {
+		if p.at.Before(from) || (!to.IsZero() && !p.at.Before(to)) {
 			continue
 		}
 		total++

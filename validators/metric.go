@@ -137,7 +137,7 @@ func phaseOf(phase string, wins []Window, within time.Duration) (func(time.Time)
 		}
 		return func(t time.Time) bool {
 			for _, w := range wins {
-				if !t.Before(w.Start) && !t.After(w.End) {
+				if !t.Before(w.Start) && t.Before(w.End) {
 					return true
 				}
 			}

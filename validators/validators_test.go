@@ -142,7 +142,7 @@ func TestBuiltinsCheck(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if got := Names(); len(got) != 8 || got[0] != "delivered" || got[1] != "delivered-exactly-once" {
+	if got := Names(); len(got) != 11 || got[0] != "delivered" || got[1] != "delivered-exactly-once" {
 		t.Errorf("Names() = %v", got)
 	}
 }
