@@ -8,7 +8,7 @@ REPORTS ?= reports
 # go test's own timeout; the suites finish far sooner.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build test bench run demo cleanup lint deps kind-deps root setup setup-kind fuzz e2e
+.PHONY: all build test bench run demo cleanup lint deps kind-deps app-deps root setup setup-kind fuzz e2e
 
 all: build
 
@@ -23,6 +23,17 @@ deps:
 kind-deps:
 	@need=""; command -v dockerd >/dev/null || need="$$need docker.io"; command -v debootstrap >/dev/null || need="$$need debootstrap"; \
 	if [ -n "$$need" ]; then echo "installing$$need"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; fi
+
+# The third-party app the end-to-end suite certifies: Mosquitto, broker and
+# clients. Its Debian package would start a system broker; a policy-rc.d
+# (ours only while we install, if there is none) keeps it from starting.
+app-deps:
+	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; then \
+	  echo "installing mosquitto mosquitto-clients (the end-to-end suite's third-party app)"; \
+	  ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && ours=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients; rc=$$?; \
+	  if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
+	fi
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/edgefault
@@ -47,7 +58,7 @@ setup-kind: build
 FUZZ_TARGETS := FuzzParseRate:./units FuzzParsePercentAndSize:./units FuzzParseDocuments:./scenarios FuzzRecords:./runtime/serve FuzzBatches:./runtime/sink FuzzSalvage:./runtime/buffer
 FUZZTIME ?= 1m
 
-test: root deps kind-deps lint setup-kind
+test: root deps kind-deps app-deps lint setup-kind
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
@@ -59,7 +70,7 @@ fuzz:
 	done
 
 # make e2e: the kind suite alone, verbose (make test runs it too).
-e2e: root deps kind-deps setup-kind
+e2e: root deps kind-deps app-deps setup-kind
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/kind/ -args -ginkgo.v
 
 bench: root deps setup
