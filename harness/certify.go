@@ -20,6 +20,9 @@ func Certify(ctx context.Context, scs []*scenarios.Scenario, o RunOptions) (*Rep
 		if err := Supports(o.Provider.Info(), sc); err != nil {
 			return nil, nil, err
 		}
+		if err := CheckTiming(sc, sc.Scale(o.TimeScale)); err != nil {
+			return nil, nil, err
+		}
 	}
 	rep := &Report{Started: time.Now().UTC(), Provider: o.Provider.Name(), Pass: len(scs) > 0}
 	for i, sc := range scs {

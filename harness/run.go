@@ -134,6 +134,10 @@ func Run(ctx context.Context, sc *scenarios.Scenario, o RunOptions) ScenarioResu
 		res.Error = err.Error()
 		return res
 	}
+	if err := CheckTiming(sc, scale); err != nil {
+		res.Error = err.Error()
+		return res
+	}
 	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}}
 	err := r.play(ctx)
 	if err != nil {

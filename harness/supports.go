@@ -2,6 +2,8 @@ package harness
 
 import (
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/scenarios"
@@ -84,6 +86,91 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 				}
 			}
 		}
+	}
+	return nil
+}
+
+// probeDeadline is about how long the gate's probe takes to give up on a
+// cut link (network time).
+const probeDeadline = 1500 * time.Millisecond
+
+// gateDetection is about how long the gate takes to notice a cut link at
+// scale: two bad probes an interval apart (the interval scaled, at least
+// 1 s) and a probe's deadline.
+func gateDetection(g scenarios.GateSpec, scale float64) time.Duration {
+	iv := g.Interval
+	if iv == 0 {
+		iv = scenarios.Duration(2 * time.Second)
+	}
+	return 2*scenarios.Scaled(iv, scale, time.Second) + probeDeadline
+}
+
+// CheckTiming refuses a scenario whose outages, at scale, are over in
+// real time before the gate can notice them while gate-follows-link is
+// asked to judge them: the verdict would fail for the scenario's sake,
+// not the runtime's. The error names the step, its real length, the
+// bound and the largest time scale that works.
+func CheckTiming(sc *scenarios.Scenario, scale float64) error {
+	var judged []scenarios.Member
+	for _, x := range sc.Spec.Expect {
+		if x.Validator != "gate-follows-link" {
+			continue
+		}
+		ms, err := sc.Spec.Resolve(x.Group)
+		if err != nil {
+			return err
+		}
+		judged = append(judged, ms...)
+	}
+	if len(judged) == 0 || sc.Spec.Runtime.Gate.Bypassed() {
+		return nil
+	}
+	affects := func(st scenarios.Step) bool {
+		ms, err := sc.Spec.StepMembers(st)
+		if err != nil {
+			return false
+		}
+		for _, m := range ms {
+			for _, j := range judged {
+				if j.Role == "node" && (j.Name == m.Name || j.Gateway == m.Name) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for i, st := range sc.Spec.Timeline {
+		if !st.Outage || !affects(st) {
+			continue
+		}
+		length := st.For
+		if length == 0 {
+			// Until a later step restores the same group (or the end).
+			length = sc.Spec.Duration - st.At
+			for _, later := range sc.Spec.Timeline[i+1:] {
+				if later.Group == st.Group && later.At > st.At && (later.Restore || later.Outage || later.Link != nil || later.Profile != "") {
+					length = later.At - st.At
+					break
+				}
+			}
+		}
+		real, bound := scenarios.Scaled(length, scale, 0), gateDetection(sc.Spec.Runtime.Gate, scale)
+		if real >= bound {
+			continue
+		}
+		works := 0
+		for s := int(math.Ceil(scale)) - 1; s >= 1; s-- {
+			if scenarios.Scaled(length, float64(s), 0) >= gateDetection(sc.Spec.Runtime.Gate, float64(s)) {
+				works = s
+				break
+			}
+		}
+		fix := "make the outage longer"
+		if works > 0 {
+			fix = fmt.Sprintf("run at time scale %d or less (--time-scale %d, or timeScale: %d in the file), or make the outage longer", works, works, works)
+		}
+		return fmt.Errorf("scenario %s: timeline step %d (outage of %s at %v for %v) lasts %v of real time at time scale %g, shorter than the gate takes to notice an outage there (about %v: two probes %v apart and a probe's deadline), so gate-follows-link could not judge it: %s",
+			sc.Metadata.Name, i+1, st.Group, st.At.D(), length.D(), real.Round(10*time.Millisecond), scale, bound, scenarios.Scaled(sc.Spec.Runtime.Gate.Interval, scale, time.Second), fix)
 	}
 	return nil
 }

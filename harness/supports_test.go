@@ -82,3 +82,46 @@ func TestReservedPorts(t *testing.T) {
 		t.Errorf("scenarios.ReservedPorts has %d ports, the harness takes 5", len(scenarios.ReservedPorts))
 	}
 }
+
+// An outage over before the gate can notice it, at the scale it is
+// played, is refused before anything starts, with the largest scale that
+// works; played slower, it is accepted.
+func TestCheckTiming(t *testing.T) {
+	sc, err := scenarios.ParseScenario("turbines.yaml", []byte(`apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: turbines}
+spec:
+  timeScale: 60
+  topology:
+    sites:
+    - name: farm
+      gateway: {name: sat, uplink: {rate: 10mbit, delay: 300ms}}
+      nodes: [t1, t2, t3]
+  runtime:
+    gate: {minDownload: 1mbit, interval: 2s}
+  timeline:
+  - {at: 10m, group: sat, outage: true, for: 30m}
+  - {at: 50m, group: sat, outage: true}
+  - {at: 53m, group: sat, restore: true}
+  duration: 1h
+  expect:
+  - {validator: gate-follows-link, group: farm}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = CheckTiming(sc, sc.Scale(0))
+	for _, want := range []string{"timeline step 2", "3m0s", "lasts 3s of real time at time scale 60", "about 3.5s", "run at time scale 51 or less"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckTiming at 60 = %v, want %q", err, want)
+		}
+	}
+	if err := CheckTiming(sc, 51); err != nil {
+		t.Errorf("at the scale it proposes: %v", err)
+	}
+	// Nothing judges the gate: nothing to refuse.
+	sc.Spec.Expect = []scenarios.Expectation{{Validator: "no-restart-loops"}}
+	if err := CheckTiming(sc, 60); err != nil {
+		t.Errorf("without gate-follows-link: %v", err)
+	}
+}

@@ -235,6 +235,7 @@ func newScenarioCmd() *cobra.Command {
 		},
 	})
 	var checkProvider string
+	var checkScale float64
 	check := &cobra.Command{
 		Use: "check FILE...", Short: "Parse and validate scenario files, and check the provider can model them, without running them", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -250,12 +251,16 @@ func newScenarioCmd() *cobra.Command {
 				if err := harness.Supports(info, sc); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, %d steps, %d expectations, %v at time scale %g)\n", sc.Source, sc.Metadata.Name, len(sc.Spec.Timeline), len(sc.Spec.Expect), scenarios.Scaled(sc.Spec.Duration, sc.Scale(0), 0), sc.Scale(0))
+				if err := harness.CheckTiming(sc, sc.Scale(checkScale)); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, %d steps, %d expectations, %v at time scale %g)\n", sc.Source, sc.Metadata.Name, len(sc.Spec.Timeline), len(sc.Spec.Expect), scenarios.Scaled(sc.Spec.Duration, sc.Scale(checkScale), 0), sc.Scale(checkScale))
 			}
 			return nil
 		},
 	}
 	providerFlag(check, &checkProvider)
+	check.Flags().Float64Var(&checkScale, "time-scale", 0, "check at this time scale, as run --time-scale would play it (0: each scenario's own)")
 	cmd.AddCommand(check)
 	return cmd
 }
