@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -223,6 +224,11 @@ type Step struct {
 	// For restores the link this long after At (impairments only).
 	For  Duration `yaml:"for,omitempty"`
 	Note string   `yaml:"note,omitempty"`
+	// Repeat plays the step this many times, Every apart (a flapping
+	// link: an outage for 20s every 2m). The loader expands it into that
+	// many steps, so nothing after it sees a repeat.
+	Repeat int      `yaml:"repeat,omitempty"`
+	Every  Duration `yaml:"every,omitempty"`
 }
 
 // Expectation asks a validator to judge a group. Which validators exist
@@ -480,7 +486,11 @@ func (s *Scenario) validate() error {
 		if i > 0 && st.At < sp.Timeline[i-1].At {
 			return perr(fmt.Sprintf("spec.timeline[%d].at", i), "at %v comes before the previous step's %v: list steps in time order", st.At.D(), sp.Timeline[i-1].At.D())
 		}
+		if err := sp.checkRepeat(fmt.Sprintf("spec.timeline[%d]", i), st); err != nil {
+			return err
+		}
 	}
+	sp.expandRepeats()
 	if len(sp.Expect) == 0 {
 		return perr("spec.expect", "a scenario needs at least one expectation: without one nothing is judged")
 	}
@@ -723,4 +733,54 @@ func Scaled(d Duration, scale float64, floor time.Duration) time.Duration {
 		scale = 1
 	}
 	return max(time.Duration(float64(d)/scale), floor)
+}
+
+// maxRepeat bounds a repeated step (a timeline is read by people).
+const maxRepeat = 1000
+
+// checkRepeat checks a step's repeat and every.
+func (sp *ScenarioSpec) checkRepeat(path string, st Step) error {
+	if st.Repeat == 0 && st.Every == 0 {
+		return nil
+	}
+	switch {
+	case st.Repeat < 2 || st.Repeat > maxRepeat:
+		return perr(path+".repeat", "repeat %d: give how many times to play the step, 2 to %d, with every", st.Repeat, maxRepeat)
+	case st.Every <= 0:
+		return perr(path+".every", "a repeated step needs every: the time from one start to the next (e.g. every: 2m)")
+	case st.For > 0 && st.Every <= st.For:
+		return perr(path+".every", "every %v is not longer than for %v: each time would start before the last was restored", st.Every.D(), st.For.D())
+	case sp.Action(st).Process == "" && !st.Restore && st.For == 0:
+		return perr(path+".for", "a repeated impairment needs for: how long each one lasts")
+	case st.Every >= sp.Duration:
+		return perr(path+".every", "every %v is not shorter than the scenario's duration %v", st.Every.D(), sp.Duration.D())
+	}
+	if last := st.At + Duration(st.Repeat-1)*st.Every; last >= sp.Duration {
+		return perr(path+".repeat", "the last of %d times, at %v, is past the scenario's duration %v: repeat fewer times or lengthen the duration", st.Repeat, last.D(), sp.Duration.D())
+	}
+	return nil
+}
+
+// expandRepeats replaces each repeated step by its plays, in time order.
+func (sp *ScenarioSpec) expandRepeats() {
+	var out []Step
+	expanded := false
+	for _, st := range sp.Timeline {
+		if st.Repeat == 0 {
+			out = append(out, st)
+			continue
+		}
+		expanded = true
+		for k := range st.Repeat {
+			c := st
+			c.At = st.At + Duration(k)*st.Every
+			c.Repeat, c.Every = 0, 0
+			c.Note = strings.TrimSpace(fmt.Sprintf("%s (%d of %d)", st.Note, k+1, st.Repeat))
+			out = append(out, c)
+		}
+	}
+	if expanded {
+		sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
+		sp.Timeline = out
+	}
 }

@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +126,12 @@ func TestBadScenarios(t *testing.T) {
 		{"the cloud's link impaired", "group: a1, kill: workload/w", "group: cloud, outage: true", 21, "kills or restarts a cloud workload"},
 		{"a kill of no cloud workload", "group: a1, kill: workload/w", "group: cloud, kill: workload/w", 21, "name a cloud workload"},
 		{"a kill of the runtime in the cloud", "group: a1, kill: workload/w", "group: cloud, kill: runtime", 21, "name a cloud workload"},
+		{"repeat without every", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 3}", 20, "needs every"},
+		{"every without repeat", "profile: slow, for: 1m}", "profile: slow, for: 1m, every: 2m}", 20, "repeat 0"},
+		{"repeat once", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 1, every: 2m}", 20, "2 to 1000"},
+		{"flaps that overlap", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 2, every: 1m}", 20, "not longer than for"},
+		{"flaps past the end", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 3, every: 2m}", 20, "past the scenario's duration"},
+		{"a repeated impairment without for", "profile: slow, for: 1m}", "profile: slow, repeat: 2, every: 1m}", 20, "needs for"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := strings.Replace(good, tc.old, tc.new, 1)
@@ -187,5 +194,26 @@ func TestCloudWorkload(t *testing.T) {
 	}
 	if got := (Readiness{TCP: true}).ReadyWithin(); got != 30*time.Second {
 		t.Errorf("default readiness wait = %v", got)
+	}
+}
+
+// A repeated step is expanded into its plays, in time order with the
+// other steps, each noted with its number.
+func TestRepeat(t *testing.T) {
+	src := strings.Replace(good, "profile: slow, for: 1m}", "profile: slow, for: 20s, repeat: 3, every: 1m, note: flap}", 1)
+	sc, err := ParseScenario("r.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, st := range sc.Spec.Timeline {
+		got = append(got, fmt.Sprintf("%v %s %s", st.At.D(), sc.Spec.Action(st).Kind, st.Note))
+	}
+	want := []string{"1m0s profile flap (1 of 3)", "2m0s profile flap (2 of 3)", "3m0s profile flap (3 of 3)", "3m0s kill "}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("timeline %q, want %q", got, want)
+	}
+	if st := sc.Spec.Timeline[1]; st.Repeat != 0 || st.Every != 0 || st.For.D() != 20*time.Second {
+		t.Errorf("a play keeps the step but its repeat: %+v", st)
 	}
 }
