@@ -185,7 +185,7 @@ func (r *run) play(ctx context.Context) (err error) {
 	r.res.Provider = r.f.Provider()
 	defer func() {
 		if r.o.Keep {
-			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down --provider " + r.f.Provider() + " --name " + name)
+			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down --provider " + r.f.Provider() + " --fleet " + name)
 			return
 		}
 		r.log.Info("taking the fleet down", "fleet", name)

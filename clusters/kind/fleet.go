@@ -148,7 +148,7 @@ func (f *Fleet) nsOf(name string) (member.NS, error) {
 	}
 	path := f.ns[m.Name]
 	if id, err := nsInode(path); err != nil || id != f.nsID[m.Name] {
-		return member.NS{}, fmt.Errorf("member %s: container %s is not the one the fleet was made with (restarted or removed): take the fleet down ('edgefault fleet down --provider kind --name %s')", m.Name, m.Container, f.FleetName)
+		return member.NS{}, fmt.Errorf("member %s: container %s is not the one the fleet was made with (restarted or removed): take the fleet down ('edgefault fleet down --provider kind --fleet %s')", m.Name, m.Container, f.FleetName)
 	}
 	return member.NS{Member: m.Name, Path: path}, nil
 }

@@ -309,7 +309,7 @@ func (p *Provider) down(name string) error {
 	}
 	dir := (&Fleet{p: p, FleetName: name}).dir()
 	if !slices.ContainsFunc(es, func(e ledger.Entry) bool { return e.Kind == ledger.KindState && e.Name == dir }) {
-		return fmt.Errorf("%q is not a kind fleet: take it down with the provider that made it ('edgefault fleet down --name %s', the embedded fleet's) or 'edgefault cleanup --fleet %s'", name, name, name)
+		return fmt.Errorf("%q is not a kind fleet: take it down with the provider that made it ('edgefault fleet down --fleet %s', the embedded fleet's) or 'edgefault cleanup --fleet %s'", name, name, name)
 	}
 	rm := shaper.Removers()
 	maps.Copy(rm, Removers())

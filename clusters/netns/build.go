@@ -48,7 +48,7 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 		return nil, err
 	}
 	if _, err := os.Stat(p.statePath(name)); err == nil {
-		return nil, fmt.Errorf("fleet %q already exists: take it down first (`edgefault fleet down --name %s`) or pick another --name", name, name)
+		return nil, fmt.Errorf("fleet %q already exists: take it down first (`edgefault fleet down --fleet %s`) or pick another --fleet", name, name)
 	}
 	if _, err := os.Stat("/run/netns/" + name + "-fabric"); err == nil {
 		return nil, fmt.Errorf("namespace %s-fabric exists but fleet %q has no state: run `edgefault cleanup --fleet %s`", name, name, name)
@@ -62,7 +62,7 @@ func (p *Provider) UpFleet(ctx context.Context, name string, spec *scenarios.Fle
 	// delete, a namespace that is not ours.
 	for _, ns := range append([]string{f.Fabric}, f.namespaces()...) {
 		if _, err := os.Stat("/run/netns/" + ns); err == nil {
-			return nil, fmt.Errorf("namespace %s already exists (another fleet's, or left by something else): pick another --name", ns)
+			return nil, fmt.Errorf("namespace %s already exists (another fleet's, or left by something else): pick another --fleet", ns)
 		}
 	}
 	f.p = p

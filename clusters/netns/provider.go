@@ -243,7 +243,7 @@ func (p *Provider) Load(name string) (*Fleet, error) {
 	}
 	b, err := os.ReadFile(p.statePath(name))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("fleet %q is not up (see `edgefault fleet list`; start it with `edgefault fleet up --name %s`)", name, name)
+		return nil, fmt.Errorf("fleet %q is not up (see `edgefault fleet list`; start it with `edgefault fleet up --fleet %s`)", name, name)
 	}
 	if err != nil {
 		return nil, err

@@ -95,5 +95,6 @@ not record.`,
 		},
 	}
 	cmd.Flags().StringVar(&fleet, "fleet", "", "only this fleet (default: everything edgefault created)")
+	fleetAlias(cmd)
 	return cmd
 }

@@ -63,7 +63,8 @@ non-zero if any step misbehaves.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&o.Fleet, "name", "edgefault-demo", "fleet name")
+	fl.StringVar(&o.Fleet, "fleet", "edgefault-demo", "fleet name")
+	fleetAlias(cmd)
 	fl.StringVar(&o.Reports, "reports", "reports", "directory for the report")
 	fl.BoolVar(&o.Keep, "keep", false, "leave the fleet up afterwards")
 	fl.StringVar(&rate, "rate", "5mbit", "rate the node is throttled to")

@@ -39,10 +39,10 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	var file, name, backend, prov string
 	var controlPlanes, cloudServices bool
 	cmd := &cobra.Command{
-		Use:   "up [-f TOPOLOGY.yaml] [--name FLEET]",
+		Use:   "up [-f TOPOLOGY.yaml] [--fleet FLEET]",
 		Short: "Create a fleet from a topology (the built-in one by default)",
 		Example: `  edgefault fleet up
-  edgefault fleet up -f factory.yaml --name plant1`,
+  edgefault fleet up -f factory.yaml --fleet plant1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			topo := scenarios.Default()
@@ -52,7 +52,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			if !cmd.Flags().Changed("name") && topo.Metadata.Name != "" {
+			if !cmd.Flags().Changed("fleet") && topo.Metadata.Name != "" {
 				name = topo.Metadata.Name
 			}
 			if err := clusters.ValidateFleetName(name); err != nil {
@@ -86,7 +86,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 			if cloudServices {
 				c, err := harness.StartCloud(cmd.Context(), f, eg)
 				if err != nil {
-					return fmt.Errorf("fleet %s is up but its cloud services are not (take it down with 'edgefault fleet down --provider %s --name %s'): %w", name, p.Name(), name, err)
+					return fmt.Errorf("fleet %s is up but its cloud services are not (take it down with 'edgefault fleet down --provider %s --fleet %s'): %w", name, p.Name(), name, err)
 				}
 				g.log.Info("cloud services up", "speedtest", c.SpeedURL, "content", c.ContentURL, "sink", c.SinkURL, "events", filepath.Dir(c.SpeedEvents))
 				sinkTokens = c
@@ -108,7 +108,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (kind: Fleet); default: the built-in store/truck/factory fleet")
-	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name (netns: namespaces are <name>-<member>)")
+	cmd.Flags().StringVar(&name, "fleet", defaultFleet, "fleet name (netns: namespaces are <name>-<member>)")
 	fleetAlias(cmd)
 	providerFlag(cmd, &prov)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
@@ -120,7 +120,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 func newFleetKubeconfigCmd(g *globals) *cobra.Command {
 	var name, node, prov string
 	cmd := &cobra.Command{
-		Use:   "kubeconfig [--name FLEET] SITE [--node MEMBER]",
+		Use:   "kubeconfig [--fleet FLEET] SITE [--node MEMBER]",
 		Short: "Print a site's kubeconfig (admin, or a member's own identity)",
 		Long: `kubeconfig prints the kubeconfig of a site's cluster. On the embedded fleet the
 API serves on the site's LAN, inside the fleet, so use it from inside the site,
@@ -148,7 +148,7 @@ Node object.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
+	cmd.Flags().StringVar(&name, "fleet", defaultFleet, "fleet name")
 	fleetAlias(cmd)
 	cmd.Flags().StringVar(&node, "node", "", "the kubeconfig of this member's own identity")
 	providerFlag(cmd, &prov)
@@ -158,7 +158,7 @@ Node object.`,
 func newFleetDownCmd(g *globals) *cobra.Command {
 	var name, prov string
 	cmd := &cobra.Command{
-		Use:   "down [--name FLEET]",
+		Use:   "down [--fleet FLEET]",
 		Short: "Remove a fleet: its processes, namespaces and state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -179,17 +179,19 @@ func newFleetDownCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", defaultFleet, "fleet name")
+	cmd.Flags().StringVar(&name, "fleet", defaultFleet, "fleet name")
 	fleetAlias(cmd)
 	providerFlag(cmd, &prov)
 	return cmd
 }
 
-// fleetAlias accepts --fleet for --name, as shape and cleanup spell it.
+// fleetAlias accepts --name for --fleet: every command names a fleet
+// with --fleet, and --name, as fleet commands once spelled it, still
+// works.
 func fleetAlias(cmd *cobra.Command) {
 	cmd.Flags().SetNormalizeFunc(func(f *pflag.FlagSet, name string) pflag.NormalizedName {
-		if name == "fleet" {
-			name = "name"
+		if name == "name" {
+			name = "fleet"
 		}
 		return pflag.NormalizedName(name)
 	})
@@ -206,7 +208,7 @@ func newFleetListCmd(g *globals) *cobra.Command {
 	var name, prov string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list [--name FLEET]",
+		Use:   "list [--fleet FLEET]",
 		Short: "List fleets and their members",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -248,7 +250,7 @@ func newFleetListCmd(g *globals) *cobra.Command {
 			return printMembers(cmd, fleets)
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "only this fleet")
+	cmd.Flags().StringVar(&name, "fleet", "", "only this fleet")
 	fleetAlias(cmd)
 	providerFlag(cmd, &prov)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -293,7 +295,7 @@ func dash(s string) string {
 func newFleetExecCmd(g *globals) *cobra.Command {
 	var name, prov string
 	cmd := &cobra.Command{
-		Use:   "exec [--name FLEET] MEMBER -- COMMAND [ARGS...]",
+		Use:   "exec [--fleet FLEET] MEMBER -- COMMAND [ARGS...]",
 		Short: "Run a command on a member (netns: inside its network namespace)",
 		Example: `  edgefault fleet exec store-pos -- ip route
   edgefault fleet exec cloud -- ss -tn`,
@@ -306,7 +308,7 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Without --name, the fleet that has the member, as for shape.
+			// Without --fleet, the fleet that has the member, as for shape.
 			f, err := findTarget(cmd.Context(), p, name, args[0])
 			if err != nil {
 				return err
@@ -322,7 +324,7 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "fleet name (default: the fleet that has MEMBER)")
+	cmd.Flags().StringVar(&name, "fleet", "", "fleet name (default: the fleet that has MEMBER)")
 	fleetAlias(cmd)
 	providerFlag(cmd, &prov)
 	return cmd

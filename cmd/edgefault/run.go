@@ -28,7 +28,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.Float64Var(&f.o.TimeScale, "time-scale", 0, "divide the scenarios' own durations by this (0: each scenario's own timeScale); network time is never scaled")
 	fl.StringVar(&f.o.Reports, "reports", "reports", "directory for the reports (junit.xml, report.json, report.html, evidence)")
-	fl.BoolVar(&f.o.Keep, "keep", false, "leave each fleet up afterwards, for debugging (take it down with edgefault fleet down --name ef-SCENARIO)")
+	fl.BoolVar(&f.o.Keep, "keep", false, "leave each fleet up afterwards, for debugging (take it down with edgefault fleet down --fleet ef-SCENARIO)")
 	fl.StringVar(&f.backend, "backend", "auto", "shaping backend: auto, netem or fallback")
 	providerFlag(cmd, &f.provider)
 	fl.StringVar(&f.settle, "settle", "90s", "how long after the timeline the runtime may take to settle (gates open, buffers flushed)")

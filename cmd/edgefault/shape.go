@@ -182,6 +182,7 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.fleet, "fleet", "", "fleet of the target (default: the one that has it)")
+	fleetAlias(cmd)
 	providerFlag(cmd, &f.provider)
 	fl.StringVar(&f.rate, "rate", "", "rate cap, e.g. 5mbit, 512kbit, 2MB/s")
 	fl.StringVar(&f.delay, "delay", "", "added one-way delay, e.g. 200ms")

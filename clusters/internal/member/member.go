@@ -308,7 +308,7 @@ func LockFleet(l *ledger.Ledger, name string) (unlock func(), err error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --name: %w", name, ErrBusy)
+			return nil, fmt.Errorf("fleet %q is being brought up or taken down by another edgefault: wait for it, or pick another --fleet: %w", name, ErrBusy)
 		}
 		return nil, fmt.Errorf("lock fleet %q: %w", name, err)
 	}
