@@ -200,3 +200,21 @@ func TestCheckRefusesAppExpectations(t *testing.T) {
 		t.Errorf("a good scenario refused: %v", err)
 	}
 }
+
+// A verdict quotes an event once however often it is pointed at, and
+// gives its summary as rows, failures first.
+func TestVerdictRowsAndQuotes(t *testing.T) {
+	v := newVerdict()
+	e := ev(1, "a1", "gate", "closed")
+	v.quote(e, e)
+	v.quote(e, ev(2, "a1", "gate", "closed"))
+	v.ok("a1: fine")
+	v.fail("b1: broken")
+	got := v.done()
+	if len(got.Evidence) != 2 {
+		t.Errorf("quoted %d events, want 2 (one repeated): %v", len(got.Evidence), got.Evidence)
+	}
+	if strings.Join(got.Lines, "|") != "FAIL b1: broken|a1: fine" || got.Summary != "FAIL b1: broken; a1: fine" {
+		t.Errorf("lines %q summary %q", got.Lines, got.Summary)
+	}
+}

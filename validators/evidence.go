@@ -2,6 +2,7 @@ package validators
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -200,12 +201,18 @@ func (v *verdict) fail(format string, a ...any) {
 	v.lines = append(v.lines, "FAIL "+fmt.Sprintf(format, a...))
 }
 
+// quote adds events to the verdict's evidence, each once, at most 12.
 func (v *verdict) quote(es ...wire.Event) {
 	for _, e := range es {
-		if len(v.Evidence) < 12 {
+		if len(v.Evidence) < 12 && !slices.ContainsFunc(v.Evidence, func(q wire.Event) bool { return sameEvent(q, e) }) {
 			v.Evidence = append(v.Evidence, e)
 		}
 	}
+}
+
+// sameEvent says a and b are the same line of evidence.
+func sameEvent(a, b wire.Event) bool {
+	return a.Time.Equal(b.Time) && a.Node == b.Node && a.Component == b.Component && a.Event == b.Event && fmt.Sprint(a.Fields) == fmt.Sprint(b.Fields)
 }
 
 func (v *verdict) mark(node string, t time.Time, label string, pass bool) {
@@ -222,5 +229,6 @@ func (v *verdict) done() Verdict {
 		return strings.HasPrefix(v.lines[i], "FAIL") && !strings.HasPrefix(v.lines[j], "FAIL")
 	})
 	v.Summary = strings.Join(v.lines, "; ")
+	v.Lines = v.lines
 	return v.Verdict
 }

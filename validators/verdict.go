@@ -17,6 +17,9 @@ type Verdict struct {
 	// Summary says in a sentence what was seen, e.g. "truck-1: closed 2.1 s
 	// after the degradation (bound 15 s), reopened 6.3 s after the restore".
 	Summary string `json:"summary"`
+	// Lines are the summary's parts, a row each (mostly one per node),
+	// failures first.
+	Lines []string `json:"lines,omitempty"`
 	// Numbers are the measured figures the verdict rests on, by name.
 	Numbers map[string]float64 `json:"numbers,omitempty"`
 	// Evidence quotes the events that decided it (a few, not the stream).

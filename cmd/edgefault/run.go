@@ -146,11 +146,21 @@ func summary(w io.Writer, rep *harness.Report) {
 			if !v.Pass {
 				verdict = "FAIL"
 			}
-			sum := v.Summary
-			if len(sum) > 200 {
-				sum = sum[:197] + "..."
+			// A row per line (mostly per node), each cut to fit.
+			lines := v.Lines
+			if len(lines) == 0 {
+				lines = []string{v.Summary}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, v.Validator, v.Group, verdict, sum)
+			for i, l := range lines {
+				if len(l) > 160 {
+					l = l[:157] + "..."
+				}
+				if i == 0 {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, v.Validator, v.Group, verdict, l)
+				} else {
+					fmt.Fprintf(tw, "\t\t\t\t%s\n", l)
+				}
+			}
 		}
 	}
 	tw.Flush()

@@ -101,7 +101,14 @@ func Describe(r harness.ScenarioResult) string {
 		if !v.Pass {
 			mark = "FAIL"
 		}
-		fmt.Fprintf(&b, "  %s %s %s: %s\n", mark, v.Validator, v.Group, v.Summary)
+		if len(v.Lines) <= 1 {
+			fmt.Fprintf(&b, "  %s %s %s: %s\n", mark, v.Validator, v.Group, v.Summary)
+			continue
+		}
+		fmt.Fprintf(&b, "  %s %s %s:\n", mark, v.Validator, v.Group)
+		for _, l := range v.Lines {
+			fmt.Fprintf(&b, "      %s\n", l)
+		}
 	}
 	return b.String()
 }

@@ -274,7 +274,11 @@ func reportJUnit(r *Report) ([]byte, error) {
 // reportVerdictText is a failed verdict's numbers and evidence, a line each.
 func reportVerdictText(v validators.Verdict, start time.Time) string {
 	var b strings.Builder
-	b.WriteString(v.Summary)
+	if len(v.Lines) > 1 {
+		b.WriteString(strings.Join(v.Lines, "\n"))
+	} else {
+		b.WriteString(v.Summary)
+	}
 	if nums := reportNumbers(v.Numbers); len(nums) > 0 {
 		b.WriteString("\nnumbers: ")
 		b.WriteString(strings.Join(nums, " "))
@@ -445,6 +449,7 @@ type htmlScenario struct {
 
 type htmlVerdict struct {
 	Validator, Group, Summary string
+	Lines                     []string
 	Pass                      bool
 	Numbers, Evidence         []string
 }
@@ -573,7 +578,7 @@ func htmlScenarioOf(i int, s ScenarioResult) htmlScenario {
 		if vd.Pass {
 			h.VerdictsPassed++
 		}
-		hv := htmlVerdict{Validator: vd.Validator, Group: vd.Group, Summary: vd.Summary, Pass: vd.Pass, Numbers: reportNumbers(vd.Numbers)}
+		hv := htmlVerdict{Validator: vd.Validator, Group: vd.Group, Summary: vd.Summary, Lines: vd.Lines, Pass: vd.Pass, Numbers: reportNumbers(vd.Numbers)}
 		for _, e := range vd.Evidence {
 			hv.Evidence = append(hv.Evidence, reportEvent(e, s.Started))
 		}
