@@ -220,7 +220,8 @@ writes one report for all of them. It exits 1 if any expectation failed.`,
 }
 
 func newScenarioCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "scenario", Short: "List, show and check scenarios"}
+	cmd := &cobra.Command{Use: "scenario", Short: "List, show, check and start scenarios"}
+	cmd.AddCommand(newScenarioInitCmd())
 	cmd.AddCommand(&cobra.Command{
 		Use: "list", Short: "List the built-in scenarios", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
