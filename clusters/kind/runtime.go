@@ -47,12 +47,19 @@ const (
 // FROM scratch. Its tag is the binary's digest, so a rebuilt binary is a
 // new image and a node never runs a stale one under the same name.
 func EdgeguardImage(tmp, edgeguard string) (ref string, archive []byte, err error) {
-	if err := static(edgeguard); err != nil {
+	return BinaryImage(tmp, "edgefault/edgeguard", edgeguard)
+}
+
+// BinaryImage writes an image of one static binary, FROM scratch, at
+// /<its name> and its entrypoint, tagged repo:<the binary's digest>: how
+// a user's app becomes an image here, with no base image and no registry.
+func BinaryImage(tmp, repo, binary string) (ref string, archive []byte, err error) {
+	if err := static(binary); err != nil {
 		return "", nil, err
 	}
-	f, err := os.Open(edgeguard)
+	f, err := os.Open(binary)
 	if err != nil {
-		return "", nil, fmt.Errorf("the edgeguard binary (make build): %w", err)
+		return "", nil, fmt.Errorf("the binary for image %s: %w", repo, err)
 	}
 	h := sha256.New()
 	_, err = io.Copy(h, f)
@@ -60,11 +67,12 @@ func EdgeguardImage(tmp, edgeguard string) (ref string, archive []byte, err erro
 	if err != nil {
 		return "", nil, err
 	}
-	ref = "edgefault/edgeguard:" + hex.EncodeToString(h.Sum(nil))[:16]
+	ref = repo + ":" + hex.EncodeToString(h.Sum(nil))[:16]
+	entry := "/" + filepath.Base(binary)
 	var buf bytes.Buffer
 	err = WriteImage(&buf, tmp, Image{
-		Ref: ref, Layers: []Layer{FilesLayer(map[string]string{"/edgeguard": edgeguard})},
-		Entrypoint: []string{"/edgeguard"}, Env: []string{"PATH=/"},
+		Ref: ref, Layers: []Layer{FilesLayer(map[string]string{entry: binary})},
+		Entrypoint: []string{entry}, Env: []string{"PATH=/"},
 	})
 	return ref, buf.Bytes(), err
 }

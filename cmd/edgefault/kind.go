@@ -3,6 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,7 +21,7 @@ func newKindCmd(g *globals) *cobra.Command {
 		Use:   "kind",
 		Short: "Real kind clusters, built and run offline: the node image and the Docker engine",
 	}
-	cmd.AddCommand(newKindNodeImageCmd(g), newKindEngineCmd(g), newKindCreateCmd(g), newKindDeleteCmd(g))
+	cmd.AddCommand(newKindNodeImageCmd(g), newKindEngineCmd(g), newKindCreateCmd(g), newKindDeleteCmd(g), newKindImageCmd(g))
 	return cmd
 }
 
@@ -221,3 +225,60 @@ func ownLedger(owner, refusal string) (*ledger.Ledger, error) {
 	}
 	return l, nil
 }
+
+func newKindImageCmd(g *globals) *cobra.Command {
+	var repo string
+	cmd := &cobra.Command{
+		Use:   "image BINARY [--repo NAME]",
+		Short: "Make an image of your app's static binary (FROM scratch, no registry) in the Docker engine",
+		Long: `image makes a container image of one static binary, FROM scratch: the binary
+at /<its name>, which is also the entrypoint, tagged NAME:<the binary's digest>,
+and loads it into the Docker engine (starting one if none runs), from which a
+kind fleet loads it into its nodes. No base image and no registry are needed.
+Prints the image's name, for a scenario's image: field.
+
+The binary must be static (Go: CGO_ENABLED=0 go build); it runs as an
+unprivileged user of its own, with no capabilities.`,
+		Example: `  CGO_ENABLED=0 go build -o /tmp/edge-agent ./examples/edge-agent
+  sudo edgefault kind image /tmp/edge-agent --repo example/edge-agent`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			if repo == "" {
+				repo = "edgefault-app/" + strings.ToLower(filepath.Base(args[0]))
+			}
+			if !imageRepoRE.MatchString(repo) {
+				return fmt.Errorf("--repo %q: use lowercase letters, digits, '.', '_', '-' and '/' (e.g. example/edge-agent)", repo)
+			}
+			l, err := ledger.Open(ledger.DefaultDir())
+			if err != nil {
+				return err
+			}
+			if _, err := kind.EnsureEngine(cmd.Context(), kind.EngineOptions{Ledger: l, Log: g.log}); err != nil {
+				return err
+			}
+			tmp, err := os.MkdirTemp("", "edgefault-image-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			ref, archive, err := kind.BinaryImage(tmp, repo, args[0])
+			if err != nil {
+				return err
+			}
+			if err := kind.LoadDockerImage(cmd.Context(), archive); err != nil {
+				return fmt.Errorf("load %s into the Docker engine: %w", ref, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), ref)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&repo, "repo", "", "the image's repository name (default edgefault-app/<binary's name>)")
+	return cmd
+}
+
+// imageRepoRE is what an image repository name may be here (it becomes
+// an argument of docker).
+var imageRepoRE = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`)

@@ -85,18 +85,30 @@ var _ = Describe("scenarios on kind", func() {
 		Expect(string(nets)).NotTo(Or(ContainSubstring("vehicle"), ContainSubstring("retail")))
 	})
 
-	// The image half: a command workload given an image runs as a pod on
-	// the member's Node (loaded from the Docker engine, no registry), and
-	// reaches the node's runtime and the cloud as a process there would.
-	It("runs a scenario's image workload as a pod on its node", func() {
+	// The image half: command workloads given an image run as pods on
+	// the member's Node (loaded from the Docker engine, no registry), as
+	// their own unprivileged users, and reach the node's runtime and the
+	// cloud as a process there would. One is the runtime's own client;
+	// the other the example edge agent made an image by 'edgefault kind
+	// image', delivering to its cloud side across an outage.
+	It("runs a scenario's image workloads as pods on their node, an app among them judged delivered", func() {
 		ref, archive, err := kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(kind.LoadDockerImage(context.Background(), archive)).To(Succeed())
 		dir := GinkgoT().TempDir()
+		Expect(os.Chmod(dir, 0o755)).To(Succeed())
+		for _, app := range []string{"edge-agent", "ingest"} {
+			b := exec.Command("go", "build", "-o", filepath.Join(dir, app), "../../examples/"+app)
+			b.Env = append(os.Environ(), "CGO_ENABLED=0")
+			out, err := b.CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), string(out))
+		}
+		agentRef := strings.TrimSpace(mustRun("kind", "image", filepath.Join(dir, "edge-agent"), "--repo", "example/edge-agent"))
+		Expect(agentRef).To(HavePrefix("example/edge-agent:"))
 		file := filepath.Join(dir, "pod-fetch.yaml")
 		Expect(os.WriteFile(file, []byte(`apiVersion: edgefault.io/v1alpha1
 kind: Scenario
-metadata: {name: pod-fetch, description: a fetching workload shipped as an image}
+metadata: {name: pod-fetch, description: workloads shipped as images}
 spec:
   timeScale: 60
   topology:
@@ -107,18 +119,22 @@ spec:
   runtime:
     gate: {minDownload: 5mbit, maxLatency: 300ms, interval: 2s}
   workloads:
+  - {name: ingest, type: command, on: cloud, command: [`+filepath.Join(dir, "ingest")+`, -listen=:9000], port: 9000, ready: {http: /healthz, within: 30s}}
   - name: maps
     type: command
     on: van
     image: `+ref+`
     # Kubernetes expands $(VAR) from the pod's environment.
     command: [/edgeguard, workload, fetch, --node=$(NODE_NAME), --gate=$(EDGEGUARD_URL), --content=$(CONTENT_URL), --period=1s, --events=$(APP_EVENTS)]
+  - {name: agent, type: command, on: van, image: `+agentRef+`, command: [/edge-agent, -period=500ms, -listen=:8000], port: 8000}
   timeline:
   - {at: 5m, group: van-modem, outage: true, for: 10m}
   duration: 20m
   expect:
   - {validator: gate-follows-link, group: van, within: 30s}
-  - {validator: no-restart-loops}
+  - {validator: delivered, group: van, within: 15s}
+  - {validator: endpoint-answers, group: van, workload: agent, http: /healthz}
+  - {validator: keeps-running}
 `), 0o644)).To(Succeed())
 		reports := filepath.Join(dir, "reports")
 		start := time.Now()
@@ -128,6 +144,9 @@ spec:
 		ev, err := os.ReadFile(filepath.Join(reports, "pod-fetch", "evidence", "van-ecu.maps.app.jsonl"))
 		Expect(err).NotTo(HaveOccurred(), "the pod wrote its evidence into the file mounted for it")
 		Expect(string(ev)).To(ContainSubstring(`"fetched"`))
+		sent, err := os.ReadFile(filepath.Join(reports, "pod-fetch", "evidence", "van-ecu.agent.app.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(strings.Count(string(sent), `"sent"`)).To(BeNumerically(">", 20), "the agent's pod logged its readings")
 		sup, err := exec.Command("grep", "-rl", "pod edgefault-workloads/", filepath.Join(reports, "pod-fetch", "evidence")).CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "the supervisor's evidence names the pod: %s", sup)
 	})
