@@ -63,7 +63,7 @@ spec:
     ready: {http: /healthz, within: 20s}
   - {name: agent, type: command, on: keeps, command: [%[2]s, -period=200ms, -listen=:8000], port: 8000}
   - {name: agent-naive, type: command, on: drops, command: [%[2]s, -period=200ms, -naive, -listen=:8000], port: 8000}
-  - {name: hostile, type: command, on: keeps, command: [%[3]s, %[4]s]}
+  - {name: hostile, type: command, on: keeps, command: [%[3]s, %[4]s], kubeconfig: true}
   timeline:
   - {at: 2m, group: keeps-gw, outage: true, for: 3m}
   - {at: 2m, group: drops-gw, outage: true, for: 3m}
@@ -140,6 +140,7 @@ spec:
 		}
 		Expect(string(got)).NotTo(ContainSubstring(`"result":"escaped"`))
 		Expect(string(got)).To(ContainSubstring(`"what":"own-data","result":"allowed"`))
+		Expect(string(got)).To(ContainSubstring(`"what":"kubeconfig","result":"allowed"`), "its node's identity, given by kubeconfig: true, is its to read")
 		rt, err := os.ReadFile(filepath.Join(res.Evidence, "keeps-1-runtime.jsonl"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(rt)).NotTo(ContainSubstring("forged"))
@@ -166,5 +167,6 @@ try enter-host-netns nsenter --net=/proc/1/ns/net true
 try capabilities sh -c "grep -q 'CapEff:.*[1-9a-f]' /proc/self/status"
 try harness-env sh -c "env | grep -q '^EDGEFAULT_STATE_DIR='"
 if echo x > "$DATA_DIR/mine"; then ev own-data allowed; else ev own-data denied; fi
+if grep -q client-certificate-data "$KUBECONFIG"; then ev kubeconfig allowed; else ev kubeconfig denied; fi
 exec sleep 3600
 `

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/scenarios"
 )
@@ -53,7 +56,46 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 			env = append(env, scenarios.EnvName(c.Name)+"="+net.JoinHostPort(cloud.Address, strconv.Itoa(c.Port)))
 		}
 	}
+	if w.Kubeconfig {
+		kc, err := r.giveKubeconfig(member, id, data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("workload %s on %s: its kubeconfig: %w", w.Name, member, err)
+		}
+		env = append(env, "KUBECONFIG="+kc)
+	}
 	return env, &clusters.Sandbox{UID: id, GID: id, Writable: []string{data, events}, Dir: data}, nil
+}
+
+// giveKubeconfig copies member's own identity for its site's API server
+// into the app's data directory, readable by the app's user alone.
+func (r *run) giveKubeconfig(member string, uid int, data string) (string, error) {
+	if !r.o.Provider.Info().ControlPlanes {
+		return "", fmt.Errorf("provider %s starts no control planes here (netns: run edgefault setup first)", r.o.Provider.Name())
+	}
+	m, err := r.f.Member(member)
+	if err != nil {
+		return "", err
+	}
+	b, err := r.f.Kubeconfig(m.Site, member)
+	if err != nil {
+		return "", err
+	}
+	// Its certificates are files the app cannot see: embed them.
+	cfg, err := clientcmd.Load(b)
+	if err != nil {
+		return "", err
+	}
+	if err := clientcmdapi.FlattenConfig(cfg); err != nil {
+		return "", err
+	}
+	if b, err = clientcmd.Write(*cfg); err != nil {
+		return "", err
+	}
+	p := path.Join(data, "kubeconfig")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		return "", err
+	}
+	return p, os.Lchown(p, uid, uid)
 }
 
 // giveTo makes an app's data directory and evidence file, owned by uid

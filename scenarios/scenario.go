@@ -177,6 +177,11 @@ type Workload struct {
 	// Ready is what the harness waits for after starting the workload
 	// and before going on (the edge side, the timeline).
 	Ready *Readiness `yaml:"ready,omitempty"`
+	// Kubeconfig gives a command workload on a node its node's own
+	// identity for the site's API server ($KUBECONFIG, a copy in its
+	// data directory): the Node's credential, allowed to change only
+	// that Node. Without it, a workload has no credential for the API.
+	Kubeconfig bool `yaml:"kubeconfig,omitempty"`
 }
 
 // OnCloud says the workload runs in the cloud.
@@ -423,6 +428,9 @@ func (s *Scenario) validate() error {
 			if what, ok := ReservedPorts[w.Port]; ok {
 				return perr(wp+".port", "workload %q: port %d is %s: pick another", w.Name, w.Port, what)
 			}
+		}
+		if w.Kubeconfig && (w.Type != WorkloadCommand || w.OnCloud()) {
+			return perr(wp+".kubeconfig", "workload %q: kubeconfig is for command workloads on nodes (the cloud is in no site)", w.Name)
 		}
 		if r := w.Ready; r != nil {
 			switch {
