@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -150,6 +151,51 @@ spec:
 		sup, err := os.ReadFile(filepath.Join(res.Evidence, "cloud-supervisor.jsonl"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(strings.Count(string(sup), `"process":"workload/ingest"`)).To(BeNumerically(">=", 3), "started, killed, started again:\n%s", sup)
+	})
+})
+
+// A cloud side that never becomes ready ends the run within its bound,
+// naming the workload, what the check saw and its log; here it cannot
+// even start, since its program is where its user cannot reach, and
+// the log says so and what to do.
+var _ = Describe("a user's app that cannot start", func() {
+	It("fails the run within the readiness bound, with the check, the log and why", func(ctx SpecContext) {
+		dir := GinkgoT().TempDir() // 0700, root's: the app's user cannot reach it
+		prog := filepath.Join(dir, "ingest.sh")
+		Expect(os.WriteFile(prog, []byte("#!/bin/sh\nexec sleep 3600\n"), 0o755)).To(Succeed())
+		sc, err := scenarios.ParseScenario("stuck.yaml", []byte(fmt.Sprintf(`apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: stuck, description: a cloud side that never answers}
+spec:
+  timeScale: 20
+  topology:
+    sites:
+    - name: s
+      gateway: {name: s-gw, uplink: {rate: 20mbit}}
+      nodes: [s-1]
+  runtime:
+    gate: {minDownload: 1mbit}
+  workloads:
+  - {name: ingest, type: command, on: cloud, command: [%s], port: 9000, ready: {tcp: true, within: 3s}}
+  timeline:
+  - {at: 1m, group: s-gw, outage: true, for: 2m}
+  duration: 5m
+  expect:
+  - {validator: keeps-running}
+`, prog)))
+		Expect(err).NotTo(HaveOccurred())
+		reports := GinkgoT().TempDir()
+		start := time.Now()
+		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard, o.Reports = edgeguard, reports
+			o.FleetPrefix = fmt.Sprintf("s%d-", os.Getpid()%1000)
+		}))
+		Expect(res.Pass).To(BeFalse())
+		Expect(res.Error).To(And(ContainSubstring("workload ingest on cloud not ready within 3s"), ContainSubstring("127.0.0.1:9000"), ContainSubstring("cloud-workload-ingest.log")))
+		Expect(time.Since(start)).To(BeNumerically("<", 90*time.Second), "bounded by the readiness wait, not a minute of retries")
+		log, err := os.ReadFile(filepath.Join(reports, "stuck", "logs", "cloud-workload-ingest.log"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(log)).To(And(ContainSubstring("runs as uid 70000"), ContainSubstring("not under /root")))
 	})
 })
 
