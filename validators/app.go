@@ -116,6 +116,16 @@ func parseAppLine(line []byte) (wire.Event, string) {
 		}
 		e.Fields[k] = v
 	}
+	// The runtime's own event format (what edgeguard's workload clients
+	// write) nests its fields: they are the line's fields too.
+	if nested, ok := m["fields"].(map[string]any); ok {
+		delete(e.Fields, "fields")
+		for k, v := range nested {
+			if _, taken := e.Fields[k]; !taken {
+				e.Fields[k] = v
+			}
+		}
+	}
 	if ev == "sent" || ev == "received" {
 		id := ""
 		switch v := m["id"].(type) {

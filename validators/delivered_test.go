@@ -86,17 +86,19 @@ func TestDecodeApp(t *testing.T) {
 		`{"time":"2026-12-06T10:00:05Z","event":"sent","id":"5"} {"x":1}`,
 		strings.Repeat("x", maxAppLine+10),
 		`{"time":"2026-12-06T10:00:06Z","event":"sent","id":"6"}`,
+		`{"time":"2026-12-06T10:00:07Z","node":"x","component":"producer","event":"acked","fields":{"key":"n1/e/s/1","seq":1}}`,
 	}, "\n")
 	evs, problems := decodeApp(strings.NewReader(in), "n1.agent.app.jsonl", "n1", "agent")
 	var got []string
 	for _, e := range evs {
-		got = append(got, e.Node+" "+e.Component+" "+e.Event+" "+e.Time.Format("15:04:05.0")+" "+stringField(e, "id"))
+		got = append(got, e.Node+" "+e.Component+" "+e.Event+" "+e.Time.Format("15:04:05.0")+" "+stringField(e, "id")+stringField(e, "key"))
 	}
 	want := []string{
 		"n1 app/agent sent 10:00:00.0 a-1",
 		"n1 app/agent received 10:00:01.5 42",
 		"n1 app/agent queued 10:00:04.0 ",
 		"n1 app/agent sent 10:00:06.0 6",
+		"n1 app/agent acked 10:00:07.0 n1/e/s/1", // the runtime's format: its fields are the line's
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("events:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
