@@ -161,7 +161,6 @@ func TestParseMetricBound(t *testing.T) {
 	}
 }
 
-
 // An app expectation that cannot be judged is refused before anything
 // starts, with its line and what to write instead.
 func TestCheckRefusesAppExpectations(t *testing.T) {
