@@ -175,6 +175,9 @@ type Sandbox struct {
 	Writable []string
 	// Dir is its working directory.
 	Dir string
+	// Hide are directories it must not see beside the provider's own
+	// state (the run's reports).
+	Hide []string
 }
 
 // RuntimePods is a Fleet that runs the runtime as a pod on each node, as

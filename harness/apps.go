@@ -8,6 +8,8 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"syscall"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -21,6 +23,7 @@ import (
 // that, not by what they say.
 type appFile struct {
 	base, member, workload string
+	uid                    int
 }
 
 // appEnv is what every command workload is told, on a node or in the
@@ -37,6 +40,9 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 		return nil, nil, err
 	}
 	id := r.o.AppUID + len(r.apps)
+	if pids := uidProcs(id); len(pids) > 0 {
+		return nil, nil, fmt.Errorf("workload %s on %s: uid %d, the next app user, already runs processes (pids %v), left by an earlier run that crashed or by someone else: stop them (pkill -U %d) or pick another --app-uid", w.Name, member, id, pids, id)
+	}
 	data := path.Join(paths.Data, "app-"+w.Name)
 	// '.' is in no member's or workload's name: no two pairs share a file.
 	base := member + "." + w.Name + appSuffix
@@ -44,7 +50,7 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 	if err := giveTo(id, data, events); err != nil {
 		return nil, nil, fmt.Errorf("workload %s on %s: %w", w.Name, member, err)
 	}
-	r.apps = append(r.apps, appFile{base: base, member: member, workload: w.Name})
+	r.apps = append(r.apps, appFile{base: base, member: member, workload: w.Name, uid: id})
 	env := []string{
 		"NODE_NAME=" + member,
 		"APP_EVENTS=" + events,
@@ -63,7 +69,49 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 		}
 		env = append(env, "KUBECONFIG="+kc)
 	}
-	return env, &clusters.Sandbox{UID: id, GID: id, Writable: []string{data, events}, Dir: data}, nil
+	// The reports directory (the harness's evidence as it is written,
+	// everyone's logs) is hidden too.
+	var hide []string
+	if abs, err := filepath.Abs(r.o.Reports); err == nil {
+		hide = append(hide, abs)
+	}
+	return env, &clusters.Sandbox{UID: id, GID: id, Writable: []string{data, events}, Dir: data, Hide: hide}, nil
+}
+
+// uidProcs lists the processes running as uid.
+func uidProcs(uid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+e.Name(), &st) == nil && int(st.Uid) == uid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// sweepApps kills whatever still runs as an app's user once the run has
+// stopped its workloads: a process that left its group (setsid) is not
+// in the group the supervisor stops.
+func (r *run) sweepApps() {
+	for _, a := range r.apps {
+		for _, pid := range uidProcs(a.uid) {
+			r.log.Warn("an app's process outlived its workload; killing it", "uid", a.uid, "pid", pid, "workload", a.workload, "member", a.member)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	// Gone, not dying: the next run's check must not meet them.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, a := range r.apps {
+		for len(uidProcs(a.uid)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // giveKubeconfig copies member's own identity for its site's API server
@@ -92,7 +140,15 @@ func (r *run) giveKubeconfig(member string, uid int, data string) (string, error
 		return "", err
 	}
 	p := path.Join(data, "kubeconfig")
-	if err := os.WriteFile(p, b, 0o600); err != nil {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := f.Close(); err != nil {
 		return "", err
 	}
 	return p, os.Lchown(p, uid, uid)

@@ -91,6 +91,7 @@ func every(ctx context.Context, wg *sync.WaitGroup, period time.Duration, fn fun
 // HTTP GET of x.HTTP answered 2xx.
 func (r *run) probe(ctx context.Context, wg *sync.WaitGroup, m scenarios.Member, w scenarios.Workload, x scenarios.Expectation) error {
 	vantage, addr := m.Gateway, net.JoinHostPort("", strconv.Itoa(w.Port))
+	via := validators.ProbeVia(x)
 	if x.From == "node" {
 		vantage, addr = m.Name, net.JoinHostPort("127.0.0.1", strconv.Itoa(w.Port))
 	} else {
@@ -127,10 +128,10 @@ func (r *run) probe(ctx context.Context, wg *sync.WaitGroup, m scenarios.Member,
 		}
 		ms := time.Since(start).Milliseconds()
 		if err != nil {
-			r.ev.emit(m.Name, validators.ProbeComponent, validators.ProbeFailed, "workload", w.Name, "from", vantage, "ms", ms, "err", err.Error())
+			r.ev.emit(m.Name, validators.ProbeComponent, validators.ProbeFailed, "workload", w.Name, "via", via, "from", vantage, "ms", ms, "err", err.Error())
 			return
 		}
-		r.ev.emit(m.Name, validators.ProbeComponent, validators.ProbeAnswered, "workload", w.Name, "from", vantage, "ms", ms)
+		r.ev.emit(m.Name, validators.ProbeComponent, validators.ProbeAnswered, "workload", w.Name, "via", via, "from", vantage, "ms", ms)
 	})
 	return nil
 }
@@ -169,7 +170,7 @@ func (r *run) scrape(ctx context.Context, wg *sync.WaitGroup, m scenarios.Member
 		p = "/metrics"
 	}
 	url := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(w.Port)) + p
-	c := &http.Client{Transport: &http.Transport{DialContext: host.DialContext}, Timeout: 2 * time.Second}
+	c := &http.Client{Transport: &http.Transport{DialContext: host.DialContext, DisableKeepAlives: true}, Timeout: 2 * time.Second}
 	every(ctx, wg, scrapeEvery, func() {
 		fams, err := scrapeOnce(ctx, c, url)
 		if ctx.Err() != nil {

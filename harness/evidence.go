@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/wire"
@@ -23,6 +24,9 @@ type evidenceLogs struct {
 	log  *slog.Logger
 	mu   sync.Mutex
 	open map[string]*events.Log
+	// tap, if set, sees every event as it is recorded (a live session's
+	// dashboard); it must not block.
+	tap func(wire.Event)
 }
 
 func newEvidenceLogs(dir string, log *slog.Logger) *evidenceLogs {
@@ -44,6 +48,15 @@ func (e *evidenceLogs) emit(node, component, event string, kv ...any) {
 	}
 	e.mu.Unlock()
 	l.Emit(event, kv...)
+	if e.tap != nil {
+		f := make(map[string]any, len(kv)/2)
+		for i := 0; i+1 < len(kv); i += 2 {
+			if k, ok := kv[i].(string); ok {
+				f[k] = kv[i+1]
+			}
+		}
+		e.tap(wire.Event{Time: time.Now().UTC(), Node: node, Component: component, Event: event, Fields: f})
+	}
 }
 
 // emitTyped records typed evidence (wire.Sample, wire.NodeMark).

@@ -100,10 +100,13 @@ type run struct {
 	t0     time.Time
 	mu     sync.Mutex
 	wins   []validators.Window
-	active map[string]int // target -> index in wins of its open window
-	groups []string       // the timeline group of each window
-	steps  []int          // the timeline step of each window
-	apps   []appFile      // the command workloads' own evidence files
+	active map[string]int   // target -> index in wins of its open window
+	groups []string         // the timeline group of each window
+	steps  []int            // the timeline step of each window
+	apps   []appFile        // the command workloads' own evidence files
+	body   body             // nil: play the timeline
+	shMu   sync.Mutex       // one change of links at a time (a live session's actions beside the timeline)
+	tap    func(wire.Event) // sees every event of the harness's as it is recorded
 }
 
 // activeStep is the timeline step whose impairment target has now (-1:
@@ -122,6 +125,14 @@ func (r *run) activeStep(target string) int {
 // (unless Keep). The result says what passed; a run that could not be
 // played has Error set and Pass false.
 func Run(ctx context.Context, sc *scenarios.Scenario, o RunOptions) ScenarioResult {
+	return runWith(ctx, sc, o, nil, nil)
+}
+
+// body is what a run does between set-up and judging: play the timeline
+// and settle (nil), or a live session's presenter (Live).
+type body func(ctx context.Context, r *run, nodes []string) error
+
+func runWith(ctx context.Context, sc *scenarios.Scenario, o RunOptions, b body, tap func(wire.Event)) ScenarioResult {
 	start := time.Now()
 	scale := sc.Scale(o.TimeScale)
 	res := ScenarioResult{Name: sc.Metadata.Name, Description: sc.Metadata.Description, Source: sc.Source, TimeScale: scale,
@@ -138,7 +149,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, o RunOptions) ScenarioResu
 		res.Error = err.Error()
 		return res
 	}
-	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}}
+	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, body: b, tap: tap}
 	err := r.play(ctx)
 	if err != nil {
 		res.Error = err.Error()
@@ -201,6 +212,7 @@ func (r *run) play(ctx context.Context) (err error) {
 	}
 	r.res.Evidence = r.evDir
 	r.ev = newEvidenceLogs(r.evDir, r.o.Log)
+	r.ev.tap = r.tap
 	collected := false
 	// Runs before the fleet goes: whatever happened, the evidence and the
 	// workloads' logs stay next to the report.
@@ -226,6 +238,7 @@ func (r *run) play(ctx context.Context) (err error) {
 	// is found now, not at the first timeline step.
 	r.res.Backend = r.sh.Backend()
 	r.sup = &supervisor{f: r.f, ev: r.ev, log: r.log}
+	defer r.sweepApps() // after stopAll: deferred first
 	defer r.sup.stopAll()
 	if err := r.deployCloudWorkloads(ctx); err != nil {
 		return err
@@ -260,17 +273,24 @@ func (r *run) play(ctx context.Context) (err error) {
 
 	r.t0 = time.Now()
 	r.res.Started = r.t0
-	r.log.Info("playing the timeline", "steps", len(r.sc.Spec.Timeline), "length", r.res.Timeline)
-	if err := r.timeline(ctx); err != nil {
-		return err
+	if r.body != nil {
+		if err := r.body(ctx, r, nodes); err != nil {
+			return err
+		}
+	} else {
+		r.log.Info("playing the timeline", "steps", len(r.sc.Spec.Timeline), "length", r.res.Timeline)
+		if err := r.timeline(ctx); err != nil {
+			return err
+		}
+		r.settle(ctx, nodes)
 	}
-	r.settle(ctx, nodes)
 	end := time.Now()
 
 	// Stop the observers and workloads, then read what the sink has.
 	stopObs()
 	obs.Wait()
 	r.sup.stopAll()
+	r.sweepApps()
 	streams, serr := r.cloud.Streams(ctx)
 	if serr != nil {
 		return fmt.Errorf("read the sink's records: %w", serr)

@@ -57,6 +57,11 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 	if info.Gateways && !info.GatewayRuntime && sc.Spec.Runtime.Failover.Enabled {
 		return fmt.Errorf("scenario %s: failover runs the runtime on the gateways and marks their Nodes, but provider %s's gateways are routers, not Nodes of their site: turn failover off, or use a provider whose gateways are nodes (netns)", name, info.Name)
 	}
+	for _, w := range sc.Spec.Workloads {
+		if w.Kubeconfig && !info.ControlPlanes {
+			return fmt.Errorf("scenario %s: workload %q asks for its node's kubeconfig, but provider %s starts no control planes (netns: run edgefault setup first)", name, w.Name, info.Name)
+		}
+	}
 	if !info.ControlPlanes {
 		if sc.Spec.Runtime.Failover.Enabled {
 			return fmt.Errorf("scenario %s: failover marks Nodes in the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, info.Name)
@@ -111,9 +116,36 @@ func gateDetection(g scenarios.GateSpec, scale float64) time.Duration {
 // not the runtime's. The error names the step, its real length, the
 // bound and the largest time scale that works.
 func CheckTiming(sc *scenarios.Scenario, scale float64) error {
+	if err := checkTiming(sc, scale, "gate-follows-link", func(s float64) (time.Duration, string) {
+		if sc.Spec.Runtime.Gate.Bypassed() {
+			return 0, ""
+		}
+		iv := sc.Spec.Runtime.Gate.Interval
+		if iv == 0 {
+			iv = scenarios.Duration(2 * time.Second)
+		}
+		return gateDetection(sc.Spec.Runtime.Gate, s), fmt.Sprintf("the gate takes to notice an outage there (about %v: two probes %v apart and a probe's deadline)", gateDetection(sc.Spec.Runtime.Gate, s), scenarios.Scaled(iv, s, time.Second))
+	}); err != nil {
+		return err
+	}
+	// The harness's own probes and scrapes are not scaled: an outage must
+	// hold a few of them.
+	if err := checkTiming(sc, scale, "endpoint-answers", func(float64) (time.Duration, string) {
+		return 3 * time.Second, "endpoint-answers needs to probe it (3s: a few probes, each given up to 2s)"
+	}); err != nil {
+		return err
+	}
+	return checkTiming(sc, scale, "metric", func(float64) (time.Duration, string) {
+		return 2 * time.Second, "metric needs to scrape it (2s: a few scrapes)"
+	})
+}
+
+// checkTiming refuses outages on the members validator judges that are
+// shorter, in real time at scale, than bound says (why: what needs it).
+func checkTiming(sc *scenarios.Scenario, scale float64, validator string, bound func(scale float64) (time.Duration, string)) error {
 	var judged []scenarios.Member
 	for _, x := range sc.Spec.Expect {
-		if x.Validator != "gate-follows-link" {
+		if x.Validator != validator || (validator == "metric" && x.Phase != "during") {
 			continue
 		}
 		ms, err := sc.Spec.Resolve(x.Group)
@@ -122,7 +154,7 @@ func CheckTiming(sc *scenarios.Scenario, scale float64) error {
 		}
 		judged = append(judged, ms...)
 	}
-	if len(judged) == 0 || sc.Spec.Runtime.Gate.Bypassed() {
+	if b, _ := bound(scale); len(judged) == 0 || b == 0 {
 		return nil
 	}
 	affects := func(st scenarios.Step) bool {
@@ -154,13 +186,14 @@ func CheckTiming(sc *scenarios.Scenario, scale float64) error {
 				}
 			}
 		}
-		real, bound := scenarios.Scaled(length, scale, 0), gateDetection(sc.Spec.Runtime.Gate, scale)
-		if real >= bound {
+		real := scenarios.Scaled(length, scale, 0)
+		need, why := bound(scale)
+		if real >= need {
 			continue
 		}
 		works := 0
 		for s := int(math.Ceil(scale)) - 1; s >= 1; s-- {
-			if scenarios.Scaled(length, float64(s), 0) >= gateDetection(sc.Spec.Runtime.Gate, float64(s)) {
+			if n, _ := bound(float64(s)); scenarios.Scaled(length, float64(s), 0) >= n {
 				works = s
 				break
 			}
@@ -169,8 +202,12 @@ func CheckTiming(sc *scenarios.Scenario, scale float64) error {
 		if works > 0 {
 			fix = fmt.Sprintf("run at time scale %d or less (--time-scale %d, or timeScale: %d in the file), or make the outage longer", works, works, works)
 		}
-		return fmt.Errorf("scenario %s: timeline step %d (outage of %s at %v for %v) lasts %v of real time at time scale %g, shorter than the gate takes to notice an outage there (about %v: two probes %v apart and a probe's deadline), so gate-follows-link could not judge it: %s",
-			sc.Metadata.Name, i+1, st.Group, st.At.D(), length.D(), real.Round(10*time.Millisecond), scale, bound, scenarios.Scaled(sc.Spec.Runtime.Gate.Interval, scale, time.Second), fix)
+		which := fmt.Sprintf("the outage of %s at %v for %v", st.Group, st.At.D(), length.D())
+		if st.Note != "" {
+			which += " (" + st.Note + ")"
+		}
+		return fmt.Errorf("scenario %s: %s lasts %v of real time at time scale %g, shorter than %s, so %s could not judge it: %s",
+			sc.Metadata.Name, which, real.Round(10*time.Millisecond), scale, why, validator, fix)
 	}
 	return nil
 }

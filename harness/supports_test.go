@@ -111,7 +111,7 @@ spec:
 		t.Fatal(err)
 	}
 	err = CheckTiming(sc, sc.Scale(0))
-	for _, want := range []string{"timeline step 2", "3m0s", "lasts 3s of real time at time scale 60", "about 3.5s", "run at time scale 51 or less"} {
+	for _, want := range []string{"the outage of sat at 50m0s for 3m0s", "lasts 3s of real time at time scale 60", "about 3.5s: two probes 1s apart", "run at time scale 51 or less"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("CheckTiming at 60 = %v, want %q", err, want)
 		}
@@ -123,5 +123,14 @@ spec:
 	sc.Spec.Expect = []scenarios.Expectation{{Validator: "no-restart-loops"}}
 	if err := CheckTiming(sc, 60); err != nil {
 		t.Errorf("without gate-follows-link: %v", err)
+	}
+	// The harness's probes are not scaled: an app's endpoint judged per
+	// outage needs a few seconds of it.
+	sc.Spec.Expect = []scenarios.Expectation{{Validator: "endpoint-answers", Group: "farm"}}
+	if err := CheckTiming(sc, 90); err == nil || !strings.Contains(err.Error(), "endpoint-answers needs to probe it") {
+		t.Errorf("endpoint-answers at 90: %v", err)
+	}
+	if err := CheckTiming(sc, 60); err != nil {
+		t.Errorf("endpoint-answers at 60: %v", err)
 	}
 }

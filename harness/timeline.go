@@ -21,7 +21,10 @@ type action struct {
 
 // timeline plays the steps, with their automatic restores, in time order,
 // logging progress, and then waits out the scenario's duration.
-func (r *run) timeline(ctx context.Context) error {
+func (r *run) timeline(ctx context.Context) error { return r.timelineFrom(ctx, r.t0) }
+
+// timelineFrom plays the timeline with t0 as its time zero.
+func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	var acts []action
 	for i, st := range r.sc.Spec.Timeline {
 		acts = append(acts, action{at: scenarios.Scaled(st.At, r.scale, 0), step: st, idx: i})
@@ -32,7 +35,7 @@ func (r *run) timeline(ctx context.Context) error {
 	sort.SliceStable(acts, func(i, j int) bool { return acts[i].at < acts[j].at })
 	total := r.res.Timeline
 	for _, a := range append(acts, action{at: total}) {
-		if d := time.Until(r.t0.Add(a.at)); d > 0 {
+		if d := time.Until(t0.Add(a.at)); d > 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -42,7 +45,10 @@ func (r *run) timeline(ctx context.Context) error {
 		if a.at == total && a.step.Group == "" {
 			break
 		}
-		if err := r.do(ctx, a); err != nil {
+		r.shMu.Lock()
+		err := r.do(ctx, a)
+		r.shMu.Unlock()
+		if err != nil {
 			return fmt.Errorf("timeline step at %v (%s): %w", a.step.At.D(), a.step.Group, err)
 		}
 	}
@@ -57,11 +63,14 @@ func (r *run) timeline(ctx context.Context) error {
 	sort.Strings(still)
 	for _, t := range still {
 		r.log.Info("restoring what is still impaired at the end of the timeline", "target", t)
-		if err := r.restore(ctx, t); err != nil {
+		r.shMu.Lock()
+		err := r.restore(ctx, t)
+		r.shMu.Unlock()
+		if err != nil {
 			return err
 		}
 	}
-	r.log.Info("timeline done", "elapsed", time.Since(r.t0).Round(100*time.Millisecond))
+	r.log.Info("timeline done", "elapsed", time.Since(t0).Round(100*time.Millisecond))
 	return nil
 }
 

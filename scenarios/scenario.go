@@ -763,8 +763,8 @@ func (sp *ScenarioSpec) checkRepeat(path string, st Step) error {
 	case st.Every >= sp.Duration:
 		return perr(path+".every", "every %v is not shorter than the scenario's duration %v", st.Every.D(), sp.Duration.D())
 	}
-	if last := st.At + Duration(st.Repeat-1)*st.Every; last >= sp.Duration {
-		return perr(path+".repeat", "the last of %d times, at %v, is past the scenario's duration %v: repeat fewer times or lengthen the duration", st.Repeat, last.D(), sp.Duration.D())
+	if last := st.At + Duration(st.Repeat-1)*st.Every; last+st.For > sp.Duration {
+		return perr(path+".repeat", "the last of %d times, at %v for %v, ends past the scenario's duration %v: repeat fewer times or lengthen the duration", st.Repeat, last.D(), st.For.D(), sp.Duration.D())
 	}
 	return nil
 }

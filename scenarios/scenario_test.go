@@ -131,6 +131,7 @@ func TestBadScenarios(t *testing.T) {
 		{"repeat once", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 1, every: 2m}", 20, "2 to 1000"},
 		{"flaps that overlap", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 2, every: 1m}", 20, "not longer than for"},
 		{"flaps past the end", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 3, every: 2m}", 20, "past the scenario's duration"},
+		{"the last flap ends past the end", "profile: slow, for: 1m}", "profile: slow, for: 1m, repeat: 2, every: 3m30s}", 20, "ends past the scenario's duration"},
 		{"a repeated impairment without for", "profile: slow, for: 1m}", "profile: slow, repeat: 2, every: 1m}", 20, "needs for"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

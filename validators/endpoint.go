@@ -27,6 +27,19 @@ const (
 	ProbeFailed    = "failed"
 )
 
+// ProbeVia names how an expectation probes (its vantage and what it
+// asks): each expectation judges its own probes only.
+func ProbeVia(x scenarios.Expectation) string {
+	from := x.From
+	if from == "" {
+		from = "lan"
+	}
+	if x.HTTP == "" {
+		return from + " tcp"
+	}
+	return from + " GET " + x.HTTP
+}
+
 // Validate implements Validator.
 func (EndpointAnswers) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 	v := newVerdict()
@@ -37,7 +50,7 @@ func (EndpointAnswers) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 	for _, m := range ev.appMembers(x.Group, x.Workload) {
 		var probes []probe
 		for _, e := range ev.events(m.Name, ProbeComponent, ev.Start, ev.End, ProbeAnswered, ProbeFailed) {
-			if e.Fields["workload"] != x.Workload {
+			if e.Fields["workload"] != x.Workload || e.Fields["via"] != ProbeVia(x) {
 				continue
 			}
 			ok := e.Event == ProbeAnswered

@@ -31,10 +31,10 @@ func probes(from, to int, ms float64, fail func(s int) bool) []wire.Event {
 	var out []wire.Event
 	for s := from; s < to; s++ {
 		if fail != nil && fail(s) {
-			out = append(out, ev(float64(s), "a1", ProbeComponent, ProbeFailed, "workload", "app", "ms", 2000.0, "err", "connection refused"))
+			out = append(out, ev(float64(s), "a1", ProbeComponent, ProbeFailed, "workload", "app", "via", "lan tcp", "ms", 2000.0, "err", "connection refused"))
 			continue
 		}
-		out = append(out, ev(float64(s), "a1", ProbeComponent, ProbeAnswered, "workload", "app", "ms", ms))
+		out = append(out, ev(float64(s), "a1", ProbeComponent, ProbeAnswered, "workload", "app", "via", "lan tcp", "ms", ms))
 	}
 	return out
 }
@@ -58,6 +58,7 @@ func TestEndpointAnswers(t *testing.T) {
 		{"too slow counts as not answered", slow, probes(0, 60, 150, nil), false, "each within 100ms"},
 		{"no probe during the outage", x, append(probes(0, 10, 5, nil), probes(30, 60, 5, nil)...), false, "no probe during the outage"},
 		{"never probed", x, nil, false, "no probe of app recorded"},
+		{"another expectation's probes are not this one's", scenarios.Expectation{Validator: "endpoint-answers", Group: "s/a", Workload: "app", From: "node"}, probes(0, 60, 5, nil), false, "no probe of app recorded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := EndpointAnswers{}.Validate(appEvidence(t, tc.evs...), tc.x)

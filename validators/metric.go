@@ -147,7 +147,13 @@ func phaseOf(phase string, wins []Window, within time.Duration) (func(time.Time)
 		if len(wins) == 0 {
 			return nil, "no outage of its link to judge the phase 'after' by"
 		}
-		from := wins[len(wins)-1].End.Add(within)
+		last := wins[0].End
+		for _, w := range wins {
+			if w.End.After(last) {
+				last = w.End
+			}
+		}
+		from := last.Add(within)
 		return func(t time.Time) bool { return !t.Before(from) }, ""
 	}
 	return nil, fmt.Sprintf("unknown phase %q", phase)

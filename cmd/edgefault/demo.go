@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -14,17 +15,37 @@ func newDemoCmd(g *globals) *cobra.Command {
 		o                            harness.DemoOptions
 		rate, delay, outage, backend string
 		prov                         string
+		ui                           uiFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "demo [--reports DIR] [--keep]",
+		Use:   "demo [--reports DIR] [--keep] | demo --ui [--listen 127.0.0.1:PORT] [SCENARIO|-f FILE]",
 		Short: "Throttle a node and cut an uplink on the built-in fleet, measure, report",
 		Long: `demo brings up the built-in fleet (a store, a truck, a factory), measures a store
 node's link to the cloud unshaped, throttled (--rate, --delay), and through a
 cut of the store's uplink (--outage) with a TCP connection open, restores it,
 writes reports/demo.json and reports/demo.md and takes the fleet down. It exits
-non-zero if any step misbehaves.`,
-		Args: cobra.NoArgs,
+non-zero if any step misbehaves.
+
+demo --ui is the live demo: it brings up the built-in fleet (or a scenario's
+topology, runtime and workloads, its timeline not played) and serves a
+dashboard on loopback: the fleet with what is in force on each link, live
+charts of each node's throughput, gate and buffer, failover and its Node
+marks, and controls to shape, cut and restore any link, play the scenario's
+steps or its whole timeline, and reset. The URL it prints carries the
+session's token. Ctrl-C restores every link, judges the session as a run and
+writes its report. Docs: docs/dashboard.md.`,
+		Example: `  sudo edgefault demo
+  sudo edgefault demo --ui                       # the built-in fleet
+  sudo edgefault demo --ui factory --time-scale 60`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ui.on {
+				ui.provider, ui.backend, ui.reports = prov, backend, o.Reports
+				return ui.run(cmd, g, args)
+			}
+			if len(args) > 0 || ui.file != "" {
+				return errors.New("a scenario is for demo --ui")
+			}
 			var err error
 			if o.Rate, err = shaper.ParseRate(rate); err != nil {
 				return fmt.Errorf("--rate: %w", err)
@@ -72,5 +93,6 @@ non-zero if any step misbehaves.`,
 	fl.StringVar(&outage, "outage", "10s", "how long the store's uplink is cut")
 	fl.StringVar(&backend, "backend", "auto", "auto, netem or fallback")
 	providerFlag(cmd, &prov)
+	ui.register(cmd)
 	return cmd
 }

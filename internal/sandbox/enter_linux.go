@@ -3,6 +3,7 @@ package sandbox
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +110,11 @@ func enter(s Spec) error {
 		if err := unix.Fstat(fds[i], &st); err != nil {
 			return &os.PathError{Op: "stat", Path: p, Err: err}
 		}
+		// Only what was made for it: a file or a directory of its own,
+		// never a link that root would follow below.
+		if t := st.Mode & unix.S_IFMT; (t != unix.S_IFDIR && t != unix.S_IFREG) || int(st.Uid) != s.UID {
+			return fmt.Errorf("writable path %s: not a file or directory owned by uid %d", p, s.UID)
+		}
 		// Inside a cover, the path is made again to bind onto.
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
@@ -117,7 +123,7 @@ func enter(s Spec) error {
 			if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
 				return err
 			}
-		} else if f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o644); err != nil {
+		} else if f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY|unix.O_NOFOLLOW, 0o644); err != nil {
 			return err
 		} else {
 			f.Close()

@@ -101,7 +101,16 @@ func (r Runner) StartCommand(ctx context.Context, ns NS, c clusters.Command) (*P
 		// Nothing of the harness's environment: a PATH, a HOME, where it
 		// is, and what the caller gives.
 		env := append([]string{"PATH=" + sandboxPath, "HOME=" + sb.Dir, "NODE_NAME=" + ns.Member}, env...)
-		spec := sandbox.Spec{UID: sb.UID, GID: sb.GID, Hide: []string{filepath.Dir(r.Ledger.Dir())}, Writable: sb.Writable, Dir: sb.Dir}
+		spec := sandbox.Spec{UID: sb.UID, GID: sb.GID, Hide: append([]string{filepath.Dir(r.Ledger.Dir())}, sb.Hide...), Writable: sb.Writable, Dir: sb.Dir}
+		// It runs from its data directory: a relative command is the
+		// caller's.
+		if argv[0] != filepath.Base(argv[0]) && !filepath.IsAbs(argv[0]) {
+			abs, err := filepath.Abs(argv[0])
+			if err != nil {
+				return nil, err
+			}
+			argv = append([]string{abs}, argv[1:]...)
+		}
 		path, args, wenv, err := sandbox.Wrap(r.Ledger.Helper(), spec, argv, env)
 		if err != nil {
 			return nil, fmt.Errorf("%s on %s: %w", name, ns.Member, err)
