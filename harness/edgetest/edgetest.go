@@ -73,20 +73,26 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts ...Option) harness.Sc
 		o.Edgeguard = eg
 	}
 	if o.Provider == nil {
-		c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
-		for _, comp := range k8sbin.Components() {
-			_, err := c.Lookup(comp.Name)
-			gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the embedded fleet's sites run real control planes")
-		}
-		// The shaper's helpers run from edgeguard, not from this test
-		// binary, which does not know how to be one.
-		p, err := netns.NewProvider(netns.WithLogger(logger()), netns.WithControlPlanes(c), netns.WithHelper(o.Edgeguard))
-		gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the embedded fleet needs root")
-		o.Provider = p
+		o.Provider = Provider(o.Edgeguard)
 	}
 	res := harness.Run(ctx, sc, o)
 	ginkgo.AddReportEntry(sc.Metadata.Name, Describe(res))
 	return res
+}
+
+// Provider is the embedded fleet's provider Run uses: sites with real
+// control planes (edgefault setup must have cached them), helpers run from
+// edgeguard (this test binary does not know how to be one).
+func Provider(edgeguard string) clusters.Provider {
+	ginkgo.GinkgoHelper()
+	c := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
+	for _, comp := range k8sbin.Components() {
+		_, err := c.Lookup(comp.Name)
+		gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the embedded fleet's sites run real control planes")
+	}
+	p, err := netns.NewProvider(netns.WithLogger(logger()), netns.WithControlPlanes(c), netns.WithHelper(edgeguard))
+	gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the embedded fleet needs root")
+	return p
 }
 
 // Describe is a result in a few lines: each verdict and what was seen.
