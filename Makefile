@@ -24,14 +24,18 @@ kind-deps:
 	@need=""; command -v dockerd >/dev/null || need="$$need docker.io"; command -v debootstrap >/dev/null || need="$$need debootstrap"; \
 	if [ -n "$$need" ]; then echo "installing$$need"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; fi
 
-# The third-party app the end-to-end suite certifies: Mosquitto, broker and
-# clients. Its Debian package would start a system broker; a policy-rc.d
-# (ours only while we install, if there is none) keeps it from starting.
+# What the end-to-end suite uses from Debian beside the fleet: Mosquitto
+# (broker and clients), the third-party app it certifies, and chromium, the
+# real browser the dashboard is tested in. Mosquitto's package would start
+# a system broker; a policy-rc.d (ours only while we install, if there is
+# none) keeps it from starting.
 app-deps:
-	@if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; then \
-	  echo "installing mosquitto mosquitto-clients (the end-to-end suite's third-party app)"; \
+	@need=""; command -v mosquitto >/dev/null || need="$$need mosquitto"; command -v mosquitto_pub >/dev/null || need="$$need mosquitto-clients"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing$$need (the end-to-end suite's third-party app and browser)"; \
 	  ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && ours=1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients; rc=$$?; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; rc=$$?; \
 	  if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
 	fi
 

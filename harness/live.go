@@ -367,6 +367,13 @@ func (l *Live) do(what, target string, fn func(ctx context.Context) error) error
 	}
 	start := time.Now()
 	l.act.Lock()
+	select {
+	case <-l.stop:
+		// Stop came while this waited: the links are being restored.
+		l.act.Unlock()
+		return errors.New("the session is ending")
+	default:
+	}
 	l.r.shMu.Lock()
 	err := fn(context.Background())
 	l.r.shMu.Unlock()
