@@ -67,8 +67,9 @@ spec:
   - {at: 2m, group: lossy-gw, outage: true, for: 8m}
   duration: 14m
   expect:
-  - {validator: delivered, group: queues, within: 10s}
-  - {validator: delivered, group: lossy, within: 10s}
+  # Generous: after the restore the bridge first notices its old session is dead.
+  - {validator: delivered, group: queues, within: 30s}
+  - {validator: delivered, group: lossy, within: 30s}
   - {validator: keeps-running}
 `, cloudConf, subscriber, bridge, sensor)))
 		Expect(err).NotTo(HaveOccurred())
