@@ -77,8 +77,11 @@ fuzz:
 e2e: root deps kind-deps app-deps setup-kind
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/kind/ -args -ginkgo.v
 
-bench: root deps setup
+bench: root deps app-deps setup
 	EDGEGUARD=$(CURDIR)/bin/edgeguard $(GO) run ./bench $(BENCH_FLAGS)
+	# The dashboard in a real browser: click to kernel, kernel to page,
+	# beside the CLI's shape (20 cuts and restores).
+	@cd e2e && $(GO) test -count=1 -v -timeout 10m . -args -ginkgo.focus 'measures click to kernel' | grep -A3 'over 20 cuts and restores' | head -4
 
 # The main job: certify the built-in scenarios (vehicle, retail, factory)
 # on the embedded fleet and write the report to $(REPORTS).

@@ -98,11 +98,15 @@ spec:
 	// context and the console errors and exceptions it sees.
 	browser := func() (context.Context, func() []string) {
 		GinkgoHelper()
+		profile, err := os.MkdirTemp("", "edgefault-chromium-")
+		Expect(err).NotTo(HaveOccurred())
 		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
-			chromedp.UserDataDir(GinkgoT().TempDir()), chromedp.WindowSize(1600, 1000), chromedp.Flag("disable-dev-shm-usage", true))
+			chromedp.UserDataDir(profile), chromedp.WindowSize(1600, 1000), chromedp.Flag("disable-dev-shm-usage", true))
 		actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 		bctx, cancelB := chromedp.NewContext(actx)
-		DeferCleanup(func() { cancelB(); cancelA() })
+		// The browser first (cancelling waits for it to exit), then its
+		// profile.
+		DeferCleanup(func() { cancelB(); cancelA(); _ = os.RemoveAll(profile) })
 		var errs []string
 		chromedp.ListenTarget(bctx, func(ev any) {
 			switch e := ev.(type) {
@@ -158,7 +162,7 @@ spec:
 
 		// The presenter's screenshot, mid-outage.
 		var png []byte
-		Expect(chromedp.Run(b1, chromedp.FullScreenshot(&png, 90))).To(Succeed())
+		Expect(chromedp.Run(b1, chromedp.FullScreenshot(&png, 100))).To(Succeed())
 		shots := filepath.Join("..", "reports")
 		Expect(os.MkdirAll(shots, 0o755)).To(Succeed())
 		Expect(os.WriteFile(filepath.Join(shots, "dashboard-outage.png"), png, 0o644)).To(Succeed())
@@ -183,8 +187,9 @@ spec:
 		}, 5*time.Second, 100*time.Millisecond).Should(ContainSubstring("5mbps?"))
 		Expect(attr(b1, `[data-member="shop-gw"]`, "data-impaired")).To(Equal("false"))
 		Expect(chromedp.Run(b1,
-			chromedp.SetValue(`[data-member="shop-gw"] input[data-field="rate"]`, "", chromedp.ByQuery),
-			chromedp.SetValue(`[data-member="shop-gw"] select[data-field="profile"]`, "slow", chromedp.ByQuery),
+			chromedp.Evaluate(`document.querySelector('[data-member="shop-gw"] input[data-field="rate"]').value = ""`, nil),
+			// As a presenter picks from the list.
+			chromedp.Evaluate(`document.querySelector('[data-member="shop-gw"] select[data-field="profile"]').value = "slow"`, nil),
 			chromedp.Click(`[data-member="shop-gw"] button[data-action="shape"]`, chromedp.ByQuery))).To(Succeed())
 		Eventually(func() string { return attr(b2, `[data-member="shop-gw"]`, "data-impaired") }, 5*time.Second, 100*time.Millisecond).Should(Equal("true"))
 		Expect(chromedp.Run(b1, chromedp.Click(`#reset`, chromedp.ByQuery))).To(Succeed())

@@ -84,8 +84,10 @@ type LiveMember struct {
 	Site     string `json:"site"`
 	Building string `json:"building,omitempty"`
 	Gateway  string `json:"gateway,omitempty"`
-	// Impairment is what is in force on its link ("" : nothing).
+	// Impairment is what is in force on its link ("" : nothing);
+	// AsBuilt says it is the topology's own link, not the presenter's.
 	Impairment string  `json:"impairment,omitempty"`
+	AsBuilt    bool    `json:"asBuilt"`
 	Outage     bool    `json:"outage,omitempty"`
 	Gate       string  `json:"gate,omitempty"`
 	Depth      *int64  `json:"depth,omitempty"`
@@ -260,8 +262,14 @@ func (l *Live) State() LiveState {
 	r.shMu.Unlock()
 	for _, m := range l.sc.Spec.Topology.Members() {
 		lm := LiveMember{Name: m.Name, Role: m.Role, Site: m.Site, Building: m.Building, Gateway: m.Gateway}
+		lm.AsBuilt = true
 		if imp, ok := inForce[m.Name]; ok {
 			lm.Impairment, lm.Outage = describe(imp), imp.Outage
+			own := impair.Impairment{}
+			if m.Link != nil {
+				own, _ = m.Link.Impairment(m.Name)
+			}
+			lm.AsBuilt = imp.String() == own.String()
 		}
 		l.mu.Lock()
 		if s := l.seen[m.Name]; s != nil {

@@ -160,10 +160,11 @@
       const gate = m.gate || (m.role === "node" ? "unknown" : "none");
       g.dataset.gate = gate;
       g.textContent = "gate " + gate;
-      el.dataset.impaired = String(!!m.impairment && !m.outage);
+      el.dataset.impaired = String(!m.asBuilt && !m.outage);
       el.dataset.outage = String(!!m.outage);
       const imp = $(".imp", el);
-      imp.textContent = m.impairment ? m.impairment : "link as built";
+      imp.textContent = m.asBuilt ? "as built" + (m.impairment ? ": " + m.impairment : "") : m.impairment;
+      imp.classList.toggle("built", !!m.asBuilt);
       imp.classList.toggle("outage", !!m.outage);
       const tput = (m.rxBps || 0) + (m.txBps || 0);
       $(".tput", el).textContent = fmtRate(tput);
