@@ -195,6 +195,17 @@ spec:
 		Expect(chromedp.Run(b1, chromedp.Click(`#reset`, chromedp.ByQuery))).To(Succeed())
 		Eventually(func() string { return attr(b1, `[data-member="shop-gw"]`, "data-impaired") }, 5*time.Second, 100*time.Millisecond).Should(Equal("false"))
 
+		// A timeline step from the page: its outage, then its own restore
+		// (for 2m at time scale 20: 6 s later).
+		Expect(chromedp.Run(b1, chromedp.Click(`#steps li[data-step="0"] button`, chromedp.ByQuery))).To(Succeed())
+		Eventually(carrier, 5*time.Second, 20*time.Millisecond).Should(BeFalse())
+		Eventually(carrier, 20*time.Second, 100*time.Millisecond).Should(BeTrue(), "the step's for restores it")
+		Eventually(func() string {
+			var cls string
+			_ = chromedp.Run(b1, chromedp.AttributeValue(`#steps li[data-step="0"]`, "class", &cls, nil, chromedp.ByQuery))
+			return cls
+		}, 5*time.Second, 100*time.Millisecond).Should(ContainSubstring("played"))
+
 		Expect(errs()).To(BeEmpty(), "the first page's console")
 		Expect(errs2()).To(BeEmpty(), "the second page's console")
 	})
@@ -224,6 +235,9 @@ spec:
 		Expect(post("/api/shape", cut, map[string]string{"Authorization": "Bearer " + token, "Host": "evil.example:80"})).To(Equal(http.StatusMisdirectedRequest))
 		Expect(post("/api/shape", `{"target":"shop-9","outage":true}`, map[string]string{"Authorization": "Bearer " + token})).To(Equal(http.StatusUnprocessableEntity))
 		Expect(post("/api/shape", `{"target":"shop-gw","outage":true,"colour":"red"}`, map[string]string{"Authorization": "Bearer " + token})).To(Equal(http.StatusBadRequest))
+		Expect(post("/api/step", `{"index":7}`, map[string]string{"Authorization": "Bearer " + token})).To(Equal(http.StatusUnprocessableEntity))
+		Expect(post("/api/step", `{}`, map[string]string{"Authorization": "Bearer " + token})).To(Equal(http.StatusBadRequest))
+		Expect(post("/api/shape", `{"target":"shop-gw","rate":"1mbit","outage":true}`, map[string]string{"Authorization": "Bearer " + token})).To(Equal(http.StatusUnprocessableEntity))
 		Expect(carrier()).To(BeTrue(), "nothing refused reached the kernel")
 		resp, err := http.Get(base + "/api/state")
 		Expect(err).NotTo(HaveOccurred())
@@ -277,5 +291,105 @@ spec:
 		// the table's to show.
 		Expect(q(clickToKernel, .5)).To(BeNumerically("<", 3*time.Second))
 		Expect(q(kernelToPage, .5)).To(BeNumerically("<", 3*time.Second))
+	})
+
+	It("ends the session judged as a run, the presenter's actions in its evidence", func() {
+		res := live.Stop()
+		Expect(res.Error).To(BeEmpty())
+		Expect(res.Verdicts).NotTo(BeEmpty())
+		b, err := os.ReadFile(filepath.Join(res.Evidence, "shop-gw-dashboard.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(b)).To(And(ContainSubstring(`"what":"outage"`), ContainSubstring(`"what":"restore"`)))
+		Expect(res.Windows).NotTo(BeEmpty(), "the presenter's impairments are the report's windows")
+		Expect(carrier()).To(BeTrue(), "every link restored")
+	})
+})
+
+// The README's command: demo --ui prints the page's address with its
+// token, serves the API, and on Ctrl-C restores, judges and writes the
+// session's report, leaving no fleet.
+var _ = Describe("edgefault demo --ui", func() {
+	It("serves the session at the URL it prints and writes its report on Ctrl-C", func(ctx SpecContext) {
+		dir := GinkgoT().TempDir()
+		file := filepath.Join(dir, "kiosk.yaml")
+		Expect(os.WriteFile(file, []byte(`apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: kiosk}
+spec:
+  topology:
+    sites:
+    - name: kiosk
+      gateway: {name: kiosk-gw, uplink: {rate: 10mbit}}
+      nodes: [kiosk-1]
+  runtime:
+    gate: {minDownload: 1mbit}
+  duration: 10m
+  expect:
+  - {validator: keeps-running}
+`), 0o644)).To(Succeed())
+		reports := filepath.Join(dir, "reports")
+		cmd := exec.Command(bin, "demo", "--ui", "-f", file, "--listen", "127.0.0.1:0", "--reports", reports)
+		out, err := cmd.StdoutPipe()
+		Expect(err).NotTo(HaveOccurred())
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		Expect(cmd.Start()).To(Succeed())
+		DeferCleanup(func() { _ = cmd.Process.Kill() })
+		lines := make(chan string, 100)
+		go func() {
+			b := make([]byte, 64<<10)
+			var acc string
+			for {
+				n, err := out.Read(b)
+				acc += string(b[:n])
+				for {
+					i := strings.IndexByte(acc, '\n')
+					if i < 0 {
+						break
+					}
+					lines <- acc[:i]
+					acc = acc[i+1:]
+				}
+				if err != nil {
+					close(lines)
+					return
+				}
+			}
+		}()
+		var url string
+		Eventually(func() string {
+			for {
+				select {
+				case l, ok := <-lines:
+					if !ok {
+						return "exited: " + stderr.String()
+					}
+					if u, found := strings.CutPrefix(l, "the dashboard: "); found {
+						url = u
+						return url
+					}
+				default:
+					return url
+				}
+			}
+		}, 3*time.Minute, 200*time.Millisecond).Should(ContainSubstring("/?token="))
+		base, token, _ := strings.Cut(url, "/?token=")
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/state", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+
+		Expect(cmd.Process.Signal(os.Interrupt)).To(Succeed())
+		done := make(chan error, 1)
+		go func() {
+			for range lines {
+			}
+			done <- cmd.Wait()
+		}()
+		Eventually(done, 3*time.Minute).Should(Receive(BeNil()), "exit status; stderr:\n%s", &stderr)
+		Expect(filepath.Join(reports, "report.json")).To(BeAnExistingFile())
+		Expect(mustRun("fleet", "list")).NotTo(ContainSubstring("kiosk"))
 	})
 })
