@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/edgefault/edgefault/e2e/internal/dashcli"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/harness/dashboard"
 	"github.com/edgefault/edgefault/harness/edgetest"
@@ -328,68 +329,20 @@ spec:
   - {validator: keeps-running}
 `), 0o644)).To(Succeed())
 		reports := filepath.Join(dir, "reports")
-		cmd := exec.Command(bin, "demo", "--ui", "-f", file, "--listen", "127.0.0.1:0", "--reports", reports)
-		out, err := cmd.StdoutPipe()
+		s, err := dashcli.Start(bin, 3*time.Minute, "-f", file, "--listen", "127.0.0.1:0", "--reports", reports)
 		Expect(err).NotTo(HaveOccurred())
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		Expect(cmd.Start()).To(Succeed())
-		DeferCleanup(func() { _ = cmd.Process.Kill() })
-		lines := make(chan string, 100)
-		go func() {
-			b := make([]byte, 64<<10)
-			var acc string
-			for {
-				n, err := out.Read(b)
-				acc += string(b[:n])
-				for {
-					i := strings.IndexByte(acc, '\n')
-					if i < 0 {
-						break
-					}
-					lines <- acc[:i]
-					acc = acc[i+1:]
-				}
-				if err != nil {
-					close(lines)
-					return
-				}
-			}
-		}()
-		var url string
-		Eventually(func() string {
-			for {
-				select {
-				case l, ok := <-lines:
-					if !ok {
-						return "exited: " + stderr.String()
-					}
-					if u, found := strings.CutPrefix(l, "the dashboard: "); found {
-						url = u
-						return url
-					}
-				default:
-					return url
-				}
-			}
-		}, 3*time.Minute, 200*time.Millisecond).Should(ContainSubstring("/?token="))
-		base, token, _ := strings.Cut(url, "/?token=")
-		req, _ := http.NewRequest(http.MethodGet, base+"/api/state", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
+		DeferCleanup(s.Kill)
+		st, err := s.State(ctx)
 		Expect(err).NotTo(HaveOccurred())
-		resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusOK))
-
-		Expect(cmd.Process.Signal(os.Interrupt)).To(Succeed())
-		done := make(chan error, 1)
-		go func() {
-			for range lines {
-			}
-			done <- cmd.Wait()
-		}()
-		Eventually(done, 3*time.Minute).Should(Receive(BeNil()), "exit status; stderr:\n%s", &stderr)
+		_, ok := dashcli.Member(st, "kiosk-1")
+		Expect(ok).To(BeTrue(), "%+v", st)
+		code, msg, err := s.Post(ctx, "/api/shape", map[string]any{"target": "kiosk-gw", "rate": "5mbps?"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(http.StatusUnprocessableEntity))
+		Expect(msg).To(ContainSubstring("5mbps?"))
+		Expect(s.End(3*time.Minute)).To(Succeed(), s.Output())
 		Expect(filepath.Join(reports, "report.json")).To(BeAnExistingFile())
+		Expect(s.Output()).To(ContainSubstring("report:"))
 		Expect(mustRun("fleet", "list")).NotTo(ContainSubstring("kiosk"))
 	})
 })

@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/edgefault/edgefault/clusters/kind"
+	"github.com/edgefault/edgefault/e2e/internal/dashcli"
 )
 
 // The built-in scenarios on kind, through the CLI as a user runs them: a
@@ -150,6 +151,65 @@ spec:
 		Expect(strings.Count(string(sent), `"sent"`)).To(BeNumerically(">", 20), "the agent's pod logged its readings")
 		sup, err := exec.Command("grep", "-rl", "pod edgefault-workloads/", filepath.Join(reports, "pod-fetch", "evidence")).CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "the supervisor's evidence names the pod: %s", sup)
+	})
+
+	// The live dashboard on kind: the same session and API as on the
+	// embedded fleet (the page itself is tested in a browser there).
+	It("serves the live dashboard: a gateway cut from the API closes the node's gate, a restore reopens it", func(ctx SpecContext) {
+		dir := GinkgoT().TempDir()
+		file := filepath.Join(dir, "van.yaml")
+		Expect(os.WriteFile(file, []byte(`apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: van, description: a van for the presenter}
+spec:
+  topology:
+    sites:
+    - name: van
+      gateway: {name: van-modem, uplink: {rate: 16mbit, delay: 15ms}}
+      nodes: [van-ecu]
+  runtime:
+    gate: {minDownload: 5mbit, interval: 2s}
+  duration: 10m
+  expect:
+  - {validator: keeps-running}
+`), 0o644)).To(Succeed())
+		reports := filepath.Join(dir, "reports")
+		start := time.Now()
+		s, err := dashcli.Start(bin, 6*time.Minute, "-f", file, "--provider", "kind", "--listen", "127.0.0.1:0", "--reports", reports)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(s.Kill)
+		GinkgoWriter.Printf("demo --ui --provider kind: serving after %v\n", time.Since(start).Round(time.Second))
+		gate := func() string {
+			st, err := s.State(ctx)
+			if err != nil {
+				return err.Error()
+			}
+			m, _ := dashcli.Member(st, "van-ecu")
+			return m.Gate
+		}
+		Eventually(gate, time.Minute, 500*time.Millisecond).Should(Equal("open"))
+		code, msg, err := s.Post(ctx, "/api/shape", map[string]any{"target": "van-modem", "outage": true})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(200), msg)
+		Eventually(gate, 45*time.Second, 500*time.Millisecond).ShouldNot(Equal("open"))
+		st, err := s.State(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		m, _ := dashcli.Member(st, "van-modem")
+		Expect(m.Outage).To(BeTrue())
+		code, msg, err = s.Post(ctx, "/api/restore", map[string]any{"target": "van-modem"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(200), msg)
+		Eventually(gate, 90*time.Second, 500*time.Millisecond).Should(Equal("open"))
+		// kind cannot impair a node's own link: refused, saying what can.
+		code, msg, err = s.Post(ctx, "/api/shape", map[string]any{"target": "van-ecu", "rate": "1mbit"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(422))
+		Expect(msg).To(ContainSubstring("impair its gateway van-modem"))
+		Expect(s.End(3*time.Minute)).To(Succeed(), s.Output())
+		Expect(filepath.Join(reports, "report.json")).To(BeAnExistingFile())
+		ps, err := exec.Command("docker", "ps", "--all", "--format", "{{.Names}}").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(ps))
+		Expect(string(ps)).NotTo(ContainSubstring("van"), "the session's fleet went down with it")
 	})
 
 	It("refuses the factory, whose failover needs gateways that are Nodes, saying why and what to do", func() {
