@@ -39,9 +39,9 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 	if err != nil {
 		return nil, nil, err
 	}
-	id := r.o.AppUID + len(r.apps)
-	if pids := uidProcs(id); len(pids) > 0 {
-		return nil, nil, fmt.Errorf("workload %s on %s: uid %d, the next app user, already runs processes (pids %v), left by an earlier run that crashed or by someone else: stop them (pkill -U %d) or pick another --app-uid", w.Name, member, id, pids, id)
+	id, err := r.claimUID()
+	if err != nil {
+		return nil, nil, fmt.Errorf("workload %s on %s: %w", w.Name, member, err)
 	}
 	data := path.Join(paths.Data, "app-"+w.Name)
 	// '.' is in no member's or workload's name: no two pairs share a file.
@@ -76,6 +76,54 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 		hide = append(hide, abs)
 	}
 	return env, &clusters.Sandbox{UID: id, GID: id, Writable: []string{data, events}, Dir: data, Hide: hide}, nil
+}
+
+// uidLockDir holds a lock file per app user in use on this machine,
+// whatever the state directory: runs side by side (two suites, two
+// presenters) never share a user, so neither's sweep kills the other's app.
+const uidLockDir = "/run/lock/edgefault-app-uids"
+
+// maxAppUIDs bounds the search for a free app user.
+const maxAppUIDs = 10000
+
+// claimUID claims the first user from RunOptions.AppUID up that no other
+// run holds (its lock file, flocked while the run lasts; a crashed run's
+// lock goes with it) and no process runs as (a process a crashed run
+// left is skipped, and named).
+func (r *run) claimUID() (int, error) {
+	if err := os.MkdirAll(uidLockDir, 0o755); err != nil {
+		return 0, fmt.Errorf("app users' locks: %w", err)
+	}
+	start := r.o.AppUID
+	if n := len(r.apps); n > 0 {
+		start = r.apps[n-1].uid + 1
+	}
+	for id := start; id < r.o.AppUID+maxAppUIDs; id++ {
+		f, err := os.OpenFile(filepath.Join(uidLockDir, strconv.Itoa(id)), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return 0, fmt.Errorf("app user %d's lock: %w", id, err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close() // another run's
+			continue
+		}
+		if pids := uidProcs(id); len(pids) > 0 {
+			r.log.Warn("skipping an app user that already runs processes (left by a run that crashed?)", "uid", id, "pids", pids, "stop them with", fmt.Sprintf("pkill -U %d", id))
+			f.Close()
+			continue
+		}
+		r.uidLocks = append(r.uidLocks, f)
+		return id, nil
+	}
+	return 0, fmt.Errorf("no free app user in %d..%d: other runs hold them, or processes run as them; pick another --app-uid", r.o.AppUID, r.o.AppUID+maxAppUIDs-1)
+}
+
+// releaseUIDs lets other runs have this run's app users (after the sweep).
+func (r *run) releaseUIDs() {
+	for _, f := range r.uidLocks {
+		f.Close()
+	}
+	r.uidLocks = nil
 }
 
 // uidProcs lists the processes running as uid.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -107,6 +108,8 @@ type run struct {
 	body   body             // nil: play the timeline
 	shMu   sync.Mutex       // one change of links at a time (a live session's actions beside the timeline)
 	tap    func(wire.Event) // sees every event of the harness's as it is recorded
+	// uidLocks hold this run's app users (claimUID).
+	uidLocks []*os.File
 }
 
 // activeStep is the timeline step whose impairment target has now (-1:
@@ -238,7 +241,8 @@ func (r *run) play(ctx context.Context) (err error) {
 	// is found now, not at the first timeline step.
 	r.res.Backend = r.sh.Backend()
 	r.sup = &supervisor{f: r.f, ev: r.ev, log: r.log}
-	defer r.sweepApps() // after stopAll: deferred first
+	defer r.releaseUIDs() // after the sweep
+	defer r.sweepApps()   // after stopAll: deferred first
 	defer r.sup.stopAll()
 	if err := r.deployCloudWorkloads(ctx); err != nil {
 		return err
