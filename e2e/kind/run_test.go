@@ -200,11 +200,11 @@ spec:
 		Expect(err).NotTo(HaveOccurred())
 		Expect(code).To(Equal(200), msg)
 		Eventually(gate, 90*time.Second, 500*time.Millisecond).Should(Equal("open"))
-		// kind cannot impair a node's own link: refused, saying what can.
-		code, msg, err = s.Post(ctx, "/api/shape", map[string]any{"target": "van-ecu", "rate": "1mbit"})
+		// A member the fleet does not have: refused, naming those it has.
+		code, msg, err = s.Post(ctx, "/api/shape", map[string]any{"target": "van-ecu-2", "rate": "1mbit"})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(code).To(Equal(422))
-		Expect(msg).To(ContainSubstring("impair its gateway van-modem"))
+		Expect(msg).To(And(ContainSubstring(`no gateway or node "van-ecu-2"`), ContainSubstring("van-modem")))
 		Expect(s.End(3*time.Minute)).To(Succeed(), s.Output())
 		Expect(filepath.Join(reports, "report.json")).To(BeAnExistingFile())
 		ps, err := exec.Command("docker", "ps", "--all", "--format", "{{.Names}}").CombinedOutput()
