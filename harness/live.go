@@ -158,9 +158,11 @@ func (l *Live) body(ctx context.Context, r *run, nodes []string) error {
 	case <-ctx.Done():
 	}
 	l.act.Lock()
+	l.mu.Lock()
 	if l.playCancel != nil {
 		l.playCancel()
 	}
+	l.mu.Unlock()
 	err := l.restoreAll(context.WithoutCancel(ctx))
 	l.act.Unlock()
 	if err != nil {
