@@ -123,7 +123,7 @@ func hasTaint(ts []corev1.Taint, key string) bool {
 // the site's LAN, from the node's gateway (a card
 // terminal on the store's LAN), never through the uplink. Each call is
 // evidence.
-func customers(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f clusters.Fleet, node, gateway string, port int, every time.Duration) error {
+func customers(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f clusters.Fleet, node, gateway string, port int, period time.Duration) error {
 	m, err := f.Member(node)
 	if err != nil {
 		return err
@@ -134,35 +134,24 @@ func customers(ctx context.Context, wg *sync.WaitGroup, ev *evidenceLogs, f clus
 	}
 	c := &http.Client{Transport: &http.Transport{DialContext: from.DialContext}, Timeout: 3 * time.Second}
 	url := fmt.Sprintf("http://%s:%d/pay", m.Address, port)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			start := time.Now()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("{}"))
-			resp, err := c.Do(req)
-			if ctx.Err() != nil {
-				return
-			}
-			ms := time.Since(start).Milliseconds()
-			switch {
-			case err != nil:
-				ev.emit(node, "customer", "refused", "err", err.Error(), "ms", ms)
-			case resp.StatusCode != http.StatusOK:
-				resp.Body.Close()
-				ev.emit(node, "customer", "refused", "status", resp.StatusCode, "ms", ms)
-			default:
-				resp.Body.Close()
-				ev.emit(node, "customer", "paid", "ms", ms)
-			}
+	every(ctx, wg, period, func() {
+		start := time.Now()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("{}"))
+		resp, err := c.Do(req)
+		if ctx.Err() != nil {
+			return
 		}
-	}()
+		ms := time.Since(start).Milliseconds()
+		switch {
+		case err != nil:
+			ev.emit(node, "customer", "refused", "err", err.Error(), "ms", ms)
+		case resp.StatusCode != http.StatusOK:
+			resp.Body.Close()
+			ev.emit(node, "customer", "refused", "status", resp.StatusCode, "ms", ms)
+		default:
+			resp.Body.Close()
+			ev.emit(node, "customer", "paid", "ms", ms)
+		}
+	})
 	return nil
 }
