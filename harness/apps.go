@@ -147,6 +147,16 @@ func uidProcs(uid int) []int {
 // stopped its workloads: a process that left its group (setsid) is not
 // in the group the supervisor stops.
 func (r *run) sweepApps() {
+	// What its group's stop reached is still exiting: a moment first.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		left := false
+		for _, a := range r.apps {
+			left = left || len(uidProcs(a.uid)) > 0
+		}
+		if !left {
+			return
+		}
+	}
 	for _, a := range r.apps {
 		for _, pid := range uidProcs(a.uid) {
 			r.log.Warn("an app's process outlived its workload; killing it", "uid", a.uid, "pid", pid, "workload", a.workload, "member", a.member)
