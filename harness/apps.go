@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -81,7 +84,7 @@ func (r *run) appEnv(member string, w scenarios.Workload, paths clusters.Paths) 
 // uidLockDir holds a lock file per app user in use on this machine,
 // whatever the state directory: runs side by side (two suites, two
 // presenters) never share a user, so neither's sweep kills the other's app.
-const uidLockDir = "/run/lock/edgefault-app-uids"
+const uidLockDir = "/run/edgefault-app-uids"
 
 // maxAppUIDs bounds the search for a free app user.
 const maxAppUIDs = 10000
@@ -91,8 +94,17 @@ const maxAppUIDs = 10000
 // lock goes with it) and no process runs as (a process a crashed run
 // left is skipped, and named).
 func (r *run) claimUID() (int, error) {
-	if err := os.MkdirAll(uidLockDir, 0o755); err != nil {
+	// Root's alone: a lock another user could hold or remove would let
+	// two runs share a user.
+	if err := os.Mkdir(uidLockDir, 0o700); err != nil && !os.IsExist(err) {
 		return 0, fmt.Errorf("app users' locks: %w", err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(uidLockDir, &st); err != nil {
+		return 0, fmt.Errorf("app users' locks: %w", err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR || st.Uid != 0 || st.Mode&0o022 != 0 {
+		return 0, fmt.Errorf("app users' locks: %s is not a directory only root may write: remove it", uidLockDir)
 	}
 	start := r.o.AppUID
 	if n := len(r.apps); n > 0 {
@@ -106,6 +118,9 @@ func (r *run) claimUID() (int, error) {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			f.Close() // another run's
 			continue
+		}
+		if _, err := user.LookupId(strconv.Itoa(id)); err == nil {
+			continue // a real account's
 		}
 		if pids := uidProcs(id); len(pids) > 0 {
 			r.log.Warn("skipping an app user that already runs processes (left by a run that crashed?)", "uid", id, "pids", pids, "stop them with", fmt.Sprintf("pkill -U %d", id))
@@ -135,9 +150,19 @@ func uidProcs(uid int) []int {
 		if err != nil {
 			continue
 		}
-		var st syscall.Stat_t
-		if syscall.Stat("/proc/"+e.Name(), &st) == nil && int(st.Uid) == uid {
-			out = append(out, pid)
+		// The status's Uid line, not /proc/PID's owner: a process that
+		// made itself non-dumpable shows root there.
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if ids, ok := strings.CutPrefix(line, "Uid:"); ok {
+				if slices.Contains(strings.Fields(ids), strconv.Itoa(uid)) {
+					out = append(out, pid)
+				}
+				break
+			}
 		}
 	}
 	return out

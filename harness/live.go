@@ -34,6 +34,9 @@ type Live struct {
 
 	act        sync.Mutex // one action at a time, beside the timeline's
 	playCancel context.CancelFunc
+	playing    sync.WaitGroup  // the timeline being played, if any
+	playCtx    context.Context // the current Play's (to tell it from an older one)
+	timers     []*time.Timer   // steps' own restores to come
 
 	mu      sync.Mutex
 	seen    map[string]*liveSeen
@@ -119,6 +122,21 @@ type LiveAction struct {
 	Err    string    `json:"err,omitempty"`
 }
 
+// Errors an action may end with besides the shaper's own.
+var (
+	// ErrSessionEnding: the session is being (or has been) stopped.
+	ErrSessionEnding = errors.New("the session is ending")
+	// ErrPlaying: the timeline is already being played.
+	ErrPlaying = errors.New("the timeline is already playing: reset first")
+)
+
+// InputError is an action the session refuses for what it asked (an
+// unknown member, a bad rate), not for what happened doing it.
+type InputError struct{ Err error }
+
+func (e InputError) Error() string { return e.Err.Error() }
+func (e InputError) Unwrap() error { return e.Err }
+
 // LiveProfiles are link conditions a presenter can pick by name besides
 // the scenario's own (their figures: docs/scenarios.md's profiles).
 var liveProfiles = map[string]scenarios.LinkProfile{
@@ -151,18 +169,32 @@ func StartLive(ctx context.Context, sc *scenarios.Scenario, o RunOptions) (*Live
 // link and lets the runtime settle before the session is judged.
 func (l *Live) body(ctx context.Context, r *run, nodes []string) error {
 	l.r = r
+	r.onStep = func(i int) {
+		l.mu.Lock()
+		l.played[i] = true
+		l.mu.Unlock()
+		l.notify()
+	}
 	r.log.Info("the fleet is ready for the presenter")
 	close(l.ready)
 	select {
 	case <-l.stop:
 	case <-ctx.Done():
 	}
+	// However it ends, it is ending: no action starts from here.
+	l.stopOnce.Do(func() { close(l.stop) })
 	l.act.Lock()
 	l.mu.Lock()
 	if l.playCancel != nil {
 		l.playCancel()
 	}
+	for _, t := range l.timers {
+		t.Stop()
+	}
 	l.mu.Unlock()
+	// The timeline's goroutine touches the shaper and the evidence: it is
+	// gone before they are.
+	l.playing.Wait()
 	err := l.restoreAll(context.WithoutCancel(ctx))
 	l.act.Unlock()
 	if err != nil {
@@ -253,15 +285,19 @@ func (l *Live) State() LiveState {
 	}
 	info := r.o.Provider.Info()
 	st.Limits = LiveLimits{NodeLinks: info.NodeLinks, Gateways: info.Gateways}
-	// The shaper's view of the kernel, not the session's memory of it.
-	r.shMu.Lock()
+	// The shaper's view of the kernel, not the session's memory of it;
+	// once the session ends, every link is being restored and the shaper
+	// going away.
 	inForce := map[string]impair.Impairment{}
-	for _, m := range l.sc.Spec.Topology.Members() {
-		if imp, ok, err := r.sh.Current(m.Name); err == nil && ok {
-			inForce[m.Name] = imp
+	if !st.Ended {
+		r.shMu.Lock()
+		for _, m := range l.sc.Spec.Topology.Members() {
+			if imp, ok, err := r.sh.Current(m.Name); err == nil && ok {
+				inForce[m.Name] = imp
+			}
 		}
+		r.shMu.Unlock()
 	}
-	r.shMu.Unlock()
 	for _, m := range l.sc.Spec.Topology.Members() {
 		lm := LiveMember{Name: m.Name, Role: m.Role, Site: m.Site, Building: m.Building, Gateway: m.Gateway}
 		lm.AsBuilt = true
@@ -356,7 +392,7 @@ func (l *Live) member(target string) (scenarios.Member, error) {
 		}
 		info := l.r.o.Provider.Info()
 		if m.Role == clusters.RoleNode && !info.NodeLinks {
-			return m, fmt.Errorf("provider %s cannot impair node %s's own link: impair its gateway %s", info.Name, m.Name, m.Gateway)
+			return m, InputError{fmt.Errorf("provider %s cannot impair node %s's own link: impair its gateway %s", info.Name, m.Name, m.Gateway)}
 		}
 		return m, nil
 	}
@@ -364,7 +400,7 @@ func (l *Live) member(target string) (scenarios.Member, error) {
 	for _, m := range l.sc.Spec.Topology.Members() {
 		names = append(names, m.Name)
 	}
-	return scenarios.Member{}, fmt.Errorf("no gateway or node %q in the fleet: use one of %v", target, names)
+	return scenarios.Member{}, InputError{fmt.Errorf("no gateway or node %q in the fleet: use one of %v", target, names)}
 }
 
 // do runs one action of the presenter's, recorded (as evidence and in
@@ -372,7 +408,7 @@ func (l *Live) member(target string) (scenarios.Member, error) {
 func (l *Live) do(what, target string, fn func(ctx context.Context) error) error {
 	select {
 	case <-l.stop:
-		return errors.New("the session is ending")
+		return ErrSessionEnding
 	default:
 	}
 	start := time.Now()
@@ -381,7 +417,7 @@ func (l *Live) do(what, target string, fn func(ctx context.Context) error) error
 	case <-l.stop:
 		// Stop came while this waited: the links are being restored.
 		l.act.Unlock()
-		return errors.New("the session is ending")
+		return ErrSessionEnding
 	default:
 	}
 	l.r.shMu.Lock()
@@ -416,7 +452,7 @@ func (l *Live) Shape(target string, s Shaping) error {
 	}
 	imp, err := l.impairment(target, s)
 	if err != nil {
-		return err
+		return InputError{err}
 	}
 	return l.do(describe(imp), target, func(ctx context.Context) error {
 		if err := l.r.sh.Apply(ctx, target, imp); err != nil {
@@ -439,7 +475,7 @@ func (l *Live) Restore(target string) error {
 // Step plays timeline step i now (its for, scaled, restores it after).
 func (l *Live) Step(i int) error {
 	if i < 0 || i >= len(l.sc.Spec.Timeline) {
-		return fmt.Errorf("no step %d: the timeline has steps 0 to %d", i, len(l.sc.Spec.Timeline)-1)
+		return InputError{fmt.Errorf("no step %d: the timeline has steps 0 to %d", i, len(l.sc.Spec.Timeline)-1)}
 	}
 	st := l.sc.Spec.Timeline[i]
 	err := l.do(fmt.Sprintf("step %d: %s", i, l.sc.Spec.Action(st).What), st.Group, func(ctx context.Context) error {
@@ -452,11 +488,14 @@ func (l *Live) Step(i int) error {
 	l.played[i] = true
 	l.mu.Unlock()
 	if st.For > 0 {
-		time.AfterFunc(scenarios.Scaled(st.For, l.r.scale, 0), func() {
+		t := time.AfterFunc(scenarios.Scaled(st.For, l.r.scale, 0), func() {
 			_ = l.do(fmt.Sprintf("step %d: restore", i), st.Group, func(ctx context.Context) error {
 				return l.r.do(ctx, action{step: st, idx: i, undo: true})
 			})
 		})
+		l.mu.Lock()
+		l.timers = append(l.timers, t)
+		l.mu.Unlock()
 	}
 	return nil
 }
@@ -468,28 +507,32 @@ func (l *Live) Play() error {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if l.playCancel != nil {
-			return errors.New("the timeline is already playing: reset first")
+			return ErrPlaying
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		l.playCancel = cancel
+		l.playing.Add(1)
 		go func() {
+			defer l.playing.Done()
 			if err := l.r.timelineFrom(ctx, time.Now()); err != nil && !errors.Is(err, context.Canceled) {
 				l.r.log.Error("playing the timeline", "err", err)
 			}
+			cancel()
 			l.mu.Lock()
-			if l.playCancel != nil {
-				l.playCancel()
-				l.playCancel = nil
-			}
-			for i := range l.sc.Spec.Timeline {
-				l.played[i] = true
+			// Only its own: a Reset and a new Play may have come since.
+			if l.playGen(ctx) {
+				l.playCancel, l.playCtx = nil, nil
 			}
 			l.mu.Unlock()
 			l.notify()
 		}()
+		l.playCtx = ctx
 		return nil
 	})
 }
+
+// playGen says ctx is the current Play's (l.mu held).
+func (l *Live) playGen(ctx context.Context) bool { return l.playCtx == ctx }
 
 // Reset stops a timeline being played and restores every link.
 func (l *Live) Reset() error {
@@ -497,8 +540,12 @@ func (l *Live) Reset() error {
 		l.mu.Lock()
 		if l.playCancel != nil {
 			l.playCancel()
-			l.playCancel = nil
+			l.playCancel, l.playCtx = nil, nil
 		}
+		for _, t := range l.timers {
+			t.Stop()
+		}
+		l.timers = nil
 		clear(l.played)
 		l.mu.Unlock()
 		return l.restoreAllLocked(ctx)

@@ -108,6 +108,9 @@ type run struct {
 	body   body             // nil: play the timeline
 	shMu   sync.Mutex       // one change of links at a time (a live session's actions beside the timeline)
 	tap    func(wire.Event) // sees every event of the harness's as it is recorded
+	// onStep, if set, hears of each timeline step played (a live
+	// session's page).
+	onStep func(idx int)
 	// uidLocks hold this run's app users (claimUID).
 	uidLocks []*os.File
 }

@@ -46,10 +46,18 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 			break
 		}
 		r.shMu.Lock()
+		// A live session may have reset or ended while this waited.
+		if ctx.Err() != nil {
+			r.shMu.Unlock()
+			return ctx.Err()
+		}
 		err := r.do(ctx, a)
 		r.shMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("timeline step at %v (%s): %w", a.step.At.D(), a.step.Group, err)
+		}
+		if r.onStep != nil && !a.undo {
+			r.onStep(a.idx)
 		}
 	}
 	// What is still impaired when the timeline ends is restored: the
@@ -64,6 +72,10 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	for _, t := range still {
 		r.log.Info("restoring what is still impaired at the end of the timeline", "target", t)
 		r.shMu.Lock()
+		if ctx.Err() != nil {
+			r.shMu.Unlock()
+			return ctx.Err()
+		}
 		err := r.restore(ctx, t)
 		r.shMu.Unlock()
 		if err != nil {

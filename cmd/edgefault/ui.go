@@ -74,6 +74,10 @@ func (u *uiFlags) run(cmd *cobra.Command, g *globals, args []string) error {
 	case <-sigs:
 		cancel()
 		<-started
+		if startErr == nil {
+			// Up just as the signal came: end it as a session.
+			live.Stop()
+		}
 		return errors.New("interrupted while bringing the fleet up; it was taken down")
 	}
 	if startErr != nil {
@@ -97,6 +101,8 @@ func (u *uiFlags) run(cmd *cobra.Command, g *globals, args []string) error {
 		fmt.Fprintln(cmd.ErrOrStderr(), "ending the session: restoring every link, letting the runtime settle, judging...")
 		go func() {
 			<-sigs
+			fmt.Fprintln(cmd.ErrOrStderr(), "stopping at once (a third Ctrl-C kills edgefault; 'edgefault cleanup' then removes what is left)")
+			signal.Stop(sigs)
 			cancel()
 		}()
 	case err := <-serveErr:

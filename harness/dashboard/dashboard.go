@@ -86,6 +86,16 @@ func (s *Server) Listen(addr string) (net.Listener, string, error) {
 	if !a.IP.IsLoopback() && !a.IP.IsUnspecified() {
 		s.hosts[net.JoinHostPort(a.IP.String(), port)] = true
 	}
+	if a.IP.IsUnspecified() {
+		// Every address of this machine's (--public on 0.0.0.0).
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, ad := range addrs {
+				if ipn, ok := ad.(*net.IPNet); ok {
+					s.hosts[net.JoinHostPort(ipn.IP.String(), port)] = true
+				}
+			}
+		}
+	}
 	return ln, "http://" + net.JoinHostPort(host, port) + "/?token=" + s.token, nil
 }
 
@@ -133,7 +143,7 @@ func (s *Server) Handler() http.Handler {
 // guard refuses requests for another Host and sets what the page may do.
 func (s *Server) guard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(s.hosts) > 0 && !s.hosts[r.Host] {
+		if !s.hosts[r.Host] { // none yet: Listen was not called, nothing is known
 			http.Error(w, "unknown Host: open the URL edgefault printed", http.StatusMisdirectedRequest)
 			return
 		}
@@ -155,6 +165,7 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 			got = r.URL.Query().Get("token")
 		}
 		if subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edgefault dashboard"`)
 			writeError(w, http.StatusUnauthorized, "no or wrong token: open the URL edgefault printed (it carries the session's token)")
 			return
 		}
@@ -187,15 +198,28 @@ func (s *Server) action(fn func(request) error) http.HandlerFunc {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a request is at most %d bytes", maxBody))
+				return
+			}
 			writeError(w, http.StatusBadRequest, "the request's JSON: "+err.Error())
 			return
 		}
 		start := time.Now()
 		if err := fn(req); err != nil {
-			code := http.StatusUnprocessableEntity
 			var br badRequest
-			if errors.As(err, &br) {
+			var in harness.InputError
+			code := http.StatusInternalServerError // the shaper, the kernel
+			switch {
+			case errors.As(err, &br):
 				code = http.StatusBadRequest
+			case errors.As(err, &in):
+				code = http.StatusUnprocessableEntity
+			case errors.Is(err, harness.ErrPlaying):
+				code = http.StatusConflict
+			case errors.Is(err, harness.ErrSessionEnding):
+				code = http.StatusServiceUnavailable
 			}
 			s.log.Warn("dashboard action refused", "path", r.URL.Path, "target", req.Target, "err", err)
 			writeError(w, code, err.Error())
