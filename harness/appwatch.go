@@ -136,21 +136,32 @@ func (r *run) probe(ctx context.Context, wg *sync.WaitGroup, m scenarios.Member,
 	return nil
 }
 
-// httpOK GETs url and wants a 2xx.
-func httpOK(ctx context.Context, c *http.Client, url string) error {
+// get2xx GETs url and returns its response if it is a 2xx (the caller
+// closes the body).
+func get2xx(ctx context.Context, c *http.Client, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	return resp, nil
+}
+
+// httpOK GETs url and wants a 2xx.
+func httpOK(ctx context.Context, c *http.Client, url string) error {
+	resp, err := get2xx(ctx, c, url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("status %d", resp.StatusCode)
-	}
 	return nil
 }
 
@@ -214,18 +225,11 @@ func (r *run) scrape(ctx context.Context, wg *sync.WaitGroup, m scenarios.Member
 // scrapeOnce reads one metrics page (Prometheus text format), at most
 // maxMetricPage of it.
 func scrapeOnce(ctx context.Context, c *http.Client, url string) (map[string]*dto.MetricFamily, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
+	resp, err := get2xx(ctx, c, url)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
-	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, maxMetricPage))
 	if err != nil {

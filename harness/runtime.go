@@ -313,18 +313,7 @@ func (g *Gate) Stop() {
 // waitHTTP polls url from inside host until it answers 2xx.
 func waitHTTP(ctx context.Context, host clusters.Host, url string, within time.Duration) error {
 	c := &http.Client{Transport: &http.Transport{DialContext: host.DialContext}, Timeout: time.Second}
-	err := waitUntil(ctx, within, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("%s answered %s", url, resp.Status)
-		}
-		return nil
-	})
+	err := waitUntil(ctx, within, func(ctx context.Context) error { return httpOK(ctx, c, url) })
 	if err != nil {
 		return fmt.Errorf("%s: %w", url, err)
 	}
