@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -129,7 +130,7 @@ type Cloud struct {
 // as containers on the cluster's Docker network, each recorded in the
 // ledger before it starts. The sink's data and every event log are under
 // the returned Dir.
-func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*Cloud, error) {
+func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (_ *Cloud, err error) {
 	main := s.Name
 	if main == "" {
 		main = cl.Name + "-cloud"
@@ -149,6 +150,11 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*C
 		return nil, err
 	}
 	cloud := &Cloud{Dir: dir}
+	defer func() {
+		if err != nil {
+			_ = c.StopCloud(context.WithoutCancel(ctx), cloud)
+		}
+	}()
 	for _, svc := range []struct {
 		name string
 		args []string
@@ -171,20 +177,47 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (*C
 		}
 		args := append([]string{"run", "-d", "--name", name, net, "--label", "io.edgefault.owner=" + c.owner, "--label", labelCluster + "=" + cl.Name,
 			"-v", dir + ":/data", s.Image, svc.name, "--node=cloud", "--events=/data/cloud-" + svc.name + ".jsonl"}, svc.args...)
+		// Listed before it runs, so a failed start is removed too.
+		cloud.Containers = append(cloud.Containers, name)
 		if _, err := docker(ctx, nil, args...); err != nil {
 			return nil, fmt.Errorf("start the cloud's %s: %w", svc.name, err)
 		}
-		cloud.Containers = append(cloud.Containers, name)
 		if out, err := docker(ctx, nil, "inspect", "--format", "{{.State.Running}}", name); err != nil || strings.TrimSpace(string(out)) != "true" {
 			logs, _ := exec.CommandContext(ctx, "docker", "logs", "--tail", "20", name).CombinedOutput()
 			return nil, fmt.Errorf("the cloud's %s (container %s) exited at once: %s", svc.name, name, bytes.TrimSpace(logs))
 		}
 	}
-	var err error
 	if cloud.Address, err = containerAddr(ctx, main, network); err != nil {
 		return nil, err
 	}
+	// A container that runs has not necessarily bound its port yet; the
+	// first request must not race it.
+	for i, port := range []int{SpeedPort, ContentPort, SinkPort} {
+		if err := waitListening(ctx, netip.AddrPortFrom(cloud.Address, uint16(port)), 30*time.Second); err != nil {
+			logs, _ := exec.CommandContext(ctx, "docker", "logs", "--tail", "20", cloud.Containers[i]).CombinedOutput()
+			return nil, fmt.Errorf("the cloud's container %s: %w; its log: %s", cloud.Containers[i], err, bytes.TrimSpace(logs))
+		}
+	}
 	return cloud, nil
+}
+
+// waitListening waits until something accepts TCP at a (a container's
+// address on a Docker network, which the host routes to).
+func waitListening(ctx context.Context, a netip.AddrPort, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", a.String())
+		if err == nil {
+			return c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nothing listens on %s after %s: %w", a, within, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // StopCloud removes the cloud's containers.
