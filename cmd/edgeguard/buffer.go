@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/gate"
@@ -103,8 +104,9 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 }
 
 func newSinkCmd(g *globals) *cobra.Command {
-	var listen, db, credFile, tlsCert, tlsKey string
+	var listen, db, credFile, tlsCert, tlsKey, admitRate string
 	var insecure bool
+	var adm sink.Admission
 	cmd := &cobra.Command{
 		Use:   "sink",
 		Short: "Receive forwarded records: durable, deduplicated, with per-stream summaries",
@@ -115,6 +117,8 @@ func newSinkCmd(g *globals) *cobra.Command {
                      (refused), with other content a conflict (kept aside, 409); a record it
                      can never store is named (422); another site's node: 403
   GET  /healthz      200 while it serves
+  GET  /metrics      Prometheus: batches admitted, queued, in flight, refused (by bound),
+                     records stored, duplicates, conflicts
   GET  /v1/streams   per stream: records, first/last seq, gaps, duplicates refused, conflicts,
                      out-of-order, arrival times (a reader's token: every stream; a site's:
                      its members')
@@ -124,7 +128,12 @@ func newSinkCmd(g *globals) *cobra.Command {
 Credentials (--credentials FILE, or $EDGEGUARD_SINK_CREDENTIALS) are JSON:
   {"sites":[{"name":"store","token":"<openssl rand -hex 32>","members":["store-pos","store-cam"]}],
    "readers":["<a token that may read every stream's summary>"]}
-one token per site, each allowed the records of its members only.`,
+one token per site, each allowed the records of its members only.
+
+Admission (--ingest-rate, --ingest-concurrency) keeps a region coming back at
+once from overwhelming the sink: a batch that would wait longer than
+--ingest-max-wait for its turn is answered 429 with a Retry-After, before its
+body is read; forwarders keep it and come back then, with jitter.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if db == "" {
@@ -151,7 +160,17 @@ one token per site, each allowed the records of its members only.`,
 			default:
 				return fmt.Errorf("the sink needs credentials: --credentials FILE or $EDGEGUARD_SINK_CREDENTIALS (see --help), or --insecure-no-auth on a private network")
 			}
-			s, err := sink.Open(filepath.Clean(db), g.openEvents("sink"), opt)
+			if admitRate != "" {
+				r, err := units.ParseRate(admitRate)
+				if err != nil {
+					return fmt.Errorf("--ingest-rate: %w", err)
+				}
+				adm.Rate = r
+			}
+			if adm.Concurrency < 0 || adm.MaxWait < 0 {
+				return fmt.Errorf("--ingest-concurrency and --ingest-max-wait must not be negative")
+			}
+			s, err := sink.Open(filepath.Clean(db), g.openEvents("sink"), opt, sink.WithAdmission(adm))
 			if err != nil {
 				return err
 			}
@@ -173,6 +192,9 @@ one token per site, each allowed the records of its members only.`,
 	cmd.Flags().BoolVar(&insecure, "insecure-no-auth", false, "take batches from anyone (tests, a private network)")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve https with this PEM certificate (with --tls-key); forwarders name the CA with --sink-ca")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's PEM private key")
+	cmd.Flags().StringVar(&admitRate, "ingest-rate", "", "admit batch bodies at most at this rate, e.g. 4MB/s or 40mbit (default: unbounded)")
+	cmd.Flags().IntVar(&adm.Concurrency, "ingest-concurrency", 0, "read and store at most this many batches at once (default: unbounded)")
+	cmd.Flags().DurationVar(&adm.MaxWait, "ingest-max-wait", 2*time.Second, "the longest a batch queues for admission before it is answered 429 with a Retry-After")
 	return cmd
 }
 

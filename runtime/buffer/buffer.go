@@ -137,13 +137,16 @@ type Stats struct {
 	Dropped   int64     `json:"dropped"`
 	// DeadLettered counts records the sink can never store (422), moved
 	// out of the queue into the database's dead-letter bucket.
-	DeadLettered int64   `json:"deadLettered"`
-	Commits      int64   `json:"commits"`
-	FlushBps     float64 `json:"flushBitsPerSecond"`
-	Durability   string  `json:"durability"`
-	Overflow     string  `json:"overflow"`
-	Epoch        string  `json:"epoch"`
-	LastError    string  `json:"lastError,omitempty"`
+	DeadLettered int64 `json:"deadLettered"`
+	// Throttled counts the sink's 429s (its admission): waits, not
+	// failures; every record stays queued.
+	Throttled  int64   `json:"throttled"`
+	Commits    int64   `json:"commits"`
+	FlushBps   float64 `json:"flushBitsPerSecond"`
+	Durability string  `json:"durability"`
+	Overflow   string  `json:"overflow"`
+	Epoch      string  `json:"epoch"`
+	LastError  string  `json:"lastError,omitempty"`
 }
 
 var (

@@ -20,6 +20,7 @@ import (
 	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/record"
 	"github.com/edgefault/edgefault/runtime/sink"
+	"github.com/edgefault/edgefault/units"
 )
 
 // link is a switchable uplink for unit tests (the e2e suite uses the real
@@ -401,3 +402,112 @@ func TestFullDisk(t *testing.T) {
 }
 
 var _ = net.IPv4len
+
+// A region comes back at once: twenty forwarders with backlogs flush into
+// one sink that admits 2 Mbit/s. The sink refuses what it cannot take
+// (429), the forwarders wait its Retry-After with jitter, and every record
+// arrives exactly once; the sink never admits beyond its rate.
+func TestRegionalReconnectIsAdmitted(t *testing.T) {
+	const forwarders, backlog = 20, 200
+	adm := sink.Admission{Rate: 2 * units.Mbit, Concurrency: 2, MaxWait: 500 * time.Millisecond}
+	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithoutAuth(), sink.WithAdmission(adm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// What the sink stored, when: the admitted bytes per second.
+	var mu sync.Mutex
+	type arrival struct {
+		at time.Time
+		n  int64
+	}
+	var stored []arrival
+	var refused atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, r)
+		switch rec.Code {
+		case http.StatusOK:
+			mu.Lock()
+			stored = append(stored, arrival{time.Now(), r.ContentLength})
+			mu.Unlock()
+		case http.StatusTooManyRequests:
+			refused.Add(1)
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l := newLink(false)
+	var bufs []*buffer.Buffer
+	payload := bytes.Repeat([]byte("s"), 300)
+	var total int64
+	for i := 0; i < forwarders; i++ {
+		b, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), buffer.Options{Node: fmt.Sprintf("store-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		for j := 0; j < backlog; j++ {
+			if _, err := b.Append(ctx, buffer.Input{Stream: "sales", Payload: payload}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		total += b.Stats().Bytes
+		bufs = append(bufs, b)
+		go b.Forward(ctx, buffer.ForwardOptions{Sink: srv.URL, Link: l, BatchRecords: 50})
+	}
+	start := time.Now()
+	l.set(true) // every store's link returns in the same instant
+	// At 2 Mbit/s (250 kB/s) after a 512 KiB burst; 3x for a loaded machine
+	// and the jittered waits.
+	ideal := time.Duration(float64(total) / 250e3 * float64(time.Second))
+	for _, b := range bufs {
+		drain(t, b, 3*ideal+10*time.Second)
+	}
+	t.Logf("%d bytes from %d forwarders in %s (ideal %s), %d refusals", total, forwarders, time.Since(start).Round(time.Millisecond), ideal.Round(time.Millisecond), refused.Load())
+	if refused.Load() == 0 {
+		t.Error("the sink refused nothing: admission was not exercised")
+	}
+	var throttled int64
+	for _, b := range bufs {
+		st := b.Stats()
+		throttled += st.Throttled
+		if st.Forwarded != backlog || st.DeadLettered != 0 || st.Dropped != 0 {
+			t.Errorf("%+v: want %d forwarded, none dead-lettered or dropped", st, backlog)
+		}
+	}
+	if throttled == 0 {
+		t.Error("no forwarder counted a 429")
+	}
+	sum, err := s.Summary()
+	if err != nil || len(sum) != forwarders {
+		t.Fatalf("summary: %d streams, %v", len(sum), err)
+	}
+	for _, st := range sum {
+		if st.Count != backlog || len(st.Gaps) != 0 || st.Duplicates != 0 {
+			t.Errorf("%s: %+v: want %d records once each", st.Node, st, backlog)
+		}
+	}
+	// Within any second after the burst, no more than the rate and one
+	// batch's rounding.
+	mu.Lock()
+	defer mu.Unlock()
+	burst := int64(512 << 10)
+	for i := range stored {
+		var in int64
+		for j := i; j < len(stored) && stored[j].at.Sub(stored[i].at) < time.Second; j++ {
+			in += stored[j].n
+		}
+		if limit := 250_000 + burst + 64<<10; stored[i].at.Sub(start) > 3*time.Second && in > limit {
+			t.Errorf("%d bytes admitted in the second from %s: above the rate (%d)", in, stored[i].at.Sub(start), limit)
+			break
+		}
+	}
+}

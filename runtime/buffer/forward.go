@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +45,10 @@ type ForwardOptions struct {
 	Client       *http.Client
 	// Token is the site's bearer token for the sink.
 	Token string
+	// NoJitter waits back-offs and Retry-Afters exactly, as naive
+	// forwarders do: a region that lost its link together then retries
+	// together. For comparisons only.
+	NoJitter bool
 }
 
 type item struct {
@@ -101,7 +107,7 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		if err != nil {
 			// A read error (the disk) is retried like a failed send: the
 			// process keeps serving producers and the gate meanwhile.
-			if !b.retryAfter(ctx, &backoff, fmt.Errorf("reading the queue: %w", err), 0) {
+			if !b.retryAfter(ctx, o, &backoff, fmt.Errorf("reading the queue: %w", err), 0) {
 				return nil
 			}
 			continue
@@ -131,8 +137,17 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 				continue
 			}
 		}
+		var busy *busyError
+		if errors.As(err, &busy) {
+			// The sink's admission said when to come back: a pause, not a
+			// failure, and never a reason to give a record up.
+			if !b.throttled(ctx, o, busy, len(batch)) {
+				return nil
+			}
+			continue
+		}
 		if err != nil {
-			if ctx.Err() != nil || !b.retryAfter(ctx, &backoff, err, len(batch)) {
+			if ctx.Err() != nil || !b.retryAfter(ctx, o, &backoff, err, len(batch)) {
 				return nil
 			}
 			continue
@@ -141,7 +156,7 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		if err := b.remove(batch); err != nil {
 			// The sink has them; they will be resent and refused as
 			// duplicates once the disk lets the delete through.
-			if !b.retryAfter(ctx, &backoff, err, len(batch)) {
+			if !b.retryAfter(ctx, o, &backoff, err, len(batch)) {
 				return nil
 			}
 			continue
@@ -176,21 +191,71 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 }
 
 // retryAfter records a failure and waits out the next back-off (0.5 s
-// doubling to 30 s); false when ctx ended meanwhile.
-func (b *Buffer) retryAfter(ctx context.Context, backoff *time.Duration, err error, records int) bool {
+// doubling to 30 s, a random half of it taken off so that forwarders that
+// failed together do not retry together); false when ctx ended meanwhile.
+func (b *Buffer) retryAfter(ctx context.Context, o ForwardOptions, backoff *time.Duration, err error, records int) bool {
 	*backoff = min(max(2**backoff, 500*time.Millisecond), 30*time.Second)
+	wait := *backoff
+	if !o.NoJitter {
+		wait = *backoff/2 + rand.N(*backoff/2+1)
+	}
 	b.mu.Lock()
 	b.st.LastError = err.Error()
 	b.flushEst = 0
 	b.mu.Unlock()
-	b.o.Events.Emit("flush-failed", "records", records, "err", err.Error(), "retryInMs", backoff.Milliseconds())
-	b.o.Logger.Warn("flush failed; will retry", "records", records, "err", err, "in", *backoff)
+	b.o.Events.Emit("flush-failed", "records", records, "err", err.Error(), "retryInMs", wait.Milliseconds())
+	b.o.Logger.Warn("flush failed; will retry", "records", records, "err", err, "in", wait)
+	return sleep(ctx, wait)
+}
+
+// throttled waits out a sink's 429: its Retry-After, plus up to half again
+// at random so that the forwarders it refused together spread out.
+func (b *Buffer) throttled(ctx context.Context, o ForwardOptions, busy *busyError, records int) bool {
+	wait := busy.after
+	if !o.NoJitter {
+		wait += rand.N(wait/2 + 1)
+	}
+	b.mu.Lock()
+	b.st.Throttled++
+	b.flushEst = 0
+	b.mu.Unlock()
+	b.o.Events.Emit("flush-throttled", "records", records, "retryInMs", wait.Milliseconds())
+	b.o.Logger.Debug("the sink is busy; will retry", "records", records, "in", wait)
+	return sleep(ctx, wait)
+}
+
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-time.After(*backoff):
+	case <-t.C:
 		return true
 	}
+}
+
+// busyError is the sink's 429: come back after this long.
+type busyError struct {
+	after time.Duration
+	msg   string
+}
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("the sink is busy (429; retry in %s): %s", e.after, e.msg)
+}
+
+// retryAfterHeader reads a Retry-After (seconds or an HTTP date) within
+// [1s, 5min]: a sink cannot park a forwarder for ever, nor make it spin.
+func retryAfterHeader(v string, now time.Time) time.Duration {
+	d := time.Second
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, time.Second), 5*time.Minute)
 }
 
 // head reads up to n records (and about maxBytes) from the front.
@@ -274,6 +339,9 @@ func (b *Buffer) send(ctx context.Context, o ForwardOptions, batch []item) (int,
 		if err := json.Unmarshal(ans, &u); err == nil && u.Record >= 0 && u.Record < len(batch) {
 			return 0, &unstorableError{u}
 		}
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		return 0, &busyError{after: retryAfterHeader(resp.Header.Get("Retry-After"), time.Now()), msg: string(bytes.TrimSpace(ans))}
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("sink answered %s: %s", resp.Status, bytes.TrimSpace(ans))

@@ -129,21 +129,22 @@ func diskFull(err error) bool {
 }
 
 var (
-	descBufRecords = prometheus.NewDesc("edgeguard_buffer_records", "Records waiting to be forwarded.", nil, nil)
-	descBufBytes   = prometheus.NewDesc("edgeguard_buffer_bytes", "Bytes waiting to be forwarded.", nil, nil)
-	descBufAge     = prometheus.NewDesc("edgeguard_buffer_oldest_age_seconds", "Age of the oldest waiting record (0 when empty).", nil, nil)
-	descBufFlush   = prometheus.NewDesc("edgeguard_buffer_flush_bits_per_second", "Recent flush rate to the sink.", nil, nil)
-	descBufDropped = prometheus.NewDesc("edgeguard_buffer_dropped_total", "Records dropped by the overflow policy.", nil, nil)
-	descBufIn      = prometheus.NewDesc("edgeguard_buffer_appended_total", "Records appended (acknowledged).", nil, nil)
-	descBufOut     = prometheus.NewDesc("edgeguard_buffer_forwarded_total", "Records the sink acknowledged.", nil, nil)
-	descBufCommits = prometheus.NewDesc("edgeguard_buffer_commits_total", "Disk commits (each holds many appends).", nil, nil)
-	descBufDead    = prometheus.NewDesc("edgeguard_buffer_dead_lettered", "Records the sink can never store, moved out of the queue (kept in the buffer's database).", nil, nil)
+	descBufRecords   = prometheus.NewDesc("edgeguard_buffer_records", "Records waiting to be forwarded.", nil, nil)
+	descBufBytes     = prometheus.NewDesc("edgeguard_buffer_bytes", "Bytes waiting to be forwarded.", nil, nil)
+	descBufAge       = prometheus.NewDesc("edgeguard_buffer_oldest_age_seconds", "Age of the oldest waiting record (0 when empty).", nil, nil)
+	descBufFlush     = prometheus.NewDesc("edgeguard_buffer_flush_bits_per_second", "Recent flush rate to the sink.", nil, nil)
+	descBufDropped   = prometheus.NewDesc("edgeguard_buffer_dropped_total", "Records dropped by the overflow policy.", nil, nil)
+	descBufIn        = prometheus.NewDesc("edgeguard_buffer_appended_total", "Records appended (acknowledged).", nil, nil)
+	descBufOut       = prometheus.NewDesc("edgeguard_buffer_forwarded_total", "Records the sink acknowledged.", nil, nil)
+	descBufCommits   = prometheus.NewDesc("edgeguard_buffer_commits_total", "Disk commits (each holds many appends).", nil, nil)
+	descBufThrottled = prometheus.NewDesc("edgeguard_buffer_throttled_total", "Times the sink answered 429 (its admission) and the flush waited its Retry-After.", nil, nil)
+	descBufDead      = prometheus.NewDesc("edgeguard_buffer_dead_lettered", "Records the sink can never store, moved out of the queue (kept in the buffer's database).", nil, nil)
 )
 
 type bufferCollector struct{ b *buffer.Buffer }
 
 func (c bufferCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBufRecords, descBufBytes, descBufAge, descBufFlush, descBufDropped, descBufIn, descBufOut, descBufCommits, descBufDead} {
+	for _, d := range []*prometheus.Desc{descBufRecords, descBufBytes, descBufAge, descBufFlush, descBufDropped, descBufIn, descBufOut, descBufCommits, descBufDead, descBufThrottled} {
 		ch <- d
 	}
 }
@@ -168,6 +169,7 @@ func (c bufferCollector) Collect(ch chan<- prometheus.Metric) {
 		{descBufOut, prometheus.CounterValue, float64(s.Forwarded)},
 		{descBufCommits, prometheus.CounterValue, float64(s.Commits)},
 		{descBufDead, prometheus.GaugeValue, float64(s.DeadLettered)},
+		{descBufThrottled, prometheus.CounterValue, float64(s.Throttled)},
 	} {
 		ch <- prometheus.MustNewConstMetric(m.d, m.t, m.v)
 	}

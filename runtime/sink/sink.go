@@ -27,6 +27,8 @@ import (
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/internal/limit"
 	"github.com/edgefault/edgefault/runtime/record"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -57,6 +59,9 @@ type Sink struct {
 	sites   map[[32]byte]*Site
 	readers map[[32]byte]bool
 	open    bool
+	// admission bounds ingest (WithAdmission); ad applies it.
+	admission Admission
+	ad        *admitter
 }
 
 // Open opens (creating) the sink's database at path. It needs
@@ -90,7 +95,12 @@ func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
 	// Batches are decoded as they stream in; what is held is at most a
 	// few of the largest at once.
 	s := &Sink{db: db, log: log, mux: http.NewServeMux(), sites: probe.sites, readers: probe.readers, open: probe.open, bodies: limit.NewBodies(4*maxBatchBody, maxBatchBody)}
+	reg := prometheus.NewRegistry()
+	s.ad = newAdmitter(probe.admission, newAdmitMetrics(reg))
 	s.mux.HandleFunc("POST /v1/batches", s.batches)
+	// Counts only (no site or node names): what an operator watches
+	// during a regional reconnect.
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, r *http.Request) {
 		// The epochs and sequence numbers it shows are what a forger
@@ -212,10 +222,16 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, code)
 		return
 	}
+	// Admission before the memory budget: a refused batch is never read.
+	done, no := s.ad.admit(r.Context(), r)
+	if no != nil {
+		s.ad.refuse(w, no)
+		return
+	}
+	defer done()
 	release, err := s.bodies.Acquire(r.Context(), r)
 	if err != nil {
-		w.Header().Set("Retry-After", "2")
-		http.Error(w, "busy: too many batches at once; retry", http.StatusTooManyRequests)
+		s.ad.refuse(w, &refusal{"memory", 2 * time.Second})
 		return
 	}
 	defer release()
@@ -334,6 +350,9 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 	if err != nil {
 		return record.Ack{}, fmt.Errorf("storing a batch of %d: %w", len(b.Records), err)
 	}
+	s.ad.m.stored.Add(float64(ack.Stored))
+	s.ad.m.duplicates.Add(float64(ack.Duplicates))
+	s.ad.m.conflicts.Add(float64(len(ack.Conflicts)))
 	s.log.Emit("received", "records", len(b.Records), "stored", ack.Stored, "duplicates", ack.Duplicates)
 	for _, k := range ack.Conflicts {
 		s.log.Emit("conflict", "key", k, "what", "a record with this key and different content was stored before: kept aside")

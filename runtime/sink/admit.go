@@ -1,0 +1,164 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/edgefault/edgefault/units"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/time/rate"
+)
+
+// Admission bounds what the sink takes in, so a region of sites coming
+// back at once is served at the sink's pace instead of timing out: a batch
+// within the bounds is stored; one that would have to wait longer than
+// MaxWait is refused with 429 and a Retry-After that says when its turn
+// would come. A refused batch costs the sink no body read, and forwarders
+// keep it (a 429 is never a reason to drop or dead-letter a record).
+type Admission struct {
+	// Rate is the ingest rate: batch bodies per second, as their
+	// Content-Length says (0: unbounded). Bursts of a second's worth
+	// (at least one large batch) pass at once.
+	Rate units.Rate
+	// Concurrency is how many batches are read and stored at once (0:
+	// unbounded); the sink stores one at a time, so a few more than one
+	// keeps its disk busy while bodies arrive.
+	Concurrency int
+	// MaxWait is the longest a batch queues for its turn before it is
+	// refused (default 2s). A short queue smooths arrivals without holding
+	// connections open long enough for forwarders to time out.
+	MaxWait time.Duration
+}
+
+// WithAdmission bounds the sink's ingest (see Admission).
+func WithAdmission(a Admission) Option { return func(s *Sink) { s.admission = a } }
+
+// admitter applies an Admission and counts what it does.
+type admitter struct {
+	a      Admission
+	bucket *rate.Limiter       // nil: no rate bound
+	slots  *semaphore.Weighted // nil: no concurrency bound
+	m      *admitMetrics
+}
+
+type admitMetrics struct {
+	admitted      prometheus.Counter
+	admittedBytes prometheus.Counter
+	refused       *prometheus.CounterVec
+	waiting       prometheus.Gauge
+	inFlight      prometheus.Gauge
+	wait          prometheus.Histogram
+	stored        prometheus.Counter
+	duplicates    prometheus.Counter
+	conflicts     prometheus.Counter
+	limitBytes    prometheus.Gauge
+	limitBatches  prometheus.Gauge
+}
+
+func newAdmitMetrics(reg prometheus.Registerer) *admitMetrics {
+	m := &admitMetrics{
+		admitted:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_admitted_batches_total", Help: "Batches admitted (read and stored)."}),
+		admittedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_admitted_bytes_total", Help: "Body bytes of admitted batches (what the ingest rate bounds)."}),
+		refused:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeguard_sink_refused_batches_total", Help: "Batches refused with 429, by the bound that refused them (rate, concurrency, memory)."}, []string{"bound"}),
+		waiting:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeguard_sink_queued_batches", Help: "Batches waiting for their turn now."}),
+		inFlight:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeguard_sink_inflight_batches", Help: "Batches being read or stored now."}),
+		wait:          prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edgeguard_sink_admission_wait_seconds", Help: "How long admitted batches queued.", Buckets: []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}}),
+		stored:        prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_stored_records_total", Help: "Records stored (first arrivals)."}),
+		duplicates:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_duplicate_records_total", Help: "Resent records refused as duplicates."}),
+		conflicts:     prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_conflict_records_total", Help: "Records whose key was stored before with other content."}),
+		limitBytes:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeguard_sink_admission_rate_bytes_per_second", Help: "The configured ingest rate (0: unbounded)."}),
+		limitBatches:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeguard_sink_admission_concurrency", Help: "The configured concurrency (0: unbounded)."}),
+	}
+	reg.MustRegister(m.admitted, m.admittedBytes, m.refused, m.waiting, m.inFlight, m.wait, m.stored, m.duplicates, m.conflicts, m.limitBytes, m.limitBatches)
+	for _, b := range []string{"rate", "concurrency", "memory"} {
+		m.refused.WithLabelValues(b) // shown at 0 before the first refusal
+	}
+	return m
+}
+
+func newAdmitter(a Admission, m *admitMetrics) *admitter {
+	if a.MaxWait <= 0 {
+		a.MaxWait = 2 * time.Second
+	}
+	ad := &admitter{a: a, m: m}
+	if a.Rate > 0 {
+		bps := float64(a.Rate.BytesPerSecond())
+		// A second's worth, and never less than a default batch (256 KiB)
+		// so one batch can always pass.
+		burst := int(max(bps, 512<<10))
+		ad.bucket = rate.NewLimiter(rate.Limit(bps), burst)
+		m.limitBytes.Set(bps)
+	}
+	if a.Concurrency > 0 {
+		ad.slots = semaphore.NewWeighted(int64(a.Concurrency))
+		m.limitBatches.Set(float64(a.Concurrency))
+	}
+	return ad
+}
+
+// refusal is a 429 to answer: which bound refused, and when to come back.
+type refusal struct {
+	bound string
+	after time.Duration
+}
+
+// admit waits for r's turn, or says why and for how long it must come back
+// later. The release it returns ends the batch's slot.
+func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(), no *refusal) {
+	start := time.Now()
+	ad.m.waiting.Inc()
+	defer ad.m.waiting.Dec()
+	ctx, cancel := context.WithTimeout(ctx, ad.a.MaxWait)
+	defer cancel()
+	if ad.bucket != nil {
+		n := int(r.ContentLength)
+		if n <= 0 || n > ad.bucket.Burst() {
+			// A body of unknown size is read up to the sink's bound; a
+			// larger batch than the burst is charged a whole burst.
+			n = ad.bucket.Burst()
+		}
+		res := ad.bucket.ReserveN(start, n)
+		if d := res.DelayFrom(start); d > ad.a.MaxWait {
+			res.CancelAt(start)
+			return nil, &refusal{"rate", d}
+		} else if d > 0 {
+			select {
+			case <-ctx.Done():
+				res.Cancel()
+				return nil, &refusal{"rate", d}
+			case <-time.After(d):
+			}
+		}
+	}
+	if ad.slots != nil {
+		if err := ad.slots.Acquire(ctx, 1); err != nil {
+			return nil, &refusal{"concurrency", ad.a.MaxWait}
+		}
+	}
+	ad.m.wait.Observe(time.Since(start).Seconds())
+	ad.m.admitted.Inc()
+	if r.ContentLength > 0 {
+		ad.m.admittedBytes.Add(float64(r.ContentLength))
+	}
+	ad.m.inFlight.Inc()
+	return func() {
+		ad.m.inFlight.Dec()
+		if ad.slots != nil {
+			ad.slots.Release(1)
+		}
+	}, nil
+}
+
+// refuse answers 429 with a Retry-After (whole seconds, at least 1) and
+// counts the refusal.
+func (ad *admitter) refuse(w http.ResponseWriter, no *refusal) {
+	ad.m.refused.WithLabelValues(no.bound).Inc()
+	secs := int(math.Ceil(no.after.Seconds()))
+	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	http.Error(w, fmt.Sprintf("busy: the sink's %s bound is reached; retry after %ds", no.bound, max(secs, 1)), http.StatusTooManyRequests)
+}
