@@ -13,13 +13,15 @@ import (
 
 // gateFlags are the speed gate's settings, shared by serve and gate wait.
 type gateFlags struct {
-	server, minDown, minUp, hysteresis, budget string
-	maxLatency, interval, window, full         time.Duration
-	failOpen, noFull                           bool
+	server, minDown, minUp, hysteresis, budget  string
+	maxLatency, interval, window, full, confirm time.Duration
+	failOpen, noFull                            bool
+	// site is the runtimes sharing the uplink (serve sets it).
+	site gate.Site
 }
 
 // names are the flags register adds (gate wait --from refuses them).
-var gateFlagNames = []string{"server", "min-download", "max-latency", "min-upload", "hysteresis", "probe-budget", "interval", "probe-window", "full-duration", "no-full-test", "fail-open"}
+var gateFlagNames = []string{"server", "min-download", "max-latency", "min-upload", "hysteresis", "probe-budget", "interval", "probe-window", "full-duration", "confirm-duration", "no-full-test", "fail-open"}
 
 func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.server, "server", "", "speed-test server URL, e.g. http://100.64.0.1:8080 (edgeguard speedserver), or 'auto' for Ookla's public list (needs the internet)")
@@ -31,6 +33,7 @@ func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.interval, "interval", 2*time.Second, "shortest time between probes (the budget may stretch it)")
 	fs.DurationVar(&f.window, "probe-window", 50*time.Millisecond, "a probe moves what the reopen rate carries in this time or in two round trips, whichever is longer (at least 32KiB)")
 	fs.DurationVar(&f.full, "full-duration", 10*time.Second, "how long a full speed test measures each direction")
+	fs.DurationVar(&f.confirm, "confirm-duration", 2*time.Second, "how long the full test that confirms a reopening measures each direction, once a first full test has measured the link (a reading between the thresholds is confirmed again at --full-duration)")
 	fs.BoolVar(&f.noFull, "no-full-test", false, "never run full speed tests (probes alone decide)")
 	fs.BoolVar(&f.failOpen, "fail-open", false, "treat 'unknown' (cannot measure) as open; default is to fail closed")
 }
@@ -53,7 +56,7 @@ func (f *gateFlags) open(g *globals) (*gate.Gate, *events.Log, error) {
 
 func (f *gateFlags) config(g *globals) (gate.Config, error) {
 	c := gate.Config{Server: f.server, MaxLatency: f.maxLatency, Interval: f.interval, ProbeWindow: f.window,
-		FullDuration: f.full, NoFullTest: f.noFull, FailOpen: f.failOpen, Node: g.node, Logger: g.log}
+		FullDuration: f.full, ConfirmDuration: f.confirm, NoFullTest: f.noFull, FailOpen: f.failOpen, Node: g.node, Logger: g.log, Site: f.site}
 	var err error
 	if f.minDown == "" {
 		return c, fmt.Errorf("--min-download is required, with a unit: e.g. --min-download 5mbit")
@@ -95,7 +98,7 @@ func (f *gateFlags) config(g *globals) (gate.Config, error) {
 	if f.maxLatency < 0 {
 		return c, fmt.Errorf("--max-latency %s is negative (0: no latency bound)", f.maxLatency)
 	}
-	for name, d := range map[string]time.Duration{"--interval": f.interval, "--probe-window": f.window, "--full-duration": f.full} {
+	for name, d := range map[string]time.Duration{"--interval": f.interval, "--probe-window": f.window, "--full-duration": f.full, "--confirm-duration": f.confirm} {
 		if d <= 0 {
 			return c, fmt.Errorf("%s %s must be more than 0", name, d)
 		}

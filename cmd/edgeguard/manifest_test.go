@@ -51,6 +51,7 @@ func TestManifestArgsParse(t *testing.T) {
 				gf.interval, _ = fs.GetDuration("interval")
 				gf.window, _ = fs.GetDuration("probe-window")
 				gf.full, _ = fs.GetDuration("full-duration")
+				gf.confirm, _ = fs.GetDuration("confirm-duration")
 				if _, err := gf.config(&globals{}); err != nil {
 					t.Errorf("%s: serve flags %v: %v", c.Name, c.Args, err)
 				}

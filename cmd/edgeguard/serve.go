@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/serve"
+	"github.com/edgefault/edgefault/runtime/site"
 	"github.com/spf13/cobra"
 )
 
@@ -22,6 +23,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var ff failoverFlags
 	var listen, socket, socketMode string
 	var socketGroup int
+	var sf siteFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the speed gate and serve its status, readiness and metrics",
@@ -40,22 +42,42 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
   /v1/records       POST records (JSON, or ?stream=NAME with a raw body), from this node
                     only (127.0.0.1 or --socket); 200 once on disk, 507 when full
                     (--overflow block) or when the disk is full
-  /v1/buffer        waiting records and bytes, oldest, appended, forwarded, dropped`,
+  /v1/buffer        waiting records and bytes, oldest, appended, forwarded, dropped
+
+Nodes behind one uplink (--site, --site-peer) agree over their LAN (UDP,
+port 7947): their flushes split the flush share among those flushing, and a
+gate that reads its link slow while the site flushes asks the site to hold
+for a moment and measures again, so a flush never closes a gate.`,
 		Example: `  edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit --max-latency 300ms
   edgeguard serve --server http://100.64.0.1:8080 --min-download 5mbit \
-    --buffer /var/lib/edgeguard/buffer.db --sink http://100.64.0.1:8082`,
+    --buffer /var/lib/edgeguard/buffer.db --sink http://100.64.0.1:8082
+  edgeguard serve ... --site store-17 --site-peer 10.17.0.11:7947 --site-peer 10.17.0.12:7947`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bf.path == "" && bf.sink != "" {
+				return fmt.Errorf("--sink needs --buffer: the file records wait in before they are forwarded")
+			}
+			var jobs []func(context.Context) error
+			var coord *site.Coordinator
+			if bf.path != "" {
+				// Even alone, the gate tells this node's own flush from
+				// a slow link.
+				var err error
+				if coord, err = sf.open(g); err != nil {
+					return err
+				}
+				gf.site = coord
+				jobs = append(jobs, coord.Run)
+			} else if sf.set() {
+				return fmt.Errorf("--site and --site-peer need --buffer: they pace the buffer's flush with the site's")
+			}
 			gt, ev, err := gf.open(g)
 			if err != nil {
 				return err
 			}
 			defer ev.Close()
-			if bf.path == "" && bf.sink != "" {
-				return fmt.Errorf("--sink needs --buffer: the file records wait in before they are forwarded")
-			}
 			var opts []serve.Option
-			jobs := []func(context.Context) error{gt.Run}
+			jobs = append([]func(context.Context) error{gt.Run}, jobs...)
 			if ff.primary != "" {
 				fo, err := ff.open(g, gf.server)
 				if err != nil {
@@ -73,7 +95,7 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 				}
 				defer buf.Close()
 				opts = append(opts, serve.WithBuffer(buf))
-				fwd.Link = gt
+				fwd.Link, fwd.Site = gt, coord
 				jobs = append(jobs, func(ctx context.Context) error { return buf.Forward(ctx, fwd) },
 					// A failed buffer ends the process: its supervisor (the
 					// kubelet) restarts it and the buffer is reopened from
@@ -100,6 +122,7 @@ With --buffer and --sink it also keeps a durable store-and-forward buffer:
 	gf.register(cmd.Flags())
 	bf.register(cmd.Flags())
 	ff.register(cmd.Flags())
+	sf.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", ":8474", "address to serve on")
 	cmd.Flags().StringVar(&socket, "socket", "", "also serve on this Unix socket (for local producers, also in other pods through a shared hostPath directory)")
 	cmd.Flags().StringVar(&socketMode, "socket-mode", "0660", "permission bits of --socket: connecting takes write permission, so 0660 lets its owner and group in")

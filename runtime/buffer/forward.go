@@ -32,6 +32,15 @@ type Capacity interface {
 	Capacity() float64
 }
 
+// Site is the runtimes this one shares its uplink with (*site.Coordinator
+// satisfies it): the flush share is split among those flushing, and held
+// while one of their gates measures the link.
+type Site interface {
+	SetFlushing(on bool)
+	Flushers() int
+	QuietUntil() time.Time
+}
+
 // ForwardOptions configure Forward.
 type ForwardOptions struct {
 	// Sink is the sink's base URL (http://host:port).
@@ -45,6 +54,8 @@ type ForwardOptions struct {
 	Client       *http.Client
 	// Token is the site's bearer token for the sink.
 	Token string
+	// Site, when set, paces the flush with the site's other runtimes.
+	Site Site
 	// NoJitter waits back-offs and Retry-Afters exactly, as naive
 	// forwarders do: a region that lost its link together then retries
 	// together. For comparisons only.
@@ -77,11 +88,18 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 	}
 	backoff := time.Duration(0)
 	paused := false
+	flushing := func(on bool) {
+		if o.Site != nil {
+			o.Site.SetFlushing(on)
+		}
+	}
+	defer flushing(false)
 	for ctx.Err() == nil {
 		if err := b.failure(); err != nil {
 			return err
 		}
 		if !o.Link.IsOpen() {
+			flushing(false)
 			if !paused {
 				paused = true
 				b.mu.Lock()
@@ -113,6 +131,7 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 			continue
 		}
 		if len(batch) == 0 {
+			flushing(false)
 			b.mu.Lock()
 			b.flushEst = 0 // nothing to flush: the rate reads 0, not the last one
 			b.mu.Unlock()
@@ -124,6 +143,19 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 			}
 			continue
 		}
+		if o.Site != nil {
+			// A gate of the site is measuring: hold, so that what it
+			// reads is the link and not this flush.
+			if q := time.Until(o.Site.QuietUntil()); q > 0 {
+				flushing(false)
+				b.o.Events.Emit("flush-held", "ms", q.Milliseconds())
+				if !sleep(ctx, q) {
+					return nil
+				}
+				continue
+			}
+		}
+		flushing(true)
 		start := time.Now()
 		n, err := b.send(ctx, o, batch)
 		var bad *unstorableError
@@ -163,10 +195,14 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		}
 		el := time.Since(start)
 		b.o.Events.Emit("flushed", "records", len(batch), "bytes", n, "ms", el.Milliseconds())
-		// Pace to the share of the measured link: sleep off what this
-		// batch took beyond it.
+		// Pace to the share of the measured link (this runtime's part of
+		// its site's share): sleep off what this batch took beyond it.
 		if c, ok := o.Link.(Capacity); ok {
-			if bps := c.Capacity() * o.Share; bps > 0 {
+			bps := c.Capacity() * o.Share
+			if o.Site != nil {
+				bps /= float64(o.Site.Flushers())
+			}
+			if bps > 0 {
 				if want := time.Duration(float64(n) * 8 / bps * float64(time.Second)); want > el {
 					select {
 					case <-ctx.Done():

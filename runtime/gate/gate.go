@@ -75,6 +75,19 @@ type Config struct {
 	// tests altogether (probes decide alone).
 	FullDuration time.Duration
 	NoFullTest   bool
+	// ConfirmDuration is how long the full test that confirms a reopening
+	// measures each direction, once a first full test has measured the
+	// link (default 2s, at most FullDuration). Shorter reopens sooner and
+	// costs less; it reads a long-delay link's rate lower (TCP's ramp is a
+	// larger part of it), so a confirmation that does not confirm is
+	// followed at once by one of FullDuration before the gate backs off.
+	ConfirmDuration time.Duration
+	// Site, when set, is the runtimes sharing this uplink
+	// (*site.Coordinator): a slow reading while the site flushes is
+	// measured again in a moment of quiet before it counts, and reopenings
+	// are confirmed in one, so a flush never closes a gate or spoils its
+	// confirmation.
+	Site Site
 	// CloseAfter and OpenAfter are the consecutive bad (good) verdicts
 	// that change the state. Defaults 2 and 2.
 	CloseAfter, OpenAfter int
@@ -82,6 +95,15 @@ type Config struct {
 	Node   string
 	Events *events.Log
 	Logger *slog.Logger
+}
+
+// Site is what the gate asks of the runtimes it shares its uplink with.
+type Site interface {
+	// Flushing says whether any of them (this one's forwarder included)
+	// is flushing now.
+	Flushing() bool
+	// Quiet asks all of them to hold their flushes for d.
+	Quiet(d time.Duration)
 }
 
 // MinProbe is the smallest download probe: below it, the first round trips
@@ -104,6 +126,10 @@ func (c *Config) defaults() {
 	if c.FullDuration == 0 {
 		c.FullDuration = 10 * time.Second
 	}
+	if c.ConfirmDuration == 0 {
+		c.ConfirmDuration = 2 * time.Second
+	}
+	c.ConfirmDuration = min(c.ConfirmDuration, c.FullDuration)
 	if c.CloseAfter == 0 {
 		c.CloseAfter = 2
 	}
@@ -141,6 +167,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("probe budget %v B/s is negative", c.BudgetBytesPerSec)
 	case c.FullDuration < 0:
 		return fmt.Errorf("full test duration %s is negative", c.FullDuration)
+	case c.ConfirmDuration < 0:
+		return fmt.Errorf("confirmation duration %s is negative", c.ConfirmDuration)
 	case c.CloseAfter < 0 || c.OpenAfter < 0:
 		return errors.New("close-after and open-after must be at least 1")
 	}

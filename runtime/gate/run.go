@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -332,6 +333,11 @@ func (g *Gate) Run(ctx context.Context) error {
 			if m.Cut {
 				size = g.probeSizeLocked()
 			}
+			// The site's flush may be what read slow: measure again
+			// with it held.
+			if !g.quiet(ctx, g.probeTime(size), "a slow probe while the site flushes") {
+				return nil
+			}
 			continue
 		case retry:
 			if !sleep(ctx, min(iv, 500*time.Millisecond)) {
@@ -339,7 +345,7 @@ func (g *Gate) Run(ctx context.Context) error {
 			}
 			continue
 		case full:
-			g.fullTest(ctx, c, base)
+			g.confirm(ctx, c, base)
 		}
 		if !g.waitNext(ctx) {
 			return nil
@@ -397,23 +403,86 @@ func (g *Gate) waitNext(ctx context.Context) bool {
 	}
 }
 
+// quiet, when the site is flushing, asks it to hold for what the gate is
+// about to measure (d) and waits for the flushes in flight to drain; false
+// when ctx ended.
+func (g *Gate) quiet(ctx context.Context, d time.Duration, why string) bool {
+	s := g.cfg.Site
+	if s == nil || !s.Flushing() {
+		return true
+	}
+	g.mu.Lock()
+	// A batch sent at the measured rate, and two round trips for the
+	// queue to empty.
+	settle := 300 * time.Millisecond
+	if c := g.st.CapacityBps; c > 0 {
+		settle = max(settle, time.Duration(256<<10*8/c*float64(time.Second)))
+	}
+	settle = min(max(settle, 2*g.baseRTT()), 1500*time.Millisecond)
+	g.mu.Unlock()
+	s.Quiet(settle + d)
+	g.cfg.Events.Emit("site-quiet-asked", "ms", (settle + d).Milliseconds(), "why", why)
+	return sleep(ctx, settle)
+}
+
+// probeTime is about how long a probe of size bytes takes at the reopen
+// rate, with its ping.
+func (g *Gate) probeTime(size int64) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return time.Duration(float64(size)*8/g.openDown()*float64(time.Second)) + 4*g.baseRTT() + 200*time.Millisecond
+}
+
+// confirm runs the full test that opens the gate: a short one
+// (ConfirmDuration) once the link has been measured, in a moment of the
+// site's quiet, after a random pause of up to half a second so that a
+// region's gates do not all test at the same instant. A short one that
+// reads between the thresholds (what a ramp cut short reads on a
+// long-delay link) is followed at once by a full-length one.
+func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
+	g.mu.Lock()
+	measured := !g.lastFull.IsZero()
+	g.mu.Unlock()
+	d := g.cfg.FullDuration
+	if measured {
+		d = g.cfg.ConfirmDuration
+		if !sleep(ctx, rand.N(500*time.Millisecond)) {
+			return
+		}
+	}
+	if !g.quiet(ctx, d+time.Second, "confirming a reopening") {
+		return
+	}
+	if v := g.fullTest(ctx, c, base, d); v != vBand || d == g.cfg.FullDuration || ctx.Err() != nil {
+		return
+	}
+	g.mu.Lock()
+	g.fullBackoff, g.fullNotBefore = 0, time.Time{}
+	g.mu.Unlock()
+	if g.quiet(ctx, time.Second, "confirming a reopening at full length") {
+		g.fullTest(ctx, c, base, g.cfg.FullDuration)
+	}
+}
+
 // fullTest runs speedtest-go and applies its verdict directly: it is the
 // strongest evidence the gate has. A full test that does not open the gate
 // sets a back-off before the next one (its own cost at the probe budget,
 // at least 30 s, doubling while it keeps failing to confirm, up to an
 // hour), so a link the probes like and the full test does not never gets
 // full tests back to back.
-func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string) {
-	g.cfg.Events.Emit("fulltest-start", "server", base, "seconds", g.cfg.FullDuration.Seconds())
+//
+// It measures each direction for d and returns its verdict.
+func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string, d time.Duration) string {
+	g.cfg.Events.Emit("fulltest-start", "server", base, "seconds", d.Seconds())
 	before := g.meter.n.Load()
 	withUp := g.cfg.MinUpload > 0
 	// Bounded even if the link blackholes mid-test: ping, download, upload.
-	limit := 15*time.Second + 2*g.cfg.FullDuration
+	limit := 15*time.Second + 2*d
 	if withUp {
-		limit += 2 * g.cfg.FullDuration
+		limit += 2 * d
 	}
 	fctx, cancel := context.WithTimeout(ctx, limit)
-	r, err := fullTest(fctx, c, base, g.cfg.FullDuration, withUp)
+	r, err := fullTest(fctx, c, base, d, withUp)
 	timedOut := errors.Is(fctx.Err(), context.DeadlineExceeded)
 	cancel()
 	if err == nil && r.latency <= 0 {
@@ -426,7 +495,7 @@ func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if ctx.Err() != nil {
-		return
+		return vFailed
 	}
 	g.good, g.bad, g.fails = 0, 0, 0
 	if err != nil {
@@ -436,7 +505,7 @@ func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string) {
 		g.cfg.Logger.Warn("gate full test failed", "server", base, "err", err)
 		g.backOffLocked(m.Bytes)
 		g.setLocked(g.st.State, m.Reason)
-		return
+		return vFailed
 	}
 	up := r.upload
 	if withUp && up == 0 {
@@ -462,6 +531,7 @@ func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string) {
 			g.setLocked(wire.Closed, "full test: "+m.Reason)
 		}
 	}
+	return m.Verdict
 }
 
 func (g *Gate) backOffLocked(cost int64) {
