@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -13,8 +14,10 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/runtime/site"
 	"github.com/edgefault/edgefault/runtime/wire"
 	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/units"
 )
 
 // scaleTCP scales the kernel's give-up time for established connections
@@ -115,6 +118,18 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Nodes behind one gateway share its uplink: their runtimes agree on
+	// the flush over their LAN.
+	behind := map[string][]string{} // gateway -> its nodes' LAN addresses
+	for _, m := range r.sc.Spec.Topology.Members() {
+		if m.Role == clusters.RoleNode && m.Gateway != "" {
+			mm, err := r.f.Member(m.Name)
+			if err != nil {
+				return nil, err
+			}
+			behind[m.Gateway] = append(behind[m.Gateway], mm.Address)
+		}
+	}
 	gwAddr := map[string]string{}
 	siteGws := map[string][]string{}
 	for _, m := range r.sc.Spec.Topology.Members() {
@@ -155,6 +170,18 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 				durability = "disk"
 			}
 			argv = append(argv, "--buffer="+path.Join(paths.Data, "buffer.db"), "--sink="+r.cloud.SinkURL, "--durability="+durability)
+			if peers := behind[m.Gateway]; len(peers) > 1 {
+				me, err := r.f.Member(m.Name)
+				if err != nil {
+					return nil, err
+				}
+				argv = append(argv, "--site="+m.Gateway)
+				for _, a := range peers {
+					if a != me.Address {
+						argv = append(argv, "--site-peer="+net.JoinHostPort(a, strconv.Itoa(site.DefaultPort)))
+					}
+				}
+			}
 			if fo.Enabled {
 				argv = append(argv, "--failover-primary="+gwAddr[m.Gateway])
 				for _, alt := range siteGws[m.Site] {
@@ -239,6 +266,10 @@ func (r *run) deployWorkloads(ctx, obsCtx context.Context, obs *sync.WaitGroup) 
 				argv = append(base, "fetch", "--node="+m.Name, evf, "--gate="+g, "--content="+r.cloud.ContentURL, "--period="+r.period(w, 5*time.Second, 500*time.Millisecond).String(), "--timeout=10s")
 			case scenarios.WorkloadProduce:
 				argv = append(base, "produce", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), "--period="+r.period(w, time.Second, 50*time.Millisecond).String())
+				if w.Size != "" {
+					n, _ := units.ParseSize("size", w.Size) // checked by the loader
+					argv = append(argv, fmt.Sprintf("--size=%d", n))
+				}
 			case scenarios.WorkloadServe:
 				argv = append(base, "serve", "--node="+m.Name, evf, "--to="+gate, "--stream="+stream(w), fmt.Sprintf("--listen=:%d", PayPort))
 			case scenarios.WorkloadCommand:

@@ -165,6 +165,10 @@ type Workload struct {
 	Period Duration `yaml:"period,omitempty"`
 	// Stream names the records' stream (produce, serve).
 	Stream string `yaml:"stream,omitempty"`
+	// Size is a produce workload's record payload, with a unit (default
+	// 256B, at most 1MiB): larger records build a larger backlog in an
+	// outage.
+	Size string `yaml:"size,omitempty"`
 	// Command is the user's command (type command), run on each node with
 	// EDGEGUARD_URL (the node's runtime), CONTENT_URL and SINK_URL set.
 	Command []string `yaml:"command,omitempty"`
@@ -414,6 +418,18 @@ func (s *Scenario) validate() error {
 			}
 		default:
 			return perr(wp+".type", "workload type %q: use fetch, produce, serve or command", w.Type)
+		}
+		if w.Size != "" {
+			if w.Type != WorkloadProduce {
+				return perr(wp+".size", "workload %q: size is for type produce (its records' payload)", w.Name)
+			}
+			n, err := units.ParseSize("size", w.Size)
+			if err != nil {
+				return perr(wp+".size", "workload %q: %v", w.Name, err)
+			}
+			if n < 1 || n > 1<<20 {
+				return perr(wp+".size", "workload %q: size %s out of range: 1B to 1MiB", w.Name, w.Size)
+			}
 		}
 		if w.Port != 0 || w.Ready != nil {
 			if w.Type != WorkloadCommand {

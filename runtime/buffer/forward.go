@@ -121,7 +121,7 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		b.mu.Lock()
 		added := b.added
 		b.mu.Unlock()
-		batch, err := b.head(o.BatchRecords, o.BatchBytes)
+		batch, err := b.head(o.BatchRecords, flushBatchBytes(o))
 		if err != nil {
 			// A read error (the disk) is retried like a failed send: the
 			// process keeps serving producers and the gate meanwhile.
@@ -148,9 +148,13 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 			// reads is the link and not this flush.
 			if q := time.Until(o.Site.QuietUntil()); q > 0 {
 				flushing(false)
-				b.o.Events.Emit("flush-held", "ms", q.Milliseconds())
-				if !sleep(ctx, q) {
-					return nil
+				b.o.Events.Emit("flush-held", "upToMs", q.Milliseconds())
+				// In steps: a gate done early ends the quiet.
+				for q > 0 {
+					if !sleep(ctx, min(q, 100*time.Millisecond)) {
+						return nil
+					}
+					q = time.Until(o.Site.QuietUntil())
 				}
 				continue
 			}
@@ -224,6 +228,22 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		}
 	}
 	return nil
+}
+
+// flushBatchBytes is a batch's size: BatchBytes, or a quarter second of the
+// paced rate when that is more (up to 4 MiB), so that the round trip each
+// batch waits for its acknowledgement stays a small part of its time and
+// a fast link is not held to a few batches a round trip.
+func flushBatchBytes(o ForwardOptions) int {
+	c, ok := o.Link.(Capacity)
+	if !ok {
+		return o.BatchBytes
+	}
+	bps := c.Capacity() * o.Share
+	if o.Site != nil {
+		bps /= float64(o.Site.Flushers())
+	}
+	return max(o.BatchBytes, min(int(bps/8/4), 4<<20))
 }
 
 // retryAfter records a failure and waits out the next back-off (0.5 s

@@ -102,8 +102,19 @@ type Site interface {
 	// Flushing says whether any of them (this one's forwarder included)
 	// is flushing now.
 	Flushing() bool
-	// Quiet asks all of them to hold their flushes for d.
+	// Quiet asks all of them to hold their flushes for d; QuietDone ends
+	// it early.
 	Quiet(d time.Duration)
+	QuietDone()
+	// Shared says whether there are other runtimes behind the uplink.
+	Shared() bool
+	// PeerQuiet is the latest quiet another runtime asked for: its gate
+	// measures then, and what this one reads is not the link.
+	PeerQuiet() (from, until time.Time)
+	// Confirmed tells the others this gate's full test confirmed the
+	// uplink at bps; PeerConfirmed is the latest such word from another.
+	Confirmed(bps float64)
+	PeerConfirmed() (bps float64, at time.Time)
 }
 
 // MinProbe is the smallest download probe: below it, the first round trips

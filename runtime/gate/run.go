@@ -269,6 +269,7 @@ func (g *Gate) Run(ctx context.Context) error {
 	g.mu.Unlock()
 
 	var size int64
+	quieted := false // the site holds its flush for this probe
 	for ctx.Err() == nil {
 		if g.cfg.Server == Auto && g.failStreak() >= 10 {
 			// The public server chosen at start has stopped answering:
@@ -281,9 +282,23 @@ func (g *Gate) Run(ctx context.Context) error {
 				g.mu.Unlock()
 			}
 		}
+		// A neighbour's gate measuring fills the uplink: wait it out, and
+		// do not judge a reading it overlapped.
+		if !g.waitPeers(ctx) {
+			return nil
+		}
+		started := time.Now()
 		m, err := g.probe(ctx, c, base, size)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if quieted {
+			g.cfg.Site.QuietDone()
+			quieted = false
+		}
+		if g.peerOverlap(started, time.Now()) {
+			g.cfg.Events.Emit("probe-discarded", "why", "a neighbour's gate measured meanwhile")
+			continue
 		}
 		escalated := size != 0
 		size = 0
@@ -335,7 +350,8 @@ func (g *Gate) Run(ctx context.Context) error {
 			}
 			// The site's flush may be what read slow: measure again
 			// with it held.
-			if !g.quiet(ctx, g.probeTime(size), "a slow probe while the site flushes") {
+			var ok bool
+			if quieted, ok = g.quiet(ctx, g.probeTime(size), "a slow probe while the site flushes", false); !ok {
 				return nil
 			}
 			continue
@@ -403,26 +419,94 @@ func (g *Gate) waitNext(ctx context.Context) bool {
 	}
 }
 
-// quiet, when the site is flushing, asks it to hold for what the gate is
-// about to measure (d) and waits for the flushes in flight to drain; false
-// when ctx ended.
-func (g *Gate) quiet(ctx context.Context, d time.Duration, why string) bool {
+// quiet, when the site is flushing (or always, when the uplink is shared),
+// asks it to hold for what the gate is about to measure (d, ended early by
+// QuietDone) and waits for the flushes in flight to drain. It says whether
+// it asked, and false for ok when ctx ended.
+func (g *Gate) quiet(ctx context.Context, d time.Duration, why string, always bool) (asked, ok bool) {
 	s := g.cfg.Site
-	if s == nil || !s.Flushing() {
-		return true
+	if s == nil || !(s.Flushing() || (always && s.Shared())) {
+		return false, true
 	}
 	g.mu.Lock()
-	// A batch sent at the measured rate, and two round trips for the
-	// queue to empty.
-	settle := 300 * time.Millisecond
+	// A batch in flight (a quarter second of the flush, or 256 KiB at
+	// the measured rate), and two round trips for the queue to empty.
+	settle := 400 * time.Millisecond
 	if c := g.st.CapacityBps; c > 0 {
 		settle = max(settle, time.Duration(256<<10*8/c*float64(time.Second)))
 	}
-	settle = min(max(settle, 2*g.baseRTT()), 1500*time.Millisecond)
+	settle = min(settle+2*g.baseRTT(), 1500*time.Millisecond)
 	g.mu.Unlock()
 	s.Quiet(settle + d)
 	g.cfg.Events.Emit("site-quiet-asked", "ms", (settle + d).Milliseconds(), "why", why)
-	return sleep(ctx, settle)
+	return true, sleep(ctx, settle)
+}
+
+func (g *Gate) sitePeerQuiet() (time.Time, time.Time) {
+	if g.cfg.Site == nil {
+		return time.Time{}, time.Time{}
+	}
+	return g.cfg.Site.PeerQuiet()
+}
+
+// peerConfirmFresh is how recent a neighbour's confirmation must be to
+// open on it.
+const peerConfirmFresh = 15 * time.Second
+
+// openOnPeer opens the gate on a neighbour's confirmation of the shared
+// uplink, made since this gate closed and within peerConfirmFresh, when
+// it read above the reopen mark: this gate's own probes have already
+// said good, and a second full test of the same uplink would only hold
+// the site's flush longer. It says whether it opened.
+func (g *Gate) openOnPeer() bool {
+	if g.cfg.Site == nil {
+		return false
+	}
+	bps, at := g.cfg.Site.PeerConfirmed()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if at.IsZero() || time.Since(at) > peerConfirmFresh || at.Before(g.st.Since) || bps < g.openDown() || g.st.State == wire.Open {
+		return false
+	}
+	g.good, g.bad, g.fails = 0, 0, 0
+	g.st.CapacityBps, g.lastFull = bps, time.Now()
+	g.recordLocked(wire.Measurement{Time: time.Now().UTC(), Kind: "site", DownloadBps: bps, Verdict: vGood, Reason: "a neighbour's full test of the shared uplink"})
+	g.cfg.Events.Emit("site-confirmed-open", "downloadBps", int64(bps))
+	g.setLocked(wire.Open, fmt.Sprintf("a neighbour's full test confirmed the shared uplink at %s %s ago, and this node's probes read good", fmtRate(bps), time.Since(at).Round(100*time.Millisecond)))
+	return true
+}
+
+// waitPeers waits while another runtime's gate measures the shared
+// uplink (at most a few seconds: the site bounds a quiet); false when ctx
+// ended.
+func (g *Gate) waitPeers(ctx context.Context) bool {
+	if g.cfg.Site == nil {
+		return true
+	}
+	// Polled: a neighbour that is done early says so.
+	waited := false
+	for {
+		_, until := g.cfg.Site.PeerQuiet()
+		left := time.Until(until)
+		if left <= 0 {
+			// A moment for the neighbour's last transfer to clear.
+			return !waited || sleep(ctx, 100*time.Millisecond)
+		}
+		waited = true
+		if !sleep(ctx, min(left, 100*time.Millisecond)) {
+			return false
+		}
+	}
+}
+
+// peerOverlap says whether a neighbour's measurement overlapped
+// [from, to].
+func (g *Gate) peerOverlap(from, to time.Time) bool {
+	if g.cfg.Site == nil {
+		return false
+	}
+	pf, pu := g.cfg.Site.PeerQuiet()
+	return !pu.IsZero() && !pf.After(to) && !pu.Before(from)
 }
 
 // probeTime is about how long a probe of size bytes takes at the reopen
@@ -446,21 +530,51 @@ func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
 	d := g.cfg.FullDuration
 	if measured {
 		d = g.cfg.ConfirmDuration
-		if !sleep(ctx, rand.N(500*time.Millisecond)) {
+	}
+	// One gate of the site measures at a time (each full test would
+	// otherwise read a share of the uplink): wait for a neighbour's test,
+	// then a random pause so that two waiting do not start together.
+	for {
+		if !g.waitPeers(ctx) || !sleep(ctx, rand.N(500*time.Millisecond)) {
 			return
 		}
+		if _, until := g.sitePeerQuiet(); time.Until(until) <= 0 {
+			break
+		}
 	}
-	if !g.quiet(ctx, d+time.Second, "confirming a reopening") {
+	if g.openOnPeer() {
 		return
 	}
-	if v := g.fullTest(ctx, c, base, d); v != vBand || d == g.cfg.FullDuration || ctx.Err() != nil {
+	// speedtest-go's download runs a little past its capture time; the
+	// quiet ends when the test does.
+	asked, ok := g.quiet(ctx, 2*d+2*time.Second, "confirming a reopening", true)
+	if asked {
+		defer g.cfg.Site.QuietDone()
+	}
+	if !ok {
+		return
+	}
+	v := g.fullTest(ctx, c, base, d)
+	if v == vGood && g.cfg.Site != nil {
+		g.mu.Lock()
+		bps := g.st.CapacityBps
+		g.mu.Unlock()
+		g.cfg.Site.Confirmed(bps)
+	}
+	if v != vBand || d == g.cfg.FullDuration || ctx.Err() != nil {
 		return
 	}
 	g.mu.Lock()
 	g.fullBackoff, g.fullNotBefore = 0, time.Time{}
 	g.mu.Unlock()
-	if g.quiet(ctx, time.Second, "confirming a reopening at full length") {
+	if g.cfg.Site != nil {
+		g.cfg.Site.QuietDone()
+	}
+	if asked, ok := g.quiet(ctx, 2*g.cfg.FullDuration+4*time.Second, "confirming a reopening at full length", true); ok {
 		g.fullTest(ctx, c, base, g.cfg.FullDuration)
+		if asked {
+			g.cfg.Site.QuietDone()
+		}
 	}
 }
 
@@ -481,8 +595,15 @@ func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string, d time
 	if withUp {
 		limit += 2 * d
 	}
+	// A confirmation judges latency by the probes that led to it.
+	var lat time.Duration
+	g.mu.Lock()
+	if d < g.cfg.FullDuration && len(g.rtts) > 0 {
+		lat = g.rtts[len(g.rtts)-1]
+	}
+	g.mu.Unlock()
 	fctx, cancel := context.WithTimeout(ctx, limit)
-	r, err := fullTest(fctx, c, base, d, withUp)
+	r, err := fullTest(fctx, c, &g.meter, base, d, withUp, lat)
 	timedOut := errors.Is(fctx.Err(), context.DeadlineExceeded)
 	cancel()
 	if err == nil && r.latency <= 0 {

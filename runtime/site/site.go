@@ -36,12 +36,13 @@ import (
 const DefaultPort = 7947
 
 // Bounds on what a peer can make a runtime do: a quiet request holds
-// flushes at most MaxQuiet, and a peer is heard at most once per
-// quietEvery asking for one; at most maxPeers flushers are counted.
+// flushes at most MaxQuiet (a full-length speed test and its ping), and a
+// peer's next one is heard only as long after its last ended as that one
+// lasted (at least quietGap): a peer holds the flush at most half the time.
 const (
-	MaxQuiet   = 3 * time.Second
-	quietEvery = 2 * time.Second
-	maxPeers   = 64
+	MaxQuiet = 12 * time.Second
+	quietGap = time.Second
+	maxPeers = 64
 	maxDgram   = 512
 	// announceEvery is how often a flushing runtime says so; a peer
 	// unheard for expireAfter has stopped.
@@ -66,8 +67,8 @@ type Config struct {
 	Peers []string
 	// Key, when set, signs every datagram (HMAC-SHA256) and drops those
 	// not signed with it. Without it, anyone on the site's LAN can slow
-	// the site's flushes (never below 1/64 of the share) and hold them
-	// for up to MaxQuiet every 2 s.
+	// the site's flushes (never below 1/64 of the share), hold them half
+	// the time, and make its gates wait before they measure.
 	Key    []byte
 	Events *events.Log
 	Logger *slog.Logger
@@ -80,17 +81,27 @@ type Coordinator struct {
 	conn  *net.UDPConn
 	peers []*net.UDPAddr
 
-	mu         sync.Mutex
-	flushing   bool
-	heard      map[string]peer // node -> what it last said
-	quietUntil time.Time
-	kick       chan struct{} // announce now
+	mu       sync.Mutex
+	flushing bool
+	heard    map[string]peer // node -> what it last said
+	// ownUntil is the quiet this runtime's gate asked for.
+	ownUntil time.Time
+	// peerFrom and peerUntil are the latest quiet a peer (peerBy) asked
+	// for: its gate is measuring then, so this one's readings are not the
+	// link's.
+	peerFrom, peerUntil time.Time
+	peerBy              string
+	// confirmedBps and confirmedAt are a peer's latest confirmation.
+	confirmedBps float64
+	confirmedAt  time.Time
+	kick         chan struct{} // announce now
 }
 
 type peer struct {
 	flushing  bool
 	at        time.Time
-	lastQuiet time.Time
+	quietFrom time.Time // when its last quiet began
+	nextQuiet time.Time // its next quiet is heard from then on
 }
 
 // message is one datagram.
@@ -101,6 +112,11 @@ type message struct {
 	Flushing bool   `json:"flushing"`
 	// QuietMs asks every runtime of the site to hold its flush this long.
 	QuietMs int64 `json:"quietMs,omitempty"`
+	// Done ends the sender's quiet: its gate has measured.
+	Done bool `json:"done,omitempty"`
+	// ConfirmedBps says the sender's gate has just confirmed the uplink
+	// with a full test that read this rate.
+	ConfirmedBps int64 `json:"confirmedBps,omitempty"`
 	// TimeMs is the sender's clock (unix ms): checked only when keyed.
 	TimeMs int64 `json:"t"`
 }
@@ -206,8 +222,8 @@ func (c *Coordinator) decode(b []byte) (message, error) {
 		return m, errors.New("our own")
 	case record.ValidNode(m.Node) != nil:
 		return m, errors.New("bad node name")
-	case m.QuietMs < 0:
-		return m, errors.New("negative quiet")
+	case m.QuietMs < 0 || m.ConfirmedBps < 0:
+		return m, errors.New("negative quiet or rate")
 	case len(c.cfg.Key) > 0 && time.Since(time.UnixMilli(m.TimeMs)).Abs() > maxSkew:
 		return m, errors.New("stale")
 	}
@@ -226,19 +242,32 @@ func (c *Coordinator) receive(m message) {
 		}
 	}
 	p.flushing, p.at = m.Flushing, now
-	if m.QuietMs > 0 && now.Sub(p.lastQuiet) >= quietEvery {
-		p.lastQuiet = now
-		if until := now.Add(min(time.Duration(m.QuietMs)*time.Millisecond, MaxQuiet)); until.After(c.quietUntil) {
-			c.quietUntil = until
-			c.cfg.Events.Emit("site-quiet", "by", m.Node, "ms", min(m.QuietMs, MaxQuiet.Milliseconds()))
+	if m.QuietMs > 0 && !now.Before(p.nextQuiet) {
+		until := now.Add(min(time.Duration(m.QuietMs)*time.Millisecond, MaxQuiet))
+		p.quietFrom, p.nextQuiet = now, until.Add(max(quietGap, until.Sub(now)))
+		if until.After(c.peerUntil) {
+			if now.After(c.peerUntil) {
+				c.peerFrom = now
+			}
+			c.peerUntil, c.peerBy = until, m.Node
 		}
+		c.cfg.Events.Emit("site-quiet", "by", m.Node, "ms", until.Sub(now).Milliseconds())
+	}
+	if m.Done && c.peerBy == m.Node && c.peerUntil.After(now) {
+		c.peerUntil = now
+		p.nextQuiet = now.Add(max(quietGap, now.Sub(p.quietFrom)))
+		c.cfg.Events.Emit("site-quiet-done", "by", m.Node)
+	}
+	if m.ConfirmedBps > 0 {
+		c.confirmedBps, c.confirmedAt = float64(m.ConfirmedBps), now
+		c.cfg.Events.Emit("site-confirmed", "by", m.Node, "bps", m.ConfirmedBps)
 	}
 	c.heard[m.Node] = p
 }
 
 func (c *Coordinator) expireLocked(now time.Time) {
 	for n, p := range c.heard {
-		if now.Sub(p.at) > expireAfter && now.Sub(p.lastQuiet) > quietEvery {
+		if now.Sub(p.at) > expireAfter && now.After(p.nextQuiet) {
 			delete(c.heard, n)
 		}
 	}
@@ -332,14 +361,23 @@ func (c *Coordinator) Flushing() bool {
 	return c.flushing || c.peersFlushingLocked() > 0
 }
 
+// Shared says whether this runtime has peers to agree with.
+func (c *Coordinator) Shared() bool { return c.conn != nil && len(c.peers) > 0 }
+
+// PeerQuiet is the latest quiet a peer asked for (zero times: none): a
+// neighbour's gate measures then, and its test fills the uplink.
+func (c *Coordinator) PeerQuiet() (from, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerFrom, c.peerUntil
+}
+
 // Quiet asks every runtime of the site, this one included, to hold its
 // flush for d (at most MaxQuiet) while this one's gate measures.
 func (c *Coordinator) Quiet(d time.Duration) {
 	d = min(d, MaxQuiet)
 	c.mu.Lock()
-	if until := time.Now().Add(d); until.After(c.quietUntil) {
-		c.quietUntil = until
-	}
+	c.ownUntil = time.Now().Add(d)
 	c.mu.Unlock()
 	// Twice: a lost datagram would let a neighbour's flush spoil the
 	// measurement.
@@ -348,17 +386,50 @@ func (c *Coordinator) Quiet(d time.Duration) {
 	}
 }
 
+// Confirmed tells the site this runtime's gate has confirmed the uplink at
+// bps: a neighbour whose own probes already say good may open on it
+// instead of testing the same uplink again.
+func (c *Coordinator) Confirmed(bps float64) {
+	for range 2 {
+		c.send(message{Flushing: c.isFlushing(), ConfirmedBps: int64(bps)})
+	}
+}
+
+// PeerConfirmed is a neighbour's latest confirmation of the uplink (zero:
+// none).
+func (c *Coordinator) PeerConfirmed() (bps float64, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.confirmedBps, c.confirmedAt
+}
+
 func (c *Coordinator) isFlushing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.flushing
 }
 
+// QuietDone ends this runtime's quiet early: its gate has measured.
+func (c *Coordinator) QuietDone() {
+	c.mu.Lock()
+	asked := c.ownUntil.After(time.Now())
+	c.ownUntil = time.Time{}
+	c.mu.Unlock()
+	if asked {
+		for range 2 {
+			c.send(message{Flushing: c.isFlushing(), Done: true})
+		}
+	}
+}
+
 // QuietUntil is when the quiet the site asked for ends (the past: none).
 func (c *Coordinator) QuietUntil() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.quietUntil
+	if c.ownUntil.After(c.peerUntil) {
+		return c.ownUntil
+	}
+	return c.peerUntil
 }
 
 func setBroadcast(fd uintptr) {

@@ -88,6 +88,23 @@ func TestFlushersAndQuiet(t *testing.T) {
 			t.Errorf("runtime %d holds for %s: above MaxQuiet", i, left)
 		}
 	}
+	// The others know a neighbour measures; the one that asked does not
+	// wait for itself.
+	if _, until := cs[1].PeerQuiet(); time.Until(until) < 2*time.Second {
+		t.Errorf("b does not know a's gate measures: until %s", until)
+	}
+	if _, until := cs[0].PeerQuiet(); !until.IsZero() {
+		t.Errorf("a waits for its own quiet: until %s", until)
+	}
+	// A peer that asks again at once is not heard: it holds the flush at
+	// most half the time.
+	before := cs[1].QuietUntil()
+	cs[2].Quiet(100 * time.Millisecond) // c may ask: a's request was a's
+	cs[0].Quiet(time.Hour)
+	time.Sleep(300 * time.Millisecond)
+	if after := cs[1].QuietUntil(); after.Sub(before) > 50*time.Millisecond {
+		t.Errorf("a's second quiet extended b's hold by %s", after.Sub(before))
+	}
 }
 
 func TestForeignAndForgedAreIgnored(t *testing.T) {
