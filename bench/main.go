@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgefault/edgefault/clusters/controlplane"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/clusters/netns"
@@ -31,7 +32,7 @@ import (
 func main() {
 	shaper.RunHelperIfInvoked()
 	kind.RunRuntimeWrapperIfInvoked()
-	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,kind,gate,buffer,failover,certify (default all)")
+	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,kind,gate,buffer,uplink,failover,certify (default all)")
 	quick := flag.Bool("quick", false, "shorter measurements")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
@@ -76,8 +77,8 @@ func run(only string, quick bool) (err error) {
 	}()
 	caps, _ := shaper.Probe()
 	fmt.Printf("edgefault bench — kernel %s, backend %s, %s\n\n", caps.Kernel, b.sh.Backend(), time.Now().UTC().Format(time.RFC3339))
-	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "failover": b.failover, "certify": b.certify, "kind": b.kind}
-	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "kind", "gate", "buffer", "failover", "certify"}
+	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "uplink": b.uplink, "failover": b.failover, "certify": b.certify, "kind": b.kind}
+	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "kind", "gate", "buffer", "uplink", "failover", "certify"}
 	if only != "" {
 		order = strings.Split(only, ",")
 	}
@@ -430,10 +431,12 @@ func residue(fleet string, l *ledger.Ledger) string {
 	return strings.Join(left, ", ")
 }
 
-// clusters: time to a Ready fleet of 3 sites x 3 nodes with their own
-// control planes (cached binaries), and the memory those take.
+// clusters: a site's control plane as it was (every component, default
+// settings) and lean (etcd, apiserver, kwok; memory limits), in the same
+// run; then 30 lean sites, the time to Ready and the memory they take.
 func (b *bench) clusters() {
-	fmt.Println("== Site clusters: 3 sites x 3 nodes, each site its own etcd, apiserver, controller-manager, scheduler, kwok (targets: Ready <= 15 s, <= 2 GiB)")
+	fmt.Println("== Site control planes (targets: a lean site <= 250 MiB in a fleet; 30 lean sites Ready <= 90 s)")
+	fmt.Println("   RSS counts the pages of a binary shared by every site in each; PSS divides them among the sites")
 	cache := k8sbin.Cache{Dir: k8sbin.DefaultDir()}
 	for _, c := range k8sbin.Components() {
 		if _, err := cache.Lookup(c.Name); err != nil {
@@ -446,30 +449,65 @@ func (b *bench) clusters() {
 	defer os.RemoveAll(dir)
 	l, err := ledger.Open(filepath.Join(dir, "ledger"))
 	check(err)
+	memory := func(owner string) (rss, pss uint64, n int) {
+		// A moment for the start-up garbage to be collected.
+		time.Sleep(10 * time.Second)
+		entries, _ := l.Entries(owner)
+		for _, e := range entries {
+			if e.Kind == ledger.KindProcess && strings.Contains(e.Name, " of site ") {
+				n++
+				rss += rssOf(e.PID)
+				pss += pssOf(e.PID)
+			}
+		}
+		return rss, pss, n
+	}
+	tw := table("control plane\tcomponents\tsites\tReady after\tprocesses\tRSS a site\tPSS a site\tPSS in all\tmeets target\t")
+	// Before: every component, default settings; three sites side by side.
+	{
+		var cps []*controlplane.ControlPlane
+		defer func() {
+			for _, cp := range cps {
+				_ = cp.Stop()
+			}
+		}()
+		start := time.Now()
+		for i := 0; i < 3; i++ {
+			cp, err := controlplane.Start(context.Background(), controlplane.Options{Site: fmt.Sprintf("full%d", i), Dir: filepath.Join(dir, fmt.Sprintf("full%d", i)),
+				Bin: cache, Ledger: l, Owner: "benchfull", Log: discard(), Workloads: true})
+			check(err)
+			cps = append(cps, cp)
+		}
+		up := time.Since(start)
+		rss, pss, n := memory("benchfull")
+		fmt.Fprintf(tw, "before (baseline)\t%s\t3\t%v\t%d\t%.0f MiB\t%.0f MiB\t%.2f GiB\t-\t\n", strings.Join(cps[0].Components(), ", "), up.Round(10*time.Millisecond), n,
+			float64(rss)/3/(1<<20), float64(pss)/3/(1<<20), float64(pss)/(1<<30))
+		for _, cp := range cps {
+			check(cp.Stop())
+		}
+		cps = nil
+	}
+	// Lean: the embedded fleet's default, 30 sites of a gateway and a node.
 	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithLogger(discard()), netns.WithControlPlanes(cache))
 	check(err)
 	spec := &scenarios.FleetSpec{}
-	for i := 0; i < 3; i++ {
-		spec.Sites = append(spec.Sites, scenarios.Site{Name: fmt.Sprintf("s%d", i), Gateway: &scenarios.Gateway{Name: fmt.Sprintf("s%d-gw", i)}, NodeCount: 3})
+	const sites = 30
+	for i := 0; i < sites; i++ {
+		spec.Sites = append(spec.Sites, scenarios.Site{Name: fmt.Sprintf("s%d", i), Gateway: &scenarios.Gateway{Name: fmt.Sprintf("s%d-gw", i)}, NodeCount: 1})
 	}
+	defer func() { _ = p.Down(context.Background(), "benchk8s") }()
 	start := time.Now()
-	_, err = p.UpFleet(context.Background(), "benchk8s", spec)
+	f, err := p.UpFleet(context.Background(), "benchk8s", spec)
 	check(err)
 	up := time.Since(start)
-	var rss uint64
-	entries, _ := l.Entries("benchk8s")
-	n := 0
-	for _, e := range entries {
-		if e.Kind == ledger.KindProcess && strings.Contains(e.Name, " of site ") {
-			n++
-			rss += rssOf(e.PID)
-		}
+	rss, pss, n := memory("benchk8s")
+	comps := ""
+	if sc, err := f.Cluster("s0"); err == nil {
+		comps = strings.Join(sc.Components, ", ")
 	}
-	t0 := time.Now()
-	check(p.Down(context.Background(), "benchk8s"))
-	down := time.Since(t0)
-	tw := table("sites\tnodes (+gateways)\tprocesses\tReady after\tRSS\tdown\tmeets target\t")
-	fmt.Fprintf(tw, "3\t9 (+3)\t%d\t%v\t%.2f GiB\t%v\t%s\t\n", n, up.Round(10*time.Millisecond), float64(rss)/(1<<30), down.Round(time.Millisecond), pass(up <= 15*time.Second && rss <= 2<<30))
+	per := float64(pss) / sites / (1 << 20)
+	fmt.Fprintf(tw, "lean (netns default)\t%s\t%d\t%v\t%d\t%.0f MiB\t%.0f MiB\t%.2f GiB\t%s\t\n", comps, sites, up.Round(10*time.Millisecond), n,
+		float64(rss)/sites/(1<<20), per, float64(pss)/(1<<30), pass(per <= 250 && up <= 90*time.Second))
 	tw.Flush()
 	fmt.Println("\nFirst-time build of the binaries (edgefault setup on a fresh cache, as recorded when they were built):")
 	tw = table("component\tversion\tbuild time\t")
@@ -477,6 +515,23 @@ func (b *bench) clusters() {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", c.Name, c.Version, cache.BuildTime(c.Name))
 	}
 	tw.Flush()
+}
+
+// pssOf is a process's proportional share of resident memory in bytes
+// (each page shared with other processes divided among them).
+func pssOf(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			var kb uint64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &kb)
+			return kb * 1024
+		}
+	}
+	return 0
 }
 
 // rssOf is a process's resident memory in bytes.

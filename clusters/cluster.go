@@ -86,6 +86,9 @@ type Info struct {
 	// ControlPlanes: every site is a Kubernetes cluster the harness can
 	// read (validators that judge Node marks need it).
 	ControlPlanes bool `json:"controlPlanes"`
+	// SiteControlPlanes: each site has a control plane of its own, so a
+	// site may go without one (controlPlane: none).
+	SiteControlPlanes bool `json:"siteControlPlanes,omitempty"`
 }
 
 // Provider creates and removes fleets.
@@ -290,3 +293,9 @@ func ValidateFleetName(name string) error {
 }
 
 var fleetNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,23}$`)
+
+// SiteComponents is a fleet whose sites each run their own control plane
+// (or none): the processes a site runs, empty for none.
+type SiteComponents interface {
+	SiteComponents(site string) []string
+}

@@ -10,4 +10,5 @@ type (
 	Window         = report.Window
 	NodeSeries     = report.NodeSeries
 	Sample         = report.Sample
+	SiteRun        = report.SiteRun
 )

@@ -200,6 +200,15 @@ func (r *run) play(ctx context.Context) (err error) {
 		return fmt.Errorf("fleet up (provider %s): %w", r.o.Provider.Name(), err)
 	}
 	r.res.Provider = r.f.Provider()
+	if sc, ok := r.f.(clusters.SiteComponents); ok {
+		for _, st := range r.sc.Spec.Topology.Sites {
+			cp := "none"
+			if c := sc.SiteComponents(st.Name); len(c) > 0 {
+				cp = strings.Join(c, ", ")
+			}
+			r.res.Sites = append(r.res.Sites, SiteRun{Site: st.Name, ControlPlane: cp})
+		}
+	}
 	defer func() {
 		if r.o.Keep {
 			r.log.Info("leaving the fleet up (--keep); take it down with: edgefault fleet down --provider " + r.f.Provider() + " --fleet " + name)

@@ -62,6 +62,9 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 			return fmt.Errorf("scenario %s: workload %q asks for its node's kubeconfig, but provider %s starts no control planes (netns: run edgefault setup first)", name, w.Name, info.Name)
 		}
 	}
+	if err := checkNoControlPlane(info, sc); err != nil {
+		return err
+	}
 	if !info.ControlPlanes {
 		if sc.Spec.Runtime.Failover.Enabled {
 			return fmt.Errorf("scenario %s: failover marks Nodes in the site's Kubernetes API, but provider %s starts no control planes (netns: with edgefault setup done)", name, info.Name)
@@ -208,6 +211,67 @@ func checkTiming(sc *scenarios.Scenario, scale float64, validator string, bound 
 		}
 		return fmt.Errorf("scenario %s: %s lasts %v of real time at time scale %g, shorter than %s, so %s could not judge it: %s",
 			sc.Metadata.Name, which, real.Round(10*time.Millisecond), scale, why, validator, fix)
+	}
+	return nil
+}
+
+// checkNoControlPlane refuses what needs a site's Kubernetes API on a site
+// that says controlPlane: none, and the setting where sites share one
+// cluster.
+func checkNoControlPlane(info clusters.Info, sc *scenarios.Scenario) error {
+	name := sc.Metadata.Name
+	none := map[string]bool{}
+	for _, st := range sc.Spec.Topology.Sites {
+		if st.ControlPlane == scenarios.ControlPlaneNone {
+			none[st.Name] = true
+		}
+	}
+	if len(none) == 0 {
+		return nil
+	}
+	if !info.SiteControlPlanes {
+		return fmt.Errorf("scenario %s: controlPlane: none is for providers that give each site its own control plane (netns); provider %s has the sites share one cluster: leave it out", name, info.Name)
+	}
+	first := func() string {
+		for _, st := range sc.Spec.Topology.Sites {
+			if none[st.Name] {
+				return st.Name
+			}
+		}
+		return ""
+	}
+	if sc.Spec.Runtime.Failover.Enabled {
+		return fmt.Errorf("scenario %s: site %s has controlPlane: none, but failover marks Nodes in the site's Kubernetes API: give the site a control plane or turn failover off", name, first())
+	}
+	inNone := func(group string) string {
+		ms, err := sc.Spec.Resolve(group)
+		if err != nil {
+			return ""
+		}
+		for _, m := range ms {
+			if none[m.Site] {
+				return m.Site
+			}
+		}
+		return ""
+	}
+	for _, w := range sc.Spec.Workloads {
+		if w.Kubeconfig && !w.OnCloud() {
+			if st := inNone(w.On); st != "" {
+				return fmt.Errorf("scenario %s: workload %q asks for its node's kubeconfig, but site %s has controlPlane: none: give the site a control plane, or drop kubeconfig", name, w.Name, st)
+			}
+		}
+	}
+	for _, x := range sc.Spec.Expect {
+		if validators.NeedsKube(x.Validator) {
+			g := x.Group
+			if g == "" {
+				g = "all"
+			}
+			if st := inNone(g); st != "" {
+				return fmt.Errorf("scenario %s: validator %s reads the site's Kubernetes API, but site %s has controlPlane: none: narrow its group, or give the site a control plane", name, x.Validator, st)
+			}
+		}
 	}
 	return nil
 }

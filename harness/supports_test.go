@@ -11,7 +11,9 @@ import (
 // A scenario a provider cannot model is refused with the reason and a
 // provider that can; one it can is not.
 func TestSupports(t *testing.T) {
-	full := clusters.Info{Name: "full", Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, ControlPlanes: true}
+	full := clusters.Info{Name: "full", Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, ControlPlanes: true, SiteControlPlanes: true}
+	// none says controlPlane: none for the scenario's first site.
+	none := func(sc *scenarios.Scenario) { sc.Spec.Topology.Sites[0].ControlPlane = scenarios.ControlPlaneNone }
 	load := func(name string, change func(*scenarios.Scenario)) *scenarios.Scenario {
 		sc, err := scenarios.Builtin(name)
 		if err != nil {
@@ -50,6 +52,11 @@ func TestSupports(t *testing.T) {
 			sc.Spec.Expect = sc.Spec.Expect[:1]
 			sc.Spec.Timeline = append(sc.Spec.Timeline, scenarios.Step{At: sc.Spec.Timeline[0].At, Group: "factory-gw-a", Kill: "runtime"})
 		}), nil, "runs none with failover off"},
+		{"a site without a control plane", load("retail", none), nil, ""},
+		{"failover on a site without a control plane", load("factory", none), nil, "controlPlane: none, but failover marks Nodes"},
+		{"node-tagged on a site without a control plane", load("factory", func(sc *scenarios.Scenario) { none(sc); sc.Spec.Runtime.Failover.Enabled = false }),
+			nil, "validator node-tagged reads the site's Kubernetes API, but site factory has controlPlane: none"},
+		{"a site without a control plane where sites share one", load("retail", none), func(i *clusters.Info) { i.SiteControlPlanes = false }, "the sites share one cluster"},
 		{"a validator that does not exist", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Expect[0].Validator = "fine" }), nil, `unknown validator "fine"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,7 +49,14 @@ type Site struct {
 	Nodes     []Node     `yaml:"nodes,omitempty"`
 	// NodeCount adds nodes named <site>-n1 ... <site>-nN.
 	NodeCount int `yaml:"nodeCount,omitempty"`
+	// ControlPlane is "none" for a site of network and runtime only, with
+	// no Kubernetes API (where the provider gives sites their own); empty:
+	// the provider's.
+	ControlPlane string `yaml:"controlPlane,omitempty"`
 }
+
+// ControlPlaneNone is Site.ControlPlane for a site without a Kubernetes API.
+const ControlPlaneNone = "none"
 
 // Building is part of a site whose nodes route through one gateway.
 type Building struct {
@@ -324,6 +331,9 @@ func (s *FleetSpec) Validate(path string) error {
 			return perr(sp+".name", "site %q appears twice", st.Name)
 		}
 		sites[st.Name] = true
+		if st.ControlPlane != "" && st.ControlPlane != ControlPlaneNone {
+			return perr(sp+".controlPlane", "site %s: controlPlane %q: use none (no Kubernetes API at the site) or leave it out", st.Name, st.ControlPlane)
+		}
 		if len(st.Buildings) > 0 && (st.Gateway != nil || len(st.Nodes) > 0 || st.NodeCount > 0) {
 			return perr(sp, "site %q has buildings: put its gateway and nodes in them, not on the site", st.Name)
 		}

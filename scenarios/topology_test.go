@@ -55,6 +55,15 @@ spec:
   - name: s
     nodes: [a]
 `, `needs a gateway`},
+		{"control plane", `apiVersion: edgefault.io/v1alpha1
+kind: Fleet
+spec:
+  sites:
+  - name: s
+    controlPlane: lean
+    gateway: {name: gw}
+    nodes: [a]
+`, `controlPlane "lean": use none`},
 		{"wrong kind", `apiVersion: edgefault.io/v1alpha1
 kind: Flet
 spec: {}

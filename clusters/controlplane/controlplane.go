@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,6 +48,13 @@ type Options struct {
 	// kwok (which keeps Node objects Ready and runs the pods scheduled to
 	// them), so Deployments and DaemonSets schedule and drains complete.
 	Workloads bool
+	// Nodes starts kwok alone: it keeps the Node objects Ready, which is
+	// all tagging a Node and cordoning it need.
+	Nodes bool
+	// Lean trims memory: Go memory limits on every component, etcd keeps
+	// a short raft log, the apiserver has no watch cache and fewer
+	// requests in flight.
+	Lean bool
 	// Netns, when set, runs the control plane inside that network
 	// namespace (a name or path), serving the API on Address there, so the
 	// site's own nodes reach it over the site LAN and a cut uplink does not
@@ -120,10 +128,12 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	cp = &ControlPlane{Site: o.Site, Dir: o.Dir, o: o}
+	started := &ControlPlane{Site: o.Site, Dir: o.Dir, o: o}
+	cp = started
 	defer func() {
+		// Not cp: a failing return has set it to nil.
 		if err != nil {
-			_ = cp.Stop()
+			_ = started.Stop()
 		}
 	}()
 	if err := o.Ledger.Record(o.Owner, ledger.Entry{Kind: ledger.KindState, Name: o.Dir}); err != nil {
@@ -165,22 +175,35 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	if err := cp.start(ctx, "etcd", etcdBin,
-		"--name", "default", "--data-dir", filepath.Join(o.Dir, "etcd"),
+	etcdArgs := []string{"--name", "default", "--data-dir", filepath.Join(o.Dir, "etcd"),
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL, "--log-level", "warn"); err != nil {
+		"--initial-cluster", "default=" + peerURL, "--log-level", "warn"}
+	if o.Lean {
+		// The raft log is kept in memory up to a snapshot: 100 000
+		// entries by default.
+		etcdArgs = append(etcdArgs, "--snapshot-count=2000")
+	}
+	if err := cp.start(ctx, "etcd", etcdBin, etcdArgs...); err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, cp.procs[0], o.Netns, etcdURL+"/health", 30*time.Second); err != nil {
-		return nil, fmt.Errorf("etcd did not become healthy: %w (log: %s)", err, cp.logPath("etcd"))
+		return nil, fmt.Errorf("etcd did not become healthy: %w (log %s ends: %s)", err, cp.logPath("etcd"), cp.logTail("etcd"))
 	}
 	apiPort, err := freePort(o.Netns, 6443)
 	if err != nil {
 		return nil, err
 	}
 	cp.URL = fmt.Sprintf("https://%s:%d", addr, apiPort)
-	if err := cp.start(ctx, "kube-apiserver", apiBin,
+	var lean []string
+	if o.Lean {
+		lean = []string{"--watch-cache=false", "--profiling=false", "--max-requests-inflight=100", "--max-mutating-requests-inflight=50"}
+		if !o.Workloads {
+			// Nothing collects garbage without the controller manager.
+			lean = append(lean, "--enable-garbage-collector=false")
+		}
+	}
+	if err := cp.start(ctx, "kube-apiserver", apiBin, append(lean,
 		"--etcd-servers", etcdURL, "--etcd-prefix", "/registry/"+o.Site,
 		"--bind-address", addr, "--advertise-address", addr, "--secure-port", strconv.Itoa(apiPort),
 		"--tls-cert-file", servingCert, "--tls-private-key-file", servingKey,
@@ -192,7 +215,7 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		// the kubernetes Service endpoints.
 		"--endpoint-reconciler-type", "none",
 		"--enable-priority-and-fairness=false",
-		"--cert-dir", filepath.Join(o.Dir, "certs")); err != nil {
+		"--cert-dir", filepath.Join(o.Dir, "certs"))...); err != nil {
 		return nil, err
 	}
 	cp.Admin = &rest.Config{Host: cp.URL, TLSClientConfig: rest.TLSClientConfig{CAFile: pki.CAFile(), CertFile: adminCert, KeyFile: adminKey}, Timeout: 10 * time.Second}
@@ -200,15 +223,32 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		cp.Admin.Dial = dialer(o.Netns)
 	}
 	if err := cp.waitReady(ctx, 90*time.Second); err != nil {
-		return nil, fmt.Errorf("kube-apiserver did not become ready: %w (log: %s)", err, cp.logPath("kube-apiserver"))
+		return nil, fmt.Errorf("kube-apiserver did not become ready: %w (log %s ends: %s)", err, cp.logPath("kube-apiserver"), cp.logTail("kube-apiserver"))
 	}
-	if o.Workloads {
+	if o.Workloads || o.Nodes {
 		if err := cp.startWorkloads(ctx, saKey); err != nil {
 			return nil, err
 		}
 	}
 	o.Log.Info("control plane ready", "site", o.Site, "apiserver", cp.URL)
 	return cp, nil
+}
+
+// Components names the processes the control plane runs, in start order.
+func (cp *ControlPlane) Components() []string {
+	var out []string
+	for _, p := range cp.procs {
+		out = append(out, p.name)
+	}
+	return out
+}
+
+// logTail is the last lines of a component's log, on one line: the
+// error that stopped it is usually there, and Stop removes the log.
+func (cp *ControlPlane) logTail(name string) string {
+	b, _ := os.ReadFile(cp.logPath(name))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-3):], " | ")
 }
 
 func (cp *ControlPlane) logPath(name string) string { return filepath.Join(cp.Dir, name+".log") }
@@ -221,6 +261,11 @@ func (cp *ControlPlane) start(ctx context.Context, name, bin string, args ...str
 	defer lf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
+	if cp.o.Lean {
+		// A soft limit: the collector works harder near it rather than
+		// the heap growing to twice the live data.
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimits[name])
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	var start func(*exec.Cmd) error
 	if cp.o.Netns != "" {
@@ -325,8 +370,15 @@ func (cp *ControlPlane) Stop() error {
 	return errors.Join(errs...)
 }
 
-// startWorkloads starts the controller manager, the scheduler and kwok,
-// each with the admin identity.
+// memLimits are the lean components' GOMEMLIMIT: about what each needs
+// live for a site of a few Nodes, with room.
+var memLimits = map[string]string{
+	"etcd": "48MiB", "kube-apiserver": "160MiB", "kwok": "40MiB",
+	"kube-controller-manager": "64MiB", "kube-scheduler": "40MiB",
+}
+
+// startWorkloads starts the controller manager, the scheduler and kwok
+// (kwok alone with Nodes), each with the admin identity.
 func (cp *ControlPlane) startWorkloads(ctx context.Context, saKey string) error {
 	kc := filepath.Join(cp.Dir, "admin.kubeconfig")
 	if err := cp.WriteKubeconfig(kc); err != nil {
@@ -347,6 +399,9 @@ func (cp *ControlPlane) startWorkloads(ctx context.Context, saKey string) error 
 		{"kube-scheduler", []string{"--kubeconfig", kc, "--leader-elect=false", "--secure-port=0"}},
 		{"kwok", []string{"--kubeconfig", kc, "--manage-all-nodes=true", "--cidr", "10.244.0.0/16", "--node-lease-duration-seconds", "40"}},
 	} {
+		if !cp.o.Workloads && c.name != "kwok" {
+			continue
+		}
 		bin, err := cp.o.Bin.Lookup(c.name)
 		if err != nil {
 			return err

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,23 +42,32 @@ type SiteCluster struct {
 	// per member, each with that member's own identity.
 	Admin string            `json:"admin"`
 	Nodes map[string]string `json:"nodes"`
+	// Components are the processes it runs.
+	Components []string `json:"components,omitempty"`
 }
 
 // startControlPlanes gives every site its control plane and registers each
 // node and gateway of the site as a Node, with its own identity.
 func (f *Fleet) startControlPlanes(ctx context.Context, bin k8sbin.Cache) error {
 	f.Clusters = map[string]*SiteCluster{}
-	// Sites come up side by side: each waits mostly on its own apiserver.
+	// Sites come up side by side, their control planes' starts two per
+	// core: an apiserver's start is mostly CPU (about 2 s of it), and
+	// thirty at once on two cores would each miss its readiness bound.
+	// Waiting for Nodes to go Ready takes no slot.
 	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		errs []error
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		errs  []error
+		slots = make(chan struct{}, 2*runtime.NumCPU())
 	)
 	for _, s := range f.Sites {
+		if s.NoControlPlane {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sc, err := f.startSite(ctx, bin, s)
+			sc, err := f.startSite(ctx, bin, s, slots)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -71,7 +82,7 @@ func (f *Fleet) startControlPlanes(ctx context.Context, bin k8sbin.Cache) error 
 }
 
 // startSite starts one site's control plane and registers its members.
-func (f *Fleet) startSite(ctx context.Context, bin k8sbin.Cache, s site) (*SiteCluster, error) {
+func (f *Fleet) startSite(ctx context.Context, bin k8sbin.Cache, s site, slots chan struct{}) (*SiteCluster, error) {
 	{
 		var members []member
 		var host *member
@@ -87,12 +98,14 @@ func (f *Fleet) startSite(ctx context.Context, bin k8sbin.Cache, s site) (*SiteC
 		}
 		start := time.Now()
 		dir := filepath.Join(f.p.stateDir, f.FleetName, "sites", s.Name)
+		slots <- struct{}{}
 		cp, err := controlplane.Start(ctx, controlplane.Options{Site: s.Name, Dir: dir, Bin: bin, Ledger: f.p.ledger, Owner: f.FleetName,
-			Log: f.p.log, Workloads: true, Netns: "/run/netns/" + host.Namespace, Address: host.Address})
+			Log: f.p.log, Nodes: true, Workloads: f.p.scheduling, Lean: true, Netns: "/run/netns/" + host.Namespace, Address: host.Address})
+		<-slots
 		if err != nil {
 			return nil, fmt.Errorf("control plane of site %s: %w", s.Name, err)
 		}
-		sc := &SiteCluster{Site: s.Name, Namespace: host.Namespace, URL: cp.URL, Admin: filepath.Join(dir, "admin.kubeconfig"), Nodes: map[string]string{}}
+		sc := &SiteCluster{Site: s.Name, Namespace: host.Namespace, URL: cp.URL, Admin: filepath.Join(dir, "admin.kubeconfig"), Nodes: map[string]string{}, Components: cp.Components()}
 		cs, err := cp.Client()
 		if err != nil {
 			return nil, err
@@ -118,8 +131,11 @@ func (f *Fleet) startSite(ctx context.Context, bin k8sbin.Cache, s site) (*SiteC
 			}
 			sc.Nodes[m.Name] = path
 		}
-		if err := waitNodesReady(ctx, cs, len(members), 90*time.Second); err != nil {
-			return nil, fmt.Errorf("site %s: %w", s.Name, err)
+		if err := waitNodesReady(ctx, cs, len(members), 90*time.Second, f.p.scheduling); err != nil {
+			// The directory goes with the failed fleet: quote kwok.
+			b, _ := os.ReadFile(filepath.Join(dir, "kwok.log"))
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			return nil, fmt.Errorf("site %s: %w; kwok's log ends: %s", s.Name, err, strings.Join(lines[max(0, len(lines)-3):], " | "))
 		}
 		f.p.log.Info("site cluster up", "fleet", f.FleetName, "site", s.Name, "apiserver", cp.URL, "in", host.Namespace, "nodes", len(members), "elapsed", time.Since(start).Round(time.Millisecond))
 		return sc, nil
@@ -153,6 +169,15 @@ func writeKubeconfig(path, cluster, user, server, ca, cert, key string) error {
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
+// SiteComponents names the processes of site's control plane (none: an
+// empty list).
+func (f *Fleet) SiteComponents(site string) []string {
+	if sc, ok := f.Clusters[site]; ok {
+		return sc.Components
+	}
+	return nil
+}
+
 // Cluster returns the site's cluster, or an error naming the sites that
 // have one.
 func (f *Fleet) Cluster(site string) (*SiteCluster, error) {
@@ -169,10 +194,11 @@ func (f *Fleet) Cluster(site string) (*SiteCluster, error) {
 	return nil, fmt.Errorf("fleet %q has no site %q (sites: %v)", f.FleetName, site, names)
 }
 
-// waitNodesReady waits until n nodes report Ready (kwok's doing) and the
-// node lifecycle controller has lifted their not-ready taint, so pods
-// schedule at once.
-func waitNodesReady(ctx context.Context, cs *kubernetes.Clientset, n int, within time.Duration) error {
+// waitNodesReady waits until n nodes report Ready (kwok's doing) and, with
+// scheduling, the node lifecycle controller has lifted their not-ready
+// taint, so pods schedule at once (without it, nothing lifts the taint,
+// and no pod waits on it).
+func waitNodesReady(ctx context.Context, cs *kubernetes.Clientset, n int, within time.Duration, scheduling bool) error {
 	deadline := time.Now().Add(within)
 	ready := 0
 	for time.Now().Before(deadline) {
@@ -182,7 +208,7 @@ func waitNodesReady(ctx context.Context, cs *kubernetes.Clientset, n int, within
 			for _, nd := range nodes.Items {
 				tainted := false
 				for _, tn := range nd.Spec.Taints {
-					tainted = tainted || tn.Key == corev1.TaintNodeNotReady
+					tainted = tainted || (scheduling && tn.Key == corev1.TaintNodeNotReady)
 				}
 				for _, c := range nd.Status.Conditions {
 					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !tainted {
@@ -200,5 +226,5 @@ func waitNodesReady(ctx context.Context, cs *kubernetes.Clientset, n int, within
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%d of %d nodes Ready after %v (is kwok running? see its log in the site's directory)", ready, n, within)
+	return fmt.Errorf("%d of %d nodes Ready after %v (kwok keeps them Ready)", ready, n, within)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -53,7 +54,7 @@ func TestEverySiteIsACluster(t *testing.T) {
 	}
 	dir := t.TempDir()
 	l, _ := ledger.Open(filepath.Join(dir, "ledger"))
-	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}), netns.WithScheduling())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,5 +195,48 @@ func workloadsOnSite(t *testing.T, cs *kubernetes.Clientset, devices []string, m
 	})
 	if kubetest.RunningByNode(t, cs, "app=edgeguard")[drained] != 1 {
 		t.Error("the DaemonSet pod left the drained node")
+	}
+}
+
+// By default a site's control plane is lean (etcd, apiserver, kwok), and
+// a site that says controlPlane: none gets none while its network works.
+func TestLeanSitesAndSitesWithout(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (network namespaces); CI runs as root")
+	}
+	dir := t.TempDir()
+	l, _ := ledger.Open(filepath.Join(dir, "ledger"))
+	p, err := netns.NewProvider(netns.WithLedger(l), netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("kl%d", os.Getpid()%10000)
+	ctx := context.Background()
+	f, err := p.UpFleet(ctx, name, &scenarios.FleetSpec{Sites: []scenarios.Site{
+		{Name: "shop", Gateway: &scenarios.Gateway{Name: "shop-gw"}, NodeCount: 1},
+		{Name: "kiosk", Gateway: &scenarios.Gateway{Name: "kiosk-gw"}, NodeCount: 1, ControlPlane: scenarios.ControlPlaneNone},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Down(ctx, name)
+	if got, want := f.SiteComponents("shop"), []string{"etcd", "kube-apiserver", "kwok"}; !slices.Equal(got, want) {
+		t.Errorf("shop runs %v, want %v", got, want)
+	}
+	if got := f.SiteComponents("kiosk"); len(got) != 0 {
+		t.Errorf("kiosk said controlPlane: none and runs %v", got)
+	}
+	if _, err := f.Cluster("kiosk"); err == nil {
+		t.Error("kiosk has a cluster")
+	}
+	if _, err := f.MemberKubeconfig("kiosk-n1"); err == nil {
+		t.Error("a node of a site without a control plane has a kubeconfig")
+	}
+	sc, err := f.Cluster("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sc.Nodes["shop-n1"]); err != nil {
+		t.Errorf("shop-n1 has no kubeconfig: %v", err)
 	}
 }

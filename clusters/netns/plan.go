@@ -37,7 +37,7 @@ func plan(name string, spec *scenarios.FleetSpec) (*Fleet, error) {
 			return nil, err
 		}
 		br := fmt.Sprintf("lan%d", si)
-		f.Sites = append(f.Sites, site{Name: s.Name, LAN: lan.String(), Bridge: br})
+		f.Sites = append(f.Sites, site{Name: s.Name, LAN: lan.String(), Bridge: br, NoControlPlane: s.ControlPlane == scenarios.ControlPlaneNone})
 		host := 1
 		gwAddr := map[string]string{}
 		for _, g := range gws {

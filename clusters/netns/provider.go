@@ -28,12 +28,20 @@ type Provider struct {
 	shaperOpts []shaper.Option
 	helper     string
 	k8s        *k8sbin.Cache
+	scheduling bool
 	extra      map[string]ledger.Remover
 }
 
 // WithControlPlanes gives every site its own Kubernetes control plane
-// (see controlplane.go), from binaries `edgefault setup` built into c.
+// (see controlplane.go), from binaries `edgefault setup` built into c:
+// etcd, kube-apiserver and kwok, with memory-lean settings. A site whose
+// spec says controlPlane: none gets none.
 func WithControlPlanes(c k8sbin.Cache) Option { return func(p *Provider) { p.k8s = &c } }
+
+// WithScheduling also starts kube-controller-manager and kube-scheduler
+// in every control plane, with every API group, so Deployments and
+// DaemonSets schedule (on kwok) and drains have pods to evict.
+func WithScheduling() Option { return func(p *Provider) { p.scheduling = true } }
 
 // Option configures a Provider.
 type Option func(*Provider)
@@ -142,6 +150,8 @@ type site struct {
 	Name   string `json:"name"`
 	LAN    string `json:"lan"`
 	Bridge string `json:"bridge"`
+	// NoControlPlane: the spec said controlPlane: none.
+	NoControlPlane bool `json:"noControlPlane,omitempty"`
 }
 
 // Fleet is an embedded fleet that is up.

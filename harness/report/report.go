@@ -219,6 +219,7 @@ func reportJUnit(r *Report) ([]byte, error) {
 			Properties: []junitProperty{
 				{"timeScale", reportNumber(s.TimeScale)},
 				{"runtime", s.Runtime},
+				{"sites", s.SitesSummary()},
 				{"source", s.Source},
 				{"provider", cmp.Or(s.Provider, r.Provider)},
 				{"backend", s.Backend},
@@ -438,6 +439,7 @@ type htmlScenario struct {
 	Scale, Timing, Error, Evidence     string
 	ScaleNote                          string
 	Fleet                              string // "provider netns, backend fallback"
+	Sites                              string // what the sites ran
 	Pass                               bool
 	VerdictsPassed                     int
 	Verdicts                           []htmlVerdict
@@ -559,6 +561,7 @@ func htmlScenarioOf(i int, s ScenarioResult) htmlScenario {
 		Description: s.Description,
 		Source:      s.Source,
 		Runtime:     s.Runtime,
+		Sites:       s.SitesSummary(),
 		Scale:       reportScale(s.TimeScale),
 		Timing:      reportTiming(s),
 		Error:       s.Error,

@@ -1,6 +1,8 @@
 package report
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/edgefault/edgefault/validators"
@@ -31,6 +33,10 @@ type ScenarioResult struct {
 	// Runtime is the runtime's settings in words ("gate on, buffer on
 	// disk, failover on").
 	Runtime string `json:"runtime"`
+	// Sites says what each site ran besides its network and runtime: its
+	// control plane's processes, or none (where the provider gives each
+	// site its own).
+	Sites []SiteRun `json:"sites,omitempty"`
 	// Started is when the timeline started (time zero of Windows and
 	// samples); Duration is the wall time of the whole run, set-up
 	// included; Timeline is the scaled timeline's length.
@@ -46,6 +52,37 @@ type ScenarioResult struct {
 	Nodes    []NodeSeries         `json:"nodes"`
 	// Evidence is the directory the raw evidence was copied to.
 	Evidence string `json:"evidence,omitempty"`
+}
+
+// SiteRun is what one site ran.
+type SiteRun struct {
+	Site string `json:"site"`
+	// ControlPlane lists its processes ("etcd, kube-apiserver, kwok"), or
+	// is "none".
+	ControlPlane string `json:"controlPlane"`
+}
+
+// SitesSummary says what the sites ran in one line, sites that ran the
+// same counted together: "etcd, kube-apiserver, kwok (2 sites); none
+// (100 sites)".
+func (s ScenarioResult) SitesSummary() string {
+	var order []string
+	count := map[string]int{}
+	for _, st := range s.Sites {
+		if count[st.ControlPlane] == 0 {
+			order = append(order, st.ControlPlane)
+		}
+		count[st.ControlPlane]++
+	}
+	var parts []string
+	for _, cp := range order {
+		n := "1 site"
+		if count[cp] > 1 {
+			n = fmt.Sprintf("%d sites", count[cp])
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", cp, n))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Window is an impairment applied during the timeline, relative to

@@ -30,7 +30,7 @@ import (
 // and the hold-down it takes its marks back off.
 func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 	ctx := context.Background()
-	f := fleet(t, "fk", []scenarios.Site{factory()}, withCluster())
+	f := fleet(t, "fk", []scenarios.Site{factory()}, withCluster()...)
 	sc, err := f.Cluster("factory")
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +202,7 @@ func TestGatewayMarksAndDrainsItsNode(t *testing.T) {
 // behind the same cut uplink), and the local service keeps answering.
 func TestStoreIsMarkedButNotDrained(t *testing.T) {
 	ctx := context.Background()
-	f := fleet(t, "fs", []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}}, withCluster())
+	f := fleet(t, "fs", []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-gw"}, Nodes: []scenarios.Node{{Name: "pos"}}}}, withCluster()...)
 	sc, _ := f.Cluster("store")
 	pos, _ := f.NetnsMember("pos")
 	gw, _ := f.NetnsMember("store-gw")
@@ -259,8 +259,10 @@ func TestStoreIsMarkedButNotDrained(t *testing.T) {
 	}
 }
 
-func withCluster() netns.Option {
-	return netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()})
+// withCluster gives the fleet's sites control planes that schedule: the
+// tests' Deployments need pods to drain.
+func withCluster() []netns.Option {
+	return []netns.Option{netns.WithControlPlanes(k8sbin.Cache{Dir: k8sbin.DefaultDir()}), netns.WithScheduling()}
 }
 
 // kubeClient is a client from kubeconfig whose connections start in

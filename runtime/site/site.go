@@ -43,7 +43,7 @@ const (
 	MaxQuiet = 12 * time.Second
 	quietGap = time.Second
 	maxPeers = 64
-	maxDgram   = 512
+	maxDgram = 512
 	// announceEvery is how often a flushing runtime says so; a peer
 	// unheard for expireAfter has stopped.
 	announceEvery = 250 * time.Millisecond
