@@ -37,7 +37,7 @@ every member a network namespace on this machine, <fleet>-<name>, so
 
 func newFleetUpCmd(g *globals) *cobra.Command {
 	var file, name, backend, prov string
-	var controlPlanes, cloudServices bool
+	var controlPlanes, cloudServices, scheduling bool
 	cmd := &cobra.Command{
 		Use:   "up [-f TOPOLOGY.yaml] [--fleet FLEET]",
 		Short: "Create a fleet from a topology (the built-in one by default)",
@@ -64,7 +64,10 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			p, err := newProvider(g, prov, providerOptions{backend: backend, controlPlanes: controlPlanes})
+			if scheduling && (!controlPlanes || prov == kind.ProviderName) {
+				return errors.New("--scheduling adds a controller manager and a scheduler to every site's control plane: it is for --provider netns with control planes")
+			}
+			p, err := newProvider(g, prov, providerOptions{backend: backend, controlPlanes: controlPlanes, scheduling: scheduling})
 			if err != nil {
 				if controlPlanes && !errors.Is(err, errUnknownProvider) {
 					return fmt.Errorf("%w; or bring the fleet up without site clusters: --control-planes=false", err)
@@ -113,7 +116,8 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	providerFlag(cmd, &prov)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
 	cmd.Flags().BoolVar(&cloudServices, "cloud-services", true, "run the speed-test server (:8080), the content server (:8081) and the sink (:8082) in the cloud (edgeguard, found next to edgefault, on PATH or at $EDGEGUARD)")
-	cmd.Flags().BoolVar(&controlPlanes, "control-planes", true, "give every site its own Kubernetes cluster (needs edgefault setup; false: network only, for large fleets)")
+	cmd.Flags().BoolVar(&controlPlanes, "control-planes", true, "give every site its own Kubernetes cluster: etcd, kube-apiserver and kwok, lean (needs edgefault setup; false: network only, for large fleets; a topology's site may also say controlPlane: none)")
+	cmd.Flags().BoolVar(&scheduling, "scheduling", false, "also run kube-controller-manager and kube-scheduler in every site's control plane, so Deployments and DaemonSets you apply schedule (on kwok)")
 	return cmd
 }
 

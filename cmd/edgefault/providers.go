@@ -31,6 +31,8 @@ type providerOptions struct {
 	// controlPlanes gives every site a Kubernetes cluster (the control
 	// plane binaries must be cached: edgefault setup).
 	controlPlanes bool
+	// scheduling adds the controller manager and the scheduler to them.
+	scheduling bool
 	// removers remove what other providers recorded in the ledger.
 	removers map[string]ledger.Remover
 }
@@ -92,6 +94,9 @@ func netnsProvider(g *globals, o providerOptions) (*netns.Provider, error) {
 			}
 		}
 		opts = append(opts, netns.WithControlPlanes(c))
+		if o.scheduling {
+			opts = append(opts, netns.WithScheduling())
+		}
 	}
 	return netns.NewProvider(opts...)
 }
