@@ -463,7 +463,8 @@ func (b *bench) clusters() {
 		return rss, pss, n
 	}
 	tw := table("control plane\tcomponents\tsites\tReady after\tprocesses\tRSS a site\tPSS a site\tPSS in all\tmeets target\t")
-	// Before: every component, default settings; three sites side by side.
+	// Before: every component, default settings; three sites, one after
+	// another.
 	{
 		var cps []*controlplane.ControlPlane
 		defer func() {

@@ -39,8 +39,9 @@ var _ = Describe("nodes that share an uplink", Ordered, func() {
 			Expect(d).To(BeNumerically("<", 30*time.Second), "node %d's gate opened %s after the restore", i+1, d)
 		}
 		// The share is 80% of what the gates measured; 90% of the uplink
-		// is the target, the whole uplink the bound here.
-		Expect(res.MeanBps).To(BeNumerically("<=", 50e6), "the site flushed beyond its uplink")
+		// is the target, and a loaded machine only flushes slower.
+		Expect(res.MeanBps).To(BeNumerically("<=", 0.9*50e6), "the site flushed beyond its share of the uplink")
+		Expect(res.MeanBps).To(BeNumerically(">", 0.25*50e6), "the site flushed far below its share")
 		ideal := time.Duration(float64(res.Backlog) * 8 / (0.8 * res.Capacity) * float64(time.Second))
 		Expect(res.Drain).To(BeNumerically("<", 3*ideal+5*time.Second), "drained in %s; backlog / share is %s", res.Drain, ideal)
 	})

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/runtime/serve"
 	"github.com/edgefault/edgefault/runtime/site"
 	"github.com/spf13/cobra"
@@ -62,10 +63,12 @@ for a moment and measures again, so a flush never closes a gate.`,
 			if bf.path != "" {
 				// Even alone, the gate tells this node's own flush from
 				// a slow link.
+				var sev *events.Log
 				var err error
-				if coord, err = sf.open(g); err != nil {
+				if coord, sev, err = sf.open(g); err != nil {
 					return err
 				}
+				defer sev.Close()
 				gf.site = coord
 				jobs = append(jobs, coord.Run)
 			} else if sf.set() {

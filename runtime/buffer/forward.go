@@ -173,6 +173,10 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 				continue
 			}
 		}
+		if err != nil {
+			// Waiting, not sending: the site's others take the share.
+			flushing(false)
+		}
 		var busy *busyError
 		if errors.As(err, &busy) {
 			// The sink's admission said when to come back: a pause, not a

@@ -79,8 +79,9 @@ type Config struct {
 	// measures each direction, once a first full test has measured the
 	// link (default 2s, at most FullDuration). Shorter reopens sooner and
 	// costs less; it reads a long-delay link's rate lower (TCP's ramp is a
-	// larger part of it), so a confirmation that does not confirm is
-	// followed at once by one of FullDuration before the gate backs off.
+	// larger part of it), so a confirmation that reads between the close
+	// and reopen marks is followed at once by one of FullDuration before
+	// the gate backs off.
 	ConfirmDuration time.Duration
 	// Site, when set, is the runtimes sharing this uplink
 	// (*site.Coordinator): a slow reading while the site flushes is
@@ -108,9 +109,11 @@ type Site interface {
 	QuietDone()
 	// Shared says whether there are other runtimes behind the uplink.
 	Shared() bool
-	// PeerQuiet is the latest quiet another runtime asked for: its gate
-	// measures then, and what this one reads is not the link.
-	PeerQuiet() (from, until time.Time)
+	// PeerQuietUntil is when the quiets other runtimes asked for end:
+	// their gates measure until then, and what this one reads is not the
+	// link; PeerQuietDuring says whether one overlapped [from, to].
+	PeerQuietUntil() time.Time
+	PeerQuietDuring(from, to time.Time) bool
 	// Confirmed tells the others this gate's full test confirmed the
 	// uplink at bps; PeerConfirmed is the latest such word from another.
 	Confirmed(bps float64)

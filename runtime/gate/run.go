@@ -283,8 +283,9 @@ func (g *Gate) Run(ctx context.Context) error {
 			}
 		}
 		// A neighbour's gate measuring fills the uplink: wait it out, and
-		// do not judge a reading it overlapped.
-		if !g.waitPeers(ctx) {
+		// do not judge a reading it overlapped. Not in this gate's own
+		// quiet: the site is quiet for both, and waiting would outlast it.
+		if !quieted && !g.waitPeers(ctx) {
 			return nil
 		}
 		started := time.Now()
@@ -292,12 +293,17 @@ func (g *Gate) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		inQuiet := quieted
 		if quieted {
 			g.cfg.Site.QuietDone()
 			quieted = false
 		}
-		if g.peerOverlap(started, time.Now()) {
+		if !inQuiet && g.peerOverlap(started, time.Now()) {
 			g.cfg.Events.Emit("probe-discarded", "why", "a neighbour's gate measured meanwhile")
+			// Within the budget's spacing all the same.
+			if !sleep(ctx, min(g.intervalLocked(), 500*time.Millisecond)) {
+				return nil
+			}
 			continue
 		}
 		escalated := size != 0
@@ -442,11 +448,17 @@ func (g *Gate) quiet(ctx context.Context, d time.Duration, why string, always bo
 	return true, sleep(ctx, settle)
 }
 
-func (g *Gate) sitePeerQuiet() (time.Time, time.Time) {
+func (g *Gate) sitePeerQuietUntil() time.Time {
 	if g.cfg.Site == nil {
-		return time.Time{}, time.Time{}
+		return time.Time{}
 	}
-	return g.cfg.Site.PeerQuiet()
+	return g.cfg.Site.PeerQuietUntil()
+}
+
+func (g *Gate) intervalLocked() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.interval()
 }
 
 // peerConfirmFresh is how recent a neighbour's confirmation must be to
@@ -486,8 +498,7 @@ func (g *Gate) waitPeers(ctx context.Context) bool {
 	// Polled: a neighbour that is done early says so.
 	waited := false
 	for {
-		_, until := g.cfg.Site.PeerQuiet()
-		left := time.Until(until)
+		left := time.Until(g.cfg.Site.PeerQuietUntil())
 		if left <= 0 {
 			// A moment for the neighbour's last transfer to clear.
 			return !waited || sleep(ctx, 100*time.Millisecond)
@@ -502,11 +513,7 @@ func (g *Gate) waitPeers(ctx context.Context) bool {
 // peerOverlap says whether a neighbour's measurement overlapped
 // [from, to].
 func (g *Gate) peerOverlap(from, to time.Time) bool {
-	if g.cfg.Site == nil {
-		return false
-	}
-	pf, pu := g.cfg.Site.PeerQuiet()
-	return !pu.IsZero() && !pf.After(to) && !pu.Before(from)
+	return g.cfg.Site != nil && g.cfg.Site.PeerQuietDuring(from, to)
 }
 
 // probeTime is about how long a probe of size bytes takes at the reopen
@@ -538,7 +545,7 @@ func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
 		if !g.waitPeers(ctx) || !sleep(ctx, rand.N(500*time.Millisecond)) {
 			return
 		}
-		if _, until := g.sitePeerQuiet(); time.Until(until) <= 0 {
+		if time.Until(g.sitePeerQuietUntil()) <= 0 {
 			break
 		}
 	}
@@ -567,14 +574,10 @@ func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
 	g.mu.Lock()
 	g.fullBackoff, g.fullNotBefore = 0, time.Time{}
 	g.mu.Unlock()
-	if g.cfg.Site != nil {
-		g.cfg.Site.QuietDone()
-	}
-	if asked, ok := g.quiet(ctx, 2*g.cfg.FullDuration+4*time.Second, "confirming a reopening at full length", true); ok {
+	// The quiet goes on (the site extends it, within its bound); the
+	// deferred QuietDone ends it.
+	if _, ok := g.quiet(ctx, 2*g.cfg.FullDuration+4*time.Second, "confirming a reopening at full length", true); ok {
 		g.fullTest(ctx, c, base, g.cfg.FullDuration)
-		if asked {
-			g.cfg.Site.QuietDone()
-		}
 	}
 }
 

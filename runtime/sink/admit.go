@@ -88,8 +88,7 @@ func newAdmitter(a Admission, m *admitMetrics) *admitter {
 	ad := &admitter{a: a, m: m}
 	if a.Rate > 0 {
 		bps := float64(a.Rate.BytesPerSecond())
-		// A second's worth, and never less than a default batch (256 KiB)
-		// so one batch can always pass.
+		// A second's worth, and at least 512 KiB (two default batches).
 		burst := int(max(bps, 512<<10))
 		ad.bucket = rate.NewLimiter(rate.Limit(bps), burst)
 		m.limitBytes.Set(bps)
@@ -108,36 +107,28 @@ type refusal struct {
 }
 
 // admit waits for r's turn, or says why and for how long it must come back
-// later. The release it returns ends the batch's slot.
+// later. The release it returns ends the batch's slot. The slot comes
+// first: a batch refused for concurrency has taken no rate.
 func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(), no *refusal) {
 	start := time.Now()
 	ad.m.waiting.Inc()
 	defer ad.m.waiting.Dec()
 	ctx, cancel := context.WithTimeout(ctx, ad.a.MaxWait)
 	defer cancel()
-	if ad.bucket != nil {
-		n := int(r.ContentLength)
-		if n <= 0 || n > ad.bucket.Burst() {
-			// A body of unknown size is read up to the sink's bound; a
-			// larger batch than the burst is charged a whole burst.
-			n = ad.bucket.Burst()
-		}
-		res := ad.bucket.ReserveN(start, n)
-		if d := res.DelayFrom(start); d > ad.a.MaxWait {
-			res.CancelAt(start)
-			return nil, &refusal{"rate", d}
-		} else if d > 0 {
-			select {
-			case <-ctx.Done():
-				res.Cancel()
-				return nil, &refusal{"rate", d}
-			case <-time.After(d):
-			}
-		}
-	}
 	if ad.slots != nil {
 		if err := ad.slots.Acquire(ctx, 1); err != nil {
 			return nil, &refusal{"concurrency", ad.a.MaxWait}
+		}
+	}
+	freeSlot := func() {
+		if ad.slots != nil {
+			ad.slots.Release(1)
+		}
+	}
+	if ad.bucket != nil {
+		if d, ok := ad.reserve(ctx, r.ContentLength); !ok {
+			freeSlot()
+			return nil, &refusal{"rate", d}
 		}
 	}
 	ad.m.wait.Observe(time.Since(start).Seconds())
@@ -148,10 +139,46 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 	ad.m.inFlight.Inc()
 	return func() {
 		ad.m.inFlight.Dec()
-		if ad.slots != nil {
-			ad.slots.Release(1)
-		}
+		freeSlot()
 	}, nil
+}
+
+// reserve takes n bytes from the bucket, waiting for them within ctx (the
+// sink refuses a body of unknown size before). A batch larger
+// than the burst is charged in burst-sized parts, so that it pays for all
+// of its bytes. It returns the wait it would have needed when that is
+// past MaxWait (nothing is then taken).
+func (ad *admitter) reserve(ctx context.Context, n int64) (time.Duration, bool) {
+	n = max(n, 1)
+	now := time.Now()
+	burst := int64(ad.bucket.Burst())
+	var parts []*rate.Reservation
+	cancelAll := func() {
+		for _, p := range parts {
+			p.CancelAt(now)
+		}
+	}
+	var d time.Duration
+	for left := n; left > 0; left -= burst {
+		p := ad.bucket.ReserveN(now, int(min(left, burst)))
+		parts = append(parts, p)
+		d = p.DelayFrom(now)
+	}
+	if d > ad.a.MaxWait {
+		cancelAll()
+		return d, false
+	}
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			cancelAll()
+			return d, false
+		case <-t.C:
+		}
+	}
+	return 0, true
 }
 
 // refuse answers 429 with a Retry-After (whole seconds, at least 1) and

@@ -223,6 +223,10 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Admission before the memory budget: a refused batch is never read.
+	if s.ad.bucket != nil && r.ContentLength < 0 {
+		http.Error(w, "the sink admits batches by their size: send a Content-Length", http.StatusLengthRequired)
+		return
+	}
 	done, no := s.ad.admit(r.Context(), r)
 	if no != nil {
 		s.ad.refuse(w, no)

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,12 +36,13 @@ import (
 // DefaultPort is the UDP port runtimes listen on for their site.
 const DefaultPort = 7947
 
-// Bounds on what a peer can make a runtime do: a quiet request holds
-// flushes at most MaxQuiet (a full-length speed test and its ping), and a
-// peer's next one is heard only as long after its last ended as that one
-// lasted (at least quietGap): a peer holds the flush at most half the time.
+// Bounds on what a peer can make a runtime do: a quiet holds flushes at
+// most MaxQuiet (a full-length speed test with its ping and upload), its
+// sender may extend it within that but not beyond, and the sender's next
+// one is heard only as long after it ended as it lasted (at least
+// quietGap): a peer holds the flush at most half the time.
 const (
-	MaxQuiet = 12 * time.Second
+	MaxQuiet = 30 * time.Second
 	quietGap = time.Second
 	maxPeers = 64
 	maxDgram = 512
@@ -66,9 +68,12 @@ type Config struct {
 	// address of the site's LAN.
 	Peers []string
 	// Key, when set, signs every datagram (HMAC-SHA256) and drops those
-	// not signed with it. Without it, anyone on the site's LAN can slow
-	// the site's flushes (never below 1/64 of the share), hold them half
-	// the time, and make its gates wait before they measure.
+	// not signed with it. Without it, datagrams are taken from the peers'
+	// addresses only (any address when a peer is a broadcast address),
+	// and whoever can send from one of them can slow the site's flushes
+	// (never below 1/64 of the share), hold them, make its gates wait
+	// before they measure, and open a gate whose own probes read good on a
+	// forged confirmation.
 	Key    []byte
 	Events *events.Log
 	Logger *slog.Logger
@@ -80,17 +85,15 @@ type Coordinator struct {
 	cfg   Config
 	conn  *net.UDPConn
 	peers []*net.UDPAddr
+	// from are the peers' addresses datagrams are taken from; nil: any
+	// (a peer is a broadcast address, or a key signs them).
+	from map[netip.Addr]bool
 
 	mu       sync.Mutex
 	flushing bool
 	heard    map[string]peer // node -> what it last said
 	// ownUntil is the quiet this runtime's gate asked for.
 	ownUntil time.Time
-	// peerFrom and peerUntil are the latest quiet a peer (peerBy) asked
-	// for: its gate is measuring then, so this one's readings are not the
-	// link's.
-	peerFrom, peerUntil time.Time
-	peerBy              string
 	// confirmedBps and confirmedAt are a peer's latest confirmation.
 	confirmedBps float64
 	confirmedAt  time.Time
@@ -98,10 +101,12 @@ type Coordinator struct {
 }
 
 type peer struct {
-	flushing  bool
-	at        time.Time
-	quietFrom time.Time // when its last quiet began
-	nextQuiet time.Time // its next quiet is heard from then on
+	flushing bool
+	at       time.Time
+	// quietFrom and quietUntil are its last quiet: its gate measures
+	// then, so this one's readings are not the link's.
+	quietFrom, quietUntil time.Time
+	nextQuiet             time.Time // its next quiet is heard from then on
 }
 
 // message is one datagram.
@@ -139,12 +144,22 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = fmt.Sprintf(":%d", DefaultPort)
 	}
+	if len(cfg.Key) == 0 {
+		c.from = map[netip.Addr]bool{}
+	}
 	for _, p := range cfg.Peers {
 		a, err := net.ResolveUDPAddr("udp", p)
 		if err != nil || a.IP == nil || a.Port == 0 {
 			return nil, fmt.Errorf("site peer %q: want host:port, e.g. 10.0.1.12:%d", p, DefaultPort)
 		}
 		c.peers = append(c.peers, a)
+		ip, _ := netip.AddrFromSlice(a.IP)
+		ip = ip.Unmap()
+		if ip.Is4() && ip.As4()[3] == 255 || ip.IsMulticast() {
+			c.from = nil // a broadcast: the senders' addresses are not known
+		} else if c.from != nil {
+			c.from[ip] = true
+		}
 	}
 	la, err := net.ResolveUDPAddr("udp", cfg.Listen)
 	if err != nil {
@@ -183,6 +198,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			continue
 		}
 		if n > maxDgram {
+			continue
+		}
+		if c.from != nil && !c.from[from.AddrPort().Addr().Unmap()] {
 			continue
 		}
 		m, err := c.decode(buf[:n])
@@ -242,19 +260,21 @@ func (c *Coordinator) receive(m message) {
 		}
 	}
 	p.flushing, p.at = m.Flushing, now
-	if m.QuietMs > 0 && !now.Before(p.nextQuiet) {
-		until := now.Add(min(time.Duration(m.QuietMs)*time.Millisecond, MaxQuiet))
-		p.quietFrom, p.nextQuiet = now, until.Add(max(quietGap, until.Sub(now)))
-		if until.After(c.peerUntil) {
-			if now.After(c.peerUntil) {
-				c.peerFrom = now
-			}
-			c.peerUntil, c.peerBy = until, m.Node
-		}
-		c.cfg.Events.Emit("site-quiet", "by", m.Node, "ms", until.Sub(now).Milliseconds())
+	want := time.Duration(m.QuietMs) * time.Millisecond
+	switch {
+	case m.QuietMs > 0 && p.quietUntil.After(now):
+		// Its quiet goes on (a confirmation followed by a full-length
+		// test): extended, never past MaxQuiet from its start.
+		p.quietUntil = minTime(now.Add(want), p.quietFrom.Add(MaxQuiet))
+		p.nextQuiet = p.quietUntil.Add(max(quietGap, p.quietUntil.Sub(p.quietFrom)))
+		c.cfg.Events.Emit("site-quiet", "by", m.Node, "ms", p.quietUntil.Sub(now).Milliseconds(), "extended", true)
+	case m.QuietMs > 0 && !now.Before(p.nextQuiet):
+		p.quietFrom, p.quietUntil = now, now.Add(min(want, MaxQuiet))
+		p.nextQuiet = p.quietUntil.Add(max(quietGap, p.quietUntil.Sub(now)))
+		c.cfg.Events.Emit("site-quiet", "by", m.Node, "ms", p.quietUntil.Sub(now).Milliseconds())
 	}
-	if m.Done && c.peerBy == m.Node && c.peerUntil.After(now) {
-		c.peerUntil = now
+	if m.Done && p.quietUntil.After(now) {
+		p.quietUntil = now
 		p.nextQuiet = now.Add(max(quietGap, now.Sub(p.quietFrom)))
 		c.cfg.Events.Emit("site-quiet-done", "by", m.Node)
 	}
@@ -263,6 +283,13 @@ func (c *Coordinator) receive(m message) {
 		c.cfg.Events.Emit("site-confirmed", "by", m.Node, "bps", m.ConfirmedBps)
 	}
 	c.heard[m.Node] = p
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func (c *Coordinator) expireLocked(now time.Time) {
@@ -338,7 +365,7 @@ func (c *Coordinator) Flushers() int {
 	if c.flushing {
 		n++
 	}
-	return max(n, 1)
+	return min(max(n, 1), maxPeers)
 }
 
 func (c *Coordinator) peersFlushingLocked() int {
@@ -364,12 +391,32 @@ func (c *Coordinator) Flushing() bool {
 // Shared says whether this runtime has peers to agree with.
 func (c *Coordinator) Shared() bool { return c.conn != nil && len(c.peers) > 0 }
 
-// PeerQuiet is the latest quiet a peer asked for (zero times: none): a
-// neighbour's gate measures then, and its test fills the uplink.
-func (c *Coordinator) PeerQuiet() (from, until time.Time) {
+// PeerQuietUntil is when the quiets other runtimes asked for end (the
+// past: none now): a neighbour's gate measures until then, and its test
+// fills the uplink.
+func (c *Coordinator) PeerQuietUntil() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.peerFrom, c.peerUntil
+	var until time.Time
+	for _, p := range c.heard {
+		if p.quietUntil.After(until) {
+			until = p.quietUntil
+		}
+	}
+	return until
+}
+
+// PeerQuietDuring says whether another runtime's quiet overlapped
+// [from, to]: a reading then is not the link's.
+func (c *Coordinator) PeerQuietDuring(from, to time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.heard {
+		if !p.quietFrom.IsZero() && !p.quietFrom.After(to) && !p.quietUntil.Before(from) {
+			return true
+		}
+	}
+	return false
 }
 
 // Quiet asks every runtime of the site, this one included, to hold its
@@ -426,10 +473,13 @@ func (c *Coordinator) QuietDone() {
 func (c *Coordinator) QuietUntil() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ownUntil.After(c.peerUntil) {
-		return c.ownUntil
+	until := c.ownUntil
+	for _, p := range c.heard {
+		if p.quietUntil.After(until) {
+			until = p.quietUntil
+		}
 	}
-	return c.peerUntil
+	return until
 }
 
 func setBroadcast(fd uintptr) {

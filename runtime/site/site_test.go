@@ -90,41 +90,64 @@ func TestFlushersAndQuiet(t *testing.T) {
 	}
 	// The others know a neighbour measures; the one that asked does not
 	// wait for itself.
-	if _, until := cs[1].PeerQuiet(); time.Until(until) < 2*time.Second {
+	if until := cs[1].PeerQuietUntil(); time.Until(until) < 2*time.Second {
 		t.Errorf("b does not know a's gate measures: until %s", until)
 	}
-	if _, until := cs[0].PeerQuiet(); !until.IsZero() {
+	if until := cs[0].PeerQuietUntil(); !until.IsZero() {
 		t.Errorf("a waits for its own quiet: until %s", until)
 	}
-	// A peer that asks again at once is not heard: it holds the flush at
-	// most half the time.
-	before := cs[1].QuietUntil()
-	cs[2].Quiet(100 * time.Millisecond) // c may ask: a's request was a's
+	if !cs[1].PeerQuietDuring(time.Now().Add(-time.Second), time.Now()) {
+		t.Error("b does not see a's quiet overlapping now")
+	}
+	// a asks again while its quiet goes on: extended, never past MaxQuiet
+	// from its start.
 	cs[0].Quiet(time.Hour)
-	time.Sleep(300 * time.Millisecond)
-	if after := cs[1].QuietUntil(); after.Sub(before) > 50*time.Millisecond {
-		t.Errorf("a's second quiet extended b's hold by %s", after.Sub(before))
+	time.Sleep(200 * time.Millisecond)
+	if left := time.Until(cs[1].QuietUntil()); left > site.MaxQuiet {
+		t.Errorf("a's extension holds b for %s, past MaxQuiet", left)
+	}
+	// c's shorter quiet, then its Done, do not end a's.
+	cs[2].Quiet(time.Second)
+	time.Sleep(100 * time.Millisecond)
+	cs[2].QuietDone()
+	time.Sleep(200 * time.Millisecond)
+	if left := time.Until(cs[1].PeerQuietUntil()); left < 5*time.Second {
+		t.Errorf("c's done ended a's quiet at b: %s left", left)
+	}
+	// a's done ends it; a's next quiet is not heard before as long again
+	// has passed (a peer holds the flush at most half the time).
+	cs[0].QuietDone()
+	time.Sleep(200 * time.Millisecond)
+	if left := time.Until(cs[1].PeerQuietUntil()); left > 0 {
+		t.Errorf("a's done did not end its quiet at b: %s left", left)
+	}
+	cs[0].Quiet(time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if left := time.Until(cs[1].PeerQuietUntil()); left > 0 {
+		t.Errorf("a's next quiet right after its last was heard: %s", left)
 	}
 }
 
-func TestForeignAndForgedAreIgnored(t *testing.T) {
-	keys := [][]byte{[]byte("k1k1k1k1k1k1k1k1"), []byte("k1k1k1k1k1k1k1k1"), []byte("forgery-forgery!")}
-	cs := start(t, "store", keys, "a", "b", "mallory")
-	cs[1].SetFlushing(true)
-	cs[2].SetFlushing(true)
-	cs[2].Quiet(time.Second)
-	eventually(t, "a hears b", 2*time.Second, func() bool { return cs[0].Flushers() == 1 && cs[0].Flushing() })
-	time.Sleep(600 * time.Millisecond)
-	if n := cs[0].Flushers(); n != 1 {
-		t.Errorf("a counts %d flushers: the one with the wrong key was heard", n)
+// Datagrams from an address that is not a peer's are dropped (no key).
+func TestStrangersAreIgnored(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	aAddr := freePorts(t, 1)[0]
+	a, err := site.New(site.Config{Site: "store", Node: "a", Listen: aAddr, Peers: []string{"127.0.0.1:9"}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if time.Until(cs[0].QuietUntil()) > 0 {
-		t.Error("a holds for a quiet asked with the wrong key")
+	go a.Run(ctx)
+	// Another loopback address: the same site's name, not a's peer.
+	m, err := site.New(site.Config{Site: "store", Node: "mallory", Listen: "127.0.0.2:0", Peers: []string{aAddr}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := site.New(site.Config{Site: "bad/name", Node: "a"}); err == nil {
-		t.Error("a site name with '/' accepted")
-	}
-	if _, err := site.New(site.Config{Site: "s", Node: "a", Listen: "127.0.0.1:0", Peers: []string{"nohost"}}); err == nil {
-		t.Error("a peer without a port accepted")
+	go m.Run(ctx)
+	m.SetFlushing(true)
+	m.Quiet(time.Second)
+	time.Sleep(700 * time.Millisecond)
+	if a.Flushing() || time.Until(a.QuietUntil()) > 0 {
+		t.Error("a heard a runtime that is not its peer")
 	}
 }
