@@ -302,9 +302,12 @@ func (r *run) play(ctx context.Context) (err error) {
 	}
 	end := time.Now()
 
-	// Stop the observers and workloads, then read what the sink has.
+	// Stop the observers and workloads, let the runtime forward what
+	// they had queued, then read what the sink has.
 	stopObs()
 	obs.Wait()
+	r.sup.stopWorkloads()
+	r.drain(ctx, nodes, 15*time.Second)
 	r.sup.stopAll()
 	r.sweepApps()
 	streams, serr := r.cloud.Streams(ctx)
@@ -368,6 +371,32 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 		return
 	}
 	r.log.Info("settled", "after", time.Since(start).Round(100*time.Millisecond))
+}
+
+// drain waits, up to within in all, until every node's buffer is empty:
+// a record acknowledged just before the end (a gate measuring holds the
+// flush a moment) is forwarded before the runtime stops. A buffer that
+// cannot drain (its link is down at the end) is left for the validators
+// to judge.
+func (r *run) drain(ctx context.Context, nodes []string, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for _, name := range nodes {
+		m, err := r.f.Member(name)
+		if err != nil || m.Role != clusters.RoleNode {
+			continue
+		}
+		g, err := GateOn(r.f, name)
+		if err != nil {
+			continue
+		}
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			var b buffer.Stats
+			if err := g.Get(ctx, "/v1/buffer", &b); err != nil || b.Records == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
 
 // charts turns the windows and the samples into the report's series.

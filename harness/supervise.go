@@ -159,33 +159,39 @@ func (s *supervisor) kill(node, name string, graceful bool) error {
 
 // stopAll stops everything it runs, workloads before the runtime.
 func (s *supervisor) stopAll() {
+	s.stop(false)
+	s.stop(true)
+	s.wg.Wait()
+}
+
+// stopWorkloads stops everything but the runtime, which goes on
+// forwarding what the workloads had queued.
+func (s *supervisor) stopWorkloads() { s.stop(false) }
+
+// stop stops the runtime's processes, or everything else.
+func (s *supervisor) stop(runtime bool) {
 	s.mu.Lock()
 	procs := append([]*supervised(nil), s.procs...)
 	s.mu.Unlock()
-	stop := func(runtime bool) {
-		var wg sync.WaitGroup
-		for _, p := range procs {
-			if (p.name == "runtime") != runtime {
-				continue
-			}
-			p.mu.Lock()
-			if !p.stopping {
-				p.stopping = true
-				close(p.stop)
-			}
-			cur := p.cur
-			p.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := cur.Stop(3 * time.Second); err != nil && !os.IsNotExist(err) {
-					s.log.Debug("stop", "node", p.node, "process", p.name, "err", err)
-				}
-			}()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		if (p.name == "runtime") != runtime {
+			continue
 		}
-		wg.Wait()
+		p.mu.Lock()
+		if !p.stopping {
+			p.stopping = true
+			close(p.stop)
+		}
+		cur := p.cur
+		p.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cur.Stop(3 * time.Second); err != nil && !os.IsNotExist(err) {
+				s.log.Debug("stop", "node", p.node, "process", p.name, "err", err)
+			}
+		}()
 	}
-	stop(false)
-	stop(true)
-	s.wg.Wait()
+	wg.Wait()
 }
