@@ -136,6 +136,11 @@ var _ = Describe("the runtime as real pods", Ordered, func() {
 			b, _ := json.MarshalIndent(p.Status, "", "  ")
 			GinkgoWriter.Printf("pod %s status:\n%s\n", p.Name, b)
 		}
+		// And what the gate did: its last events.
+		if b, err := kind.ReadNodeFile(ctx, worker.Name, "/var/lib/edgeguard/events.jsonl"); err == nil {
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			GinkgoWriter.Printf("the gate's last events:\n%s\n", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
 		evs, err := cs.CoreV1().Events("edgefault-system").List(ctx, metav1.ListOptions{})
 		if err == nil {
 			for _, e := range evs.Items {

@@ -231,7 +231,11 @@ type Gate struct {
 	// open the gate; fullBackoff is the current hold-off.
 	fullNotBefore time.Time
 	fullBackoff   time.Duration
-	rtt           time.Duration
+	// probeDown is the last probe's download reading; heldAt is the one
+	// that led to the full test that set the hold: probes reading the link
+	// far faster since say it has changed, and lift the hold.
+	probeDown, heldAt float64
+	rtt               time.Duration
 	// lastProbeBytes is what the last regular probe moved (meter).
 	lastProbeBytes int64
 	rtts           []time.Duration // recent round trips, newest last

@@ -338,4 +338,18 @@ func TestFullTestBackoff(t *testing.T) {
 	if a := g.stepLocked(vGood, ""); a != full {
 		t.Fatalf("after the back-off: action %d, want a full test", a)
 	}
+	// Held again at a probe reading of 6 Mbit/s; probes at 8 keep the
+	// hold, probes at 100 (the link restored) lift it.
+	g.probeDown = 6e6
+	g.backOffLocked(0)
+	g.probeDown = 8e6
+	g.stepLocked(vGood, "")
+	if a := g.stepLocked(vGood, ""); a == full {
+		t.Fatal("a probe a little faster lifted the hold")
+	}
+	g.probeDown = 100e6
+	g.stepLocked(vGood, "")
+	if a := g.stepLocked(vGood, ""); a != full || !g.fullNotBefore.IsZero() {
+		t.Fatalf("probes 16x faster than when held: action %d, hold until %s; want a full test now", a, g.fullNotBefore)
+	}
 }

@@ -106,6 +106,13 @@ func (g *Gate) stepLocked(v, reason string) action {
 	}
 	if !g.cfg.NoFullTest {
 		if time.Now().Before(g.fullNotBefore) {
+			if g.heldAt > 0 && g.probeDown >= linkChanged*g.heldAt {
+				// The probes read the link far faster than when the held
+				// test ran: a restored link, not the same disagreement.
+				g.cfg.Events.Emit("fulltest-hold-lifted", "heldAtBps", int64(g.heldAt), "downloadBps", int64(g.probeDown))
+				g.fullBackoff, g.fullNotBefore = 0, time.Time{}
+				return full
+			}
 			// The last full test did not confirm what the probes said:
 			// do not run another before its back-off ends.
 			g.good = 0
@@ -116,6 +123,10 @@ func (g *Gate) stepLocked(v, reason string) action {
 	g.setLocked(wire.Open, reason)
 	return wait
 }
+
+// linkChanged is how much faster than before the probes must read a link
+// for a full test's hold to be lifted.
+const linkChanged = 4
 
 // probeSize is the download probe: what the reopen rate moves in the probe
 // window or in two base round trips, whichever is longer, and at least
@@ -320,6 +331,7 @@ func (g *Gate) Run(ctx context.Context) error {
 			}
 		} else {
 			m.Verdict, m.Reason = g.verdict(m.DownloadBps, m.UploadBps, m.Latency)
+			g.probeDown = m.DownloadBps
 			if m.Cut {
 				m.Reason += " (probe cut at its deadline)"
 			}
@@ -659,6 +671,7 @@ func (g *Gate) fullTest(ctx context.Context, c *http.Client, base string, d time
 }
 
 func (g *Gate) backOffLocked(cost int64) {
+	g.heldAt = g.probeDown
 	next := max(30*time.Second, 2*g.fullBackoff)
 	if b := g.budgetBps(); b > 0 {
 		next = max(next, time.Duration(float64(cost)/b*float64(time.Second)))
