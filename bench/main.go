@@ -520,31 +520,22 @@ func (b *bench) clusters() {
 
 // pssOf is a process's proportional share of resident memory in bytes
 // (each page shared with other processes divided among them).
-func pssOf(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
-			var kb uint64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &kb)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+func pssOf(pid int) uint64 { return procKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:") }
 
 // rssOf is a process's resident memory in bytes.
-func rssOf(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+func rssOf(pid int) uint64 { return procKB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:") }
+
+// procKB reads the "field: N kB" line of a /proc file, in bytes (0 if the
+// process or the field is gone).
+func procKB(path, field string) uint64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			var kb uint64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmRSS:"), "kB")), &kb)
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &kb)
 			return kb * 1024
 		}
 	}

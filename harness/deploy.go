@@ -120,14 +120,16 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 	}
 	// Nodes behind one gateway share its uplink: their runtimes agree on
 	// the flush over their LAN.
-	behind := map[string][]string{} // gateway -> its nodes' LAN addresses
+	behind := map[string][]string{} // gateway -> its nodes
+	lanAddr := map[string]string{}  // node -> its LAN address
 	for _, m := range r.sc.Spec.Topology.Members() {
 		if m.Role == clusters.RoleNode && m.Gateway != "" {
 			mm, err := r.f.Member(m.Name)
 			if err != nil {
 				return nil, err
 			}
-			behind[m.Gateway] = append(behind[m.Gateway], mm.Address)
+			behind[m.Gateway] = append(behind[m.Gateway], m.Name)
+			lanAddr[m.Name] = mm.Address
 		}
 	}
 	gwAddr := map[string]string{}
@@ -171,14 +173,10 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 			}
 			argv = append(argv, "--buffer="+path.Join(paths.Data, "buffer.db"), "--sink="+r.cloud.SinkURL, "--durability="+durability)
 			if peers := behind[m.Gateway]; len(peers) > 1 {
-				me, err := r.f.Member(m.Name)
-				if err != nil {
-					return nil, err
-				}
 				argv = append(argv, "--site="+m.Gateway)
-				for _, a := range peers {
-					if a != me.Address {
-						argv = append(argv, "--site-peer="+net.JoinHostPort(a, strconv.Itoa(site.DefaultPort)))
+				for _, p := range peers {
+					if p != m.Name {
+						argv = append(argv, "--site-peer="+net.JoinHostPort(lanAddr[p], strconv.Itoa(site.DefaultPort)))
 					}
 				}
 			}

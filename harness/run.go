@@ -344,26 +344,16 @@ func (r *run) play(ctx context.Context) (err error) {
 func (r *run) settle(ctx context.Context, nodes []string) {
 	deadline := time.Now().Add(r.o.Settle)
 	start := time.Now()
-	for _, name := range nodes {
-		m, err := r.f.Member(name)
-		if err != nil || m.Role != clusters.RoleNode {
-			continue
+	r.untilEachNode(ctx, nodes, deadline, 250*time.Millisecond, func(name string, g *Gate) bool {
+		var b buffer.Stats
+		s, err := g.Status(ctx)
+		if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && b.Records == 0 {
+			// What settle saw is evidence like any sample.
+			r.ev.emitTyped(name, "sampler", "sample", wire.Sample{Gate: s.State, Depth: &b.Records, By: "settle"})
+			return true
 		}
-		g, err := GateOn(r.f, name)
-		if err != nil {
-			continue
-		}
-		for time.Now().Before(deadline) && ctx.Err() == nil {
-			var b buffer.Stats
-			s, err := g.Status(ctx)
-			if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && b.Records == 0 {
-				// What settle saw is evidence like any sample.
-				r.ev.emitTyped(name, "sampler", "sample", wire.Sample{Gate: s.State, Depth: &b.Records, By: "settle"})
-				break
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
-	}
+		return false
+	})
 	// One more sample interval, so the evidence shows the settled state.
 	time.Sleep(time.Second)
 	if time.Now().After(deadline) {
@@ -379,7 +369,15 @@ func (r *run) settle(ctx context.Context, nodes []string) {
 // cannot drain (its link is down at the end) is left for the validators
 // to judge.
 func (r *run) drain(ctx context.Context, nodes []string, within time.Duration) {
-	deadline := time.Now().Add(within)
+	r.untilEachNode(ctx, nodes, time.Now().Add(within), 100*time.Millisecond, func(_ string, g *Gate) bool {
+		var b buffer.Stats
+		return g.Get(ctx, "/v1/buffer", &b) != nil || b.Records == 0
+	})
+}
+
+// untilEachNode asks each node's runtime in turn, every period, until
+// done says so or the deadline (shared by all) passes.
+func (r *run) untilEachNode(ctx context.Context, nodes []string, deadline time.Time, every time.Duration, done func(name string, g *Gate) bool) {
 	for _, name := range nodes {
 		m, err := r.f.Member(name)
 		if err != nil || m.Role != clusters.RoleNode {
@@ -389,12 +387,8 @@ func (r *run) drain(ctx context.Context, nodes []string, within time.Duration) {
 		if err != nil {
 			continue
 		}
-		for time.Now().Before(deadline) && ctx.Err() == nil {
-			var b buffer.Stats
-			if err := g.Get(ctx, "/v1/buffer", &b); err != nil || b.Records == 0 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
+		for time.Now().Before(deadline) && ctx.Err() == nil && !done(name, g) {
+			time.Sleep(every)
 		}
 	}
 }

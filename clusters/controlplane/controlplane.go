@@ -188,7 +188,7 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, cp.procs[0], o.Netns, etcdURL+"/health", 30*time.Second); err != nil {
-		return nil, fmt.Errorf("etcd did not become healthy: %w (log %s ends: %s)", err, cp.logPath("etcd"), cp.logTail("etcd"))
+		return nil, fmt.Errorf("etcd did not become healthy: %w (log %s ends: %s)", err, cp.logPath("etcd"), cp.LogTail("etcd"))
 	}
 	apiPort, err := freePort(o.Netns, 6443)
 	if err != nil {
@@ -223,7 +223,7 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 		cp.Admin.Dial = dialer(o.Netns)
 	}
 	if err := cp.waitReady(ctx, 90*time.Second); err != nil {
-		return nil, fmt.Errorf("kube-apiserver did not become ready: %w (log %s ends: %s)", err, cp.logPath("kube-apiserver"), cp.logTail("kube-apiserver"))
+		return nil, fmt.Errorf("kube-apiserver did not become ready: %w (log %s ends: %s)", err, cp.logPath("kube-apiserver"), cp.LogTail("kube-apiserver"))
 	}
 	if o.Workloads || o.Nodes {
 		if err := cp.startWorkloads(ctx, saKey); err != nil {
@@ -243,9 +243,9 @@ func (cp *ControlPlane) Components() []string {
 	return out
 }
 
-// logTail is the last lines of a component's log, on one line: the
+// LogTail is the last lines of a component's log, on one line: the
 // error that stopped it is usually there, and Stop removes the log.
-func (cp *ControlPlane) logTail(name string) string {
+func (cp *ControlPlane) LogTail(name string) string {
 	b, _ := os.ReadFile(cp.logPath(name))
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(lines[max(0, len(lines)-3):], " | ")

@@ -109,20 +109,7 @@ func ready(n *corev1.Node) bool {
 	return false
 }
 
-func rssOf(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb uint64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func rssOf(pid int) uint64 { return statusKB(pid, "VmRSS:") }
 
 // cpuOf is the CPU time a process has used (user and system).
 func cpuOf(pid int) time.Duration {
@@ -141,13 +128,16 @@ func cpuOf(pid int) time.Duration {
 
 // fileOf is the part of a process's resident memory backed by files (its
 // binary's pages, shared by every process of the same binary).
-func fileOf(pid int) uint64 {
+func fileOf(pid int) uint64 { return statusKB(pid, "RssFile:") }
+
+// statusKB reads a "field: N kB" line of /proc/PID/status, in bytes.
+func statusKB(pid int, field string) uint64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			var kb uint64
 			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &kb)
 			return kb << 10

@@ -183,8 +183,7 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (_ 
 			return nil, fmt.Errorf("start the cloud's %s: %w", svc.name, err)
 		}
 		if out, err := docker(ctx, nil, "inspect", "--format", "{{.State.Running}}", name); err != nil || strings.TrimSpace(string(out)) != "true" {
-			logs, _ := exec.CommandContext(ctx, "docker", "logs", "--tail", "20", name).CombinedOutput()
-			return nil, fmt.Errorf("the cloud's %s (container %s) exited at once: %s", svc.name, name, bytes.TrimSpace(logs))
+			return nil, fmt.Errorf("the cloud's %s (container %s) exited at once: %s", svc.name, name, containerLogTail(ctx, name))
 		}
 	}
 	if cloud.Address, err = containerAddr(ctx, main, network); err != nil {
@@ -194,11 +193,16 @@ func (c *Clusters) StartCloud(ctx context.Context, cl *Cluster, s CloudSpec) (_ 
 	// first request must not race it.
 	for i, port := range []int{SpeedPort, ContentPort, SinkPort} {
 		if err := waitListening(ctx, netip.AddrPortFrom(cloud.Address, uint16(port)), 30*time.Second); err != nil {
-			logs, _ := exec.CommandContext(ctx, "docker", "logs", "--tail", "20", cloud.Containers[i]).CombinedOutput()
-			return nil, fmt.Errorf("the cloud's container %s: %w; its log: %s", cloud.Containers[i], err, bytes.TrimSpace(logs))
+			return nil, fmt.Errorf("the cloud's container %s: %w; its log: %s", cloud.Containers[i], err, containerLogTail(ctx, cloud.Containers[i]))
 		}
 	}
 	return cloud, nil
+}
+
+// containerLogTail is the last lines a container logged.
+func containerLogTail(ctx context.Context, name string) []byte {
+	logs, _ := exec.CommandContext(ctx, "docker", "logs", "--tail", "20", name).CombinedOutput()
+	return bytes.TrimSpace(logs)
 }
 
 // waitListening waits until something accepts TCP at a (a container's

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -133,9 +132,7 @@ func (f *Fleet) startSite(ctx context.Context, bin k8sbin.Cache, s site, slots c
 		}
 		if err := waitNodesReady(ctx, cs, len(members), 90*time.Second, f.p.scheduling); err != nil {
 			// The directory goes with the failed fleet: quote kwok.
-			b, _ := os.ReadFile(filepath.Join(dir, "kwok.log"))
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			return nil, fmt.Errorf("site %s: %w; kwok's log ends: %s", s.Name, err, strings.Join(lines[max(0, len(lines)-3):], " | "))
+			return nil, fmt.Errorf("site %s: %w; kwok's log ends: %s", s.Name, err, cp.LogTail("kwok"))
 		}
 		f.p.log.Info("site cluster up", "fleet", f.FleetName, "site", s.Name, "apiserver", cp.URL, "in", host.Namespace, "nodes", len(members), "elapsed", time.Since(start).Round(time.Millisecond))
 		return sc, nil

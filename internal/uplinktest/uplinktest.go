@@ -201,17 +201,21 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Each gate's own events: when it opened (the sampling above is only
+	// a bound) and whether it closed again.
+	logs := map[string][]wire.Event{}
 	first := drained
 	for _, n := range o.Nodes {
-		// The gate's own clock says when it opened; the sampling above
-		// is only a bound.
+		evs, err := events.Read(gates[n].Events)
+		if err != nil {
+			return res, err
+		}
+		logs[n] = evs
 		at := opened[n]
-		if evs, err := events.Read(gates[n].Events); err == nil {
-			for _, e := range evs {
-				if e.Event == "open" && e.Time.After(restored) {
-					at = e.Time
-					break
-				}
+		for _, e := range evs {
+			if e.Event == "open" && e.Time.After(restored) {
+				at = e.Time
+				break
 			}
 		}
 		res.OpenAfter = append(res.OpenAfter, at.Sub(restored))
@@ -221,12 +225,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	res.Drain = drained.Sub(first)
 	for _, n := range o.Nodes {
-		evs, err := events.Read(gates[n].Events)
-		if err != nil {
-			return res, err
-		}
 		seenOpen := false
-		for _, e := range evs {
+		for _, e := range logs[n] {
 			if e.Time.Before(restored) || e.Time.After(drained) {
 				continue
 			}

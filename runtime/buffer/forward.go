@@ -205,18 +205,12 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		b.o.Events.Emit("flushed", "records", len(batch), "bytes", n, "ms", el.Milliseconds())
 		// Pace to the share of the measured link (this runtime's part of
 		// its site's share): sleep off what this batch took beyond it.
-		if c, ok := o.Link.(Capacity); ok {
-			bps := c.Capacity() * o.Share
-			if o.Site != nil {
-				bps /= float64(o.Site.Flushers())
-			}
-			if bps > 0 {
-				if want := time.Duration(float64(n) * 8 / bps * float64(time.Second)); want > el {
-					select {
-					case <-ctx.Done():
-						return nil
-					case <-time.After(want - el):
-					}
+		if bps := pacedBps(o); bps > 0 {
+			if want := time.Duration(float64(n) * 8 / bps * float64(time.Second)); want > el {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(want - el):
 				}
 			}
 		}
@@ -239,15 +233,22 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 // batch waits for its acknowledgement stays a small part of its time and
 // a fast link is not held to a few batches a round trip.
 func flushBatchBytes(o ForwardOptions) int {
+	return max(o.BatchBytes, min(int(pacedBps(o)/8/4), 4<<20))
+}
+
+// pacedBps is the rate this forwarder flushes at: its share of the
+// capacity the link measured, divided among the site's runtimes flushing
+// (0: unknown, no pacing).
+func pacedBps(o ForwardOptions) float64 {
 	c, ok := o.Link.(Capacity)
 	if !ok {
-		return o.BatchBytes
+		return 0
 	}
 	bps := c.Capacity() * o.Share
 	if o.Site != nil {
 		bps /= float64(o.Site.Flushers())
 	}
-	return max(o.BatchBytes, min(int(bps/8/4), 4<<20))
+	return bps
 }
 
 // retryAfter records a failure and waits out the next back-off (0.5 s

@@ -460,13 +460,6 @@ func (g *Gate) quiet(ctx context.Context, d time.Duration, why string, always bo
 	return true, sleep(ctx, settle)
 }
 
-func (g *Gate) sitePeerQuietUntil() time.Time {
-	if g.cfg.Site == nil {
-		return time.Time{}
-	}
-	return g.cfg.Site.PeerQuietUntil()
-}
-
 func (g *Gate) intervalLocked() time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -557,7 +550,7 @@ func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
 		if !g.waitPeers(ctx) || !sleep(ctx, rand.N(500*time.Millisecond)) {
 			return
 		}
-		if time.Until(g.sitePeerQuietUntil()) <= 0 {
+		if now := time.Now(); !g.peerOverlap(now, now) {
 			break
 		}
 	}
