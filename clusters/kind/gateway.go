@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
 )
@@ -151,6 +153,26 @@ func (c *Clusters) StopGateway(ctx context.Context, g *Gateway) error {
 func RouteVia(ctx context.Context, node string, dst netip.Prefix, g *Gateway) error {
 	if _, err := docker(ctx, nil, "exec", node, "ip", "route", "replace", dst.String(), "via", g.LAN.String()); err != nil {
 		return fmt.Errorf("route %s on %s via gateway %s: %w", dst, node, g.Container, err)
+	}
+	return nil
+}
+
+// WaitRoute waits until node reaches dst through its route: a connection
+// accepted, or refused, by dst proves the path (the gateway forwards, its
+// neighbours resolved). A route just set can answer "no route to host" for
+// a moment while the gateway's LAN and WAN neighbours are resolved, and a
+// runtime's first probe or a test's first request must not meet that.
+func WaitRoute(ctx context.Context, node string, dst netip.Addr, within time.Duration) error {
+	pid, err := ContainerPID(ctx, node)
+	if err != nil {
+		return err
+	}
+	// Port 9 (discard): nothing need listen; a refusal is an answer.
+	a := netip.AddrPortFrom(dst, 9)
+	if err := waitDial(ctx, nsdo.DialContext(fmt.Sprintf("/proc/%d/ns/net", pid)), a, within, func(err error) bool {
+		return err == nil || errors.Is(err, syscall.ECONNREFUSED)
+	}); err != nil {
+		return fmt.Errorf("node %s does not reach %s through its gateway (check the gateway container and 'docker exec %s ip route'): %w", node, dst, node, err)
 	}
 	return nil
 }

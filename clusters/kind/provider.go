@@ -175,11 +175,11 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 		"--label", "io.edgefault.owner="+name, "--entrypoint", "sleep", image, "infinity"); err != nil {
 		return nil, fmt.Errorf("start the cloud's container: %w", err)
 	}
-	addr, err := containerAddr(ctx, cloud, wan.Name)
+	cloudAddr, err := containerAddr(ctx, cloud, wan.Name)
 	if err != nil {
 		return nil, err
 	}
-	f.All = append(f.All, fleetMember{Member: clusters.Member{Name: clusters.CloudName, Role: clusters.RoleCloud, Address: addr.String(), Location: "container " + cloud}, Container: cloud})
+	f.All = append(f.All, fleetMember{Member: clusters.Member{Name: clusters.CloudName, Role: clusters.RoleCloud, Address: cloudAddr.String(), Location: "container " + cloud}, Container: cloud})
 
 	all := spec.Members()
 	for _, s := range spec.Sites {
@@ -225,6 +225,9 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 			}
 			n := cl.Nodes[i]
 			if err := RouteVia(ctx, n.Name, wan.Subnet, gws[m.Gateway]); err != nil {
+				return nil, err
+			}
+			if err := WaitRoute(ctx, n.Name, cloudAddr, 30*time.Second); err != nil {
 				return nil, err
 			}
 			f.All = append(f.All, fleetMember{Member: clusters.Member{Name: m.Name, Role: clusters.RoleNode, Site: s.Name, Building: m.Building,

@@ -208,17 +208,28 @@ func containerLogTail(ctx context.Context, name string) []byte {
 // waitListening waits until something accepts TCP at a (a container's
 // address on a Docker network, which the host routes to).
 func waitListening(ctx context.Context, a netip.AddrPort, within time.Duration) error {
+	var d net.Dialer
+	return waitDial(ctx, d.DialContext, a, within, func(err error) bool { return err == nil })
+}
+
+// waitDial dials a every 100 ms until done says the outcome is the one
+// awaited, or within has passed.
+func waitDial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), a netip.AddrPort, within time.Duration, done func(error) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
-	var d net.Dialer
 	for {
-		c, err := d.DialContext(ctx, "tcp", a.String())
-		if err == nil {
-			return c.Close()
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		c, err := dial(dctx, "tcp", a.String())
+		dcancel()
+		if c != nil {
+			c.Close()
+		}
+		if done(err) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("nothing listens on %s after %s: %w", a, within, err)
+			return fmt.Errorf("nothing answers at %s after %s: %w", a, within, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -59,6 +59,7 @@ var _ = Describe("a site behind a gateway", Ordered, func() {
 		DeferCleanup(func() { Expect(clusters.StopGateway(context.Background(), gw)).To(Succeed()) })
 		Expect(kind.RouteVia(ctx, worker.Name, wan.Subnet, gw)).To(Succeed())
 		DeferCleanup(func() { Expect(kind.RemoveRoute(context.Background(), worker.Name, wan.Subnet)).To(Succeed()) })
+		Expect(kind.WaitRoute(ctx, worker.Name, cloud.Address, 30*time.Second)).To(Succeed())
 
 		pid, err := kind.ContainerPID(ctx, worker.Name)
 		Expect(err).NotTo(HaveOccurred())
