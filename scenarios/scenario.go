@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -84,7 +85,9 @@ type ScenarioSpec struct {
 }
 
 // GroupSpec selects members: the union of the sites', buildings' and
-// listed members', narrowed to one role if Role is set.
+// listed members', narrowed to one role if Role is set. A site or member
+// written with '*' is a pattern (east-*: every site named east-...), for
+// counted sites.
 type GroupSpec struct {
 	Sites     []string `yaml:"sites,omitempty"`
 	Buildings []string `yaml:"buildings,omitempty"` // "site/building"
@@ -540,28 +543,34 @@ func (s *Scenario) validate() error {
 	return nil
 }
 
-func (g GroupSpec) check(path string, t FleetSpec, members []Member) error {
+func (g GroupSpec) check(at string, t FleetSpec, members []Member) error {
 	if g.Role != "" && g.Role != "node" && g.Role != "gateway" {
-		return perr(path+".role", "role %q: use node or gateway", g.Role)
+		return perr(at+".role", "role %q: use node or gateway", g.Role)
 	}
 	for i, s := range g.Sites {
-		if !hasSite(t, s) {
-			return perr(fmt.Sprintf("%s.sites[%d]", path, i), "no site %q in the topology", s)
+		if _, err := path.Match(s, ""); err != nil {
+			return perr(fmt.Sprintf("%s.sites[%d]", at, i), "site pattern %q: %v", s, err)
+		}
+		if !slices.ContainsFunc(t.Sites, func(st Site) bool { return nameMatch(s, st.Name) }) {
+			return perr(fmt.Sprintf("%s.sites[%d]", at, i), "no site %q in the topology", s)
 		}
 	}
 	for i, b := range g.Buildings {
 		site, bld, _ := strings.Cut(b, "/")
 		if !hasBuilding(t, site, bld) {
-			return perr(fmt.Sprintf("%s.buildings[%d]", path, i), "no building %q in the topology: write site/building, e.g. factory/a", b)
+			return perr(fmt.Sprintf("%s.buildings[%d]", at, i), "no building %q in the topology: write site/building, e.g. factory/a", b)
 		}
 	}
 	for i, m := range g.Members {
-		if findMember(members, m) == nil {
-			return perr(fmt.Sprintf("%s.members[%d]", path, i), "no node or gateway %q in the topology", m)
+		if _, err := path.Match(m, ""); err != nil {
+			return perr(fmt.Sprintf("%s.members[%d]", at, i), "member pattern %q: %v", m, err)
+		}
+		if !slices.ContainsFunc(members, func(x Member) bool { return nameMatch(m, x.Name) }) {
+			return perr(fmt.Sprintf("%s.members[%d]", at, i), "no node or gateway %q in the topology", m)
 		}
 	}
 	if len(g.Sites)+len(g.Buildings)+len(g.Members) == 0 {
-		return perr(path, "an empty group: list sites, buildings or members")
+		return perr(at, "an empty group: list sites, buildings or members")
 	}
 	return nil
 }
@@ -672,6 +681,16 @@ func findMember(ms []Member, name string) *Member {
 	return nil
 }
 
+// nameMatch says whether name is pattern, or matches it where the
+// pattern holds a '*' (names hold no other pattern characters).
+func nameMatch(pattern, name string) bool {
+	if !strings.Contains(pattern, "*") {
+		return pattern == name
+	}
+	ok, _ := path.Match(pattern, name)
+	return ok
+}
+
 func implicitGroup(ms []Member, t FleetSpec, name string) bool {
 	return hasSite(t, name) || findMember(ms, name) != nil
 }
@@ -703,7 +722,7 @@ func (sp *ScenarioSpec) Resolve(group string) ([]Member, error) {
 		set := map[string]bool{}
 		for _, s := range g.Sites {
 			for _, m := range ms {
-				set[m.Name] = set[m.Name] || m.Site == s
+				set[m.Name] = set[m.Name] || nameMatch(s, m.Site)
 			}
 		}
 		for _, b := range g.Buildings {
@@ -713,7 +732,9 @@ func (sp *ScenarioSpec) Resolve(group string) ([]Member, error) {
 			}
 		}
 		for _, n := range g.Members {
-			set[n] = true
+			for _, m := range ms {
+				set[m.Name] = set[m.Name] || nameMatch(n, m.Name)
+			}
 		}
 		out := pick(func(m Member) bool { return set[m.Name] && (g.Role == "" || g.Role == m.Role) })
 		if len(out) == 0 {

@@ -53,7 +53,18 @@ type Site struct {
 	// no Kubernetes API (where the provider gives sites their own); empty:
 	// the provider's.
 	ControlPlane string `yaml:"controlPlane,omitempty"`
+	// Count repeats the site: Count sites, "$n" in its name, its
+	// gateway's and its nodes' names replaced by 1...Count (a hundred
+	// stores in five lines). Validate expands them.
+	Count int `yaml:"count,omitempty"`
 }
+
+// CountPlaceholder is what a counted site's names hold for its number.
+const CountPlaceholder = "$n"
+
+// maxCount bounds a counted site, as nodeCount is bounded: a typo of
+// 100000 would otherwise try to make that many namespaces.
+const maxCount = 1000
 
 // ControlPlaneNone is Site.ControlPlane for a site without a Kubernetes API.
 const ControlPlaneNone = "none"
@@ -314,16 +325,22 @@ func (f *Fleet) validate() error {
 	return f.Spec.Validate("spec")
 }
 
-// Validate checks the topology; path prefixes field names in errors.
+// Validate checks the topology and expands its counted sites; path
+// prefixes field names in errors.
 func (s *FleetSpec) Validate(path string) error {
 	if len(s.Sites) == 0 {
 		return perr(path+".sites", "a fleet needs at least one site")
+	}
+	// orig[i] is where site i was written: errors point there.
+	orig, err := s.expand(path)
+	if err != nil {
+		return err
 	}
 	names := map[string]string{}
 	sites := map[string]bool{}
 	for i := range s.Sites {
 		st := &s.Sites[i]
-		sp := fmt.Sprintf("%s.sites[%d]", path, i)
+		sp := fmt.Sprintf("%s.sites[%d]", path, orig[i])
 		if st.Name == "" || !nameRE.MatchString(st.Name) {
 			return perr(sp+".name", "site name %q: use lowercase letters, digits and '-'", st.Name)
 		}
@@ -369,6 +386,53 @@ func (s *FleetSpec) Validate(path string) error {
 		}
 	}
 	return nil
+}
+
+// expand replaces each counted site by its Count copies and returns, for
+// every site after, the index of the site it was written as.
+func (s *FleetSpec) expand(path string) ([]int, error) {
+	var out []Site
+	var orig []int
+	for i, st := range s.Sites {
+		if st.Count == 0 {
+			out, orig = append(out, st), append(orig, i)
+			continue
+		}
+		sp := fmt.Sprintf("%s.sites[%d]", path, i)
+		if st.Count < 0 || st.Count > maxCount {
+			return nil, perr(sp+".count", "count %d: use 1 to %d", st.Count, maxCount)
+		}
+		if st.Gateway == nil || len(st.Buildings) > 0 {
+			return nil, perr(sp+".count", "site %q: count repeats a site with one gateway and its nodes, not one with buildings", st.Name)
+		}
+		for p, name := range map[string]string{".name": st.Name, ".gateway.name": st.Gateway.Name} {
+			if !strings.Contains(name, CountPlaceholder) {
+				return nil, perr(sp+p, "%q: a counted site's names hold %s, its number (e.g. store-%s, store-%s-router)", name, CountPlaceholder, CountPlaceholder, CountPlaceholder)
+			}
+		}
+		for k, n := range st.Nodes {
+			if !strings.Contains(n.Name, CountPlaceholder) {
+				return nil, perr(fmt.Sprintf("%s.nodes[%d].name", sp, k), "%q: a counted site's node names hold %s, its number (e.g. store-%s-pos)", n.Name, CountPlaceholder, CountPlaceholder)
+			}
+		}
+		for k := 1; k <= st.Count; k++ {
+			sub := func(name string) string { return strings.ReplaceAll(name, CountPlaceholder, strconv.Itoa(k)) }
+			c := st
+			c.Count = 0
+			c.Name = sub(st.Name)
+			gw := *st.Gateway
+			gw.Name = sub(gw.Name)
+			c.Gateway = &gw
+			c.Nodes = make([]Node, len(st.Nodes))
+			for j, n := range st.Nodes {
+				n.Name = sub(n.Name)
+				c.Nodes[j] = n
+			}
+			out, orig = append(out, c), append(orig, i)
+		}
+	}
+	s.Sites = out
+	return orig, nil
 }
 
 func checkGateway(path string, g *Gateway, names map[string]string) error {
