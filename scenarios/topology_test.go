@@ -238,7 +238,7 @@ spec:
   duration: 1m
   expect:
   - {validator: no-restart-loops}
-`, "\t", "", -1))); err == nil || !strings.Contains(err.Error(), `no site "north-*"`) {
+`)); err == nil || !strings.Contains(err.Error(), `no site "north-*"`) {
 		t.Fatalf("a pattern matching no site: %v", err)
 	}
 }
