@@ -172,6 +172,9 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 				durability = "disk"
 			}
 			argv = append(argv, "--buffer="+path.Join(paths.Data, "buffer.db"), "--sink="+r.cloud.SinkURL, "--durability="+durability)
+			if rt.Buffer.NoJitter {
+				argv = append(argv, "--forward-no-jitter")
+			}
 			if peers := behind[m.Gateway]; len(peers) > 1 {
 				argv = append(argv, "--site="+m.Gateway)
 				for _, p := range peers {

@@ -241,7 +241,7 @@ func (r *run) play(ctx context.Context) (err error) {
 		}
 	}()
 	r.scaleTCP(ctx)
-	if r.cloud, err = StartCloud(ctx, r.f, r.o.Edgeguard); err != nil {
+	if r.cloud, err = StartCloud(ctx, r.f, r.o.Edgeguard, WithSinkAdmission(r.sc.Spec.Runtime.Sink)); err != nil {
 		return err
 	}
 	defer r.cloud.Stop()

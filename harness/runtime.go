@@ -22,6 +22,7 @@ import (
 	"github.com/edgefault/edgefault/runtime/record"
 	"github.com/edgefault/edgefault/runtime/sink"
 	"github.com/edgefault/edgefault/runtime/wire"
+	"github.com/edgefault/edgefault/scenarios"
 )
 
 // Ports the runtime's servers listen on in the fleet.
@@ -69,9 +70,39 @@ type Cloud struct {
 // every node its own, allowed only that node's records.
 func (c *Cloud) SinkToken(node string) string { return c.tokens[node] }
 
+// CloudOption configures StartCloud.
+type CloudOption func(*cloudOptions)
+
+type cloudOptions struct{ sink scenarios.SinkSpec }
+
+// WithSinkAdmission bounds what the sink admits (a scenario's
+// runtime.sink); without it the sink takes whatever comes.
+func WithSinkAdmission(s scenarios.SinkSpec) CloudOption {
+	return func(o *cloudOptions) { o.sink = s }
+}
+
+// sinkFlags are edgeguard sink's flags for s.
+func sinkFlags(s scenarios.SinkSpec) []string {
+	var out []string
+	if s.IngestRate != "" {
+		out = append(out, "--ingest-rate="+s.IngestRate)
+	}
+	if s.Concurrency > 0 {
+		out = append(out, "--ingest-concurrency="+strconv.Itoa(s.Concurrency))
+	}
+	if s.MaxWait > 0 {
+		out = append(out, "--ingest-max-wait="+s.MaxWait.D().String())
+	}
+	return out
+}
+
 // StartCloud starts the speed-test server, the content server and the
 // sink on f's cloud and waits until they answer.
-func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string) (*Cloud, error) {
+func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string, opts ...CloudOption) (*Cloud, error) {
+	var o cloudOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cloud, err := f.Member(clusters.CloudName)
 	if err != nil {
 		return nil, err
@@ -138,7 +169,7 @@ func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string) (*Cloud
 		c.Stop()
 		return nil, err
 	}
-	if c.sink, err = start("sink", fmt.Sprintf("--listen=:%d", SinkPort), "--db="+path.Join(paths.Data, "sink.db"), "--events="+c.SinkEvents); err != nil {
+	if c.sink, err = start("sink", append([]string{fmt.Sprintf("--listen=:%d", SinkPort), "--db=" + path.Join(paths.Data, "sink.db"), "--events=" + c.SinkEvents}, sinkFlags(o.sink)...)...); err != nil {
 		c.Stop()
 		return nil, err
 	}

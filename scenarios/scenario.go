@@ -101,6 +101,20 @@ type RuntimeSpec struct {
 	Gate     GateSpec     `yaml:"gate"`
 	Buffer   BufferSpec   `yaml:"buffer"`
 	Failover FailoverSpec `yaml:"failover"`
+	Sink     SinkSpec     `yaml:"sink,omitempty"`
+}
+
+// SinkSpec bounds what the cloud's sink admits (edgeguard sink
+// --ingest-*): a region coming back at once is served at this pace, and
+// forwarders beyond it are told when to come back (429). Empty: unbounded.
+type SinkSpec struct {
+	// IngestRate is batch bodies per second, e.g. 40mbit or 5MB/s.
+	IngestRate string `yaml:"ingestRate,omitempty"`
+	// Concurrency is how many batches are stored at once.
+	Concurrency int `yaml:"concurrency,omitempty"`
+	// MaxWait is the longest a batch queues before it is refused (not
+	// scaled: it is the sink's own time; default 2s).
+	MaxWait Duration `yaml:"maxWait,omitempty"`
 }
 
 // GateSpec configures the speed gate.
@@ -128,6 +142,9 @@ type BufferSpec struct {
 	// Durability is "disk" (the default: acknowledged means fsynced) or
 	// "memory" (acknowledged at once and lost on a crash; for comparison).
 	Durability string `yaml:"durability,omitempty"`
+	// NoJitter makes forwarders wait back-offs and Retry-Afters exactly,
+	// as naive ones do (for comparison).
+	NoJitter bool `yaml:"noJitter,omitempty"`
 }
 
 // FailoverSpec configures failover.
@@ -593,6 +610,17 @@ func (r RuntimeSpec) check(path string) error {
 	case "", "disk", "memory":
 	default:
 		return perr(path+".buffer.durability", "durability %q: use disk or memory", r.Buffer.Durability)
+	}
+	if r.Sink.IngestRate != "" {
+		if _, err := units.ParseRate(r.Sink.IngestRate); err != nil {
+			return perr(path+".sink.ingestRate", "%v", err)
+		}
+	}
+	if r.Sink.Concurrency < 0 || r.Sink.Concurrency > 10000 {
+		return perr(path+".sink.concurrency", "concurrency %d: use 1 to 10000, or leave it out (unbounded)", r.Sink.Concurrency)
+	}
+	if r.Sink.MaxWait < 0 || r.Sink.MaxWait.D() > time.Minute {
+		return perr(path+".sink.maxWait", "maxWait %v: use up to 1m (a forwarder's request would time out first)", r.Sink.MaxWait.D())
 	}
 	for i, a := range r.Failover.Actions {
 		switch a {

@@ -142,7 +142,7 @@ func TestBuiltinsCheck(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if got := Names(); len(got) != 11 || got[0] != "delivered" || got[1] != "delivered-exactly-once" {
+	if got := Names(); len(got) != 12 || got[0] != "delivered" || got[1] != "delivered-exactly-once" {
 		t.Errorf("Names() = %v", got)
 	}
 }
@@ -214,6 +214,43 @@ func TestDeliveredComparesContent(t *testing.T) {
 			}
 			if tc.hashes != nil && v.Numbers["a1.contentChecked"] != 2 {
 				t.Errorf("contentChecked = %v, want 2", v.Numbers["a1.contentChecked"])
+			}
+		})
+	}
+}
+
+// The sink's evidence shows it kept to its ingest rate, or not, and how
+// the backlog of the last outage drained.
+func TestSinkWithinLimit(t *testing.T) {
+	admission := ev(-5, "cloud", "sink", "admission", "rateBytesPerSecond", 1e6, "burstBytes", 5e5)
+	// A batch of 250 kB every 0.25 s: 1 MB/s, the rate.
+	paced := func(from, to float64) []wire.Event {
+		var out []wire.Event
+		for s := from; s < to; s += 0.25 {
+			out = append(out, ev(s, "cloud", "sink", "admitted", "bytes", 250e3))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		evs  []wire.Event
+		pass bool
+		want string
+	}{
+		{"at the rate", append([]wire.Event{admission}, paced(1, 20)...), true, "at most 2.0 MB in any 2s"},
+		{"a burst above it", append(append([]wire.Event{admission}, paced(1, 20)...), ev(10, "cloud", "sink", "admitted", "bytes", 2e6)), false, "above its limit of 2.5 MB"},
+		{"no bound", paced(1, 5), false, "without an ingest rate"},
+		{"refusals counted", append(append([]wire.Event{admission}, paced(1, 5)...), ev(3, "cloud", "sink", "refused", "bound", "rate"), ev(3.1, "cloud", "sink", "refused", "bound", "concurrency")), true, "2 batches refused"},
+		{"the backlog drained", append(append([]wire.Event{admission}, paced(31, 40)...),
+			ev(31, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(15).Format(time.RFC3339Nano)),
+			ev(34, "cloud", "sink", "received", "bytes", 2e6, "oldest", at(29).Format(time.RFC3339Nano)),
+			ev(36, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(31).Format(time.RFC3339Nano))), true, "a 3.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 3.0 s, 1.00x)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := evidence(t, tc.evs...)
+			got := SinkWithinLimit{}.Validate(e, scenarios.Expectation{Validator: "sink-within-limit"})
+			if got.Pass != tc.pass || !strings.Contains(got.Summary, tc.want) {
+				t.Fatalf("pass=%v %q; want pass=%v and %q", got.Pass, got.Summary, tc.pass, tc.want)
 			}
 		})
 	}

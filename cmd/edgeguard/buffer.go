@@ -24,7 +24,7 @@ type bufferFlags struct {
 	path, sink, maxBytes, overflow, durability, share string
 	tokenFile, sinkCA                                 string
 	maxRecords                                        int64
-	salvage                                           bool
+	salvage, noJitter                                 bool
 }
 
 func (f *bufferFlags) register(fs *pflag.FlagSet) {
@@ -38,6 +38,7 @@ func (f *bufferFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.durability, "durability", "disk", "disk (acknowledge after fsync) or memory (acknowledge at once; LOSES DATA on a crash: for comparison only)")
 	fs.BoolVar(&f.salvage, "buffer-salvage", true, "when the buffer's file is damaged: move it aside and queue every record still readable in it into a new one (false: refuse to start)")
 	fs.StringVar(&f.share, "flush-share", "80%", "share of the measured link the flush may use; the rest is left to other traffic")
+	fs.BoolVar(&f.noJitter, "forward-no-jitter", false, "wait back-offs and a busy sink's Retry-After exactly, as naive forwarders do (a region then retries in step): for comparison only")
 }
 
 func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, error) {
@@ -98,6 +99,7 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 		return nil, fo, fmt.Errorf("--flush-share 0%%: the buffer could never flush")
 	}
 	fo.Share = sh / 100
+	fo.NoJitter = f.noJitter
 	b, err := buffer.Open(f.path, buffer.Options{Node: g.node, MaxRecords: f.maxRecords, MaxBytes: mb, Overflow: ov, Durability: d,
 		Salvage: f.salvage, Events: g.openEvents("buffer"), Logger: g.log})
 	return b, fo, err

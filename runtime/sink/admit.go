@@ -100,6 +100,15 @@ func newAdmitter(a Admission, m *admitMetrics) *admitter {
 	return ad
 }
 
+// describe is the bounds in force, as event fields (0: unbounded).
+func (ad *admitter) describe() []any {
+	var bps, burst float64
+	if ad.bucket != nil {
+		bps, burst = float64(ad.bucket.Limit()), float64(ad.bucket.Burst())
+	}
+	return []any{"rateBytesPerSecond", bps, "burstBytes", burst, "concurrency", ad.a.Concurrency, "maxWaitSeconds", ad.a.MaxWait.Seconds()}
+}
+
 // refusal is a 429 to answer: which bound refused, and when to come back.
 type refusal struct {
 	bound string

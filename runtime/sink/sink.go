@@ -97,6 +97,7 @@ func Open(path string, log *events.Log, opts ...Option) (*Sink, error) {
 	s := &Sink{db: db, log: log, mux: http.NewServeMux(), sites: probe.sites, readers: probe.readers, open: probe.open, bodies: limit.NewBodies(4*maxBatchBody, maxBatchBody)}
 	reg := prometheus.NewRegistry()
 	s.ad = newAdmitter(probe.admission, newAdmitMetrics(reg))
+	s.log.Emit("admission", s.ad.describe()...)
 	s.mux.HandleFunc("POST /v1/batches", s.batches)
 	// Counts only (no site or node names): what an operator watches
 	// during a regional reconnect.
@@ -227,15 +228,19 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the sink admits batches by their size: send a Content-Length", http.StatusLengthRequired)
 		return
 	}
+	start := time.Now()
 	done, no := s.ad.admit(r.Context(), r)
 	if no != nil {
-		s.ad.refuse(w, no)
+		s.refuse(w, no)
 		return
 	}
 	defer done()
+	// What the ingest rate bounds, when it was taken: the evidence that
+	// the sink kept to its admission limit.
+	s.log.Emit("admitted", "bytes", r.ContentLength, "waitSeconds", time.Since(start).Seconds())
 	release, err := s.bodies.Acquire(r.Context(), r)
 	if err != nil {
-		s.ad.refuse(w, &refusal{"memory", 2 * time.Second})
+		s.refuse(w, &refusal{"memory", 2 * time.Second})
 		return
 	}
 	defer release()
@@ -261,7 +266,7 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ack, err := s.Store(b)
+	ack, err := s.store(b, r.ContentLength)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -273,11 +278,21 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(ack)
 }
 
+// refuse answers 429 and logs it.
+func (s *Sink) refuse(w http.ResponseWriter, no *refusal) {
+	s.ad.refuse(w, no)
+	s.log.Emit("refused", "bound", no.bound, "retryAfterSeconds", no.after.Seconds())
+}
+
 // Store writes a batch durably, refusing keys already stored, and returns
 // the acknowledgement once it is on disk. A key stored before with the
 // same content is a duplicate (a resend); with different content, a
 // conflict: kept aside, logged and counted, never a delivery.
-func (s *Sink) Store(b record.Batch) (record.Ack, error) {
+func (s *Sink) Store(b record.Batch) (record.Ack, error) { return s.store(b, -1) }
+
+// store is Store for a batch whose body was size bytes (-1: unknown), for
+// its event.
+func (s *Sink) store(b record.Batch, size int64) (record.Ack, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ack record.Ack
@@ -357,7 +372,22 @@ func (s *Sink) Store(b record.Batch) (record.Ack, error) {
 	s.ad.m.stored.Add(float64(ack.Stored))
 	s.ad.m.duplicates.Add(float64(ack.Duplicates))
 	s.ad.m.conflicts.Add(float64(len(ack.Conflicts)))
-	s.log.Emit("received", "records", len(b.Records), "stored", ack.Stored, "duplicates", ack.Duplicates)
+	// The oldest record's append time tells a backlog's batches (appended
+	// during an outage) from live ones.
+	var oldest time.Time
+	for i := range b.Records {
+		if t := b.Records[i].Time; !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
+			oldest = t
+		}
+	}
+	kv := []any{"records", len(b.Records), "stored", ack.Stored, "duplicates", ack.Duplicates}
+	if size >= 0 {
+		kv = append(kv, "bytes", size)
+	}
+	if !oldest.IsZero() {
+		kv = append(kv, "oldest", oldest.UTC().Format(time.RFC3339Nano))
+	}
+	s.log.Emit("received", kv...)
 	for _, k := range ack.Conflicts {
 		s.log.Emit("conflict", "key", k, "what", "a record with this key and different content was stored before: kept aside")
 	}

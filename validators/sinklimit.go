@@ -1,0 +1,123 @@
+package validators
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/edgefault/edgefault/scenarios"
+)
+
+// SinkWithinLimit: the cloud's sink admitted no more than its ingest rate
+// allows (runtime.sink.ingestRate: in any 2 s, at most that rate's worth
+// plus one burst, 5% spared for timestamps). It reads the sink's own
+// evidence: the bounds it ran with ("admission") and every batch it took
+// ("admitted", with its size, when its turn came). It also reports what a
+// regional reconnect costs: batches refused (429) by bound, the backlog
+// that arrived after the last restore (batches holding a record appended
+// before it) and how long it took against backlog ÷ ingest rate.
+type SinkWithinLimit struct{}
+
+// sinkWindow is the span the limit is checked over: long enough that the
+// gap between a batch's admission and its event does not count, short
+// enough that a burst above the rate shows.
+const sinkWindow = 2 * time.Second
+
+// Validate implements Validator.
+func (SinkWithinLimit) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
+	v := newVerdict()
+	var rate, burst float64
+	for _, e := range ev.events("cloud", "sink", time.Time{}, ev.End, "admission") {
+		rate, _ = num(e.Fields["rateBytesPerSecond"])
+		burst, _ = num(e.Fields["burstBytes"])
+	}
+	if rate <= 0 {
+		v.fail("the sink ran without an ingest rate (no admission bound in its evidence): set runtime.sink.ingestRate")
+		return v.done()
+	}
+	adm := ev.events("cloud", "sink", ev.Start, ev.End, "admitted")
+	if len(adm) == 0 {
+		v.fail("the sink admitted no batch during the run")
+		return v.done()
+	}
+	allowed := (rate*sinkWindow.Seconds() + burst) * 1.05
+	// The most taken in any window ending at a batch.
+	var peak, total, sum float64
+	var peakAt time.Time
+	j := 0
+	for _, e := range adm {
+		b, _ := num(e.Fields["bytes"])
+		total += b
+		sum += b
+		for e.Time.Sub(adm[j].Time) >= sinkWindow {
+			bj, _ := num(adm[j].Fields["bytes"])
+			sum -= bj
+			j++
+		}
+		if sum > peak {
+			peak, peakAt = sum, adm[j].Time
+		}
+	}
+	v.Numbers["limitBps"] = rate * 8
+	v.Numbers["peakBps"] = peak / sinkWindow.Seconds() * 8 // over the window, burst included
+	v.Numbers["admittedBatches"] = float64(len(adm))
+	v.Numbers["admittedBytes"] = total
+	if peak > allowed {
+		v.fail("the sink took %.1f MB in the %s from %s, above its limit of %.1f MB (%.1f Mbit/s and a %.1f MB burst)",
+			peak/1e6, sinkWindow, ev.rel(peakAt), allowed/1.05/1e6, rate*8/1e6, burst/1e6)
+		v.mark("cloud", peakAt, "sink above its ingest rate", false)
+	} else {
+		v.ok("the sink took at most %.1f MB in any %s (its limit: %.1f MB, %.1f Mbit/s and a %.1f MB burst); %d batches, %.1f MB in all",
+			peak/1e6, sinkWindow, allowed/1.05/1e6, rate*8/1e6, burst/1e6, len(adm), total/1e6)
+	}
+	refused := map[string]int{}
+	n := 0
+	for _, e := range ev.events("cloud", "sink", ev.Start, ev.End, "refused") {
+		refused[fmt.Sprint(e.Fields["bound"])]++
+		n++
+	}
+	v.Numbers["refused"] = float64(n)
+	if n > 0 {
+		v.ok("%d batches refused with 429 and a Retry-After (by bound: %v)", n, refused)
+	}
+	ev.drain(v, rate)
+	return v.done()
+}
+
+// drain reports how the backlog of the last outage reached the sink: the
+// batches received after the last restore that hold a record appended
+// before it, from the first batch after the restore to the last of those.
+func (ev *Evidence) drain(v *verdict, rate float64) {
+	var restore time.Time
+	for _, w := range ev.Windows {
+		if w.Outage && w.End.After(restore) && !w.End.After(ev.End) {
+			restore = w.End
+		}
+	}
+	if restore.IsZero() {
+		return
+	}
+	var first, last time.Time
+	var backlog float64
+	for _, e := range ev.events("cloud", "sink", restore, ev.End, "received") {
+		if first.IsZero() {
+			first = e.Time
+		}
+		s, _ := e.Fields["oldest"].(string)
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil || !t.Before(restore) {
+			continue
+		}
+		b, _ := num(e.Fields["bytes"])
+		backlog += b
+		last = e.Time
+	}
+	if backlog == 0 {
+		return
+	}
+	drain, ideal := last.Sub(first), time.Duration(backlog/rate*float64(time.Second))
+	v.Numbers["backlogBytes"] = backlog
+	v.Numbers["drainSeconds"] = secs(drain)
+	v.Numbers["idealDrainSeconds"] = secs(ideal)
+	v.ok("after the last restore, a %.1f MB backlog arrived in %.1f s (backlog ÷ ingest rate: %.1f s, %.2fx), %.1f s after the restore",
+		backlog/1e6, drain.Seconds(), ideal.Seconds(), drain.Seconds()/max(ideal.Seconds(), 1e-3), last.Sub(restore).Seconds())
+}
