@@ -21,6 +21,7 @@ import (
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/clusters/netns"
+	"github.com/edgefault/edgefault/internal/procmem"
 	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/scenarios"
@@ -456,8 +457,8 @@ func (b *bench) clusters() {
 		for _, e := range entries {
 			if e.Kind == ledger.KindProcess && strings.Contains(e.Name, " of site ") {
 				n++
-				rss += rssOf(e.PID)
-				pss += pssOf(e.PID)
+				rss += procmem.RSS(e.PID)
+				pss += procmem.PSS(e.PID)
 			}
 		}
 		return rss, pss, n
@@ -516,28 +517,4 @@ func (b *bench) clusters() {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", c.Name, c.Version, cache.BuildTime(c.Name))
 	}
 	tw.Flush()
-}
-
-// pssOf is a process's proportional share of resident memory in bytes
-// (each page shared with other processes divided among them).
-func pssOf(pid int) uint64 { return procKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:") }
-
-// rssOf is a process's resident memory in bytes.
-func rssOf(pid int) uint64 { return procKB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:") }
-
-// procKB reads the "field: N kB" line of a /proc file, in bytes (0 if the
-// process or the field is gone).
-func procKB(path, field string) uint64 {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			var kb uint64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &kb)
-			return kb * 1024
-		}
-	}
-	return 0
 }

@@ -294,6 +294,22 @@ func ValidateFleetName(name string) error {
 
 var fleetNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,23}$`)
 
+// MemoryUse is a fleet that can say what memory its processes hold on
+// this machine (control planes, helpers, and the runtimes and workloads
+// started in it, with their children).
+type MemoryUse interface {
+	Memory() Memory
+}
+
+// Memory is what a fleet's processes hold: resident (RSS, pages shared
+// between them counted in each) and their proportional share (PSS, which
+// adds up to what they cost the machine), in bytes.
+type Memory struct {
+	Processes int    `json:"processes"`
+	RSS       uint64 `json:"rssBytes"`
+	PSS       uint64 `json:"pssBytes"`
+}
+
 // SiteComponents is a fleet whose sites each run their own control plane
 // (or none): the processes a site runs, empty for none.
 type SiteComponents interface {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/internal/procmem"
 	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/wire"
 	"github.com/edgefault/edgefault/scenarios"
@@ -192,13 +193,15 @@ func runtimeWords(rt scenarios.RuntimeSpec) string {
 func (r *run) play(ctx context.Context) (err error) {
 	name := r.o.FleetPrefix + r.sc.Metadata.Name
 	if len(name) > 12 {
-		name = name[:12]
+		name = strings.TrimRight(name[:12], "-")
 	}
 	r.log.Info("bringing up the fleet", "fleet", name, "timeScale", r.scale, "timeline", r.res.Timeline)
+	upStart := time.Now()
 	r.f, err = r.o.Provider.Up(ctx, name, &r.sc.Spec.Topology)
 	if err != nil {
 		return fmt.Errorf("fleet up (provider %s): %w", r.o.Provider.Name(), err)
 	}
+	r.res.FleetUp = time.Since(upStart)
 	r.res.Provider = r.f.Provider()
 	if sc, ok := r.f.(clusters.SiteComponents); ok {
 		for _, st := range r.sc.Spec.Topology.Sites {
@@ -267,9 +270,12 @@ func (r *run) play(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Sites without a control plane have no Nodes to watch.
 	var sites []string
 	for _, s := range r.sc.Spec.Topology.Sites {
-		sites = append(sites, s.Name)
+		if s.ControlPlane != scenarios.ControlPlaneNone {
+			sites = append(sites, s.Name)
+		}
 	}
 	if r.o.Provider.Info().ControlPlanes {
 		if err := watchNodes(obsCtx, &obs, r.ev, r.f, sites, 250*time.Millisecond); err != nil {
@@ -285,6 +291,17 @@ func (r *run) play(ctx context.Context) (err error) {
 	sampler(obsCtx, &obs, r.ev, r.f, nodes, 500*time.Millisecond)
 	if err := r.watchApps(obsCtx, &obs); err != nil {
 		return err
+	}
+	// Everything runs now: what the fleet costs, the harness included
+	// (it is the customers, the sampler and the shaper).
+	if mu, ok := r.f.(clusters.MemoryUse); ok {
+		m := mu.Memory()
+		m.Processes++
+		m.RSS += procmem.RSS(os.Getpid())
+		m.PSS += procmem.PSS(os.Getpid())
+		r.res.Memory = &m
+		r.log.Info("the fleet is up and running", "fleetUp", r.res.FleetUp.Round(10*time.Millisecond), "processes", m.Processes,
+			"rssMiB", m.RSS>>20, "pssMiB", m.PSS>>20)
 	}
 
 	r.t0 = time.Now()

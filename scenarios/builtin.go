@@ -11,8 +11,8 @@ import (
 var builtinFS embed.FS
 
 // Builtins are the scenarios compiled into the binary, by name: vehicle,
-// retail and factory (docs/scenarios.md has their link figures and
-// sources).
+// retail, factory and regional-outage (docs/scenarios.md has their link
+// figures and sources).
 func Builtins() []string {
 	ents, _ := builtinFS.ReadDir("builtin")
 	var out []string
@@ -20,6 +20,22 @@ func Builtins() []string {
 		out = append(out, strings.TrimSuffix(e.Name(), ".yaml"))
 	}
 	sort.Strings(out)
+	return out
+}
+
+// SuiteLabel is the metadata label that keeps a built-in out of certify's
+// default set: "scale" marks one sized for a benchmark (a hundred sites).
+const SuiteLabel = "edgefault.io/suite"
+
+// Certified are the built-ins certify plays when given none (make run):
+// every one but those labelled for the scale suite.
+func Certified() []string {
+	var out []string
+	for _, n := range Builtins() {
+		if s, err := Builtin(n); err == nil && s.Metadata.Labels[SuiteLabel] != "scale" {
+			out = append(out, n)
+		}
+	}
 	return out
 }
 

@@ -9,8 +9,28 @@ import (
 
 func TestBuiltinsParse(t *testing.T) {
 	names := Builtins()
-	if strings.Join(names, ",") != "factory,retail,vehicle" {
-		t.Fatalf("built-ins %v, want factory, retail, vehicle", names)
+	if strings.Join(names, ",") != "factory,regional-outage,retail,vehicle" {
+		t.Fatalf("built-ins %v, want factory, regional-outage, retail, vehicle", names)
+	}
+	if got := strings.Join(Certified(), ","); got != "factory,retail,vehicle" {
+		t.Fatalf("certify's default set %s, want factory, retail, vehicle (regional-outage is the scale suite's)", got)
+	}
+	ro, err := Builtin("regional-outage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, err := ro.Spec.Resolve("regional-isp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := 0
+	for _, m := range ro.Spec.Topology.Members() {
+		if m.Role == "node" {
+			nodes++
+		}
+	}
+	if len(ro.Spec.Topology.Sites) != 100 || len(cut) != 60 || nodes != 120 {
+		t.Errorf("regional-outage: %d stores, %d routers cut, %d nodes; want 100, 60, 120", len(ro.Spec.Topology.Sites), len(cut), nodes)
 	}
 	for _, n := range names {
 		s, err := Builtin(n)
@@ -21,7 +41,7 @@ func TestBuiltinsParse(t *testing.T) {
 			t.Errorf("%s: name %q source %q scale %v", n, s.Metadata.Name, s.Source, s.Scale(0))
 		}
 	}
-	if _, err := Builtin("boat"); err == nil || !strings.Contains(err.Error(), "factory, retail, vehicle") {
+	if _, err := Builtin("boat"); err == nil || !strings.Contains(err.Error(), "factory, regional-outage, retail, vehicle") {
 		t.Errorf("unknown built-in: %v", err)
 	}
 }

@@ -170,6 +170,9 @@ func summary(w io.Writer, rep *harness.Report) {
 			verdict = "FAIL"
 		}
 		fmt.Fprintf(w, "%s %s: timeline %v at time scale %g (wall time %v, %s)\n", verdict, s.Name, s.Timeline, s.TimeScale, s.Duration.Round(1e8), s.Runtime)
+		if r := s.Resources(); r != "" {
+			fmt.Fprintf(w, "  fleet %s\n", r)
+		}
 	}
 }
 
@@ -204,13 +207,14 @@ func newCertifyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "certify [FILE...]",
 		Short: "Play every built-in scenario (or the given files) and write the certification report",
-		Long: `certify plays the built-in scenarios (` + strings.Join(scenarios.Builtins(), ", ") + `), or the
-scenario files given, one after the other, each on its own embedded fleet, and
-writes one report for all of them. It exits 1 if any expectation failed.`,
+		Long: `certify plays the built-in scenarios (` + strings.Join(scenarios.Certified(), ", ") + `), or the
+scenarios given (built-in names or files), one after the other, each on its own
+fleet, and writes one report for all of them. It exits 1 if any expectation
+failed. regional-outage, a hundred stores, is played only when named.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				args = scenarios.Builtins()
+				args = scenarios.Certified()
 			}
 			return f.certify(cmd, g, args)
 		},

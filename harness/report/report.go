@@ -220,6 +220,7 @@ func reportJUnit(r *Report) ([]byte, error) {
 				{"timeScale", reportNumber(s.TimeScale)},
 				{"runtime", s.Runtime},
 				{"sites", s.SitesSummary()},
+				{"fleet", s.Resources()},
 				{"source", s.Source},
 				{"provider", cmp.Or(s.Provider, r.Provider)},
 				{"backend", s.Backend},
@@ -572,6 +573,9 @@ func htmlScenarioOf(i int, s ScenarioResult) htmlScenario {
 		h.Fleet = "provider " + s.Provider
 		if s.Backend != "" {
 			h.Fleet += ", shaping backend " + s.Backend
+		}
+		if r := s.Resources(); r != "" {
+			h.Fleet += "; " + r
 		}
 	}
 	if k := s.TimeScale; reportIsFinite(k) && k > 0 && k != 1 {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/validators"
 )
 
@@ -37,6 +38,11 @@ type ScenarioResult struct {
 	// control plane's processes, or none (where the provider gives each
 	// site its own).
 	Sites []SiteRun `json:"sites,omitempty"`
+	// FleetUp is how long the provider took to bring the fleet up;
+	// Memory what its processes and the harness held once everything
+	// ran (providers that can tell).
+	FleetUp time.Duration    `json:"fleetUpNs,omitempty"`
+	Memory  *clusters.Memory `json:"memory,omitempty"`
 	// Started is when the timeline started (time zero of Windows and
 	// samples); Duration is the wall time of the whole run, set-up
 	// included; Timeline is the scaled timeline's length.
@@ -60,6 +66,19 @@ type SiteRun struct {
 	// ControlPlane lists its processes ("etcd, kube-apiserver, kwok"), or
 	// is "none".
 	ControlPlane string `json:"controlPlane"`
+}
+
+// Resources says in one line how long the fleet took to come up and what
+// memory it held ("" when not measured).
+func (s ScenarioResult) Resources() string {
+	var parts []string
+	if s.FleetUp > 0 {
+		parts = append(parts, fmt.Sprintf("up in %.1f s", s.FleetUp.Seconds()))
+	}
+	if m := s.Memory; m != nil {
+		parts = append(parts, fmt.Sprintf("%d processes holding %.2f GiB resident (%.2f GiB proportional share), the harness included", m.Processes, float64(m.RSS)/(1<<30), float64(m.PSS)/(1<<30)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // SitesSummary says what the sites ran in one line, sites that ran the
