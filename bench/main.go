@@ -33,7 +33,7 @@ import (
 func main() {
 	shaper.RunHelperIfInvoked()
 	kind.RunRuntimeWrapperIfInvoked()
-	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,kind,gate,buffer,uplink,failover,certify (default all)")
+	only := flag.String("only", "", "comma-separated sections: rate,loss,delay,latency,fleet,clusters,kind,gate,buffer,uplink,regional,failover,certify (default all)")
 	quick := flag.Bool("quick", false, "shorter measurements")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
@@ -78,8 +78,8 @@ func run(only string, quick bool) (err error) {
 	}()
 	caps, _ := shaper.Probe()
 	fmt.Printf("edgefault bench — kernel %s, backend %s, %s\n\n", caps.Kernel, b.sh.Backend(), time.Now().UTC().Format(time.RFC3339))
-	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "uplink": b.uplink, "failover": b.failover, "certify": b.certify, "kind": b.kind}
-	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "kind", "gate", "buffer", "uplink", "failover", "certify"}
+	sections := map[string]func(){"rate": b.rate, "loss": b.loss, "delay": b.delay, "latency": b.latency, "fleet": b.fleet, "clusters": b.clusters, "gate": b.gate, "buffer": b.buffer, "uplink": b.uplink, "regional": b.regional, "failover": b.failover, "certify": b.certify, "kind": b.kind}
+	order := []string{"rate", "loss", "delay", "latency", "fleet", "clusters", "kind", "gate", "buffer", "uplink", "regional", "failover", "certify"}
 	if only != "" {
 		order = strings.Split(only, ",")
 	}

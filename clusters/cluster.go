@@ -301,12 +301,14 @@ type MemoryUse interface {
 	Memory() Memory
 }
 
-// Memory is what a fleet's processes hold: resident (RSS, pages shared
-// between them counted in each) and their proportional share (PSS, which
-// adds up to what they cost the machine), in bytes.
+// Memory is what a fleet's processes hold, in bytes: resident (RSS: the
+// pages of a binary they share are counted in each), anonymous (Anon: the
+// part of RSS that is each one's own) and their proportional share (PSS,
+// which adds up to what they cost the machine).
 type Memory struct {
 	Processes int    `json:"processes"`
 	RSS       uint64 `json:"rssBytes"`
+	Anon      uint64 `json:"anonBytes"`
 	PSS       uint64 `json:"pssBytes"`
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/harness/edgetest"
 	"github.com/edgefault/edgefault/scenarios"
+	"github.com/edgefault/edgefault/validators"
 )
 
 // The built-in scenarios, played by the harness on the embedded fleet
@@ -36,7 +37,7 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 			o.FleetPrefix = fmt.Sprintf("x%d-", os.Getpid()%1000)
 		}))
 	}
-	for _, name := range scenarios.Builtins() {
+	for _, name := range scenarios.Certified() {
 		It("certifies "+name+" with the runtime", func(ctx SpecContext) {
 			res := play(ctx, name, nil)
 			Expect(res).To(edgetest.Pass())
@@ -56,6 +57,41 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 			}
 		})
 	}
+
+	// regional-outage at a tenth of its size (make bench plays all of it),
+	// and with the sink's ingest bounded far below what the six returning
+	// stores send, so its admission must refuse and the forwarders must
+	// come back: nothing lost or doubled, the sink within its limit.
+	It("plays regional-outage at ten stores: a returning region is admitted at the sink's pace, refused batches come back, nothing is lost", func(ctx SpecContext) {
+		src, err := scenarios.BuiltinSource("regional-outage")
+		Expect(err).NotTo(HaveOccurred())
+		small := strings.NewReplacer("count: 40", "count: 4", "count: 20", "count: 2", "ingestRate: 24mbit", "ingestRate: 4mbit").Replace(string(src))
+		sc, err := scenarios.ParseScenario("regional-outage (ten stores)", []byte(small))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sc.Spec.Topology.Sites).To(HaveLen(10))
+		Expect(sc.Spec.Runtime.Sink.IngestRate).To(Equal("4mbit"))
+		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard = edgeguard
+			o.FleetPrefix = fmt.Sprintf("r%d-", os.Getpid()%1000)
+		}))
+		Expect(res).To(edgetest.Pass())
+		Expect(res.SitesSummary()).To(Equal("none (10 sites)"))
+		Expect(res.FleetUp).To(BeNumerically(">", 0))
+		Expect(res.Memory).NotTo(BeNil())
+		Expect(res.Memory.Processes).To(BeNumerically(">=", 12+10+10+1), "runtimes, tills, journals and the cloud's servers at least")
+		Expect(res.Memory.PSS).To(BeNumerically("<", res.Memory.RSS))
+		var sink validators.Verdict
+		for _, v := range res.Verdicts {
+			if v.Validator == "sink-within-limit" {
+				sink = v
+			}
+		}
+		Expect(sink.Numbers["refused"]).To(BeNumerically(">", 0), "the sink never refused: its admission was not exercised (%s)", sink.Summary)
+		Expect(sink.Numbers["backlogBytes"]).To(BeNumerically(">", 1e6), "the outage left no backlog to drain: %s", sink.Summary)
+		// Over the validator's 2 s window: the rate, and one burst (512 KiB
+		// at this rate) spread over it.
+		Expect(sink.Numbers["peakBps"]).To(BeNumerically("<=", 1.05*(4e6+8*float64(512<<10)/2)), "the sink took more than its rate and burst: %s", sink.Summary)
+	})
 
 	It("fails no-fetch-while-closed and delivered-exactly-once on the vehicle with the gate bypassed and the buffer in memory", func(ctx SpecContext) {
 		res := play(ctx, "vehicle", func(rt *scenarios.RuntimeSpec) {

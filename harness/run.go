@@ -296,12 +296,15 @@ func (r *run) play(ctx context.Context) (err error) {
 	// (it is the customers, the sampler and the shaper).
 	if mu, ok := r.f.(clusters.MemoryUse); ok {
 		m := mu.Memory()
-		m.Processes++
-		m.RSS += procmem.RSS(os.Getpid())
-		m.PSS += procmem.PSS(os.Getpid())
+		// The harness alone: the fleet's processes are its children.
+		self := procmem.One(os.Getpid())
+		m.RSS += self.RSS
+		m.Anon += self.Anon
+		m.PSS += self.PSS
+		m.Processes += self.Processes
 		r.res.Memory = &m
 		r.log.Info("the fleet is up and running", "fleetUp", r.res.FleetUp.Round(10*time.Millisecond), "processes", m.Processes,
-			"rssMiB", m.RSS>>20, "pssMiB", m.PSS>>20)
+			"rssMiB", m.RSS>>20, "anonMiB", m.Anon>>20, "pssMiB", m.PSS>>20)
 	}
 
 	r.t0 = time.Now()

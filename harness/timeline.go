@@ -9,6 +9,7 @@ import (
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper/impair"
 	"github.com/edgefault/edgefault/validators"
+	"golang.org/x/sync/errgroup"
 )
 
 // action is one thing the timeline does at a scaled time.
@@ -127,35 +128,46 @@ func (r *run) do(ctx context.Context, a action) error {
 		what += fmt.Sprintf(" for %v", scenarios.Scaled(st.For, r.scale, 0))
 	}
 	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), st.Group, what), "note", st.Note)
-	for _, m := range ms {
-		switch {
-		case act.Process != "":
+	if act.Process != "" {
+		for _, m := range ms {
 			if err := r.sup.kill(m.Name, act.Process, act.Graceful); err != nil {
 				return err
 			}
 			r.ev.emit(m.Name, "timeline", act.Kind, "process", act.Process, "note", st.Note)
-		case act.Impairs:
-			if err := r.sh.Apply(ctx, m.Name, imp); err != nil {
-				return err
+		}
+		return nil
+	}
+	if !act.Impairs && act.Kind != "restore" {
+		return fmt.Errorf("the harness cannot play a %s step", act.Kind)
+	}
+	// A step on a region (sixty routers) changes every link at once, as
+	// the region's ISP does, not one after another over a minute.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(stepParallelism)
+	for _, m := range ms {
+		g.Go(func() error {
+			if act.Impairs {
+				if err := r.sh.Apply(gctx, m.Name, imp); err != nil {
+					return err
+				}
+				r.startWindow(m.Name, st.Group, a.idx, imp)
+				r.ev.emit(m.Name, "timeline", "impair", "what", imp.String(), "note", st.Note)
+				return nil
 			}
-			r.startWindow(m.Name, st.Group, a.idx, imp)
-			r.ev.emit(m.Name, "timeline", "impair", "what", imp.String(), "note", st.Note)
-		case act.Kind == "restore":
 			// A step's own "for" restores only its own impairment: a
 			// later step on the same target has replaced it.
 			if a.undo && r.activeStep(m.Name) != a.idx {
 				r.log.Info("not restoring: a later step changed the link since", "target", m.Name)
-				continue
+				return nil
 			}
-			if err := r.restore(ctx, m.Name); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("the harness cannot play a %s step", act.Kind)
-		}
+			return r.restore(gctx, m.Name)
+		})
 	}
-	return nil
+	return g.Wait()
 }
+
+// stepParallelism is how many links one step changes at once.
+const stepParallelism = 8
 
 func (r *run) startWindow(target, group string, step int, imp impair.Impairment) {
 	r.mu.Lock()

@@ -188,7 +188,7 @@ func (f *Fleet) Memory() clusters.Memory {
 		}
 	}
 	u := procmem.Of(pids)
-	return clusters.Memory{Processes: u.Processes, RSS: u.RSS, PSS: u.PSS}
+	return clusters.Memory{Processes: u.Processes, RSS: u.RSS, Anon: u.Anon, PSS: u.PSS}
 }
 
 // Cluster returns the site's cluster, or an error naming the sites that

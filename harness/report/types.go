@@ -76,10 +76,13 @@ func (s ScenarioResult) Resources() string {
 		parts = append(parts, fmt.Sprintf("up in %.1f s", s.FleetUp.Seconds()))
 	}
 	if m := s.Memory; m != nil {
-		parts = append(parts, fmt.Sprintf("%d processes holding %.2f GiB resident (%.2f GiB proportional share), the harness included", m.Processes, float64(m.RSS)/(1<<30), float64(m.PSS)/(1<<30)))
+		parts = append(parts, fmt.Sprintf("%d processes, the harness included, holding %.2f GiB resident (a shared binary counted in each), %.2f GiB anonymous, %.2f GiB proportional share",
+			m.Processes, gib(m.RSS), gib(m.Anon), gib(m.PSS)))
 	}
 	return strings.Join(parts, ", ")
 }
+
+func gib(b uint64) float64 { return float64(b) / (1 << 30) }
 
 // SitesSummary says what the sites ran in one line, sites that ran the
 // same counted together: "etcd, kube-apiserver, kwok (2 sites); none

@@ -13,10 +13,12 @@ import (
 	"strings"
 )
 
-// Usage is what a set of processes holds.
+// Usage is what a set of processes holds, in bytes. Anon is the part of
+// RSS that is theirs alone (no file behind it): the RSS of processes that
+// run one binary counts its pages in each, Anon does not.
 type Usage struct {
-	Processes int
-	RSS, PSS  uint64 // bytes
+	Processes      int
+	RSS, Anon, PSS uint64
 }
 
 // RSS is a process's resident memory in bytes (0 if it is gone).
@@ -29,15 +31,22 @@ func PSS(pid int) uint64 { return fieldKB(fmt.Sprintf("/proc/%d/smaps_rollup", p
 func Of(pids []int) Usage {
 	var u Usage
 	for _, pid := range WithDescendants(pids) {
-		r := RSS(pid)
-		if r == 0 {
-			continue // gone, or a kernel thread
-		}
-		u.Processes++
-		u.RSS += r
-		u.PSS += PSS(pid)
+		o := One(pid)
+		u.Processes += o.Processes
+		u.RSS += o.RSS
+		u.Anon += o.Anon
+		u.PSS += o.PSS
 	}
 	return u
+}
+
+// One is what the process pid holds alone, its children not counted.
+func One(pid int) Usage {
+	r := RSS(pid)
+	if r == 0 {
+		return Usage{} // gone, or a kernel thread
+	}
+	return Usage{Processes: 1, RSS: r, Anon: fieldKB(fmt.Sprintf("/proc/%d/status", pid), "RssAnon:"), PSS: PSS(pid)}
 }
 
 // WithDescendants is pids and every live process below them, each once.

@@ -18,8 +18,8 @@ func TestOfCountsDescendants(t *testing.T) {
 		t.Fatalf("this test and its sleep: %d processes", self.Processes)
 	}
 	alone := RSS(os.Getpid())
-	if alone < 1<<20 || self.RSS <= alone || self.PSS == 0 || self.PSS > self.RSS {
-		t.Fatalf("rss alone %d, with the child %d, pss %d", alone, self.RSS, self.PSS)
+	if alone < 1<<20 || self.RSS <= alone || self.PSS == 0 || self.PSS > self.RSS || self.Anon == 0 || self.Anon > self.RSS {
+		t.Fatalf("rss alone %d, with the child %d, anon %d, pss %d", alone, self.RSS, self.Anon, self.PSS)
 	}
 	if u := Of([]int{1 << 30}); u.Processes != 0 || u.RSS != 0 {
 		t.Fatalf("a PID that does not exist counted: %+v", u)

@@ -19,24 +19,53 @@ type LinkShaper struct {
 	// New makes a shaper recording into the fleet's ledger.
 	New func(opts ...shaper.Option) (*shaper.Shaper, error)
 
-	mu sync.Mutex
-	sh *shaper.Shaper // made on the first change
-	ro *shaper.Shaper // reads only: no probe
+	mu   sync.Mutex
+	idle []*shaper.Shaper // shapers for changes, not in use now
+	all  []*shaper.Shaper // every one made for changes, to close
+	ro   *shaper.Shaper   // reads only: no probe
 }
 
 var _ clusters.LinkShaper = (*LinkShaper)(nil)
 
-func (l *LinkShaper) shaper(write bool) (*shaper.Shaper, error) {
+// writer lends a shaper for changes, made on first need. A Shaper
+// serialises its own changes, so callers that change many links at once
+// (an outage of sixty routers) each get one of their own; the links' state
+// locks keep them apart.
+func (l *LinkShaper) writer() (*shaper.Shaper, func(), error) {
+	l.mu.Lock()
+	if n := len(l.idle); n > 0 {
+		sh := l.idle[n-1]
+		l.idle = l.idle[:n-1]
+		l.mu.Unlock()
+		return sh, func() { l.giveBack(sh) }, nil
+	}
+	l.mu.Unlock()
+	sh, err := l.New()
+	if err != nil {
+		return nil, nil, err
+	}
+	l.mu.Lock()
+	l.all = append(l.all, sh)
+	l.mu.Unlock()
+	return sh, func() { l.giveBack(sh) }, nil
+}
+
+func (l *LinkShaper) giveBack(sh *shaper.Shaper) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.idle = append(l.idle, sh)
+}
+
+// reader is a shaper for reads: the writers' if one was made (it probed),
+// else one that skips probing.
+func (l *LinkShaper) reader() (*shaper.Shaper, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.all) > 0 {
+		return l.all[0], nil
+	}
 	var err error
-	switch {
-	case write && l.sh == nil:
-		l.sh, err = l.New()
-		return l.sh, err
-	case write || l.sh != nil:
-		return l.sh, nil
-	case l.ro == nil:
+	if l.ro == nil {
 		l.ro, err = l.New(shaper.WithCapabilities(shaper.Capabilities{Features: allFeatures()}))
 	}
 	return l.ro, err
@@ -57,10 +86,11 @@ func (l *LinkShaper) Apply(ctx context.Context, member string, imp impair.Impair
 	if err != nil {
 		return err
 	}
-	sh, err := l.shaper(true)
+	sh, done, err := l.writer()
 	if err != nil {
 		return err
 	}
+	defer done()
 	return sh.Apply(ctx, t, imp)
 }
 
@@ -70,10 +100,11 @@ func (l *LinkShaper) Clear(ctx context.Context, member string) error {
 	if err != nil {
 		return err
 	}
-	sh, err := l.shaper(true)
+	sh, done, err := l.writer()
 	if err != nil {
 		return err
 	}
+	defer done()
 	return sh.Clear(ctx, t)
 }
 
@@ -83,7 +114,7 @@ func (l *LinkShaper) Current(member string) (impair.Impairment, bool, error) {
 	if err != nil {
 		return impair.Impairment{}, false, err
 	}
-	sh, err := l.shaper(false)
+	sh, err := l.reader()
 	if err != nil {
 		return impair.Impairment{}, false, err
 	}
@@ -93,10 +124,11 @@ func (l *LinkShaper) Current(member string) (impair.Impairment, bool, error) {
 // Backend says how impairments are applied (it picks it: a kernel that
 // cannot shape as asked is found now).
 func (l *LinkShaper) Backend() string {
-	sh, err := l.shaper(true)
+	sh, done, err := l.writer()
 	if err != nil {
 		return "unknown (" + err.Error() + ")"
 	}
+	defer done()
 	return string(sh.Backend())
 }
 
@@ -104,11 +136,11 @@ func (l *LinkShaper) Backend() string {
 func (l *LinkShaper) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, s := range []*shaper.Shaper{l.sh, l.ro} {
+	for _, s := range append(l.all, l.ro) {
 		if s != nil {
 			s.Close()
 		}
 	}
-	l.sh, l.ro = nil, nil
+	l.all, l.idle, l.ro = nil, nil, nil
 	return nil
 }
