@@ -93,10 +93,14 @@ func (b *bench) regional() {
 		if m == nil {
 			m = &clusters.Memory{}
 		}
-		ok := !naive && res.FleetUp <= 30*time.Second && m != nil && m.PSS <= 8<<30 && lost == 0 && len(failed) == 0 && ratio <= 1.2
-		fmt.Fprintf(tw, "%s\t%.1f s\t%d\t%.1f GiB\t%.1f GiB\t%.1f GiB\t%.0f\t%.1f Mbit/s\t%.0f\t%d\t%.1f MB\t%.1f s\t%.2f\t%s\t%s\t\n", name,
+		ok := !naive && res.FleetUp <= 30*time.Second && m.PSS <= 8<<30 && lost == 0 && len(failed) == 0 && ratio <= 1.2
+		busy := "-"
+		if v, ok := sink.Numbers["drainSinkBusy"]; ok {
+			busy = fmt.Sprintf("%.0f%%", 100*v)
+		}
+		fmt.Fprintf(tw, "%s\t%.1f s\t%d\t%.1f GiB\t%.1f GiB\t%.1f GiB\t%.0f\t%.1f Mbit/s\t%.0f\t%d\t%.1f MB\t%.1f s\t%.2f\t%s\t%s\t%s\t\n", name,
 			res.FleetUp.Seconds(), m.Processes, gib(m.RSS), gib(m.Anon), gib(m.PSS), lost, sink.Numbers["peakBps"]/1e6, sink.Numbers["refused"], failures,
-			sink.Numbers["backlogBytes"]/1e6, sink.Numbers["drainSeconds"], ratio, verdicts, pass(ok))
+			sink.Numbers["backlogBytes"]/1e6, sink.Numbers["drainSeconds"], ratio, busy, verdicts, pass(ok))
 	}
 	tw.Flush()
 	fmt.Println("   the sink's capacity is the scenario's ingest rate (24 Mbit/s) in both rows; 8 GiB is checked by PSS: RSS counts the")

@@ -128,6 +128,16 @@ func (ev *Evidence) drain(v *verdict, rate float64) {
 	}
 	ideal := time.Duration(backlog / rate * float64(time.Second))
 	v.Numbers["idealDrainSeconds"] = secs(ideal)
-	v.ok("after the last restore, a %.1f MB backlog arrived in %.1f s (backlog ÷ ingest rate: %.1f s, %.2fx), its first batch %.1f s after the restore",
-		backlog/1e6, drain.Seconds(), ideal.Seconds(), drain.Seconds()/max(ideal.Seconds(), 1e-3), first.Sub(restore).Seconds())
+	// Live traffic (the stores that never lost their link, and the
+	// returning ones' new records) shares the sink with the backlog: how
+	// busy the sink was says whether the drain could have been quicker.
+	var took float64
+	for _, e := range ev.events("cloud", "sink", first, last, "admitted") {
+		b, _ := num(e.Fields["bytes"])
+		took += b
+	}
+	busy := took / (rate * max(drain.Seconds(), 1e-3))
+	v.Numbers["drainSinkBusy"] = busy
+	v.ok("after the last restore, a %.1f MB backlog arrived in %.1f s (backlog ÷ ingest rate: %.1f s, %.2fx; the sink took %.1f MB in that time, %.0f%% of its rate), its first batch %.1f s after the restore",
+		backlog/1e6, drain.Seconds(), ideal.Seconds(), drain.Seconds()/max(ideal.Seconds(), 1e-3), took/1e6, 100*busy, first.Sub(restore).Seconds())
 }

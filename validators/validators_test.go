@@ -244,7 +244,7 @@ func TestSinkWithinLimit(t *testing.T) {
 		{"the backlog drained", append(append([]wire.Event{admission}, paced(31, 40)...),
 			ev(31, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(15).Format(time.RFC3339Nano)),
 			ev(34, "cloud", "sink", "received", "bytes", 2e6, "oldest", at(29).Format(time.RFC3339Nano)),
-			ev(36, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(31).Format(time.RFC3339Nano))), true, "a 3.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 3.0 s, 1.00x)"},
+			ev(36, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(31).Format(time.RFC3339Nano))), true, "a 3.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 3.0 s, 1.00x; the sink took 3.2 MB in that time, 108% of its rate)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := evidence(t, tc.evs...)
