@@ -240,6 +240,15 @@ func TestSinkWithinLimit(t *testing.T) {
 		{"at the rate", append([]wire.Event{admission}, paced(1, 20)...), true, "at most 2.0 MB in any 2s"},
 		{"a burst above it", append(append([]wire.Event{admission}, paced(1, 20)...), ev(10, "cloud", "sink", "admitted", "bytes", 2e6)), false, "above its limit of 2.5 MB"},
 		{"no bound", paced(1, 5), false, "without an ingest rate"},
+		// Let in at the rate, written down late and together (a loaded
+		// machine woke the handlers late): judged by when they were due.
+		{"late wake-ups", append([]wire.Event{admission}, func() []wire.Event {
+			var out []wire.Event
+			for s := 1.0; s < 5; s += 0.25 {
+				out = append(out, ev(5, "cloud", "sink", "admitted", "bytes", 250e3, "due", at(s).Format(time.RFC3339Nano)))
+			}
+			return out
+		}()...), true, "at most 2.0 MB in any 2s"},
 		{"refusals counted", append(append([]wire.Event{admission}, paced(1, 5)...), ev(3, "cloud", "sink", "refused", "bound", "rate"), ev(3.1, "cloud", "sink", "refused", "bound", "concurrency")), true, "2 batches refused"},
 		{"the backlog drained", append(append([]wire.Event{admission}, paced(31, 40)...),
 			ev(31, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(15).Format(time.RFC3339Nano)),

@@ -116,9 +116,10 @@ type refusal struct {
 }
 
 // admit waits for r's turn, or says why and for how long it must come back
-// later. The release it returns ends the batch's slot. The slot comes
-// first: a batch refused for concurrency has taken no rate.
-func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(), no *refusal) {
+// later. The release it returns ends the batch's slot; due is when the
+// rate bound let it in (its turn, before the wake-up's own delay). The
+// slot comes first: a batch refused for concurrency has taken no rate.
+func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(), due time.Time, no *refusal) {
 	start := time.Now()
 	ad.m.waiting.Inc()
 	defer ad.m.waiting.Dec()
@@ -126,7 +127,7 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 	defer cancel()
 	if ad.slots != nil {
 		if err := ad.slots.Acquire(ctx, 1); err != nil {
-			return nil, &refusal{"concurrency", ad.a.MaxWait}
+			return nil, time.Time{}, &refusal{"concurrency", ad.a.MaxWait}
 		}
 	}
 	freeSlot := func() {
@@ -134,10 +135,13 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 			ad.slots.Release(1)
 		}
 	}
+	due = time.Now()
 	if ad.bucket != nil {
-		if d, ok := ad.reserve(ctx, r.ContentLength); !ok {
+		var d time.Duration
+		var ok bool
+		if due, d, ok = ad.reserve(ctx, r.ContentLength); !ok {
 			freeSlot()
-			return nil, &refusal{"rate", d}
+			return nil, time.Time{}, &refusal{"rate", d}
 		}
 	}
 	ad.m.wait.Observe(time.Since(start).Seconds())
@@ -149,15 +153,15 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 	return func() {
 		ad.m.inFlight.Dec()
 		freeSlot()
-	}, nil
+	}, due, nil
 }
 
 // reserve takes n bytes from the bucket, waiting for them within ctx (the
 // sink refuses a body of unknown size before). A batch larger
 // than the burst is charged in burst-sized parts, so that it pays for all
-// of its bytes. It returns the wait it would have needed when that is
-// past MaxWait (nothing is then taken).
-func (ad *admitter) reserve(ctx context.Context, n int64) (time.Duration, bool) {
+// of its bytes. It returns when the bytes were due, or the wait it would
+// have needed when that is past MaxWait (nothing is then taken).
+func (ad *admitter) reserve(ctx context.Context, n int64) (time.Time, time.Duration, bool) {
 	n = max(n, 1)
 	now := time.Now()
 	burst := int64(ad.bucket.Burst())
@@ -175,7 +179,7 @@ func (ad *admitter) reserve(ctx context.Context, n int64) (time.Duration, bool) 
 	}
 	if d > ad.a.MaxWait {
 		cancelAll()
-		return d, false
+		return time.Time{}, d, false
 	}
 	if d > 0 {
 		t := time.NewTimer(d)
@@ -183,11 +187,11 @@ func (ad *admitter) reserve(ctx context.Context, n int64) (time.Duration, bool) 
 		select {
 		case <-ctx.Done():
 			cancelAll()
-			return d, false
+			return time.Time{}, d, false
 		case <-t.C:
 		}
 	}
-	return 0, true
+	return now.Add(d), 0, true
 }
 
 // refuse answers 429 with a Retry-After (whole seconds, at least 1) and

@@ -229,15 +229,16 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	done, no := s.ad.admit(r.Context(), r)
+	done, due, no := s.ad.admit(r.Context(), r)
 	if no != nil {
 		s.refuse(w, no)
 		return
 	}
 	defer done()
-	// What the ingest rate bounds, when it was taken: the evidence that
-	// the sink kept to its admission limit.
-	s.log.Emit("admitted", "bytes", r.ContentLength, "waitSeconds", time.Since(start).Seconds())
+	// What the ingest rate bounds, and when the bound let it in: the
+	// evidence that the sink kept to its admission limit (the event's own
+	// time adds how late this handler woke, which a loaded machine spreads).
+	s.log.Emit("admitted", "bytes", r.ContentLength, "due", due.UTC().Format(time.RFC3339Nano), "waitSeconds", time.Since(start).Seconds())
 	release, err := s.bodies.Acquire(r.Context(), r)
 	if err != nil {
 		s.refuse(w, &refusal{"memory", 2 * time.Second})
