@@ -73,9 +73,11 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) $${t#*:} >$$log 2>&1 || { cat $$log; exit 1; }; \
 	done
 
-# make e2e: the kind suite alone, verbose (make test runs it too).
+# make e2e: the kind suite, verbose (make test runs it too), then
+# regional-outage at full size (a hundred stores; make test plays ten).
 e2e: root deps kind-deps app-deps setup-kind
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/kind/ -args -ginkgo.v
+	./$(BIN) run regional-outage --reports $(REPORTS)/regional-outage
 
 bench: root deps app-deps setup
 	EDGEGUARD=$(CURDIR)/bin/edgeguard $(GO) run ./bench $(BENCH_FLAGS)

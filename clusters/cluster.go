@@ -303,8 +303,8 @@ type MemoryUse interface {
 
 // Memory is what a fleet's processes hold, in bytes: resident (RSS: the
 // pages of a binary they share are counted in each), anonymous (Anon: the
-// part of RSS that is each one's own) and their proportional share (PSS,
-// which adds up to what they cost the machine).
+// part of RSS with no file behind it, mostly each one's heap) and their
+// proportional share (PSS, which adds up to what they cost the machine).
 type Memory struct {
 	Processes int    `json:"processes"`
 	RSS       uint64 `json:"rssBytes"`

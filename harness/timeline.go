@@ -70,14 +70,14 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	}
 	r.mu.Unlock()
 	sort.Strings(still)
-	for _, t := range still {
-		r.log.Info("restoring what is still impaired at the end of the timeline", "target", t)
+	if len(still) > 0 {
+		r.log.Info("restoring what is still impaired at the end of the timeline", "targets", still)
 		r.shMu.Lock()
 		if ctx.Err() != nil {
 			r.shMu.Unlock()
 			return ctx.Err()
 		}
-		err := r.restore(ctx, t)
+		err := eachAtOnce(ctx, still, r.restore)
 		r.shMu.Unlock()
 		if err != nil {
 			return err
@@ -140,34 +140,40 @@ func (r *run) do(ctx context.Context, a action) error {
 	if !act.Impairs && act.Kind != "restore" {
 		return fmt.Errorf("the harness cannot play a %s step", act.Kind)
 	}
-	// A step on a region (sixty routers) changes every link at once, as
-	// the region's ISP does, not one after another over a minute.
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Name
+	}
+	return eachAtOnce(ctx, names, func(ctx context.Context, name string) error {
+		if act.Impairs {
+			if err := r.sh.Apply(ctx, name, imp); err != nil {
+				return err
+			}
+			r.startWindow(name, st.Group, a.idx, imp)
+			r.ev.emit(name, "timeline", "impair", "what", imp.String(), "note", st.Note)
+			return nil
+		}
+		// A step's own "for" restores only its own impairment: a later
+		// step on the same target has replaced it.
+		if a.undo && r.activeStep(name) != a.idx {
+			r.log.Info("not restoring: a later step changed the link since", "target", name)
+			return nil
+		}
+		return r.restore(ctx, name)
+	})
+}
+
+// eachAtOnce changes the links of targets together, eight at a time: a
+// step on a region (sixty routers) changes them as the region's ISP does,
+// not one after another over a minute.
+func eachAtOnce(ctx context.Context, targets []string, change func(context.Context, string) error) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(stepParallelism)
-	for _, m := range ms {
-		g.Go(func() error {
-			if act.Impairs {
-				if err := r.sh.Apply(gctx, m.Name, imp); err != nil {
-					return err
-				}
-				r.startWindow(m.Name, st.Group, a.idx, imp)
-				r.ev.emit(m.Name, "timeline", "impair", "what", imp.String(), "note", st.Note)
-				return nil
-			}
-			// A step's own "for" restores only its own impairment: a
-			// later step on the same target has replaced it.
-			if a.undo && r.activeStep(m.Name) != a.idx {
-				r.log.Info("not restoring: a later step changed the link since", "target", m.Name)
-				return nil
-			}
-			return r.restore(gctx, m.Name)
-		})
+	g.SetLimit(8)
+	for _, t := range targets {
+		g.Go(func() error { return change(gctx, t) })
 	}
 	return g.Wait()
 }
-
-// stepParallelism is how many links one step changes at once.
-const stepParallelism = 8
 
 func (r *run) startWindow(target, group string, step int, imp impair.Impairment) {
 	r.mu.Lock()

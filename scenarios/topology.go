@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -391,6 +392,18 @@ func (s *FleetSpec) Validate(path string) error {
 // expand replaces each counted site by its Count copies and returns, for
 // every site after, the index of the site it was written as.
 func (s *FleetSpec) expand(path string) ([]int, error) {
+	for i, st := range s.Sites {
+		if st.Count == 0 && strings.Contains(st.Name, CountPlaceholder) {
+			return nil, perr(fmt.Sprintf("%s.sites[%d].name", path, i), "site name %q holds %s: give the site a count (count: 10) to repeat it", st.Name, CountPlaceholder)
+		}
+	}
+	if !slices.ContainsFunc(s.Sites, func(st Site) bool { return st.Count != 0 }) {
+		orig := make([]int, len(s.Sites))
+		for i := range orig {
+			orig[i] = i
+		}
+		return orig, nil // nothing to expand: the sites are left as they are
+	}
 	var out []Site
 	var orig []int
 	for i, st := range s.Sites {
@@ -402,12 +415,15 @@ func (s *FleetSpec) expand(path string) ([]int, error) {
 		if st.Count < 0 || st.Count > maxCount {
 			return nil, perr(sp+".count", "count %d: use 1 to %d", st.Count, maxCount)
 		}
-		if st.Gateway == nil || len(st.Buildings) > 0 {
+		if len(st.Buildings) > 0 {
 			return nil, perr(sp+".count", "site %q: count repeats a site with one gateway and its nodes, not one with buildings", st.Name)
 		}
-		for p, name := range map[string]string{".name": st.Name, ".gateway.name": st.Gateway.Name} {
-			if !strings.Contains(name, CountPlaceholder) {
-				return nil, perr(sp+p, "%q: a counted site's names hold %s, its number (e.g. store-%s, store-%s-router)", name, CountPlaceholder, CountPlaceholder, CountPlaceholder)
+		if st.Gateway == nil {
+			return nil, perr(sp+".gateway", "site %q needs a gateway (its name holding %s, e.g. store-%s-router)", st.Name, CountPlaceholder, CountPlaceholder)
+		}
+		for _, n := range []struct{ at, name string }{{".name", st.Name}, {".gateway.name", st.Gateway.Name}} {
+			if !strings.Contains(n.name, CountPlaceholder) {
+				return nil, perr(sp+n.at, "%q: a counted site's names hold %s, its number (e.g. store-%s, store-%s-router)", n.name, CountPlaceholder, CountPlaceholder, CountPlaceholder)
 			}
 		}
 		for k, n := range st.Nodes {

@@ -101,6 +101,13 @@ spec:
     gateway: {name: store-$n-gw}
     nodes: [pos]
 `, `spec.sites[1].nodes[0].name: "pos": a counted site's node names hold $n`},
+		{"placeholder without count", `apiVersion: edgefault.io/v1alpha1
+kind: Fleet
+spec:
+  sites:
+  - name: store-$n
+    gateway: {name: gw}
+`, `t.yaml:5: spec.sites[0].name: site name "store-$n" holds $n: give the site a count`},
 		{"count too large", `apiVersion: edgefault.io/v1alpha1
 kind: Fleet
 spec:

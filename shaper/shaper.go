@@ -177,6 +177,11 @@ func New(opts ...Option) (*Shaper, error) {
 // Backend is the backend in use.
 func (s *Shaper) Backend() Backend { return s.backend }
 
+// Capabilities are what the kernel was found (or said) to support: a
+// second Shaper made WithCapabilities and WithBackend of these skips the
+// probe and shapes the same way.
+func (s *Shaper) Capabilities() Capabilities { return s.caps }
+
 // linkState is what the shaper knows about one impaired link; it lives in
 // a file so a later process (the next `edgefault shape`, or cleanup after
 // a crash) can change or undo it.

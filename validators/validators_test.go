@@ -245,10 +245,16 @@ func TestSinkWithinLimit(t *testing.T) {
 		{"late wake-ups", append([]wire.Event{admission}, func() []wire.Event {
 			var out []wire.Event
 			for s := 1.0; s < 5; s += 0.25 {
-				out = append(out, ev(5, "cloud", "sink", "admitted", "bytes", 250e3, "due", at(s).Format(time.RFC3339Nano)))
+				out = append(out, ev(5, "cloud", "sink", "admitted", "bytes", 250e3, "due", []any{at(s).Format(time.RFC3339Nano)}, "partBytes", []any{250e3}))
 			}
 			return out
 		}()...), true, "at most 2.0 MB in any 2s"},
+		// A batch twice the burst, let in as two parts half a second apart
+		// from a full bucket, then batches at the rate: within the bound by
+		// its parts (2.25 MB in the 2 s from the second), over it if the
+		// whole batch were booked at its last part (2.75 MB).
+		{"a batch larger than the burst", append(append([]wire.Event{admission}, paced(10.75, 20)...),
+			ev(10.5, "cloud", "sink", "admitted", "bytes", 1e6, "due", []any{at(10).Format(time.RFC3339Nano), at(10.5).Format(time.RFC3339Nano)}, "partBytes", []any{5e5, 5e5})), true, "at most 2.2 MB in any 2s"},
 		{"refusals counted", append(append([]wire.Event{admission}, paced(1, 5)...), ev(3, "cloud", "sink", "refused", "bound", "rate"), ev(3.1, "cloud", "sink", "refused", "bound", "concurrency")), true, "2 batches refused"},
 		{"the backlog drained", append(append([]wire.Event{admission}, paced(31, 40)...),
 			ev(31, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(15).Format(time.RFC3339Nano)),

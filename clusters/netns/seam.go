@@ -23,7 +23,8 @@ func (f *Fleet) Provider() string { return providerName }
 
 // LinkShaper returns a shaper for the fleet's members, recording into the
 // fleet's ledger. It probes the kernel on its first change, not before, so
-// reading what is in force stays cheap.
+// reading what is in force stays cheap; changes made at once each get a
+// shaper of their own, shaping as the first.
 func (f *Fleet) LinkShaper(ctx context.Context) (clusters.LinkShaper, error) {
 	return &memberpkg.LinkShaper{
 		Target: func(member string, _ *impair.Impairment) (shaper.Target, error) { return f.Target(member) },

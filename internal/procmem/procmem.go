@@ -14,8 +14,8 @@ import (
 )
 
 // Usage is what a set of processes holds, in bytes. Anon is the part of
-// RSS that is theirs alone (no file behind it): the RSS of processes that
-// run one binary counts its pages in each, Anon does not.
+// RSS with no file behind it (mostly their heaps): the RSS of processes
+// that run one binary counts its pages in each, Anon does not.
 type Usage struct {
 	Processes      int
 	RSS, Anon, PSS uint64

@@ -87,6 +87,8 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		o.Client = &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	}
 	backoff := time.Duration(0)
+	// refused: the last batch got a 429; batches stay small until one is taken.
+	refused := false
 	paused := false
 	flushing := func(on bool) {
 		if o.Site != nil {
@@ -121,7 +123,14 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		b.mu.Lock()
 		added := b.added
 		b.mu.Unlock()
-		batch, err := b.head(o.BatchRecords, flushBatchBytes(o))
+		size := flushBatchBytes(o)
+		if refused {
+			// A batch the sink's admission refused may never fit its
+			// bound (a quarter second of a fast link against a slow
+			// ingest rate): send the default size until one is taken.
+			size = min(size, o.BatchBytes)
+		}
+		batch, err := b.head(o.BatchRecords, size)
 		if err != nil {
 			// A read error (the disk) is retried like a failed send: the
 			// process keeps serving producers and the gate meanwhile.
@@ -181,6 +190,7 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		if errors.As(err, &busy) {
 			// The sink's admission said when to come back: a pause, not a
 			// failure, and never a reason to give a record up.
+			refused = true
 			if !b.throttled(ctx, o, busy, len(batch)) {
 				return nil
 			}
@@ -192,7 +202,7 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 			}
 			continue
 		}
-		backoff = 0
+		backoff, refused = 0, false
 		if err := b.remove(batch); err != nil {
 			// The sink has them; they will be resent and refused as
 			// duplicates once the disk lets the delete through.

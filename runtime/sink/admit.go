@@ -115,11 +115,19 @@ type refusal struct {
 	after time.Duration
 }
 
+// part is bytes the rate bound let in at a time: a batch larger than the
+// burst is let in as several.
+type part struct {
+	Due   time.Time
+	Bytes int64
+}
+
 // admit waits for r's turn, or says why and for how long it must come back
-// later. The release it returns ends the batch's slot; due is when the
-// rate bound let it in (its turn, before the wake-up's own delay). The
-// slot comes first: a batch refused for concurrency has taken no rate.
-func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(), due time.Time, no *refusal) {
+// later. The release it returns ends the batch's slot; parts say when the
+// rate bound let its bytes in (their turn, before the wake-up's own
+// delay). The slot comes first: a batch refused for concurrency has taken
+// no rate.
+func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(), parts []part, no *refusal) {
 	start := time.Now()
 	ad.m.waiting.Inc()
 	defer ad.m.waiting.Dec()
@@ -127,7 +135,7 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 	defer cancel()
 	if ad.slots != nil {
 		if err := ad.slots.Acquire(ctx, 1); err != nil {
-			return nil, time.Time{}, &refusal{"concurrency", ad.a.MaxWait}
+			return nil, nil, &refusal{"concurrency", ad.a.MaxWait}
 		}
 	}
 	freeSlot := func() {
@@ -135,13 +143,13 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 			ad.slots.Release(1)
 		}
 	}
-	due = time.Now()
+	parts = []part{{time.Now(), max(r.ContentLength, 0)}}
 	if ad.bucket != nil {
 		var d time.Duration
 		var ok bool
-		if due, d, ok = ad.reserve(ctx, r.ContentLength); !ok {
+		if parts, d, ok = ad.reserve(ctx, r.ContentLength); !ok {
 			freeSlot()
-			return nil, time.Time{}, &refusal{"rate", d}
+			return nil, nil, &refusal{"rate", d}
 		}
 	}
 	ad.m.wait.Observe(time.Since(start).Seconds())
@@ -153,33 +161,36 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 	return func() {
 		ad.m.inFlight.Dec()
 		freeSlot()
-	}, due, nil
+	}, parts, nil
 }
 
 // reserve takes n bytes from the bucket, waiting for them within ctx (the
 // sink refuses a body of unknown size before). A batch larger
 // than the burst is charged in burst-sized parts, so that it pays for all
-// of its bytes. It returns when the bytes were due, or the wait it would
+// of its bytes. It returns when each part was due, or the wait it would
 // have needed when that is past MaxWait (nothing is then taken).
-func (ad *admitter) reserve(ctx context.Context, n int64) (time.Time, time.Duration, bool) {
+func (ad *admitter) reserve(ctx context.Context, n int64) ([]part, time.Duration, bool) {
 	n = max(n, 1)
 	now := time.Now()
 	burst := int64(ad.bucket.Burst())
-	var parts []*rate.Reservation
+	var rs []*rate.Reservation
+	var taken []part
 	cancelAll := func() {
-		for _, p := range parts {
-			p.CancelAt(now)
+		for _, r := range rs {
+			r.CancelAt(now)
 		}
 	}
 	var d time.Duration
 	for left := n; left > 0; left -= burst {
-		p := ad.bucket.ReserveN(now, int(min(left, burst)))
-		parts = append(parts, p)
-		d = p.DelayFrom(now)
+		k := min(left, burst)
+		r := ad.bucket.ReserveN(now, int(k))
+		rs = append(rs, r)
+		d = r.DelayFrom(now)
+		taken = append(taken, part{now.Add(d), k})
 	}
 	if d > ad.a.MaxWait {
 		cancelAll()
-		return time.Time{}, d, false
+		return nil, d, false
 	}
 	if d > 0 {
 		t := time.NewTimer(d)
@@ -187,11 +198,11 @@ func (ad *admitter) reserve(ctx context.Context, n int64) (time.Time, time.Durat
 		select {
 		case <-ctx.Done():
 			cancelAll()
-			return time.Time{}, d, false
+			return nil, d, false
 		case <-t.C:
 		}
 	}
-	return now.Add(d), 0, true
+	return taken, 0, true
 }
 
 // refuse answers 429 with a Retry-After (whole seconds, at least 1) and

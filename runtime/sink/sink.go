@@ -229,21 +229,27 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	done, due, no := s.ad.admit(r.Context(), r)
+	done, parts, no := s.ad.admit(r.Context(), r)
 	if no != nil {
 		s.refuse(w, no)
 		return
 	}
 	defer done()
-	// What the ingest rate bounds, and when the bound let it in: the
-	// evidence that the sink kept to its admission limit (the event's own
-	// time adds how late this handler woke, which a loaded machine spreads).
-	s.log.Emit("admitted", "bytes", r.ContentLength, "due", due.UTC().Format(time.RFC3339Nano), "waitSeconds", time.Since(start).Seconds())
 	release, err := s.bodies.Acquire(r.Context(), r)
 	if err != nil {
 		s.refuse(w, &refusal{"memory", 2 * time.Second})
 		return
 	}
+	// What the ingest rate bounds, and when the bound let each part of it
+	// in: the evidence that the sink kept to its admission limit (the
+	// event's own time adds how late this handler woke, which a loaded
+	// machine spreads).
+	due := make([]string, len(parts))
+	sizes := make([]int64, len(parts))
+	for i, p := range parts {
+		due[i], sizes[i] = p.Due.UTC().Format(time.RFC3339Nano), p.Bytes
+	}
+	s.log.Emit("admitted", "bytes", r.ContentLength, "due", due, "partBytes", sizes, "waitSeconds", time.Since(start).Seconds())
 	defer release()
 	var b record.Batch
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchBody)).Decode(&b); err != nil {

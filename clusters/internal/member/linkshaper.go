@@ -9,9 +9,10 @@ import (
 	"github.com/edgefault/edgefault/shaper/impair"
 )
 
-// LinkShaper is a clusters.LinkShaper over shapers made on first use: one
-// that changes links (it probes the kernel once) and one that only reads
-// what is in force (no probe, so reading stays cheap).
+// LinkShaper is a clusters.LinkShaper over shapers made on first use:
+// those that change links (the first probes the kernel, the others take
+// its findings and backend; one per caller changing links at once) and
+// one that only reads what is in force (no probe, so reading stays cheap).
 type LinkShaper struct {
 	// Target is where member is shaped; imp, when not nil, is the
 	// impairment about to be applied, which the provider may narrow.
@@ -39,8 +40,14 @@ func (l *LinkShaper) writer() (*shaper.Shaper, func(), error) {
 		l.mu.Unlock()
 		return sh, func() { l.giveBack(sh) }, nil
 	}
+	var opts []shaper.Option
+	if len(l.all) > 0 {
+		// The kernel was probed once: the others shape as the first does.
+		first := l.all[0]
+		opts = []shaper.Option{shaper.WithCapabilities(first.Capabilities()), shaper.WithBackend(first.Backend())}
+	}
 	l.mu.Unlock()
-	sh, err := l.New()
+	sh, err := l.New(opts...)
 	if err != nil {
 		return nil, nil, err
 	}
