@@ -511,3 +511,40 @@ func TestRegionalReconnectIsAdmitted(t *testing.T) {
 		}
 	}
 }
+
+// A batch larger than the sink's admission can ever take within its wait
+// (a fast link's quarter second against a slow ingest rate) is sent
+// smaller after each refusal, not resent as it was for ever.
+func TestRefusedBatchShrinks(t *testing.T) {
+	// 2 Mbit/s with a 512 KiB burst and 300 ms of queueing: nothing much
+	// larger than 600 kB is ever admitted.
+	adm := sink.Admission{Rate: 2 * units.Mbit, MaxWait: 300 * time.Millisecond}
+	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithoutAuth(), sink.WithAdmission(adm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	b, err := buffer.Open(filepath.Join(t.TempDir(), "buf.db"), buffer.Options{Node: "store"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	payload := bytes.Repeat([]byte("j"), 4<<10)
+	const n = 300 // 1.2 MB, all in one 2 MiB batch
+	for range n {
+		if _, err := b.Append(ctx, buffer.Input{Stream: "journal", Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go b.Forward(ctx, buffer.ForwardOptions{Sink: srv.URL, Link: newLink(true), BatchRecords: 1000, BatchBytes: 2 << 20})
+	// 1.2 MB at 250 kB/s is 5 s; a first Retry-After of 3 s and its jitter.
+	drain(t, b, 40*time.Second)
+	st := b.Stats()
+	if st.Forwarded != n || st.Throttled == 0 {
+		t.Fatalf("%+v: want all %d forwarded after at least one 429", st, n)
+	}
+}

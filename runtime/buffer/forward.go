@@ -87,8 +87,8 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		o.Client = &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	}
 	backoff := time.Duration(0)
-	// refused: the last batch got a 429; batches stay small until one is taken.
-	refused := false
+	// sizeCap bounds batches after a 429 (0: no bound).
+	sizeCap := 0
 	paused := false
 	flushing := func(on bool) {
 		if o.Site != nil {
@@ -123,12 +123,13 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		b.mu.Lock()
 		added := b.added
 		b.mu.Unlock()
+		// A batch the sink's admission refused may never fit its bound (a
+		// quarter second of a fast link against a slow ingest rate): a
+		// refusal halves the batches, down to 16 KiB, and each batch taken
+		// lets them grow back by an eighth.
 		size := flushBatchBytes(o)
-		if refused {
-			// A batch the sink's admission refused may never fit its
-			// bound (a quarter second of a fast link against a slow
-			// ingest rate): send the default size until one is taken.
-			size = min(size, o.BatchBytes)
+		if sizeCap > 0 {
+			size = min(size, sizeCap)
 		}
 		batch, err := b.head(o.BatchRecords, size)
 		if err != nil {
@@ -190,7 +191,11 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 		if errors.As(err, &busy) {
 			// The sink's admission said when to come back: a pause, not a
 			// failure, and never a reason to give a record up.
-			refused = true
+			var sent int
+			for _, it := range batch {
+				sent += len(it.val)
+			}
+			sizeCap = max(sent/2, 16<<10)
 			if !b.throttled(ctx, o, busy, len(batch)) {
 				return nil
 			}
@@ -202,7 +207,12 @@ func (b *Buffer) Forward(ctx context.Context, o ForwardOptions) error {
 			}
 			continue
 		}
-		backoff, refused = 0, false
+		backoff = 0
+		if sizeCap > 0 {
+			if sizeCap += sizeCap / 8; sizeCap >= flushBatchBytes(o) {
+				sizeCap = 0
+			}
+		}
 		if err := b.remove(batch); err != nil {
 			// The sink has them; they will be resent and refused as
 			// duplicates once the disk lets the delete through.
