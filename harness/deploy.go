@@ -219,10 +219,18 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 }
 
 // waitReady waits until every runtime answers and every node's gate has
-// opened (the scenario starts from a working fleet), up to 2 minutes.
+// opened (the scenario starts from a working fleet): up to 2 minutes, and
+// a second more per node beyond twenty, since every gate confirms its
+// link with a speed test at start and a hundred of them share this
+// machine's cores.
 func (r *run) waitReady(ctx context.Context, members []string) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for _, name := range members {
+	deadline := time.Now().Add(2*time.Minute + time.Duration(max(len(members)-20, 0))*time.Second)
+	last := time.Now()
+	for i, name := range members {
+		if time.Since(last) > 15*time.Second {
+			r.log.Info("waiting for the gates to open", "open", i, "of", len(members))
+			last = time.Now()
+		}
 		g, err := GateOn(r.f, name)
 		if err != nil {
 			return err
