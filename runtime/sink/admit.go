@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/edgefault/edgefault/units"
@@ -44,6 +45,11 @@ type admitter struct {
 	bucket *rate.Limiter       // nil: no rate bound
 	slots  *semaphore.Weighted // nil: no concurrency bound
 	m      *admitMetrics
+	// mu orders the bucket's reservations and cancellations in time: a
+	// rate.Limiter given a time earlier than one it has seen moves its
+	// clock back and refills that stretch twice (handlers that read the
+	// clock, then reserved out of order, let in 5% more than the rate).
+	mu sync.Mutex
 }
 
 type admitMetrics struct {
@@ -171,16 +177,20 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 // have needed when that is past MaxWait (nothing is then taken).
 func (ad *admitter) reserve(ctx context.Context, n int64) ([]part, time.Duration, bool) {
 	n = max(n, 1)
-	now := time.Now()
 	burst := int64(ad.bucket.Burst())
 	var rs []*rate.Reservation
 	var taken []part
 	cancelAll := func() {
+		ad.mu.Lock()
+		defer ad.mu.Unlock()
+		now := time.Now()
 		for _, r := range rs {
 			r.CancelAt(now)
 		}
 	}
 	var d time.Duration
+	ad.mu.Lock()
+	now := time.Now()
 	for left := n; left > 0; left -= burst {
 		k := min(left, burst)
 		r := ad.bucket.ReserveN(now, int(k))
@@ -188,6 +198,7 @@ func (ad *admitter) reserve(ctx context.Context, n int64) ([]part, time.Duration
 		d = r.DelayFrom(now)
 		taken = append(taken, part{now.Add(d), k})
 	}
+	ad.mu.Unlock()
 	if d > ad.a.MaxWait {
 		cancelAll()
 		return nil, d, false
