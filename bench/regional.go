@@ -65,6 +65,17 @@ func (b *bench) regional() {
 		}
 		var sink, delivery validators.Verdict
 		failed := []string{}
+		defer func() {
+			// What failed, said after the table.
+			for _, v := range res.Verdicts {
+				for _, l := range v.Lines {
+					if strings.HasPrefix(l, "FAIL") {
+						fmt.Printf("   %s, %s: %s\n", name, v.Validator, l)
+						break
+					}
+				}
+			}
+		}()
 		for _, v := range res.Verdicts {
 			switch v.Validator {
 			case "sink-within-limit":
