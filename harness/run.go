@@ -360,17 +360,15 @@ func (r *run) play(ctx context.Context) (err error) {
 }
 
 // settle waits, up to Settle, until every node's gate is open and its
-// buffer holds nothing from before the settle began (empty, or only what
-// its workloads appended since: a busy till's buffer is rarely empty at
-// the instant it is asked): what the network takes after the timeline is
-// not scaled.
+// buffer empty (the evidence delivered-exactly-once reads): what the
+// network takes after the timeline is not scaled.
 func (r *run) settle(ctx context.Context, nodes []string) {
 	deadline := time.Now().Add(r.o.Settle)
 	start := time.Now()
 	r.untilEachNode(ctx, nodes, deadline, 250*time.Millisecond, func(name string, g *Gate) bool {
 		var b buffer.Stats
 		s, err := g.Status(ctx)
-		if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && (b.Records == 0 || !b.Oldest.IsZero() && !b.Oldest.Before(start)) {
+		if err == nil && s.State == wire.Open && g.Get(ctx, "/v1/buffer", &b) == nil && b.Records == 0 {
 			// What settle saw is evidence like any sample.
 			r.ev.emitTyped(name, "sampler", "sample", wire.Sample{Gate: s.State, Depth: &b.Records, By: "settle"})
 			return true
