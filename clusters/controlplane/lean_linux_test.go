@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgefault/edgefault/clusters/controlplane"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
+	"github.com/edgefault/edgefault/internal/procmem"
 	"github.com/edgefault/edgefault/ledger"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,9 +89,9 @@ func TestLeanSite(t *testing.T) {
 	entries, _ := l.Entries("test")
 	for _, e := range entries {
 		if e.Kind == ledger.KindProcess {
-			r := rssOf(e.PID)
-			rss += r
-			each = append(each, fmt.Sprintf("%s %d MiB (%d MiB of it file-backed: its binary), %s CPU", strings.Fields(e.Name)[0], r>>20, fileOf(e.PID)>>20, cpuOf(e.PID)))
+			u := procmem.One(e.PID)
+			rss += u.RSS
+			each = append(each, fmt.Sprintf("%s %d MiB (%d MiB of it not anonymous: its binary), %s CPU", strings.Fields(e.Name)[0], u.RSS>>20, (u.RSS-u.Anon)>>20, cpuOf(e.PID)))
 		}
 	}
 	t.Logf("lean site: %.0f MiB (%s)", float64(rss)/(1<<20), strings.Join(each, ", "))
@@ -109,8 +110,6 @@ func ready(n *corev1.Node) bool {
 	return false
 }
 
-func rssOf(pid int) uint64 { return statusKB(pid, "VmRSS:") }
-
 // cpuOf is the CPU time a process has used (user and system).
 func cpuOf(pid int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -124,24 +123,4 @@ func cpuOf(pid int) time.Duration {
 	fmt.Sscan(f[11], &u)
 	fmt.Sscan(f[12], &s)
 	return time.Duration(u+s) * 10 * time.Millisecond
-}
-
-// fileOf is the part of a process's resident memory backed by files (its
-// binary's pages, shared by every process of the same binary).
-func fileOf(pid int) uint64 { return statusKB(pid, "RssFile:") }
-
-// statusKB reads a "field: N kB" line of /proc/PID/status, in bytes.
-func statusKB(pid int, field string) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			var kb uint64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(v, "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
 }

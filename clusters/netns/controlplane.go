@@ -13,8 +13,6 @@ import (
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/controlplane"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
-	"github.com/edgefault/edgefault/internal/procmem"
-	"github.com/edgefault/edgefault/ledger"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -175,20 +173,6 @@ func (f *Fleet) SiteComponents(site string) []string {
 		return sc.Components
 	}
 	return nil
-}
-
-// Memory is what the fleet's recorded processes (control planes,
-// helpers, everything StartCommand started) and their children hold.
-func (f *Fleet) Memory() clusters.Memory {
-	entries, _ := f.p.ledger.Entries(f.FleetName)
-	var pids []int
-	for _, e := range entries {
-		if e.Kind == ledger.KindProcess && e.Alive() {
-			pids = append(pids, e.PID)
-		}
-	}
-	u := procmem.Of(pids)
-	return clusters.Memory{Processes: u.Processes, RSS: u.RSS, Anon: u.Anon, PSS: u.PSS}
 }
 
 // Cluster returns the site's cluster, or an error naming the sites that

@@ -9,6 +9,8 @@ import (
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/internal/nsdo"
+	"github.com/edgefault/edgefault/internal/procmem"
+	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/edgefault/edgefault/shaper/impair"
 	"k8s.io/client-go/rest"
@@ -152,4 +154,18 @@ func (p *Provider) Info() clusters.Info { return Info(p.k8s != nil) }
 // for checking a scenario without making one (which needs root).
 func Info(controlPlanes bool) clusters.Info {
 	return clusters.Info{Name: providerName, Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, ControlPlanes: controlPlanes, SiteControlPlanes: true}
+}
+
+// Memory is what the fleet's recorded processes (control planes,
+// helpers, everything StartCommand started) and their children hold.
+func (f *Fleet) Memory() clusters.Memory {
+	entries, _ := f.p.ledger.Entries(f.FleetName)
+	var pids []int
+	for _, e := range entries {
+		if e.Kind == ledger.KindProcess && e.Alive() {
+			pids = append(pids, e.PID)
+		}
+	}
+	u := procmem.Of(pids)
+	return clusters.Memory{Processes: u.Processes, RSS: u.RSS, Anon: u.Anon, PSS: u.PSS}
 }
