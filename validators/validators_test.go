@@ -238,7 +238,10 @@ func TestSinkWithinLimit(t *testing.T) {
 		want string
 	}{
 		{"at the rate", append([]wire.Event{admission}, paced(1, 20)...), true, "at most 2.0 MB in any 2s"},
-		{"a burst above it", append(append([]wire.Event{admission}, paced(1, 20)...), ev(10, "cloud", "sink", "admitted", "bytes", 2e6)), false, "above its limit of 2.5 MB"},
+		{"a burst above it", append(append([]wire.Event{admission}, paced(1, 20)...), ev(10, "cloud", "sink", "admitted", "bytes", 2e6)), false, "1.75 MB more than its bucket held at t+10.0s"},
+		// Within rate and burst over any 2 s, yet let in before the bucket
+		// had refilled: what the 2 s sum misses, the replay finds.
+		{"early, not large", append(append([]wire.Event{admission}, paced(1, 20)...), ev(10.1, "cloud", "sink", "admitted", "bytes", 4e5)), false, "0.15 MB more than its bucket held"},
 		{"no bound", paced(1, 5), false, "without an ingest rate"},
 		// Let in at the rate, written down late and together (a loaded
 		// machine woke the handlers late): judged by when they were due.
@@ -259,7 +262,20 @@ func TestSinkWithinLimit(t *testing.T) {
 		{"the backlog drained", append(append([]wire.Event{admission}, paced(31, 40)...),
 			ev(31, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(15).Format(time.RFC3339Nano)),
 			ev(34, "cloud", "sink", "received", "bytes", 2e6, "oldest", at(29).Format(time.RFC3339Nano)),
-			ev(36, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(31).Format(time.RFC3339Nano))), true, "a 3.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 3.0 s, 1.00x; the sink took 3.2 MB in that time, 108% of its rate)"},
+			ev(36, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(31).Format(time.RFC3339Nano))), true, "a 3.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 3.0 s, 1.00x; the sink took 3.2 MB in that time, 108% of its rate, so 1.00x of what the capacity live traffic left allowed)"},
+		// Live traffic took a quarter of the sink: the backlog could not come
+		// in quicker than 2.5 MB ÷ 0.75 MB/s, and the sink was seldom idle.
+		{"a drain beside live traffic", append([]wire.Event{admission}, func() []wire.Event {
+			var out []wire.Event
+			for s := 31.0; s <= 35; s += 0.5 {
+				out = append(out, ev(s, "cloud", "sink", "admitted", "bytes", 125e3))
+			}
+			for s := 31.25; s <= 35.25; s++ {
+				out = append(out, ev(s, "cloud", "sink", "admitted", "bytes", 5e5),
+					ev(s, "cloud", "sink", "received", "bytes", 5e5, "oldest", at(20).Format(time.RFC3339Nano)))
+			}
+			return out
+		}()...), true, "a 2.5 MB backlog arrived in 4.0 s (backlog ÷ ingest rate: 2.5 s, 1.60x; the sink took 3.5 MB in that time, 88% of its rate, so 1.20x of what"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := evidence(t, tc.evs...)
