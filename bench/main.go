@@ -375,7 +375,7 @@ func (b *bench) fleet() {
 		for i := 0; i < sites; i++ {
 			st := scenarios.Site{Name: fmt.Sprintf("s%d", i), Gateway: &scenarios.Gateway{Name: fmt.Sprintf("gw%d", i)}}
 			for k := 0; k < 50; k++ {
-				st.Nodes = append(st.Nodes, scenarios.Node{Name: fmt.Sprintf("s%d-n%d", i, k), Link: &scenarios.LinkProfile{Rate: "5mbit"}})
+				st.Nodes = append(st.Nodes, scenarios.Node{Name: fmt.Sprintf("s%d-n%d", i, k), Link: &scenarios.LinkProfile{Rate: scenarios.SameRate("5mbit")}})
 			}
 			spec.Sites = append(spec.Sites, st)
 		}

@@ -27,7 +27,7 @@ func (b *bench) uplink() {
 	eg := edgeguardBin()
 	ctx := context.Background()
 	spec := &scenarios.FleetSpec{Sites: []scenarios.Site{{
-		Name: "depot", Gateway: &scenarios.Gateway{Name: "depot-gw", Uplink: &scenarios.LinkProfile{Rate: "50mbit", Delay: "20ms"}},
+		Name: "depot", Gateway: &scenarios.Gateway{Name: "depot-gw", Uplink: &scenarios.LinkProfile{Rate: scenarios.SameRate("50mbit"), Delay: "20ms"}},
 		Nodes: []scenarios.Node{{Name: "depot-1"}, {Name: "depot-2"}, {Name: "depot-3"}},
 	}}}
 	f, down := benchFleet("bu", spec)

@@ -37,7 +37,7 @@ var _ = Describe("the store-and-forward buffer", Ordered, func() {
 	)
 	BeforeAll(func() {
 		f, cloud, sh = runtimeFleet("eb", []scenarios.Site{{
-			Name: "shop", Gateway: &scenarios.Gateway{Name: "shop-gw", Uplink: &scenarios.LinkProfile{Rate: "20mbit", Delay: "10ms"}},
+			Name: "shop", Gateway: &scenarios.Gateway{Name: "shop-gw", Uplink: &scenarios.LinkProfile{Rate: scenarios.SameRate("20mbit"), Delay: "10ms"}},
 			Nodes: []scenarios.Node{{Name: "shop-pos"}, {Name: "shop-2"}},
 		}})
 	})

@@ -22,7 +22,7 @@ var _ = Describe("nodes that share an uplink", Ordered, func() {
 		ctx := context.Background()
 		uplink := shaper.Impairment{Rate: 50 * shaper.Mbit, Delay: 20 * time.Millisecond}
 		f, cloud, sh := runtimeFleet("eu", []scenarios.Site{{
-			Name: "depot", Gateway: &scenarios.Gateway{Name: "depot-gw", Uplink: &scenarios.LinkProfile{Rate: "50mbit", Delay: "20ms"}},
+			Name: "depot", Gateway: &scenarios.Gateway{Name: "depot-gw", Uplink: &scenarios.LinkProfile{Rate: scenarios.SameRate("50mbit"), Delay: "20ms"}},
 			Nodes: []scenarios.Node{{Name: "depot-1"}, {Name: "depot-2"}, {Name: "depot-3"}},
 		}})
 		res, err := uplinktest.Run(ctx, uplinktest.Options{

@@ -140,10 +140,10 @@ func (e InputError) Unwrap() error { return e.Err }
 // LiveProfiles are link conditions a presenter can pick by name besides
 // the scenario's own (their figures: docs/scenarios.md's profiles).
 var liveProfiles = map[string]scenarios.LinkProfile{
-	"geo-satellite": {Rate: "3mbit", Delay: "300ms"},
-	"lte-cell-edge": {Rate: "1mbit", Delay: "80ms", Loss: "1%"},
-	"dsl":           {Rate: "8mbit", Delay: "20ms"},
-	"edge-2g":       {Rate: "200kbit", Delay: "400ms", Loss: "2%"},
+	"geo-satellite": {Rate: scenarios.SameRate("3mbit"), Delay: "300ms"},
+	"lte-cell-edge": {Rate: scenarios.SameRate("1mbit"), Delay: "80ms", Loss: "1%"},
+	"dsl":           {Rate: scenarios.SameRate("8mbit"), Delay: "20ms"},
+	"edge-2g":       {Rate: scenarios.SameRate("200kbit"), Delay: "400ms", Loss: "2%"},
 }
 
 // StartLive brings sc's fleet up with its runtime and workloads, and
@@ -381,7 +381,7 @@ func (l *Live) impairment(target string, s Shaping) (impair.Impairment, error) {
 	case s.Rate == "" && s.Delay == "" && s.Loss == "":
 		return impair.Impairment{}, errors.New("nothing to apply: give a profile, a rate, a delay, a loss or an outage")
 	}
-	return scenarios.LinkProfile{Rate: s.Rate, Delay: s.Delay, Loss: s.Loss}.Impairment(target)
+	return scenarios.LinkProfile{Rate: scenarios.SameRate(s.Rate), Delay: s.Delay, Loss: s.Loss}.Impairment(target)
 }
 
 // member checks that target is a link the presenter may shape.

@@ -19,8 +19,8 @@ func TestStepActions(t *testing.T) {
 		graceful bool
 		what     string
 	}{
-		{Step{Profile: "geo-satellite"}, "profile", true, "", false, "geo-satellite (rate 3mbit"},
-		{Step{Link: &LinkProfile{Rate: "1mbit", Delay: "50ms"}}, "link", true, "", false, "rate 1mbit"},
+		{Step{Profile: "geo-satellite"}, "profile", true, "", false, "geo-satellite (rate 20mbit down / 3mbit up"},
+		{Step{Link: &LinkProfile{Rate: SameRate("1mbit"), Delay: "50ms"}}, "link", true, "", false, "rate 1mbit"},
 		{Step{Outage: true}, "outage", true, "", false, "outage"},
 		{Step{Restore: true}, "restore", false, "", false, "restore"},
 		{Step{Kill: "runtime"}, "kill", false, "runtime", false, "kill runtime"},

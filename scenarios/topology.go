@@ -106,22 +106,33 @@ func (n *Node) UnmarshalYAML(v *yaml.Node) error {
 	return nil
 }
 
-// LinkProfile is a link's condition in the units users type: rate "5mbit",
-// delay "40ms", jitter "10ms", loss "1%".
+// LinkProfile is a link's condition in the units users type: rate "5mbit"
+// (or {down: 20mbit, up: 3mbit}), delay "40ms", jitter "10ms", loss "1%".
 type LinkProfile struct {
-	Rate   string `yaml:"rate,omitempty"`
-	Delay  string `yaml:"delay,omitempty"`
-	Jitter string `yaml:"jitter,omitempty"`
-	Loss   string `yaml:"loss,omitempty"`
+	Rate   LinkRate `yaml:"rate,omitempty"`
+	Delay  string   `yaml:"delay,omitempty"`
+	Jitter string   `yaml:"jitter,omitempty"`
+	Loss   string   `yaml:"loss,omitempty"`
 }
 
 // Impairment converts the profile; field names errors after path.
 func (p LinkProfile) Impairment(path string) (impair.Impairment, error) {
 	var imp impair.Impairment
 	var err error
-	if p.Rate != "" {
-		if imp.Rate, err = units.ParseRate(p.Rate); err != nil {
+	if p.Rate.Down == p.Rate.Up && p.Rate.Down != "" {
+		if imp.Rate, err = units.ParseRate(p.Rate.Down); err != nil {
 			return imp, perr(path+".rate", "%v", err)
+		}
+	} else {
+		if p.Rate.Down != "" {
+			if imp.DownRate, err = units.ParseRate(p.Rate.Down); err != nil {
+				return imp, perr(path+".rate.down", "%v", err)
+			}
+		}
+		if p.Rate.Up != "" {
+			if imp.UpRate, err = units.ParseRate(p.Rate.Up); err != nil {
+				return imp, perr(path+".rate.up", "%v", err)
+			}
 		}
 	}
 	if p.Delay != "" {

@@ -198,7 +198,7 @@ spec:
 	var names []string
 	for _, st := range sc.Spec.Topology.Sites {
 		names = append(names, st.Name)
-		if strings.HasPrefix(st.Name, "east-") && (st.ControlPlane != ControlPlaneNone || st.Gateway.Uplink == nil || st.Gateway.Uplink.Rate != "20mbit") {
+		if strings.HasPrefix(st.Name, "east-") && (st.ControlPlane != ControlPlaneNone || st.Gateway.Uplink == nil || st.Gateway.Uplink.Rate != SameRate("20mbit")) {
 			t.Errorf("site %s lost the template's settings: %+v", st.Name, st)
 		}
 	}

@@ -1,19 +1,17 @@
 package shaper
 
 // rateEffect caps throughput with tbf (all traffic) or htb (per-destination
-// targets); tc.go sizes burst and limit so the achieved rate matches.
+// targets), each direction at its own rate (up is egress, down ingress);
+// tc.go sizes burst and limit so the achieved rate matches.
 type rateEffect struct{}
 
 func (rateEffect) contribute(imp Impairment, env planEnv, p *plan) {
-	if imp.Rate == 0 {
-		return
-	}
 	for _, d := range []Direction{Egress, Ingress} {
-		if imp.Direction.Has(d) {
-			p.dir(d).Rate = imp.Rate
+		if r := imp.RateOf(d); r != 0 {
+			p.dir(d).Rate = r
+			if d == Egress && len(imp.Targets) > 0 {
+				p.CapGSO = true
+			}
 		}
-	}
-	if len(imp.Targets) > 0 && imp.Direction.Has(Egress) {
-		p.CapGSO = true
 	}
 }

@@ -42,7 +42,8 @@ type Window struct {
 	Target     string
 	Start, End time.Time
 	Outage     bool
-	RateBps    float64
+	RateBps    float64       // down: what the member receives (a gate's download test)
+	UpRateBps  float64       // up: what it sends
 	Delay      time.Duration // one way
 	Loss       float64
 	What       string

@@ -177,7 +177,7 @@ func TestTwoFleetsSideBySide(t *testing.T) {
 
 func TestUplinkRateAppliesToTheWholeSite(t *testing.T) {
 	_, f := up(t, fmt.Sprintf("t%d-d", os.Getpid()%10000), &scenarios.FleetSpec{Sites: []scenarios.Site{
-		{Name: "s1", Gateway: &scenarios.Gateway{Name: "gw1", Uplink: &scenarios.LinkProfile{Rate: "4mbit"}}, Nodes: []scenarios.Node{{Name: "a"}}},
+		{Name: "s1", Gateway: &scenarios.Gateway{Name: "gw1", Uplink: &scenarios.LinkProfile{Rate: scenarios.SameRate("4mbit")}}, Nodes: []scenarios.Node{{Name: "a"}}},
 		{Name: "s2", Gateway: &scenarios.Gateway{Name: "gw2"}, Nodes: []scenarios.Node{{Name: "b"}}},
 	}})
 	ctx := context.Background()

@@ -11,10 +11,11 @@ import (
 )
 
 type shapeFlags struct {
-	fleet, rate, delay, jitter, loss, direction, backend string
-	link, peer, provider                                 string
-	to                                                   []string
-	outage, clear                                        bool
+	fleet, rate, rateDown, rateUp, delay, jitter, loss string
+	direction, backend                                 string
+	link, peer, provider                               string
+	to                                                 []string
+	outage, clear                                      bool
 }
 
 // impairment validates the flags; it runs before any target is looked up.
@@ -24,6 +25,16 @@ func (f *shapeFlags) impairment() (shaper.Impairment, error) {
 	if f.rate != "" {
 		if imp.Rate, err = shaper.ParseRate(f.rate); err != nil {
 			return imp, fmt.Errorf("--rate: %w", err)
+		}
+	}
+	if f.rateDown != "" {
+		if imp.DownRate, err = shaper.ParseRate(f.rateDown); err != nil {
+			return imp, fmt.Errorf("--rate-down: %w", err)
+		}
+	}
+	if f.rateUp != "" {
+		if imp.UpRate, err = shaper.ParseRate(f.rateUp); err != nil {
+			return imp, fmt.Errorf("--rate-up: %w", err)
 		}
 	}
 	if f.delay != "" {
@@ -55,7 +66,7 @@ func (f *shapeFlags) impairment() (shaper.Impairment, error) {
 		return imp, fmt.Errorf("--clear removes all shaping from the target: give it alone")
 	}
 	if !f.clear && imp.IsZero() {
-		return imp, fmt.Errorf("nothing to do: give --rate, --delay, --loss or --outage (or --clear)")
+		return imp, fmt.Errorf("nothing to do: give --rate (or --rate-down, --rate-up), --delay, --loss or --outage (or --clear)")
 	}
 	if _, err := shaper.ParseBackend(f.backend); err != nil {
 		return imp, fmt.Errorf("--backend: %w", err)
@@ -102,7 +113,7 @@ func (f *shapeFlags) linkTarget() (shaper.Target, error) {
 func newShapeCmd(g *globals) *cobra.Command {
 	f := &shapeFlags{}
 	cmd := &cobra.Command{
-		Use:   "shape [--fleet FLEET] TARGET [--rate R] [--delay D] [--jitter J] [--loss P] [--outage] [--direction egress|ingress|both] [--to CIDR]... | --clear",
+		Use:   "shape [--fleet FLEET] TARGET [--rate R | --rate-down R --rate-up R] [--delay D] [--jitter J] [--loss P] [--outage] [--direction egress|ingress|both] [--to CIDR]... | --clear",
 		Short: "Impair a gateway's uplink or a node's link, or clear it",
 		Long: `shape replaces whatever edgefault had put on the target with the impairment given.
 
@@ -115,6 +126,7 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 		Example: `  edgefault shape store-pos --rate 1mbit --delay 200ms --loss 2%
   edgefault shape factory-gw-a --outage
   edgefault shape truck-gw --rate 512kbit --to 100.64.0.1/32
+  edgefault shape truck-modem --rate-down 20mbit --rate-up 3mbit --delay 300ms   # a GEO terminal
   edgefault shape store-pos --clear
   edgefault shape --link myns/eth0 --peer veth-host --rate 2mbit   # any veth: a kind node, a pod`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -184,7 +196,9 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 	fl.StringVar(&f.fleet, "fleet", "", "fleet of the target (default: the one that has it)")
 	fleetAlias(cmd)
 	providerFlag(cmd, &f.provider)
-	fl.StringVar(&f.rate, "rate", "", "rate cap, e.g. 5mbit, 512kbit, 2MB/s")
+	fl.StringVar(&f.rate, "rate", "", "rate cap in both directions, e.g. 5mbit, 512kbit, 2MB/s")
+	fl.StringVar(&f.rateDown, "rate-down", "", "rate cap of what the target receives (ingress), in place of --rate's")
+	fl.StringVar(&f.rateUp, "rate-up", "", "rate cap of what the target sends (egress), in place of --rate's")
 	fl.StringVar(&f.delay, "delay", "", "added one-way delay, e.g. 200ms")
 	fl.StringVar(&f.jitter, "jitter", "", "delay varies uniformly by ± this much (never reorders)")
 	fl.StringVar(&f.loss, "loss", "", "random loss, e.g. 2%")

@@ -33,7 +33,7 @@ func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.interval, "interval", 2*time.Second, "shortest time between probes (the budget may stretch it)")
 	fs.DurationVar(&f.window, "probe-window", 50*time.Millisecond, "a probe moves what the reopen rate carries in this time or in two round trips, whichever is longer (at least 32KiB)")
 	fs.DurationVar(&f.full, "full-duration", 10*time.Second, "how long a full speed test measures each direction")
-	fs.DurationVar(&f.confirm, "confirm-duration", 2*time.Second, "how long the full test that confirms a reopening measures each direction, once a first full test has measured the link (a reading between the thresholds is confirmed again at --full-duration)")
+	fs.DurationVar(&f.confirm, "confirm-duration", 2*time.Second, "how long the full test that confirms an opening (the first at start too) measures each direction (a reading between the thresholds, or short of good before any test measured the link, is confirmed again at --full-duration)")
 	fs.BoolVar(&f.noFull, "no-full-test", false, "never run full speed tests (probes alone decide)")
 	fs.BoolVar(&f.failOpen, "fail-open", false, "treat 'unknown' (cannot measure) as open; default is to fail closed")
 }

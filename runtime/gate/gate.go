@@ -75,13 +75,15 @@ type Config struct {
 	// tests altogether (probes decide alone).
 	FullDuration time.Duration
 	NoFullTest   bool
-	// ConfirmDuration is how long the full test that confirms a reopening
-	// measures each direction, once a first full test has measured the
-	// link (default 2s, at most FullDuration). Shorter reopens sooner and
-	// costs less; it reads a long-delay link's rate lower (TCP's ramp is a
-	// larger part of it), so a confirmation that reads between the close
-	// and reopen marks is followed at once by one of FullDuration before
-	// the gate backs off.
+	// ConfirmDuration is how long the full test that confirms an opening
+	// (the first at start too) measures each direction (default 2s, at
+	// most FullDuration). Shorter opens sooner and costs less, and a
+	// fleet starting together does not run its long tests all at once;
+	// it reads a long-delay link's rate lower (TCP's ramp is a larger
+	// part of it), so a confirmation that reads between the close and
+	// reopen marks, or below them before any test had measured the link,
+	// is followed at once by one of FullDuration before the gate backs
+	// off.
 	ConfirmDuration time.Duration
 	// Site, when set, is the runtimes sharing this uplink
 	// (*site.Coordinator): a slow reading while the site flushes is

@@ -536,13 +536,14 @@ func (g *Gate) probeTime(size int64) time.Duration {
 // reads between the thresholds (what a ramp cut short reads on a
 // long-delay link) is followed at once by a full-length one.
 func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
+	// Short, the first one too: a hundred stores starting (or returning)
+	// together would otherwise run a hundred 10 s tests at once, each
+	// reading a share of what the others leave. What a short test cannot
+	// decide is measured again at full length below.
 	g.mu.Lock()
 	measured := !g.lastFull.IsZero()
 	g.mu.Unlock()
-	d := g.cfg.FullDuration
-	if measured {
-		d = g.cfg.ConfirmDuration
-	}
+	d := g.cfg.ConfirmDuration
 	// One gate of the site measures at a time (each full test would
 	// otherwise read a share of the uplink): wait for a neighbour's test,
 	// then a random pause so that two waiting do not start together.
@@ -573,7 +574,10 @@ func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
 		g.mu.Unlock()
 		g.cfg.Site.Confirmed(bps)
 	}
-	if v != vBand || d == g.cfg.FullDuration || ctx.Err() != nil {
+	// A reading between the marks is redone at full length; so is any
+	// reading short of good before any test had measured the link (a long
+	// round trip is a larger part of a short test).
+	if v == vGood || v == vFailed || d == g.cfg.FullDuration || ctx.Err() != nil || (v == vBad && measured) {
 		return
 	}
 	g.mu.Lock()

@@ -45,8 +45,14 @@ func (d Direction) Has(one Direction) bool { return d == Both || d == one }
 // Impairment describes what to do to one link. The zero value impairs
 // nothing.
 type Impairment struct {
-	// Rate caps throughput (bits/s, measured at the link layer); 0 = no cap.
+	// Rate caps throughput (bits/s, measured at the link layer) in every
+	// direction impaired; 0 = no cap.
 	Rate units.Rate `json:"rate,omitempty"`
+	// UpRate and DownRate, when set, cap one direction in place of Rate:
+	// up is what the link's end sends (egress), down what it receives
+	// (ingress). Cellular, satellite and DSL links are asymmetric.
+	UpRate   units.Rate `json:"upRate,omitempty"`
+	DownRate units.Rate `json:"downRate,omitempty"`
 	// Delay is added one-way latency per direction impaired.
 	Delay time.Duration `json:"delay,omitempty"`
 	// Jitter varies Delay within [Delay-Jitter, Delay+Jitter]. With the
@@ -68,7 +74,7 @@ type Impairment struct {
 
 // IsZero reports whether the impairment does nothing.
 func (i Impairment) IsZero() bool {
-	return i.Rate == 0 && i.Delay == 0 && i.Jitter == 0 && i.Loss == 0 && !i.Outage
+	return i.Rate == 0 && i.UpRate == 0 && i.DownRate == 0 && i.Delay == 0 && i.Jitter == 0 && i.Loss == 0 && !i.Outage
 }
 
 // Validate checks the impairment and fills in defaults (Direction).
@@ -91,8 +97,19 @@ func (i *Impairment) Validate() error {
 	if i.Delay > time.Minute {
 		return fmt.Errorf("delay %v is longer than a minute: for a link that passes nothing use an outage", i.Delay)
 	}
-	if i.Rate != 0 && i.Rate < 8*units.Kbit {
-		return fmt.Errorf("rate %v is below 8kbit: a link that slow carries no useful traffic; use an outage instead", i.Rate)
+	for _, r := range []struct {
+		name string
+		v    units.Rate
+	}{{"rate", i.Rate}, {"up rate", i.UpRate}, {"down rate", i.DownRate}} {
+		if r.v < 0 || (r.v != 0 && r.v < 8*units.Kbit) {
+			return fmt.Errorf("%s %v is below 8kbit: a link that slow carries no useful traffic; use an outage instead", r.name, r.v)
+		}
+	}
+	if i.UpRate != 0 && !i.Direction.Has(Egress) {
+		return fmt.Errorf("an up rate (%v) on a link impaired only %s: up is what the link sends (egress); drop it or impair both directions", i.UpRate, i.Direction)
+	}
+	if i.DownRate != 0 && !i.Direction.Has(Ingress) {
+		return fmt.Errorf("a down rate (%v) on a link impaired only %s: down is what the link receives (ingress); drop it or impair both directions", i.DownRate, i.Direction)
 	}
 	for _, t := range i.Targets {
 		if !t.IsValid() {
@@ -105,6 +122,25 @@ func (i *Impairment) Validate() error {
 	return nil
 }
 
+// RateOf is the rate cap of one direction (Egress: up, Ingress: down); 0
+// when that direction is not capped.
+func (i Impairment) RateOf(d Direction) units.Rate {
+	dir := i.Direction
+	if dir == "" {
+		dir = Both
+	}
+	if !dir.Has(d) {
+		return 0
+	}
+	if d == Egress && i.UpRate != 0 {
+		return i.UpRate
+	}
+	if d == Ingress && i.DownRate != 0 {
+		return i.DownRate
+	}
+	return i.Rate
+}
+
 // String describes the impairment in the CLI's words.
 func (i Impairment) String() string {
 	if i.IsZero() {
@@ -114,8 +150,21 @@ func (i Impairment) String() string {
 	if i.Outage {
 		p = append(p, "outage")
 	}
-	if i.Rate != 0 {
-		p = append(p, "rate "+i.Rate.String())
+	up, down := i.RateOf(Egress), i.RateOf(Ingress)
+	oneWay := i.Direction == Egress || i.Direction == Ingress
+	switch {
+	case up == 0 && down == 0:
+	case up == down || oneWay: // both alike, or the one impaired
+		p = append(p, "rate "+max(up, down).String())
+	default:
+		var r []string
+		if down != 0 {
+			r = append(r, down.String()+" down")
+		}
+		if up != 0 {
+			r = append(r, up.String()+" up")
+		}
+		p = append(p, "rate "+strings.Join(r, " / "))
 	}
 	if i.Delay != 0 {
 		s := "delay " + i.Delay.String()

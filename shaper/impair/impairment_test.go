@@ -37,6 +37,9 @@ func TestValidate(t *testing.T) {
 		{Impairment{Delay: time.Millisecond, Jitter: 2 * time.Millisecond}, "larger than delay"},
 		{Impairment{Delay: 2 * time.Minute}, "longer than a minute"},
 		{Impairment{Rate: units.Kbit}, "below 8kbit"},
+		{Impairment{UpRate: units.Kbit}, "up rate 1kbit is below 8kbit"},
+		{Impairment{DownRate: 2 * units.Mbit, Direction: Egress}, "down rate (2mbit) on a link impaired only egress"},
+		{Impairment{UpRate: 2 * units.Mbit, Direction: Ingress}, "up rate (2mbit) on a link impaired only ingress"},
 		{Impairment{Direction: "sideways"}, "direction"},
 		{Impairment{Targets: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}}, "IPv4"},
 	} {
@@ -55,6 +58,20 @@ func TestString(t *testing.T) {
 	want := "outage, rate 1mbit, delay 200ms±20ms, loss 2%, direction egress, to 10.0.0.0/24"
 	if s := imp.String(); s != want {
 		t.Errorf("String = %q; want %q", s, want)
+	}
+	for _, tc := range []struct {
+		imp  Impairment
+		want string
+	}{
+		{Impairment{DownRate: 20 * units.Mbit, UpRate: 3 * units.Mbit}, "rate 20mbit down / 3mbit up, direction both"},
+		{Impairment{Rate: 5 * units.Mbit, UpRate: units.Mbit}, "rate 5mbit down / 1mbit up, direction both"},
+		{Impairment{UpRate: units.Mbit}, "rate 1mbit up, direction both"},
+		{Impairment{Rate: 5 * units.Mbit, UpRate: 5 * units.Mbit}, "rate 5mbit, direction both"},
+		{Impairment{Rate: 5 * units.Mbit, DownRate: units.Mbit, Direction: Egress}, "rate 5mbit, direction egress"},
+	} {
+		if s := tc.imp.String(); s != tc.want {
+			t.Errorf("%+v: String = %q; want %q", tc.imp, s, tc.want)
+		}
 	}
 }
 
