@@ -12,7 +12,6 @@ import (
 	"github.com/edgefault/edgefault/units"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
-	"golang.org/x/time/rate"
 )
 
 // Admission bounds what the sink takes in, so a region of sites coming
@@ -42,14 +41,65 @@ func WithAdmission(a Admission) Option { return func(s *Sink) { s.admission = a 
 // admitter applies an Admission and counts what it does.
 type admitter struct {
 	a      Admission
-	bucket *rate.Limiter       // nil: no rate bound
+	bucket *pacer              // nil: no rate bound
 	slots  *semaphore.Weighted // nil: no concurrency bound
 	m      *admitMetrics
-	// mu orders the bucket's reservations and cancellations in time: a
-	// rate.Limiter given a time earlier than one it has seen moves its
-	// clock back and refills that stretch twice (handlers that read the
-	// clock, then reserved out of order, let in 5% more than the rate).
-	mu sync.Mutex
+}
+
+// pacer books bytes at a rate with a burst: GCRA, the virtual-scheduling
+// form of a token bucket. A booking is due when a bucket of burst bytes,
+// refilled at rate, would have held it; in any span T no more than rate×T
+// plus one burst falls due. A booking is handed back only while it is the
+// last one: rate.Limiter's CancelAt hands back a reservation in the middle
+// of a queue while the ones behind it keep their times, and the bytes
+// booked next took their slots again (the sink let in 2.8 MB beyond its
+// bucket when a regional reconnect's queued batches timed out).
+type pacer struct {
+	rate  float64 // bytes per second
+	burst float64
+	mu    sync.Mutex
+	tat   time.Time // when the bucket is full again (theoretical arrival time)
+}
+
+func (p *pacer) cost(n int64) time.Duration {
+	return time.Duration(float64(n) / p.rate * float64(time.Second))
+}
+
+// book books parts (each at most a burst) one after another if the last
+// is due within within of now, and says when each is due and where the
+// booking ends (for cancel); otherwise it books nothing and says how long
+// the last would have waited.
+func (p *pacer) book(now time.Time, parts []int64, within time.Duration) (dues []time.Time, end time.Time, wait time.Duration, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	tau := p.cost(int64(p.burst))
+	tat := p.tat
+	if tat.Before(now) {
+		tat = now
+	}
+	for _, n := range parts {
+		tat = tat.Add(p.cost(n))
+		due := tat.Add(-tau)
+		if due.Before(now) {
+			due = now
+		}
+		dues = append(dues, due)
+	}
+	if wait = dues[len(dues)-1].Sub(now); wait > within {
+		return nil, time.Time{}, wait, false
+	}
+	p.tat = tat
+	return dues, tat, wait, true
+}
+
+// cancel hands back the booking that ended at end, of n bytes, if nothing
+// was booked after it.
+func (p *pacer) cancel(end time.Time, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tat.Equal(end) {
+		p.tat = p.tat.Add(-p.cost(n))
+	}
 }
 
 type admitMetrics struct {
@@ -95,8 +145,7 @@ func newAdmitter(a Admission, m *admitMetrics) *admitter {
 	if a.Rate > 0 {
 		bps := float64(a.Rate.BytesPerSecond())
 		// A second's worth, and at least 512 KiB (two default batches).
-		burst := int(max(bps, 512<<10))
-		ad.bucket = rate.NewLimiter(rate.Limit(bps), burst)
+		ad.bucket = &pacer{rate: bps, burst: max(bps, 512<<10)}
 		m.limitBytes.Set(bps)
 	}
 	if a.Concurrency > 0 {
@@ -110,7 +159,7 @@ func newAdmitter(a Admission, m *admitMetrics) *admitter {
 func (ad *admitter) describe() []any {
 	var bps, burst float64
 	if ad.bucket != nil {
-		bps, burst = float64(ad.bucket.Limit()), float64(ad.bucket.Burst())
+		bps, burst = ad.bucket.rate, ad.bucket.burst
 	}
 	return []any{"rateBytesPerSecond", bps, "burstBytes", burst, "concurrency", ad.a.Concurrency, "maxWaitSeconds", ad.a.MaxWait.Seconds()}
 }
@@ -170,37 +219,26 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 	}, parts, nil
 }
 
-// reserve takes n bytes from the bucket, waiting for them within ctx (the
-// sink refuses a body of unknown size before). A batch larger
-// than the burst is charged in burst-sized parts, so that it pays for all
-// of its bytes. It returns when each part was due, or the wait it would
-// have needed when that is past MaxWait (nothing is then taken).
+// reserve books n bytes with the pacer and waits for them within ctx (the
+// sink refuses a body of unknown size before). A batch larger than the
+// burst is booked in burst-sized parts, so that it pays for all of its
+// bytes. It returns when each part was due, or the wait it would have
+// needed when that is past what is left of MaxWait (nothing is then
+// booked).
 func (ad *admitter) reserve(ctx context.Context, n int64) ([]part, time.Duration, bool) {
 	n = max(n, 1)
-	burst := int64(ad.bucket.Burst())
-	var rs []*rate.Reservation
-	var taken []part
-	cancelAll := func() {
-		ad.mu.Lock()
-		defer ad.mu.Unlock()
-		now := time.Now()
-		for _, r := range rs {
-			r.CancelAt(now)
-		}
-	}
-	var d time.Duration
-	ad.mu.Lock()
-	now := time.Now()
+	burst := int64(ad.bucket.burst)
+	var sizes []int64
 	for left := n; left > 0; left -= burst {
-		k := min(left, burst)
-		r := ad.bucket.ReserveN(now, int(k))
-		rs = append(rs, r)
-		d = r.DelayFrom(now)
-		taken = append(taken, part{now.Add(d), k})
+		sizes = append(sizes, min(left, burst))
 	}
-	ad.mu.Unlock()
-	if d > ad.a.MaxWait {
-		cancelAll()
+	now := time.Now()
+	within := ad.a.MaxWait
+	if dl, ok := ctx.Deadline(); ok {
+		within = min(within, dl.Sub(now))
+	}
+	dues, end, d, ok := ad.bucket.book(now, sizes, within)
+	if !ok {
 		return nil, d, false
 	}
 	if d > 0 {
@@ -208,10 +246,15 @@ func (ad *admitter) reserve(ctx context.Context, n int64) ([]part, time.Duration
 		defer t.Stop()
 		select {
 		case <-ctx.Done():
-			cancelAll()
+			// The forwarder went away (or the deadline came a hair early).
+			ad.bucket.cancel(end, n)
 			return nil, d, false
 		case <-t.C:
 		}
+	}
+	taken := make([]part, len(dues))
+	for i := range dues {
+		taken[i] = part{dues[i], sizes[i]}
 	}
 	return taken, 0, true
 }
