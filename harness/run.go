@@ -1,10 +1,12 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +33,9 @@ type RunOptions struct {
 	Provider clusters.Provider
 	// TimeScale overrides the scenarios' own scale (0: theirs).
 	TimeScale float64
+	// Seed is what loss and jitter draw from (0: the scenario's seed, or
+	// a fresh one); the result says which was used.
+	Seed uint64
 	// Keep leaves the fleet up afterwards, for debugging.
 	Keep bool
 	// Reports is the report directory (default "reports").
@@ -156,6 +161,7 @@ func runWith(ctx context.Context, sc *scenarios.Scenario, o RunOptions, b body, 
 		res.Error = err.Error()
 		return res
 	}
+	res.Seed = cmp.Or(o.Seed, sc.Spec.Seed, rand.Uint64()|1)
 	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, body: b, tap: tap}
 	err := r.play(ctx)
 	if err != nil {
@@ -195,7 +201,7 @@ func (r *run) play(ctx context.Context) (err error) {
 	if len(name) > 12 {
 		name = strings.TrimRight(name[:12], "-")
 	}
-	r.log.Info("bringing up the fleet", "fleet", name, "timeScale", r.scale, "timeline", r.res.Timeline)
+	r.log.Info("bringing up the fleet", "fleet", name, "timeScale", r.scale, "timeline", r.res.Timeline, "seed", r.res.Seed)
 	upStart := time.Now()
 	r.f, err = r.o.Provider.Up(ctx, name, &r.sc.Spec.Topology)
 	if err != nil {

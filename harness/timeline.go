@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"time"
 
@@ -101,7 +102,7 @@ func (r *run) restore(ctx context.Context, target string) error {
 	var err error
 	if own != nil {
 		imp, _ := own.Impairment(target)
-		err = r.sh.Apply(ctx, target, imp)
+		err = r.sh.Apply(ctx, target, r.seeded(target, imp))
 	} else {
 		err = r.sh.Clear(ctx, target)
 	}
@@ -146,6 +147,7 @@ func (r *run) do(ctx context.Context, a action) error {
 	}
 	return eachAtOnce(ctx, names, func(ctx context.Context, name string) error {
 		if act.Impairs {
+			imp := r.seeded(name, imp)
 			if err := r.sh.Apply(ctx, name, imp); err != nil {
 				return err
 			}
@@ -186,6 +188,19 @@ func (r *run) startWindow(target, group string, step int, imp impair.Impairment)
 	r.wins = append(r.wins, validators.Window{Target: target, Start: now, Outage: imp.Outage, RateBps: float64(imp.RateOf(impair.Ingress)), UpRateBps: float64(imp.RateOf(impair.Egress)), Delay: imp.Delay, Loss: imp.Loss, What: describe(imp)})
 	r.active[target] = len(r.wins) - 1
 	r.groups = append(r.groups, group)
+}
+
+// seeded gives imp the run's seed for target's link (when it has loss or
+// jitter to draw): each link its own pattern, the same each time the run
+// is replayed with that seed.
+func (r *run) seeded(target string, imp impair.Impairment) impair.Impairment {
+	if imp.Loss == 0 && imp.Jitter == 0 {
+		return imp
+	}
+	h := fnv.New64a()
+	h.Write([]byte(target))
+	imp.Seed = (r.res.Seed ^ h.Sum64()) | 1 // never 0: that is unseeded
+	return imp
 }
 
 func describe(imp impair.Impairment) string {

@@ -67,6 +67,10 @@ func (s *Scenario) Errorf(path, format string, a ...any) error {
 
 // ScenarioSpec is a scenario's content.
 type ScenarioSpec struct {
+	// Seed is what the links' loss and jitter draw from, so a run can be
+	// replayed packet for packet (0: a fresh seed each run, printed and
+	// kept in the report; --seed overrides).
+	Seed uint64 `yaml:"seed,omitempty"`
 	// TimeScale is the scale the scenario runs at unless the user says
 	// otherwise (--time-scale): its own durations are divided by it.
 	TimeScale float64   `yaml:"timeScale,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,12 @@ type delayerState struct {
 	Queue     uint16        `json:"queue"`
 	Delay     time.Duration `json:"delay"`
 	Jitter    time.Duration `json:"jitter"`
+	Loss      float64       `json:"loss,omitempty"`
+	Seed      uint64        `json:"seed,omitempty"`
+}
+
+func (d *delayerState) args() delayerArgs {
+	return delayerArgs{Delay: d.Delay, Jitter: d.Jitter, Loss: d.Loss, Seed: d.Seed}
 }
 
 func (d *delayerState) entry() ledger.Entry {
@@ -72,6 +79,8 @@ func helperMain(args []string) int {
 	queue := fs.Uint("queue", 0, "nfqueue number")
 	delay := fs.Duration("delay", 0, "delay")
 	jitter := fs.Duration("jitter", 0, "jitter")
+	loss := fs.Float64("loss", 0, "percent of packets to drop, drawn from -seed")
+	seed := fs.Uint64("seed", 0, "what loss and jitter draw from (0: random)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -89,7 +98,7 @@ func helperMain(args []string) int {
 		nsfd = int(h)
 	}
 	readyFile := os.NewFile(3, "ready")
-	st, err := delayer.Run(ctx, delayer.Config{NetNS: nsfd, Queue: uint16(*queue), Delay: *delay, Jitter: *jitter}, log, func() {
+	st, err := delayer.Run(ctx, delayer.Config{NetNS: nsfd, Queue: uint16(*queue), Delay: *delay, Jitter: *jitter, Loss: *loss, Seed: *seed}, log, func() {
 		if readyFile != nil {
 			fmt.Fprintln(readyFile, "ready")
 			readyFile.Close()
@@ -102,14 +111,14 @@ func helperMain(args []string) int {
 		}
 		return 1
 	}
-	log.Info("delayer stopped", "packets", st.Packets, "failed", st.Failed, "maxDepth", st.MaxDepth)
+	log.Info("delayer stopped", "packets", st.Packets, "dropped", st.Dropped, "failed", st.Failed, "maxDepth", st.MaxDepth)
 	return 0
 }
 
 // startDelayer starts a detached helper serving queue in the namespace at
 // nsPath, records it in the ledger and waits until it is bound, so the nft
 // rule that feeds it can be installed without dropping a packet.
-func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, delay, jitter time.Duration) (*delayerState, error) {
+func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, a delayerArgs) (*delayerState, error) {
 	logPath := filepath.Join(s.stateDir, fmt.Sprintf("delayer-%d.log", queue))
 	if nsPath != "" {
 		logPath = filepath.Join(s.stateDir, fmt.Sprintf("delayer-%s-%d.log", filepath.Base(nsPath), queue))
@@ -129,7 +138,8 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 		// the same binary and executes this path, so even /proc/self/exe
 		// still names it then.
 		Path: s.ledger.Helper(),
-		Args: []string{helperName, "-netns", nsPath, "-queue", fmt.Sprint(queue), "-delay", delay.String(), "-jitter", jitter.String()},
+		Args: []string{helperName, "-netns", nsPath, "-queue", fmt.Sprint(queue), "-delay", a.Delay.String(), "-jitter", a.Jitter.String(),
+			"-loss", strconv.FormatFloat(a.Loss, 'g', -1, 64), "-seed", strconv.FormatUint(a.Seed, 10)},
 		// Its own session: it outlives a one-shot `edgefault shape` and is
 		// not hit by the terminal's Ctrl-C; cleanup stops it by PID.
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
@@ -146,7 +156,7 @@ func (s *Shaper) startDelayer(ctx context.Context, nsPath string, queue uint16, 
 	}
 	waitc := make(chan error, 1)
 	go func() { waitc <- cmd.Wait() }() // reap it if it exits while we live
-	d := &delayerState{PID: e.PID, StartTime: e.StartTime, Netns: nsPath, Queue: queue, Delay: delay, Jitter: jitter}
+	d := &delayerState{PID: e.PID, StartTime: e.StartTime, Netns: nsPath, Queue: queue, Delay: a.Delay, Jitter: a.Jitter, Loss: a.Loss, Seed: a.Seed}
 	readyc := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(r).ReadString('\n')

@@ -2,7 +2,8 @@ package shaper
 
 // delayEffect adds latency and jitter: a netem leaf where the kernel has
 // netem, otherwise the NFQUEUE delayer (delayer.go), which holds packets in
-// a FIFO and never reorders them.
+// a FIFO and never reorders them; a seeded jitter is the delayer's on
+// either backend, drawn from the seed.
 type delayEffect struct{}
 
 func (delayEffect) contribute(imp Impairment, env planEnv, p *plan) {
@@ -14,11 +15,14 @@ func (delayEffect) contribute(imp Impairment, env planEnv, p *plan) {
 			continue
 		}
 		dp := p.dir(d)
-		if env.backend == BackendNetem {
+		if env.backend == BackendNetem && (imp.Seed == 0 || imp.Jitter == 0) {
 			n := dp.netem()
 			n.Delay, n.Jitter = imp.Delay, imp.Jitter
 			continue
 		}
 		dp.Delay, dp.Jitter = imp.Delay, imp.Jitter
+		if imp.Jitter != 0 {
+			dp.Seed = dirSeed(imp.Seed, d)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package shaper
 
 // lossEffect drops a share of packets at random: netem's loss where the
 // kernel has netem, otherwise an nftables numgen rule at the far end of the
-// link (nft.go).
+// link (nft.go); when the impairment is seeded, the delayer drawing from
+// the seed on either backend (the kernel's random numbers cannot be
+// replayed).
 type lossEffect struct{}
 
 func (lossEffect) contribute(imp Impairment, env planEnv, p *plan) {
@@ -14,9 +16,12 @@ func (lossEffect) contribute(imp Impairment, env planEnv, p *plan) {
 			continue
 		}
 		dp := p.dir(d)
-		if env.backend == BackendNetem {
+		switch {
+		case imp.Seed != 0: // netem's draws are the kernel's too
+			dp.QueueLoss, dp.Seed = imp.Loss, dirSeed(imp.Seed, d)
+		case env.backend == BackendNetem:
 			dp.netem().Loss = imp.Loss
-		} else {
+		default:
 			dp.DropPercent = imp.Loss
 		}
 	}

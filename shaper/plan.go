@@ -21,12 +21,38 @@ type dirPlan struct {
 	// Delay and Jitter are applied by the NFQUEUE delayer (fallback backend).
 	Delay  time.Duration `json:"delay,omitempty"`
 	Jitter time.Duration `json:"jitter,omitempty"`
+	// QueueLoss is loss drawn by the delayer from Seed (a seeded
+	// impairment), in place of DropPercent's kernel random numbers.
+	QueueLoss float64 `json:"queueLoss,omitempty"`
+	// Seed is what the delayer's loss and jitter draw from (0: random).
+	Seed uint64 `json:"seed,omitempty"`
 	// Major is the handle major of the installed qdisc tree (1 or 2).
 	Major uint16 `json:"major,omitempty"`
 }
 
 func (d *dirPlan) needsTC() bool      { return d.Rate != 0 || d.Netem != nil }
-func (d *dirPlan) needsDelayer() bool { return d.Delay != 0 || d.Jitter != 0 }
+func (d *dirPlan) needsDelayer() bool { return d.Delay != 0 || d.Jitter != 0 || d.QueueLoss != 0 }
+
+// delayerArgs is what a delayer is started with; a running one serves a
+// new plan only if they are the same.
+type delayerArgs struct {
+	Delay, Jitter time.Duration
+	Loss          float64
+	Seed          uint64
+}
+
+func (d *dirPlan) delayerArgs() delayerArgs {
+	return delayerArgs{Delay: d.Delay, Jitter: d.Jitter, Loss: d.QueueLoss, Seed: d.Seed}
+}
+
+// dirSeed is the seed of one direction: the two directions of a link draw
+// different patterns from one impairment's seed.
+func dirSeed(seed uint64, d Direction) uint64 {
+	if seed == 0 || d == Egress {
+		return seed
+	}
+	return seed ^ 0x9e3779b97f4a7c15
+}
 
 // tcEqual reports whether the tc part of two plans is the same, so a
 // re-apply does not reset queues for nothing.

@@ -473,3 +473,50 @@ func TestEffectsCombineWithRate(t *testing.T) {
 		}
 	}
 }
+
+// A seeded loss drops the same packets of the same traffic each time it is
+// applied afresh, and another seed drops others (the delayer draws from
+// the seed, on either backend: netem's loss is the kernel's).
+func TestSeededLossReplays(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	tg := target(star, 0)
+	const n = 2000
+	pattern := func(seed uint64) map[uint32]bool {
+		t.Helper()
+		if err := sh.Apply(ctx, tg, shaper.Impairment{Loss: 10, Seed: seed, Direction: shaper.Egress}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := traffic.UDPTrainSeqs(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", n, 200, 2000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Afresh: the next Apply starts a new delayer at the seed's start.
+		if err := sh.Clear(ctx, tg); err != nil {
+			t.Fatal(err)
+		}
+		lost := 100 * (1 - float64(len(got))/n)
+		t.Logf("seed %d: %d of %d arrived (%.1f%% lost)", seed, len(got), n, lost)
+		if lost < 7 || lost > 13 {
+			t.Errorf("seed %d: lost %.1f%%, want 7-13%%", seed, lost)
+		}
+		return got
+	}
+	differ := func(a, b map[uint32]bool) int {
+		d := 0
+		for i := range uint32(n) {
+			if a[i] != b[i] {
+				d++
+			}
+		}
+		return d
+	}
+	a, again, other := pattern(42), pattern(42), pattern(43)
+	if d := differ(a, again); d > 4 {
+		t.Errorf("seed 42 twice: %d of %d packets fared differently, want the same pattern (at most 4 apart)", d, n)
+	}
+	if d := differ(a, other); d < 100 {
+		t.Errorf("seeds 42 and 43: only %d of %d packets fared differently, want independent patterns", d, n)
+	}
+}

@@ -74,7 +74,7 @@ func (ss *session) transition(ctx context.Context, old, st *linkState) error {
 			continue
 		}
 		nsPath, dev := ss.delayPoint(d)
-		if trust && cur != nil && cur.Delay == dp.Delay && cur.Jitter == dp.Jitter && cur.Netns == nsPath && cur.Alive() {
+		if trust && cur != nil && cur.args() == dp.delayerArgs() && cur.Netns == nsPath && cur.Alive() {
 			continue
 		}
 		nd, err := ss.startDelayerFor(ctx, d, dp, nsPath, dev, cur, st.Stale)
@@ -193,7 +193,7 @@ func (ss *session) startDelayerFor(ctx context.Context, d Direction, dp *dirPlan
 			if berr == nil && bound[q] {
 				continue
 			}
-			nd, err := ss.s.startDelayer(ctx, nsPath, q, dp.Delay, dp.Jitter)
+			nd, err := ss.s.startDelayer(ctx, nsPath, q, dp.delayerArgs())
 			if err == nil {
 				return nd, nil
 			}

@@ -26,6 +26,7 @@ type runFlags struct {
 
 func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	fl.Uint64Var(&f.o.Seed, "seed", 0, "what the links' loss and jitter draw from, to replay a run's drops (0: the scenario's seed, or a fresh one; each run prints its own)")
 	fl.Float64Var(&f.o.TimeScale, "time-scale", 0, "divide the scenarios' own durations by this (0: each scenario's own timeScale); network time is never scaled")
 	fl.StringVar(&f.o.Reports, "reports", "reports", "directory for the reports (junit.xml, report.json, report.html, evidence)")
 	fl.BoolVar(&f.o.Keep, "keep", false, "leave each fleet up afterwards, for debugging (take it down with edgefault fleet down --fleet ef-SCENARIO)")
@@ -169,7 +170,7 @@ func summary(w io.Writer, rep *harness.Report) {
 		if !s.Pass {
 			verdict = "FAIL"
 		}
-		fmt.Fprintf(w, "%s %s: timeline %v at time scale %g (wall time %v, %s)\n", verdict, s.Name, s.Timeline, s.TimeScale, s.Duration.Round(1e8), s.Runtime)
+		fmt.Fprintf(w, "%s %s: timeline %v at time scale %g, seed %d (wall time %v, %s)\n", verdict, s.Name, s.Timeline, s.TimeScale, s.Seed, s.Duration.Round(1e8), s.Runtime)
 		if r := s.Resources(); r != "" {
 			fmt.Fprintf(w, "  fleet %s\n", r)
 		}

@@ -16,6 +16,7 @@ type shapeFlags struct {
 	link, peer, provider                               string
 	to                                                 []string
 	outage, clear                                      bool
+	seed                                               uint64
 }
 
 // impairment validates the flags; it runs before any target is looked up.
@@ -59,6 +60,7 @@ func (f *shapeFlags) impairment() (shaper.Impairment, error) {
 		return imp, fmt.Errorf("--to: %w", err)
 	}
 	imp.Outage = f.outage
+	imp.Seed = f.seed
 	if err := imp.Validate(); err != nil {
 		return imp, err
 	}
@@ -202,6 +204,7 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 	fl.StringVar(&f.delay, "delay", "", "added one-way delay, e.g. 200ms")
 	fl.StringVar(&f.jitter, "jitter", "", "delay varies uniformly by ± this much (never reorders)")
 	fl.StringVar(&f.loss, "loss", "", "random loss, e.g. 2%")
+	fl.Uint64Var(&f.seed, "seed", 0, "draw --loss and --jitter from this seed: the same seed drops the same packets of the same traffic (0: random)")
 	fl.BoolVar(&f.outage, "outage", false, "cut the link: nothing passes (TCP connections stall, not reset)")
 	fl.StringVar(&f.direction, "direction", "both", "egress (what the target sends), ingress (what it receives) or both")
 	fl.StringSliceVar(&f.to, "to", nil, "only impair traffic to/from these CIDRs (repeat or comma-separate)")

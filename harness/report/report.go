@@ -218,6 +218,7 @@ func reportJUnit(r *Report) ([]byte, error) {
 			Time: reportSeconds(s.Duration),
 			Properties: []junitProperty{
 				{"timeScale", reportNumber(s.TimeScale)},
+				{"seed", strconv.FormatUint(s.Seed, 10)},
 				{"runtime", s.Runtime},
 				{"sites", s.SitesSummary()},
 				{"fleet", s.Resources()},
@@ -392,6 +393,14 @@ func reportDuration(d time.Duration) string {
 	return d.Round(time.Millisecond).String()
 }
 
+// seedWords says how to replay a run's drops ("" without a seed).
+func seedWords(seed uint64) string {
+	if seed == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d (edgefault run --seed %d replays its loss and jitter)", seed, seed)
+}
+
 // reportScale says what the time scale means in words.
 func reportScale(s float64) string {
 	switch {
@@ -441,6 +450,7 @@ type htmlScenario struct {
 	ScaleNote                          string
 	Fleet                              string // "provider netns, backend fallback"
 	Sites                              string // what the sites ran
+	Seed                               string // "" when none was used
 	Pass                               bool
 	VerdictsPassed                     int
 	Verdicts                           []htmlVerdict
@@ -564,6 +574,7 @@ func htmlScenarioOf(i int, s ScenarioResult) htmlScenario {
 		Runtime:     s.Runtime,
 		Sites:       s.SitesSummary(),
 		Scale:       reportScale(s.TimeScale),
+		Seed:        seedWords(s.Seed),
 		Timing:      reportTiming(s),
 		Error:       s.Error,
 		Evidence:    s.Evidence,

@@ -62,7 +62,7 @@ func reportFixture() *Report {
 	}
 	cut := ScenarioResult{
 		Name: "uplink-cut", Description: reportXSS + " cut the uplink for 30 s",
-		Source: "scenarios/uplink-cut.yaml", TimeScale: 60, Runtime: "gate on, buffer on disk, failover on",
+		Source: "scenarios/uplink-cut.yaml", TimeScale: 60, Seed: 7, Runtime: "gate on, buffer on disk, failover on",
 		Provider: "netns", Backend: "fallback",
 		Started: reportT0.Add(90 * time.Second), Duration: 2 * time.Minute, Timeline: 90 * time.Second,
 		Error: "timeline step 3: shaper: exit status 1",
@@ -175,7 +175,7 @@ func TestReportWrite(t *testing.T) {
 		for _, p := range doc.Suites[1].Properties {
 			props[p.Name] = p.Value
 		}
-		if props["timeScale"] != "60" || props["source"] != "scenarios/uplink-cut.yaml" || props["runtime"] == "" {
+		if props["timeScale"] != "60" || props["seed"] != "7" || props["source"] != "scenarios/uplink-cut.yaml" || props["runtime"] == "" {
 			t.Errorf("properties: %v", props)
 		}
 		var failed, errored bool
@@ -225,6 +225,7 @@ func TestReportWrite(t *testing.T) {
 			"gw-2 (group trucks): outage",
 			"verdict mark: fail",
 			"buffer-drains trucks (FAIL): still buffered, t+60.0s",
+			"7 (edgefault run --seed 7 replays its loss and jitter)",
 		} {
 			if !strings.Contains(text, s) {
 				t.Errorf("report.html lacks %q", s)

@@ -31,6 +31,9 @@ type ScenarioResult struct {
 	Backend  string `json:"backend,omitempty"`
 	// TimeScale divided the scenario's own durations (1: real time).
 	TimeScale float64 `json:"timeScale"`
+	// Seed is what the links' loss and jitter drew from: --seed replays
+	// the same drops on the same traffic.
+	Seed uint64 `json:"seed,omitempty"`
 	// Runtime is the runtime's settings in words ("gate on, buffer on
 	// disk, failover on").
 	Runtime string `json:"runtime"`

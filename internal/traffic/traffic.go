@@ -194,9 +194,18 @@ func throughput(ctx context.Context, from, to Host, addr string, warmup, d time.
 // UDPTrain sends n datagrams of size bytes from namespace from to addr (a
 // receiver in namespace to) at rate pps and returns how many arrived.
 func UDPTrain(ctx context.Context, from, to, addr string, n, size, pps int) (received int, err error) {
+	got, err := UDPTrainSeqs(ctx, from, to, addr, n, size, pps)
+	return len(got), err
+}
+
+// UDPTrainSeqs is UDPTrain that says which datagrams arrived, by their
+// sequence numbers (0 to n-1): a drop pattern.
+func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) (received map[uint32]bool, err error) {
+	size = max(size, 4)
+	received = map[uint32]bool{}
 	rc, err := ListenPacket(to, addr)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer rc.Close()
 	var wg sync.WaitGroup
@@ -206,15 +215,20 @@ func UDPTrain(ctx context.Context, from, to, addr string, n, size, pps int) (rec
 		buf := make([]byte, 65536)
 		for {
 			_ = rc.SetReadDeadline(time.Now().Add(time.Second))
-			if _, _, err := rc.ReadFrom(buf); err != nil {
+			m, _, err := rc.ReadFrom(buf)
+			if err != nil {
 				return
 			}
-			received++
+			if m >= 4 {
+				received[binary.BigEndian.Uint32(buf)] = true
+			}
 		}
 	}()
 	sc, err := Dial(ctx, from, "udp4", rc.LocalAddr().String())
 	if err != nil {
-		return 0, err
+		rc.Close()
+		wg.Wait()
+		return nil, err
 	}
 	defer sc.Close()
 	payload := make([]byte, size)
@@ -223,7 +237,9 @@ func UDPTrain(ctx context.Context, from, to, addr string, n, size, pps int) (rec
 	for i := 0; i < n; i++ {
 		binary.BigEndian.PutUint32(payload, uint32(i))
 		if _, err := sc.Write(payload); err != nil {
-			return 0, fmt.Errorf("send: %w", err)
+			rc.Close()
+			wg.Wait()
+			return nil, fmt.Errorf("send: %w", err)
 		}
 		next = next.Add(gap)
 		if w := time.Until(next); w > 0 {

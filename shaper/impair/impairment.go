@@ -63,6 +63,12 @@ type Impairment struct {
 	Jitter time.Duration `json:"jitter,omitempty"`
 	// Loss drops this percentage of packets at random (0-100).
 	Loss float64 `json:"loss,omitempty"`
+	// Seed, when not 0, is what loss and jitter draw from: the same seed on
+	// the same packets drops the same ones and delays them alike, so a run
+	// can be replayed. 0 draws from the kernel's (or the process's) random
+	// numbers. Seeded loss and jitter are the NFQUEUE delayer's on either
+	// backend (netem draws from the kernel's random numbers).
+	Seed uint64 `json:"seed,omitempty"`
 	// Outage cuts the link: nothing passes in the directions impaired.
 	Outage bool `json:"outage,omitempty"`
 	// Targets restricts the impairment to traffic to (egress) or from
@@ -175,6 +181,9 @@ func (i Impairment) String() string {
 	}
 	if i.Loss != 0 {
 		p = append(p, fmt.Sprintf("loss %g%%", i.Loss))
+	}
+	if i.Seed != 0 && (i.Loss != 0 || i.Jitter != 0) {
+		p = append(p, fmt.Sprintf("seed %d", i.Seed))
 	}
 	d := i.Direction
 	if d == "" {

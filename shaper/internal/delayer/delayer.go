@@ -32,6 +32,11 @@ type Config struct {
 	// can never be due before the one ahead of it, so jitter never
 	// reorders (and, unlike a clamp, never biases the delay upwards).
 	Delay, Jitter time.Duration
+	// Loss drops this percentage of packets (0-100) as they arrive.
+	Loss float64
+	// Seed is what loss and jitter draw from: the same seed on the same
+	// packets gives the same drops and delays. 0 draws a random seed.
+	Seed uint64
 	// MaxQueue bounds the packets held at once (the kernel drops beyond it).
 	MaxQueue uint32
 }
@@ -39,6 +44,7 @@ type Config struct {
 // Stats counts what the delayer did.
 type Stats struct {
 	Packets  uint64
+	Dropped  uint64
 	Failed   uint64
 	MaxDepth int64
 }
@@ -84,14 +90,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats
 	}
 
 	var (
-		packets, failed, maxDepth, depth atomic.Int64
-		mu                               sync.Mutex // guards last, closed and sends on fifo
-		last, lastArrival                time.Time
-		offset                           time.Duration
-		closed                           bool
+		packets, dropped, failed, maxDepth, depth atomic.Int64
+		mu                                        sync.Mutex // guards last, closed and sends on fifo
+		last, lastArrival                         time.Time
+		offset                                    time.Duration
+		closed                                    bool
 	)
 	fifo := make(chan held, cfg.MaxQueue)
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(cfg.Queue)))
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	// One stream each, so that how many draws jitter makes (none when off)
+	// never shifts which packets are lost.
+	rng := rand.New(rand.NewPCG(seed, 2))
+	lossRng := rand.New(rand.NewPCG(seed, 1))
 	regCtx, stopReg := context.WithCancel(context.Background())
 	defer stopReg()
 	hook := func(a nfqueue.Attribute) int {
@@ -104,6 +117,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats
 			// Too late to hold: let it go now rather than leave it to be
 			// dropped when the queue is unbound.
 			_ = q.SetVerdict(*a.PacketID, nfqueue.NfAccept)
+			return 0
+		}
+		// Only IPv4 packets draw: the same traffic then meets the same
+		// drops though the kernel's own IPv6 chatter (router and
+		// neighbour solicitations) comes and goes at its own times.
+		if cfg.Loss > 0 && (a.HwProtocol == nil || *a.HwProtocol == unix.ETH_P_IP) && lossRng.Float64()*100 < cfg.Loss {
+			dropped.Add(1)
+			if err := q.SetVerdict(*a.PacketID, nfqueue.NfDrop); err != nil {
+				failed.Add(1)
+			}
 			return 0
 		}
 		now := time.Now()
@@ -176,5 +199,5 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats
 	mu.Unlock()
 	<-done
 	stopReg()
-	return Stats{Packets: uint64(packets.Load()), Failed: uint64(failed.Load()), MaxDepth: maxDepth.Load()}, nil
+	return Stats{Packets: uint64(packets.Load()), Dropped: uint64(dropped.Load()), Failed: uint64(failed.Load()), MaxDepth: maxDepth.Load()}, nil
 }
