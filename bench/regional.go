@@ -69,6 +69,7 @@ func (b *bench) regional() {
 		}
 		res := harness.Run(context.Background(), sc, harness.RunOptions{Provider: p, Edgeguard: eg, Reports: reports, FleetPrefix: "br-", Log: discard()})
 		if res.Error != "" {
+			kept = true
 			check(fmt.Errorf("regional-outage (%s): %s", name, res.Error))
 		}
 		var sink, delivery validators.Verdict

@@ -155,7 +155,7 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 		return st
 	}
 	base := 2 * upImp.Delay
-	rep.Steps = append(rep.Steps, measure("baseline", "store-gw uplink", upImp.String(), float64(upImp.Rate), base))
+	rep.Steps = append(rep.Steps, measure("baseline", "store-gw uplink", upImp.String(), float64(upImp.RateOf(impair.Egress)), base))
 
 	throttle := impair.Impairment{Rate: o.Rate, Delay: o.Delay}
 	rep.Steps = append(rep.Steps, gateStep(ctx, log, f, sh, "store-pos", throttle, o.Edgeguard))
@@ -169,7 +169,7 @@ func Demo(ctx context.Context, o DemoOptions) (rep *DemoReport, err error) {
 
 	rep.Steps = append(rep.Steps, outageStep(ctx, log, f, sh, "store-gw", o.Outage))
 
-	rep.Steps = append(rep.Steps, measure("restored", "store-gw uplink", upImp.String(), float64(upImp.Rate), base))
+	rep.Steps = append(rep.Steps, measure("restored", "store-gw uplink", upImp.String(), float64(upImp.RateOf(impair.Egress)), base))
 
 	rep.Pass = true
 	for _, s := range rep.Steps {

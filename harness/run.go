@@ -261,6 +261,9 @@ func (r *run) play(ctx context.Context) (err error) {
 	// Asking for the backend picks it: a kernel that cannot shape as asked
 	// is found now, not at the first timeline step.
 	r.res.Backend = r.sh.Backend()
+	if err := r.seedOwnLinks(ctx); err != nil {
+		return err
+	}
 	r.sup = &supervisor{f: r.f, ev: r.ev, log: r.log}
 	defer r.releaseUIDs() // after the sweep
 	defer r.sweepApps()   // after stopAll: deferred first

@@ -114,6 +114,24 @@ func (r *run) restore(ctx context.Context, target string) error {
 	return nil
 }
 
+// seedOwnLinks re-applies, seeded, the topology's own profiles that draw
+// at random (loss or jitter): the provider built them unseeded.
+func (r *run) seedOwnLinks(ctx context.Context) error {
+	for _, m := range r.sc.Spec.Topology.Members() {
+		if m.Link == nil {
+			continue
+		}
+		imp, err := m.Link.Impairment(m.Name)
+		if err != nil || (imp.Loss == 0 && imp.Jitter == 0) {
+			continue
+		}
+		if err := r.sh.Apply(ctx, m.Name, r.seeded(m.Name, imp)); err != nil {
+			return fmt.Errorf("seed %s's own link: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
 func (r *run) do(ctx context.Context, a action) error {
 	st := a.step
 	ms, err := r.sc.Spec.StepMembers(st)

@@ -2,8 +2,8 @@ package shaper
 
 // delayEffect adds latency and jitter: a netem leaf where the kernel has
 // netem, otherwise the NFQUEUE delayer (delayer.go), which holds packets in
-// a FIFO and never reorders them; a seeded jitter is the delayer's on
-// either backend, drawn from the seed.
+// a FIFO and never reorders them, its jitter drawn from the impairment's
+// seed when it has one.
 type delayEffect struct{}
 
 func (delayEffect) contribute(imp Impairment, env planEnv, p *plan) {
@@ -15,7 +15,7 @@ func (delayEffect) contribute(imp Impairment, env planEnv, p *plan) {
 			continue
 		}
 		dp := p.dir(d)
-		if env.backend == BackendNetem && (imp.Seed == 0 || imp.Jitter == 0) {
+		if env.backend == BackendNetem {
 			n := dp.netem()
 			n.Delay, n.Jitter = imp.Delay, imp.Jitter
 			continue

@@ -2,9 +2,9 @@ package shaper
 
 // lossEffect drops a share of packets at random: netem's loss where the
 // kernel has netem, otherwise an nftables numgen rule at the far end of the
-// link (nft.go); when the impairment is seeded, the delayer drawing from
-// the seed on either backend (the kernel's random numbers cannot be
-// replayed).
+// link (nft.go), or, when the impairment is seeded, the delayer drawing
+// from the seed (nft's random numbers cannot be replayed). netem's draws
+// are the kernel's: there a seed is not honoured.
 type lossEffect struct{}
 
 func (lossEffect) contribute(imp Impairment, env planEnv, p *plan) {
@@ -17,10 +17,10 @@ func (lossEffect) contribute(imp Impairment, env planEnv, p *plan) {
 		}
 		dp := p.dir(d)
 		switch {
-		case imp.Seed != 0: // netem's draws are the kernel's too
-			dp.QueueLoss, dp.Seed = imp.Loss, dirSeed(imp.Seed, d)
 		case env.backend == BackendNetem:
-			dp.netem().Loss = imp.Loss
+			dp.netem().Loss = imp.Loss // the kernel's draws: a seed is not honoured
+		case imp.Seed != 0:
+			dp.QueueLoss, dp.Seed = imp.Loss, dirSeed(imp.Seed, d)
 		default:
 			dp.DropPercent = imp.Loss
 		}

@@ -148,7 +148,7 @@ func (SinkWithinLimit) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 	if n > 0 {
 		v.ok("%d batches refused with 429 and a Retry-After (by bound: %v)", n, refused)
 	}
-	ev.drain(v, rate)
+	ev.drain(v, rate, burst)
 	return v.done()
 }
 
@@ -156,7 +156,7 @@ func (SinkWithinLimit) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 // batches received after the last restore that hold a record appended
 // before it, from the first of them to the last (gates reopening is the
 // gate validator's business; this is the sink's pace).
-func (ev *Evidence) drain(v *verdict, rate float64) {
+func (ev *Evidence) drain(v *verdict, rate, burst float64) {
 	var restore time.Time
 	for _, w := range ev.Windows {
 		if w.Outage && w.End.After(restore) && !w.End.After(ev.End) {
@@ -180,6 +180,17 @@ func (ev *Evidence) drain(v *verdict, rate float64) {
 		b, _ := num(e.Fields["bytes"])
 		backlog += b
 		last = e.Time
+	}
+	// What the sink spent on resends (records it already had) in that
+	// time: busy, but not with the backlog.
+	var resent float64
+	for _, e := range ev.events("cloud", "sink", first, last, "received") {
+		b, _ := num(e.Fields["bytes"])
+		recs, _ := num(e.Fields["records"])
+		dups, _ := num(e.Fields["duplicates"])
+		if recs > 0 {
+			resent += b * dups / recs
+		}
 	}
 	if backlog == 0 || !last.After(first) {
 		return // nothing, or one batch: no pace to speak of
@@ -205,8 +216,11 @@ func (ev *Evidence) drain(v *verdict, rate float64) {
 	v.Numbers["drainSinkBusy"] = busy
 	// No sink drains a backlog quicker than backlog ÷ (rate − live
 	// traffic): what it left unused meanwhile is what the drain wasted.
-	// Drain ÷ that ideal is 1 + unused ÷ backlog.
-	unused := max(0, rate*drain.Seconds()-took)
+	// Drain ÷ that ideal is 1 + unused ÷ backlog. Resends count as
+	// unused, and so does a burst (the bucket may have held one at the
+	// start): the figure errs against the sink.
+	unused := max(0, rate*drain.Seconds()+burst-(took-resent))
+	v.Numbers["drainResentBytes"] = resent
 	v.Numbers["drainRatio"] = drain.Seconds() / max(ideal.Seconds(), 1e-3)
 	v.Numbers["drainRatioBesideLive"] = 1 + unused/backlog
 	v.ok("after the last restore, a %.1f MB backlog arrived in %.1f s (backlog ÷ ingest rate: %.1f s, %.2fx; the sink took %.1f MB in that time, %.0f%% of its rate, so %.2fx of what the capacity live traffic left allowed), its first batch %.1f s after the restore",

@@ -530,11 +530,11 @@ func (g *Gate) probeTime(size int64) time.Duration {
 }
 
 // confirm runs the full test that opens the gate: a short one
-// (ConfirmDuration) once the link has been measured, in a moment of the
-// site's quiet, after a random pause of up to half a second so that a
-// region's gates do not all test at the same instant. A short one that
-// reads between the thresholds (what a ramp cut short reads on a
-// long-delay link) is followed at once by a full-length one.
+// (ConfirmDuration), in a moment of the site's quiet, after a random pause
+// of up to half a second so that a region's gates do not all test at the
+// same instant. A short one that reads between the thresholds (what a ramp
+// cut short reads on a long-delay link), or below them before any test
+// had measured the link, is followed at once by a full-length one.
 func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
 	// Short, the first one too: a hundred stores starting (or returning)
 	// together would otherwise run a hundred 10 s tests at once, each

@@ -85,7 +85,8 @@ func (p *pacer) book(now time.Time, parts []int64, within time.Duration) (dues [
 		}
 		dues = append(dues, due)
 	}
-	if wait = dues[len(dues)-1].Sub(now); wait > within {
+	// A batch due now is let in even if the slot's wait used up MaxWait.
+	if wait = dues[len(dues)-1].Sub(now); wait > max(within, 0) {
 		return nil, time.Time{}, wait, false
 	}
 	p.tat = tat

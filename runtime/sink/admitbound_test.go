@@ -19,7 +19,7 @@ import (
 // times, never passes the rate and one burst in any window, and a bucket
 // replayed over it is never short.
 func TestAdmissionKeepsItsBoundUnderContention(t *testing.T) {
-	ad := newAdmitter(Admission{Rate: 24 * units.Mbit, Concurrency: 8, MaxWait: 2 * time.Second}, newAdmitMetrics(prometheus.NewRegistry()))
+	ad := newAdmitter(Admission{Rate: 24 * units.Mbit, Concurrency: 40, MaxWait: 2 * time.Second}, newAdmitMetrics(prometheus.NewRegistry()))
 	rate, burst := ad.bucket.rate, ad.bucket.burst
 	var mu sync.Mutex
 	var parts []part
@@ -35,14 +35,16 @@ func TestAdmissionKeepsItsBoundUnderContention(t *testing.T) {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
 				// Mostly a returning store's batches, now and then one
 				// larger than the burst.
-				req.ContentLength = int64(r.IntN(600<<10) + 1000)
-				if r.IntN(10) == 0 {
+				req.ContentLength = int64(r.IntN(300<<10) + 1000)
+				if r.IntN(20) == 0 {
 					req.ContentLength = int64(r.IntN(5<<20) + 1000)
 				}
 				// Forwarders whose patience ends while they queue: their
 				// bookings are given up in the middle of the queue.
-				rctx, rcancel := context.WithTimeout(ctx, time.Duration(300+r.IntN(2500))*time.Millisecond)
+				rctx, rcancel := context.WithCancel(ctx)
+				giveUp := time.AfterFunc(time.Duration(50+r.IntN(1500))*time.Millisecond, rcancel)
 				release, ps, no := ad.admit(rctx, req)
+				giveUp.Stop()
 				rcancel()
 				if no != nil {
 					time.Sleep(time.Duration(r.IntN(50)) * time.Millisecond)

@@ -66,8 +66,8 @@ type Impairment struct {
 	// Seed, when not 0, is what loss and jitter draw from: the same seed on
 	// the same packets drops the same ones and delays them alike, so a run
 	// can be replayed. 0 draws from the kernel's (or the process's) random
-	// numbers. Seeded loss and jitter are the NFQUEUE delayer's on either
-	// backend (netem draws from the kernel's random numbers).
+	// numbers. Only the fallback backend honours it (its NFQUEUE delayer
+	// draws); netem's draws are the kernel's.
 	Seed uint64 `json:"seed,omitempty"`
 	// Outage cuts the link: nothing passes in the directions impaired.
 	Outage bool `json:"outage,omitempty"`

@@ -6,6 +6,7 @@ package delayer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"golang.org/x/sys/unix"
@@ -47,6 +48,13 @@ type Stats struct {
 	Dropped  uint64
 	Failed   uint64
 	MaxDepth int64
+}
+
+// key is a ChaCha8 key for one use of seed.
+func key(seed uint64, use byte) (k [32]byte) {
+	binary.LittleEndian.PutUint64(k[:], seed)
+	k[8] = use
+	return k
 }
 
 type held struct {
@@ -101,10 +109,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func()) (Stats
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	// One stream each, so that how many draws jitter makes (none when off)
-	// never shifts which packets are lost.
-	rng := rand.New(rand.NewPCG(seed, 2))
-	lossRng := rand.New(rand.NewPCG(seed, 1))
+	// A generator each, keyed apart, so that how many draws jitter makes
+	// (none when off) never shifts which packets are lost.
+	rng := rand.New(rand.NewChaCha8(key(seed, 2)))
+	lossRng := rand.New(rand.NewChaCha8(key(seed, 1)))
 	regCtx, stopReg := context.WithCancel(context.Background())
 	defer stopReg()
 	hook := func(a nfqueue.Attribute) int {
