@@ -104,6 +104,9 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 			fd = scenarios.Duration(3 * time.Second)
 		}
 		common = append(common, "--full-duration="+fd.D().String())
+		if g.ConfirmSpread > 0 {
+			common = append(common, "--confirm-spread="+g.ConfirmSpread.D().String())
+		}
 	}
 	fo := rt.Failover
 	if fo.Enabled {

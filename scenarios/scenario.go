@@ -136,6 +136,10 @@ type GateSpec struct {
 	// scaled: it is the network's time; default 3s).
 	FullTest     *bool    `yaml:"fullTest,omitempty"`
 	FullDuration Duration `yaml:"fullDuration,omitempty"`
+	// ConfirmSpread is the longest random pause before a gate's
+	// confirmation (not scaled; default 500ms): a region whose links
+	// return together spreads its speed tests over it.
+	ConfirmSpread Duration `yaml:"confirmSpread,omitempty"`
 }
 
 // Bypassed says workloads do not ask the gate.
@@ -609,6 +613,9 @@ func (r RuntimeSpec) check(path string) error {
 		if _, err := units.ParseRate(r.Gate.MinDownload); err != nil {
 			return perr(path+".gate.minDownload", "%v", err)
 		}
+	}
+	if d := r.Gate.ConfirmSpread.D(); d < 0 || d > time.Minute {
+		return perr(path+".gate.confirmSpread", "confirmSpread %v is out of range: 0 to 1m (a few seconds spread a region's speed tests)", d)
 	}
 	switch r.Buffer.Durability {
 	case "", "disk", "memory":

@@ -129,6 +129,7 @@ func TestBadScenarios(t *testing.T) {
 		{"a workload named like the harness's evidence", "{name: w, type: fetch", "{name: sampler, type: fetch", 18, "taken by the runtime or the harness"},
 		{"bad workload type", "type: fetch", "type: mine", 18, "workload type"},
 		{"no threshold", "gate: {minDownload: 5mbit}", "gate: {mode: on}", 16, "needs a threshold"},
+		{"confirm spread too long", "gate: {minDownload: 5mbit}", "gate: {minDownload: 5mbit, confirmSpread: 2m}", 16, "confirmSpread 2m0s is out of range"},
 		{"bad durability", "gate: {minDownload: 5mbit}", "gate: {minDownload: 5mbit}\n    buffer: {durability: tape}", 17, "durability"},
 		{"no expectations", "  expect:\n  - {validator: gate-follows-link, group: all, within: 10s}\n", "  expect: []\n", 23, "at least one expectation"},
 		{"time scale below 1", "  duration: 5m", "  duration: 5m\n  timeScale: 0.5", 23, "timeScale"},

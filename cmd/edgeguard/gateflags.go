@@ -15,13 +15,14 @@ import (
 type gateFlags struct {
 	server, minDown, minUp, hysteresis, budget  string
 	maxLatency, interval, window, full, confirm time.Duration
+	spread                                      time.Duration
 	failOpen, noFull                            bool
 	// site is the runtimes sharing the uplink (serve sets it).
 	site gate.Site
 }
 
 // names are the flags register adds (gate wait --from refuses them).
-var gateFlagNames = []string{"server", "min-download", "max-latency", "min-upload", "hysteresis", "probe-budget", "interval", "probe-window", "full-duration", "confirm-duration", "no-full-test", "fail-open"}
+var gateFlagNames = []string{"server", "min-download", "max-latency", "min-upload", "hysteresis", "probe-budget", "interval", "probe-window", "full-duration", "confirm-duration", "confirm-spread", "no-full-test", "fail-open"}
 
 func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.server, "server", "", "speed-test server URL, e.g. http://100.64.0.1:8080 (edgeguard speedserver), or 'auto' for Ookla's public list (needs the internet)")
@@ -33,6 +34,7 @@ func (f *gateFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.interval, "interval", 2*time.Second, "shortest time between probes (the budget may stretch it)")
 	fs.DurationVar(&f.window, "probe-window", 50*time.Millisecond, "a probe moves what the reopen rate carries in this time or in two round trips, whichever is longer (at least 32KiB)")
 	fs.DurationVar(&f.full, "full-duration", 10*time.Second, "how long a full speed test measures each direction")
+	fs.DurationVar(&f.spread, "confirm-spread", 500*time.Millisecond, "the longest random pause before a confirmation, so that a region's gates returning together do not test the speed server all at once")
 	fs.DurationVar(&f.confirm, "confirm-duration", 2*time.Second, "how long the full test that confirms an opening (the first at start too) measures each direction (a reading between the thresholds, or short of good before any test measured the link, is confirmed again at --full-duration)")
 	fs.BoolVar(&f.noFull, "no-full-test", false, "never run full speed tests (probes alone decide)")
 	fs.BoolVar(&f.failOpen, "fail-open", false, "treat 'unknown' (cannot measure) as open; default is to fail closed")
@@ -56,7 +58,7 @@ func (f *gateFlags) open(g *globals) (*gate.Gate, *events.Log, error) {
 
 func (f *gateFlags) config(g *globals) (gate.Config, error) {
 	c := gate.Config{Server: f.server, MaxLatency: f.maxLatency, Interval: f.interval, ProbeWindow: f.window,
-		FullDuration: f.full, ConfirmDuration: f.confirm, NoFullTest: f.noFull, FailOpen: f.failOpen, Node: g.node, Logger: g.log, Site: f.site}
+		FullDuration: f.full, ConfirmDuration: f.confirm, ConfirmSpread: f.spread, NoFullTest: f.noFull, FailOpen: f.failOpen, Node: g.node, Logger: g.log, Site: f.site}
 	var err error
 	if f.minDown == "" {
 		return c, fmt.Errorf("--min-download is required, with a unit: e.g. --min-download 5mbit")

@@ -85,6 +85,13 @@ type Config struct {
 	// is followed at once by one of FullDuration before the gate backs
 	// off.
 	ConfirmDuration time.Duration
+	// ConfirmSpread is the longest random pause before a confirmation
+	// (default 500ms). A region whose links return together otherwise
+	// tests the speed server all at once: on a shared server (or a
+	// loaded test machine) each test then reads a share of it, reads the
+	// link slow, and backs its gate off. A few seconds spread the herd at
+	// the cost of as much reopening time.
+	ConfirmSpread time.Duration
 	// Site, when set, is the runtimes sharing this uplink
 	// (*site.Coordinator): a slow reading while the site flushes is
 	// measured again in a moment of quiet before it counts, and reopenings
@@ -146,6 +153,9 @@ func (c *Config) defaults() {
 		c.ConfirmDuration = 2 * time.Second
 	}
 	c.ConfirmDuration = min(c.ConfirmDuration, c.FullDuration)
+	if c.ConfirmSpread == 0 {
+		c.ConfirmSpread = 500 * time.Millisecond
+	}
 	if c.CloseAfter == 0 {
 		c.CloseAfter = 2
 	}
@@ -185,6 +195,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("full test duration %s is negative", c.FullDuration)
 	case c.ConfirmDuration < 0:
 		return fmt.Errorf("confirmation duration %s is negative", c.ConfirmDuration)
+	case c.ConfirmSpread < 0 || c.ConfirmSpread > time.Minute:
+		return fmt.Errorf("confirmation spread %s is out of range: 0 to 1m", c.ConfirmSpread)
 	case c.CloseAfter < 0 || c.OpenAfter < 0:
 		return errors.New("close-after and open-after must be at least 1")
 	}

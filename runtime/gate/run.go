@@ -531,7 +531,7 @@ func (g *Gate) probeTime(size int64) time.Duration {
 
 // confirm runs the full test that opens the gate: a short one
 // (ConfirmDuration), in a moment of the site's quiet, after a random pause
-// of up to half a second so that a region's gates do not all test at the
+// (up to ConfirmSpread) so that a region's gates do not all test at the
 // same instant. A short one that reads between the thresholds (what a ramp
 // cut short reads on a long-delay link), or below them before any test
 // had measured the link, is followed at once by a full-length one.
@@ -548,7 +548,7 @@ func (g *Gate) confirm(ctx context.Context, c *http.Client, base string) {
 	// otherwise read a share of the uplink): wait for a neighbour's test,
 	// then a random pause so that two waiting do not start together.
 	for {
-		if !g.waitPeers(ctx) || !sleep(ctx, rand.N(500*time.Millisecond)) {
+		if !g.waitPeers(ctx) || !sleep(ctx, rand.N(g.cfg.ConfirmSpread)) {
 			return
 		}
 		if now := time.Now(); !g.peerOverlap(now, now) {
