@@ -226,7 +226,7 @@ func (r *run) startWindow(target, group string, step int, imp impair.Impairment)
 	if i, ok := r.active[target]; ok {
 		r.wins[i].End = now
 	}
-	r.wins = append(r.wins, validators.Window{Target: target, Start: now, Outage: imp.Outage, RateBps: float64(imp.RateOf(impair.Ingress)), UpRateBps: float64(imp.RateOf(impair.Egress)), Delay: imp.Delay, Loss: imp.Loss, What: describe(imp)})
+	r.wins = append(r.wins, validators.Window{Target: target, Start: now, Outage: imp.Outage, RateBps: float64(imp.RateOf(impair.Ingress)), Delay: imp.Delay, Loss: imp.Loss, What: describe(imp)})
 	r.active[target] = len(r.wins) - 1
 	r.groups = append(r.groups, group)
 }
