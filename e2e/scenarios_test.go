@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -65,11 +66,13 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 	It("plays regional-outage at ten stores: a returning region is admitted at the sink's pace, refused batches come back, nothing is lost", func(ctx SpecContext) {
 		src, err := scenarios.BuiltinSource("regional-outage")
 		Expect(err).NotTo(HaveOccurred())
-		small := strings.NewReplacer("count: 40", "count: 4", "count: 20", "count: 2", "ingestRate: 24mbit", "ingestRate: 4mbit").Replace(string(src))
+		// Twelve gates need no spread: ten stores return together.
+		small := strings.NewReplacer("count: 40", "count: 4", "count: 20", "count: 2", "ingestRate: 24mbit", "ingestRate: 4mbit", "confirmSpread: 10s", "confirmSpread: 500ms").Replace(string(src))
 		sc, err := scenarios.ParseScenario("regional-outage (ten stores)", []byte(small))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sc.Spec.Topology.Sites).To(HaveLen(10))
 		Expect(sc.Spec.Runtime.Sink.IngestRate).To(Equal("4mbit"))
+		Expect(sc.Spec.Runtime.Gate.ConfirmSpread.D()).To(Equal(500 * time.Millisecond))
 		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
 			o.Edgeguard = edgeguard
 			o.FleetPrefix = fmt.Sprintf("r%d-", os.Getpid()%1000)
