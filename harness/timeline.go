@@ -92,17 +92,10 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 // DSL line stays a DSL line), or unshaped if it had none, and ends its
 // window at the moment the restore began.
 func (r *run) restore(ctx context.Context, target string) error {
-	var own *scenarios.LinkProfile
-	for _, m := range r.sc.Spec.Topology.Members() {
-		if m.Name == target {
-			own = m.Link
-		}
-	}
 	at := time.Now()
 	var err error
-	if own != nil {
-		imp, _ := own.Impairment(target)
-		err = r.sh.Apply(ctx, target, r.seeded(target, imp))
+	if own, ok := r.ownImpairment(target); ok {
+		err = r.sh.Apply(ctx, target, own)
 	} else {
 		err = r.sh.Clear(ctx, target)
 	}
@@ -123,32 +116,35 @@ func (r *run) cutKeepsOwn(target string, imp impair.Impairment) impair.Impairmen
 	if !imp.Outage || imp.Direction != "" && imp.Direction != impair.Both {
 		return imp
 	}
-	for _, m := range r.sc.Spec.Topology.Members() {
-		if m.Name != target || m.Link == nil {
-			continue
-		}
-		own, err := m.Link.Impairment(target)
-		if err != nil {
-			return imp
-		}
-		own.Outage = true
-		return own
+	own, ok := r.ownImpairment(target)
+	if !ok {
+		return imp
 	}
-	return imp
+	own.Outage = true
+	return own
+}
+
+// ownImpairment is target's own link profile as the run keeps it (seeded),
+// and whether it has one.
+func (r *run) ownImpairment(target string) (impair.Impairment, bool) {
+	for _, m := range r.sc.Spec.Topology.Members() {
+		if m.Name == target && m.Link != nil {
+			imp, err := m.Link.Impairment(target)
+			return r.seeded(target, imp), err == nil
+		}
+	}
+	return impair.Impairment{}, false
 }
 
 // seedOwnLinks re-applies, seeded, the topology's own profiles that draw
 // at random (loss or jitter): the provider built them unseeded.
 func (r *run) seedOwnLinks(ctx context.Context) error {
 	for _, m := range r.sc.Spec.Topology.Members() {
-		if m.Link == nil {
+		own, ok := r.ownImpairment(m.Name)
+		if !ok || own.Seed == 0 { // nothing drawn at random
 			continue
 		}
-		imp, err := m.Link.Impairment(m.Name)
-		if err != nil || (imp.Loss == 0 && imp.Jitter == 0) {
-			continue
-		}
-		if err := r.sh.Apply(ctx, m.Name, r.seeded(m.Name, imp)); err != nil {
+		if err := r.sh.Apply(ctx, m.Name, own); err != nil {
 			return fmt.Errorf("seed %s's own link: %w", m.Name, err)
 		}
 	}

@@ -200,15 +200,19 @@ func UDPTrain(ctx context.Context, from, to, addr string, n, size, pps int) (rec
 
 // UDPTrainSeqs is UDPTrain that says which datagrams arrived, by their
 // sequence numbers (0 to n-1): a drop pattern.
-func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) (received map[uint32]bool, err error) {
+func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) (map[uint32]bool, error) {
 	size = max(size, 4)
-	received = map[uint32]bool{}
+	received := map[uint32]bool{}
 	rc, err := ListenPacket(to, addr)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
 	var wg sync.WaitGroup
+	// The reader writes received until it stops: closed, then waited for.
+	defer func() {
+		rc.Close()
+		wg.Wait()
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -226,8 +230,6 @@ func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) 
 	}()
 	sc, err := Dial(ctx, from, "udp4", rc.LocalAddr().String())
 	if err != nil {
-		rc.Close()
-		wg.Wait()
 		return nil, err
 	}
 	defer sc.Close()
@@ -237,8 +239,6 @@ func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) 
 	for i := 0; i < n; i++ {
 		binary.BigEndian.PutUint32(payload, uint32(i))
 		if _, err := sc.Write(payload); err != nil {
-			rc.Close()
-			wg.Wait()
 			return nil, fmt.Errorf("send: %w", err)
 		}
 		next = next.Add(gap)
