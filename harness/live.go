@@ -303,10 +303,8 @@ func (l *Live) State() LiveState {
 		lm.AsBuilt = true
 		if imp, ok := inForce[m.Name]; ok {
 			lm.Impairment, lm.Outage = describe(imp), imp.Outage
-			own := impair.Impairment{}
-			if m.Link != nil {
-				own, _ = m.Link.Impairment(m.Name)
-			}
+			// As the run keeps it: a lossy own link is seeded.
+			own, _ := r.ownImpairment(m.Name)
 			lm.AsBuilt = imp.String() == own.String()
 		}
 		l.mu.Lock()
