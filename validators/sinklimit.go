@@ -155,7 +155,12 @@ func (SinkWithinLimit) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 // drain reports how the backlog of the last outage reached the sink: the
 // batches received after the last restore that hold a record appended
 // before it, from the first of them to the last (gates reopening is the
-// gate validator's business; this is the sink's pace).
+// gate validator's business; this is the sink's pace). A batch that also
+// holds records appended since (a store's last backlog batch, or one made
+// while it waited out refusals) counts as backlog by the part of its
+// oldest-to-newest span before the restore: records are appended at a
+// steady pace, and counting it whole would flatter the drain with live
+// bytes.
 func (ev *Evidence) drain(v *verdict, rate, burst float64) {
 	var restore time.Time
 	for _, w := range ev.Windows {
@@ -178,7 +183,7 @@ func (ev *Evidence) drain(v *verdict, rate, burst float64) {
 			first = e.Time
 		}
 		b, _ := num(e.Fields["bytes"])
-		backlog += b
+		backlog += b * backlogPart(t, e.Fields["newest"], restore)
 		last = e.Time
 	}
 	// What the sink spent on resends (records it already had) in that
@@ -225,4 +230,16 @@ func (ev *Evidence) drain(v *verdict, rate, burst float64) {
 	v.Numbers["drainRatioBesideLive"] = 1 + unused/backlog
 	v.ok("after the last restore, a %.1f MB backlog arrived in %.1f s (backlog ÷ ingest rate: %.1f s, %.2fx; the sink took %.1f MB in that time, %.0f%% of its rate, so %.2fx of what the capacity live traffic left allowed), its first batch %.1f s after the restore",
 		backlog/1e6, drain.Seconds(), ideal.Seconds(), v.Numbers["drainRatio"], took/1e6, 100*busy, v.Numbers["drainRatioBesideLive"], first.Sub(restore).Seconds())
+}
+
+// backlogPart is the part of a batch whose records were appended from
+// oldest to newest that was appended before restore (1 when newest is
+// missing: evidence from before the sink said it).
+func backlogPart(oldest time.Time, newest any, restore time.Time) float64 {
+	s, _ := newest.(string)
+	n, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || n.Before(restore) || !n.After(oldest) {
+		return 1
+	}
+	return float64(restore.Sub(oldest)) / float64(n.Sub(oldest))
 }

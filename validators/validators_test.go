@@ -263,6 +263,12 @@ func TestSinkWithinLimit(t *testing.T) {
 			ev(31, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(15).Format(time.RFC3339Nano)),
 			ev(34, "cloud", "sink", "received", "bytes", 2e6, "oldest", at(29).Format(time.RFC3339Nano)),
 			ev(36, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(31).Format(time.RFC3339Nano))), true, "a 3.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 3.0 s, 1.00x; the sink took 3.2 MB in that time, 108% of its rate, so 1.08x of what the capacity live traffic left allowed)"},
+		// The batch at 34 s holds records appended from 29 s to 33 s, a
+		// quarter of them before the restore at 30 s: 0.5 MB of backlog,
+		// not 2 MB.
+		{"a batch partly backlog", append(append([]wire.Event{admission}, paced(31, 40)...),
+			ev(31, "cloud", "sink", "received", "bytes", 1e6, "oldest", at(15).Format(time.RFC3339Nano), "newest", at(25).Format(time.RFC3339Nano)),
+			ev(34, "cloud", "sink", "received", "bytes", 2e6, "oldest", at(29).Format(time.RFC3339Nano), "newest", at(33).Format(time.RFC3339Nano))), true, "a 1.5 MB backlog arrived in 3.0 s"},
 		// Live traffic took a quarter of the sink: the backlog could not come
 		// in quicker than 2.5 MB ÷ 0.75 MB/s, and the sink was seldom idle.
 		{"a drain beside live traffic", append([]wire.Event{admission}, func() []wire.Event {

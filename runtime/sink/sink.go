@@ -379,12 +379,20 @@ func (s *Sink) store(b record.Batch, size int64) (record.Ack, error) {
 	s.ad.m.stored.Add(float64(ack.Stored))
 	s.ad.m.duplicates.Add(float64(ack.Duplicates))
 	s.ad.m.conflicts.Add(float64(len(ack.Conflicts)))
-	// The oldest record's append time tells a backlog's batches (appended
-	// during an outage) from live ones.
-	var oldest time.Time
+	// The oldest and newest records' append times tell a backlog's
+	// batches (appended during an outage) from live ones, and how much of
+	// a batch that holds both was backlog.
+	var oldest, newest time.Time
 	for i := range b.Records {
-		if t := b.Records[i].Time; !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
+		t := b.Records[i].Time
+		if t.IsZero() {
+			continue
+		}
+		if oldest.IsZero() || t.Before(oldest) {
 			oldest = t
+		}
+		if t.After(newest) {
+			newest = t
 		}
 	}
 	kv := []any{"records", len(b.Records), "stored", ack.Stored, "duplicates", ack.Duplicates}
@@ -392,7 +400,7 @@ func (s *Sink) store(b record.Batch, size int64) (record.Ack, error) {
 		kv = append(kv, "bytes", size)
 	}
 	if !oldest.IsZero() {
-		kv = append(kv, "oldest", oldest.UTC().Format(time.RFC3339Nano))
+		kv = append(kv, "oldest", oldest.UTC().Format(time.RFC3339Nano), "newest", newest.UTC().Format(time.RFC3339Nano))
 	}
 	s.log.Emit("received", kv...)
 	for _, k := range ack.Conflicts {
