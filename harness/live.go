@@ -453,6 +453,7 @@ func (l *Live) Shape(target string, s Shaping) error {
 		return InputError{err}
 	}
 	return l.do(describe(imp), target, func(ctx context.Context) error {
+		l.r.stopTrace(target)
 		if err := l.r.sh.Apply(ctx, target, imp); err != nil {
 			return err
 		}

@@ -119,6 +119,9 @@ func gateDetection(g scenarios.GateSpec, scale float64) time.Duration {
 // not the runtime's. The error names the step, its real length, the
 // bound and the largest time scale that works.
 func CheckTiming(sc *scenarios.Scenario, scale float64) error {
+	if err := sc.Spec.CheckTraceScale(scale); err != nil {
+		return err
+	}
 	if err := checkTiming(sc, scale, "gate-follows-link", func(s float64) (time.Duration, string) {
 		if sc.Spec.Runtime.Gate.Bypassed() {
 			return 0, ""

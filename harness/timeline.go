@@ -27,6 +27,7 @@ func (r *run) timeline(ctx context.Context) error { return r.timelineFrom(ctx, r
 
 // timelineFrom plays the timeline with t0 as its time zero.
 func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
+	defer r.stopTraces()
 	var acts []action
 	for i, st := range r.sc.Spec.Timeline {
 		acts = append(acts, action{at: scenarios.Scaled(st.At, r.scale, 0), step: st, idx: i})
@@ -92,6 +93,7 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 // DSL line stays a DSL line), or unshaped if it had none, and ends its
 // window at the moment the restore began.
 func (r *run) restore(ctx context.Context, target string) error {
+	r.stopTrace(target)
 	at := time.Now()
 	var err error
 	if own, ok := r.ownImpairment(target); ok {
@@ -182,7 +184,13 @@ func (r *run) do(ctx context.Context, a action) error {
 	for i, m := range ms {
 		names[i] = m.Name
 	}
+	outer := ctx // a trace plays on after this step's changes are made
 	return eachAtOnce(ctx, names, func(ctx context.Context, name string) error {
+		// Whatever this step does to the link ends a trace playing there.
+		r.stopTrace(name)
+		if act.Trace != nil && !a.undo {
+			return r.playTrace(outer, ctx, name, st, a.idx, act)
+		}
 		if act.Impairs {
 			imp := r.seeded(name, r.cutKeepsOwn(name, imp))
 			if err := r.sh.Apply(ctx, name, imp); err != nil {

@@ -5,14 +5,15 @@ import (
 	"strings"
 
 	"github.com/edgefault/edgefault/shaper/impair"
+	"github.com/edgefault/edgefault/shaper/trace"
 )
 
 // Action is what a timeline step does, as the harness plays it: put an
 // impairment on the members' links, restore their own, or stop a process
 // on them (which the harness's supervisor starts again).
 type Action struct {
-	// Kind is the step's field: profile, link, outage, restore, kill or
-	// restart.
+	// Kind is the step's field: profile, link, trace, outage, restore,
+	// kill or restart.
 	Kind string
 	// Impairs: the step puts Impairment on each member's link (and For
 	// may restore it).
@@ -22,6 +23,10 @@ type Action struct {
 	// "workload/NAME"; Graceful stops it with SIGTERM, not SIGKILL.
 	Process  string
 	Graceful bool
+	// Trace (trace) is played on each member's link from the step's
+	// time, each row an impairment; TraceName names it.
+	Trace     *trace.Trace
+	TraceName string
 	// What says it in words, for logs and evidence.
 	What string
 }
@@ -74,6 +79,25 @@ var stepActions = []stepAction{
 		},
 	},
 	{
+		kind: "trace",
+		set:  func(st Step) bool { return st.Trace != "" },
+		check: func(sp *ScenarioSpec, path string, st Step, _ map[string]bool) error {
+			if _, ok := sp.traces[st.Trace]; !ok {
+				return perr(path+".trace", "no trace %q: name one of spec.traces or a built-in (%s)", st.Trace, strings.Join(BuiltinTraces(), ", "))
+			}
+			return nil
+		},
+		action: func(sp *ScenarioSpec, st Step) Action {
+			t := sp.traces[st.Trace]
+			how := "once"
+			if st.For > 0 {
+				how = "looping"
+			}
+			return Action{Impairs: true, Impairment: t.Rows[0].Impairment, Trace: &t, TraceName: st.Trace,
+				What: fmt.Sprintf("trace %s (%d rows over %v, %s)", st.Trace, len(t.Rows), t.Duration(), how)}
+		},
+	},
+	{
 		kind:   "restore",
 		set:    func(st Step) bool { return st.Restore },
 		check:  noFor("restore"),
@@ -98,7 +122,7 @@ var stepActions = []stepAction{
 func noFor(kind string) func(*ScenarioSpec, string, Step, map[string]bool) error {
 	return func(_ *ScenarioSpec, path string, st Step, _ map[string]bool) error {
 		if st.For != 0 {
-			return perr(path+".for", "for applies to impairments (profile, link, outage), not to %s", kind)
+			return perr(path+".for", "for applies to impairments (profile, link, trace, outage), not to %s", kind)
 		}
 		return nil
 	}

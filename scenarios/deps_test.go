@@ -24,7 +24,8 @@ func goTool() string {
 
 // TestNoKernelDependencies keeps the scenario format buildable without the
 // machinery that applies impairments: no netlink, nftables, ledger or
-// shaper or its other subpackages (shaper/impair, the model, is allowed).
+// shaper or its other subpackages (shaper/impair, the model, and
+// shaper/trace, its CSV form over time, are allowed).
 func TestNoKernelDependencies(t *testing.T) {
 	gocmd := goTool()
 	if gocmd == "" {
@@ -41,7 +42,7 @@ func TestNoKernelDependencies(t *testing.T) {
 	const shaper = "github.com/edgefault/edgefault/shaper"
 	for _, d := range deps {
 		if strings.Contains(d, "netlink") || strings.Contains(d, "nftables") || strings.Contains(d, "/ledger") ||
-			d == shaper || (strings.HasPrefix(d, shaper+"/") && d != shaper+"/impair") {
+			d == shaper || (strings.HasPrefix(d, shaper+"/") && d != shaper+"/impair" && d != shaper+"/trace") {
 			t.Errorf("package scenarios depends on %s; it must build without netlink, nftables, the ledger and the shaper (use shaper/impair and units)", d)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefault/edgefault/shaper/trace"
 	"github.com/edgefault/edgefault/units"
 	"gopkg.in/yaml.v3"
 )
@@ -77,6 +78,9 @@ type ScenarioSpec struct {
 	Topology  FleetSpec `yaml:"topology"`
 	// Profiles name link conditions the timeline applies.
 	Profiles map[string]LinkProfile `yaml:"profiles,omitempty"`
+	// Traces name links that change over time (CSV files), which the
+	// timeline plays; the built-in traces need no entry.
+	Traces map[string]TraceSource `yaml:"traces,omitempty"`
 	// Groups name sets of nodes. Every site, building ("site/building"),
 	// node and gateway is a group of its own, and "all" is every node.
 	Groups    map[string]GroupSpec `yaml:"groups,omitempty"`
@@ -86,6 +90,9 @@ type ScenarioSpec struct {
 	// Duration is the scenario's length; the timeline must fit in it.
 	Duration Duration      `yaml:"duration"`
 	Expect   []Expectation `yaml:"expect"`
+
+	// traces are the traces the timeline plays, read at load.
+	traces map[string]trace.Trace
 }
 
 // GroupSpec selects members: the union of the sites', buildings' and
@@ -258,6 +265,9 @@ type Step struct {
 	Restore bool         `yaml:"restore,omitempty"`
 	Kill    string       `yaml:"kill,omitempty"`
 	Restart string       `yaml:"restart,omitempty"`
+	// Trace plays a trace (spec.traces or a built-in) on the link from At,
+	// looping for For, or once when For is 0 (its last row then holds).
+	Trace string `yaml:"trace,omitempty"`
 	// For restores the link this long after At (impairments only).
 	For  Duration `yaml:"for,omitempty"`
 	Note string   `yaml:"note,omitempty"`
@@ -369,11 +379,11 @@ func LoadScenarioFile(path string) (*Scenario, error) {
 // ParseScenario parses and validates a Scenario document; file names the
 // source in errors.
 func ParseScenario(file string, data []byte) (*Scenario, error) {
-	s := Scenario{root: &yaml.Node{}}
+	// Source first: trace files are read relative to it.
+	s := Scenario{root: &yaml.Node{}, Source: file}
 	if err := parseNode(file, data, &s, "expected apiVersion, kind: Scenario, spec", s.validate, s.root); err != nil {
 		return nil, err
 	}
-	s.Source = file
 	return &s, nil
 }
 
@@ -531,6 +541,9 @@ func (s *Scenario) validate() error {
 	if sp.Duration <= 0 {
 		return perr("spec.duration", "a scenario needs a duration (e.g. 1h)")
 	}
+	if err := sp.loadTraces(s.Source); err != nil {
+		return err
+	}
 	for i, st := range sp.Timeline {
 		if err := sp.checkStep(fmt.Sprintf("spec.timeline[%d]", i), st, wnames); err != nil {
 			return err
@@ -543,6 +556,9 @@ func (s *Scenario) validate() error {
 		}
 	}
 	sp.expandRepeats()
+	if err := sp.CheckTraceScale(sp.TimeScale); err != nil {
+		return perr("spec.timeScale", "%v", err)
+	}
 	if len(sp.Expect) == 0 {
 		return perr("spec.expect", "a scenario needs at least one expectation: without one nothing is judged")
 	}

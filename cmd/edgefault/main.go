@@ -75,7 +75,7 @@ creates is recorded, and 'edgefault cleanup' removes it, even after a crash.`,
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", "", "where the ledger and state live (default /run/edgefault, or $EDGEFAULT_STATE_DIR)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
-	root.AddCommand(newDoctorCmd(g), newSetupCmd(g), newFleetCmd(g), newShapeCmd(g), newCleanupCmd(g), newDemoCmd(g), newRunCmd(g), newCertifyCmd(g), newScenarioCmd(), newKindCmd(g), newK3dCmd(g), newVersionCmd())
+	root.AddCommand(newDoctorCmd(g), newSetupCmd(g), newFleetCmd(g), newShapeCmd(g), newCleanupCmd(g), newDemoCmd(g), newRunCmd(g), newCertifyCmd(g), newScenarioCmd(), newTraceCmd(), newKindCmd(g), newK3dCmd(g), newVersionCmd())
 	return root
 }
 

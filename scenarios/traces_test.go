@@ -1,0 +1,69 @@
+package scenarios
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/shaper/trace"
+)
+
+// The built-in traces are what the project's generator makes from its
+// sourced figures, not hand-edited files.
+func TestBuiltinTracesAreGenerated(t *testing.T) {
+	b, err := BuiltinTrace("lte-drive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != trace.DriveFile(1, 10*time.Minute) {
+		t.Fatal("builtin/traces/lte-drive.csv differs from edgefault trace generate lte-drive --seed 1 --length 10m: regenerate it")
+	}
+}
+
+// A timeline plays a built-in trace or one of the scenario's own files,
+// read relative to the scenario; what is wrong is said with file and line.
+func TestTraceSteps(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "mine.csv"), []byte("time,down,up\n0s,5mbit,1mbit\n10s,cut,cut\n20s,5mbit,1mbit\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "bad.csv"), []byte("time,down\n0s,5mbps?\n"), 0o644)
+	step := "profile: slow, for: 1m}"
+	for _, tc := range []struct {
+		name, traces, step, want string
+		scale                    float64
+	}{
+		{"built-in", "", "trace: lte-drive, for: 1m}", "", 1},
+		{"own file", "  traces:\n    mine: {file: mine.csv}\n", "trace: mine}", "", 1},
+		{"own file looping", "  traces:\n    mine: {file: mine.csv}\n", "trace: mine, for: 1m}", "", 10},
+		{"unknown", "", "trace: nope}", `t.yaml:21: spec.timeline[0].trace: no built-in trace "nope"`, 1},
+		{"missing file", "  traces:\n    gone: {file: gone.csv}\n", "trace: gone}", "spec.traces.gone.file: trace \"gone\": open", 1},
+		{"bad file", "  traces:\n    bad: {file: bad.csv}\n", "trace: bad}", `spec.traces.bad.file: bad.csv:2: down: rate "5mbps?"`, 1},
+		{"no file", "  traces:\n    bad: {}\n", "trace: bad}", "trace \"bad\" needs a file", 1},
+		// One row a second at time scale 20 is 50 ms: faster than a link follows.
+		{"too fast", "", "trace: lte-drive, for: 1m}", "trace lte-drive has rows 1s apart: at time scale 20 that is 50ms", 20},
+		{"two kinds", "", "trace: lte-drive, outage: true}", "a step does exactly one thing", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(good, step, tc.step, 1)
+			src = strings.Replace(src, "  groups:\n", tc.traces+"  groups:\n", 1)
+			src = strings.Replace(src, "spec:\n", fmt.Sprintf("spec:\n  timeScale: %g\n", tc.scale), 1)
+			sc, err := ParseScenario(filepath.Join(dir, "t.yaml"), []byte(src))
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := sc.Spec.Action(sc.Spec.Timeline[0])
+			if a.Kind != "trace" || a.Trace == nil || len(a.Trace.Rows) < 2 || !a.Impairs || !reflect.DeepEqual(a.Impairment, a.Trace.Rows[0].Impairment) {
+				t.Fatalf("action %+v", a)
+			}
+		})
+	}
+}
