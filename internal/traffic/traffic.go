@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgefault/edgefault/internal/nsdo"
@@ -213,13 +214,23 @@ func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) 
 		rc.Close()
 		wg.Wait()
 	}()
+	// The reader reads until a second after the last datagram was sent: a
+	// silence while the sender still sends is the link's (a cut, a lost
+	// ARP request retried after a second), not the end of the train.
+	var sentAll atomic.Int64 // unix nanoseconds of the last send; 0 while sending
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		buf := make([]byte, 65536)
 		for {
-			_ = rc.SetReadDeadline(time.Now().Add(time.Second))
+			_ = rc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			m, _, err := rc.ReadFrom(buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if last := sentAll.Load(); last != 0 && time.Since(time.Unix(0, last)) > time.Second {
+					return
+				}
+				continue
+			}
 			if err != nil {
 				return
 			}
@@ -246,6 +257,7 @@ func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) 
 			time.Sleep(w)
 		}
 	}
+	sentAll.Store(time.Now().UnixNano())
 	wg.Wait()
 	return received, nil
 }
