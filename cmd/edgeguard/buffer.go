@@ -134,8 +134,9 @@ one token per site, each allowed the records of its members only.
 
 Admission (--ingest-rate, --ingest-concurrency) keeps a region coming back at
 once from overwhelming the sink: a batch that would wait longer than
---ingest-max-wait for its turn is answered 429 with a Retry-After, before its
-body is read; forwarders keep it and come back then, with jitter.`,
+--ingest-max-wait for its turn at the rate is answered 429 with a Retry-After,
+before its body is read (or, once read, for a store slot); forwarders keep it
+and come back then, with jitter.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if db == "" {
@@ -195,7 +196,7 @@ body is read; forwarders keep it and come back then, with jitter.`,
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve https with this PEM certificate (with --tls-key); forwarders name the CA with --sink-ca")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's PEM private key")
 	cmd.Flags().StringVar(&admitRate, "ingest-rate", "", "admit batch bodies at most at this rate, e.g. 4MB/s or 40mbit (default: unbounded)")
-	cmd.Flags().IntVar(&adm.Concurrency, "ingest-concurrency", 0, "read and store at most this many batches at once (default: unbounded)")
+	cmd.Flags().IntVar(&adm.Concurrency, "ingest-concurrency", 0, "decode and store at most this many batches at once, once their bodies have arrived (default: unbounded)")
 	cmd.Flags().DurationVar(&adm.MaxWait, "ingest-max-wait", 2*time.Second, "the longest a batch queues for admission before it is answered 429 with a Retry-After")
 	return cmd
 }

@@ -18,16 +18,19 @@ import (
 // back at once is served at the sink's pace instead of timing out: a batch
 // within the bounds is stored; one that would have to wait longer than
 // MaxWait is refused with 429 and a Retry-After that says when its turn
-// would come. A refused batch costs the sink no body read, and forwarders
-// keep it (a 429 is never a reason to drop or dead-letter a record).
+// would come. A batch refused by the rate costs the sink no body read, and
+// forwarders keep every refused batch (a 429 is never a reason to drop or
+// dead-letter a record).
 type Admission struct {
 	// Rate is the ingest rate: batch bodies per second, as their
 	// Content-Length says (0: unbounded). Bursts of a second's worth
 	// (at least one large batch) pass at once.
 	Rate units.Rate
-	// Concurrency is how many batches are read and stored at once (0:
-	// unbounded); the sink stores one at a time, so a few more than one
-	// keeps its disk busy while bodies arrive.
+	// Concurrency is how many batches, once read, are decoded and stored
+	// at once (0: unbounded); the sink stores one at a time, so a few
+	// more than one keeps its disk busy. Bodies are read outside this
+	// bound (the rate and the memory budget bound them), so a store on a
+	// slow uplink holds no slot while its batch crosses it.
 	Concurrency int
 	// MaxWait is the longest a batch queues for its turn before it is
 	// refused (default 2s). A short queue smooths arrivals without holding
@@ -183,29 +186,18 @@ type part struct {
 // rate bound let its bytes in (their turn, before the wake-up's own
 // delay). The slot comes first: a batch refused for concurrency has taken
 // no rate.
-func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(), parts []part, no *refusal) {
+func (ad *admitter) admit(ctx context.Context, r *http.Request) (parts []part, no *refusal) {
 	start := time.Now()
 	ad.m.waiting.Inc()
 	defer ad.m.waiting.Dec()
 	ctx, cancel := context.WithTimeout(ctx, ad.a.MaxWait)
 	defer cancel()
-	if ad.slots != nil {
-		if err := ad.slots.Acquire(ctx, 1); err != nil {
-			return nil, nil, &refusal{"concurrency", ad.a.MaxWait}
-		}
-	}
-	freeSlot := func() {
-		if ad.slots != nil {
-			ad.slots.Release(1)
-		}
-	}
 	parts = []part{{time.Now(), max(r.ContentLength, 0)}}
 	if ad.bucket != nil {
 		var d time.Duration
 		var ok bool
 		if parts, d, ok = ad.reserve(ctx, r.ContentLength); !ok {
-			freeSlot()
-			return nil, nil, &refusal{"rate", d}
+			return nil, &refusal{"rate", d}
 		}
 	}
 	ad.m.wait.Observe(time.Since(start).Seconds())
@@ -213,11 +205,29 @@ func (ad *admitter) admit(ctx context.Context, r *http.Request) (release func(),
 	if r.ContentLength > 0 {
 		ad.m.admittedBytes.Add(float64(r.ContentLength))
 	}
+	return parts, nil
+}
+
+// slot waits (at most MaxWait) for one of the Concurrency slots in which a
+// batch already read is decoded and stored. Bodies are read outside them,
+// at the sender's pace: a batch crossing a 1.4 Mbit/s DSL line held a slot
+// for seconds when slots were taken before the read, and a region's slow
+// stores starved a sink that had bandwidth to spare.
+func (ad *admitter) slot(ctx context.Context) (release func(), no *refusal) {
+	if ad.slots != nil {
+		ctx, cancel := context.WithTimeout(ctx, ad.a.MaxWait)
+		defer cancel()
+		if err := ad.slots.Acquire(ctx, 1); err != nil {
+			return nil, &refusal{"concurrency", ad.a.MaxWait}
+		}
+	}
 	ad.m.inFlight.Inc()
 	return func() {
 		ad.m.inFlight.Dec()
-		freeSlot()
-	}, parts, nil
+		if ad.slots != nil {
+			ad.slots.Release(1)
+		}
+	}, nil
 }
 
 // reserve books n bytes with the pacer and waits for them within ctx (the

@@ -14,20 +14,17 @@ import (
 	"github.com/edgefault/edgefault/units"
 )
 
-// The sink's admission refuses, before reading a body, what it cannot take
-// within its bounds, says when to come back, and counts it in /metrics.
+// The sink's admission refuses what it cannot take within its bounds (by
+// its rate before reading a body), says when to come back, and counts it
+// in /metrics.
 func TestAdmission(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		adm   sink.Admission
 		bound string
-		// hold, when set, keeps one batch in flight (its body not yet
-		// sent) while the second arrives.
-		hold bool
 		// burst is how many batches go at once after the first.
 		burst int
 	}{
-		{name: "concurrency", adm: sink.Admission{Concurrency: 1, MaxWait: 200 * time.Millisecond}, bound: "concurrency", hold: true, burst: 1},
 		// 16 kB/s with a 512 KiB burst: after the burst, a 100 KiB batch
 		// waits ~6 s, beyond MaxWait.
 		{name: "rate", adm: sink.Admission{Rate: 128 * units.Kbit, MaxWait: 500 * time.Millisecond}, bound: "rate", burst: 8},
@@ -48,19 +45,6 @@ func TestAdmission(t *testing.T) {
 					t.Fatal(err)
 				}
 				return resp
-			}
-			if tc.hold {
-				pr, pw := io.Pipe()
-				first := make(chan *http.Response)
-				go func() { first <- post(pr, int64(len(batch("n1", 1)))) }()
-				time.Sleep(100 * time.Millisecond) // the first holds the one slot
-				defer func() {
-					pw.Write(batch("n1", 1))
-					pw.Close()
-					if r := <-first; r.StatusCode != http.StatusOK {
-						t.Errorf("the held batch: %s", r.Status)
-					}
-				}()
 			}
 			// Padding makes a batch large enough for the rate to matter.
 			big := bytes.Replace(batch("n1", 2), []byte(`"c2FsZQ=="`), []byte(`"`+strings.Repeat("A", 100<<10)+`"`), 1)
@@ -95,5 +79,43 @@ func TestAdmission(t *testing.T) {
 				t.Errorf("metrics lack %s:\n%s", want, m)
 			}
 		})
+	}
+}
+
+// A batch whose body is still crossing a slow uplink holds none of the
+// sink's concurrency slots: with one slot, a second batch is stored while
+// the first trickles in, and the first is stored once it has arrived.
+func TestSlowBodyHoldsNoSlot(t *testing.T) {
+	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithoutAuth(), sink.WithAdmission(sink.Admission{Concurrency: 1, MaxWait: 200 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	post := func(body io.Reader, n int64) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/batches", body)
+		req.ContentLength = n
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	slow := batch("n1", 1)
+	pr, pw := io.Pipe()
+	first := make(chan *http.Response)
+	go func() { first <- post(pr, int64(len(slow))) }()
+	pw.Write(slow[:10]) // the first ten bytes, then nothing for a while
+	time.Sleep(300 * time.Millisecond)
+	second := batch("n2", 1)
+	if r := post(bytes.NewReader(second), int64(len(second))); r.StatusCode != http.StatusOK {
+		t.Fatalf("a batch beside one still arriving: %s, want stored (a slow body holds no slot)", r.Status)
+	}
+	pw.Write(slow[10:])
+	pw.Close()
+	if r := <-first; r.StatusCode != http.StatusOK {
+		t.Fatalf("the slow batch: %s", r.Status)
 	}
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +46,7 @@ func TestAdmissionKeepsItsBoundUnderContention(t *testing.T) {
 				// bookings are given up in the middle of the queue.
 				rctx, rcancel := context.WithCancel(ctx)
 				giveUp := time.AfterFunc(time.Duration(50+r.IntN(1500))*time.Millisecond, rcancel)
-				release, ps, no := ad.admit(rctx, req)
+				ps, no := ad.admit(rctx, req)
 				giveUp.Stop()
 				rcancel()
 				if no != nil {
@@ -54,7 +57,6 @@ func TestAdmissionKeepsItsBoundUnderContention(t *testing.T) {
 				parts = append(parts, ps...)
 				mu.Unlock()
 				time.Sleep(time.Duration(r.IntN(20)) * time.Millisecond)
-				release()
 			}
 		}()
 	}
@@ -131,5 +133,36 @@ func TestPacerHandsBackOnlyTheLastBooking(t *testing.T) {
 		if tokens -= float64(g.Bytes); tokens < -1 {
 			t.Fatalf("booking %d (%d bytes at %v) overdrew the bucket by %.0f bytes", i, g.Bytes, g.Due.Sub(t0), -tokens)
 		}
+	}
+}
+
+// While every slot is storing, a batch that has arrived waits at most
+// MaxWait and is then refused by the concurrency bound, with a
+// Retry-After.
+func TestConcurrencyRefuses(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "sink.db"), nil, WithoutAuth(), WithAdmission(Admission{Concurrency: 1, MaxWait: 200 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.ad.slots.Acquire(context.Background(), 1); err != nil { // a store in progress
+		t.Fatal(err)
+	}
+	body := `{"records":[]}`
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/v1/batches", strings.NewReader(body))
+	start := time.Now()
+	s.ServeHTTP(w, req)
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "concurrency") {
+		t.Fatalf("%d %q (Retry-After %q), want 429 by the concurrency bound", w.Code, w.Body.String(), w.Header().Get("Retry-After"))
+	}
+	if el := time.Since(start); el < 150*time.Millisecond || el > 2*time.Second {
+		t.Errorf("refused after %v, want after MaxWait (200ms)", el)
+	}
+	s.ad.slots.Release(1)
+	w = httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/batches", strings.NewReader(body)))
+	if w.Code != http.StatusOK {
+		t.Fatalf("with the slot free: %d %s", w.Code, w.Body.String())
 	}
 }

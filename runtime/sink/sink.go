@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -229,12 +230,11 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	done, parts, no := s.ad.admit(r.Context(), r)
+	parts, no := s.ad.admit(r.Context(), r)
 	if no != nil {
 		s.refuse(w, no)
 		return
 	}
-	defer done()
 	release, err := s.bodies.Acquire(r.Context(), r)
 	if err != nil {
 		s.refuse(w, &refusal{"memory", 2 * time.Second})
@@ -251,8 +251,20 @@ func (s *Sink) batches(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Emit("admitted", "bytes", r.ContentLength, "due", due, "partBytes", sizes, "waitSeconds", time.Since(start).Seconds())
 	defer release()
+	// Read at the sender's pace, outside the concurrency bound (slot).
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBatchBody))
+	if err != nil {
+		http.Error(w, "reading the batch: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	done, no := s.ad.slot(r.Context())
+	if no != nil {
+		s.refuse(w, no)
+		return
+	}
+	defer done()
 	var b record.Batch
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchBody)).Decode(&b); err != nil {
+	if err := json.Unmarshal(body, &b); err != nil {
 		http.Error(w, "not a batch: "+err.Error(), http.StatusBadRequest)
 		return
 	}
