@@ -96,6 +96,43 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		Expect(sink.Numbers["peakBps"]).To(BeNumerically("<=", 1.05*(4e6+8*float64(512<<10)/2)), "the sink took more than its rate and burst: %s", sink.Summary)
 	})
 
+	// A link that follows a trace of the scenario's own, read beside its
+	// file: each row is a window the validators judge and the report
+	// draws, and the gate follows the rows.
+	It("plays a trace on a link, row by row, and the gate follows it", func(ctx SpecContext) {
+		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "trace.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard = edgeguard
+			o.FleetPrefix = fmt.Sprintf("t%d-", os.Getpid()%1000)
+		}))
+		Expect(res).To(edgetest.Pass())
+		var rows []string
+		for _, w := range res.Windows {
+			if w.Target == "car-modem" {
+				rows = append(rows, w.What)
+				Expect(w.Group).To(Equal("car-modem"))
+			}
+		}
+		Expect(rows).To(HaveLen(4), "one window a row: %v", rows)
+		Expect(rows[1]).To(ContainSubstring("1600kbit down / 750kbit up"))
+		Expect(rows[2]).To(Equal("outage"))
+		Expect(rows[3]).To(ContainSubstring("loss 1%"))
+		// The report's impairment strip draws each row in the car-modem lane.
+		dir := GinkgoT().TempDir()
+		paths, err := (&harness.Report{Scenarios: []harness.ScenarioResult{res}}).Write(dir)
+		Expect(err).NotTo(HaveOccurred())
+		html, err := os.ReadFile(paths[len(paths)-1])
+		Expect(err).NotTo(HaveOccurred())
+		for _, row := range rows {
+			Expect(string(html)).To(ContainSubstring(row), "the strip lacks a row")
+		}
+		played, err := os.ReadFile(filepath.Join(res.Evidence, "car-modem-timeline.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(played)).To(ContainSubstring(`"trace-played"`))
+		Expect(string(played)).To(ContainSubstring(`"skipped":0`))
+	})
+
 	It("fails no-fetch-while-closed and delivered-exactly-once on the vehicle with the gate bypassed and the buffer in memory", func(ctx SpecContext) {
 		res := play(ctx, "vehicle", func(rt *scenarios.RuntimeSpec) {
 			rt.Gate.Mode = "bypass"

@@ -153,8 +153,8 @@ func (SinkWithinLimit) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 }
 
 // drain reports how the backlog of the last outage reached the sink: the
-// batches received after the last restore that hold a record appended
-// before it, from the first of them to the last (gates reopening is the
+// batches of the nodes that outage cut, received after its restore and
+// holding a record appended before it, from the first of them to the last (gates reopening is the
 // gate validator's business; this is the sink's pace). A batch that also
 // holds records appended since (a store's last backlog batch, or one made
 // while it waited out refusals) counts as backlog by the part of its
@@ -171,12 +171,28 @@ func (ev *Evidence) drain(v *verdict, rate, burst float64) {
 	if restore.IsZero() {
 		return
 	}
+	// The backlog is the cut nodes': a store that never lost its link has
+	// records of the moment before the restore in flight at it, and they
+	// are no backlog (counting them started the drain's clock seconds
+	// before any returning store had reopened).
+	cut := map[string]bool{}
+	for _, m := range ev.Scenario.Spec.Topology.Members() {
+		for _, w := range ev.degraded(m, nil) {
+			if w.Outage && !w.End.Before(restore.Add(-time.Minute)) {
+				cut[m.Name] = true
+			}
+		}
+	}
 	var first, last time.Time
 	var backlog float64
 	for _, e := range ev.events("cloud", "sink", restore, ev.End, "received") {
 		s, _ := e.Fields["oldest"].(string)
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil || !t.Before(restore) {
+			continue
+		}
+		// Evidence from before the sink named the node counts whole.
+		if n, ok := e.Fields["node"].(string); ok && !cut[n] {
 			continue
 		}
 		if first.IsZero() {

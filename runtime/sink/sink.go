@@ -408,6 +408,10 @@ func (s *Sink) store(b record.Batch, size int64) (record.Ack, error) {
 		}
 	}
 	kv := []any{"records", len(b.Records), "stored", ack.Stored, "duplicates", ack.Duplicates}
+	if len(b.Records) > 0 {
+		// A forwarder sends one node's records: whose backlog this is.
+		kv = append(kv, "node", b.Records[0].Node)
+	}
 	if size >= 0 {
 		kv = append(kv, "bytes", size)
 	}
