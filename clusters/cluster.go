@@ -89,6 +89,19 @@ type Info struct {
 	// SiteControlPlanes: each site has a control plane of its own, so a
 	// site may go without one (controlPlane: none).
 	SiteControlPlanes bool `json:"siteControlPlanes,omitempty"`
+	// Disks: a node's data can have a disk of its own that a scenario
+	// fills (the fleet implements Disks).
+	Disks bool `json:"disks,omitempty"`
+}
+
+// Disks is a fleet that can give a member's data directory (Paths.Data) a
+// small filesystem of its own before its workloads start, and fill it to
+// the last byte (a node's disk full) and free it again.
+type Disks interface {
+	// LimitDisk gives member's data directory a filesystem of size bytes.
+	LimitDisk(ctx context.Context, member string, size int64) error
+	// FillDisk fills it (full) or frees what FillDisk took (not full).
+	FillDisk(ctx context.Context, member string, full bool) error
 }
 
 // Provider creates and removes fleets.

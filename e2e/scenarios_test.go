@@ -98,8 +98,11 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 
 	// A link that follows a trace of the scenario's own, read beside its
 	// file: each row is a window the validators judge and the report
-	// draws, and the gate follows the rows.
-	It("plays a trace on a link, row by row, and the gate follows it", func(ctx SpecContext) {
+	// draws, and the gate follows the rows. The car's disk fills while its
+	// link is down: appends are refused with a clear error, nothing
+	// acknowledged is lost, the runtime does not crash, and the disk is
+	// gone with the fleet.
+	It("plays a trace on a link, row by row, and fills a node's disk mid-outage", func(ctx SpecContext) {
 		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "trace.yaml"))
 		Expect(err).NotTo(HaveOccurred())
 		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
@@ -131,6 +134,17 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(played)).To(ContainSubstring(`"trace-played"`))
 		Expect(string(played)).To(ContainSubstring(`"skipped":0`))
+		// The disk: full, the runtime's commits refused for it, freed.
+		tl, err := os.ReadFile(filepath.Join(res.Evidence, "car-ecu-timeline.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(tl)).To(ContainSubstring(`"disk-full"`))
+		Expect(string(tl)).To(ContainSubstring(`"disk-freed"`))
+		rt, err := os.ReadFile(filepath.Join(res.Evidence, "car-ecu-runtime.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(rt)).To(ContainSubstring("no space left on device"), "the full disk refused nothing")
+		mounts, err := os.ReadFile("/proc/self/mounts")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(mounts)).NotTo(ContainSubstring(fmt.Sprintf("t%d-", os.Getpid()%1000)), "the node's disk outlived its fleet")
 	})
 
 	It("fails no-fetch-while-closed and delivered-exactly-once on the vehicle with the gate bypassed and the buffer in memory", func(ctx SpecContext) {

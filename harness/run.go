@@ -109,6 +109,7 @@ type run struct {
 	wins   []validators.Window
 	active map[string]int      // target -> index in wins of its open window
 	traces map[string]traceRun // target -> the trace playing on its link
+	full   map[string]bool     // nodes whose disk a diskFull step has filled
 	groups []string            // the timeline group of each window
 	steps  []int               // the timeline step of each window
 	apps   []appFile           // the command workloads' own evidence files
@@ -163,7 +164,7 @@ func runWith(ctx context.Context, sc *scenarios.Scenario, o RunOptions, b body, 
 		return res
 	}
 	res.Seed = cmp.Or(o.Seed, sc.Spec.Seed, rand.Uint64()|1)
-	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, body: b, tap: tap}
+	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, full: map[string]bool{}, body: b, tap: tap}
 	err := r.play(ctx)
 	if err != nil {
 		res.Error = err.Error()
@@ -273,6 +274,9 @@ func (r *run) play(ctx context.Context) (err error) {
 		return err
 	}
 
+	if err := r.limitDisks(ctx); err != nil {
+		return err
+	}
 	obsCtx, stopObs := context.WithCancel(ctx)
 	var obs sync.WaitGroup
 	defer func() { stopObs(); obs.Wait() }()

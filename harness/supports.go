@@ -29,8 +29,11 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 			return err
 		}
 		act := sc.Spec.Action(st)
+		if act.Disk && !info.Disks {
+			return fmt.Errorf("scenario %s: the timeline fills a node's disk, but provider %s cannot give a node a disk of its own: use the embedded fleet (netns)", name, info.Name)
+		}
 		for _, m := range ms {
-			shapes := act.Process == ""
+			shapes := act.Process == "" && !act.Disk
 			switch {
 			case shapes && m.Role == clusters.RoleNode && !info.NodeLinks:
 				return fmt.Errorf("scenario %s: the timeline impairs node %s's own link, but provider %s cannot impair a node's own link: impair its gateway's uplink instead, or use a provider with per-node links (netns)", name, m.Name, info.Name)

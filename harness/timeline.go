@@ -63,8 +63,12 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 			r.onStep(a.idx)
 		}
 	}
-	// What is still impaired when the timeline ends is restored: the
-	// settle and the validators judge recovery from a known point.
+	// What is still impaired (or full) when the timeline ends is
+	// restored: the settle and the validators judge recovery from a known
+	// point.
+	if err := r.freeDisks(ctx); err != nil {
+		return err
+	}
 	r.mu.Lock()
 	var still []string
 	for t := range r.active {
@@ -160,6 +164,9 @@ func (r *run) do(ctx context.Context, a action) error {
 		return err
 	}
 	act := r.sc.Spec.Action(st)
+	if act.Disk {
+		return r.diskStep(ctx, a, ms)
+	}
 	if a.undo {
 		act = scenarios.Action{Kind: "restore", What: "restore"}
 	}

@@ -36,6 +36,7 @@ const (
 	KindNftable = "nftable" // an nft table Name of Family in Netns
 	KindProcess = "process" // a helper process PID started at StartTime (clock ticks since boot)
 	KindState   = "state"   // a file under the ledger directory (Name) holding state for an object
+	KindMount   = "mount"   // a filesystem mounted at Name (a fleet member's own disk)
 )
 
 // Entry describes one thing that was created.

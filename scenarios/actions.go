@@ -13,7 +13,7 @@ import (
 // on them (which the harness's supervisor starts again).
 type Action struct {
 	// Kind is the step's field: profile, link, trace, outage, restore,
-	// kill or restart.
+	// kill, restart or diskFull.
 	Kind string
 	// Impairs: the step puts Impairment on each member's link (and For
 	// may restore it).
@@ -27,6 +27,8 @@ type Action struct {
 	// time, each row an impairment; TraceName names it.
 	Trace     *trace.Trace
 	TraceName string
+	// Disk (diskFull) fills each member's disk; its restore frees it.
+	Disk bool
 	// What says it in words, for logs and evidence.
 	What string
 }
@@ -98,6 +100,20 @@ var stepActions = []stepAction{
 		},
 	},
 	{
+		kind: "diskFull",
+		set:  func(st Step) bool { return st.DiskFull },
+		check: func(sp *ScenarioSpec, path string, st Step, _ map[string]bool) error {
+			ms, _ := sp.StepMembers(st)
+			for _, m := range ms {
+				if m.Role != "node" {
+					return perr(path+".group", "diskFull on %s: only nodes keep a buffer on a disk of their own; name nodes", m.Name)
+				}
+			}
+			return nil
+		},
+		action: func(*ScenarioSpec, Step) Action { return Action{Disk: true, What: "disk full"} },
+	},
+	{
 		kind:   "restore",
 		set:    func(st Step) bool { return st.Restore },
 		check:  noFor("restore"),
@@ -122,7 +138,7 @@ var stepActions = []stepAction{
 func noFor(kind string) func(*ScenarioSpec, string, Step, map[string]bool) error {
 	return func(_ *ScenarioSpec, path string, st Step, _ map[string]bool) error {
 		if st.For != 0 {
-			return perr(path+".for", "for applies to impairments (profile, link, trace, outage), not to %s", kind)
+			return perr(path+".for", "for applies to impairments (profile, link, trace, outage) and diskFull, not to %s", kind)
 		}
 		return nil
 	}

@@ -268,6 +268,9 @@ type Step struct {
 	// Trace plays a trace (spec.traces or a built-in) on the link from At,
 	// looping for For, or once when For is 0 (its last row then holds).
 	Trace string `yaml:"trace,omitempty"`
+	// DiskFull fills the nodes' disks (where their runtime keeps its
+	// buffer) to the last byte; For frees them again.
+	DiskFull bool `yaml:"diskFull,omitempty"`
 	// For restores the link this long after At (impairments only).
 	For  Duration `yaml:"for,omitempty"`
 	Note string   `yaml:"note,omitempty"`

@@ -67,3 +67,22 @@ func TestTraceSteps(t *testing.T) {
 		})
 	}
 }
+
+// diskFull names nodes (they keep the buffer), and may be restored by for.
+func TestDiskFullSteps(t *testing.T) {
+	for _, tc := range []struct{ step, want string }{
+		{"diskFull: true, for: 1m}", ""},
+		{"diskFull: true}", ""},
+		{"diskFull: true, outage: true}", "a step does exactly one thing"},
+	} {
+		src := strings.Replace(good, "group: gws, profile: slow, for: 1m}", "group: a1, "+tc.step, 1)
+		_, err := ParseScenario("t.yaml", []byte(src))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err %v, want %q", tc.step, err, tc.want)
+		}
+	}
+	src := strings.Replace(good, "profile: slow, for: 1m}", "diskFull: true}", 1)
+	if _, err := ParseScenario("t.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), "t.yaml:20: spec.timeline[0].group: diskFull on gw-a: only nodes keep a buffer") {
+		t.Errorf("diskFull on gateways: %v", err)
+	}
+}

@@ -93,6 +93,7 @@ func (p *Provider) removers() map[string]ledger.Remover {
 	for k, v := range p.extra {
 		rm[k] = v
 	}
+	rm[ledger.KindMount] = p.unmountDisk
 	rm[ledger.KindNetns] = func(e ledger.Entry) error {
 		err := netns.DeleteNamed(e.Name)
 		switch {
