@@ -92,6 +92,17 @@ type Info struct {
 	// Disks: a node's data can have a disk of its own that a scenario
 	// fills (the fleet implements Disks).
 	Disks bool `json:"disks,omitempty"`
+	// Readdress: a gateway's uplink can get a new address (the fleet
+	// implements Readdresser).
+	Readdress bool `json:"readdress,omitempty"`
+}
+
+// Readdresser is a fleet whose gateways' uplinks can get a new address, as
+// a cellular or CGNAT uplink does when it reconnects.
+type Readdresser interface {
+	// ChangeAddress gives gateway member's uplink a new address and says
+	// the old and the new one.
+	ChangeAddress(ctx context.Context, member string) (old, new string, err error)
 }
 
 // Disks is a fleet that can give a member's data directory (Paths.Data) a

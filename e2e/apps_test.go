@@ -154,6 +154,87 @@ spec:
 	})
 })
 
+// The modem comes back with a new address (cellular, CGNAT): the
+// connections its nodes had open are reset, not stalled. The runtime's
+// forwarder and an agent that dials again deliver everything; an agent
+// that keeps to its first connection (-no-reconnect, the documented
+// negative control) fails delivered from the change on.
+var _ = Describe("an uplink that comes back with a new address", func() {
+	It("breaks open connections: the runtime and a reconnecting app deliver, an app that never reconnects fails delivered", func(ctx SpecContext) {
+		dir := GinkgoT().TempDir()
+		Expect(os.Chmod(dir, 0o755)).To(Succeed())
+		build := func(name string) string {
+			GinkgoHelper()
+			out := filepath.Join(dir, name)
+			b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "../examples/"+name).CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), string(b))
+			return out
+		}
+		agent, ingest := build("edge-agent"), build("ingest")
+		sc, err := scenarios.ParseScenario("readdress.yaml", []byte(fmt.Sprintf(`apiVersion: edgefault.io/v1alpha1
+kind: Scenario
+metadata: {name: readdress, description: a modem reconnects with a new address}
+spec:
+  timeScale: 10
+  topology:
+    sites:
+    - name: cell
+      controlPlane: none
+      gateway: {name: cell-modem, uplink: {rate: 20mbit, delay: 20ms}}
+      nodes: [cell-1, cell-2]
+  runtime:
+    gate: {minDownload: 1mbit}
+    buffer: {durability: disk}
+  workloads:
+  - name: ingest
+    type: command
+    on: cloud
+    command: [%[1]s, -listen=:9000]
+    port: 9000
+    ready: {http: /healthz, within: 20s}
+  - {name: agent, type: command, on: cell-1, command: [%[2]s, -period=200ms]}
+  - {name: sticky, type: command, on: cell-2, command: [%[2]s, -period=200ms, -no-reconnect]}
+  - {name: telemetry, type: produce, on: cell, period: 2s}
+  timeline:
+  - {at: 1m, group: cell-modem, newAddress: true, note: the modem reconnects with a new address}
+  duration: 4m
+  expect:
+  - {validator: delivered-exactly-once, group: cell, within: 1m}
+  - {validator: delivered, group: cell-1, within: 8s}
+  - {validator: delivered, group: cell-2, within: 8s}
+`, ingest, agent)))
+		Expect(err).NotTo(HaveOccurred())
+		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard = edgeguard
+			o.FleetPrefix = fmt.Sprintf("n%d-", os.Getpid()%1000)
+		}))
+		Expect(res.Error).To(BeEmpty())
+		Expect(res).To(edgetest.PassValidator("delivered-exactly-once"))
+		var reconnects, sticky validators.Verdict
+		for _, v := range res.Verdicts {
+			switch {
+			case v.Validator == "delivered" && v.Group == "cell-1":
+				reconnects = v
+			case v.Validator == "delivered" && v.Group == "cell-2":
+				sticky = v
+			}
+		}
+		Expect(reconnects.Pass).To(BeTrue(), reconnects.Summary)
+		Expect(reconnects.Numbers["sent"]).To(BeNumerically(">", 50), reconnects.Summary)
+		Expect(sticky.Pass).To(BeFalse(), sticky.Summary)
+		// Everything the sticky agent sent before the change arrived: it is
+		// the change, not the agent, that stopped it.
+		Expect(sticky.Numbers["sent"]).To(BeNumerically(">", 20), sticky.Summary)
+		tl, err := os.ReadFile(filepath.Join(res.Evidence, "cell-modem-timeline.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(tl)).To(MatchRegexp(`"address-changed","fields":\{"from":"100\.64\.[0-9.]+","note":"[^"]*","to":"100\.96\.[0-9.]+"`))
+		log, err := os.ReadFile(filepath.Join(res.Evidence, "..", "logs", "cell-2-workload-sticky.log"))
+		if err == nil {
+			Expect(string(log)).To(ContainSubstring("does not reconnect"))
+		}
+	})
+})
+
 // A cloud side that never becomes ready ends the run within its bound,
 // naming the workload, what the check saw and its log; here it cannot
 // even start, since its program is where its user cannot reach, and

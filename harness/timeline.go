@@ -167,6 +167,9 @@ func (r *run) do(ctx context.Context, a action) error {
 	if act.Disk {
 		return r.diskStep(ctx, a, ms)
 	}
+	if act.Readdress {
+		return r.readdress(ctx, a, ms)
+	}
 	if a.undo {
 		act = scenarios.Action{Kind: "restore", What: "restore"}
 	}

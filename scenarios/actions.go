@@ -13,7 +13,7 @@ import (
 // on them (which the harness's supervisor starts again).
 type Action struct {
 	// Kind is the step's field: profile, link, trace, outage, restore,
-	// kill, restart or diskFull.
+	// kill, restart, diskFull or newAddress.
 	Kind string
 	// Impairs: the step puts Impairment on each member's link (and For
 	// may restore it).
@@ -29,6 +29,8 @@ type Action struct {
 	TraceName string
 	// Disk (diskFull) fills each member's disk; its restore frees it.
 	Disk bool
+	// Readdress (newAddress) gives each member's uplink a new address.
+	Readdress bool
 	// What says it in words, for logs and evidence.
 	What string
 }
@@ -112,6 +114,23 @@ var stepActions = []stepAction{
 			return nil
 		},
 		action: func(*ScenarioSpec, Step) Action { return Action{Disk: true, What: "disk full"} },
+	},
+	{
+		kind: "newAddress",
+		set:  func(st Step) bool { return st.NewAddress },
+		check: func(sp *ScenarioSpec, path string, st Step, w map[string]bool) error {
+			if err := noFor("newAddress")(sp, path, st, w); err != nil {
+				return err
+			}
+			ms, _ := sp.StepMembers(st)
+			for _, m := range ms {
+				if m.Role != "gateway" {
+					return perr(path+".group", "newAddress on %s: an uplink's address is its gateway's; name gateways", m.Name)
+				}
+			}
+			return nil
+		},
+		action: func(*ScenarioSpec, Step) Action { return Action{Readdress: true, What: "new uplink address"} },
 	},
 	{
 		kind:   "restore",

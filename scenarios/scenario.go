@@ -271,6 +271,10 @@ type Step struct {
 	// DiskFull fills the nodes' disks (where their runtime keeps its
 	// buffer) to the last byte; For frees them again.
 	DiskFull bool `yaml:"diskFull,omitempty"`
+	// NewAddress gives the gateways' uplinks a new address, as a cellular
+	// or CGNAT uplink gets on reconnect: their nodes' open connections
+	// break.
+	NewAddress bool `yaml:"newAddress,omitempty"`
 	// For restores the link this long after At (impairments only).
 	For  Duration `yaml:"for,omitempty"`
 	Note string   `yaml:"note,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -165,7 +166,10 @@ type Fleet struct {
 	Fabric   string                  `json:"fabric"`
 	Sites    []site                  `json:"sites"`
 	All      []member                `json:"members"`
-	p        *Provider
+	// Readdressed counts the uplink addresses ChangeAddress gave out.
+	Readdressed int `json:"readdressed,omitempty"`
+	p           *Provider
+	addrMu      sync.Mutex // one ChangeAddress at a time (it saves the state)
 }
 
 // Name is the fleet's name.

@@ -10,6 +10,10 @@
 // -naive it posts each reading once and drops it when that fails: the
 // app a certification should catch.
 //
+// With -no-reconnect it keeps to its first connection to the cloud and
+// never dials again once that breaks: the negative control for an uplink
+// that comes back with a new address.
+//
 // With -listen it serves /healthz (the buffering agent answers from the
 // node, online or not; the naive one asks the cloud first, so it stops
 // answering offline) and /metrics (edge_agent_queue_depth,
@@ -26,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -41,10 +46,11 @@ import (
 func main() {
 	period := flag.Duration("period", time.Second, "time between readings")
 	naive := flag.Bool("naive", false, "post each reading once and drop it if that fails (no buffer)")
+	noReconnect := flag.Bool("no-reconnect", false, "keep to the first connection to the cloud: once it breaks, never dial again (the negative control for an uplink that comes back with a new address)")
 	listen := flag.String("listen", "", "serve /healthz and /metrics here (e.g. :8000)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	a, err := newAgent(*naive)
+	a, err := newAgent(*naive, *noReconnect)
 	if err != nil {
 		log.Error("edge-agent", "err", err)
 		os.Exit(2)
@@ -126,8 +132,21 @@ func (a *agent) handler() http.Handler {
 	return mux
 }
 
-func newAgent(naive bool) (*agent, error) {
+func newAgent(naive, noReconnect bool) (*agent, error) {
 	a := &agent{naive: naive, node: os.Getenv("NODE_NAME"), client: &http.Client{Timeout: 2 * time.Second}}
+	if noReconnect {
+		// One connection for the agent's life, as clients that open a
+		// session at start and never look back do: a reset on it (the
+		// uplink's address changed under it) ends the agent's deliveries.
+		var dialed atomic.Bool
+		d := &net.Dialer{Timeout: 2 * time.Second}
+		a.client.Transport = &http.Transport{MaxConnsPerHost: 1, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dialed.Swap(true) {
+				return nil, errors.New("this agent does not reconnect (-no-reconnect)")
+			}
+			return d.DialContext(ctx, network, addr)
+		}}
+	}
 	if naive {
 		// A connection per reading, as fire-and-forget clients do. (On a
 		// kept-alive connection a request given up on still sits in the
