@@ -86,3 +86,24 @@ func TestDiskFullSteps(t *testing.T) {
 		t.Errorf("diskFull on gateways: %v", err)
 	}
 }
+
+// newAddress names gateways (an uplink's address is its gateway's) and
+// happens at once (no for).
+func TestNewAddressSteps(t *testing.T) {
+	for _, tc := range []struct{ step, want string }{
+		{"group: gws, newAddress: true}", ""},
+		{"group: gws, newAddress: true, for: 1m}", "for applies to impairments"},
+		{"group: a1, newAddress: true}", "newAddress on a1: an uplink's address is its gateway's"},
+	} {
+		src := strings.Replace(good, "group: gws, profile: slow, for: 1m}", tc.step, 1)
+		sc, err := ParseScenario("t.yaml", []byte(src))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err %v, want %q", tc.step, err, tc.want)
+		}
+		if err == nil {
+			if a := sc.Spec.Action(sc.Spec.Timeline[0]); a.Kind != "newAddress" || !a.Readdress {
+				t.Errorf("%s: action %+v", tc.step, a)
+			}
+		}
+	}
+}
