@@ -153,8 +153,9 @@ func (SinkWithinLimit) Validate(ev *Evidence, x scenarios.Expectation) Verdict {
 }
 
 // drain reports how the backlog of the last outage reached the sink: the
-// batches of the nodes that outage cut, received after its restore and
-// holding a record appended before it, from the first of them to the last (gates reopening is the
+// batches of the nodes that outage cut, received once the first of them
+// resumed its flush after the restore and holding a record appended
+// before the restore, from the first of them to the last (gates reopening is the
 // gate validator's business; this is the sink's pace). A batch that also
 // holds records appended since (a store's last backlog batch, or one made
 // while it waited out refusals) counts as backlog by the part of its
@@ -183,9 +184,25 @@ func (ev *Evidence) drain(v *verdict, rate, burst float64) {
 			}
 		}
 	}
+	// The drain starts when the first returning store resumes its flush
+	// (its gate reopened: the gate validator's business): a batch that
+	// spent the outage in flight and arrived at the restore is no pace.
+	from := restore
+	var resumed time.Time
+	for n := range cut {
+		for _, e := range ev.events(n, "buffer", restore, ev.End, "flush-resumed") {
+			if resumed.IsZero() || e.Time.Before(resumed) {
+				resumed = e.Time
+			}
+			break
+		}
+	}
+	if !resumed.IsZero() {
+		from = resumed
+	}
 	var first, last time.Time
 	var backlog float64
-	for _, e := range ev.events("cloud", "sink", restore, ev.End, "received") {
+	for _, e := range ev.events("cloud", "sink", from, ev.End, "received") {
 		s, _ := e.Fields["oldest"].(string)
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil || !t.Before(restore) {

@@ -275,6 +275,13 @@ func TestSinkWithinLimit(t *testing.T) {
 			ev(30.2, "cloud", "sink", "received", "bytes", 5e5, "node", "b1", "oldest", at(29.9).Format(time.RFC3339Nano), "newest", at(29.95).Format(time.RFC3339Nano)),
 			ev(31, "cloud", "sink", "received", "bytes", 1e6, "node", "a1", "oldest", at(15).Format(time.RFC3339Nano), "newest", at(25).Format(time.RFC3339Nano)),
 			ev(34, "cloud", "sink", "received", "bytes", 1e6, "node", "a1", "oldest", at(20).Format(time.RFC3339Nano), "newest", at(29).Format(time.RFC3339Nano))), true, "a 2.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 2.0 s"},
+		// a1's batch in flight through the outage arrives at the restore;
+		// its forwarder resumes at 32 s: the drain starts there.
+		{"a batch in flight through the outage", append(append([]wire.Event{admission}, paced(31, 40)...),
+			ev(30.1, "cloud", "sink", "received", "bytes", 5e5, "node", "a1", "oldest", at(9).Format(time.RFC3339Nano), "newest", at(9.5).Format(time.RFC3339Nano)),
+			ev(32, "a1", "buffer", "flush-resumed"),
+			ev(32.5, "cloud", "sink", "received", "bytes", 1e6, "node", "a1", "oldest", at(15).Format(time.RFC3339Nano), "newest", at(25).Format(time.RFC3339Nano)),
+			ev(35.5, "cloud", "sink", "received", "bytes", 1e6, "node", "a1", "oldest", at(20).Format(time.RFC3339Nano), "newest", at(29).Format(time.RFC3339Nano))), true, "a 2.0 MB backlog arrived in 3.0 s (backlog ÷ ingest rate: 2.0 s"},
 		// Live traffic took a quarter of the sink: the backlog could not come
 		// in quicker than 2.5 MB ÷ 0.75 MB/s, and the sink was seldom idle.
 		{"a drain beside live traffic", append([]wire.Event{admission}, func() []wire.Event {
