@@ -46,6 +46,7 @@ func (r *run) playTrace(outer, ctx context.Context, target string, st scenarios.
 				return nil
 			}
 			imp = r.seeded(target, imp)
+			t0 := time.Now()
 			// Not the step's context: it ended with the step.
 			if err := r.sh.Apply(tctx, target, imp); err != nil {
 				if tctx.Err() != nil {
@@ -53,6 +54,9 @@ func (r *run) playTrace(outer, ctx context.Context, target string, st scenarios.
 				}
 				return err
 			}
+			// In force this long after its time: the timer's lateness and
+			// the change itself.
+			late += time.Since(t0)
 			r.startWindow(target, st.Group, idx, imp)
 			r.ev.emit(target, "timeline", "impair", "what", imp.String(), "note", st.Note, "trace", act.TraceName, "row", i, "lateMs", late.Milliseconds())
 			lates = append(lates, late)
