@@ -34,7 +34,8 @@ func (b *bench) regional() {
 	}
 	fmt.Printf("== Regional reconnect: regional-outage (%s for 30 min, returning together; time scale 20)\n", stores)
 	fmt.Println("   targets: fleet up <= 30 s; <= 8 GiB in all; no acknowledged record lost or doubled; the sink within its ingest limit;")
-	fmt.Println("   the backlog drained within 1.2 x backlog / the sink's ingest rate (its capacity), from its first batch; judged beside")
+	fmt.Println("   the backlog (the cut stores') drained within 1.2 x backlog / the sink's ingest rate (its capacity), from the first returning")
+	fmt.Println("   store's flush (gates reopening is gate-follows-link's to judge); judged beside")
 	fmt.Println("   the live traffic that shares the sink meanwhile (no drain is quicker than backlog / (capacity - live)), both shown")
 	eg := edgeguardBin()
 	dir, err := os.MkdirTemp("/run", "edgefault-bench-regional-")

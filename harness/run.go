@@ -110,12 +110,15 @@ type run struct {
 	active map[string]int      // target -> index in wins of its open window
 	traces map[string]traceRun // target -> the trace playing on its link
 	full   map[string]bool     // nodes whose disk a diskFull step has filled
-	groups []string            // the timeline group of each window
-	steps  []int               // the timeline step of each window
-	apps   []appFile           // the command workloads' own evidence files
-	body   body                // nil: play the timeline
-	shMu   sync.Mutex          // one change of links at a time (a live session's actions beside the timeline)
-	tap    func(wire.Event)    // sees every event of the harness's as it is recorded
+	// traceErr is the first trace row that could not be applied: it
+	// fails the timeline.
+	traceErr error
+	groups   []string         // the timeline group of each window
+	steps    []int            // the timeline step of each window
+	apps     []appFile        // the command workloads' own evidence files
+	body     body             // nil: play the timeline
+	shMu     sync.Mutex       // one change of links at a time (a live session's actions beside the timeline)
+	tap      func(wire.Event) // sees every event of the harness's as it is recorded
 	// onStep, if set, hears of each timeline step played (a live
 	// session's page).
 	onStep func(idx int)

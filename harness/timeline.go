@@ -59,6 +59,12 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 		if err != nil {
 			return fmt.Errorf("timeline step at %v (%s): %w", a.step.At.D(), a.step.Group, err)
 		}
+		r.mu.Lock()
+		terr := r.traceErr
+		r.mu.Unlock()
+		if terr != nil {
+			return terr
+		}
 		if r.onStep != nil && !a.undo {
 			r.onStep(a.idx)
 		}
@@ -66,6 +72,12 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	// What is still impaired (or full) when the timeline ends is
 	// restored: the settle and the validators judge recovery from a known
 	// point.
+	r.mu.Lock()
+	terr := r.traceErr
+	r.mu.Unlock()
+	if terr != nil {
+		return terr
+	}
 	if err := r.freeDisks(ctx); err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 // (stopTrace). Each row is applied under the run's link lock, as a step is.
 func (r *run) playTrace(outer, ctx context.Context, target string, st scenarios.Step, idx int, act scenarios.Action) error {
 	t := act.Trace
-	first := r.seeded(target, t.Rows[0].Impairment)
+	first := r.seeded(target, r.cutKeepsOwn(target, t.Rows[0].Impairment))
 	if err := r.sh.Apply(ctx, target, first); err != nil {
 		return err
 	}
@@ -45,7 +45,8 @@ func (r *run) playTrace(outer, ctx context.Context, target string, st scenarios.
 			if tctx.Err() != nil {
 				return nil
 			}
-			imp = r.seeded(target, imp)
+			// A cut row is the link's own profile, cut, as an outage step is.
+			imp = r.seeded(target, r.cutKeepsOwn(target, imp))
 			t0 := time.Now()
 			// Not the step's context: it ended with the step.
 			if err := r.sh.Apply(tctx, target, imp); err != nil {
@@ -63,12 +64,19 @@ func (r *run) playTrace(outer, ctx context.Context, target string, st scenarios.
 			return nil
 		})
 		if err != nil {
-			r.log.Warn("trace stopped: a row could not be applied", "target", target, "trace", act.TraceName, "err", err)
+			r.log.Error("trace stopped: a row could not be applied", "target", target, "trace", act.TraceName, "err", err)
 			r.ev.emit(target, "timeline", "trace-failed", "trace", act.TraceName, "err", err.Error())
+			// The timeline fails with it, as a step that cannot be played
+			// does: the link is in no known state.
+			r.mu.Lock()
+			if r.traceErr == nil {
+				r.traceErr = fmt.Errorf("trace %s on %s: %w", act.TraceName, target, err)
+			}
+			r.mu.Unlock()
 			return
 		}
 		p50, p95 := percentiles(lates)
-		r.ev.emit(target, "timeline", "trace-played", "trace", act.TraceName, "rows", len(lates)+1, "skipped", skipped, "lateP50Ms", p50.Milliseconds(), "lateP95Ms", p95.Milliseconds())
+		r.ev.emit(target, "timeline", "trace-played", "trace", act.TraceName, "rows", len(lates)+1, "skipped", skipped, "lateP50Ms", p50.Milliseconds(), "lateP95Ms", p95.Milliseconds(), "stopped", tctx.Err() != nil)
 		r.log.Info(fmt.Sprintf("%s: trace %s played", target, act.TraceName), "rows", len(lates)+1, "skipped", skipped, "late p50", p50, "late p95", p95)
 	}()
 	return nil

@@ -563,9 +563,6 @@ func (s *Scenario) validate() error {
 		}
 	}
 	sp.expandRepeats()
-	if err := sp.CheckTraceScale(sp.TimeScale); err != nil {
-		return perr("spec.timeScale", "%v", err)
-	}
 	if len(sp.Expect) == 0 {
 		return perr("spec.expect", "a scenario needs at least one expectation: without one nothing is judged")
 	}

@@ -76,10 +76,14 @@ func (f *Fleet) ChangeAddress(ctx context.Context, member string) (old, new stri
 	if err := nl.AddrDel(wan, oa); err != nil {
 		return "", "", fmt.Errorf("remove %s's address %s: %w", member, old, err)
 	}
+	route := &netlink.Route{LinkIndex: wan.Attrs().Index, Gw: net.ParseIP(m.Via)}
 	if err := nl.AddrAdd(wan, nad); err != nil {
+		// Back as it was, so the fleet's state stays true.
+		_ = nl.AddrAdd(wan, oa)
+		_ = nl.RouteReplace(route)
 		return "", "", fmt.Errorf("give %s the address %s: %w", member, new, err)
 	}
-	if err := nl.RouteReplace(&netlink.Route{LinkIndex: wan.Attrs().Index, Gw: net.ParseIP(m.Via)}); err != nil {
+	if err := nl.RouteReplace(route); err != nil {
 		return "", "", fmt.Errorf("%s's default route via %s: %w", member, m.Via, err)
 	}
 	m.WANAddress = new

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/ledger"
@@ -27,11 +26,19 @@ func (f *Fleet) LimitDisk(ctx context.Context, member string, size int64) error 
 	if err != nil {
 		return err
 	}
-	dir := pt.Data
+	// Absolute, so that cleanup from anywhere finds it.
+	dir, err := filepath.Abs(pt.Data)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("%s's data directory: %w", member, err)
 	}
-	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("%s's data directory: %w", member, err)
+	}
+	if len(ents) > 0 {
 		return fmt.Errorf("%s's data directory %s is in use (%d entries): a disk of its own is given before its workloads start", member, dir, len(ents))
 	}
 	if err := f.p.ledger.Record(f.FleetName, ledger.Entry{Kind: ledger.KindMount, Name: dir}); err != nil {
@@ -81,7 +88,7 @@ func (f *Fleet) FillDisk(ctx context.Context, member string, full bool) error {
 			return fmt.Errorf("fill %s's disk: %w", member, err)
 		}
 	}
-	return nil
+	return fmt.Errorf("fill %s's disk: %d bytes still free after eight tries (something keeps freeing space)", member, int64(st.Bavail)*st.Bsize)
 }
 
 // unmountDisk is the remover of a member's disk: only a mount inside the
@@ -92,11 +99,18 @@ func (p *Provider) unmountDisk(e ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Clean(e.Name)
-	if rel, err := filepath.Rel(root, dir); err != nil || !filepath.IsLocal(rel) || strings.HasPrefix(rel, "..") {
+	// The mount point as the kernel resolves it, and strictly inside.
+	dir, err := filepath.EvalSymlinks(e.Name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // gone with its fleet's directory
+	}
+	if err != nil {
+		return err
+	}
+	if rel, err := filepath.Rel(root, dir); err != nil || rel == "." || !filepath.IsLocal(rel) {
 		return fmt.Errorf("refusing to unmount %s: it is not inside the fleets' state directory %s", e.Name, root)
 	}
-	err = unix.Unmount(dir, unix.MNT_DETACH)
+	err = unix.Unmount(dir, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
 	if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 		return nil // unmounted, never mounted (killed in between), or gone
 	}

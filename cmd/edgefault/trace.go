@@ -46,12 +46,14 @@ on a link (a step with trace: NAME). docs/scenarios.md has the format.`}
 		Use: "check FILE...", Short: "Parse trace files and say what each holds", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, f := range args {
-				fh, err := os.Open(f)
+				b, err := os.ReadFile(f)
 				if err != nil {
 					return err
 				}
-				t, err := trace.Parse(f, io.LimitReader(fh, 8<<20))
-				fh.Close()
+				if len(b) > 8<<20 {
+					return fmt.Errorf("%s is larger than 8 MiB: a trace has at most %d rows", f, trace.MaxRows)
+				}
+				t, err := trace.Parse(f, bytes.NewReader(b))
 				if err != nil {
 					return err
 				}

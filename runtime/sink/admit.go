@@ -122,11 +122,11 @@ type admitMetrics struct {
 
 func newAdmitMetrics(reg prometheus.Registerer) *admitMetrics {
 	m := &admitMetrics{
-		admitted:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_admitted_batches_total", Help: "Batches admitted (read and stored)."}),
+		admitted:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_admitted_batches_total", Help: "Batches admitted by the ingest rate (then read, and stored once a slot is free)."}),
 		admittedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_admitted_bytes_total", Help: "Body bytes of admitted batches (what the ingest rate bounds)."}),
 		refused:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeguard_sink_refused_batches_total", Help: "Batches refused with 429, by the bound that refused them (rate, concurrency, memory)."}, []string{"bound"}),
 		waiting:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeguard_sink_queued_batches", Help: "Batches waiting for their turn now."}),
-		inFlight:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeguard_sink_inflight_batches", Help: "Batches being read or stored now."}),
+		inFlight:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeguard_sink_inflight_batches", Help: "Batches being decoded and stored now (in a concurrency slot)."}),
 		wait:          prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edgeguard_sink_admission_wait_seconds", Help: "How long admitted batches queued.", Buckets: []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}}),
 		stored:        prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_stored_records_total", Help: "Records stored (first arrivals)."}),
 		duplicates:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeguard_sink_duplicate_records_total", Help: "Resent records refused as duplicates."}),
@@ -181,11 +181,12 @@ type part struct {
 	Bytes int64
 }
 
-// admit waits for r's turn, or says why and for how long it must come back
-// later. The release it returns ends the batch's slot; parts say when the
-// rate bound let its bytes in (their turn, before the wake-up's own
-// delay). The slot comes first: a batch refused for concurrency has taken
-// no rate.
+// admit waits for r's turn at the ingest rate, or says why and for how
+// long it must come back later; parts say when the rate bound let its
+// bytes in (their turn, before the wake-up's own delay). The batch's body
+// is read after it, and only then does the batch wait for a slot: one
+// refused there has used its turn at the rate (the bucket errs against
+// the sender, never beyond its bound).
 func (ad *admitter) admit(ctx context.Context, r *http.Request) (parts []part, no *refusal) {
 	start := time.Now()
 	ad.m.waiting.Inc()

@@ -98,14 +98,15 @@ func Parse(name string, r io.Reader) (Trace, error) {
 		if err == io.EOF {
 			break
 		}
-		line, _ := cr.FieldPos(0)
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
 				return Trace{}, fmt.Errorf("%s:%d: %v", name, pe.Line, pe.Err)
 			}
-			return Trace{}, fmt.Errorf("%s:%d: %w", name, line, err)
+			return Trace{}, fmt.Errorf("%s: %w", name, err)
 		}
+		// Positions exist only for a record read without error.
+		line, _ := cr.FieldPos(0)
 		if len(t.Rows) == MaxRows {
 			return Trace{}, fmt.Errorf("%s:%d: more than %d rows: split the trace or lower its resolution", name, line, MaxRows)
 		}

@@ -44,6 +44,8 @@ func TestParseErrors(t *testing.T) {
 		{"time,loss\n0s,101%\n", "t.csv:2:"},
 		{"time,down\nsoon,5mbit\n", `t.csv:2: time "soon"`},
 		{"time,down\n0s,5mbit,extra\n", "t.csv:2:"},
+		{"time,down\n0\"s,5mbit\n", "t.csv:2:"},
+		{"time,down\n\"0s,5mbit\n", "t.csv:"},
 	} {
 		_, err := Parse("t.csv", strings.NewReader(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -111,9 +113,11 @@ func TestPlay(t *testing.T) {
 			if err != nil || skipped != 0 || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("played %v (%d skipped, %v), want %v", got, skipped, err, tc.want)
 			}
-			// At time scale 2: the last row is due at (length - 200ms)/2.
-			if el := time.Since(start); el < time.Duration(float64(tr.Rows[1].At)/2) {
-				t.Errorf("played in %v: too fast for time scale 2", el)
+			// At time scale 2 the last row is due at half its time: 100 ms
+			// once, 400 ms looping (its time 800 ms).
+			last := map[string]time.Duration{"once": 100 * time.Millisecond, "looping for 1s": 400 * time.Millisecond}[tc.name]
+			if el := time.Since(start); el < last || el > last+350*time.Millisecond {
+				t.Errorf("played in %v, want about %v at time scale 2", el, last)
 			}
 		})
 	}
