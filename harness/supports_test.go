@@ -141,3 +141,28 @@ spec:
 		t.Errorf("endpoint-answers at 60: %v", err)
 	}
 }
+
+// The faults beyond the link need a provider that gives nodes disks and
+// uplinks new addresses; the example that plays them checks at its own
+// time scale, and its drive (a row a second) is refused faster than 4.
+func TestFieldFaults(t *testing.T) {
+	sc, err := scenarios.Builtin("field-faults")
+	if err != nil {
+		t.Fatal(err)
+	}
+	netns := clusters.Info{Name: "netns", Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, SiteControlPlanes: true, Disks: true, Readdress: true}
+	if err := Supports(netns, sc); err != nil {
+		t.Fatalf("netns: %v", err)
+	}
+	if err := CheckTiming(sc, sc.Scale(0)); err != nil {
+		t.Fatalf("at its own time scale: %v", err)
+	}
+	if err := CheckTiming(sc, 10); err == nil || !strings.Contains(err.Error(), "play it at time scale 4 or lower") {
+		t.Fatalf("at time scale 10: %v", err)
+	}
+	kind := netns
+	kind.Name, kind.Disks, kind.Readdress = "kind", false, false
+	if err := Supports(kind, sc); err == nil || !strings.Contains(err.Error(), "cannot give a node a disk of its own") {
+		t.Fatalf("kind: %v", err)
+	}
+}

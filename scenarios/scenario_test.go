@@ -9,8 +9,8 @@ import (
 
 func TestBuiltinsParse(t *testing.T) {
 	names := Builtins()
-	if strings.Join(names, ",") != "factory,regional-outage,retail,vehicle" {
-		t.Fatalf("built-ins %v, want factory, regional-outage, retail, vehicle", names)
+	if strings.Join(names, ",") != "factory,field-faults,regional-outage,retail,vehicle" {
+		t.Fatalf("built-ins %v, want factory, field-faults, regional-outage, retail, vehicle", names)
 	}
 	if got := strings.Join(Certified(), ","); got != "factory,retail,vehicle" {
 		t.Fatalf("certify's default set %s, want factory, retail, vehicle (regional-outage is the scale suite's)", got)
@@ -41,7 +41,7 @@ func TestBuiltinsParse(t *testing.T) {
 			t.Errorf("%s: name %q source %q scale %v", n, s.Metadata.Name, s.Source, s.Scale(0))
 		}
 	}
-	if _, err := Builtin("boat"); err == nil || !strings.Contains(err.Error(), "factory, regional-outage, retail, vehicle") {
+	if _, err := Builtin("boat"); err == nil || !strings.Contains(err.Error(), "factory, field-faults, regional-outage, retail, vehicle") {
 		t.Errorf("unknown built-in: %v", err)
 	}
 }

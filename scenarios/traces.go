@@ -119,8 +119,8 @@ func (sp *ScenarioSpec) Trace(name string) (trace.Trace, bool) {
 }
 
 // CheckTraceScale says whether the timeline's traces can be played at time
-// scale: their rows, scaled, must stay at least trace.Resolution apart, or
-// the link could not follow them.
+// scale: their rows, scaled, must stay at least trace.PlayResolution
+// apart, or the link could not follow them.
 func (sp *ScenarioSpec) CheckTraceScale(scale float64) error {
 	if scale < 1 {
 		scale = 1
@@ -134,9 +134,9 @@ func (sp *ScenarioSpec) CheckTraceScale(scale float64) error {
 		for i := 1; i < len(t.Rows); i++ {
 			gap = min(gap, t.Rows[i].At-t.Rows[i-1].At)
 		}
-		if scaled := time.Duration(float64(gap) / scale); scaled < trace.Resolution {
-			return fmt.Errorf("trace %s has rows %v apart: at time scale %g that is %v, closer than the %v a link can be changed at; play it at time scale %d or lower",
-				st.Trace, gap, scale, scaled.Round(time.Millisecond), trace.Resolution, int(gap/trace.Resolution))
+		if scaled := time.Duration(float64(gap) / scale); scaled < trace.PlayResolution {
+			return fmt.Errorf("trace %s has rows %v apart: at time scale %g that is %v, closer than the %v a link can follow; play it at time scale %d or lower",
+				st.Trace, gap, scale, scaled.Round(time.Millisecond), trace.PlayResolution, max(1, int(gap/trace.PlayResolution)))
 		}
 	}
 	return nil

@@ -37,7 +37,7 @@ func TestTraceSteps(t *testing.T) {
 	}{
 		{"built-in", "", "trace: lte-drive, for: 1m}", "", 1},
 		{"own file", "  traces:\n    mine: {file: mine.csv}\n", "trace: mine}", "", 1},
-		{"own file looping", "  traces:\n    mine: {file: mine.csv}\n", "trace: mine, for: 1m}", "", 10},
+		{"own file looping", "  traces:\n    mine: {file: mine.csv}\n", "trace: mine, for: 1m}", "", 4},
 		{"unknown", "", "trace: nope}", `t.yaml:21: spec.timeline[0].trace: no built-in trace "nope"`, 1},
 		{"missing file", "  traces:\n    gone: {file: gone.csv}\n", "trace: gone}", "spec.traces.gone.file: trace \"gone\": open", 1},
 		{"bad file", "  traces:\n    bad: {file: bad.csv}\n", "trace: bad}", `spec.traces.bad.file: bad.csv:2: down: rate "5mbps?"`, 1},
@@ -61,11 +61,11 @@ func TestTraceSteps(t *testing.T) {
 			// One row a second at time scale 20 is 50 ms apart: faster than
 			// a link follows; run and scenario check refuse it (the loader
 			// does not: --time-scale may slow it).
-			if err := sc.Spec.CheckTraceScale(20); tc.traces == "" && (err == nil || !strings.Contains(err.Error(), "trace lte-drive has rows 1s apart: at time scale 20 that is 50ms")) {
+			if err := sc.Spec.CheckTraceScale(20); tc.traces == "" && (err == nil || !strings.Contains(err.Error(), "trace lte-drive has rows 1s apart: at time scale 20 that is 50ms, closer than the 250ms a link can follow; play it at time scale 4 or lower")) {
 				t.Errorf("at time scale 20: %v", err)
 			}
-			if err := sc.Spec.CheckTraceScale(10); err != nil {
-				t.Errorf("at time scale 10: %v", err)
+			if err := sc.Spec.CheckTraceScale(4); err != nil {
+				t.Errorf("at time scale 4: %v", err)
 			}
 			a := sc.Spec.Action(sc.Spec.Timeline[0])
 			if a.Kind != "trace" || a.Trace == nil || len(a.Trace.Rows) < 2 || !a.Impairs || !reflect.DeepEqual(a.Impairment, a.Trace.Rows[0].Impairment) {

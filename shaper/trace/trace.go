@@ -39,6 +39,13 @@ import (
 // milliseconds, so rows closer than this would blur into each other.
 const Resolution = 100 * time.Millisecond
 
+// PlayResolution is the shortest time between two rows in real time, at
+// the time scale a trace is played at: a row that changes the delay
+// restarts the link's delay helper (fallback backend), which took
+// 20-48 ms on an idle machine but 180 ms (median) beside a running fleet,
+// so rows 100 ms apart fell behind and a quarter of them were skipped.
+const PlayResolution = 250 * time.Millisecond
+
 // MaxRows bounds a trace (a day at one row a second is 86 400).
 const MaxRows = 100_000
 
