@@ -19,6 +19,22 @@ import (
 	"github.com/edgefault/edgefault/validators"
 )
 
+// buildExampleApp builds the example app's two sides (examples/) into a
+// directory of the spec's own, which the apps, run as users of their own,
+// can read and execute.
+func buildExampleApp(ctx SpecContext) (dir, agent, ingest string) {
+	GinkgoHelper()
+	dir = GinkgoT().TempDir()
+	Expect(os.Chmod(dir, 0o755)).To(Succeed())
+	build := func(name string) string {
+		out := filepath.Join(dir, name)
+		b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "../examples/"+name).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(b))
+		return out
+	}
+	return dir, build("edge-agent"), build("ingest")
+}
+
 // A user's own app, certified by its own evidence: the example pair
 // (examples/), its cloud side a cloud workload the edge side is told the
 // address of, one site running the agent that buffers and one the agent
@@ -26,18 +42,7 @@ import (
 // killed once. One run shows delivered passing and failing.
 var _ = Describe("a user's app", func() {
 	It("passes delivered when it buffers, fails it with the lost ids when it drops, its cloud side in the cloud", func(ctx SpecContext) {
-		dir := GinkgoT().TempDir()
-		// The apps run as users of their own: what they run must be
-		// theirs to read and execute.
-		Expect(os.Chmod(dir, 0o755)).To(Succeed())
-		build := func(name string) string {
-			GinkgoHelper()
-			out := filepath.Join(dir, name)
-			b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "../examples/"+name).CombinedOutput()
-			Expect(err).NotTo(HaveOccurred(), string(b))
-			return out
-		}
-		agent, ingest := build("edge-agent"), build("ingest")
+		dir, agent, ingest := buildExampleApp(ctx)
 		// A hostile app: it tries to get out of its sandbox and logs, as
 		// its own evidence, what it got.
 		hostile := filepath.Join(dir, "hostile.sh")
@@ -163,16 +168,7 @@ spec:
 // negative control) fails delivered from the change on.
 var _ = Describe("an uplink that comes back with a new address", func() {
 	It("breaks open connections: the runtime and a reconnecting app deliver, an app that never reconnects fails delivered", func(ctx SpecContext) {
-		dir := GinkgoT().TempDir()
-		Expect(os.Chmod(dir, 0o755)).To(Succeed())
-		build := func(name string) string {
-			GinkgoHelper()
-			out := filepath.Join(dir, name)
-			b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "../examples/"+name).CombinedOutput()
-			Expect(err).NotTo(HaveOccurred(), string(b))
-			return out
-		}
-		agent, ingest := build("edge-agent"), build("ingest")
+		_, agent, ingest := buildExampleApp(ctx)
 		sc, err := scenarios.ParseScenario("readdress.yaml", []byte(fmt.Sprintf(`apiVersion: edgefault.io/v1alpha1
 kind: Scenario
 metadata: {name: readdress, description: a modem reconnects with a new address}

@@ -14,10 +14,17 @@ var builtinFS embed.FS
 // retail, factory and regional-outage (docs/scenarios.md has their link
 // figures and sources).
 func Builtins() []string {
-	ents, _ := builtinFS.ReadDir("builtin")
+	return embeddedNames(builtinFS, "builtin", ".yaml")
+}
+
+// embeddedNames are the names of dir's files ending in ext, without it.
+func embeddedNames(fsys embed.FS, dir, ext string) []string {
+	ents, _ := fsys.ReadDir(dir)
 	var out []string
 	for _, e := range ents {
-		out = append(out, strings.TrimSuffix(e.Name(), ".yaml"))
+		if n, ok := strings.CutSuffix(e.Name(), ext); ok && !e.IsDir() {
+			out = append(out, n)
+		}
 	}
 	sort.Strings(out)
 	return out

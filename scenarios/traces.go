@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -31,13 +30,7 @@ const maxTraceFile = 8 << 20
 
 // BuiltinTraces are the traces compiled into the binary, by name.
 func BuiltinTraces() []string {
-	ents, _ := traceFS.ReadDir("builtin/traces")
-	var out []string
-	for _, e := range ents {
-		out = append(out, strings.TrimSuffix(e.Name(), ".csv"))
-	}
-	sort.Strings(out)
-	return out
+	return embeddedNames(traceFS, "builtin/traces", ".csv")
 }
 
 // BuiltinTrace is the CSV of the built-in trace called name.

@@ -30,22 +30,7 @@ func TestAdmission(t *testing.T) {
 		{name: "rate", adm: sink.Admission{Rate: 128 * units.Kbit, MaxWait: 500 * time.Millisecond}, bound: "rate", burst: 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithoutAuth(), sink.WithAdmission(tc.adm))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			srv := httptest.NewServer(s)
-			defer srv.Close()
-			post := func(body io.Reader, n int64) *http.Response {
-				req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/batches", body)
-				req.ContentLength = n
-				resp, err := srv.Client().Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return resp
-			}
+			srv, post := admitting(t, tc.adm)
 			// Padding makes a batch large enough for the rate to matter.
 			big := bytes.Replace(batch("n1", 2), []byte(`"c2FsZQ=="`), []byte(`"`+strings.Repeat("A", 100<<10)+`"`), 1)
 			var refused *http.Response
@@ -86,23 +71,7 @@ func TestAdmission(t *testing.T) {
 // sink's concurrency slots: with one slot, a second batch is stored while
 // the first trickles in, and the first is stored once it has arrived.
 func TestSlowBodyHoldsNoSlot(t *testing.T) {
-	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithoutAuth(), sink.WithAdmission(sink.Admission{Concurrency: 1, MaxWait: 200 * time.Millisecond}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	srv := httptest.NewServer(s)
-	defer srv.Close()
-	post := func(body io.Reader, n int64) *http.Response {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/batches", body)
-		req.ContentLength = n
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
+	_, post := admitting(t, sink.Admission{Concurrency: 1, MaxWait: 200 * time.Millisecond})
 	slow := batch("n1", 1)
 	pr, pw := io.Pipe()
 	first := make(chan *http.Response)
@@ -110,12 +79,35 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 	pw.Write(slow[:10]) // the first ten bytes, then nothing for a while
 	time.Sleep(300 * time.Millisecond)
 	second := batch("n2", 1)
-	if r := post(bytes.NewReader(second), int64(len(second))); r.StatusCode != http.StatusOK {
+	if r := post(bytes.NewReader(second), int64(len(second))); r.Body.Close() != nil || r.StatusCode != http.StatusOK {
 		t.Fatalf("a batch beside one still arriving: %s, want stored (a slow body holds no slot)", r.Status)
 	}
 	pw.Write(slow[10:])
 	pw.Close()
-	if r := <-first; r.StatusCode != http.StatusOK {
+	if r := <-first; r.Body.Close() != nil || r.StatusCode != http.StatusOK {
 		t.Fatalf("the slow batch: %s", r.Status)
+	}
+}
+
+// admitting serves a sink with admission adm (no auth) for the test, and
+// posts batches of a given Content-Length to it.
+func admitting(t *testing.T, adm sink.Admission) (*httptest.Server, func(body io.Reader, n int64) *http.Response) {
+	t.Helper()
+	s, err := sink.Open(filepath.Join(t.TempDir(), "sink.db"), nil, sink.WithoutAuth(), sink.WithAdmission(adm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return srv, func(body io.Reader, n int64) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/batches", body)
+		req.ContentLength = n
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Error(err)
+			return &http.Response{StatusCode: 0, Status: err.Error(), Body: io.NopCloser(strings.NewReader(""))}
+		}
+		return resp
 	}
 }
