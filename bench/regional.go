@@ -29,7 +29,7 @@ func (b *bench) regional() {
 	check(err)
 	stores := "100 stores, 60 cut"
 	if b.quick {
-		src = []byte(strings.NewReplacer("count: 40", "count: 4", "count: 20", "count: 2", "confirmSpread: 10s", "confirmSpread: 500ms").Replace(string(src)))
+		src = []byte(strings.NewReplacer("count: 40", "count: 4", "count: 20", "count: 2", "confirmSpread: 6s", "confirmSpread: 500ms").Replace(string(src)))
 		stores = "10 stores, 6 cut (-quick)"
 	}
 	fmt.Printf("== Regional reconnect: regional-outage (%s for 30 min, returning together; time scale 20)\n", stores)

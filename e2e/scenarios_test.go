@@ -67,7 +67,7 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		src, err := scenarios.BuiltinSource("regional-outage")
 		Expect(err).NotTo(HaveOccurred())
 		// Twelve gates need no spread: ten stores return together.
-		small := strings.NewReplacer("count: 40", "count: 4", "count: 20", "count: 2", "ingestRate: 24mbit", "ingestRate: 4mbit", "confirmSpread: 10s", "confirmSpread: 500ms").Replace(string(src))
+		small := strings.NewReplacer("count: 40", "count: 4", "count: 20", "count: 2", "ingestRate: 24mbit", "ingestRate: 4mbit", "confirmSpread: 6s", "confirmSpread: 500ms").Replace(string(src))
 		sc, err := scenarios.ParseScenario("regional-outage (ten stores)", []byte(small))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sc.Spec.Topology.Sites).To(HaveLen(10))
