@@ -102,17 +102,9 @@ var stepActions = []stepAction{
 		},
 	},
 	{
-		kind: "diskFull",
-		set:  func(st Step) bool { return st.DiskFull },
-		check: func(sp *ScenarioSpec, path string, st Step, _ map[string]bool) error {
-			ms, _ := sp.StepMembers(st)
-			for _, m := range ms {
-				if m.Role != "node" {
-					return perr(path+".group", "diskFull on %s: only nodes keep a buffer on a disk of their own; name nodes", m.Name)
-				}
-			}
-			return nil
-		},
+		kind:   "diskFull",
+		set:    func(st Step) bool { return st.DiskFull },
+		check:  onlyRole("node", "diskFull on %s: only nodes keep a buffer on a disk of their own; name nodes"),
 		action: func(*ScenarioSpec, Step) Action { return Action{Disk: true, What: "disk full"} },
 	},
 	{
@@ -122,13 +114,7 @@ var stepActions = []stepAction{
 			if err := noFor("newAddress")(sp, path, st, w); err != nil {
 				return err
 			}
-			ms, _ := sp.StepMembers(st)
-			for _, m := range ms {
-				if m.Role != "gateway" {
-					return perr(path+".group", "newAddress on %s: an uplink's address is its gateway's; name gateways", m.Name)
-				}
-			}
-			return nil
+			return onlyRole("gateway", "newAddress on %s: an uplink's address is its gateway's; name gateways")(sp, path, st, w)
 		},
 		action: func(*ScenarioSpec, Step) Action { return Action{Readdress: true, What: "new uplink address"} },
 	},
@@ -158,6 +144,20 @@ func noFor(kind string) func(*ScenarioSpec, string, Step, map[string]bool) error
 	return func(_ *ScenarioSpec, path string, st Step, _ map[string]bool) error {
 		if st.For != 0 {
 			return perr(path+".for", "for applies to impairments (profile, link, trace, outage) and diskFull, not to %s", kind)
+		}
+		return nil
+	}
+}
+
+// onlyRole checks that a step names members of role only; why says what
+// is wrong with one that is not (%s: its name).
+func onlyRole(role, why string) func(*ScenarioSpec, string, Step, map[string]bool) error {
+	return func(sp *ScenarioSpec, path string, st Step, _ map[string]bool) error {
+		ms, _ := sp.StepMembers(st)
+		for _, m := range ms {
+			if m.Role != role {
+				return perr(path+".group", why, m.Name)
+			}
 		}
 		return nil
 	}
