@@ -90,7 +90,7 @@ type Info struct {
 	// site may go without one (controlPlane: none).
 	SiteControlPlanes bool `json:"siteControlPlanes,omitempty"`
 	// Disks: a node's data can have a disk of its own that a scenario
-	// fills (the fleet implements Disks).
+	// fills or cuts the power of (the fleet implements Disks).
 	Disks bool `json:"disks,omitempty"`
 	// Readdress: a gateway's uplink can get a new address (the fleet
 	// implements Readdresser).
@@ -106,13 +106,21 @@ type Readdresser interface {
 }
 
 // Disks is a fleet that can give a member's data directory (Paths.Data) a
-// small filesystem of its own before its workloads start, and fill it to
-// the last byte (a node's disk full) and free it again.
+// small filesystem of its own before its workloads start, fill it to the
+// last byte (a node's disk full) and free it again, and cut its power (it
+// loses what was not yet written) and boot it again.
 type Disks interface {
 	// LimitDisk gives member's data directory a filesystem of size bytes.
 	LimitDisk(ctx context.Context, member string, size int64) error
 	// FillDisk fills it (full) or frees what FillDisk took (not full).
 	FillDisk(ctx context.Context, member string, full bool) error
+	// CutPower stops the disk at once: what an fsync returned for is kept,
+	// what the kernel had not written is lost, and later I/O fails. The
+	// caller has stopped the member's processes first.
+	CutPower(ctx context.Context, member string) error
+	// Boot mounts the disk again once nothing uses it (its journal
+	// replayed), as a node's boot does.
+	Boot(ctx context.Context, member string) error
 }
 
 // Provider creates and removes fleets.

@@ -188,9 +188,12 @@ func runtimeWords(rt scenarios.RuntimeSpec) string {
 	} else {
 		p = append(p, "gate on")
 	}
-	if rt.Buffer.Durability == "memory" {
+	switch rt.Buffer.Durability {
+	case "memory":
 		p = append(p, "buffer in memory only")
-	} else {
+	case "unsynced":
+		p = append(p, "buffer on disk, unsynced")
+	default:
 		p = append(p, "buffer on disk")
 	}
 	if rt.Failover.Enabled {

@@ -154,8 +154,10 @@ func (g GateSpec) Bypassed() bool { return g.Mode == "bypass" }
 
 // BufferSpec configures the store-and-forward buffer.
 type BufferSpec struct {
-	// Durability is "disk" (the default: acknowledged means fsynced) or
-	// "memory" (acknowledged at once and lost on a crash; for comparison).
+	// Durability is "disk" (the default: acknowledged means fsynced),
+	// "memory" (acknowledged at once and lost on a crash) or "unsynced"
+	// (acknowledged before fsync and lost on a power loss); the last two
+	// for comparison.
 	Durability string `yaml:"durability,omitempty"`
 	// NoJitter makes forwarders wait back-offs and Retry-Afters exactly,
 	// as naive ones do (for comparison).
@@ -638,9 +640,9 @@ func (r RuntimeSpec) check(path string) error {
 		return perr(path+".gate.confirmSpread", "confirmSpread %v is out of range: 0 to 1m (a few seconds spread a region's speed tests)", d)
 	}
 	switch r.Buffer.Durability {
-	case "", "disk", "memory":
+	case "", "disk", "memory", "unsynced":
 	default:
-		return perr(path+".buffer.durability", "durability %q: use disk or memory", r.Buffer.Durability)
+		return perr(path+".buffer.durability", "durability %q: use disk, memory or unsynced", r.Buffer.Durability)
 	}
 	if r.Sink.IngestRate != "" {
 		if _, err := units.ParseRate(r.Sink.IngestRate); err != nil {

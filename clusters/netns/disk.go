@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/ledger"
@@ -15,19 +18,26 @@ import (
 // ballast is the file FillDisk fills a member's disk with.
 const ballast = ".edgefault-ballast"
 
-// LimitDisk mounts a tmpfs of size bytes on member's data directory, so
-// that a scenario can fill it without touching the machine's own disk. It
-// is recorded before it is mounted; Down and cleanup unmount it.
+// ext4Shutdown is EXT4_IOC_SHUTDOWN (_IOR('X', 125, __u32)), and
+// noLogFlush its EXT4_GOING_FLAGS_NOLOGFLUSH: the filesystem stops at once
+// without committing its journal or writing back dirty pages, as a disk
+// does when the power goes (xfstests' godown uses the same call).
+const (
+	ext4Shutdown = 0x8004587d
+	noLogFlush   = 0x2
+)
+
+// LimitDisk gives member's data directory a disk of its own: an ext4
+// filesystem of size bytes in an image file in the fleet's directory,
+// mounted through a loop device, so that a scenario can fill it or cut
+// its power without touching the machine's own disk. The mount is
+// recorded before it is made; Down and cleanup unmount it (and the loop
+// device, set to clear itself, goes with it).
 func (f *Fleet) LimitDisk(ctx context.Context, member string, size int64) error {
-	if size < 1<<20 || size > 1<<30 {
-		return fmt.Errorf("disk of %d bytes for %s: give 1 MiB to 1 GiB", size, member)
+	if size < 16<<20 || size > 1<<30 {
+		return fmt.Errorf("disk of %d bytes for %s: give 16 MiB to 1 GiB", size, member)
 	}
-	pt, err := f.Paths(member)
-	if err != nil {
-		return err
-	}
-	// Absolute, so that cleanup from anywhere finds it.
-	dir, err := filepath.Abs(pt.Data)
+	dir, err := f.dataDir(member)
 	if err != nil {
 		return err
 	}
@@ -41,27 +51,60 @@ func (f *Fleet) LimitDisk(ctx context.Context, member string, size int64) error 
 	if len(ents) > 0 {
 		return fmt.Errorf("%s's data directory %s is in use (%d entries): a disk of its own is given before its workloads start", member, dir, len(ents))
 	}
+	img := f.diskImage(member)
+	if err := makeExt4(ctx, img, size); err != nil {
+		return fmt.Errorf("%s's disk: %w", member, err)
+	}
 	if err := f.p.ledger.Record(f.FleetName, ledger.Entry{Kind: ledger.KindMount, Name: dir}); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%d,mode=0750", size)); err != nil {
-		return fmt.Errorf("mount a %d MiB disk on %s's data directory %s: %w", size>>20, member, dir, err)
+	if err := mountImage(img, dir); err != nil {
+		return fmt.Errorf("%s's disk: %w", member, err)
 	}
 	return nil
+}
+
+// dataDir is member's data directory, absolute so that cleanup from
+// anywhere finds its mount.
+func (f *Fleet) dataDir(member string) (string, error) {
+	pt, err := f.Paths(member)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Abs(pt.Data)
+}
+
+// diskImage is the file holding member's disk (member names are checked
+// to be path-safe when the fleet is planned).
+func (f *Fleet) diskImage(member string) string {
+	return filepath.Join(f.Dir(), "disks", member+".ext4")
+}
+
+// ownDisk opens member's data directory, refusing one that is not a disk
+// LimitDisk gave.
+func (f *Fleet) ownDisk(member, what string) (dir string, err error) {
+	dir, err = f.dataDir(member)
+	if err != nil {
+		return "", err
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.EXT4_SUPER_MAGIC {
+		return "", fmt.Errorf("cannot %s %s's disk: its data directory %s is not a disk of its own (a scenario's diskFull and powerLoss steps give it one before the runtime starts)", what, member, dir)
+	}
+	if _, err := os.Stat(f.diskImage(member)); err != nil {
+		return "", fmt.Errorf("cannot %s %s's disk: %w", what, member, err)
+	}
+	return dir, nil
 }
 
 // FillDisk fills member's disk (given by LimitDisk) to the last byte with a
 // ballast file, or removes the ballast.
 func (f *Fleet) FillDisk(ctx context.Context, member string, full bool) error {
-	pt, err := f.Paths(member)
+	dir, err := f.ownDisk(member, "fill")
 	if err != nil {
 		return err
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(pt.Data, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
-		return fmt.Errorf("%s has no disk of its own to fill (its data directory %s is not one; the scenario's diskFull steps give it one before the runtime starts)", member, pt.Data)
-	}
-	path := filepath.Join(pt.Data, ballast)
+	path := filepath.Join(dir, ballast)
 	if !full {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("free %s's disk: %w", member, err)
@@ -73,22 +116,169 @@ func (f *Fleet) FillDisk(ctx context.Context, member string, full bool) error {
 		return fmt.Errorf("fill %s's disk: %w", member, err)
 	}
 	defer fh.Close()
-	// What is free, page by page: a process writing meanwhile may take
-	// some, so allocate what is left until nothing is.
-	for range 8 {
-		if err := unix.Statfs(pt.Data, &st); err != nil {
+	// What is free, then halves of it: an extent's own metadata takes
+	// blocks, so the last ones go in smaller pieces; a process writing
+	// meanwhile may take some, which is as full.
+	var st unix.Statfs_t
+	for range 64 {
+		if err := unix.Statfs(dir, &st); err != nil {
 			return err
 		}
 		free := int64(st.Bavail) * st.Bsize
 		if free == 0 {
 			return nil
 		}
-		cur, _ := fh.Seek(0, 2)
-		if err := unix.Fallocate(int(fh.Fd()), 0, cur, free); err != nil && !errors.Is(err, unix.ENOSPC) {
-			return fmt.Errorf("fill %s's disk: %w", member, err)
+		for size := free; ; size /= 2 {
+			if size < st.Bsize {
+				return nil // not even a block fits: full
+			}
+			cur, _ := fh.Seek(0, 2)
+			err := unix.Fallocate(int(fh.Fd()), 0, cur, size)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, unix.ENOSPC) {
+				return fmt.Errorf("fill %s's disk: %w", member, err)
+			}
 		}
 	}
-	return fmt.Errorf("fill %s's disk: %d bytes still free after eight tries (something keeps freeing space)", member, int64(st.Bavail)*st.Bsize)
+	return fmt.Errorf("fill %s's disk: %d bytes still free after many tries (something keeps freeing space)", member, int64(st.Bavail)*st.Bsize)
+}
+
+// CutPower stops member's disk as a power loss does: what the kernel had
+// not yet written to it (dirty pages, the journal's open transaction) is
+// never written, and every later read or write fails. What an fsync
+// returned for is on the disk. The caller stops the member's processes
+// around it; Boot mounts the disk again.
+func (f *Fleet) CutPower(ctx context.Context, member string) error {
+	dir, err := f.ownDisk(member, "cut the power of")
+	if err != nil {
+		return err
+	}
+	return shutdownExt4(dir)
+}
+
+// Boot mounts member's disk again after CutPower, once nothing has it
+// open: ext4 replays its journal, and the disk holds what was written
+// before the power went.
+func (f *Fleet) Boot(ctx context.Context, member string) error {
+	dir, err := f.dataDir(member)
+	if err != nil {
+		return err
+	}
+	// Until every file of the old mount is closed (the member's processes
+	// were killed, and the kernel closes their files as they go).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
+		if err == nil || errors.Is(err, unix.EINVAL) { // unmounted, or it was not mounted
+			break
+		}
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("boot %s: unmount its disk %s: %w (is a process still using it?)", member, dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := mountImage(f.diskImage(member), dir); err != nil {
+		return fmt.Errorf("boot %s: %w", member, err)
+	}
+	return nil
+}
+
+// makeExt4 makes img an ext4 filesystem of size bytes with no blocks
+// reserved for root (the runtime runs as root, and a disk full must be
+// full for it too).
+func makeExt4(ctx context.Context, img string, size int64) error {
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4 is not installed: install e2fsprogs (apt-get install e2fsprogs)")
+	}
+	if err := os.MkdirAll(filepath.Dir(img), 0o750); err != nil {
+		return err
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		return err
+	}
+	if err := os.Truncate(img, size); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, mkfs, "-q", "-F", "-m", "0", "-E", "nodiscard", img).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4 %s: %w: %s", img, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mountImage attaches img to a free loop device, set to clear itself once
+// unmounted, and mounts it on dir.
+func mountImage(img, dir string) error {
+	loop, err := attachLoop(img)
+	if err != nil {
+		return err
+	}
+	// The mount holds the device from here; closing ours lets it clear
+	// itself when the mount goes.
+	defer loop.Close()
+	if err := unix.Mount(loop.Name(), dir, "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("mount %s (%s) on %s: %w", img, loop.Name(), dir, err)
+	}
+	return nil
+}
+
+// attachLoop gives img a loop device of its own.
+func attachLoop(img string) (*os.File, error) {
+	backing, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer backing.Close()
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("loop devices: %w (is the loop module loaded? modprobe loop)", err)
+	}
+	defer ctl.Close()
+	// Another attach may take the free device between asking and
+	// configuring it: ask again.
+	for range 16 {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return nil, fmt.Errorf("a free loop device: %w", err)
+		}
+		dev, err := os.OpenFile(fmt.Sprintf("/dev/loop%d", n), os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("loop device %d: %w", n, err)
+		}
+		cfg := unix.LoopConfig{Fd: uint32(backing.Fd())}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		copy(cfg.Info.File_name[:], img)
+		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
+		if err == nil {
+			return dev, nil
+		}
+		dev.Close()
+		if !errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("attach %s to loop device %d: %w", img, n, err)
+		}
+	}
+	return nil, fmt.Errorf("attach %s: every free loop device was taken before it could be used", img)
+}
+
+// shutdownExt4 stops the ext4 filesystem mounted on dir without flushing
+// anything.
+func shutdownExt4(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.IoctlSetPointerInt(fd, ext4Shutdown, noLogFlush); err != nil {
+		return fmt.Errorf("cut the power of the disk on %s: %w", dir, err)
+	}
+	return nil
 }
 
 // unmountDisk is the remover of a member's disk: only a mount inside the

@@ -34,7 +34,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	providerFlag(cmd, &f.provider)
 	fl.StringVar(&f.settle, "settle", "90s", "how long after the timeline the runtime may take to settle (gates open, buffers flushed)")
 	fl.StringVar(&f.gateMode, "gate", "", "override the runtime's gate: on, or bypass (workloads ignore it)")
-	fl.StringVar(&f.buffer, "buffer", "", "override the buffer's durability: disk, or memory (lost on a crash)")
+	fl.StringVar(&f.buffer, "buffer", "", "override the buffer's durability: disk, memory (lost on a crash) or unsynced (lost on a power loss)")
 	fl.StringVar(&f.failover, "failover", "", "override failover: on or off")
 	fl.IntVar(&f.o.AppUID, "app-uid", harness.DefaultAppUID, "the user ID your command workloads run as: the first one this, the next one more, and so on (each its own user, no capabilities); pick a range nobody on this machine uses")
 }
@@ -75,7 +75,7 @@ func (f *runFlags) apply(g *globals, scs []*scenarios.Scenario) error {
 	// every scenario.
 	for _, o := range []struct{ flag, val, allowed string }{
 		{"--gate", f.gateMode, "on bypass"},
-		{"--buffer", f.buffer, "disk memory"},
+		{"--buffer", f.buffer, "disk memory unsynced"},
 		{"--failover", f.failover, "on off"},
 	} {
 		if o.val != "" && !slices.Contains(strings.Fields(o.allowed), o.val) {

@@ -35,7 +35,7 @@ func (f *bufferFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.maxRecords, "buffer-max-records", 1_000_000, "bound on waiting records")
 	fs.StringVar(&f.maxBytes, "buffer-max-bytes", "256MB", "bound on waiting bytes")
 	fs.StringVar(&f.overflow, "overflow", "block", "when full: block (refuse with 507, never drop), drop-oldest, drop-newest")
-	fs.StringVar(&f.durability, "durability", "disk", "disk (acknowledge after fsync) or memory (acknowledge at once; LOSES DATA on a crash: for comparison only)")
+	fs.StringVar(&f.durability, "durability", "disk", "disk (acknowledge after fsync), memory (acknowledge at once; LOSES DATA on a crash) or unsynced (acknowledge before fsync; LOSES DATA on a power loss); the last two for comparison only")
 	fs.BoolVar(&f.salvage, "buffer-salvage", true, "when the buffer's file is damaged: move it aside and queue every record still readable in it into a new one (false: refuse to start)")
 	fs.StringVar(&f.share, "flush-share", "80%", "share of the measured link the flush may use; the rest is left to other traffic")
 	fs.BoolVar(&f.noJitter, "forward-no-jitter", false, "wait back-offs and a busy sink's Retry-After exactly, as naive forwarders do (a region then retries in step): for comparison only")
@@ -88,8 +88,8 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 		return nil, fo, fmt.Errorf("--overflow: %w", err)
 	}
 	d := buffer.Durability(f.durability)
-	if d != buffer.Disk && d != buffer.Memory {
-		return nil, fo, fmt.Errorf("--durability %q: use disk or memory", f.durability)
+	if d != buffer.Disk && d != buffer.Memory && d != buffer.Unsynced {
+		return nil, fo, fmt.Errorf("--durability %q: use disk, memory or unsynced", f.durability)
 	}
 	sh, err := units.Percent("--flush-share", f.share)
 	if err != nil {

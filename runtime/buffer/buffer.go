@@ -10,7 +10,9 @@
 // was acknowledged; DropOldest; DropNewest), and drops are counted. A
 // Memory durability mode acknowledges before anything reaches a disk; it
 // loses data on a crash and exists only for comparison and as a negative
-// control.
+// control. Unsynced mode writes to the file but skips fsync: it survives a
+// process crash and loses the unsynced tail on a power loss (a common
+// misconfiguration, kept as that power loss's negative control).
 package buffer
 
 import (
@@ -61,6 +63,9 @@ type Durability string
 const (
 	Disk   Durability = "disk"   // after fsync (default)
 	Memory Durability = "memory" // at once, in memory only: LOSES DATA on a crash
+	// Unsynced: once written to the file, without fsync; what the kernel
+	// had not yet written to the disk is LOST on a power loss.
+	Unsynced Durability = "unsynced"
 )
 
 // ErrFull is returned (wrapped) by Append under the Block policy when the
@@ -320,6 +325,11 @@ func (b *Buffer) openDB(path string) error {
 		}
 	}
 	b.db = db
+	if b.o.Durability == Unsynced {
+		db.NoSync = true
+		b.o.Logger.Warn("buffer in UNSYNCED durability mode: appends are acknowledged before fsync and the unsynced tail is LOST on a power loss; use it only for comparison")
+		b.o.Events.Emit("unsynced-mode", "warning", "acknowledged records are lost on a power loss")
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bMeta)
 		if err != nil {
