@@ -101,8 +101,9 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 	// draws, and the gate follows the rows. The car's disk fills while its
 	// link is down: appends are refused with a clear error, nothing
 	// acknowledged is lost, the runtime does not crash, and the disk is
-	// gone with the fleet.
-	It("plays a trace on a link, row by row, and fills a node's disk mid-outage", func(ctx SpecContext) {
+	// gone with the fleet. In the dead spot the car's power goes: what the
+	// buffer acknowledged survives the lost disk tail and is delivered.
+	It("plays a trace on a link, row by row, fills a node's disk mid-outage and cuts its power", func(ctx SpecContext) {
 		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "trace.yaml"))
 		Expect(err).NotTo(HaveOccurred())
 		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
@@ -142,9 +143,36 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		rt, err := os.ReadFile(filepath.Join(res.Evidence, "car-ecu-runtime.jsonl"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(rt)).To(ContainSubstring("no space left on device"), "the full disk refused nothing")
+		// The power: off and on once, and the verdict says what survived.
+		Expect(strings.Count(string(tl), `"power-off"`)).To(Equal(1))
+		Expect(strings.Count(string(tl), `"power-on"`)).To(Equal(1))
+		for _, v := range res.Verdicts {
+			if v.Validator == "delivered-exactly-once" {
+				Expect(v.Summary).To(ContainSubstring("car-ecu: its power was cut 1×: every acknowledged record survived"))
+			}
+		}
 		mounts, err := os.ReadFile("/proc/self/mounts")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(mounts)).NotTo(ContainSubstring(fmt.Sprintf("t%d-", os.Getpid()%1000)), "the node's disk outlived its fleet")
+	})
+
+	// The power loss's negative control: a buffer acknowledging before
+	// fsync loses, with the power, what it acknowledged.
+	It("fails delivered-exactly-once when a buffer acknowledging before fsync loses its power", func(ctx SpecContext) {
+		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "power.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard = edgeguard
+			o.FleetPrefix = fmt.Sprintf("t%d-", os.Getpid()%1000)
+		}))
+		Expect(res).To(edgetest.FailValidator("delivered-exactly-once"))
+		for _, v := range res.Verdicts {
+			if v.Validator == "delivered-exactly-once" {
+				Expect(v.Summary).To(ContainSubstring("van-ecu: its power was cut 1× (first at"))
+				Expect(v.Summary).To(ContainSubstring("acknowledged records did not survive"))
+				Expect(v.Evidence).NotTo(BeEmpty())
+			}
+		}
 	})
 
 	It("fails no-fetch-while-closed and delivered-exactly-once on the vehicle with the gate bypassed and the buffer in memory", func(ctx SpecContext) {

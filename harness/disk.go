@@ -14,17 +14,17 @@ import (
 // hours of a sample workload's buffer, and little for a machine to hold.
 const diskSize = 64 << 20
 
-// limitDisks gives every node a diskFull step names a disk of its own,
-// before its runtime opens its buffer there.
+// limitDisks gives every node a diskFull or powerLoss step names a disk
+// of its own, before its runtime opens its buffer there.
 func (r *run) limitDisks(ctx context.Context) error {
 	seen := map[string]bool{}
 	for _, st := range r.sc.Spec.Timeline {
-		if !st.DiskFull {
+		if !st.DiskFull && !st.PowerLoss {
 			continue
 		}
 		d, ok := r.f.(clusters.Disks)
 		if !ok {
-			return fmt.Errorf("the timeline fills a node's disk, but provider %s cannot give a node a disk of its own (netns can)", r.f.Provider())
+			return fmt.Errorf("the timeline fills a node's disk or cuts its power, but provider %s cannot give a node a disk of its own (netns can)", r.f.Provider())
 		}
 		ms, err := r.sc.Spec.StepMembers(st)
 		if err != nil {
@@ -38,7 +38,7 @@ func (r *run) limitDisks(ctx context.Context) error {
 			if err := d.LimitDisk(ctx, m.Name, diskSize); err != nil {
 				return err
 			}
-			r.log.Info("a disk of its own for the timeline to fill", "node", m.Name, "size", fmt.Sprintf("%d MiB", diskSize>>20))
+			r.log.Info("a disk of its own (ext4 on a loop device) for the timeline to fill or cut the power of", "node", m.Name, "size", fmt.Sprintf("%d MiB", diskSize>>20))
 		}
 	}
 	return nil
@@ -58,6 +58,12 @@ func (r *run) diskStep(ctx context.Context, a action, ms []scenarios.Member) err
 	}
 	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), a.step.Group, what), "note", a.step.Note)
 	for _, m := range ms {
+		r.mu.Lock()
+		off := r.off[m.Name]
+		r.mu.Unlock()
+		if off {
+			return fmt.Errorf("%s's disk cannot be filled or freed while its power is off: move the diskFull step (or its for) out of the powerLoss step's time", m.Name)
+		}
 		if err := d.FillDisk(ctx, m.Name, full); err != nil {
 			return err
 		}

@@ -559,6 +559,9 @@ func (l *Live) restoreAll(ctx context.Context) error {
 }
 
 func (l *Live) restoreAllLocked(ctx context.Context) error {
+	if err := l.r.bootAll(ctx); err != nil {
+		return err
+	}
 	if err := l.r.freeDisks(ctx); err != nil {
 		return err
 	}

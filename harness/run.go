@@ -110,6 +110,7 @@ type run struct {
 	active map[string]int      // target -> index in wins of its open window
 	traces map[string]traceRun // target -> the trace playing on its link
 	full   map[string]bool     // nodes whose disk a diskFull step has filled
+	off    map[string]bool     // nodes whose power a powerLoss step has cut
 	// traceErr is the first trace row that could not be applied: it
 	// fails the timeline.
 	traceErr error
@@ -167,7 +168,7 @@ func runWith(ctx context.Context, sc *scenarios.Scenario, o RunOptions, b body, 
 		return res
 	}
 	res.Seed = cmp.Or(o.Seed, sc.Spec.Seed, rand.Uint64()|1)
-	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, full: map[string]bool{}, body: b, tap: tap}
+	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, full: map[string]bool{}, off: map[string]bool{}, body: b, tap: tap}
 	err := r.play(ctx)
 	if err != nil {
 		res.Error = err.Error()

@@ -24,7 +24,10 @@ type supervisor struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	procs []*supervised
-	wg    sync.WaitGroup
+	// off holds the nodes whose power is off: their processes are not
+	// started again until the channel is closed (the node boots).
+	off map[string]chan struct{}
+	wg  sync.WaitGroup
 }
 
 type supervised struct {
@@ -89,6 +92,16 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 			return
 		case <-time.After(wait):
 		}
+		// Nothing starts on a node without power.
+		if boot := s.powered(p.node); boot != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.stop:
+				return
+			case <-boot:
+			}
+		}
 		p.mu.Lock()
 		if p.stopping {
 			p.mu.Unlock()
@@ -108,8 +121,75 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 	}
 }
 
+// powered is nil while node has power, else closed when it boots.
+func (s *supervisor) powered(node string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.off[node]
+}
+
+// powerOff stops every process on node at once, as a power loss does: all
+// are frozen (SIGSTOP) so none acts on what happens next, cut runs (the
+// disk stops), then all are killed, and none is started again until
+// powerOn. It returns once all have exited.
+func (s *supervisor) powerOff(ctx context.Context, node string, cut func() error) error {
+	s.mu.Lock()
+	if s.off == nil {
+		s.off = map[string]chan struct{}{}
+	}
+	if _, ok := s.off[node]; ok {
+		s.mu.Unlock()
+		return fmt.Errorf("the power of %s is already off", node)
+	}
+	s.off[node] = make(chan struct{})
+	s.mu.Unlock()
+	var running []clusters.Process
+	for _, p := range s.find(node, "") {
+		p.mu.Lock()
+		cur := p.cur
+		select {
+		case <-cur.Done():
+		default:
+			p.planned = true
+			running = append(running, cur)
+		}
+		p.mu.Unlock()
+	}
+	for _, c := range running {
+		if err := c.Signal(syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+			s.log.Warn("freeze for a power loss", "node", node, "id", c.ID(), "err", err)
+		}
+	}
+	cutErr := cut()
+	for _, c := range running {
+		if err := c.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("power off %s: kill %s: %w", node, c.ID(), err)
+		}
+	}
+	for _, c := range running {
+		select {
+		case <-c.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("power off %s: %s has not exited 10 s after SIGKILL", node, c.ID())
+		}
+	}
+	return cutErr
+}
+
+// powerOn lets node's processes start again (its disk is back).
+func (s *supervisor) powerOn(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch, ok := s.off[node]; ok {
+		close(ch)
+		delete(s.off, node)
+	}
+}
+
 // find lists the supervised processes on node called name ("workload"
-// matches every workload).
+// matches every workload, "" every process).
 func (s *supervisor) find(node, name string) []*supervised {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,7 +198,7 @@ func (s *supervisor) find(node, name string) []*supervised {
 		if p.node != node {
 			continue
 		}
-		if p.name == name || (name == "workload" && strings.HasPrefix(p.name, "workload/")) {
+		if name == "" || p.name == name || (name == "workload" && strings.HasPrefix(p.name, "workload/")) {
 			out = append(out, p)
 		}
 	}

@@ -78,6 +78,9 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	if terr != nil {
 		return terr
 	}
+	if err := r.bootAll(ctx); err != nil {
+		return err
+	}
 	if err := r.freeDisks(ctx); err != nil {
 		return err
 	}
@@ -181,6 +184,9 @@ func (r *run) do(ctx context.Context, a action) error {
 	}
 	if act.Readdress {
 		return r.readdress(ctx, a, ms)
+	}
+	if act.Power {
+		return r.powerStep(ctx, a, ms)
 	}
 	if a.undo {
 		act = scenarios.Action{Kind: "restore", What: "restore"}

@@ -13,7 +13,7 @@ import (
 // on them (which the harness's supervisor starts again).
 type Action struct {
 	// Kind is the step's field: profile, link, trace, outage, restore,
-	// kill, restart, diskFull or newAddress.
+	// kill, restart, diskFull, newAddress or powerLoss.
 	Kind string
 	// Impairs: the step puts Impairment on each member's link (and For
 	// may restore it).
@@ -31,6 +31,9 @@ type Action struct {
 	Disk bool
 	// Readdress (newAddress) gives each member's uplink a new address.
 	Readdress bool
+	// Power (powerLoss) cuts each member's power; its restore (or the
+	// step itself, without For) boots it.
+	Power bool
 	// What says it in words, for logs and evidence.
 	What string
 }
@@ -119,6 +122,12 @@ var stepActions = []stepAction{
 		action: func(*ScenarioSpec, Step) Action { return Action{Readdress: true, What: "new uplink address"} },
 	},
 	{
+		kind:   "powerLoss",
+		set:    func(st Step) bool { return st.PowerLoss },
+		check:  onlyRole("node", "powerLoss on %s: only nodes have a power supply and a disk of their own here; name nodes"),
+		action: func(*ScenarioSpec, Step) Action { return Action{Power: true, What: "power loss"} },
+	},
+	{
 		kind:   "restore",
 		set:    func(st Step) bool { return st.Restore },
 		check:  noFor("restore"),
@@ -143,7 +152,7 @@ var stepActions = []stepAction{
 func noFor(kind string) func(*ScenarioSpec, string, Step, map[string]bool) error {
 	return func(_ *ScenarioSpec, path string, st Step, _ map[string]bool) error {
 		if st.For != 0 {
-			return perr(path+".for", "for applies to impairments (profile, link, trace, outage) and diskFull, not to %s", kind)
+			return perr(path+".for", "for applies to impairments (profile, link, trace, outage), diskFull and powerLoss, not to %s", kind)
 		}
 		return nil
 	}

@@ -26,6 +26,7 @@ func TestStepActions(t *testing.T) {
 		{Step{Kill: "runtime"}, "kill", false, "runtime", false, "kill runtime"},
 		{Step{Restart: "workload/maps"}, "restart", false, "workload/maps", true, "restart workload/maps"},
 		{Step{DiskFull: true}, "diskFull", false, "", false, "disk full"},
+		{Step{PowerLoss: true}, "powerLoss", false, "", false, "power loss"},
 	} {
 		a := sp.Action(tc.step)
 		if a.Kind != tc.kind || a.Impairs != tc.impairs || a.Process != tc.process || a.Graceful != tc.graceful || len(a.What) < len(tc.what) || a.What[:len(tc.what)] != tc.what {

@@ -277,7 +277,12 @@ type Step struct {
 	// or CGNAT uplink gets on reconnect: their nodes' open connections
 	// break.
 	NewAddress bool `yaml:"newAddress,omitempty"`
-	// For restores the link this long after At (impairments only).
+	// PowerLoss cuts the nodes' power: every process on them dies at once
+	// and their disks lose what was not yet written (fsynced data stays);
+	// they boot again after For (at once when For is 0).
+	PowerLoss bool `yaml:"powerLoss,omitempty"`
+	// For restores the link this long after At (impairments; diskFull
+	// frees the disk, powerLoss boots the node).
 	For  Duration `yaml:"for,omitempty"`
 	Note string   `yaml:"note,omitempty"`
 	// Repeat plays the step this many times, Every apart (a flapping

@@ -94,6 +94,27 @@ func TestDiskFullSteps(t *testing.T) {
 	}
 }
 
+// powerLoss names nodes, and for is how long their power stays off.
+func TestPowerLossSteps(t *testing.T) {
+	for _, tc := range []struct{ step, want string }{
+		{"group: a1, powerLoss: true, for: 20s}", ""},
+		{"group: a1, powerLoss: true}", ""},
+		{"group: a1, powerLoss: true, kill: runtime}", "a step does exactly one thing"},
+		{"group: gws, powerLoss: true}", "t.yaml:20: spec.timeline[0].group: powerLoss on gw-a: only nodes"},
+	} {
+		src := strings.Replace(good, "group: gws, profile: slow, for: 1m}", tc.step, 1)
+		sc, err := ParseScenario("t.yaml", []byte(src))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err %v, want %q", tc.step, err, tc.want)
+		}
+		if err == nil {
+			if a := sc.Spec.Action(sc.Spec.Timeline[0]); a.Kind != "powerLoss" || !a.Power || a.Impairs {
+				t.Errorf("%s: action %+v", tc.step, a)
+			}
+		}
+	}
+}
+
 // newAddress names gateways (an uplink's address is its gateway's) and
 // happens at once (no for).
 func TestNewAddressSteps(t *testing.T) {

@@ -85,7 +85,7 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 			}
 			continue
 		}
-		var delivered, lost, dups uint64
+		var delivered, lost, dups, beyond uint64
 		bad := forged > 0
 		for k, maxSeq := range acked {
 			s, ok := sink[k]
@@ -114,11 +114,27 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 				bad = true
 			}
 			delivered += min(s.Count, maxSeq)
+			if s.Last > maxSeq {
+				beyond += s.Last - maxSeq
+			}
 		}
 		v.Numbers[m.Name+".acknowledged"] = float64(n)
 		v.Numbers[m.Name+".delivered"] = float64(delivered)
 		v.Numbers[m.Name+".lost"] = float64(lost)
 		v.Numbers[m.Name+".duplicatesRefused"] = float64(dups)
+		// A power loss: what was acknowledged must survive it; what was
+		// stored but whose acknowledgement died with the power may.
+		if offs := ev.events(m.Name, "timeline", time.Time{}, ev.End, "power-off"); len(offs) > 0 {
+			v.Numbers[m.Name+".powerLosses"] = float64(len(offs))
+			v.Numbers[m.Name+".unacknowledgedDelivered"] = float64(beyond)
+			v.mark(m.Name, offs[0].Time, "power loss", !bad)
+			if bad {
+				v.fail("%s: its power was cut %d× (first at %s) and acknowledged records did not survive: an acknowledgement must mean on disk (fsynced), as durability disk gives", m.Name, len(offs), offs[0].Time.Format("15:04:05.000"))
+				v.quote(offs[0])
+			} else {
+				v.ok("%s: its power was cut %d×: every acknowledged record survived; %d stored records past the last acknowledged one reached the sink too (their acknowledgement died with the power); appends never acknowledged are not the buffer's promise and may be lost", m.Name, len(offs), beyond)
+			}
+		}
 		// Flushed in time: the buffer is empty again after the last outage.
 		ws := ev.degraded(m, nil)
 		flushed := ""
