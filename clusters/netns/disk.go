@@ -166,6 +166,7 @@ func (f *Fleet) Boot(ctx context.Context, member string) error {
 	if err != nil {
 		return err
 	}
+	loop := mountSource(dir)
 	// Until every file of the old mount is closed (the member's processes
 	// were killed, and the kernel closes their files as they go).
 	deadline := time.Now().Add(10 * time.Second)
@@ -183,10 +184,56 @@ func (f *Fleet) Boot(ctx context.Context, member string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// The old loop device clears itself once nothing holds the old
+	// filesystem (a sandboxed app's mount namespace may, until it is
+	// gone): mounting the image again before would mount it twice.
+	for loop != "" && loopBacks(loop, f.diskImage(member)) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("boot %s: its disk's old mount (%s) is still held 10 s after its power was cut (a process in another mount namespace?)", member, loop)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	if err := mountImage(f.diskImage(member), dir); err != nil {
 		return fmt.Errorf("boot %s: %w", member, err)
 	}
 	return nil
+}
+
+// mountSource is the device mounted on dir ("" if none).
+func mountSource(dir string) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	src := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options ... - fstype source superoptions
+		f := strings.Fields(line)
+		if len(f) < 5 || f[4] != dir {
+			continue
+		}
+		for i := 5; i+2 < len(f); i++ {
+			if f[i] == "-" {
+				src = f[i+2] // the last mount on dir is the one in force
+				break
+			}
+		}
+	}
+	return src
+}
+
+// loopBacks says whether loop device dev is still attached to img.
+func loopBacks(dev, img string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+	if err != nil {
+		return false
+	}
+	real, err := filepath.EvalSymlinks(img)
+	return err == nil && strings.TrimSpace(string(b)) == real
 }
 
 // makeExt4 makes img an ext4 filesystem of size bytes with no blocks

@@ -75,6 +75,9 @@ func TestDiskKeepsOnlyWhatWasSynced(t *testing.T) {
 	if err := f.Boot(ctx, "n"); err != nil {
 		t.Fatal(err)
 	}
+	if n := loopsBacking(t, name); n != 1 {
+		t.Errorf("%d loop devices back the disk after the boot, want 1", n)
+	}
 	got, err := os.ReadFile(filepath.Join(dir, "log"))
 	if err != nil {
 		t.Fatal(err)
@@ -106,4 +109,22 @@ func TestDiskKeepsOnlyWhatWasSynced(t *testing.T) {
 	if strings.Contains(string(mounts), dir) {
 		t.Errorf("the disk is still mounted on %s after Down", dir)
 	}
+	if n := loopsBacking(t, name); n != 0 {
+		t.Errorf("%d loop devices still back the disk after Down", n)
+	}
+}
+
+// loopsBacking counts the loop devices whose backing file is in fleet's
+// directory.
+func loopsBacking(t *testing.T, fleet string) int {
+	t.Helper()
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	n := 0
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if strings.Contains(string(b), "/"+fleet+"/disks/") {
+			n++
+		}
+	}
+	return n
 }
