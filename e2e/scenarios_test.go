@@ -156,6 +156,38 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		Expect(string(mounts)).NotTo(ContainSubstring(fmt.Sprintf("t%d-", os.Getpid()%1000)), "the node's disk outlived its fleet")
 	})
 
+	// DNS fails across the end of an outage while IP works: the runtime
+	// dials on the last good answer and its gate follows the link; one
+	// without that fallback (the negative control) stays shut until DNS
+	// answers again.
+	It("keeps the gate following the link while the cloud's name does not resolve, and fails without the last good answer", func(ctx SpecContext) {
+		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "dns.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		opts := edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard = edgeguard
+			o.FleetPrefix = fmt.Sprintf("t%d-", os.Getpid()%1000)
+		})
+		res := edgetest.Run(ctx, sc, opts)
+		Expect(res).To(edgetest.Pass())
+		rt, err := os.ReadFile(filepath.Join(res.Evidence, "van-ecu-runtime.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(rt)).To(ContainSubstring(`"dns-stale"`), "the runtime never dialled on its last good answer")
+		Expect(string(rt)).To(ContainSubstring(`"dns-fresh"`), "the runtime never resolved again")
+		tl, err := os.ReadFile(filepath.Join(res.Evidence, "van-modem-timeline.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(tl)).To(ContainSubstring(`"dns-fault"`))
+		Expect(string(tl)).To(ContainSubstring(`"dns-restored"`))
+
+		sc.Spec.Runtime.DNS.NoStale = true
+		res = edgetest.Run(ctx, sc, opts)
+		Expect(res).To(edgetest.FailValidator("gate-follows-link"))
+		for _, v := range res.Verdicts {
+			if v.Validator == "gate-follows-link" {
+				Expect(v.Evidence).NotTo(BeEmpty())
+			}
+		}
+	})
+
 	// The power loss's negative control: a buffer acknowledging before
 	// fsync loses, with the power, what it acknowledged.
 	It("fails delivered-exactly-once when a buffer acknowledging before fsync loses its power", func(ctx SpecContext) {

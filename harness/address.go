@@ -23,6 +23,9 @@ func (r *run) readdress(ctx context.Context, a action, ms []scenarios.Member) er
 			return err
 		}
 		r.ev.emit(m.Name, "timeline", "address-changed", "from", old, "to", nu, "note", a.step.Note)
+		if err := r.dnsFollows(m.Name); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -84,7 +84,8 @@ func (r *run) holdDown() time.Duration {
 func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 	rt := r.sc.Spec.Runtime
 	g := rt.Gate
-	common := []string{"serve", fmt.Sprintf("--listen=:%d", GatePort), "--server=" + r.cloud.SpeedURL}
+	speedURL, sinkURL, dnsFlags := r.cloudURLs()
+	common := append([]string{"serve", fmt.Sprintf("--listen=:%d", GatePort), "--server=" + speedURL}, dnsFlags...)
 	if g.MinDownload != "" {
 		common = append(common, "--min-download="+g.MinDownload)
 	}
@@ -174,7 +175,7 @@ func (r *run) deployRuntime(ctx context.Context) ([]string, error) {
 			if durability == "" {
 				durability = "disk"
 			}
-			argv = append(argv, "--buffer="+path.Join(paths.Data, "buffer.db"), "--sink="+r.cloud.SinkURL, "--durability="+durability)
+			argv = append(argv, "--buffer="+path.Join(paths.Data, "buffer.db"), "--sink="+sinkURL, "--durability="+durability)
 			if rt.Buffer.NoJitter {
 				argv = append(argv, "--forward-no-jitter")
 			}

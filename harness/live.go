@@ -565,6 +565,9 @@ func (l *Live) restoreAllLocked(ctx context.Context) error {
 	if err := l.r.freeDisks(ctx); err != nil {
 		return err
 	}
+	if err := l.r.restoreDNS(ctx); err != nil {
+		return err
+	}
 	l.r.mu.Lock()
 	var targets []string
 	for t := range l.r.active {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/internal/nameserver"
 	"github.com/edgefault/edgefault/internal/procmem"
 	"github.com/edgefault/edgefault/runtime/buffer"
 	"github.com/edgefault/edgefault/runtime/wire"
@@ -111,6 +112,11 @@ type run struct {
 	traces map[string]traceRun // target -> the trace playing on its link
 	full   map[string]bool     // nodes whose disk a diskFull step has filled
 	off    map[string]bool     // nodes whose power a powerLoss step has cut
+	// dns is the fleet's name server (nil: the timeline has no dns
+	// step), at dnsAt; dnsFaults the faults in force, by gateway.
+	dns       *nameserver.Server
+	dnsAt     string
+	dnsFaults map[string]dnsFault
 	// traceErr is the first trace row that could not be applied: it
 	// fails the timeline.
 	traceErr error
@@ -168,7 +174,7 @@ func runWith(ctx context.Context, sc *scenarios.Scenario, o RunOptions, b body, 
 		return res
 	}
 	res.Seed = cmp.Or(o.Seed, sc.Spec.Seed, rand.Uint64()|1)
-	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, full: map[string]bool{}, off: map[string]bool{}, body: b, tap: tap}
+	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, full: map[string]bool{}, off: map[string]bool{}, dnsFaults: map[string]dnsFault{}, body: b, tap: tap}
 	err := r.play(ctx)
 	if err != nil {
 		res.Error = err.Error()
@@ -263,6 +269,11 @@ func (r *run) play(ctx context.Context) (err error) {
 		return err
 	}
 	defer r.cloud.Stop()
+	stopNS, err := r.startNameServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopNS()
 	if r.sh, err = r.f.LinkShaper(ctx); err != nil {
 		return err
 	}

@@ -84,6 +84,9 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	if err := r.freeDisks(ctx); err != nil {
 		return err
 	}
+	if err := r.restoreDNS(ctx); err != nil {
+		return err
+	}
 	r.mu.Lock()
 	var still []string
 	for t := range r.active {
@@ -187,6 +190,9 @@ func (r *run) do(ctx context.Context, a action) error {
 	}
 	if act.Power {
 		return r.powerStep(ctx, a, ms)
+	}
+	if act.DNS != nil {
+		return r.dnsStep(ctx, a, ms, *act.DNS)
 	}
 	if a.undo {
 		act = scenarios.Action{Kind: "restore", What: "restore"}

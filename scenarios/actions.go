@@ -3,6 +3,7 @@ package scenarios
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/edgefault/edgefault/shaper/impair"
 	"github.com/edgefault/edgefault/shaper/trace"
@@ -13,7 +14,7 @@ import (
 // on them (which the harness's supervisor starts again).
 type Action struct {
 	// Kind is the step's field: profile, link, trace, outage, restore,
-	// kill, restart, diskFull, newAddress or powerLoss.
+	// kill, restart, diskFull, newAddress, powerLoss or dns.
 	Kind string
 	// Impairs: the step puts Impairment on each member's link (and For
 	// may restore it).
@@ -34,6 +35,9 @@ type Action struct {
 	// Power (powerLoss) cuts each member's power; its restore (or the
 	// step itself, without For) boots it.
 	Power bool
+	// DNS (dns) makes the cloud's name fail or resolve late for each
+	// member's (gateway's) site; its restore answers again.
+	DNS *DNSFault
 	// What says it in words, for logs and evidence.
 	What string
 }
@@ -128,6 +132,26 @@ var stepActions = []stepAction{
 		action: func(*ScenarioSpec, Step) Action { return Action{Power: true, What: "power loss"} },
 	},
 	{
+		kind: "dns",
+		set:  func(st Step) bool { return st.DNS != nil },
+		check: func(sp *ScenarioSpec, path string, st Step, w map[string]bool) error {
+			d := st.DNS
+			switch {
+			case d.Fail && d.Delay != 0:
+				return perr(path+".dns", "dns: give fail: true or a delay, not both")
+			case !d.Fail && d.Delay == 0:
+				return perr(path+".dns", "dns: give fail: true (every lookup fails) or a delay (e.g. delay: 5s)")
+			case d.Delay != 0 && (d.Delay.D() < 10*time.Millisecond || d.Delay.D() > 5*time.Minute):
+				return perr(path+".dns.delay", "dns delay %v is out of range: 10ms to 5m", d.Delay.D())
+			}
+			return onlyRole("gateway", "dns on %s: a site's lookups leave through its gateway, which the name server sees them from; name gateways")(sp, path, st, w)
+		},
+		action: func(_ *ScenarioSpec, st Step) Action {
+			d := *st.DNS
+			return Action{DNS: &d, What: d.String()}
+		},
+	},
+	{
 		kind:   "restore",
 		set:    func(st Step) bool { return st.Restore },
 		check:  noFor("restore"),
@@ -152,7 +176,7 @@ var stepActions = []stepAction{
 func noFor(kind string) func(*ScenarioSpec, string, Step, map[string]bool) error {
 	return func(_ *ScenarioSpec, path string, st Step, _ map[string]bool) error {
 		if st.For != 0 {
-			return perr(path+".for", "for applies to impairments (profile, link, trace, outage), diskFull and powerLoss, not to %s", kind)
+			return perr(path+".for", "for applies to impairments (profile, link, trace, outage), diskFull, powerLoss and dns, not to %s", kind)
 		}
 		return nil
 	}

@@ -113,6 +113,16 @@ type RuntimeSpec struct {
 	Buffer   BufferSpec   `yaml:"buffer"`
 	Failover FailoverSpec `yaml:"failover"`
 	Sink     SinkSpec     `yaml:"sink,omitempty"`
+	DNS      DNSSpec      `yaml:"dns,omitempty"`
+}
+
+// DNSSpec configures how the runtime resolves the cloud's name.
+type DNSSpec struct {
+	// NoStale makes a failed or late lookup fail the dial, where the
+	// runtime otherwise dials the addresses the name last resolved to:
+	// a client without that fallback, for comparison (the dns step's
+	// negative control).
+	NoStale bool `yaml:"noStale,omitempty"`
 }
 
 // SinkSpec bounds what the cloud's sink admits (edgeguard sink
@@ -277,6 +287,9 @@ type Step struct {
 	// or CGNAT uplink gets on reconnect: their nodes' open connections
 	// break.
 	NewAddress bool `yaml:"newAddress,omitempty"`
+	// DNS makes the cloud's name fail to resolve (fail) or resolve late
+	// (delay) for the gateways' sites, while IP works; For restores it.
+	DNS *DNSFault `yaml:"dns,omitempty"`
 	// PowerLoss cuts the nodes' power: every process on them dies at once
 	// and their disks lose what was not yet written (fsynced data stays);
 	// they boot again after For (at once when For is 0).
@@ -290,6 +303,21 @@ type Step struct {
 	// many steps, so nothing after it sees a repeat.
 	Repeat int      `yaml:"repeat,omitempty"`
 	Every  Duration `yaml:"every,omitempty"`
+}
+
+// DNSFault is what a dns step does to the name service: Fail answers
+// every query with SERVFAIL; Delay answers each that late.
+type DNSFault struct {
+	Fail  bool     `yaml:"fail,omitempty"`
+	Delay Duration `yaml:"delay,omitempty"`
+}
+
+// String says it in words.
+func (d DNSFault) String() string {
+	if d.Fail {
+		return "DNS fails"
+	}
+	return "DNS answers after " + d.Delay.D().String()
 }
 
 // Expectation asks a validator to judge a group. Which validators exist

@@ -115,6 +115,31 @@ func TestPowerLossSteps(t *testing.T) {
 	}
 }
 
+// dns names gateways, fails or delays (not both), and for restores it.
+func TestDNSSteps(t *testing.T) {
+	for _, tc := range []struct{ step, want string }{
+		{"group: gws, dns: {fail: true}, for: 1m}", ""},
+		{"group: gws, dns: {delay: 5s}, for: 1m}", ""},
+		{"group: gws, dns: {fail: true, delay: 5s}}", "t.yaml:20: spec.timeline[0].dns: dns: give fail: true or a delay, not both"},
+		{"group: gws, dns: {}}", "give fail: true (every lookup fails) or a delay"},
+		{"group: gws, dns: {delay: 1h}}", "spec.timeline[0].dns.delay: dns delay 1h0m0s is out of range"},
+		{"group: gws, dns: {fail: yes-please}}", "t.yaml:20"},
+		{"group: a1, dns: {fail: true}}", "dns on a1: a site's lookups leave through its gateway"},
+		{"group: gws, dns: {fail: true}, outage: true}", "a step does exactly one thing"},
+	} {
+		src := strings.Replace(good, "group: gws, profile: slow, for: 1m}", tc.step, 1)
+		sc, err := ParseScenario("t.yaml", []byte(src))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err %v, want %q", tc.step, err, tc.want)
+		}
+		if err == nil {
+			if a := sc.Spec.Action(sc.Spec.Timeline[0]); a.Kind != "dns" || a.DNS == nil || a.Impairs {
+				t.Errorf("%s: action %+v", tc.step, a)
+			}
+		}
+	}
+}
+
 // newAddress names gateways (an uplink's address is its gateway's) and
 // happens at once (no for).
 func TestNewAddressSteps(t *testing.T) {

@@ -51,6 +51,11 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 		return nil, fo, fmt.Errorf("--sink: %w", err)
 	}
 	fo.Sink = s
+	dl, err := g.dial()
+	if err != nil {
+		return nil, fo, err
+	}
+	tr := &http.Transport{DisableCompression: true, DialContext: dl.DialContext}
 	if f.sinkCA != "" {
 		pem, err := os.ReadFile(f.sinkCA)
 		if err != nil {
@@ -60,8 +65,9 @@ func (f *bufferFlags) open(g *globals) (*buffer.Buffer, buffer.ForwardOptions, e
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fo, fmt.Errorf("--sink-ca %s: no PEM certificate in it", f.sinkCA)
 		}
-		fo.Client = &http.Client{Transport: &http.Transport{DisableCompression: true, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	fo.Client = &http.Client{Transport: tr}
 	if strings.HasPrefix(fo.Sink, "http://") {
 		g.log.Warn("the sink is plain http: its token and the records cross the uplink in the clear; give an https:// --sink (and --sink-ca) where the uplink is not private")
 	}

@@ -59,7 +59,11 @@ func (f *gateFlags) open(g *globals) (*gate.Gate, *events.Log, error) {
 func (f *gateFlags) config(g *globals) (gate.Config, error) {
 	c := gate.Config{Server: f.server, MaxLatency: f.maxLatency, Interval: f.interval, ProbeWindow: f.window,
 		FullDuration: f.full, ConfirmDuration: f.confirm, ConfirmSpread: f.spread, NoFullTest: f.noFull, FailOpen: f.failOpen, Node: g.node, Logger: g.log, Site: f.site}
-	var err error
+	d, err := g.dial()
+	if err != nil {
+		return c, err
+	}
+	c.Dial = d.DialContext
 	if f.minDown == "" {
 		return c, fmt.Errorf("--min-download is required, with a unit: e.g. --min-download 5mbit")
 	}

@@ -18,11 +18,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/edgefault/edgefault/runtime/dial"
 	"github.com/edgefault/edgefault/runtime/events"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
@@ -71,6 +74,35 @@ type globals struct {
 	node   string
 	events string
 	log    *slog.Logger
+	// dns and dnsStale: how the cloud's names are resolved (--dns,
+	// --dns-stale); dialer is made from them once.
+	dns      string
+	dnsStale bool
+	dialOnce sync.Once
+	dialer   *dial.Dialer
+	dialErr  error
+}
+
+// dial is the dialer of the cloud's servers (the sink, the speed-test
+// server): names resolved with --dns or the system's resolver, on the last
+// good answer when a lookup fails or is late (unless --dns-stale=false).
+func (g *globals) dial() (*dial.Dialer, error) {
+	g.dialOnce.Do(func() {
+		opts := []dial.Option{dial.WithEvents(g.openEvents("dns"))}
+		if g.dns != "" {
+			host, port, err := net.SplitHostPort(g.dns)
+			if err != nil || net.ParseIP(host) == nil || port == "" {
+				g.dialErr = fmt.Errorf("--dns %q: give the DNS server as IP:PORT, e.g. 10.0.0.53:53", g.dns)
+				return
+			}
+			opts = append(opts, dial.WithServer(g.dns))
+		}
+		if !g.dnsStale {
+			opts = append(opts, dial.WithoutStale())
+		}
+		g.dialer = dial.New(opts...)
+	})
+	return g.dialer, g.dialErr
 }
 
 // sleepCtx sleeps d unless ctx ends first; it reports whether it slept.
@@ -133,6 +165,8 @@ Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
 	}
 	root.PersistentFlags().StringVar(&g.node, "node", host, "node name stamped on events, on buffered records' keys and so in the sink's reports ($NODE_NAME, else the hostname)")
 	root.PersistentFlags().StringVar(&g.events, "events", "", "append events (JSON lines) to this file; - for stdout; empty: none")
+	root.PersistentFlags().StringVar(&g.dns, "dns", "", "resolve the cloud's names (--sink, --server) with this DNS server (IP:PORT, over UDP) instead of the system's")
+	root.PersistentFlags().BoolVar(&g.dnsStale, "dns-stale", true, "when a lookup of the cloud's name fails or takes over 2 s, dial the addresses it last resolved to (false: fail the dial, for comparison)")
 	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newSpeedTestCmd(g), newContentCmd(g), newSinkCmd(g), newWorkloadCmd(g), newBufferCmd(g), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "edgeguard", version) },

@@ -173,7 +173,7 @@ func SpeedTest(ctx context.Context, base string, capture time.Duration, withUplo
 		return SpeedTestResult{}, err
 	}
 	var m meter
-	c := newClient(&m)
+	c := newClient(&m, nil)
 	defer c.CloseIdleConnections()
 	r, err := fullTest(ctx, c, &m, b, capture, withUpload, 0)
 	return SpeedTestResult{Latency: r.latency, DownloadBps: r.download, UploadBps: r.upload, Bytes: m.n.Load()}, err

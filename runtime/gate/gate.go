@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -42,6 +43,10 @@ type Config struct {
 	// Server is the speed-test server's base URL (http://host:port), or
 	// Auto for Ookla's public list (needs the internet).
 	Server string
+	// Dial dials the server (nil: a plain dialer that resolves with the
+	// system's resolver); edgeguard's --dns gives one that resolves with a
+	// server of its choice and falls back to the last good answer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MinDownload is the download rate below which the gate closes.
 	MinDownload units.Rate
 	// MaxLatency, when set, closes the gate above this round trip.

@@ -36,11 +36,15 @@ func (c meteredConn) Write(b []byte) (int, error) {
 
 // newClient returns an HTTP client of the gate's own: speedtest-go replaces
 // http.DefaultClient's transport, so nothing here may use the default one.
-func newClient(m *meter) *http.Client {
-	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+// dial dials the server (nil: a plain dialer).
+func newClient(m *meter, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	if dial == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+		dial = d.DialContext
+	}
 	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
+			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}

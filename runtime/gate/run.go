@@ -253,7 +253,7 @@ func (g *Gate) probe(ctx context.Context, c *http.Client, base string, size int6
 // only when the gate cannot run at all (--server auto with no internet is
 // not such an error: the gate stays unknown and keeps trying).
 func (g *Gate) Run(ctx context.Context) error {
-	c := newClient(&g.meter)
+	c := newClient(&g.meter, g.cfg.Dial)
 	defer c.CloseIdleConnections()
 	base := g.cfg.Server
 	if base == Auto {
