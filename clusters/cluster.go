@@ -95,6 +95,9 @@ type Info struct {
 	// Readdress: a gateway's uplink can get a new address (the fleet
 	// implements Readdresser).
 	Readdress bool `json:"readdress,omitempty"`
+	// NameServer: the harness's name server, on the cloud, can tell a
+	// site's lookups apart by its gateway's uplink address (dns steps).
+	NameServer bool `json:"nameServer,omitempty"`
 }
 
 // Readdresser is a fleet whose gateways' uplinks can get a new address, as

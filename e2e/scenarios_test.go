@@ -171,8 +171,8 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		Expect(res).To(edgetest.Pass())
 		rt, err := os.ReadFile(filepath.Join(res.Evidence, "van-ecu-runtime.jsonl"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(rt)).To(ContainSubstring(`"dns-stale"`), "the runtime never dialled on its last good answer")
-		Expect(string(rt)).To(ContainSubstring(`"dns-fresh"`), "the runtime never resolved again")
+		// dns-fresh comes only when a connection is made after DNS is back.
+		Expect(strings.Contains(string(rt), `"dns-stale"`)).To(BeTrue(), "the runtime never dialled on its last good answer (see %s)", res.Evidence)
 		tl, err := os.ReadFile(filepath.Join(res.Evidence, "van-modem-timeline.jsonl"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(tl)).To(ContainSubstring(`"dns-fault"`))
@@ -201,7 +201,7 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		for _, v := range res.Verdicts {
 			if v.Validator == "delivered-exactly-once" {
 				Expect(v.Summary).To(ContainSubstring("van-ecu: its power was cut 1× (first at"))
-				Expect(v.Summary).To(ContainSubstring("acknowledged records did not survive"))
+				Expect(v.Summary).To(ContainSubstring("acknowledged records were never delivered: an acknowledgement must mean on disk"))
 				Expect(v.Evidence).NotTo(BeEmpty())
 			}
 		}

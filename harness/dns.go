@@ -93,13 +93,21 @@ func (r *run) dnsStep(ctx context.Context, a action, ms []scenarios.Member, faul
 	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), a.step.Group, what), "note", a.step.Note)
 	for _, m := range ms {
 		if a.undo {
-			if err := r.setDNS(m.Name, nil); err != nil {
+			// Its own fault only: a later dns step on the gateway has
+			// replaced it.
+			r.mu.Lock()
+			cur, ok := r.dnsFaults[m.Name]
+			r.mu.Unlock()
+			if !ok || cur.step != a.idx {
+				continue
+			}
+			if err := r.setDNS(m.Name, nil, 0); err != nil {
 				return err
 			}
 			r.ev.emit(m.Name, "timeline", "dns-restored")
 			continue
 		}
-		if err := r.setDNS(m.Name, &fault); err != nil {
+		if err := r.setDNS(m.Name, &fault, a.idx); err != nil {
 			return err
 		}
 		r.ev.emit(m.Name, "timeline", "dns-fault", "what", what, "note", a.step.Note)
@@ -107,8 +115,9 @@ func (r *run) dnsStep(ctx context.Context, a action, ms []scenarios.Member, faul
 	return nil
 }
 
-// setDNS gives gateway's uplink address the fault (nil: none).
-func (r *run) setDNS(gateway string, fault *scenarios.DNSFault) error {
+// setDNS gives gateway's uplink address the fault (nil: none) of the
+// timeline's step.
+func (r *run) setDNS(gateway string, fault *scenarios.DNSFault, step int) error {
 	m, err := r.f.Member(gateway)
 	if err != nil {
 		return err
@@ -128,7 +137,7 @@ func (r *run) setDNS(gateway string, fault *scenarios.DNSFault) error {
 	}
 	rule := nameserver.Rule{Fail: fault.Fail, Delay: fault.Delay.D()}
 	r.dns.Set(addr, rule)
-	r.dnsFaults[gateway] = dnsFault{addr: addr, fault: *fault}
+	r.dnsFaults[gateway] = dnsFault{addr: addr, fault: *fault, step: step}
 	return nil
 }
 
@@ -137,6 +146,7 @@ func (r *run) setDNS(gateway string, fault *scenarios.DNSFault) error {
 type dnsFault struct {
 	addr  netip.Addr
 	fault scenarios.DNSFault
+	step  int
 }
 
 // dnsFollows moves gateway's fault to its new uplink address.
@@ -147,7 +157,7 @@ func (r *run) dnsFollows(gateway string) error {
 	if !ok {
 		return nil
 	}
-	return r.setDNS(gateway, &f.fault)
+	return r.setDNS(gateway, &f.fault, f.step)
 }
 
 // restoreDNS ends what is still in force when the timeline ends.
@@ -164,7 +174,7 @@ func (r *run) restoreDNS(ctx context.Context) error {
 	sort.Strings(gws)
 	r.log.Info("DNS answers again at the end of the timeline", "gateways", gws)
 	for _, g := range gws {
-		if err := r.setDNS(g, nil); err != nil {
+		if err := r.setDNS(g, nil, 0); err != nil {
 			return err
 		}
 		r.ev.emit(g, "timeline", "dns-restored")

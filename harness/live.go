@@ -559,13 +559,7 @@ func (l *Live) restoreAll(ctx context.Context) error {
 }
 
 func (l *Live) restoreAllLocked(ctx context.Context) error {
-	if err := l.r.bootAll(ctx); err != nil {
-		return err
-	}
-	if err := l.r.freeDisks(ctx); err != nil {
-		return err
-	}
-	if err := l.r.restoreDNS(ctx); err != nil {
+	if err := l.r.endFaultsLocked(ctx); err != nil {
 		return err
 	}
 	l.r.mu.Lock()

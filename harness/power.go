@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -24,12 +25,19 @@ func (r *run) powerStep(ctx context.Context, a action, ms []scenarios.Member) er
 	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: power loss", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), a.step.Group), "note", a.step.Note)
 	for _, m := range ms {
 		start := time.Now()
-		if err := r.sup.powerOff(ctx, m.Name, func() error { return d.CutPower(ctx, m.Name) }); err != nil {
-			return err
-		}
+		// Off from here: whatever goes wrong after the cut, the end of the
+		// timeline (or a reset) boots it.
 		r.mu.Lock()
 		r.off[m.Name] = true
 		r.mu.Unlock()
+		if err := r.sup.powerOff(ctx, m.Name, func() error { return d.CutPower(ctx, m.Name) }); err != nil {
+			if errors.Is(err, errNotCut) {
+				r.mu.Lock()
+				delete(r.off, m.Name)
+				r.mu.Unlock()
+			}
+			return err
+		}
 		r.ev.emit(m.Name, "timeline", "power-off", "note", a.step.Note, "ms", time.Since(start).Milliseconds())
 	}
 	if a.step.For == 0 {
@@ -42,18 +50,21 @@ func (r *run) powerStep(ctx context.Context, a action, ms []scenarios.Member) er
 // lets the supervisor start their processes.
 func (r *run) boot(ctx context.Context, d clusters.Disks, ms []scenarios.Member) error {
 	for _, m := range ms {
+		// Claimed before the boot, so two boots (the step's own and the
+		// end of the timeline's) never mount one disk twice.
 		r.mu.Lock()
 		off := r.off[m.Name]
+		delete(r.off, m.Name)
 		r.mu.Unlock()
 		if !off {
 			continue
 		}
 		if err := d.Boot(ctx, m.Name); err != nil {
+			r.mu.Lock()
+			r.off[m.Name] = true // still off: a later boot tries again
+			r.mu.Unlock()
 			return err
 		}
-		r.mu.Lock()
-		delete(r.off, m.Name)
-		r.mu.Unlock()
 		r.sup.powerOn(m.Name)
 		r.log.Info("power back: the node boots", "node", m.Name)
 		r.ev.emit(m.Name, "timeline", "power-on")

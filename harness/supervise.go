@@ -92,17 +92,24 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 			return
 		case <-time.After(wait):
 		}
-		// Nothing starts on a node without power.
-		if boot := s.powered(p.node); boot != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-p.stop:
-				return
-			case <-boot:
+		// Nothing starts on a node without power: asked again under p.mu,
+		// which powerOff takes to find what to kill.
+		for {
+			if boot := s.powered(p.node); boot != nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-p.stop:
+					return
+				case <-boot:
+				}
 			}
+			p.mu.Lock()
+			if s.powered(p.node) == nil {
+				break
+			}
+			p.mu.Unlock()
 		}
-		p.mu.Lock()
 		if p.stopping {
 			p.mu.Unlock()
 			return
@@ -128,10 +135,15 @@ func (s *supervisor) powered(node string) <-chan struct{} {
 	return s.off[node]
 }
 
+// errNotCut: the power loss did not happen (its disk could not be
+// stopped); the node's processes were let go on as they were.
+var errNotCut = errors.New("the power was not cut")
+
 // powerOff stops every process on node at once, as a power loss does: all
 // are frozen (SIGSTOP) so none acts on what happens next, cut runs (the
 // disk stops), then all are killed, and none is started again until
-// powerOn. It returns once all have exited.
+// powerOn. It returns once all have exited. If cut fails, the processes
+// go on (SIGCONT) and the error wraps errNotCut.
 func (s *supervisor) powerOff(ctx context.Context, node string, cut func() error) error {
 	s.mu.Lock()
 	if s.off == nil {
@@ -139,11 +151,15 @@ func (s *supervisor) powerOff(ctx context.Context, node string, cut func() error
 	}
 	if _, ok := s.off[node]; ok {
 		s.mu.Unlock()
-		return fmt.Errorf("the power of %s is already off", node)
+		return fmt.Errorf("the power of %s is already off: %w", node, errNotCut)
 	}
 	s.off[node] = make(chan struct{})
 	s.mu.Unlock()
-	var running []clusters.Process
+	type victim struct {
+		p *supervised
+		c clusters.Process
+	}
+	var running []victim
 	for _, p := range s.find(node, "") {
 		p.mu.Lock()
 		cur := p.cur
@@ -151,31 +167,43 @@ func (s *supervisor) powerOff(ctx context.Context, node string, cut func() error
 		case <-cur.Done():
 		default:
 			p.planned = true
-			running = append(running, cur)
+			running = append(running, victim{p, cur})
 		}
 		p.mu.Unlock()
 	}
-	for _, c := range running {
-		if err := c.Signal(syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
-			s.log.Warn("freeze for a power loss", "node", node, "id", c.ID(), "err", err)
+	for _, v := range running {
+		if err := v.c.Signal(syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+			s.log.Warn("freeze for a power loss", "node", node, "id", v.c.ID(), "err", err)
 		}
 	}
-	cutErr := cut()
-	for _, c := range running {
-		if err := c.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("power off %s: kill %s: %w", node, c.ID(), err)
+	if err := cut(); err != nil {
+		for _, v := range running {
+			v.p.mu.Lock()
+			v.p.planned = false
+			v.p.mu.Unlock()
+			_ = v.c.Signal(syscall.SIGCONT)
+		}
+		s.powerOn(node)
+		return fmt.Errorf("power off %s: %w (%w)", node, err, errNotCut)
+	}
+	var errs []error
+	for _, v := range running {
+		if err := v.c.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("power off %s: kill %s: %w", node, v.c.ID(), err))
 		}
 	}
-	for _, c := range running {
+	deadline := time.After(10 * time.Second)
+	for _, v := range running {
 		select {
-		case <-c.Done():
+		case <-v.c.Done():
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Second):
-			return fmt.Errorf("power off %s: %s has not exited 10 s after SIGKILL", node, c.ID())
+		case <-deadline:
+			errs = append(errs, fmt.Errorf("power off %s: %s has not exited 10 s after SIGKILL", node, v.c.ID()))
+			return errors.Join(errs...)
 		}
 	}
-	return cutErr
+	return errors.Join(errs...)
 }
 
 // powerOn lets node's processes start again (its disk is back).

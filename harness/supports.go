@@ -35,11 +35,14 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 		if act.Power && !info.Disks {
 			return fmt.Errorf("scenario %s: the timeline cuts a node's power, but provider %s cannot give a node a disk of its own to lose the unsynced tail of: use the embedded fleet (netns)", name, info.Name)
 		}
+		if act.DNS != nil && !info.NameServer {
+			return fmt.Errorf("scenario %s: the timeline makes DNS fail, but provider %s cannot tell a site's lookups apart: use the embedded fleet (netns)", name, info.Name)
+		}
 		if act.Readdress && !info.Readdress {
 			return fmt.Errorf("scenario %s: the timeline gives an uplink a new address, but provider %s cannot: use the embedded fleet (netns)", name, info.Name)
 		}
 		for _, m := range ms {
-			shapes := act.Process == "" && !act.Disk && !act.Readdress && !act.Power
+			shapes := act.Process == "" && !act.Disk && !act.Readdress && !act.Power && act.DNS == nil
 			switch {
 			case shapes && m.Role == clusters.RoleNode && !info.NodeLinks:
 				return fmt.Errorf("scenario %s: the timeline impairs node %s's own link, but provider %s cannot impair a node's own link: impair its gateway's uplink instead, or use a provider with per-node links (netns)", name, m.Name, info.Name)

@@ -150,7 +150,7 @@ func TestFieldFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	netns := clusters.Info{Name: "netns", Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, SiteControlPlanes: true, Disks: true, Readdress: true}
+	netns := clusters.Info{Name: "netns", Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, SiteControlPlanes: true, Disks: true, Readdress: true, NameServer: true}
 	if err := Supports(netns, sc); err != nil {
 		t.Fatalf("netns: %v", err)
 	}
@@ -161,8 +161,25 @@ func TestFieldFaults(t *testing.T) {
 		t.Fatalf("at time scale 10: %v", err)
 	}
 	kind := netns
-	kind.Name, kind.Disks, kind.Readdress = "kind", false, false
+	kind.Name, kind.Disks, kind.Readdress, kind.NameServer = "kind", false, false, false
 	if err := Supports(kind, sc); err == nil || !strings.Contains(err.Error(), "cannot give a node a disk of its own") {
 		t.Fatalf("kind: %v", err)
+	}
+	// Its dns step alone is refused too.
+	var dnsOnly []scenarios.Step
+	for _, st := range sc.Spec.Timeline {
+		if st.DNS != nil {
+			dnsOnly = append(dnsOnly, st)
+		}
+	}
+	if len(dnsOnly) != 1 {
+		t.Fatalf("field-faults has %d dns steps, want 1", len(dnsOnly))
+	}
+	sc.Spec.Timeline = dnsOnly
+	if err := Supports(kind, sc); err == nil || !strings.Contains(err.Error(), "cannot tell a site's lookups apart") {
+		t.Fatalf("kind, dns only: %v", err)
+	}
+	if err := Supports(netns, sc); err != nil {
+		t.Fatalf("netns, dns only: %v", err)
 	}
 }

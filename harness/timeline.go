@@ -78,13 +78,7 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	if terr != nil {
 		return terr
 	}
-	if err := r.bootAll(ctx); err != nil {
-		return err
-	}
-	if err := r.freeDisks(ctx); err != nil {
-		return err
-	}
-	if err := r.restoreDNS(ctx); err != nil {
+	if err := r.endFaults(ctx); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -109,6 +103,28 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	}
 	r.log.Info("timeline done", "elapsed", time.Since(t0).Round(100*time.Millisecond))
 	return nil
+}
+
+// endFaults boots what is off, frees what is full and makes DNS answer
+// again, as one change (a live session's reset does the same).
+func (r *run) endFaults(ctx context.Context) error {
+	r.shMu.Lock()
+	defer r.shMu.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return r.endFaultsLocked(ctx)
+}
+
+// endFaultsLocked is endFaults with shMu held.
+func (r *run) endFaultsLocked(ctx context.Context) error {
+	if err := r.bootAll(ctx); err != nil {
+		return err
+	}
+	if err := r.freeDisks(ctx); err != nil {
+		return err
+	}
+	return r.restoreDNS(ctx)
 }
 
 // restore returns target's link to the topology's own profile (a store's

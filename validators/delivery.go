@@ -127,12 +127,12 @@ func (DeliveredExactlyOnce) Validate(ev *Evidence, x scenarios.Expectation) Verd
 		if offs := ev.events(m.Name, "timeline", time.Time{}, ev.End, "power-off"); len(offs) > 0 {
 			v.Numbers[m.Name+".powerLosses"] = float64(len(offs))
 			v.Numbers[m.Name+".unacknowledgedDelivered"] = float64(beyond)
-			v.mark(m.Name, offs[0].Time, "power loss", !bad)
-			if bad {
-				v.fail("%s: its power was cut %d× (first at %s) and acknowledged records did not survive: an acknowledgement must mean on disk (fsynced), as durability disk gives", m.Name, len(offs), offs[0].Time.Format("15:04:05.000"))
+			v.mark(m.Name, offs[0].Time, "power loss", lost == 0)
+			if lost > 0 {
+				v.fail("%s: its power was cut %d× (first at %s) and %d acknowledged records were never delivered: an acknowledgement must mean on disk (fsynced), as durability disk gives", m.Name, len(offs), offs[0].Time.Format("15:04:05.000"), lost)
 				v.quote(offs[0])
 			} else {
-				v.ok("%s: its power was cut %d×: every acknowledged record survived; %d stored records past the last acknowledged one reached the sink too (their acknowledgement died with the power); appends never acknowledged are not the buffer's promise and may be lost", m.Name, len(offs), beyond)
+				v.ok("%s: its power was cut %d×: every acknowledged record survived; the sink also holds %d records past the last acknowledged one (stored, their acknowledgement not logged: lost with the power, or the run ended); appends never acknowledged are not the buffer's promise and may be lost", m.Name, len(offs), beyond)
 			}
 		}
 		// Flushed in time: the buffer is empty again after the last outage.

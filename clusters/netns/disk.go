@@ -80,21 +80,56 @@ func (f *Fleet) diskImage(member string) string {
 	return filepath.Join(f.Dir(), "disks", member+".ext4")
 }
 
-// ownDisk opens member's data directory, refusing one that is not a disk
-// LimitDisk gave.
+// ownDisk is member's data directory, refused unless the filesystem
+// mounted there is the member's own disk (a loop device backed by its
+// image): a stop or a fill must never reach the machine's own disk.
 func (f *Fleet) ownDisk(member, what string) (dir string, err error) {
 	dir, err = f.dataDir(member)
 	if err != nil {
 		return "", err
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.EXT4_SUPER_MAGIC {
-		return "", fmt.Errorf("cannot %s %s's disk: its data directory %s is not a disk of its own (a scenario's diskFull and powerLoss steps give it one before the runtime starts)", what, member, dir)
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err == nil {
+		for _, l := range loopsOf(f.diskImage(member)) {
+			if l.dev == st.Dev {
+				return dir, nil
+			}
+		}
 	}
-	if _, err := os.Stat(f.diskImage(member)); err != nil {
-		return "", fmt.Errorf("cannot %s %s's disk: %w", what, member, err)
+	return "", fmt.Errorf("cannot %s %s's disk: its data directory %s is not a disk of its own (a scenario's diskFull and powerLoss steps give it one before the runtime starts)", what, member, dir)
+}
+
+// loop is a loop device: its name (loop3) and device number.
+type loop struct {
+	name string
+	dev  uint64
+}
+
+// loopsOf lists the loop devices backed by img.
+func loopsOf(img string) []loop {
+	real, err := filepath.EvalSymlinks(img)
+	if err != nil {
+		return nil
 	}
-	return dir, nil
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	var out []loop
+	for _, bf := range files {
+		b, err := os.ReadFile(bf)
+		if err != nil || strings.TrimSpace(string(b)) != real {
+			continue
+		}
+		sys := filepath.Dir(filepath.Dir(bf))
+		d, err := os.ReadFile(filepath.Join(sys, "dev"))
+		if err != nil {
+			continue
+		}
+		var maj, min uint32
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(d)), "%d:%d", &maj, &min); err != nil {
+			continue
+		}
+		out = append(out, loop{name: filepath.Base(sys), dev: unix.Mkdev(maj, min)})
+	}
+	return out
 }
 
 // FillDisk fills member's disk (given by LimitDisk) to the last byte with a
@@ -126,11 +161,13 @@ func (f *Fleet) FillDisk(ctx context.Context, member string, full bool) error {
 		}
 		free := int64(st.Bavail) * st.Bsize
 		if free == 0 {
-			return nil
+			return fh.Sync()
 		}
 		for size := free; ; size /= 2 {
 			if size < st.Bsize {
-				return nil // not even a block fits: full
+				// Not even a block fits: full, and so it stays through a
+				// power loss.
+				return fh.Sync()
 			}
 			cur, _ := fh.Seek(0, 2)
 			err := unix.Fallocate(int(fh.Fd()), 0, cur, size)
@@ -166,7 +203,6 @@ func (f *Fleet) Boot(ctx context.Context, member string) error {
 	if err != nil {
 		return err
 	}
-	loop := mountSource(dir)
 	// Until every file of the old mount is closed (the member's processes
 	// were killed, and the kernel closes their files as they go).
 	deadline := time.Now().Add(10 * time.Second)
@@ -187,9 +223,13 @@ func (f *Fleet) Boot(ctx context.Context, member string) error {
 	// The old loop device clears itself once nothing holds the old
 	// filesystem (a sandboxed app's mount namespace may, until it is
 	// gone): mounting the image again before would mount it twice.
-	for loop != "" && loopBacks(loop, f.diskImage(member)) {
+	for {
+		old := loopsOf(f.diskImage(member))
+		if len(old) == 0 {
+			break
+		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("boot %s: its disk's old mount (%s) is still held 10 s after its power was cut (a process in another mount namespace?)", member, loop)
+			return fmt.Errorf("boot %s: its disk's old mount (%s) is still held 10 s after its power was cut (a process in another mount namespace?)", member, old[0].name)
 		}
 		select {
 		case <-ctx.Done():
@@ -201,39 +241,6 @@ func (f *Fleet) Boot(ctx context.Context, member string) error {
 		return fmt.Errorf("boot %s: %w", member, err)
 	}
 	return nil
-}
-
-// mountSource is the device mounted on dir ("" if none).
-func mountSource(dir string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	src := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint options ... - fstype source superoptions
-		f := strings.Fields(line)
-		if len(f) < 5 || f[4] != dir {
-			continue
-		}
-		for i := 5; i+2 < len(f); i++ {
-			if f[i] == "-" {
-				src = f[i+2] // the last mount on dir is the one in force
-				break
-			}
-		}
-	}
-	return src
-}
-
-// loopBacks says whether loop device dev is still attached to img.
-func loopBacks(dev, img string) bool {
-	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
-	if err != nil {
-		return false
-	}
-	real, err := filepath.EvalSymlinks(img)
-	return err == nil && strings.TrimSpace(string(b)) == real
 }
 
 // makeExt4 makes img an ext4 filesystem of size bytes with no blocks

@@ -153,7 +153,7 @@ func (p *Provider) Info() clusters.Info { return Info(p.k8s != nil) }
 // Info is what a provider made with or without control planes models,
 // for checking a scenario without making one (which needs root).
 func Info(controlPlanes bool) clusters.Info {
-	return clusters.Info{Name: providerName, Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, ControlPlanes: controlPlanes, SiteControlPlanes: true, Disks: true, Readdress: true}
+	return clusters.Info{Name: providerName, Commands: true, Gateways: true, GatewayRuntime: true, NodeLinks: true, ControlPlanes: controlPlanes, SiteControlPlanes: true, Disks: true, Readdress: true, NameServer: true}
 }
 
 // Memory is what the fleet's recorded processes (control planes,

@@ -327,6 +327,7 @@ func (b *Buffer) openDB(path string) error {
 	b.db = db
 	if b.o.Durability == Unsynced {
 		db.NoSync = true
+		db.NoGrowSync = true // else growing the file syncs what came before
 		b.o.Logger.Warn("buffer in UNSYNCED durability mode: appends are acknowledged before fsync and the unsynced tail is LOST on a power loss; use it only for comparison")
 		b.o.Events.Emit("unsynced-mode", "warning", "acknowledged records are lost on a power loss")
 	}

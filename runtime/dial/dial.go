@@ -43,8 +43,10 @@ func WithServer(addr string) Option {
 	}
 }
 
-// WithLookupTimeout bounds one lookup (default 2 s): a slower answer counts
-// as a failure.
+// WithLookupTimeout bounds a lookup that has a last good answer to fall
+// back on (default 2 s): a slower answer counts as a failure. Other
+// lookups are bounded by the dial's context (and the resolver's own
+// timeouts) only.
 func WithLookupTimeout(t time.Duration) Option { return func(d *Dialer) { d.timeout = t } }
 
 // WithoutStale makes a failed lookup fail the dial, as a client without a
@@ -60,8 +62,8 @@ func WithDial(f func(ctx context.Context, network, addr string) (net.Conn, error
 	return func(d *Dialer) { d.dial = f }
 }
 
-// New returns a Dialer using the system's resolver, a 2 s lookup timeout
-// and the last good answer when a lookup fails.
+// New returns a Dialer using the system's resolver and the last good
+// answer when a lookup fails or takes over 2 s.
 func New(opts ...Option) *Dialer {
 	nd := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
 	d := &Dialer{resolver: net.DefaultResolver, timeout: 2 * time.Second, stale: true, dial: nd.DialContext,
@@ -103,8 +105,16 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 }
 
 // lookup resolves host, or gives its last good answer when that fails.
+// Only a lookup with an answer to fall back on is cut at the timeout:
+// without one, a slow resolver is still the only way to the cloud.
 func (d *Dialer) lookup(ctx context.Context, host string) ([]string, error) {
-	lctx, cancel := context.WithTimeout(ctx, d.timeout)
+	d.mu.Lock()
+	_, fallback := d.last[host]
+	d.mu.Unlock()
+	lctx, cancel := ctx, context.CancelFunc(func() {})
+	if d.stale && fallback {
+		lctx, cancel = context.WithTimeout(ctx, d.timeout)
+	}
 	start := time.Now()
 	ips, err := d.resolver.LookupHost(lctx, host)
 	cancel()

@@ -79,8 +79,15 @@ func TestDialOnTheLastGoodAnswer(t *testing.T) {
 		if took := time.Since(start); took > 2*time.Second {
 			t.Errorf("%+v: the dial on the last good answer took %v (lookup timeout 300 ms)", r, took)
 		}
-		if err := try(bare, cloud); err == nil || !strings.Contains(err.Error(), "resolve cloud.edgefault.test") {
+		start = time.Now()
+		err := try(bare, cloud)
+		switch {
+		case r.Fail && (err == nil || !strings.Contains(err.Error(), "resolve cloud.edgefault.test")):
 			t.Errorf("%+v: the dialer without a cache: %v, want a resolve error", r, err)
+		case !r.Fail && err != nil:
+			t.Errorf("%+v: the dialer without a cache waits for a slow answer, and failed: %v", r, err)
+		case !r.Fail && time.Since(start) < r.Delay:
+			t.Errorf("%+v: the dialer without a cache dialled after %v, before the answer", r, time.Since(start))
 		}
 	}
 	ns.Set(client, nameserver.Rule{})
