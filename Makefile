@@ -75,7 +75,8 @@ fuzz:
 
 # make e2e: the kind suite, verbose (make test runs it too), then
 # regional-outage at full size (a hundred stores; make test plays ten) and
-# field-faults (a trace, a full disk, a new address on one van).
+# field-faults (a trace, a full disk, a power loss, a new address and a
+# slow DNS on one van).
 e2e: root deps kind-deps app-deps setup-kind
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/kind/ -args -ginkgo.v
 	./$(BIN) run regional-outage --reports $(REPORTS)/regional-outage

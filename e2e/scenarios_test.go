@@ -157,9 +157,9 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 	})
 
 	// DNS fails across the end of an outage while IP works: the runtime
-	// dials on the last good answer and its gate follows the link; one
-	// without that fallback (the negative control) stays shut until DNS
-	// answers again.
+	// dials on the last good answer, its gate follows the link and its
+	// buffer flushes; one without that fallback (the negative control)
+	// delivers only once DNS answers again, past the flush's bound.
 	It("keeps the gate following the link while the cloud's name does not resolve, and fails without the last good answer", func(ctx SpecContext) {
 		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "dns.yaml"))
 		Expect(err).NotTo(HaveOccurred())
@@ -180,10 +180,10 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 
 		sc.Spec.Runtime.DNS.NoStale = true
 		res = edgetest.Run(ctx, sc, opts)
-		Expect(res).To(edgetest.FailValidator("gate-follows-link"))
+		Expect(res).To(edgetest.FailValidator("delivered-exactly-once"))
 		for _, v := range res.Verdicts {
-			if v.Validator == "gate-follows-link" {
-				Expect(v.Evidence).NotTo(BeEmpty())
+			if v.Validator == "delivered-exactly-once" {
+				Expect(v.Summary).To(ContainSubstring("the buffer emptied"))
 			}
 		}
 	})
