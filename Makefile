@@ -17,6 +17,7 @@ root:
 
 deps:
 	@command -v ip >/dev/null || { echo "installing iproute2"; apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2; }
+	@command -v mkfs.ext4 >/dev/null || { echo "installing e2fsprogs (a node's own disk is ext4)"; apt-get update -qq && apt-get install -y -qq --no-install-recommends e2fsprogs; }
 
 # What the kind suite needs from Debian: a Docker engine (started by the
 # suite where none runs) and debootstrap for the offline node image.
