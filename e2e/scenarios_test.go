@@ -38,6 +38,20 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 			o.FleetPrefix = fmt.Sprintf("x%d-", os.Getpid()%1000)
 		}))
 	}
+	// playFile plays testdata/file at its own scale, its runtime changed
+	// by change (if not nil).
+	playFile := func(ctx SpecContext, file string, change func(*scenarios.RuntimeSpec)) harness.ScenarioResult {
+		GinkgoHelper()
+		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", file))
+		Expect(err).NotTo(HaveOccurred())
+		if change != nil {
+			change(&sc.Spec.Runtime)
+		}
+		return edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
+			o.Edgeguard = edgeguard
+			o.FleetPrefix = fmt.Sprintf("t%d-", os.Getpid()%1000)
+		}))
+	}
 	for _, name := range scenarios.Certified() {
 		It("certifies "+name+" with the runtime", func(ctx SpecContext) {
 			res := play(ctx, name, nil)
@@ -104,12 +118,7 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 	// gone with the fleet. In the dead spot the car's power goes: what the
 	// buffer acknowledged survives the lost disk tail and is delivered.
 	It("plays a trace on a link, row by row, fills a node's disk mid-outage and cuts its power", func(ctx SpecContext) {
-		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "trace.yaml"))
-		Expect(err).NotTo(HaveOccurred())
-		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
-			o.Edgeguard = edgeguard
-			o.FleetPrefix = fmt.Sprintf("t%d-", os.Getpid()%1000)
-		}))
+		res := playFile(ctx, "trace.yaml", nil)
 		Expect(res).To(edgetest.Pass())
 		var rows []string
 		for _, w := range res.Windows {
@@ -161,13 +170,7 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 	// buffer flushes; one without that fallback (the negative control)
 	// delivers only once DNS answers again, past the flush's bound.
 	It("keeps the gate following the link while the cloud's name does not resolve, and fails without the last good answer", func(ctx SpecContext) {
-		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "dns.yaml"))
-		Expect(err).NotTo(HaveOccurred())
-		opts := edgetest.WithOptions(func(o *harness.RunOptions) {
-			o.Edgeguard = edgeguard
-			o.FleetPrefix = fmt.Sprintf("t%d-", os.Getpid()%1000)
-		})
-		res := edgetest.Run(ctx, sc, opts)
+		res := playFile(ctx, "dns.yaml", nil)
 		Expect(res).To(edgetest.Pass())
 		rt, err := os.ReadFile(filepath.Join(res.Evidence, "van-ecu-runtime.jsonl"))
 		Expect(err).NotTo(HaveOccurred())
@@ -178,8 +181,7 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 		Expect(string(tl)).To(ContainSubstring(`"dns-fault"`))
 		Expect(string(tl)).To(ContainSubstring(`"dns-restored"`))
 
-		sc.Spec.Runtime.DNS.NoStale = true
-		res = edgetest.Run(ctx, sc, opts)
+		res = playFile(ctx, "dns.yaml", func(rt *scenarios.RuntimeSpec) { rt.DNS.NoStale = true })
 		Expect(res).To(edgetest.FailValidator("delivered-exactly-once"))
 		for _, v := range res.Verdicts {
 			if v.Validator == "delivered-exactly-once" {
@@ -191,12 +193,7 @@ var _ = Describe("the built-in scenarios", Ordered, func() {
 	// The power loss's negative control: a buffer acknowledging before
 	// fsync loses, with the power, what it acknowledged.
 	It("fails delivered-exactly-once when a buffer acknowledging before fsync loses its power", func(ctx SpecContext) {
-		sc, err := scenarios.LoadScenarioFile(filepath.Join("testdata", "power.yaml"))
-		Expect(err).NotTo(HaveOccurred())
-		res := edgetest.Run(ctx, sc, edgetest.WithOptions(func(o *harness.RunOptions) {
-			o.Edgeguard = edgeguard
-			o.FleetPrefix = fmt.Sprintf("t%d-", os.Getpid()%1000)
-		}))
+		res := playFile(ctx, "power.yaml", nil)
 		Expect(res).To(edgetest.FailValidator("delivered-exactly-once"))
 		for _, v := range res.Verdicts {
 			if v.Validator == "delivered-exactly-once" {

@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/scenarios"
@@ -16,7 +15,7 @@ func (r *run) readdress(ctx context.Context, a action, ms []scenarios.Member) er
 	if !ok {
 		return fmt.Errorf("provider %s cannot give an uplink a new address", r.f.Provider())
 	}
-	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: new uplink address", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), a.step.Group), "note", a.step.Note)
+	r.logStep(a.step, "new uplink address")
 	for _, m := range ms {
 		old, nu, err := ra.ChangeAddress(ctx, m.Name)
 		if err != nil {

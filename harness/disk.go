@@ -3,8 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"sort"
-	"time"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/scenarios"
@@ -56,7 +54,7 @@ func (r *run) diskStep(ctx context.Context, a action, ms []scenarios.Member) err
 	if !full {
 		what = "disk freed"
 	}
-	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), a.step.Group, what), "note", a.step.Note)
+	r.logStep(a.step, what)
 	for _, m := range ms {
 		r.mu.Lock()
 		off := r.off[m.Name]
@@ -85,16 +83,10 @@ func (r *run) diskStep(ctx context.Context, a action, ms []scenarios.Member) err
 
 // freeDisks frees what is still full when the timeline ends.
 func (r *run) freeDisks(ctx context.Context) error {
-	r.mu.Lock()
-	var full []string
-	for n := range r.full {
-		full = append(full, n)
-	}
-	r.mu.Unlock()
+	full := faulted(r, r.full)
 	if len(full) == 0 {
 		return nil
 	}
-	sort.Strings(full)
 	r.log.Info("freeing what is still full at the end of the timeline", "nodes", full)
 	ms := make([]scenarios.Member, len(full))
 	for i, n := range full {

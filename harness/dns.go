@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
 	"strconv"
-	"time"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/internal/nameserver"
@@ -90,7 +88,7 @@ func (r *run) dnsStep(ctx context.Context, a action, ms []scenarios.Member, faul
 	if a.undo {
 		what = "DNS answers again"
 	}
-	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), a.step.Group, what), "note", a.step.Note)
+	r.logStep(a.step, what)
 	for _, m := range ms {
 		if a.undo {
 			// Its own fault only: a later dns step on the gateway has
@@ -162,16 +160,10 @@ func (r *run) dnsFollows(gateway string) error {
 
 // restoreDNS ends what is still in force when the timeline ends.
 func (r *run) restoreDNS(ctx context.Context) error {
-	r.mu.Lock()
-	var gws []string
-	for g := range r.dnsFaults {
-		gws = append(gws, g)
-	}
-	r.mu.Unlock()
+	gws := faulted(r, r.dnsFaults)
 	if len(gws) == 0 {
 		return nil
 	}
-	sort.Strings(gws)
 	r.log.Info("DNS answers again at the end of the timeline", "gateways", gws)
 	for _, g := range gws {
 		if err := r.setDNS(g, nil, 0); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -22,7 +21,7 @@ func (r *run) powerStep(ctx context.Context, a action, ms []scenarios.Member) er
 	if a.undo {
 		return r.boot(ctx, d, ms)
 	}
-	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: power loss", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), a.step.Group), "note", a.step.Note)
+	r.logStep(a.step, "power loss")
 	for _, m := range ms {
 		start := time.Now()
 		// Off from here: whatever goes wrong after the cut, the end of the
@@ -74,12 +73,7 @@ func (r *run) boot(ctx context.Context, d clusters.Disks, ms []scenarios.Member)
 
 // bootAll boots what is still off when the timeline ends.
 func (r *run) bootAll(ctx context.Context) error {
-	r.mu.Lock()
-	var off []string
-	for n := range r.off {
-		off = append(off, n)
-	}
-	r.mu.Unlock()
+	off := faulted(r, r.off)
 	if len(off) == 0 {
 		return nil
 	}
@@ -87,7 +81,6 @@ func (r *run) bootAll(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	sort.Strings(off)
 	ms := make([]scenarios.Member, len(off))
 	for i, n := range off {
 		ms[i] = scenarios.Member{Name: n}

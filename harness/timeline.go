@@ -105,6 +105,23 @@ func (r *run) timelineFrom(ctx context.Context, t0 time.Time) error {
 	return nil
 }
 
+// logStep logs a step as it is played, at its time in the timeline.
+func (r *run) logStep(st scenarios.Step, what string) {
+	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), st.Group, what), "note", st.Note)
+}
+
+// faulted lists, sorted, the keys of a run's map of faults in force.
+func faulted[V any](r *run, m map[string]V) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // endFaults boots what is off, frees what is full and makes DNS answer
 // again, as one change (a live session's reset does the same).
 func (r *run) endFaults(ctx context.Context) error {
@@ -217,7 +234,7 @@ func (r *run) do(ctx context.Context, a action) error {
 	if st.For > 0 && !a.undo {
 		what += fmt.Sprintf(" for %v", scenarios.Scaled(st.For, r.scale, 0))
 	}
-	r.log.Info(fmt.Sprintf("t+%.1fs/%.0fs %s: %s", time.Since(r.t0).Seconds(), r.res.Timeline.Seconds(), st.Group, what), "note", st.Note)
+	r.logStep(st, what)
 	if act.Process != "" {
 		for _, m := range ms {
 			if err := r.sup.kill(m.Name, act.Process, act.Graceful); err != nil {
