@@ -197,6 +197,24 @@ func (r *run) sweepApps() {
 	}
 }
 
+// killAppsOn kills what is left of member's apps after a power loss took
+// their process groups: a daemon that left its group would otherwise live
+// on without power and hold the node's disk.
+func (r *run) killAppsOn(member string) {
+	deadline := time.Now().Add(5 * time.Second)
+	for _, a := range r.apps {
+		if a.member != member {
+			continue
+		}
+		for _, pid := range uidProcs(a.uid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		for len(uidProcs(a.uid)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
 // giveKubeconfig copies member's own identity for its site's API server
 // into the app's data directory, readable by the app's user alone.
 func (r *run) giveKubeconfig(member string, uid int, data string) (string, error) {

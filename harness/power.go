@@ -37,6 +37,7 @@ func (r *run) powerStep(ctx context.Context, a action, ms []scenarios.Member) er
 			}
 			return err
 		}
+		r.killAppsOn(m.Name)
 		r.ev.emit(m.Name, "timeline", "power-off", "note", a.step.Note, "ms", time.Since(start).Milliseconds())
 	}
 	if a.step.For == 0 {
