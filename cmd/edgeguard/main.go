@@ -167,7 +167,7 @@ Exit codes: 0 ok; 1 error; 2 gate not open (wait timed out, or check);
 	root.PersistentFlags().StringVar(&g.events, "events", "", "append events (JSON lines) to this file; - for stdout; empty: none")
 	root.PersistentFlags().StringVar(&g.dns, "dns", "", "resolve the cloud's names (serve's --sink and --server) with this DNS server (IP:PORT, over UDP) instead of the system's")
 	root.PersistentFlags().BoolVar(&g.dnsStale, "dns-stale", true, "when a lookup of the cloud's name fails or takes over 2 s, dial the addresses it last resolved to (false: fail the dial, for comparison)")
-	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newSpeedTestCmd(g), newContentCmd(g), newSinkCmd(g), newWorkloadCmd(g), newBufferCmd(g), &cobra.Command{
+	root.AddCommand(newServeCmd(g), newGateCmd(g), newSpeedServerCmd(g), newSpeedTestCmd(g), newContentCmd(g), newSinkCmd(g), newWorkloadCmd(g), newBufferCmd(g), newAgentCmd(g), &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "edgeguard", version) },
 	})

@@ -1,0 +1,166 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefault/edgefault/internal/kubetest"
+	"github.com/edgefault/edgefault/internal/traffic"
+	"github.com/edgefault/edgefault/ledger"
+	"github.com/edgefault/edgefault/runtime/agent"
+	"github.com/edgefault/edgefault/shaper"
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestMain(m *testing.M) {
+	ledger.RunGateIfInvoked()
+	shaper.RunHelperIfInvoked()
+	os.Exit(m.Run())
+}
+
+// Against a real kube-apiserver and a real link: the agent refuses a
+// request without the token and a node the run's ConfigMap does not name,
+// cuts the uplink when asked (real datagrams stop), and clears it on its
+// own once the harness stops renewing the run's Lease (they flow again);
+// then it refuses to impair until the Lease is renewed.
+func TestAgentActsOnlyWithinALiveRun(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	cp := kubetest.ControlPlane(t, "lab", false)
+	dir := t.TempDir()
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cs, err := cp.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ns = "edgefault"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject}, Data: map[string]string{agent.NodesKey: "other-node"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := int32(2)
+	lease, err := cs.CoordinationV1().Leases(ns).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject},
+		Spec: coordv1.LeaseSpec{LeaseDurationSeconds: &two, RenewTime: &metav1.MicroTime{Time: time.Now()}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The harness renews every 500 ms until told to stop.
+	renewing, stopRenewing := context.WithCancel(ctx)
+	go func() {
+		for renewing.Err() == nil {
+			time.Sleep(500 * time.Millisecond)
+			lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+			if got, err := cs.CoordinationV1().Leases(ns).Update(renewing, lease, metav1.UpdateOptions{}); err == nil {
+				lease = got
+			}
+		}
+	}()
+
+	sh, err := shaper.New(shaper.WithLedger(l, "test"), shaper.WithStateDir(filepath.Join(dir, "state")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	const token = "0123456789abcdef0123"
+	a, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: cs, Namespace: ns,
+		Uplink: shaper.Link{Netns: star.Hosts[0], Name: "eth0"}, Shaper: sh, Poll: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.Run(ctx) }()
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	call := func(method, path, tok string, body any) (int, string) {
+		t.Helper()
+		var rd *bytes.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		} else {
+			rd = bytes.NewReader(nil)
+		}
+		req, _ := http.NewRequestWithContext(ctx, method, srv.URL+path, rd)
+		if tok != "" {
+			req.Header.Set(agent.TokenHeader, tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		return resp.StatusCode, buf.String()
+	}
+	flows := func() int {
+		t.Helper()
+		got, err := traffic.UDPTrain(ctx, star.Hosts[1], star.Hosts[0], star.Addr(0)+":9911", 50, 200, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	cut := shaper.Impairment{Outage: true}
+	time.Sleep(500 * time.Millisecond) // a poll or two: the lease is seen live
+
+	if code, body := call("PUT", "/v1/impairments/uplink", "", cut); code != http.StatusUnauthorized {
+		t.Errorf("without the token: %d %s", code, body)
+	}
+	if code, body := call("PUT", "/v1/impairments/uplink", token+"x", cut); code != http.StatusUnauthorized {
+		t.Errorf("with another token: %d %s", code, body)
+	}
+	if code, body := call("PUT", "/v1/impairments/uplink", token, cut); code != http.StatusForbidden || !strings.Contains(body, "not in the run's ConfigMap") {
+		t.Errorf("a node the run does not name: %d %s", code, body)
+	}
+	cm.Data[agent.NodesKey] = "other-node,lab-1"
+	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if code, body := call("PUT", "/v1/impairments/uplink", token, map[string]any{"outage": true, "speed": 1}); code != http.StatusBadRequest {
+		t.Errorf("an unknown field: %d %s", code, body)
+	}
+	if code, body := call("PUT", "/v1/impairments/uplink", token, cut); code != http.StatusOK {
+		t.Fatalf("the cut: %d %s", code, body)
+	}
+	if got := flows(); got != 0 {
+		t.Errorf("%d of 50 datagrams crossed the cut uplink", got)
+	}
+
+	// The harness dies: nothing renews the lease (2 s).
+	stopRenewing()
+	cleared := time.Now()
+	// The lease's 2 s, a poll, and room for a loaded machine.
+	kubetest.Eventually(t, 8*time.Second, "the agent to clear the cut after its lease ran out", func() bool {
+		_, body := call("GET", "/v1/impairments", token, nil)
+		var st agent.State
+		return json.Unmarshal([]byte(body), &st) == nil && st.Uplink == nil && st.Expired == 1
+	})
+	t.Logf("cleared %v after the last renewal", time.Since(cleared).Round(10*time.Millisecond))
+	if got := flows(); got < 45 {
+		t.Errorf("only %d of 50 datagrams crossed the uplink after the agent cleared it", got)
+	}
+	if _, ok, err := sh.Current(shaper.Target{Link: shaper.Link{Netns: star.Hosts[0], Name: "eth0"}}); ok || err != nil {
+		t.Errorf("the shaper still holds an impairment on the uplink (%v)", err)
+	}
+	if code, body := call("PUT", "/v1/impairments/uplink", token, cut); code != http.StatusConflict || !strings.Contains(body, "no live run") {
+		t.Errorf("an impairment with the lease run out: %d %s", code, body)
+	}
+}
