@@ -1,0 +1,246 @@
+package existing
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/runtime/agent"
+	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Namespace is where the harness puts everything it deploys: deleting it
+// removes all of it.
+const Namespace = "edgefault"
+
+// AgentName names the agent's DaemonSet and ServiceAccount.
+const AgentName = "edgefault-agent"
+
+// AgentPort is where the agent listens on each node (reached through the
+// API server's pod proxy).
+const AgentPort = 9443
+
+// leaseSeconds is the run's Lease: an agent clears what it applied once
+// the harness has not renewed it for this long.
+const leaseSeconds = 15
+
+// Run is what the harness deploys on a cluster for one run.
+type Run struct {
+	// Nodes are the cluster's nodes the run may impair (never the cloud's).
+	Nodes []string
+	// Image is the runtime's image (edgeguard), already on the nodes:
+	// the agent is `edgeguard agent` in it.
+	Image string
+	// Token is the run's token (NewToken).
+	Token string
+}
+
+// NewToken is a fresh token for a run.
+func NewToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+var labels = map[string]string{"app.kubernetes.io/name": AgentName, "app.kubernetes.io/part-of": "edgefault"}
+
+// Objects are what Deploy creates, in order: the namespace, the agent's
+// account and what it may read (the run's Lease and ConfigMap, by name,
+// nothing else), the run's Secret, ConfigMap and Lease, and the agent's
+// DaemonSet on the nodes that play nodes or gateways.
+func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbacv1.Role, rb *rbacv1.RoleBinding,
+	sec *corev1.Secret, cm *corev1.ConfigMap, lease *coordv1.Lease, ds *appsv1.DaemonSet) {
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: Namespace, Labels: labels}
+	}
+	ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: labels}}
+	no := false
+	sa = &corev1.ServiceAccount{ObjectMeta: meta(AgentName), AutomountServiceAccountToken: &no}
+	role = &rbacv1.Role{ObjectMeta: meta(AgentName), Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{agent.RunObject}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{agent.RunObject}, Verbs: []string{"get"}},
+	}}
+	rb = &rbacv1.RoleBinding{ObjectMeta: meta(AgentName),
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: AgentName},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: AgentName, Namespace: Namespace}}}
+	sec = &corev1.Secret{ObjectMeta: meta(agent.RunObject), Type: corev1.SecretTypeOpaque, StringData: map[string]string{"token": r.Token}}
+	cm = &corev1.ConfigMap{ObjectMeta: meta(agent.RunObject), Data: map[string]string{agent.NodesKey: strings.Join(r.Nodes, ",")}}
+	dur := int32(leaseSeconds)
+	holder := "edgefault"
+	lease = &coordv1.Lease{ObjectMeta: meta(agent.RunObject), Spec: coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, RenewTime: &metav1.MicroTime{Time: time.Now()}}}
+
+	root := int64(0)
+	yes := true
+	ds = &appsv1.DaemonSet{ObjectMeta: meta(AgentName), Spec: appsv1.DaemonSetSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: labels},
+			Spec: corev1.PodSpec{
+				ServiceAccountName: AgentName,
+				// The agent shapes the node's own uplink: it lives in the
+				// node's network namespace. No hostPID: it never enters
+				// another process's namespaces.
+				HostNetwork: true,
+				DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
+				Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+					NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+						{Key: LabelRole, Operator: corev1.NodeSelectorOpIn, Values: []string{clusters.RoleNode, clusters.RoleGateway}},
+					}}},
+				}}},
+				// It must run where the link is cut, as the runtime does.
+				Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+				TerminationGracePeriodSeconds: ptr(int64(10)),
+				Containers: []corev1.Container{{
+					Name:    "agent",
+					Image:   r.Image,
+					Command: []string{"/edgeguard", "agent", "--token-file=/run/secrets/edgefault/token", "--namespace=" + Namespace, fmt.Sprintf("--listen=:%d", AgentPort)},
+					Env:     []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+					Ports:   []corev1.ContainerPort{{Name: "api", ContainerPort: AgentPort}},
+					SecurityContext: &corev1.SecurityContext{
+						// Root for netlink and nftables, with one capability:
+						// never privileged.
+						RunAsUser:                &root,
+						Privileged:               &no,
+						AllowPrivilegeEscalation: &no,
+						ReadOnlyRootFilesystem:   &yes,
+						Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN"}},
+						SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					VolumeMounts: []corev1.VolumeMount{
+						{Name: "token", MountPath: "/run/secrets/edgefault", ReadOnly: true},
+						{Name: "api", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+						{Name: "state", MountPath: "/run/edgefault"},
+					},
+				}},
+				AutomountServiceAccountToken: &no,
+				Volumes: []corev1.Volume{
+					{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: agent.RunObject, DefaultMode: ptr(int32(0o400))}}},
+					// Its own API token, projected (short-lived), for the
+					// Lease and ConfigMap alone.
+					{Name: "api", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+						{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr(int64(3600))}},
+						{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+						{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
+					}}}},
+					{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+				},
+			},
+		},
+	}}
+	return
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Deploy creates what the run needs on the cluster (Objects). Anything
+// already there from a run that was not removed is refused: remove it
+// first (Remove, or edgefault cleanup).
+func Deploy(ctx context.Context, cs kubernetes.Interface, r Run) error {
+	if len(r.Token) < 16 || r.Image == "" {
+		return errors.New("a run needs a token (NewToken) and the runtime's image")
+	}
+	ns, sa, role, rb, sec, cm, lease, ds := Objects(r)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("namespace %s is already on the cluster (a run that was not removed?): run edgefault cleanup --provider existing, or delete it", Namespace)
+		}
+		return fmt.Errorf("create namespace %s: %w", Namespace, err)
+	}
+	steps := []func() error{
+		func() error {
+			_, err := cs.CoreV1().ServiceAccounts(Namespace).Create(ctx, sa, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := cs.RbacV1().Roles(Namespace).Create(ctx, role, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := cs.RbacV1().RoleBindings(Namespace).Create(ctx, rb, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := cs.CoreV1().Secrets(Namespace).Create(ctx, sec, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := cs.CoreV1().ConfigMaps(Namespace).Create(ctx, cm, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := cs.CoordinationV1().Leases(Namespace).Create(ctx, lease, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := cs.AppsV1().DaemonSets(Namespace).Create(ctx, ds, metav1.CreateOptions{})
+			return err
+		},
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return fmt.Errorf("deploy the run on the cluster: %w (what was made is removed with namespace %s)", err, Namespace)
+		}
+	}
+	return nil
+}
+
+// Renew renews the run's Lease every third of its duration until ctx
+// ends; agents clear what they applied once it is no longer renewed.
+func Renew(ctx context.Context, cs kubernetes.Interface) error {
+	t := time.NewTicker(leaseSeconds * time.Second / 3)
+	defer t.Stop()
+	for {
+		l, err := cs.CoordinationV1().Leases(Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})
+		if err == nil {
+			l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+			_, err = cs.CoordinationV1().Leases(Namespace).Update(ctx, l, metav1.UpdateOptions{})
+		}
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("renew the run's lease: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Remove deletes everything the harness deployed (its namespace, and so
+// all in it) and waits, up to wait, until it is gone.
+func Remove(ctx context.Context, cs kubernetes.Interface, wait time.Duration) error {
+	fg := metav1.DeletePropagationForeground
+	err := cs.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &fg})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete namespace %s: %w", Namespace, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		_, err := cs.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s is still being deleted after %v (its finalizers run in the cluster's controller manager)", Namespace, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
