@@ -134,6 +134,49 @@ func Probe() (Capabilities, error) {
 		return c, err
 	}
 	defer nl.Close()
+	nc, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	return probeWith(c, nl, nc, err, probeNames{veth: "probe0", peer: "probe1", ifb: "probeifb", table: "probe"})
+}
+
+// ProbeHere is Probe without a namespace of its own, for a process that
+// has CAP_NET_ADMIN but not CAP_SYS_ADMIN (the node agent): it tries each
+// feature on a veth pair and an ifb it creates in the caller's namespace,
+// under names of its own, and removes them (and its nft tables) again.
+func ProbeHere() (Capabilities, error) {
+	c := Capabilities{Features: map[string]bool{}, Errors: map[string]string{}, Root: os.Geteuid() == 0}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		c.Kernel = strings.TrimSpace(string(b))
+	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return c, err
+	}
+	defer nl.Close()
+	id := os.Getpid() % 100000
+	n := probeNames{veth: fmt.Sprintf("efp%da", id), peer: fmt.Sprintf("efp%db", id), ifb: fmt.Sprintf("efp%di", id), table: fmt.Sprintf("edgefault-probe-%d", id)}
+	nc, err := nftables.New()
+	defer func() {
+		for _, name := range []string{n.veth, n.ifb} { // the veth's peer goes with it
+			if l, err := nl.LinkByName(name); err == nil {
+				_ = nl.LinkDel(l)
+			}
+		}
+		if nc != nil {
+			nc.DelTable(&nftables.Table{Family: nftables.TableFamilyNetdev, Name: n.table})
+			_ = nc.Flush()
+			nc.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: n.table})
+			_ = nc.Flush()
+		}
+	}()
+	return probeWith(c, nl, nc, err, n)
+}
+
+// probeNames are what a probe creates.
+type probeNames struct{ veth, peer, ifb, table string }
+
+// probeWith tries each feature through nl and nc (ncErr: why there is no
+// nc).
+func probeWith(c Capabilities, nl *netlink.Handle, nc *nftables.Conn, ncErr error, n probeNames) (Capabilities, error) {
 	set := func(f string, err error) {
 		c.Features[f] = err == nil
 		if err != nil {
@@ -141,11 +184,11 @@ func Probe() (Capabilities, error) {
 		}
 	}
 	// veth, not dummy: dummy is often a module, veth is what the fleet uses.
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "probe0"}, PeerName: "probe1"}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.veth}, PeerName: n.peer}
 	if err := nl.LinkAdd(veth); err != nil {
 		return c, fmt.Errorf("probe: create veth pair: %w (the kernel needs veth support)", err)
 	}
-	dl, err := nl.LinkByName("probe0")
+	dl, err := nl.LinkByName(n.veth)
 	if err != nil {
 		return c, err
 	}
@@ -163,10 +206,10 @@ func Probe() (Capabilities, error) {
 	try(FeatNetem, netlink.NewNetem(root, netlink.NetemQdiscAttrs{Latency: 1000}))
 	ing := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_INGRESS, Handle: netlink.MakeHandle(0xffff, 0)}}
 	set(FeatIngress, nl.QdiscAdd(ing))
-	ifb := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "probeifb"}}
+	ifb := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: n.ifb}}
 	set(FeatIFB, nl.LinkAdd(ifb))
 	if c.Has(FeatIngress) && c.Has(FeatIFB) {
-		il, err := nl.LinkByName("probeifb")
+		il, err := nl.LinkByName(n.ifb)
 		if err == nil {
 			f := redirectFilter(idx, il.Attrs().Index)
 			err = nl.FilterAdd(f)
@@ -176,23 +219,22 @@ func Probe() (Capabilities, error) {
 			set(FeatMirred, err)
 		}
 	}
-	nc, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		set(FeatNftNetdev, err)
+	if ncErr != nil {
+		set(FeatNftNetdev, ncErr)
 		return c, nil
 	}
-	t := nc.AddTable(&nftables.Table{Family: nftables.TableFamilyNetdev, Name: "probe"})
-	ch := nc.AddChain(&nftables.Chain{Name: "in", Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress, Device: "probe0", Priority: nftables.ChainPriorityFilter})
-	ch2 := nc.AddChain(&nftables.Chain{Name: "out", Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookEgress, Device: "probe0", Priority: nftables.ChainPriorityFilter})
+	t := nc.AddTable(&nftables.Table{Family: nftables.TableFamilyNetdev, Name: n.table})
+	ch := nc.AddChain(&nftables.Chain{Name: "in", Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress, Device: n.veth, Priority: nftables.ChainPriorityFilter})
+	ch2 := nc.AddChain(&nftables.Chain{Name: "out", Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookEgress, Device: n.veth, Priority: nftables.ChainPriorityFilter})
 	set(FeatNftNetdev, nc.Flush())
 	if c.Has(FeatNftNetdev) {
 		nc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: dropRules(10, nil, Ingress, nftables.TableFamilyNetdev, nil)[0]})
 		nc.AddRule(&nftables.Rule{Table: t, Chain: ch2, Exprs: dropRules(10, nil, Egress, nftables.TableFamilyNetdev, nil)[0]})
 		set(FeatNftNumgen, nc.Flush())
 	}
-	it := nc.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "probe"})
+	it := nc.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: n.table})
 	ich := nc.AddChain(&nftables.Chain{Name: "pre", Table: it, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter})
-	nc.AddRule(&nftables.Rule{Table: it, Chain: ich, Exprs: append(matchIfname(true, "probe0"), queueExpr(7))})
+	nc.AddRule(&nftables.Rule{Table: it, Chain: ich, Exprs: append(matchIfname(true, n.veth), queueExpr(7))})
 	set(FeatNfqueue, nc.Flush())
 	set(FeatBridgeFilter, bridgeFilterEnabled(""))
 	return c, nil

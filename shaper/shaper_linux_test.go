@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/internal/traffic"
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/shaper"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -518,5 +520,53 @@ func TestSeededLossReplays(t *testing.T) {
 	}
 	if d := differ(a, other); d < 100 {
 		t.Errorf("seeds 42 and 43: only %d of %d packets fared differently, want independent patterns", d, n)
+	}
+}
+
+// ProbeHere finds, in the namespace it runs in and without one of its own
+// (as the node agent, with CAP_NET_ADMIN alone), what Probe finds, and
+// leaves nothing of its probing there.
+func TestProbeHereMatchesProbeAndLeavesNothing(t *testing.T) {
+	star := traffic.StarT(t, 1)
+	want, err := shaper.Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got shaper.Capabilities
+	var links []string
+	var tables int
+	err = nsdo.Do(star.Hosts[0], func() error {
+		var err error
+		if got, err = shaper.ProbeHere(); err != nil {
+			return err
+		}
+		ls, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			links = append(links, l.Attrs().Name)
+		}
+		nc, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		ts, err := nc.ListTables()
+		tables = len(ts)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, ok := range want.Features {
+		if f == shaper.FeatBridgeFilter {
+			continue // a sysctl of the namespace, not a feature of the kernel
+		}
+		if got.Features[f] != ok {
+			t.Errorf("%s: ProbeHere found %v, Probe %v (%s)", f, got.Features[f], ok, got.Errors[f])
+		}
+	}
+	if len(links) != 2 || tables != 0 {
+		t.Errorf("ProbeHere left links %v and %d nft tables in the namespace", links, tables)
 	}
 }

@@ -61,7 +61,13 @@ no longer renewed it clears everything it applied.`,
 			if err != nil {
 				return fmt.Errorf("--backend: %w", err)
 			}
-			sh, err := shaper.New(shaper.WithBackend(b), shaper.WithLogger(g.log))
+			// Probed here, not in a namespace of its own: the agent has
+			// NET_ADMIN alone, no SYS_ADMIN to make one.
+			caps, err := shaper.ProbeHere()
+			if err != nil {
+				return fmt.Errorf("what this kernel can shape: %w", err)
+			}
+			sh, err := shaper.New(shaper.WithBackend(b), shaper.WithCapabilities(caps), shaper.WithLogger(g.log))
 			if err != nil {
 				return err
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/edgefault/edgefault/runtime/agent"
 	"github.com/edgefault/edgefault/runtime/sink"
 	"github.com/edgefault/edgefault/shaper"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -70,7 +71,7 @@ var _ = Describe("an existing cluster's node agent", Ordered, func() {
 		DeferCleanup(stopRenewing)
 		go func() { _ = existing.Renew(renewing, cs) }()
 
-		var pod string
+		var pod, last string
 		Eventually(func() bool {
 			pods, err := cs.CoreV1().Pods(existing.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + worker.Name})
 			if err != nil || len(pods.Items) != 1 || pods.Items[0].Status.Phase != "Running" {
@@ -78,7 +79,7 @@ var _ = Describe("an existing cluster's node agent", Ordered, func() {
 			}
 			pod = pods.Items[0].Name
 			return true
-		}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(BeTrue(), "the agent's pod never ran on the worker")
+		}).WithTimeout(3*time.Minute).WithPolling(time.Second).Should(BeTrue(), "the agent's pod never ran on the worker")
 		call := func(method, tok string, body any) (int, agent.State) {
 			path := "v1/impairments"
 			if method != "GET" {
@@ -96,11 +97,20 @@ var _ = Describe("an existing cluster's node agent", Ordered, func() {
 			res := req.Do(ctx)
 			var code int
 			res.StatusCode(&code)
-			raw, _ := res.Raw()
+			raw, err := res.Raw()
+			last = fmt.Sprintf("%s: %d %s %v", method, code, raw, err)
 			var st agent.State
 			_ = json.Unmarshal(raw, &st)
 			return code, st
 		}
+		DeferCleanup(func() {
+			if CurrentSpecReport().Failed() {
+				logs, err := cs.CoreV1().Pods(existing.Namespace).GetLogs(pod, &corev1.PodLogOptions{}).Do(context.Background()).Raw()
+				prev, perr := cs.CoreV1().Pods(existing.Namespace).GetLogs(pod, &corev1.PodLogOptions{Previous: true}).Do(context.Background()).Raw()
+				p, _ := cs.CoreV1().Pods(existing.Namespace).Get(context.Background(), pod, metav1.GetOptions{})
+				GinkgoWriter.Printf("last answer: %s\nthe agent's pod: %+v\nits log (%v):\n%s\nbefore its restart (%v):\n%s\n", last, p.Status.ContainerStatuses, err, logs, perr, prev)
+			}
+		})
 		Eventually(func() bool {
 			code, st := call("GET", token, nil)
 			return code == 200 && st.Live && st.Allowed
@@ -140,7 +150,7 @@ var _ = Describe("an existing cluster's node agent", Ordered, func() {
 		Eventually(func() bool {
 			_, st := call("GET", token, nil)
 			return st.Uplink == nil && st.Expired == 1
-		}).WithTimeout(45 * time.Second).WithPolling(500 * time.Millisecond).Should(BeTrue(), "the agent kept the cut after the lease lapsed")
+		}).WithTimeout(45*time.Second).WithPolling(500*time.Millisecond).Should(BeTrue(), "the agent kept the cut after the lease lapsed")
 		GinkgoWriter.Printf("cleared %v after the last renewal (lease 15 s)\n", time.Since(lapsed).Round(100*time.Millisecond))
 		Expect(flows()).To(BeNumerically(">=", 45), "the uplink did not carry datagrams after the agent cleared it")
 		code, _ = call("PUT", token, shaper.Impairment{Outage: true})
