@@ -26,12 +26,22 @@ type nftChain struct {
 	rules  [][]expr.Any
 }
 
+// nft is an nftables connection in the namespace. In the caller's own it
+// is made there directly: entering a namespace, even one's own, takes
+// CAP_SYS_ADMIN, which the node agent does not have.
+func (c *nsConn) nft() (*nftables.Conn, error) {
+	if c.path == "" {
+		return nftables.New()
+	}
+	return nftables.New(nftables.WithNetNSFd(int(c.ns)))
+}
+
 // replaceTable replaces table name of family fam in the namespace with one
 // holding chains, in a single netlink transaction: the old rules hold until
 // the new ones take over, so there is no moment without either. With no
 // chains the table is removed.
 func replaceTable(c *nsConn, fam nftables.TableFamily, name string, chains []nftChain) error {
-	conn, err := nftables.New(nftables.WithNetNSFd(int(c.ns)))
+	conn, err := c.nft()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
