@@ -168,7 +168,7 @@ var _ = Describe("an existing cluster's node agent", Ordered, func() {
 			_, st := call("GET", token, nil)
 			return st.Uplink == nil && st.Expired == 1
 		}).WithTimeout(45*time.Second).WithPolling(500*time.Millisecond).Should(BeTrue(), "the agent kept the cut after the lease lapsed")
-		GinkgoWriter.Printf("cleared %v after the last renewal (lease 15 s)\n", time.Since(lapsed).Round(100*time.Millisecond))
+		GinkgoWriter.Printf("cleared %v after the harness stopped renewing (lease 15 s)\n", time.Since(lapsed).Round(100*time.Millisecond))
 		Expect(flows()).To(BeNumerically(">=", 45), "the uplink did not carry datagrams after the agent cleared it")
 		code, _ = call("PUT", token, shaper.Impairment{Outage: true})
 		Expect(code).To(Equal(409), "an impairment without a live run")
