@@ -1,6 +1,7 @@
 package shaper
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -152,10 +153,20 @@ func ProbeHere() (Capabilities, error) {
 		return c, err
 	}
 	defer nl.Close()
-	id := os.Getpid() % 100000
-	n := probeNames{veth: fmt.Sprintf("efp%da", id), peer: fmt.Sprintf("efp%db", id), ifb: fmt.Sprintf("efp%di", id), table: fmt.Sprintf("edgefault-probe-%d", id)}
+	// Random, not the PID: in a container the PID is always 1, and what
+	// a killed probe left must not collide with the next.
+	var rb [3]byte
+	_, _ = rand.Read(rb[:])
+	id := fmt.Sprintf("%x", rb)
+	n := probeNames{veth: "efp" + id + "a", peer: "efp" + id + "b", ifb: "efp" + id + "i", table: "edgefault-probe-" + id}
+	for _, name := range []string{n.veth, n.peer, n.ifb} {
+		if _, err := nl.LinkByName(name); err == nil {
+			return c, fmt.Errorf("probe: an interface %s is already here: not probing over what is not ours", name)
+		}
+	}
 	nc, err := nftables.New()
 	defer func() {
+		// Only what this probe made: the names were free before it.
 		for _, name := range []string{n.veth, n.ifb} { // the veth's peer goes with it
 			if l, err := nl.LinkByName(name); err == nil {
 				_ = nl.LinkDel(l)

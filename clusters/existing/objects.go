@@ -189,25 +189,37 @@ func Deploy(ctx context.Context, cs kubernetes.Interface, r Run) error {
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
-			return fmt.Errorf("deploy the run on the cluster: %w (what was made is removed with namespace %s)", err, Namespace)
+			return fmt.Errorf("deploy the run on the cluster: %w (what was made stays until Remove, or edgefault cleanup, deletes namespace %s)", err, Namespace)
 		}
 	}
 	return nil
 }
 
 // Renew renews the run's Lease every third of its duration until ctx
-// ends; agents clear what they applied once it is no longer renewed.
+// ends; agents clear what they applied once it is no longer renewed. A
+// renewal that fails is tried again; Renew gives up (and the run must
+// stop: its agents are about to clear) only once the last good renewal is
+// two thirds of the Lease old.
 func Renew(ctx context.Context, cs kubernetes.Interface) error {
-	t := time.NewTicker(leaseSeconds * time.Second / 3)
+	every := leaseSeconds * time.Second / 3
+	t := time.NewTicker(every)
 	defer t.Stop()
+	last := time.Now()
 	for {
-		l, err := cs.CoordinationV1().Leases(Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})
+		rctx, cancel := context.WithTimeout(ctx, every)
+		l, err := cs.CoordinationV1().Leases(Namespace).Get(rctx, agent.RunObject, metav1.GetOptions{})
 		if err == nil {
 			l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
-			_, err = cs.CoordinationV1().Leases(Namespace).Update(ctx, l, metav1.UpdateOptions{})
+			_, err = cs.CoordinationV1().Leases(Namespace).Update(rctx, l, metav1.UpdateOptions{})
 		}
-		if err != nil && ctx.Err() == nil {
-			return fmt.Errorf("renew the run's lease: %w", err)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			last = time.Now()
+		case time.Since(last) > 2*every:
+			return fmt.Errorf("renew the run's lease: nothing renewed it for %v (%w): its agents are about to clear what they applied", time.Since(last).Round(time.Second), err)
 		}
 		select {
 		case <-ctx.Done():

@@ -83,7 +83,8 @@ no longer renewed it clears everything it applied.`,
 			}
 			srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 				WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
-			ctx := cmd.Context()
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
 			go func() {
 				<-ctx.Done()
 				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -94,7 +95,8 @@ no longer renewed it clears everything it applied.`,
 			errc := make(chan error, 1)
 			go func() { errc <- a.Run(ctx) }()
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
+				stop() // the agent clears what it applied before it goes
+				return errors.Join(err, <-errc)
 			}
 			return <-errc
 		},

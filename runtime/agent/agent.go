@@ -66,11 +66,15 @@ type Agent struct {
 
 	mu      sync.Mutex
 	applied *shaper.Impairment // on the uplink, nil if nothing
-	live    bool               // the Lease is being renewed
-	allowed bool               // the ConfigMap names this node
-	renew   time.Time          // the Lease's renew time last seen
-	changed time.Time          // when (on our clock) it last changed
-	expired int                // times the Lease ran out with something applied
+	// dirty: the uplink may hold shaping to clear (something applied, an
+	// apply that failed half-way, or what an agent before this one left).
+	dirty   bool
+	live    bool          // the Lease is being renewed
+	allowed bool          // the ConfigMap names this node
+	renew   time.Time     // the Lease's renew time last seen
+	dur     time.Duration // and its duration
+	changed time.Time     // when (on our clock) it last changed
+	expired int           // times the Lease ran out with something applied
 }
 
 // New checks cfg and returns an Agent; Run must run for it to act.
@@ -91,13 +95,17 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Agent{cfg: cfg, sem: make(chan struct{}, 4)}, nil
+	return &Agent{cfg: cfg, sem: make(chan struct{}, 4), dirty: true}, nil
 }
 
 // Run reads the Lease and ConfigMap every Poll until ctx ends, clearing
 // what it applied once the Lease is no longer renewed; at the end it
-// clears too.
+// clears too. It starts by clearing what an agent before it may have left
+// (a crash, an OOM kill): no run is known to be live yet.
 func (a *Agent) Run(ctx context.Context) error {
+	if err := a.clear(ctx, "the agent starts: what an agent before it may have left"); err != nil {
+		a.cfg.Log.Error("clearing at start", "err", err)
+	}
 	t := time.NewTicker(a.cfg.Poll)
 	defer t.Stop()
 	for {
@@ -112,35 +120,48 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// check reads the Lease and ConfigMap once.
+// check reads the Lease and ConfigMap once. What cannot be read (the API
+// server slow or unreachable, the uplink impaired) keeps what was last
+// seen: the Lease then runs out on our clock, as a dead harness's does,
+// and no sooner.
 func (a *Agent) check(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, a.cfg.Poll+2*time.Second)
 	defer cancel()
 	now := time.Now()
+	a.mu.Lock()
+	renew, dur, allowed := a.renew, a.dur, a.allowed
+	a.mu.Unlock()
 	l, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Get(rctx, RunObject, metav1.GetOptions{})
-	var renew time.Time
-	var dur time.Duration
 	switch {
 	case err == nil && l.Spec.RenewTime != nil && l.Spec.LeaseDurationSeconds != nil:
 		renew, dur = l.Spec.RenewTime.Time, time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second
 	case err == nil, apierrors.IsNotFound(err):
-		// No lease (or one never renewed): no run.
+		renew, dur = time.Time{}, 0 // no lease, or one never renewed: no run
+	case ctx.Err() != nil:
+		return // stopping: Run clears
 	default:
-		// The API server unreachable: the lease cannot be seen renewed,
-		// and runs out on our clock like a dead harness's.
-		a.cfg.Log.Warn("reading the run's lease", "err", err)
+		a.cfg.Log.Warn("reading the run's lease (the last one seen still counts)", "err", err)
 	}
-	allowed := false
-	if cm, err := a.cfg.Client.CoreV1().ConfigMaps(a.cfg.Namespace).Get(rctx, RunObject, metav1.GetOptions{}); err == nil {
+	cm, err := a.cfg.Client.CoreV1().ConfigMaps(a.cfg.Namespace).Get(rctx, RunObject, metav1.GetOptions{})
+	switch {
+	case err == nil:
 		allowed = slices.Contains(strings.Split(cm.Data[NodesKey], ","), a.cfg.Node)
+	case apierrors.IsNotFound(err):
+		allowed = false
+	case ctx.Err() != nil:
+		return
+	default:
+		a.cfg.Log.Warn("reading the run's ConfigMap (the last one seen still counts)", "err", err)
 	}
 	a.mu.Lock()
-	if !renew.IsZero() && !renew.Equal(a.renew) {
-		a.renew, a.changed = renew, now
+	if renew.IsZero() {
+		a.renew, a.dur = time.Time{}, 0
+	} else if !renew.Equal(a.renew) {
+		a.renew, a.changed, a.dur = renew, now, dur
 	}
-	live := !renew.IsZero() && now.Sub(a.changed) < dur
+	live := !a.renew.IsZero() && now.Sub(a.changed) < a.dur
 	a.live, a.allowed = live, allowed
-	stale := a.applied != nil && (!live || !allowed)
+	stale := a.dirty && (!live || !allowed)
 	a.mu.Unlock()
 	if stale {
 		why := "the run's lease was not renewed"
@@ -153,21 +174,25 @@ func (a *Agent) check(ctx context.Context) {
 	}
 }
 
-// clear removes what the agent applied.
+// clear removes what the agent applied, or may have (dirty).
 func (a *Agent) clear(ctx context.Context, why string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.applied == nil {
+	if !a.dirty {
 		return nil
 	}
 	if err := a.cfg.Shaper.Clear(ctx, shaper.Target{Link: a.cfg.Uplink}); err != nil {
 		return fmt.Errorf("clear %s: %w", a.cfg.Uplink, err)
 	}
-	if !a.live {
-		a.expired++
+	was := "whatever was there"
+	if a.applied != nil {
+		was = a.applied.String()
+		if !a.live {
+			a.expired++
+		}
 	}
-	a.cfg.Log.Info("cleared the uplink", "link", a.cfg.Uplink.String(), "why", why, "was", a.applied.String())
-	a.applied = nil
+	a.cfg.Log.Info("cleared the uplink", "link", a.cfg.Uplink.String(), "why", why, "was", was)
+	a.applied, a.dirty = nil, false
 	return nil
 }
 
@@ -224,20 +249,23 @@ func (a *Agent) change(w http.ResponseWriter, r *http.Request, imp *shaper.Impai
 		writeErr(w, http.StatusForbidden, "node %s is not in the run's ConfigMap %s/%s (key %s): it was not asked to manage it", a.cfg.Node, a.cfg.Namespace, RunObject, NodesKey)
 		return
 	}
+	// Not the request's context: a change dropped half-way (the caller
+	// or the pod proxy gone) would leave shaping no one knows of.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	defer cancel()
 	t := shaper.Target{Link: a.cfg.Uplink}
 	var err error
 	if imp == nil {
-		if a.applied != nil {
-			err = a.cfg.Shaper.Clear(r.Context(), t)
-		}
+		err = a.cfg.Shaper.Clear(ctx, t) // what is there, known or not
 	} else {
-		err = a.cfg.Shaper.Apply(r.Context(), t, *imp)
+		err = a.cfg.Shaper.Apply(ctx, t, *imp)
 	}
 	if err != nil {
+		a.dirty = true // the lapse of the run clears what is left
 		writeErr(w, http.StatusInternalServerError, "%s: %v", a.cfg.Uplink, err)
 		return
 	}
-	a.applied = imp
+	a.applied, a.dirty = imp, imp != nil
 	writeJSON(w, http.StatusOK, State{Node: a.cfg.Node, Live: a.live, Allowed: a.allowed, Uplink: a.applied, Expired: a.expired})
 }
 

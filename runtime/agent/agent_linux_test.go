@@ -144,6 +144,33 @@ func TestAgentActsOnlyWithinALiveRun(t *testing.T) {
 		t.Errorf("%d of 50 datagrams crossed the cut uplink", got)
 	}
 
+	// The agent crashes and a new one starts (a new process: its own
+	// shaper, the same state): it clears what the first one left.
+	sh2, err := shaper.New(shaper.WithLedger(l, "test"), shaper.WithStateDir(filepath.Join(dir, "state")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: cs, Namespace: ns,
+		Uplink: shaper.Link{Netns: star.Hosts[0], Name: "eth0"}, Shaper: sh2, Poll: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, stop2 := context.WithCancel(ctx)
+	done2 := make(chan error, 1)
+	go func() { done2 <- a2.Run(ctx2) }()
+	kubetest.Eventually(t, 5*time.Second, "a restarted agent to clear what the one before it left", func() bool { return flows() >= 45 })
+	stop2()
+	if err := <-done2; err != nil {
+		t.Errorf("the second agent: %v", err)
+	}
+	sh2.Close()
+	if code, body := call("PUT", "/v1/impairments/uplink", token, cut); code != http.StatusOK {
+		t.Fatalf("the cut again: %d %s", code, body)
+	}
+	if got := flows(); got != 0 {
+		t.Errorf("%d of 50 datagrams crossed the uplink cut again", got)
+	}
+
 	// The harness dies: nothing renews the lease (2 s).
 	stopRenewing()
 	cleared := time.Now()
