@@ -44,6 +44,18 @@ const (
 // CloudName is the cloud member's name in every fleet.
 const CloudName = "cloud"
 
+// Labels a member's Node carries, whichever provider made it (or, on a
+// cluster the harness did not make, the user put there): its role, site,
+// building, its gateway, and the member it plays where that is not the
+// Node's own name.
+const (
+	LabelRole     = "edgefault.io/role"
+	LabelSite     = "edgefault.io/site"
+	LabelBuilding = "edgefault.io/building"
+	LabelGateway  = "edgefault.io/gateway"
+	LabelMember   = "edgefault.io/member"
+)
+
 // ErrUnsupported is returned (wrapped) by a capability a provider does not
 // have; Info says which these are before anything starts.
 var ErrUnsupported = errors.New("not supported by this provider")

@@ -24,14 +24,9 @@ import (
 // ProviderName is --provider's name for it.
 const ProviderName = "existing"
 
-// The labels that make a node a member. Role and site are required;
-// member defaults to the node's name, building to none.
-const (
-	LabelRole     = "edgefault.io/role" // node, gateway or cloud
-	LabelSite     = "edgefault.io/site"
-	LabelBuilding = "edgefault.io/building"
-	LabelMember   = "edgefault.io/member"
-)
+// A node plays a member through the seam's labels (clusters.LabelRole,
+// ...): role (node, gateway or cloud) and site are required, member
+// defaults to the node's name, building to none.
 
 // Mapped is one node of the cluster and the member it plays ("" when it
 // has no role label: the harness leaves it alone).
@@ -57,7 +52,7 @@ func Map(ctx context.Context, cs kubernetes.Interface) ([]Mapped, error) {
 		m := mapNode(n)
 		if m.Member != "" && m.Problem == "" {
 			if other, dup := seen[m.Member]; dup {
-				m.Problem = fmt.Sprintf("node %s plays member %s too: give one of them another %s", other, m.Member, LabelMember)
+				m.Problem = fmt.Sprintf("node %s plays member %s too: give one of them another %s", other, m.Member, clusters.LabelMember)
 			}
 			seen[m.Member] = n.Name
 		}
@@ -69,25 +64,25 @@ func Map(ctx context.Context, cs kubernetes.Interface) ([]Mapped, error) {
 
 func mapNode(n corev1.Node) Mapped {
 	l := n.Labels
-	m := Mapped{Node: n.Name, Role: l[LabelRole]}
+	m := Mapped{Node: n.Name, Role: l[clusters.LabelRole]}
 	if m.Role == "" {
 		return m
 	}
-	m.Member, m.Site, m.Building = l[LabelMember], l[LabelSite], l[LabelBuilding]
+	m.Member, m.Site, m.Building = l[clusters.LabelMember], l[clusters.LabelSite], l[clusters.LabelBuilding]
 	if m.Member == "" {
 		m.Member = n.Name
 	}
 	switch {
 	case m.Role != clusters.RoleNode && m.Role != clusters.RoleGateway && m.Role != clusters.RoleCloud:
-		m.Problem = fmt.Sprintf("%s=%q: use node, gateway or cloud", LabelRole, m.Role)
+		m.Problem = fmt.Sprintf("%s=%q: use node, gateway or cloud", clusters.LabelRole, m.Role)
 	case m.Role == clusters.RoleCloud && m.Member != clusters.CloudName:
-		m.Problem = fmt.Sprintf("the cloud is member %q (%s=%s or no %s label)", clusters.CloudName, LabelMember, clusters.CloudName, LabelMember)
+		m.Problem = fmt.Sprintf("the cloud is member %q (%s=%s or no %s label)", clusters.CloudName, clusters.LabelMember, clusters.CloudName, clusters.LabelMember)
 	case m.Role != clusters.RoleCloud && m.Site == "":
-		m.Problem = fmt.Sprintf("a %s needs %s", m.Role, LabelSite)
+		m.Problem = fmt.Sprintf("a %s needs %s", m.Role, clusters.LabelSite)
 	}
 	if m.Problem == "" {
 		if err := scenarios.ValidateName(m.Member); err != nil {
-			m.Problem = fmt.Sprintf("member name from %s: %v", LabelMember, err)
+			m.Problem = fmt.Sprintf("member name from %s: %v", clusters.LabelMember, err)
 		}
 	}
 	return m
@@ -112,17 +107,17 @@ func Check(mapped []Mapped, spec *scenarios.FleetSpec) error {
 		cloud = cloud || m.Role == clusters.RoleCloud
 	}
 	if !cloud {
-		problems = append(problems, fmt.Sprintf("no node is the cloud: label one that is not shaped %s=cloud", LabelRole))
+		problems = append(problems, fmt.Sprintf("no node is the cloud: label one that is not shaped %s=cloud", clusters.LabelRole))
 	}
 	for _, want := range spec.Members() {
 		got, ok := by[want.Name]
 		switch {
 		case !ok:
-			hint := fmt.Sprintf("%s=%s %s=%s", LabelRole, want.Role, LabelSite, want.Site)
+			hint := fmt.Sprintf("%s=%s %s=%s", clusters.LabelRole, want.Role, clusters.LabelSite, want.Site)
 			if want.Building != "" {
-				hint += fmt.Sprintf(" %s=%s", LabelBuilding, want.Building)
+				hint += fmt.Sprintf(" %s=%s", clusters.LabelBuilding, want.Building)
 			}
-			problems = append(problems, fmt.Sprintf("member %s: no node plays it: label one (kubectl label node NODE %s %s=%s)", want.Name, hint, LabelMember, want.Name))
+			problems = append(problems, fmt.Sprintf("member %s: no node plays it: label one (kubectl label node NODE %s %s=%s)", want.Name, hint, clusters.LabelMember, want.Name))
 		case got.Role != want.Role || got.Site != want.Site || got.Building != want.Building:
 			problems = append(problems, fmt.Sprintf("member %s: node %s is labelled %s in site %q building %q, the topology wants a %s in site %q building %q",
 				want.Name, got.Node, got.Role, got.Site, got.Building, want.Role, want.Site, want.Building))

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/existing"
 	"github.com/edgefault/edgefault/internal/kubetest"
 	"github.com/edgefault/edgefault/ledger"
@@ -35,9 +36,9 @@ func TestNodesMapToMembers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	node("pi-1", map[string]string{existing.LabelRole: "node", existing.LabelSite: "store", existing.LabelMember: "store-pos"})
-	node("pi-2", map[string]string{existing.LabelRole: "gateway", existing.LabelSite: "store", existing.LabelMember: "store-router"})
-	node("cloud-vm", map[string]string{existing.LabelRole: "cloud"})
+	node("pi-1", map[string]string{clusters.LabelRole: "node", clusters.LabelSite: "store", clusters.LabelMember: "store-pos"})
+	node("pi-2", map[string]string{clusters.LabelRole: "gateway", clusters.LabelSite: "store", clusters.LabelMember: "store-router"})
+	node("cloud-vm", map[string]string{clusters.LabelRole: "cloud"})
 	node("spare", nil)
 	spec := &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-router"}, Nodes: []scenarios.Node{{Name: "store-pos"}}}}}
 
@@ -49,7 +50,7 @@ func TestNodesMapToMembers(t *testing.T) {
 		t.Fatalf("a cloud node named other than cloud: %v", err)
 	}
 	n, _ := cs.CoreV1().Nodes().Get(ctx, "cloud-vm", metav1.GetOptions{})
-	n.Labels[existing.LabelMember] = "cloud"
+	n.Labels[clusters.LabelMember] = "cloud"
 	if _, err := cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -67,8 +68,8 @@ func TestNodesMapToMembers(t *testing.T) {
 	}
 
 	// A topology with more than the cluster has, and labels gone wrong.
-	node("pi-3", map[string]string{existing.LabelRole: "router", existing.LabelSite: "store"})
-	node("pi-4", map[string]string{existing.LabelRole: "node", existing.LabelSite: "store", existing.LabelMember: "store-pos"})
+	node("pi-3", map[string]string{clusters.LabelRole: "router", clusters.LabelSite: "store"})
+	node("pi-4", map[string]string{clusters.LabelRole: "node", clusters.LabelSite: "store", clusters.LabelMember: "store-pos"})
 	bigger := &scenarios.FleetSpec{Sites: []scenarios.Site{{Name: "store", Gateway: &scenarios.Gateway{Name: "store-router"}, Nodes: []scenarios.Node{{Name: "store-pos"}, {Name: "store-cam"}}}}}
 	if m, err = existing.Map(ctx, cs); err != nil {
 		t.Fatal(err)

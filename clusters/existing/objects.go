@@ -95,7 +95,7 @@ func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbac
 				DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
 				Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 					NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
-						{Key: LabelRole, Operator: corev1.NodeSelectorOpIn, Values: []string{clusters.RoleNode, clusters.RoleGateway}},
+						{Key: clusters.LabelRole, Operator: corev1.NodeSelectorOpIn, Values: []string{clusters.RoleNode, clusters.RoleGateway}},
 					}}},
 				}}},
 				// It must run where the link is cut, as the runtime does.

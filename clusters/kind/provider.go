@@ -186,9 +186,9 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 		var ns []NodeSpec
 		for _, m := range all {
 			if m.Site == s.Name && m.Role == clusters.RoleNode {
-				labels := map[string]string{"edgefault.io/site": s.Name, "edgefault.io/role": "node"}
+				labels := map[string]string{clusters.LabelSite: s.Name, clusters.LabelRole: clusters.RoleNode}
 				if m.Building != "" {
-					labels["edgefault.io/building"] = m.Building
+					labels[clusters.LabelBuilding] = m.Building
 				}
 				ns = append(ns, NodeSpec{Name: m.Name, Labels: labels})
 			}

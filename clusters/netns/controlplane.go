@@ -21,14 +21,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// Labels every member's Node object carries.
-const (
-	LabelSite     = "edgefault.io/site"
-	LabelBuilding = "edgefault.io/building"
-	LabelRole     = "edgefault.io/role"
-	LabelGateway  = "edgefault.io/gateway"
-)
-
 // SiteCluster is a site's own Kubernetes cluster: its control plane runs
 // in the site's first gateway namespace and serves on the gateway's LAN
 // address, so the site's nodes reach it over the site LAN and a cut
@@ -142,12 +134,12 @@ func (f *Fleet) startSite(ctx context.Context, bin k8sbin.Cache, s site, slots c
 // registerNode creates m's Node object with the model's labels; kwok keeps
 // it Ready.
 func registerNode(ctx context.Context, cs *kubernetes.Clientset, m member) error {
-	labels := map[string]string{LabelSite: m.Site, LabelRole: m.Role, "kubernetes.io/hostname": m.Name}
+	labels := map[string]string{clusters.LabelSite: m.Site, clusters.LabelRole: m.Role, "kubernetes.io/hostname": m.Name}
 	if m.Building != "" {
-		labels[LabelBuilding] = m.Building
+		labels[clusters.LabelBuilding] = m.Building
 	}
 	if m.Gateway != "" {
-		labels[LabelGateway] = m.Gateway
+		labels[clusters.LabelGateway] = m.Gateway
 	}
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: m.Name, Labels: labels, Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"}},
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: m.Address}}}}

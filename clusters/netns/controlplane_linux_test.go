@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/netns"
 	"github.com/edgefault/edgefault/internal/kubetest"
@@ -84,7 +85,7 @@ func TestEverySiteIsACluster(t *testing.T) {
 		}
 		var got, want []string
 		for _, n := range nodes.Items {
-			got = append(got, n.Name+"/"+n.Labels[netns.LabelRole]+"/"+n.Labels[netns.LabelSite])
+			got = append(got, n.Name+"/"+n.Labels[clusters.LabelRole]+"/"+n.Labels[clusters.LabelSite])
 		}
 		for _, m := range f.Members() {
 			if m.Site == site {
@@ -110,7 +111,7 @@ func TestEverySiteIsACluster(t *testing.T) {
 	if _, err := own.CoreV1().Nodes().Patch(ctx, "factory-a2", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("factory-a1 patching factory-a2: %v, want 403", err)
 	}
-	if n, _ := own.CoreV1().Nodes().Get(ctx, "factory-a1", metav1.GetOptions{}); n == nil || n.Labels[netns.LabelBuilding] != "a" || n.Labels[netns.LabelGateway] != "factory-gw-a" {
+	if n, _ := own.CoreV1().Nodes().Get(ctx, "factory-a1", metav1.GetOptions{}); n == nil || n.Labels[clusters.LabelBuilding] != "a" || n.Labels[clusters.LabelGateway] != "factory-gw-a" {
 		t.Errorf("factory-a1 labels: %+v", n)
 	}
 	var procs []ledger.Entry
@@ -146,7 +147,7 @@ func workloadsOnSite(t *testing.T, cs *kubernetes.Clientset, devices []string, m
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "line"}, Spec: appsv1.DeploymentSpec{Replicas: &replicas,
 		Selector: &metav1.LabelSelector{MatchLabels: labels},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-			NodeSelector: map[string]string{netns.LabelRole: "node"},
+			NodeSelector: map[string]string{clusters.LabelRole: "node"},
 			Containers:   []corev1.Container{{Name: "line", Image: "edgefault/line:local"}},
 			TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
 				WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
