@@ -56,10 +56,7 @@ func (r *run) diskStep(ctx context.Context, a action, ms []scenarios.Member) err
 	}
 	r.logStep(a.step, what)
 	for _, m := range ms {
-		r.mu.Lock()
-		off := r.off[m.Name]
-		r.mu.Unlock()
-		if off {
+		if r.sup.powered(m.Name) != nil {
 			return fmt.Errorf("%s's disk cannot be filled or freed while its power is off: move the diskFull step (or its for) out of the powerLoss step's time", m.Name)
 		}
 		if err := d.FillDisk(ctx, m.Name, full); err != nil {

@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,69 +11,60 @@ import (
 
 // powerStep cuts the members' power (every process on them dies at once,
 // their disks lose what was not yet written), or, as the step's own
-// restore, boots them; a step without For boots them at once.
+// restore, boots them; a step without For boots them at once. Which nodes
+// are off is the supervisor's to know (it holds their processes).
 func (r *run) powerStep(ctx context.Context, a action, ms []scenarios.Member) error {
 	d, ok := r.f.(clusters.Disks)
 	if !ok {
 		return fmt.Errorf("provider %s cannot cut a node's power", r.f.Provider())
 	}
+	nodes := make([]string, len(ms))
+	for i, m := range ms {
+		nodes[i] = m.Name
+	}
 	if a.undo {
-		return r.boot(ctx, d, ms)
+		return r.boot(ctx, d, nodes)
 	}
 	r.logStep(a.step, "power loss")
-	for _, m := range ms {
+	for _, n := range nodes {
 		start := time.Now()
-		// Off from here: whatever goes wrong after the cut, the end of the
-		// timeline (or a reset) boots it.
-		r.mu.Lock()
-		r.off[m.Name] = true
-		r.mu.Unlock()
-		if err := r.sup.powerOff(ctx, m.Name, func() error { return d.CutPower(ctx, m.Name) }); err != nil {
-			if errors.Is(err, errNotCut) {
-				r.mu.Lock()
-				delete(r.off, m.Name)
-				r.mu.Unlock()
-			}
+		// A cut that did not happen leaves the node on; whatever goes
+		// wrong after the cut leaves it off, for the end of the timeline
+		// (or a reset) to boot.
+		if err := r.sup.powerOff(ctx, n, func() error { return d.CutPower(ctx, n) }); err != nil {
 			return err
 		}
-		r.killAppsOn(m.Name)
-		r.ev.emit(m.Name, "timeline", "power-off", "note", a.step.Note, "ms", time.Since(start).Milliseconds())
+		r.killAppsOn(n)
+		r.ev.emit(n, "timeline", "power-off", "note", a.step.Note, "ms", time.Since(start).Milliseconds())
 	}
 	if a.step.For == 0 {
-		return r.boot(ctx, d, ms)
+		return r.boot(ctx, d, nodes)
 	}
 	return nil
 }
 
-// boot mounts the members' disks again (their journals replayed) and
-// lets the supervisor start their processes.
-func (r *run) boot(ctx context.Context, d clusters.Disks, ms []scenarios.Member) error {
-	for _, m := range ms {
-		// Claimed before the boot, so two boots (the step's own and the
-		// end of the timeline's) never mount one disk twice.
-		r.mu.Lock()
-		off := r.off[m.Name]
-		delete(r.off, m.Name)
-		r.mu.Unlock()
-		if !off {
+// boot mounts the nodes' disks again (their journals replayed) and lets
+// the supervisor start their processes; a node that has power is left
+// alone. Boots run under shMu (a step, the end of the timeline, a live
+// reset), so no disk is booted twice at once.
+func (r *run) boot(ctx context.Context, d clusters.Disks, nodes []string) error {
+	for _, n := range nodes {
+		if r.sup.powered(n) == nil {
 			continue
 		}
-		if err := d.Boot(ctx, m.Name); err != nil {
-			r.mu.Lock()
-			r.off[m.Name] = true // still off: a later boot tries again
-			r.mu.Unlock()
-			return err
+		if err := d.Boot(ctx, n); err != nil {
+			return err // still off: a later boot tries again
 		}
-		r.sup.powerOn(m.Name)
-		r.log.Info("power back: the node boots", "node", m.Name)
-		r.ev.emit(m.Name, "timeline", "power-on")
+		r.sup.powerOn(n)
+		r.log.Info("power back: the node boots", "node", n)
+		r.ev.emit(n, "timeline", "power-on")
 	}
 	return nil
 }
 
 // bootAll boots what is still off when the timeline ends.
 func (r *run) bootAll(ctx context.Context) error {
-	off := faulted(r, r.off)
+	off := r.sup.offNodes()
 	if len(off) == 0 {
 		return nil
 	}
@@ -82,10 +72,6 @@ func (r *run) bootAll(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	ms := make([]scenarios.Member, len(off))
-	for i, n := range off {
-		ms[i] = scenarios.Member{Name: n}
-	}
 	r.log.Info("booting what is still off at the end of the timeline", "nodes", off)
-	return r.boot(ctx, d, ms)
+	return r.boot(ctx, d, off)
 }

@@ -111,7 +111,6 @@ type run struct {
 	active map[string]int      // target -> index in wins of its open window
 	traces map[string]traceRun // target -> the trace playing on its link
 	full   map[string]bool     // nodes whose disk a diskFull step has filled
-	off    map[string]bool     // nodes whose power a powerLoss step has cut
 	// dns is the fleet's name server (nil: the timeline has no dns
 	// step), at dnsAt; dnsFaults the faults in force, by gateway.
 	dns       *nameserver.Server
@@ -174,7 +173,7 @@ func runWith(ctx context.Context, sc *scenarios.Scenario, o RunOptions, b body, 
 		return res
 	}
 	res.Seed = cmp.Or(o.Seed, sc.Spec.Seed, rand.Uint64()|1)
-	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, full: map[string]bool{}, off: map[string]bool{}, dnsFaults: map[string]dnsFault{}, body: b, tap: tap}
+	r := &run{o: o, sc: sc, scale: scale, log: o.Log.With("scenario", sc.Metadata.Name), res: &res, active: map[string]int{}, traces: map[string]traceRun{}, full: map[string]bool{}, dnsFaults: map[string]dnsFault{}, body: b, tap: tap}
 	err := r.play(ctx)
 	if err != nil {
 		res.Error = err.Error()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,9 +131,27 @@ func (s *supervisor) watch(ctx context.Context, p *supervised) {
 
 // powered is nil while node has power, else closed when it boots.
 func (s *supervisor) powered(node string) <-chan struct{} {
+	if s == nil {
+		return nil // nothing runs yet: nothing was cut
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.off[node]
+}
+
+// offNodes lists, sorted, the nodes whose power is off.
+func (s *supervisor) offNodes() []string {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.off))
+	for n := range s.off {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // errNotCut: the power loss did not happen (its disk could not be

@@ -104,13 +104,20 @@ func (c Capabilities) Check(b Backend) error {
 // needs.
 var ErrNotRoot = errors.New("edgefault needs root (or CAP_NET_ADMIN and CAP_SYS_ADMIN) to create namespaces and change qdiscs: run it with sudo")
 
-// Probe finds what the kernel offers by trying each feature in a
-// throwaway network namespace; nothing outside it is touched.
-func Probe() (Capabilities, error) {
+// newCapabilities is an empty probe result: the kernel and whether we are
+// root.
+func newCapabilities() Capabilities {
 	c := Capabilities{Features: map[string]bool{}, Errors: map[string]string{}, Root: os.Geteuid() == 0}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		c.Kernel = strings.TrimSpace(string(b))
 	}
+	return c
+}
+
+// Probe finds what the kernel offers by trying each feature in a
+// throwaway network namespace; nothing outside it is touched.
+func Probe() (Capabilities, error) {
+	c := newCapabilities()
 	if !c.Root {
 		return c, ErrNotRoot
 	}
@@ -144,10 +151,7 @@ func Probe() (Capabilities, error) {
 // feature on a veth pair and an ifb it creates in the caller's namespace,
 // under names of its own, and removes them (and its nft tables) again.
 func ProbeHere() (Capabilities, error) {
-	c := Capabilities{Features: map[string]bool{}, Errors: map[string]string{}, Root: os.Geteuid() == 0}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		c.Kernel = strings.TrimSpace(string(b))
-	}
+	c := newCapabilities()
 	nl, err := netlink.NewHandle()
 	if err != nil {
 		return c, err

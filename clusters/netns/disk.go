@@ -206,39 +206,44 @@ func (f *Fleet) Boot(ctx context.Context, member string) error {
 	// Until every file of the old mount is closed (the member's processes
 	// were killed, and the kernel closes their files as they go).
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
-		if err == nil || errors.Is(err, unix.EINVAL) { // unmounted, or it was not mounted
-			break
-		}
-		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-			return fmt.Errorf("boot %s: unmount its disk %s: %w (is a process still using it?)", member, dir, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	var uerr error
+	if err := pollUntil(ctx, deadline, func() bool {
+		uerr = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
+		return !errors.Is(uerr, unix.EBUSY)
+	}); err != nil {
+		return err
+	}
+	if uerr != nil && !errors.Is(uerr, unix.EINVAL) { // EINVAL: it was not mounted
+		return fmt.Errorf("boot %s: unmount its disk %s: %w (is a process still using it?)", member, dir, uerr)
 	}
 	// The old loop device clears itself once nothing holds the old
 	// filesystem (a sandboxed app's mount namespace may, until it is
 	// gone): mounting the image again before would mount it twice.
-	for {
-		old := loopsOf(f.diskImage(member))
-		if len(old) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("boot %s: its disk's old mount (%s) is still held 10 s after its power was cut (a process in another mount namespace?)", member, old[0].name)
-		}
+	var old []loop
+	if err := pollUntil(ctx, deadline, func() bool {
+		old = loopsOf(f.diskImage(member))
+		return len(old) == 0
+	}); err != nil {
+		return err
+	}
+	if len(old) > 0 {
+		return fmt.Errorf("boot %s: its disk's old mount (%s) is still held 10 s after its power was cut (a process in another mount namespace?)", member, old[0].name)
+	}
+	if err := mountImage(f.diskImage(member), dir); err != nil {
+		return fmt.Errorf("boot %s: %w", member, err)
+	}
+	return nil
+}
+
+// pollUntil calls done every 50 ms until it is true or the deadline
+// passes; only ctx ending is an error.
+func pollUntil(ctx context.Context, deadline time.Time, done func() bool) error {
+	for !done() && time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-	}
-	if err := mountImage(f.diskImage(member), dir); err != nil {
-		return fmt.Errorf("boot %s: %w", member, err)
 	}
 	return nil
 }
