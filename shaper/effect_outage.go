@@ -5,7 +5,8 @@ package shaper
 // and routes, their TCP connections stall and recover on restore. A cut of
 // one direction or of some destinations drops at the far end with
 // nftables. It is never made of drops on the node's own egress: the node's
-// TCP would count them as local failures and abort after about 8 s.
+// TCP would count them as local failures and abort after about 8 s
+// (a link that only forwards, Target.Forwards, has no such TCP).
 type outageEffect struct{}
 
 func (outageEffect) contribute(imp Impairment, env planEnv, p *plan) {
@@ -21,7 +22,7 @@ func (outageEffect) contribute(imp Impairment, env planEnv, p *plan) {
 		// egress; Apply refuses an egress-only outage there, and a
 		// both-ways outage drops what arrives, which stalls any
 		// conversation without a local error.
-		if d == Egress && !env.hasPeer {
+		if d == Egress && !env.hasPeer && !env.forwards {
 			continue
 		}
 		if imp.Direction.Has(d) {

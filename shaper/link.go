@@ -39,9 +39,16 @@ func (l Link) NetnsPath() string { return nsdo.Path(l.Netns) }
 // loss and queueing as happening on the wire, not as local congestion it
 // would silently retry; an outage takes the peer down, which keeps the
 // node's routes and its TCP connections alive.
+//
+// Forwards says Link carries no traffic of its own namespace's sockets:
+// it is the host side of a pod's veth, say, and the pod is the target,
+// seen from the far end. Drops and delay on its egress then land on
+// forwarded packets, which no local TCP counts as local failure, so they
+// are made there as with a peer.
 type Target struct {
-	Link Link  `json:"link"`
-	Peer *Link `json:"peer,omitempty"`
+	Link     Link  `json:"link"`
+	Peer     *Link `json:"peer,omitempty"`
+	Forwards bool  `json:"forwards,omitempty"`
 }
 
 func (t Target) String() string {

@@ -95,6 +95,9 @@ type effect interface {
 type planEnv struct {
 	backend Backend
 	hasPeer bool
+	// forwards: the link only forwards (Target.Forwards), so its own
+	// egress is a faithful place for drops.
+	forwards bool
 }
 
 func effects() []effect {

@@ -373,7 +373,7 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 	if err := imp.Validate(); err != nil {
 		return err
 	}
-	if imp.Outage && imp.Direction == Egress && t.Peer == nil {
+	if imp.Outage && imp.Direction == Egress && t.Peer == nil && !t.Forwards {
 		return fmt.Errorf("an egress-only outage of %s needs its peer: without it the only place to cut is the node's own egress, which TCP treats as local failure and aborts connections after ~8 s", t.Link)
 	}
 	if imp.IsZero() {
@@ -390,7 +390,7 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 	}
 	st := &linkState{Target: t, Backend: s.backend, IFB: map[Direction]string{}, Delayers: map[Direction]*delayerState{}}
 	st.Impairment = imp
-	st.Plan = buildPlan(imp, planEnv{backend: s.backend, hasPeer: t.Peer != nil})
+	st.Plan = buildPlan(imp, planEnv{backend: s.backend, hasPeer: t.Peer != nil, forwards: t.Forwards})
 	if err := ss.checkPlan(st.Plan); err != nil {
 		return err
 	}
@@ -440,7 +440,7 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 	if err != nil {
 		return fmt.Errorf("shape %s: %w", t.Link, err)
 	}
-	if t.Peer == nil && st.Plan.Egress.needsDelayer() {
+	if t.Peer == nil && !t.Forwards && st.Plan.Egress.needsDelayer() {
 		s.log.Warn("egress delay without a peer holds the node's own packets: its TCP slows to a crawl (TCP small queues); give the link's peer", "link", t.Link.String())
 	}
 	s.log.Debug("shaped", "link", t.String(), "impairment", imp.String(), "backend", s.backend)
@@ -451,7 +451,7 @@ func (s *Shaper) Apply(ctx context.Context, t Target, imp Impairment) error {
 // faithfully on this link.
 func (ss *session) checkPlan(p plan) error {
 	eg := p.Egress
-	if ss.p == nil && eg.DropPercent > 0 {
+	if ss.p == nil && !ss.t.Forwards && eg.DropPercent > 0 {
 		return fmt.Errorf("egress loss on %s needs its peer: without it the drops happen on the node's own egress, where its TCP resends at once and nothing is lost on the wire", ss.t.Link)
 	}
 	if ss.p != nil && ss.p.Attrs().MasterIndex != 0 && (eg.DropPercent > 0 || eg.needsDelayer()) {
@@ -485,7 +485,7 @@ func (s *Shaper) Clear(ctx context.Context, t Target) error {
 
 // sameTarget reports whether two targets name the same link and peer.
 func sameTarget(a, b Target) bool {
-	if a.Link != b.Link || (a.Peer == nil) != (b.Peer == nil) {
+	if a.Link != b.Link || a.Forwards != b.Forwards || (a.Peer == nil) != (b.Peer == nil) {
 		return false
 	}
 	return a.Peer == nil || *a.Peer == *b.Peer

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/runtime/agent"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/spf13/cobra"
@@ -27,10 +28,11 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Long: `agent runs on every node of an existing cluster (a DaemonSet on the host
 network with NET_ADMIN) and applies or clears impairments on the node's uplink
 when the harness asks: GET /v1/impairments, PUT and DELETE
-/v1/impairments/uplink, each with the run's token in X-Edgefault-Token (the
+/v1/impairments/uplink and /v1/impairments/pods/NAMESPACE/NAME (a pod on
+this node, shaped on the host side of its veth), each with the run's token in X-Edgefault-Token (the
 API server's pod proxy strips Authorization). It acts only while
 the run's Lease (edgefault-run in --namespace) is being renewed and only on a
-node the run's ConfigMap (edgefault-run, key nodes) names; once the Lease is
+node (or pod) the run's ConfigMap (edgefault-run, keys nodes and pods) names; once the Lease is
 no longer renewed it clears everything it applied.`,
 		Example: `  NODE_NAME=lab-1 edgeguard agent --token-file /run/secrets/edgefault/token --namespace edgefault`,
 		Args:    cobra.NoArgs,
@@ -67,7 +69,16 @@ no longer renewed it clears everything it applied.`,
 			if err != nil {
 				return fmt.Errorf("what this kernel can shape: %w", err)
 			}
-			sh, err := shaper.New(shaper.WithBackend(b), shaper.WithCapabilities(caps), shaper.WithLogger(g.log))
+			l, err := ledger.Open(ledger.DefaultDir())
+			if err != nil {
+				return err
+			}
+			// What an agent before this one left (the pod's state
+			// outlives its container): its pods' veths among it.
+			if err := shaper.RestoreAll(cmd.Context(), l, agentOwner); err != nil {
+				g.log.Error("clearing what an agent before this one left", "err", err)
+			}
+			sh, err := shaper.New(shaper.WithBackend(b), shaper.WithCapabilities(caps), shaper.WithLogger(g.log), shaper.WithLedger(l, agentOwner))
 			if err != nil {
 				return err
 			}
@@ -111,6 +122,9 @@ no longer renewed it clears everything it applied.`,
 	_ = cmd.MarkFlagRequired("token-file")
 	return cmd
 }
+
+// agentOwner owns the agent's shaping in its ledger.
+const agentOwner = "agent"
 
 // defaultRouteLink is the interface of this namespace's IPv4 default
 // route.

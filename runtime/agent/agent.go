@@ -19,7 +19,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -64,18 +66,32 @@ type Agent struct {
 	cfg Config
 	sem chan struct{} // bounds requests in progress
 
-	mu      sync.Mutex
-	applied *shaper.Impairment // on the uplink, nil if nothing
-	// dirty: the uplink may hold shaping to clear (something applied, an
-	// apply that failed half-way, or what an agent before this one left).
-	dirty   bool
-	live    bool          // the Lease is being renewed
-	allowed bool          // the ConfigMap names this node
-	renew   time.Time     // the Lease's renew time last seen
-	dur     time.Duration // and its duration
-	changed time.Time     // when (on our clock) it last changed
-	expired int           // times the Lease ran out with something applied
+	mu sync.Mutex
+	// places are what the agent may have shaped: "uplink", and
+	// "pod/NAMESPACE/NAME" for a pod's veth.
+	places  map[string]*place
+	live    bool                  // the Lease is being renewed
+	allowed bool                  // the ConfigMap names this node
+	pods    map[string]netip.Addr // the pods it names: NAMESPACE/NAME → IP
+	renew   time.Time             // the Lease's renew time last seen
+	dur     time.Duration         // and its duration
+	changed time.Time             // when (on our clock) it last changed
+	expired int                   // times the Lease ran out with something applied
+	warned  string                // the ConfigMap version last warned of (check's alone)
 }
+
+// place is a link the agent shapes.
+type place struct {
+	target shaper.Target
+	// applied is what was asked, as the place's owner sees it (a pod: up
+	// is what it sends); nil if nothing.
+	applied *shaper.Impairment
+	// dirty: the link may hold shaping to clear (something applied, an
+	// apply that failed half-way, or what an agent before this one left).
+	dirty bool
+}
+
+const uplinkKey = "uplink"
 
 // New checks cfg and returns an Agent; Run must run for it to act.
 func New(cfg Config) (*Agent, error) {
@@ -95,15 +111,18 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Agent{cfg: cfg, sem: make(chan struct{}, 4), dirty: true}, nil
+	up := &place{target: shaper.Target{Link: cfg.Uplink}, dirty: true}
+	return &Agent{cfg: cfg, sem: make(chan struct{}, 4), places: map[string]*place{uplinkKey: up}}, nil
 }
 
 // Run reads the Lease and ConfigMap every Poll until ctx ends, clearing
 // what it applied once the Lease is no longer renewed; at the end it
 // clears too. It starts by clearing what an agent before it may have left
-// (a crash, an OOM kill): no run is known to be live yet.
+// on the uplink (a crash, an OOM kill): no run is known to be live yet.
+// (What it left on pods' veths is in the shaper's state, which the caller
+// restores first: shaper.RestoreAll.)
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.clear(ctx, "the agent starts: what an agent before it may have left"); err != nil {
+	if err := a.clear(ctx, "the agent starts: what an agent before it may have left", nil); err != nil {
 		a.cfg.Log.Error("clearing at start", "err", err)
 	}
 	t := time.NewTicker(a.cfg.Poll)
@@ -114,7 +133,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			return a.clear(cctx, "the agent is stopping")
+			return a.clear(cctx, "the agent is stopping", nil)
 		case <-t.C:
 		}
 	}
@@ -129,7 +148,7 @@ func (a *Agent) check(ctx context.Context) {
 	defer cancel()
 	now := time.Now()
 	a.mu.Lock()
-	renew, dur, allowed := a.renew, a.dur, a.allowed
+	renew, dur, allowed, pods := a.renew, a.dur, a.allowed, a.pods
 	a.mu.Unlock()
 	l, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Get(rctx, RunObject, metav1.GetOptions{})
 	switch {
@@ -146,8 +165,13 @@ func (a *Agent) check(ctx context.Context) {
 	switch {
 	case err == nil:
 		allowed = slices.Contains(strings.Split(cm.Data[NodesKey], ","), a.cfg.Node)
+		var bad []string
+		if pods, bad = parsePods(cm.Data[PodsKey]); len(bad) > 0 && cm.ResourceVersion != a.warned {
+			a.warned = cm.ResourceVersion // once per version, not per poll
+			a.cfg.Log.Warn("the run's ConfigMap names pods the agent cannot read: want NAMESPACE/NAME=IPv4", "entries", bad)
+		}
 	case apierrors.IsNotFound(err):
-		allowed = false
+		allowed, pods = false, nil
 	case ctx.Err() != nil:
 		return
 	default:
@@ -160,40 +184,63 @@ func (a *Agent) check(ctx context.Context) {
 		a.renew, a.changed, a.dur = renew, now, dur
 	}
 	live := !a.renew.IsZero() && now.Sub(a.changed) < a.dur
-	a.live, a.allowed = live, allowed
-	stale := a.dirty && (!live || !allowed)
+	a.live, a.allowed, a.pods = live, allowed, pods
+	// What must go: everything once the run is over, else the uplink if
+	// this node is no longer named and pods no longer named.
+	var stale []string
+	for k, p := range a.places {
+		if !p.dirty {
+			continue
+		}
+		_, named := pods[strings.TrimPrefix(k, "pod/")]
+		if !live || (k == uplinkKey && !allowed) || (k != uplinkKey && !named) {
+			stale = append(stale, k)
+		}
+	}
 	a.mu.Unlock()
-	if stale {
+	if len(stale) > 0 {
 		why := "the run's lease was not renewed"
 		if live {
-			why = "the run's ConfigMap no longer names this node"
+			why = "the run's ConfigMap no longer names it"
 		}
-		if err := a.clear(ctx, why); err != nil {
+		if err := a.clear(ctx, why, stale); err != nil {
 			a.cfg.Log.Error("clearing after the run", "err", err)
 		}
 	}
 }
 
-// clear removes what the agent applied, or may have (dirty).
-func (a *Agent) clear(ctx context.Context, why string) error {
+// clear removes what the agent applied, or may have (dirty), on the
+// places named (nil: all). A pod's veth that is gone went with its pod.
+func (a *Agent) clear(ctx context.Context, why string, keys []string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.dirty {
-		return nil
+	if keys == nil {
+		keys = slices.Collect(maps.Keys(a.places))
 	}
-	if err := a.cfg.Shaper.Clear(ctx, shaper.Target{Link: a.cfg.Uplink}); err != nil {
-		return fmt.Errorf("clear %s: %w", a.cfg.Uplink, err)
-	}
-	was := "whatever was there"
-	if a.applied != nil {
-		was = a.applied.String()
-		if !a.live {
-			a.expired++
+	var errs []error
+	for _, k := range keys {
+		p := a.places[k]
+		if p == nil || !p.dirty {
+			continue
+		}
+		if err := a.cfg.Shaper.Clear(ctx, p.target); err != nil && !(k != uplinkKey && linkGone(err)) {
+			errs = append(errs, fmt.Errorf("clear %s (%s): %w", k, p.target.Link, err))
+			continue
+		}
+		was := "whatever was there"
+		if p.applied != nil {
+			was = p.applied.String()
+			if !a.live {
+				a.expired++
+			}
+		}
+		a.cfg.Log.Info("cleared", "place", k, "link", p.target.Link.String(), "why", why, "was", was)
+		p.applied, p.dirty = nil, false
+		if k != uplinkKey {
+			delete(a.places, k)
 		}
 	}
-	a.cfg.Log.Info("cleared the uplink", "link", a.cfg.Uplink.String(), "why", why, "was", was)
-	a.applied, a.dirty = nil, false
-	return nil
+	return errors.Join(errs...)
 }
 
 // State is what GET /v1/impairments answers.
@@ -202,50 +249,135 @@ type State struct {
 	Live    bool               `json:"live"`
 	Allowed bool               `json:"allowed"`
 	Uplink  *shaper.Impairment `json:"uplink,omitempty"`
-	Expired int                `json:"expired"`
+	// Pods are the impairments on pods' veths (NAMESPACE/NAME), as the
+	// pods see them.
+	Pods    map[string]*shaper.Impairment `json:"pods,omitempty"`
+	Expired int                           `json:"expired"`
 }
 
-// Handler is the agent's API: GET /v1/impairments (the state), PUT
-// /v1/impairments/uplink (an impairment as JSON) and DELETE
-// /v1/impairments/uplink. Every request needs the run's token; a change
-// needs a live Lease and this node in the ConfigMap.
+// state is the State; a.mu held.
+func (a *Agent) state() State {
+	st := State{Node: a.cfg.Node, Live: a.live, Allowed: a.allowed, Uplink: a.places[uplinkKey].applied, Expired: a.expired}
+	for k, p := range a.places {
+		if k != uplinkKey && p.applied != nil {
+			if st.Pods == nil {
+				st.Pods = map[string]*shaper.Impairment{}
+			}
+			st.Pods[strings.TrimPrefix(k, "pod/")] = p.applied
+		}
+	}
+	return st
+}
+
+// Handler is the agent's API: GET /v1/impairments (the state); PUT (an
+// impairment as JSON) and DELETE /v1/impairments/uplink, and the same on
+// /v1/impairments/pods/NAMESPACE/NAME for a pod on this node, impaired as
+// it sees its traffic on the host side of its veth. Every request needs
+// the run's token; a change needs a live Lease and this node (or the pod)
+// in the ConfigMap.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/impairments", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
-		st := State{Node: a.cfg.Node, Live: a.live, Allowed: a.allowed, Uplink: a.applied, Expired: a.expired}
+		st := a.state()
 		a.mu.Unlock()
 		writeJSON(w, http.StatusOK, st)
 	})
-	mux.HandleFunc("PUT /v1/impairments/uplink", func(w http.ResponseWriter, r *http.Request) {
+	put := func(w http.ResponseWriter, r *http.Request) (*shaper.Impairment, bool) {
 		var imp shaper.Impairment
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&imp); err != nil {
 			writeErr(w, http.StatusBadRequest, "the impairment: %v", err)
-			return
+			return nil, false
 		}
 		if err := imp.Validate(); err != nil {
 			writeErr(w, http.StatusBadRequest, "the impairment: %v", err)
-			return
+			return nil, false
 		}
-		a.change(w, r, &imp)
+		return &imp, true
+	}
+	mux.HandleFunc("PUT /v1/impairments/uplink", func(w http.ResponseWriter, r *http.Request) {
+		if imp, ok := put(w, r); ok {
+			a.change(w, r, uplinkKey, imp)
+		}
 	})
 	mux.HandleFunc("DELETE /v1/impairments/uplink", func(w http.ResponseWriter, r *http.Request) {
-		a.change(w, r, nil)
+		a.change(w, r, uplinkKey, nil)
+	})
+	pod := func(w http.ResponseWriter, r *http.Request) (string, bool) {
+		key := r.PathValue("namespace") + "/" + r.PathValue("name")
+		if err := ValidPod(key); err != nil {
+			writeErr(w, http.StatusBadRequest, "%v", err)
+			return "", false
+		}
+		return "pod/" + key, true
+	}
+	mux.HandleFunc("PUT /v1/impairments/pods/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		k, ok := pod(w, r)
+		if !ok {
+			return
+		}
+		if imp, ok := put(w, r); ok {
+			a.change(w, r, k, imp)
+		}
+	})
+	mux.HandleFunc("DELETE /v1/impairments/pods/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if k, ok := pod(w, r); ok {
+			a.change(w, r, k, nil)
+		}
 	})
 	return a.guard(mux)
 }
 
-// change applies imp (nil: clears) on the uplink.
-func (a *Agent) change(w http.ResponseWriter, r *http.Request, imp *shaper.Impairment) {
+// change applies imp (nil: clears) on the place key.
+func (a *Agent) change(w http.ResponseWriter, r *http.Request, key string, imp *shaper.Impairment) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if imp != nil && !a.live {
 		writeErr(w, http.StatusConflict, "no live run: the lease %s/%s is absent or was not renewed within its duration", a.cfg.Namespace, RunObject)
 		return
 	}
-	if imp != nil && !a.allowed {
+	p := a.places[key]
+	do := imp
+	if key != uplinkKey {
+		podKey := strings.TrimPrefix(key, "pod/")
+		ip, named := a.pods[podKey]
+		if p == nil && imp == nil {
+			writeJSON(w, http.StatusOK, a.state()) // nothing of ours there
+			return
+		}
+		if imp != nil && !named {
+			writeErr(w, http.StatusForbidden, "pod %s is not in the run's ConfigMap %s/%s (key %s): it was not asked to manage it", podKey, a.cfg.Namespace, RunObject, PodsKey)
+			return
+		}
+		if imp != nil {
+			h, err := podSide(*imp)
+			if err != nil {
+				writeErr(w, http.StatusBadRequest, "pod %s: %v", podKey, err)
+				return
+			}
+			do = &h
+			veth, err := hostVeth(a.cfg.Uplink, ip)
+			if err != nil {
+				writeErr(w, http.StatusNotFound, "pod %s at %s: %v", podKey, ip, err)
+				return
+			}
+			t := shaper.Target{Link: shaper.Link{Netns: a.cfg.Uplink.Netns, Name: veth}, Forwards: true}
+			if p != nil && p.target != t && p.dirty {
+				// The pod's veth changed (a restarted sandbox): the old
+				// one went with it, or is cleared now.
+				if err := a.cfg.Shaper.Clear(r.Context(), p.target); err != nil && !linkGone(err) {
+					writeErr(w, http.StatusInternalServerError, "pod %s: clear its old veth %s: %v", podKey, p.target.Link, err)
+					return
+				}
+			}
+			if p == nil || p.target != t {
+				p = &place{target: t}
+				a.places[key] = p
+			}
+		}
+	} else if imp != nil && !a.allowed {
 		writeErr(w, http.StatusForbidden, "node %s is not in the run's ConfigMap %s/%s (key %s): it was not asked to manage it", a.cfg.Node, a.cfg.Namespace, RunObject, NodesKey)
 		return
 	}
@@ -253,20 +385,25 @@ func (a *Agent) change(w http.ResponseWriter, r *http.Request, imp *shaper.Impai
 	// or the pod proxy gone) would leave shaping no one knows of.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
-	t := shaper.Target{Link: a.cfg.Uplink}
 	var err error
-	if imp == nil {
-		err = a.cfg.Shaper.Clear(ctx, t) // what is there, known or not
+	if do == nil {
+		err = a.cfg.Shaper.Clear(ctx, p.target) // what is there, known or not
+		if err != nil && key != uplinkKey && linkGone(err) {
+			err = nil
+		}
 	} else {
-		err = a.cfg.Shaper.Apply(ctx, t, *imp)
+		err = a.cfg.Shaper.Apply(ctx, p.target, *do)
 	}
 	if err != nil {
-		a.dirty = true // the lapse of the run clears what is left
-		writeErr(w, http.StatusInternalServerError, "%s: %v", a.cfg.Uplink, err)
+		p.dirty = true // the lapse of the run clears what is left
+		writeErr(w, http.StatusInternalServerError, "%s: %v", p.target.Link, err)
 		return
 	}
-	a.applied, a.dirty = imp, imp != nil
-	writeJSON(w, http.StatusOK, State{Node: a.cfg.Node, Live: a.live, Allowed: a.allowed, Uplink: a.applied, Expired: a.expired})
+	p.applied, p.dirty = imp, imp != nil
+	if imp == nil && key != uplinkKey {
+		delete(a.places, key)
+	}
+	writeJSON(w, http.StatusOK, a.state())
 }
 
 // TokenHeader carries the run's token. Not Authorization: the API

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -189,5 +190,144 @@ func TestAgentActsOnlyWithinALiveRun(t *testing.T) {
 	}
 	if code, body := call("PUT", "/v1/impairments/uplink", token, cut); code != http.StatusConflict || !strings.Contains(body, "no live run") {
 		t.Errorf("an impairment with the lease run out: %d %s", code, body)
+	}
+}
+
+// A pod, as the agent finds it from the node's namespace: host 0 of the
+// star plays a pod behind the node's bridge (flannel's cni0 has this
+// shape; a routed CNI's veth is found by its route, as the kind suite
+// shows). The agent refuses a pod the run does not name and targets on a
+// pod, holds the pod's download to its rate on the host side of its veth
+// while its upload stays free, cuts it both ways, and clears it when the
+// run's Lease lapses.
+func TestAgentShapesAPodFromTheNode(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	if out, err := exec.Command("ip", "-n", star.Fabric, "addr", "add", "10.199.0.254/24", "dev", "br0").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	cp := kubetest.ControlPlane(t, "lab", false)
+	dir := t.TempDir()
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cs, err := cp.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ns = "edgefault"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject},
+		Data: map[string]string{agent.NodesKey: "lab-1", agent.PodsKey: "shop/till-0=" + star.Addr(0) + ",bad entry"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	two := int32(2)
+	lease, err := cs.CoordinationV1().Leases(ns).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject},
+		Spec: coordv1.LeaseSpec{LeaseDurationSeconds: &two, RenewTime: &metav1.MicroTime{Time: time.Now()}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewing, stopRenewing := context.WithCancel(ctx)
+	go func() {
+		for renewing.Err() == nil {
+			time.Sleep(500 * time.Millisecond)
+			lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+			if got, err := cs.CoordinationV1().Leases(ns).Update(renewing, lease, metav1.UpdateOptions{}); err == nil {
+				lease = got
+			}
+		}
+	}()
+	sh, err := shaper.New(shaper.WithLedger(l, "test"), shaper.WithStateDir(filepath.Join(dir, "state")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	const token = "0123456789abcdef0123"
+	a, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: cs, Namespace: ns,
+		Uplink: shaper.Link{Netns: star.Fabric, Name: "lo"}, Shaper: sh, Poll: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.Run(ctx) }()
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	call := func(method, path string, body any) (int, string) {
+		t.Helper()
+		var b []byte
+		if body != nil {
+			b, _ = json.Marshal(body)
+		}
+		req, _ := http.NewRequestWithContext(ctx, method, srv.URL+path, bytes.NewReader(b))
+		req.Header.Set(agent.TokenHeader, token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		return resp.StatusCode, buf.String()
+	}
+	// The node has talked to the pod: its bridge knows the pod's MAC.
+	if got, err := traffic.UDPTrain(ctx, star.Fabric, star.Hosts[0], star.Addr(0)+":9913", 5, 200, 500); err != nil || got == 0 {
+		t.Fatalf("the node cannot reach the pod: %d datagrams, %v", got, err)
+	}
+	time.Sleep(500 * time.Millisecond) // the lease seen live
+	if code, body := call("PUT", "/v1/impairments/pods/shop/till-1", shaper.Impairment{Outage: true}); code != http.StatusForbidden || !strings.Contains(body, "not in the run's ConfigMap") {
+		t.Errorf("a pod the run does not name: %d %s", code, body)
+	}
+	if code, body := call("PUT", "/v1/impairments/pods/shop/Till_0", shaper.Impairment{Outage: true}); code != http.StatusBadRequest {
+		t.Errorf("a pod name that is not one: %d %s", code, body)
+	}
+	if code, body := call("PUT", "/v1/impairments/pods/shop/till-0", map[string]any{"outage": true, "targets": []string{"10.0.0.0/8"}}); code != http.StatusBadRequest || !strings.Contains(body, "targets are for the uplink") {
+		t.Errorf("targets on a pod: %d %s", code, body)
+	}
+	if code, body := call("PUT", "/v1/impairments/pods/shop/till-0", shaper.Impairment{DownRate: 2 * shaper.Mbit}); code != http.StatusOK {
+		t.Fatalf("the pod's download rate: %d %s", code, body)
+	}
+	down, err := traffic.TCPThroughput(ctx, star.Hosts[1], star.Hosts[0], star.Addr(0)+":0", time.Second, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := traffic.TCPThroughput(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", 200*time.Millisecond, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod with downRate 2mbit: down %.2f Mbit/s, up %.1f Mbit/s", down.Goodput()/1e6, up.Goodput()/1e6)
+	if down.Goodput() < 1.5e6 || down.Goodput() > 2.3e6 {
+		t.Errorf("the pod downloads at %.2f Mbit/s, want ~2", down.Goodput()/1e6)
+	}
+	if up.Goodput() < 20e6 {
+		t.Errorf("the pod uploads at %.2f Mbit/s, want unshaped", up.Goodput()/1e6)
+	}
+	if code, body := call("PUT", "/v1/impairments/pods/shop/till-0", shaper.Impairment{Outage: true}); code != http.StatusOK {
+		t.Fatalf("the pod's outage: %d %s", code, body)
+	}
+	for _, d := range []struct{ from, to int }{{1, 0}, {0, 1}} {
+		got, err := traffic.UDPTrain(ctx, star.Hosts[d.from], star.Hosts[d.to], star.Addr(d.to)+":9914", 50, 200, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != 0 {
+			t.Errorf("%d of 50 datagrams from host %d to host %d crossed the pod's outage", got, d.from, d.to)
+		}
+	}
+	_, body := call("GET", "/v1/impairments", nil)
+	var st agent.State
+	if err := json.Unmarshal([]byte(body), &st); err != nil || st.Pods["shop/till-0"] == nil || !st.Pods["shop/till-0"].Outage {
+		t.Errorf("the state does not show the pod's outage: %s", body)
+	}
+	stopRenewing()
+	kubetest.Eventually(t, 8*time.Second, "the agent to clear the pod after its lease ran out", func() bool {
+		_, body := call("GET", "/v1/impairments", nil)
+		var st agent.State
+		return json.Unmarshal([]byte(body), &st) == nil && len(st.Pods) == 0 && st.Expired == 1
+	})
+	if got, err := traffic.UDPTrain(ctx, star.Hosts[1], star.Hosts[0], star.Addr(0)+":9915", 50, 200, 500); err != nil || got < 45 {
+		t.Errorf("after the lapse %d of 50 datagrams reached the pod (%v)", got, err)
 	}
 }
