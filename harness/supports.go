@@ -18,6 +18,9 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 		return err
 	}
 	name := sc.Metadata.Name
+	if !info.Commands && !info.Images {
+		return fmt.Errorf("scenario %s: provider %s cannot run the runtime or workloads yet, only impair links: 'edgefault run --provider %s --dry-run' lists what the scenario would impair", name, info.Name, info.Name)
+	}
 	// It names the report's folder, which the run empties: a scenario
 	// built in code has not been through the loader's check.
 	if err := scenarios.ValidateName(name); err != nil {

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/edgefault/edgefault/clusters/existing"
 	"github.com/edgefault/edgefault/clusters/k3d"
 	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/ledger"
@@ -19,8 +20,8 @@ func newCleanupCmd(g *globals) *cobra.Command {
 		Use:   "cleanup [--fleet FLEET]",
 		Short: "Remove everything edgefault created (or one fleet's), even after a crash",
 		Long: `cleanup reads the ledger, where edgefault records every namespace, link, qdisc,
-nft table, helper process, kind cluster, Docker network and container before
-creating it, and removes what it lists (a dockerd it started is stopped last).
+nft table, helper process, kind cluster, Docker network and container, and
+the namespace it deployed on an existing cluster, before creating it, and removes what it lists (a dockerd it started is stopped last).
 Links it shaped outside a fleet are first restored as they were (a peer taken
 down for an outage comes back up); then helper processes are stopped (by PID
 and start time, never by name) and the rest is removed: namespaces, and the
@@ -36,6 +37,7 @@ not record.`,
 			// too, and k3d's clusters.
 			removers := kind.Removers()
 			maps.Copy(removers, k3d.Removers())
+			maps.Copy(removers, existing.Removers())
 			p, err := netnsProvider(g, providerOptions{removers: removers})
 			if err != nil {
 				return err

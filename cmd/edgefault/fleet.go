@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/existing"
 	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/scenarios"
@@ -73,6 +74,11 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("%w; or bring the fleet up without site clusters: --control-planes=false", err)
 				}
 				return err
+			}
+			if prov == existing.ProviderName {
+				// Its cloud is the user's node; the harness runs nothing
+				// there (yet).
+				cloudServices = false
 			}
 			var eg string
 			var sinkTokens *harness.Cloud
@@ -238,6 +244,12 @@ func newFleetListCmd(g *globals) *cobra.Command {
 				}
 				fleets = append(fleets, f)
 			}
+			if ep, ok := p.(*existing.Provider); ok && !asJSON {
+				// The cluster's nodes first: which member each plays.
+				if err := printMapping(cmd, ep); err != nil {
+					return err
+				}
+			}
 			if asJSON {
 				views := []fleetView{}
 				for _, f := range fleets {
@@ -287,6 +299,29 @@ func printMembers(cmd *cobra.Command, fleets []clusters.Fleet) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// printMapping prints an existing cluster's nodes and the members their
+// labels make them.
+func printMapping(cmd *cobra.Command, p *existing.Provider) error {
+	mapped, err := p.Mapping(cmd.Context())
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tMEMBER\tROLE\tSITE\tBUILDING\tPROBLEM")
+	for _, m := range mapped {
+		member := m.Member
+		if m.Role == "" {
+			member = "(not labelled: left alone)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Node, member, dash(m.Role), dash(m.Site), dash(m.Building), dash(m.Problem))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout())
+	return nil
 }
 
 func dash(s string) string {

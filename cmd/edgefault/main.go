@@ -45,6 +45,8 @@ type globals struct {
 	stateDir string
 	verbose  bool
 	log      *slog.Logger
+	// The cluster --provider existing plays fleets on.
+	kubeconfig, kubeContext, agentImage string
 }
 
 func newRoot() *cobra.Command {
@@ -75,6 +77,9 @@ creates is recorded, and 'edgefault cleanup' removes it, even after a crash.`,
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", "", "where the ledger and state live (default /run/edgefault, or $EDGEFAULT_STATE_DIR)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "with --provider existing: the cluster's kubeconfig (default: $KUBECONFIG, then ~/.kube/config)")
+	root.PersistentFlags().StringVar(&g.kubeContext, "context", "", "with --provider existing: the kubeconfig's context (default: its current one)")
+	root.PersistentFlags().StringVar(&g.agentImage, "agent-image", "", "with --provider existing: the runtime's image, already on the nodes (the node agent runs in it)")
 	root.AddCommand(newDoctorCmd(g), newSetupCmd(g), newFleetCmd(g), newShapeCmd(g), newCleanupCmd(g), newDemoCmd(g), newRunCmd(g), newCertifyCmd(g), newScenarioCmd(), newTraceCmd(), newKindCmd(g), newK3dCmd(g), newVersionCmd())
 	return root
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/existing"
 	"github.com/edgefault/edgefault/clusters/k8sbin"
 	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/clusters/netns"
@@ -15,7 +16,7 @@ import (
 )
 
 // providerNames are what --provider takes in this build.
-var providerNames = []string{"netns", "kind"}
+var providerNames = []string{"netns", "kind", "existing"}
 
 // errUnknownProvider is a --provider this build does not have.
 var errUnknownProvider = errors.New("unknown provider")
@@ -54,6 +55,8 @@ func newProvider(g *globals, name string, o providerOptions) (clusters.Provider,
 		}
 		// The sites' control planes are kind's own: nothing to check.
 		return kind.NewProvider(kind.WithLogger(g.log), kind.WithShaperOptions(shaper.WithBackend(b)))
+	case existing.ProviderName:
+		return existingProvider(g)
 	}
 	return nil, unknownProvider(name)
 }
@@ -73,8 +76,17 @@ func providerInfo(name string) (clusters.Info, error) {
 		return netns.Info(true), nil
 	case kind.ProviderName:
 		return kind.Info(), nil
+	case existing.ProviderName:
+		return existing.Info(), nil
 	}
 	return clusters.Info{}, unknownProvider(name)
+}
+
+// existingProvider plays fleets on the cluster --kubeconfig and
+// --context name.
+func existingProvider(g *globals) (*existing.Provider, error) {
+	return existing.NewProvider(existing.WithKubeconfig(g.kubeconfig), existing.WithContext(g.kubeContext),
+		existing.WithImage(g.agentImage), existing.WithLogger(g.log))
 }
 
 // netnsProvider is the embedded fleet's provider; cleanup needs it as
@@ -103,5 +115,5 @@ func netnsProvider(g *globals, o providerOptions) (*netns.Provider, error) {
 
 // providerFlag registers --provider.
 func providerFlag(cmd *cobra.Command, p *string) {
-	cmd.Flags().StringVar(p, "provider", "netns", "where fleets run: netns (network namespaces on this machine) or kind (a kind cluster per site: edgefault setup --kind and edgefault kind node-image first)")
+	cmd.Flags().StringVar(p, "provider", "netns", "where fleets run: netns (network namespaces on this machine), kind (a kind cluster per site: edgefault setup --kind and edgefault kind node-image first) or existing (a cluster you run, its nodes labelled: --kubeconfig, docs/existing-clusters.md)")
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/edgefault/edgefault/clusters/existing"
 	"github.com/edgefault/edgefault/harness"
 	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
@@ -179,6 +180,7 @@ func summary(w io.Writer, rep *harness.Report) {
 
 func newRunCmd(g *globals) *cobra.Command {
 	f := &runFlags{}
+	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "run FILE|NAME...",
 		Short: "Play scenarios (files or built-in names) on the embedded fleet and judge them",
@@ -196,10 +198,14 @@ the negative controls: each makes the matching validator fail.`,
   edgefault run factory --failover off   # expect node-tagged and routes-switched to fail`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if dryRun {
+				return f.dryRun(cmd, g, args)
+			}
 			return f.certify(cmd, g, args)
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "touch nothing: list every member (with --provider existing: every node) the scenarios would impair, when and how, and what the provider would refuse")
 	return cmd
 }
 
@@ -279,4 +285,101 @@ func newScenarioCmd() *cobra.Command {
 	check.Flags().Float64Var(&checkScale, "time-scale", 0, "check at this time scale, as run --time-scale would play it (0: each scenario's own)")
 	cmd.AddCommand(check)
 	return cmd
+}
+
+// dryRun lists what each scenario would do, and where, without touching
+// anything: on an existing cluster, which of its nodes play the members
+// (from their labels) and what in the cluster's labels or the scenario
+// stops it.
+func (f *runFlags) dryRun(cmd *cobra.Command, g *globals, names []string) error {
+	scs, err := load(names)
+	if err != nil {
+		return err
+	}
+	info, err := providerInfo(f.provider)
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	var mapped []existing.Mapped
+	if f.provider == existing.ProviderName {
+		p, err := existingProvider(g)
+		if err != nil {
+			return err
+		}
+		if mapped, err = p.Mapping(cmd.Context()); err != nil {
+			return err
+		}
+	}
+	problems := 0
+	for _, sc := range scs {
+		steps, err := harness.Plan(sc)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", sc.Metadata.Name, err)
+		}
+		fmt.Fprintf(w, "scenario %s on provider %s (dry run: nothing touched)\n", sc.Metadata.Name, info.Name)
+		where := func(member string) string { return member }
+		if mapped != nil {
+			where = existingWhere(mapped, &sc.Spec.Topology)
+		}
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "AT\tFOR\tMEMBER\tIMPAIRS\tWHAT")
+		for _, st := range steps {
+			hold := "-"
+			if st.For > 0 {
+				hold = st.For.String()
+			}
+			fmt.Fprintf(tw, "%v\t%s\t%s\t%s\t%s\n", st.At, hold, st.Member, where(st.Member), st.What)
+		}
+		tw.Flush()
+		var errs []string
+		if err := harness.Supports(info, sc); err != nil {
+			errs = append(errs, err.Error())
+		}
+		if mapped != nil {
+			if err := existing.Check(mapped, &sc.Spec.Topology); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+		for _, e := range errs {
+			fmt.Fprintf(w, "would refuse: %s\n", e)
+		}
+		problems += len(errs)
+		fmt.Fprintln(w)
+	}
+	if problems > 0 {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// existingWhere says which of an existing cluster's nodes a member's
+// impairment lands on: its own node, or for a gateway the nodes behind
+// it (each node's own link is its uplink there).
+func existingWhere(mapped []existing.Mapped, topo *scenarios.FleetSpec) func(string) string {
+	node := map[string]string{}
+	for _, m := range mapped {
+		if m.Member != "" && m.Problem == "" {
+			node[m.Member] = m.Node
+		}
+	}
+	return func(member string) string {
+		var nodes []string
+		for _, m := range topo.Members() {
+			if m.Name == member || m.Gateway == member {
+				if m.Role != "node" {
+					continue
+				}
+				n, ok := node[m.Name]
+				if !ok {
+					n = "(no node plays " + m.Name + ")"
+				}
+				nodes = append(nodes, "node "+n)
+			}
+		}
+		if len(nodes) == 0 {
+			return "-"
+		}
+		return strings.Join(nodes, ", ")
+	}
 }

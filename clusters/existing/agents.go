@@ -1,0 +1,224 @@
+package existing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgefault/edgefault/runtime/agent"
+	"github.com/edgefault/edgefault/shaper/impair"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Agents calls a run's node agents through the API server's pod proxy,
+// with the run's token: the harness needs no route to the nodes, only
+// the API server and the right to proxy to pods in Namespace.
+type Agents struct {
+	cs    kubernetes.Interface
+	token string
+
+	mu   sync.Mutex
+	pods map[string]string // node → its agent's pod
+}
+
+// NewAgents returns a client of the agents of the run whose token is
+// token.
+func NewAgents(cs kubernetes.Interface, token string) *Agents {
+	return &Agents{cs: cs, token: token, pods: map[string]string{}}
+}
+
+// ErrNotLive is what an agent answers while it has not seen the run's
+// Lease renewed (yet, or any more).
+var ErrNotLive = errors.New("the agent sees no live run")
+
+// ErrNotNamed is what an agent answers for a node or pod the run's
+// ConfigMap does not name.
+var ErrNotNamed = errors.New("the run does not name it")
+
+// pod is the running agent pod on node.
+func (a *Agents) pod(ctx context.Context, node string, fresh bool) (string, error) {
+	a.mu.Lock()
+	p, ok := a.pods[node]
+	a.mu.Unlock()
+	if ok && !fresh {
+		return p, nil
+	}
+	list, err := a.cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/name=" + AgentName, FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return "", fmt.Errorf("the agent on node %s: %w", node, err)
+	}
+	for _, it := range list.Items {
+		if it.Status.Phase == corev1.PodRunning && it.DeletionTimestamp == nil {
+			a.mu.Lock()
+			a.pods[node] = it.Name
+			a.mu.Unlock()
+			return it.Name, nil
+		}
+	}
+	return "", fmt.Errorf("no agent is running on node %s yet (DaemonSet %s/%s: is the runtime's image on the node, and the node labelled %s?)", node, Namespace, AgentName, "edgefault.io/role")
+}
+
+// call sends one request to node's agent and decodes its State.
+func (a *Agents) call(ctx context.Context, node, method, path string, body any) (agent.State, error) {
+	var st agent.State
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return st, err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		p, err := a.pod(ctx, node, attempt > 0)
+		if err != nil {
+			return st, err
+		}
+		req := a.cs.CoreV1().RESTClient().Verb(method).Namespace(Namespace).Resource("pods").
+			Name(fmt.Sprintf("%s:%d", p, AgentPort)).SubResource("proxy").Suffix(path).
+			SetHeader(agent.TokenHeader, a.token).Timeout(45 * time.Second)
+		if payload != nil {
+			req = req.SetHeader("Content-Type", "application/json").Body(payload)
+		}
+		res := req.Do(ctx)
+		var code int
+		res.StatusCode(&code)
+		raw, rerr := res.Raw()
+		if code == http.StatusOK {
+			return st, json.Unmarshal(raw, &st)
+		}
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(raw, &e)
+		switch {
+		case e.Error == "" && attempt == 0:
+			continue // not the agent's answer: its pod may have been replaced
+		case code == http.StatusConflict:
+			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotLive, e.Error)
+		case code == http.StatusForbidden:
+			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
+		case e.Error != "":
+			return st, fmt.Errorf("node %s's agent: %s (HTTP %d)", node, e.Error, code)
+		}
+		return st, fmt.Errorf("node %s's agent through the API server: HTTP %d: %v", node, code, rerr)
+	}
+}
+
+// State is node's agent's state.
+func (a *Agents) State(ctx context.Context, node string) (agent.State, error) {
+	return a.call(ctx, node, "GET", "v1/impairments", nil)
+}
+
+// Apply impairs node's uplink.
+func (a *Agents) Apply(ctx context.Context, node string, imp impair.Impairment) error {
+	_, err := a.call(ctx, node, "PUT", "v1/impairments/uplink", imp)
+	return err
+}
+
+// Clear clears node's uplink.
+func (a *Agents) Clear(ctx context.Context, node string) error {
+	_, err := a.call(ctx, node, "DELETE", "v1/impairments/uplink", nil)
+	return err
+}
+
+// ApplyPod impairs pod (NAMESPACE/NAME) on node, as the pod sees its
+// traffic; the run's ConfigMap must name it (AllowPods).
+func (a *Agents) ApplyPod(ctx context.Context, node, pod string, imp impair.Impairment) error {
+	if err := agent.ValidPod(pod); err != nil {
+		return err
+	}
+	_, err := a.call(ctx, node, "PUT", "v1/impairments/pods/"+pod, imp)
+	return err
+}
+
+// ClearPod clears pod on node.
+func (a *Agents) ClearPod(ctx context.Context, node, pod string) error {
+	if err := agent.ValidPod(pod); err != nil {
+		return err
+	}
+	_, err := a.call(ctx, node, "DELETE", "v1/impairments/pods/"+pod, nil)
+	return err
+}
+
+// WaitLive waits until the agent on each node runs and sees the run live
+// and itself named, up to within.
+func (a *Agents) WaitLive(ctx context.Context, nodes []string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for _, n := range nodes {
+		for {
+			st, err := a.State(ctx, n)
+			if err == nil && st.Live && st.Allowed {
+				break
+			}
+			if err == nil {
+				err = fmt.Errorf("node %s's agent sees the run live=%v, itself named=%v", n, st.Live, st.Allowed)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the agents did not come up within %v: %w", within, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// PodRef is a pod the run may impair, as the run's ConfigMap names it.
+type PodRef struct {
+	// Key is NAMESPACE/NAME.
+	Key  string
+	Node string
+	IP   string
+}
+
+// LookupPod reads pod (NAMESPACE/NAME) from the API: its node and
+// address. A pod on the host network has no veth of its own: refused.
+func LookupPod(ctx context.Context, cs kubernetes.Interface, pod string) (PodRef, error) {
+	if err := agent.ValidPod(pod); err != nil {
+		return PodRef{}, err
+	}
+	ns, name, _ := strings.Cut(pod, "/")
+	p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return PodRef{}, fmt.Errorf("pod %s: %w", pod, err)
+	}
+	switch {
+	case p.Spec.HostNetwork:
+		return PodRef{}, fmt.Errorf("pod %s is on its node's network: it has no link of its own; impair its node instead", pod)
+	case p.Spec.NodeName == "" || p.Status.PodIP == "":
+		return PodRef{}, fmt.Errorf("pod %s is not running on a node yet (phase %s)", pod, p.Status.Phase)
+	}
+	return PodRef{Key: pod, Node: p.Spec.NodeName, IP: p.Status.PodIP}, nil
+}
+
+// AllowPods names pods in the run's ConfigMap, so their nodes' agents
+// may impair them (in place of the pods it named before).
+func AllowPods(ctx context.Context, cs kubernetes.Interface, pods []PodRef) error {
+	var vals []string
+	for _, p := range pods {
+		vals = append(vals, p.Key+"="+p.IP)
+	}
+	cm, err := cs.CoreV1().ConfigMaps(Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("the run's ConfigMap: %w", err)
+	}
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[agent.PodsKey] = strings.Join(vals, ",")
+	if _, err := cs.CoreV1().ConfigMaps(Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("name the pods in the run's ConfigMap: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+package existing
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/edgefault/edgefault/clusters"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Fleet is a topology played by a cluster's labelled nodes.
+type Fleet struct {
+	FleetName string        `json:"name"`
+	Cluster   clusterRef    `json:"cluster"`
+	Image     string        `json:"image"`
+	Token     string        `json:"token"`
+	All       []fleetMember `json:"members"`
+	p         *Provider
+}
+
+type fleetMember struct {
+	clusters.Member
+	// Node is the cluster's node that plays it.
+	Node string `json:"node"`
+}
+
+var _ clusters.Fleet = (*Fleet)(nil)
+
+func (f *Fleet) dir() string       { return filepath.Join(f.p.stateRoot(), f.FleetName) }
+func (f *Fleet) statePath() string { return filepath.Join(f.dir(), "fleet.json") }
+
+// save writes the fleet's state, the run's token among it (so 0600).
+func (f *Fleet) save() error {
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := f.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, f.statePath())
+}
+
+// Name is the fleet's name.
+func (f *Fleet) Name() string { return f.FleetName }
+
+// Provider is "existing".
+func (f *Fleet) Provider() string { return ProviderName }
+
+// Members lists the cloud and the nodes, sorted by name.
+func (f *Fleet) Members() []clusters.Member {
+	out := make([]clusters.Member, 0, len(f.All))
+	for _, m := range f.All {
+		out = append(out, m.Member)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (f *Fleet) find(name string) (*fleetMember, error) {
+	var names []string
+	for i := range f.All {
+		if f.All[i].Name == name {
+			return &f.All[i], nil
+		}
+		names = append(names, f.All[i].Name)
+	}
+	sort.Strings(names)
+	return nil, fmt.Errorf("fleet %s has no member %q (it has %s)", f.FleetName, name, strings.Join(names, ", "))
+}
+
+// Member finds a member by name.
+func (f *Fleet) Member(name string) (clusters.Member, error) {
+	m, err := f.find(name)
+	if err != nil {
+		return clusters.Member{}, err
+	}
+	return m.Member, nil
+}
+
+// shaped are the nodes the run may impair: every member's but the
+// cloud's.
+func (f *Fleet) shaped() []string {
+	var out []string
+	for _, m := range f.All {
+		if m.Role != clusters.RoleCloud {
+			out = append(out, m.Node)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func unsupported(what string) error {
+	return fmt.Errorf("%s on an existing cluster: %w (the runtime and workloads do not run as pods there yet)", what, clusters.ErrUnsupported)
+}
+
+// StartCommand is not supported yet.
+func (f *Fleet) StartCommand(ctx context.Context, member string, c clusters.Command) (clusters.Process, error) {
+	return nil, unsupported("starting " + c.Name + " on " + member)
+}
+
+// Exec is not supported yet.
+func (f *Fleet) Exec(ctx context.Context, member string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return unsupported("running a command on " + member)
+}
+
+// Paths is not supported yet.
+func (f *Fleet) Paths(member string) (clusters.Paths, error) {
+	return clusters.Paths{}, unsupported("a member's directories")
+}
+
+// Host is not supported: the harness reaches no member's network but
+// through the API server.
+func (f *Fleet) Host(member string) (clusters.Host, error) {
+	return nil, unsupported("dialling into " + member)
+}
+
+// Counters are not supported yet.
+func (f *Fleet) Counters(ctx context.Context, member string) (int64, int64, error) {
+	return 0, 0, unsupported("the link counters of " + member)
+}
+
+// Sysctl is not supported: a cluster's nodes keep their own settings.
+func (f *Fleet) Sysctl(ctx context.Context, member, key, value string) error {
+	return unsupported("kernel settings of " + member)
+}
+
+// SiteConfig is the cluster's: every site is on the one cluster.
+func (f *Fleet) SiteConfig(site string) (*rest.Config, error) { return f.Cluster.config() }
+
+// Kubeconfig is the user's kubeconfig, reduced to its context; a
+// member's own identity is not supported (the cluster's nodes have
+// theirs).
+func (f *Fleet) Kubeconfig(site, member string) ([]byte, error) {
+	if member != "" {
+		return nil, unsupported("a member's own kubeconfig")
+	}
+	raw, err := clientcmd.LoadFromFile(f.Cluster.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", f.Cluster.Kubeconfig, err)
+	}
+	if f.Cluster.Context != "" {
+		raw.CurrentContext = f.Cluster.Context
+	}
+	if err := api.MinifyConfig(raw); err != nil {
+		return nil, err
+	}
+	return clientcmd.Write(*raw)
+}
+
+// MemberKubeconfig is not supported.
+func (f *Fleet) MemberKubeconfig(member string) (string, error) {
+	return "", unsupported("a member's own kubeconfig")
+}
+
+// Collect writes the agents' logs into dir/logs: what they applied and
+// cleared, and why.
+func (f *Fleet) Collect(ctx context.Context, dir string) error {
+	cs, err := f.Cluster.client()
+	if err != nil {
+		return err
+	}
+	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+	if err != nil {
+		return fmt.Errorf("the agents' pods: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		b, err := cs.CoreV1().Pods(Namespace).GetLogs(p.Name, &corev1.PodLogOptions{LimitBytes: ptr(int64(8 << 20))}).Do(ctx).Raw()
+		if err != nil {
+			b = []byte(fmt.Sprintf("could not read the log of %s: %v\n", p.Name, err))
+		}
+		if err := os.WriteFile(filepath.Join(dir, "logs", "agent-"+p.Spec.NodeName+".log"), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
