@@ -1,11 +1,16 @@
 package kinde2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -14,167 +19,283 @@ import (
 	"github.com/edgefault/edgefault/clusters/existing"
 	"github.com/edgefault/edgefault/clusters/kind"
 	"github.com/edgefault/edgefault/internal/traffic"
-	"github.com/edgefault/edgefault/runtime/agent"
 	"github.com/edgefault/edgefault/runtime/sink"
+	"github.com/edgefault/edgefault/scenarios"
 	"github.com/edgefault/edgefault/shaper"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
-// The kind cluster as an existing cluster, through its kubeconfig: what a
-// run deploys (the node agent as a DaemonSet, its Lease, ConfigMap and
-// Secret), the agent reached through the API server's pod proxy cutting
-// the worker's uplink to the cloud (real datagrams stop), refusing a
-// request without the run's token, clearing the cut on its own once the
-// run's Lease is no longer renewed (as when the harness is killed), and
-// nothing of the harness left after.
-var _ = Describe("an existing cluster's node agent", Ordered, func() {
-	It("shapes a node through the API server, refuses what is not the run's, clears when the lease lapses, and leaves nothing", func(ctx SpecContext) {
-		cs, err := cluster.Client()
+// The kind cluster as an existing cluster, reached through its kubeconfig
+// alone, its nodes labelled as a user would (the worker plays the
+// vehicle's truck-ecu, the control plane the cloud): the node mapping,
+// the dry run, the node agents deployed by the provider shaping the
+// worker's uplink and a pod on it (real traffic), an impairment that
+// would cut the nodes off their API server refused, a harness killed with
+// SIGKILL whose impairments the agents clear within their lease, and
+// nothing of the harness left after edgefault cleanup.
+var _ = Describe("an existing cluster", Ordered, func() {
+	It("is played through its kubeconfig: mapped, dry-run, shaped by its node agents (a node and a pod), cleared after a SIGKILL, cleaned up", func(ctx SpecContext) {
+		kc := cluster.Kubeconfig
+		rc, err := clientcmd.BuildConfigFromFlags("", kc)
+		Expect(err).NotTo(HaveOccurred())
+		cs, err := kubernetes.NewForConfig(rc)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cluster.Nodes).To(HaveLen(2))
 		cpNode, worker := cluster.Nodes[0], cluster.Nodes[1]
 
+		// The fixture preloads the runtime's image (no registry here).
 		ref, archive, err := kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(kind.LoadDockerImage(ctx, archive)).To(Succeed())
 		Expect(clusters.LoadImage(ctx, cluster, archive)).To(Succeed())
-		creds, err := json.Marshal(sink.Credentials{Sites: []sink.Site{{Name: "e2e", Token: newToken(), Members: []string{worker.Name}}}, Readers: []string{newToken()}})
+		// The far end of the traffic that is cut: a container beside the
+		// nodes, not the API server's node.
+		creds, err := json.Marshal(sink.Credentials{Sites: []sink.Site{{Name: "truck", Token: newToken(), Members: []string{"truck-ecu"}}}, Readers: []string{newToken()}})
 		Expect(err).NotTo(HaveOccurred())
 		cloud, err := clusters.StartCloud(ctx, cluster, kind.CloudSpec{Image: ref, Credentials: creds})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { Expect(clusters.StopCloud(context.Background(), cloud)).To(Succeed()) })
 
-		// The user's labels: the worker plays a node, the control plane
-		// the cloud (never shaped); taken off again at the end.
 		label := func(node, patch string) {
 			GinkgoHelper()
 			// Not the spec's context: the labels come off after it ends.
 			_, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 			Expect(err).NotTo(HaveOccurred())
 		}
-		label(worker.Name, `{"metadata":{"labels":{"edgefault.io/role":"node","edgefault.io/site":"e2e"}}}`)
+		label(worker.Name, `{"metadata":{"labels":{"edgefault.io/role":"node","edgefault.io/site":"truck","edgefault.io/member":"truck-ecu"}}}`)
 		label(cpNode.Name, `{"metadata":{"labels":{"edgefault.io/role":"cloud","edgefault.io/member":"cloud"}}}`)
 		DeferCleanup(func() {
-			label(worker.Name, `{"metadata":{"labels":{"edgefault.io/role":null}}}`)
+			label(worker.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/site":"e2e","edgefault.io/member":null}}}`)
 			label(cpNode.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/member":null}}}`)
 		})
-		mapped, err := existing.Map(ctx, cs)
+
+		By("the mapping and the dry run, before anything is deployed")
+		out := mustRun("fleet", "list", "--provider", "existing", "--kubeconfig", kc)
+		Expect(out).To(MatchRegexp(`(?m)^%s\s+truck-ecu\s+node\s+truck`, worker.Name))
+		Expect(out).To(MatchRegexp(`(?m)^%s\s+cloud\s+cloud`, cpNode.Name))
+		out, err = run("run", "--dry-run", "vehicle", "--provider", "existing", "--kubeconfig", kc)
+		GinkgoWriter.Printf("dry run:\n%s", out)
+		Expect(err).To(HaveOccurred(), "the provider cannot play the vehicle's runtime yet: the dry run says so")
+		Expect(out).To(ContainSubstring("dry run: nothing touched"))
+		Expect(out).To(MatchRegexp(`40m0s\s+1h0m0s\s+truck-modem\s+node %s\s+outage`, worker.Name))
+		Expect(out).To(MatchRegexp(`1h10m0s\s+-\s+truck-ecu\s+node %s\s+kill runtime`, worker.Name))
+		Expect(out).To(ContainSubstring("would refuse: scenario vehicle: provider existing cannot run the runtime or workloads yet"))
+		_, err = cs.CoreV1().Namespaces().Get(ctx, existing.Namespace, metav1.GetOptions{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "a dry run deployed something: %v", err)
+
+		By("the provider deploys the agents")
+		vehicle, err := scenarios.Builtin("vehicle")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(mapped).To(ContainElement(existing.Mapped{Node: worker.Name, Member: worker.Name, Role: "node", Site: "e2e"}))
+		p, err := existing.NewProvider(existing.WithKubeconfig(kc), existing.WithImage(ref), existing.WithLedger(led))
+		Expect(err).NotTo(HaveOccurred())
+		const fleet = "ex-e2e"
+		fl, err := p.Up(ctx, fleet, &vehicle.Spec.Topology)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { _ = p.Down(context.Background(), fleet) })
+		Expect(fl.Members()).To(ConsistOf(
+			HaveField("Name", "cloud"), HaveField("Name", "truck-ecu")))
+		sh, err := fl.(*existing.Fleet).Shaper()
+		Expect(err).NotTo(HaveOccurred())
 
-		token := existing.NewToken()
-		start := time.Now()
-		Expect(existing.Deploy(ctx, cs, existing.Run{Nodes: []string{worker.Name}, Image: ref, Token: token})).To(Succeed())
-		DeferCleanup(func() { _ = existing.Remove(context.Background(), cs, 2*time.Minute) })
-		renewing, stopRenewing := context.WithCancel(context.Background())
-		DeferCleanup(stopRenewing)
-		go func() { _ = existing.Renew(renewing, cs) }()
-
-		var pod, last string
-		Eventually(func() bool {
-			pods, err := cs.CoreV1().Pods(existing.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + worker.Name})
-			if err != nil || len(pods.Items) != 1 || pods.Items[0].Status.Phase != "Running" {
-				return false
-			}
-			pod = pods.Items[0].Name
-			return true
-		}).WithTimeout(3*time.Minute).WithPolling(time.Second).Should(BeTrue(), "the agent's pod never ran on the worker")
-		call := func(method, tok string, body any) (int, agent.State) {
-			path := "v1/impairments"
-			if method != "GET" {
-				path += "/uplink"
-			}
-			req := cs.CoreV1().RESTClient().Verb(method).Namespace(existing.Namespace).Resource("pods").
-				Name(fmt.Sprintf("%s:%d", pod, existing.AgentPort)).SubResource("proxy").Suffix(path)
-			if tok != "" {
-				req = req.SetHeader(agent.TokenHeader, tok)
-			}
-			if body != nil {
-				b, _ := json.Marshal(body)
-				req = req.Body(b)
-			}
-			res := req.Do(ctx)
-			var code int
-			res.StatusCode(&code)
-			raw, err := res.Raw()
-			last = fmt.Sprintf("%s: %d %s %v", method, code, raw, err)
-			var st agent.State
-			_ = json.Unmarshal(raw, &st)
-			return code, st
-		}
-		DeferCleanup(func() {
-			if CurrentSpecReport().Failed() {
-				logs, err := cs.CoreV1().Pods(existing.Namespace).GetLogs(pod, &corev1.PodLogOptions{}).Do(context.Background()).Raw()
-				prev, perr := cs.CoreV1().Pods(existing.Namespace).GetLogs(pod, &corev1.PodLogOptions{Previous: true}).Do(context.Background()).Raw()
-				p, _ := cs.CoreV1().Pods(existing.Namespace).Get(context.Background(), pod, metav1.GetOptions{})
-				GinkgoWriter.Printf("last answer: %s\nthe agent's pod: %+v\nits log (%v):\n%s\nbefore its restart (%v):\n%s\n", last, p.Status.ContainerStatuses, err, logs, perr, prev)
-			}
-		})
-		Eventually(func() bool {
-			code, st := call("GET", token, nil)
-			return code == 200 && st.Live && st.Allowed
-		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(BeTrue(), "the agent never saw the run live")
-		GinkgoWriter.Printf("agent up through the pod proxy %v after the deploy\n", time.Since(start).Round(100*time.Millisecond))
-
-		code, _ := call("GET", "", nil)
-		Expect(code).To(Equal(401), "a request without the run's token")
-		code, _ = call("PUT", existing.NewToken(), shaper.Impairment{Outage: true})
-		Expect(code).To(Equal(401), "a request with another token")
-
-		// The cut targets the cloud alone: the node's path to its API
-		// server (and so the agent's) stays whole.
 		wpid, err := kind.ContainerPID(ctx, worker.Name)
 		Expect(err).NotTo(HaveOccurred())
-		cpid, err := kind.ContainerPID(ctx, cloud.Containers[0])
+		cppid, err := kind.ContainerPID(ctx, cpNode.Name)
 		Expect(err).NotTo(HaveOccurred())
-		wn, err := cs.CoreV1().Nodes().Get(ctx, worker.Name, metav1.GetOptions{})
+		cloudPID, err := kind.ContainerPID(ctx, cloud.Containers[0])
 		Expect(err).NotTo(HaveOccurred())
-		var waddr string
-		for _, a := range wn.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
-				waddr = a.Address
+		nsOf := func(pid int) string { return fmt.Sprintf("/proc/%d/ns/net", pid) }
+		waddr := fl.(*existing.Fleet).All[0].Address
+		for _, m := range fl.(*existing.Fleet).All {
+			if m.Name == "truck-ecu" {
+				waddr = m.Address
 			}
 		}
-		Expect(waddr).NotTo(BeEmpty())
-		// From the cloud to the node: a node's uplink has no far end the
-		// agent can reach, so a cut drops what arrives (a conversation
-		// stalls, as when the link goes, with no local error).
+		// From the cloud to the node: the agent cuts what arrives (a
+		// conversation stalls, with no local error).
 		flows := func() int {
 			GinkgoHelper()
-			got, err := traffic.UDPTrain(ctx, fmt.Sprintf("/proc/%d/ns/net", cpid), fmt.Sprintf("/proc/%d/ns/net", wpid), waddr+":9912", 50, 200, 500)
+			got, err := traffic.UDPTrain(ctx, nsOf(cloudPID), nsOf(wpid), waddr+":9912", 50, 200, 500)
 			Expect(err).NotTo(HaveOccurred())
 			return got
 		}
 		Expect(flows()).To(BeNumerically(">=", 45), "the uplink did not carry datagrams before the cut")
+
+		// The cloud member is the API server's node: an impairment held
+		// to it would cut the agents off.
+		err = sh.Apply(ctx, "truck-ecu", shaper.Impairment{Outage: true})
+		Expect(err).To(MatchError(ContainSubstring("where the nodes reach their API server")))
+
+		toCloud := []netip.Prefix{netip.PrefixFrom(cloud.Address, 32)}
 		asked := time.Now()
-		code, st := call("PUT", token, shaper.Impairment{Outage: true, Targets: []netip.Prefix{netip.PrefixFrom(cloud.Address, 32)}})
-		Expect(code).To(Equal(200))
-		Expect(st.Uplink).NotTo(BeNil())
-		GinkgoWriter.Printf("cut in force %v after the request\n", time.Since(asked).Round(time.Millisecond))
-		if n := flows(); n != 0 {
-			out, _ := exec.Command("docker", "exec", worker.Name, "sh", "-c", "nft list ruleset; tc qdisc show; ip route get "+cloud.Address.String()+"; ip -br link").CombinedOutput()
-			Fail(fmt.Sprintf("%d datagrams crossed the cut uplink; on the worker:\n%s", n, out))
+		Expect(sh.Apply(ctx, "truck-ecu", shaper.Impairment{Outage: true, Targets: toCloud})).To(Succeed())
+		GinkgoWriter.Printf("first cut in force %v after the request (the agents starting, the lease seen live)\n", time.Since(asked).Round(time.Millisecond))
+		Expect(flows()).To(Equal(0), "datagrams crossed the cut uplink")
+		cur, ok, err := sh.Current("truck-ecu")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ok && cur.Outage).To(BeTrue(), "the agent does not report the cut: %v", cur)
+		asked = time.Now()
+		Expect(sh.Clear(ctx, "truck-ecu")).To(Succeed())
+		GinkgoWriter.Printf("cleared %v after the request\n", time.Since(asked).Round(time.Millisecond))
+		Expect(flows()).To(BeNumerically(">=", 45), "the uplink did not carry datagrams after the clear")
+
+		By("a pod on the node, shaped on its veth")
+		podNS := fmt.Sprintf("ef-e2e-pods-%d", os.Getpid()%10000)
+		_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: podNS}}, metav1.CreateOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() {
+			_ = cs.CoreV1().Namespaces().Delete(context.Background(), podNS, metav1.DeleteOptions{})
+		})
+		marker := fmt.Sprintf("--listen=:%d", 18000+os.Getpid()%1000)
+		_, err = cs.CoreV1().Pods(podNS).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "till-0"}, Spec: corev1.PodSpec{
+			NodeName:                      worker.Name,
+			TerminationGracePeriodSeconds: ptr(int64(1)),
+			Containers: []corev1.Container{{Name: "till", Image: ref, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"/edgeguard", "content", marker}}},
+		}}, metav1.CreateOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		var podIP string
+		Eventually(func() string {
+			p, err := cs.CoreV1().Pods(podNS).Get(ctx, "till-0", metav1.GetOptions{})
+			if err != nil || p.Status.Phase != corev1.PodRunning {
+				return ""
+			}
+			podIP = p.Status.PodIP
+			return podIP
+		}).WithTimeout(2*time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty(), "the pod never ran")
+		podPID := pidWithArg(marker)
+		Expect(podPID).NotTo(BeZero(), "no process of the pod found on this machine")
+		pod := podNS + "/till-0"
+		Expect(sh.ApplyPod(ctx, pod, shaper.Impairment{DownRate: 2 * shaper.Mbit})).To(Succeed())
+		down, err := traffic.TCPThroughput(ctx, nsOf(cppid), nsOf(podPID), podIP+":0", time.Second, 3*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		up, err := traffic.TCPThroughput(ctx, nsOf(podPID), nsOf(cppid), waddrOf(ctx, cs, cpNode.Name)+":0", 500*time.Millisecond, 2*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		GinkgoWriter.Printf("pod at downRate 2mbit: down %.2f Mbit/s, up %.1f Mbit/s\n", down.Goodput()/1e6, up.Goodput()/1e6)
+		Expect(down.Goodput()).To(BeNumerically("~", 1.9e6, 0.5e6), "the pod's download")
+		Expect(up.Goodput()).To(BeNumerically(">", 10e6), "the pod's upload, which is not shaped")
+		Expect(sh.ClearPod(ctx, pod)).To(Succeed())
+		Expect(sh.Close()).To(Succeed())
+
+		By("a harness killed with SIGKILL while its impairments hold")
+		hold := exec.Command(os.Args[0])
+		hold.Env = append(os.Environ(), "EDGEFAULT_E2E_HOLD="+fleet, "EDGEFAULT_E2E_TARGET="+cloud.Address.String(), "EDGEFAULT_E2E_POD="+pod)
+		hold.Stderr = GinkgoWriter
+		stdout, err := hold.StdoutPipe()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(hold.Start()).To(Succeed())
+		DeferCleanup(func() { _ = hold.Process.Kill(); _ = hold.Wait() })
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		Expect(err).NotTo(HaveOccurred())
+		Expect(line).To(HavePrefix("held"))
+		Expect(flows()).To(Equal(0), "the killed harness's cut was not in force")
+		podFlows := func() int {
+			GinkgoHelper()
+			got, err := traffic.UDPTrain(ctx, nsOf(cppid), nsOf(podPID), podIP+":9913", 50, 200, 500)
+			Expect(err).NotTo(HaveOccurred())
+			return got
 		}
-		code, _ = call("GET", token, nil)
-		Expect(code).To(Equal(200), "the cut reached the agent's own path to the API server")
-
-		// The harness dies: nothing renews the lease (15 s).
-		stopRenewing()
-		lapsed := time.Now()
+		Expect(podFlows()).To(Equal(0), "the killed harness's pod outage was not in force")
+		Expect(hold.Process.Signal(syscall.SIGKILL)).To(Succeed())
+		killed := time.Now()
+		_ = hold.Wait()
+		agents := existing.NewAgents(cs, fl.(*existing.Fleet).Token)
 		Eventually(func() bool {
-			_, st := call("GET", token, nil)
-			return st.Uplink == nil && st.Expired == 1
-		}).WithTimeout(45*time.Second).WithPolling(500*time.Millisecond).Should(BeTrue(), "the agent kept the cut after the lease lapsed")
-		GinkgoWriter.Printf("cleared %v after the harness stopped renewing (lease 15 s)\n", time.Since(lapsed).Round(100*time.Millisecond))
+			st, err := agents.State(ctx, worker.Name)
+			return err == nil && st.Uplink == nil && len(st.Pods) == 0
+		}).WithTimeout(45*time.Second).WithPolling(250*time.Millisecond).Should(BeTrue(), "the agent kept the dead harness's impairments")
+		GinkgoWriter.Printf("the agent cleared the uplink and the pod %v after the harness's SIGKILL (lease 15 s)\n", time.Since(killed).Round(100*time.Millisecond))
+		Expect(time.Since(killed)).To(BeNumerically("<", 30*time.Second), "cleared later than the lease and two polls")
 		Expect(flows()).To(BeNumerically(">=", 45), "the uplink did not carry datagrams after the agent cleared it")
-		code, _ = call("PUT", token, shaper.Impairment{Outage: true})
-		Expect(code).To(Equal(409), "an impairment without a live run")
+		Expect(podFlows()).To(BeNumerically(">=", 45), "the pod did not get datagrams after the agent cleared it")
 
-		Expect(existing.Remove(ctx, cs, 2*time.Minute)).To(Succeed())
+		By("edgefault cleanup removes what the dead harness left")
+		out = mustRun("cleanup", "--fleet", fleet)
+		Expect(out).To(ContainSubstring("cleaned up " + fleet))
 		_, err = cs.CoreV1().Namespaces().Get(ctx, existing.Namespace, metav1.GetOptions{})
 		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "namespace %s is still there: %v", existing.Namespace, err)
+		ds, err := cs.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=edgefault"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ds.Items).To(BeEmpty(), "DaemonSets of the harness remain")
+		_, err = os.Stat(filepath.Join(stateDir, "existing-fleets", fleet))
+		Expect(os.IsNotExist(err)).To(BeTrue(), "the fleet's state remains: %v", err)
 	})
 })
+
+func ptr[T any](v T) *T { return &v }
+
+// waddrOf is a node's internal address.
+func waddrOf(ctx context.Context, cs kubernetes.Interface, node string) string {
+	GinkgoHelper()
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	Fail("node " + node + " has no internal address")
+	return ""
+}
+
+// pidWithArg is a process on this machine (the kind nodes' included)
+// whose arguments hold arg exactly; 0 if none.
+func pidWithArg(arg string) int {
+	ds, _ := os.ReadDir("/proc")
+	for _, d := range ds {
+		var pid int
+		if _, err := fmt.Sscanf(d.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, a := range strings.Split(string(b), "\x00") {
+			if a == arg {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// holdIfInvoked is the test binary as a harness (EDGEFAULT_E2E_HOLD=FLEET):
+// it cuts the fleet's truck-ecu uplink towards EDGEFAULT_E2E_TARGET and
+// the pod EDGEFAULT_E2E_POD, says "held", and holds them until killed.
+func holdIfInvoked() {
+	name := os.Getenv("EDGEFAULT_E2E_HOLD")
+	if name == "" {
+		return
+	}
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "hold:", err)
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	p, err := existing.NewProvider()
+	if err != nil {
+		fail(err)
+	}
+	f, err := p.Get(ctx, name)
+	if err != nil {
+		fail(err)
+	}
+	sh, err := f.(*existing.Fleet).Shaper()
+	if err != nil {
+		fail(err)
+	}
+	a := netip.MustParseAddr(os.Getenv("EDGEFAULT_E2E_TARGET"))
+	if err := sh.Apply(ctx, "truck-ecu", shaper.Impairment{Outage: true, Targets: []netip.Prefix{netip.PrefixFrom(a, 32)}}); err != nil {
+		fail(err)
+	}
+	if err := sh.ApplyPod(ctx, os.Getenv("EDGEFAULT_E2E_POD"), shaper.Impairment{Outage: true}); err != nil {
+		fail(err)
+	}
+	fmt.Println("held")
+	select {}
+}

@@ -26,6 +26,7 @@ import (
 func TestMain(m *testing.M) {
 	shaper.RunHelperIfInvoked()
 	kind.RunRuntimeWrapperIfInvoked()
+	holdIfInvoked()
 	os.Exit(m.Run())
 }
 

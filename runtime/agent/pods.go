@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/edgefault/edgefault/internal/nsdo"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -84,11 +87,21 @@ func hostVeth(uplink shaper.Link, addr netip.Addr) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("the link of the route to %s: %w", addr, err)
 	}
+	br := l
 	if l.Attrs().Name == uplink.Name {
 		return "", fmt.Errorf("%s is reached over the uplink %s: the pod is not on this node", addr, uplink.Name)
 	}
 	if _, ok := l.(*netlink.Bridge); ok {
-		if l, err = bridgePort(h, l, addr); err != nil {
+		if l, err = bridgePort(h, l, addr); err != nil && errors.Is(err, errNoNeighbour) {
+			// A pod that has not talked to its node: one datagram to its
+			// discard port makes the node resolve its MAC.
+			poke(uplink, addr)
+			for i := 0; i < 50 && errors.Is(err, errNoNeighbour); i++ {
+				time.Sleep(20 * time.Millisecond)
+				l, err = bridgePort(h, br, addr)
+			}
+		}
+		if err != nil {
 			return "", err
 		}
 	}
@@ -112,7 +125,7 @@ func bridgePort(h *netlink.Handle, br netlink.Link, addr netip.Addr) (netlink.Li
 		}
 	}
 	if mac == nil {
-		return nil, fmt.Errorf("%s is behind bridge %s but has no neighbour entry there yet (the pod has not talked to the node): have it send something, then ask again", addr, br.Attrs().Name)
+		return nil, fmt.Errorf("%s is behind bridge %s: %w", addr, br.Attrs().Name, errNoNeighbour)
 	}
 	fdb, err := h.NeighList(0, unix.AF_BRIDGE)
 	if err != nil {
@@ -124,6 +137,21 @@ func bridgePort(h *netlink.Handle, br netlink.Link, addr netip.Addr) (netlink.Li
 		}
 	}
 	return nil, fmt.Errorf("%s (%s) is not in bridge %s's forwarding entries: the pod has not sent through it lately", addr, mac, br.Attrs().Name)
+}
+
+var errNoNeighbour = errors.New("no neighbour entry for it there (the node could not resolve its MAC address: is the pod running?)")
+
+// poke sends one datagram to addr's discard port from the node's
+// namespace, so the node resolves addr's MAC.
+func poke(uplink shaper.Link, addr netip.Addr) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := nsdo.DialContext(uplink.NetnsPath())(ctx, "udp4", netip.AddrPortFrom(addr, 9).String())
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte{0})
 }
 
 // linkGone reports whether err says the link is not there (a pod that
