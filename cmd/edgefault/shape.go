@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/existing"
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/edgefault/edgefault/shaper/impair"
 	"github.com/spf13/cobra"
@@ -14,6 +17,7 @@ type shapeFlags struct {
 	fleet, rate, rateDown, rateUp, delay, jitter, loss string
 	direction, backend                                 string
 	link, peer, provider                               string
+	pod, hold                                          string
 	to                                                 []string
 	outage, clear                                      bool
 	seed                                               uint64
@@ -76,6 +80,9 @@ func (f *shapeFlags) impairment() (shaper.Impairment, error) {
 	if f.peer != "" && f.link == "" {
 		return imp, fmt.Errorf("--peer needs --link")
 	}
+	if f.pod != "" && f.provider != existing.ProviderName {
+		return imp, fmt.Errorf("--pod impairs a pod through the node agents of an existing cluster: give --provider existing (on the embedded fleet and kind, shape a pod's veth with --link)")
+	}
 	return imp, nil
 }
 
@@ -130,11 +137,14 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
   edgefault shape truck-gw --rate 512kbit --to 100.64.0.1/32
   edgefault shape truck-modem --rate-down 20mbit --rate-up 3mbit --delay 300ms   # a GEO terminal
   edgefault shape store-pos --clear
-  edgefault shape --link myns/eth0 --peer veth-host --rate 2mbit   # any veth: a kind node, a pod`,
+  edgefault shape --link myns/eth0 --peer veth-host --rate 2mbit   # any veth: a kind node, a pod
+  edgefault shape store-pos --outage --for 30s
+  edgefault shape --provider existing --kubeconfig lab.yaml truck-ecu --loss 5% --for 2m
+  edgefault shape --provider existing --kubeconfig lab.yaml --pod shop/till-0 --rate-down 1mbit`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if f.link != "" {
+			if f.link != "" || f.pod != "" {
 				if len(args) > 0 {
-					return fmt.Errorf("give either a TARGET or --link, not both")
+					return fmt.Errorf("give either a TARGET, --link or --pod, not two")
 				}
 				return nil
 			}
@@ -144,6 +154,15 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 			imp, err := f.impairment()
 			if err != nil {
 				return err
+			}
+			var hold time.Duration
+			if f.hold != "" {
+				if hold, err = shaper.ParseDuration("--for", f.hold); err != nil {
+					return err
+				}
+				if f.clear {
+					return fmt.Errorf("--for holds an impairment, then clears it: not with --clear")
+				}
 			}
 			var t shaper.Target
 			if f.link != "" {
@@ -166,17 +185,26 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 				}
 				sh = bareLink{s, t}
 			} else {
-				name = args[0]
 				p, err := newProvider(g, f.provider, providerOptions{backend: f.backend})
 				if err != nil {
 					return err
 				}
-				fl, err := findTarget(cmd.Context(), p, f.fleet, name)
+				var fl clusters.Fleet
+				if f.pod != "" {
+					name = f.pod
+					fl, err = onlyFleet(cmd.Context(), p, f.fleet)
+				} else {
+					name = args[0]
+					fl, err = findTarget(cmd.Context(), p, f.fleet, name)
+				}
 				if err != nil {
 					return err
 				}
 				if sh, err = fl.LinkShaper(cmd.Context()); err != nil {
 					return err
+				}
+				if es, ok := sh.(*existing.LinkShaper); ok && f.pod != "" {
+					sh = podShaper{es}
 				}
 			}
 			defer sh.Close()
@@ -191,6 +219,29 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (backend %s)\n", name, imp, sh.Backend())
+			// On an existing cluster an impairment lives as long as the
+			// harness that holds it: the agents clear it within their
+			// lease once this command ends.
+			if hold > 0 || f.provider == existing.ProviderName {
+				what := "until interrupted"
+				var timeout <-chan time.Time
+				if hold > 0 {
+					what = "for " + hold.String()
+					timeout = time.After(hold)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "holding it %s, then clearing it\n", what)
+				select {
+				case <-cmd.Context().Done():
+				case <-timeout:
+				}
+				// Not the command's context: it may be the one that ended.
+				cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := sh.Clear(cctx, name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: shaping cleared\n", name)
+			}
 			return nil
 		},
 	}
@@ -211,6 +262,8 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 	fl.BoolVar(&f.clear, "clear", false, "remove all shaping from the target and restore it")
 	fl.StringVar(&f.backend, "backend", "auto", "auto, netem or fallback")
 	fl.StringVar(&f.link, "link", "", "shape this link instead of a fleet member: NETNS/DEV (a name listed by ip netns, or /proc/PID/ns/net/DEV)")
+	fl.StringVar(&f.pod, "pod", "", "with --provider existing: impair this pod (NAMESPACE/NAME) on the host side of its veth, as it sees its traffic")
+	fl.StringVar(&f.hold, "for", "", "hold the impairment this long, then clear it (with --provider existing the command always holds it, until interrupted without --for)")
 	fl.StringVar(&f.peer, "peer", "", "the other end of --link (NETNS/DEV, or DEV in this namespace), where its egress is impaired")
 	return cmd
 }
@@ -236,3 +289,26 @@ func (b bareLink) Apply(ctx context.Context, _ string, imp impair.Impairment) er
 func (b bareLink) Clear(ctx context.Context, _ string) error { return b.sh.Clear(ctx, b.t) }
 func (b bareLink) Backend() string                           { return string(b.sh.Backend()) }
 func (b bareLink) Close() error                              { b.sh.Close(); return nil }
+
+// podShaper shapes the pod --pod names on an existing cluster.
+type podShaper struct{ *existing.LinkShaper }
+
+func (p podShaper) Apply(ctx context.Context, pod string, imp impair.Impairment) error {
+	return p.ApplyPod(ctx, pod, imp)
+}
+func (p podShaper) Clear(ctx context.Context, pod string) error { return p.ClearPod(ctx, pod) }
+
+// onlyFleet is --fleet's fleet, or the provider's only one.
+func onlyFleet(ctx context.Context, p clusters.Provider, fleet string) (clusters.Fleet, error) {
+	if fleet != "" {
+		return p.Get(ctx, fleet)
+	}
+	names, err := p.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) != 1 {
+		return nil, fmt.Errorf("%d fleets are up on provider %s: say which with --fleet (edgefault fleet list --provider %s)", len(names), p.Name(), p.Name())
+	}
+	return p.Get(ctx, names[0])
+}
