@@ -87,7 +87,9 @@ bench: root deps app-deps setup kind-deps setup-kind
 	EDGEGUARD=$(CURDIR)/bin/edgeguard $(GO) run ./bench $(BENCH_FLAGS)
 	# The node agent of existing clusters, on a kind cluster: request to
 	# qdisc in force, through the API server, against direct netlink.
-	@cd e2e/kind && EDGEFAULT_BENCH=1 $(GO) test -count=1 -timeout 20m -v . -args -ginkgo.focus "node agent's latency" | grep -A4 'request → qdisc in force
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	(cd e2e/kind && EDGEFAULT_BENCH=1 $(GO) test -count=1 -timeout 20m -v . -args -ginkgo.focus "node agent's latency" -ginkgo.v) >$$log 2>&1 || { cat $$log; exit 1; }; \
+	grep -A4 'request → qdisc in force' $$log
 	# The dashboard in a real browser: click to kernel, kernel to page,
 	# beside the CLI's shape (20 cuts and restores).
 	@cd e2e && $(GO) test -count=1 -v -timeout 10m . -args -ginkgo.focus 'measures click to kernel' | grep -A3 'over 20 cuts and restores' | head -4

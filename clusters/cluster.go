@@ -95,6 +95,10 @@ type Info struct {
 	GatewayRuntime bool `json:"gatewayRuntime"`
 	// NodeLinks: a node's own link can be impaired, not only its uplink.
 	NodeLinks bool `json:"nodeLinks"`
+	// GatewayLinks: without gateway members of its own (Gateways false),
+	// a gateway's uplink is impaired as the own links of the nodes behind
+	// it, as on a cluster whose nodes each have their own uplink.
+	GatewayLinks bool `json:"gatewayLinks,omitempty"`
 	// ControlPlanes: every site is a Kubernetes cluster the harness can
 	// read (validators that judge Node marks need it).
 	ControlPlanes bool `json:"controlPlanes"`

@@ -49,7 +49,7 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 			switch {
 			case shapes && m.Role == clusters.RoleNode && !info.NodeLinks:
 				return fmt.Errorf("scenario %s: the timeline impairs node %s's own link, but provider %s cannot impair a node's own link: impair its gateway's uplink instead, or use a provider with per-node links (netns)", name, m.Name, info.Name)
-			case m.Role == clusters.RoleGateway && !info.Gateways:
+			case m.Role == clusters.RoleGateway && !info.Gateways && !(shapes && info.GatewayLinks):
 				return fmt.Errorf("scenario %s: the timeline acts on gateway %s, but provider %s has no gateway members: use a provider that models gateways (netns)", name, m.Name, info.Name)
 			}
 		}

@@ -87,7 +87,8 @@ func isGone(ns string) bool {
 // RestoreAll clears every link the owner's shaper state lists, restoring
 // each as it was (peer up, GSO settings), so a crash never leaves a link
 // cut. Links whose namespaces are gone, or are about to go with the
-// owner's sweep, are skipped.
+// owner's sweep, are skipped; a link that is gone in a namespace that
+// stays (a pod's veth) is forgotten (Forget).
 func RestoreAll(ctx context.Context, l *ledger.Ledger, owner string) error {
 	dir := filepath.Join(filepath.Dir(l.Dir()), "shape", owner)
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
@@ -126,7 +127,7 @@ func RestoreAll(ctx context.Context, l *ledger.Ledger, owner string) error {
 			_ = os.Remove(f)
 			continue
 		}
-		if err := s.Clear(ctx, st.Target); err != nil {
+		if err := s.Forget(ctx, st.Target); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package shaper
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -10,6 +11,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
+
+// ErrLinkGone is returned (wrapped) for a link that is not there.
+var ErrLinkGone = errors.New("no interface")
 
 // Link names one end of a network link: an interface in a network
 // namespace.
@@ -146,7 +150,7 @@ func (c *nsConn) link(name string) (netlink.Link, error) {
 			if where == "" {
 				where = "this namespace"
 			}
-			return nil, fmt.Errorf("no interface %q in %s", name, where)
+			return nil, fmt.Errorf("%w: %q in %s", ErrLinkGone, name, where)
 		}
 		return nil, fmt.Errorf("look up interface %q: %w", name, err)
 	}

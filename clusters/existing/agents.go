@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // Agents calls a run's node agents through the API server's pod proxy,
@@ -39,7 +43,7 @@ func NewAgents(cs kubernetes.Interface, token string) *Agents {
 var ErrNotLive = errors.New("the agent sees no live run")
 
 // ErrNotNamed is what an agent answers for a node or pod the run's
-// ConfigMap does not name.
+// ConfigMap does not name (or not yet at the address asked for).
 var ErrNotNamed = errors.New("the run does not name it")
 
 // pod is the running agent pod on node.
@@ -101,6 +105,16 @@ func (a *Agents) call(ctx context.Context, node, method, path string, body any) 
 		switch {
 		case e.Error == "" && attempt == 0:
 			continue // not the agent's answer: its pod may have been replaced
+		case code == http.StatusTooManyRequests && attempt < 10:
+			// Four requests at a time per agent: wait for a turn.
+			select {
+			case <-ctx.Done():
+				return st, ctx.Err()
+			case <-time.After(time.Second):
+			}
+			continue
+		case code == http.StatusPreconditionFailed:
+			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
 		case code == http.StatusConflict:
 			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotLive, e.Error)
 		case code == http.StatusForbidden:
@@ -129,13 +143,17 @@ func (a *Agents) Clear(ctx context.Context, node string) error {
 	return err
 }
 
-// ApplyPod impairs pod (NAMESPACE/NAME) on node, as the pod sees its
-// traffic; the run's ConfigMap must name it (AllowPods).
-func (a *Agents) ApplyPod(ctx context.Context, node, pod string, imp impair.Impairment) error {
+// ApplyPod impairs pod (NAMESPACE/NAME) at ip on node, as the pod sees
+// its traffic; the run's ConfigMap must name it there (AllowPods), or the
+// agent answers ErrNotNamed (retry once it has read the ConfigMap).
+func (a *Agents) ApplyPod(ctx context.Context, node, pod, ip string, imp impair.Impairment) error {
 	if err := agent.ValidPod(pod); err != nil {
 		return err
 	}
-	_, err := a.call(ctx, node, "PUT", "v1/impairments/pods/"+pod, imp)
+	if len(imp.Targets) > 0 {
+		return fmt.Errorf("pod %s: a pod's impairment applies to all its traffic: targets are for a node's link", pod)
+	}
+	_, err := a.call(ctx, node, "PUT", "v1/impairments/pods/"+pod+"?ip="+url.QueryEscape(ip), imp)
 	return err
 }
 
@@ -199,25 +217,45 @@ func LookupPod(ctx context.Context, cs kubernetes.Interface, pod string) (PodRef
 	case p.Spec.NodeName == "" || p.Status.PodIP == "":
 		return PodRef{}, fmt.Errorf("pod %s is not running on a node yet (phase %s)", pod, p.Status.Phase)
 	}
-	return PodRef{Key: pod, Node: p.Spec.NodeName, IP: p.Status.PodIP}, nil
+	for _, ip := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil && a.Is4() {
+			return PodRef{Key: pod, Node: p.Spec.NodeName, IP: a.String()}, nil
+		}
+	}
+	return PodRef{}, fmt.Errorf("pod %s has no IPv4 address (%s): the agent shapes IPv4 pods only", pod, p.Status.PodIP)
 }
 
 // AllowPods names pods in the run's ConfigMap, so their nodes' agents
-// may impair them (in place of the pods it named before).
-func AllowPods(ctx context.Context, cs kubernetes.Interface, pods []PodRef) error {
-	var vals []string
-	for _, p := range pods {
-		vals = append(vals, p.Key+"="+p.IP)
-	}
-	cm, err := cs.CoreV1().ConfigMaps(Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})
+// may impair them: added to those it names (another shaper's stay), or
+// moved to a new address. Concurrent changes are retried.
+func AllowPods(ctx context.Context, cs kubernetes.Interface, pods ...PodRef) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cm, err := cs.CoreV1().ConfigMaps(Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		have := map[string]string{}
+		for _, e := range strings.Split(cm.Data[agent.PodsKey], ",") {
+			if k, ip, ok := strings.Cut(strings.TrimSpace(e), "="); ok {
+				have[k] = ip
+			}
+		}
+		for _, p := range pods {
+			have[p.Key] = p.IP
+		}
+		vals := make([]string, 0, len(have))
+		for k, ip := range have {
+			vals = append(vals, k+"="+ip)
+		}
+		sort.Strings(vals)
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data[agent.PodsKey] = strings.Join(vals, ",")
+		_, err = cs.CoreV1().ConfigMaps(Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("the run's ConfigMap: %w", err)
-	}
-	if cm.Data == nil {
-		cm.Data = map[string]string{}
-	}
-	cm.Data[agent.PodsKey] = strings.Join(vals, ",")
-	if _, err := cs.CoreV1().ConfigMaps(Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("name the pods in the run's ConfigMap: %w", err)
 	}
 	return nil

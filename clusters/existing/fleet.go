@@ -24,7 +24,11 @@ type Fleet struct {
 	Cluster   clusterRef    `json:"cluster"`
 	Image     string        `json:"image"`
 	Token     string        `json:"token"`
+	RunID     string        `json:"run"`
 	All       []fleetMember `json:"members"`
+	// Gateways are the topology's gateways and the nodes behind each: a
+	// gateway's uplink is their own links here.
+	Gateways map[string][]string `json:"gateways,omitempty"`
 	p         *Provider
 }
 

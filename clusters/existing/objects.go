@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -35,8 +37,15 @@ const AgentPort = 9443
 // the harness has not renewed it for this long.
 const leaseSeconds = 15
 
+// LabelRun marks the namespace a run deployed with the run's ID: removal
+// deletes only a namespace that carries its own run's, never one of
+// another run or the user's that happens to share the name.
+const LabelRun = "edgefault.io/run"
+
 // Run is what the harness deploys on a cluster for one run.
 type Run struct {
+	// ID names the run (NewRunID): the namespace's LabelRun.
+	ID string
 	// Nodes are the cluster's nodes the run may impair (never the cloud's).
 	Nodes []string
 	// Image is the runtime's image (edgeguard), already on the nodes:
@@ -44,6 +53,13 @@ type Run struct {
 	Image string
 	// Token is the run's token (NewToken).
 	Token string
+}
+
+// NewRunID is a fresh run ID, prefixed with the fleet's name.
+func NewRunID(fleet string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fleet + "-" + hex.EncodeToString(b)
 }
 
 // NewToken is a fresh token for a run.
@@ -64,7 +80,9 @@ func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbac
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: Namespace, Labels: labels}
 	}
-	ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: labels}}
+	nsLabels := maps.Clone(labels)
+	nsLabels[LabelRun] = r.ID
+	ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: nsLabels}}
 	no := false
 	sa = &corev1.ServiceAccount{ObjectMeta: meta(AgentName), AutomountServiceAccountToken: &no}
 	role = &rbacv1.Role{ObjectMeta: meta(AgentName), Rules: []rbacv1.PolicyRule{
@@ -150,6 +168,9 @@ func Deploy(ctx context.Context, cs kubernetes.Interface, r Run) error {
 	if len(r.Token) < 16 || r.Image == "" {
 		return errors.New("a run needs a token (NewToken) and the runtime's image")
 	}
+	if errs := validation.IsValidLabelValue(r.ID); r.ID == "" || len(errs) > 0 {
+		return fmt.Errorf("run ID %q: %s (NewRunID)", r.ID, strings.Join(errs, "; "))
+	}
 	ns, sa, role, rb, sec, cm, lease, ds := Objects(r)
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		if apierrors.IsAlreadyExists(err) {
@@ -229,21 +250,32 @@ func Renew(ctx context.Context, cs kubernetes.Interface) error {
 	}
 }
 
-// Remove deletes everything the harness deployed (its namespace, and so
-// all in it) and waits, up to wait, until it is gone.
-func Remove(ctx context.Context, cs kubernetes.Interface, wait time.Duration) error {
-	fg := metav1.DeletePropagationForeground
-	err := cs.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &fg})
+// Remove deletes what run id deployed (its namespace, and so all in it)
+// and waits, up to wait, until it is gone. A namespace of that name that
+// another run, or the user, made is left alone (ErrNotOurs).
+func Remove(ctx context.Context, cs kubernetes.Interface, id string, wait time.Duration) error {
+	ns, err := cs.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("namespace %s: %w", Namespace, err)
+	}
+	if id == "" || ns.Labels[LabelRun] != id {
+		return fmt.Errorf("namespace %s (%s=%q) %w %q: left alone", Namespace, LabelRun, ns.Labels[LabelRun], ErrNotOurs, id)
+	}
+	fg := metav1.DeletePropagationForeground
+	err = cs.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &fg, Preconditions: &metav1.Preconditions{UID: &ns.UID}})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil // gone, or another one now: not ours either way
 	}
 	if err != nil {
 		return fmt.Errorf("delete namespace %s: %w", Namespace, err)
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		_, err := cs.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
+		got, err := cs.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && got.UID != ns.UID) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -256,3 +288,7 @@ func Remove(ctx context.Context, cs kubernetes.Interface, wait time.Duration) er
 		}
 	}
 }
+
+// ErrNotOurs is (wrapped in) Remove's error for a namespace another run or
+// the user made.
+var ErrNotOurs = errors.New("is not the one made by run")

@@ -2,6 +2,7 @@ package existing_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestRunDeploysMinimallyAndLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	run := existing.Run{Nodes: []string{"pi-1", "pi-2"}, Image: "edgefault/edgeguard:test", Token: existing.NewToken()}
+	run := existing.Run{ID: existing.NewRunID("lab"), Nodes: []string{"pi-1", "pi-2"}, Image: "edgefault/edgeguard:test", Token: existing.NewToken()}
 	if err := existing.Deploy(ctx, cs, run); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,14 @@ func TestRunDeploysMinimallyAndLeavesNothing(t *testing.T) {
 		t.Errorf("the lease was not renewed: %v then %v", before.Spec.RenewTime, after.Spec.RenewTime)
 	}
 
-	if err := existing.Remove(ctx, cs, time.Minute); err != nil {
+	// Another run's Remove leaves this run's namespace alone.
+	if err := existing.Remove(ctx, cs, existing.NewRunID("other"), time.Minute); !errors.Is(err, existing.ErrNotOurs) {
+		t.Errorf("another run's Remove: %v", err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, existing.Namespace, metav1.GetOptions{}); err != nil {
+		t.Fatalf("another run's Remove took the namespace: %v", err)
+	}
+	if err := existing.Remove(ctx, cs, run.ID, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	nss, _ := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
@@ -103,7 +111,7 @@ func TestRunDeploysMinimallyAndLeavesNothing(t *testing.T) {
 	if len(crs.Items)+len(crbs.Items) > 0 {
 		t.Errorf("cluster roles or bindings of the harness on the cluster: %d, %d", len(crs.Items), len(crbs.Items))
 	}
-	if err := existing.Remove(ctx, cs, time.Minute); err != nil {
+	if err := existing.Remove(ctx, cs, run.ID, time.Minute); err != nil {
 		t.Errorf("removing twice: %v", err)
 	}
 }

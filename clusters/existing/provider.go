@@ -37,10 +37,12 @@ type Provider struct {
 	log    *slog.Logger
 }
 
-// clusterRef says which cluster: a kubeconfig file and a context in it.
+// clusterRef says which cluster: a kubeconfig file and a context in it
+// (and in a ledger entry, the run whose namespace it is).
 type clusterRef struct {
 	Kubeconfig string `json:"kubeconfig"`
 	Context    string `json:"context,omitempty"`
+	Run        string `json:"run,omitempty"`
 }
 
 // Option configures a Provider.
@@ -58,7 +60,8 @@ func WithContext(name string) Option { return func(p *Provider) { p.ref.Context 
 // in a registry they reach): the agent runs `edgeguard agent` in it.
 func WithImage(ref string) Option { return func(p *Provider) { p.image = ref } }
 
-// WithLedger records into l (default: ledger.DefaultDir()).
+// WithLedger records into l (default: ledger.DefaultDir(), opened when a
+// fleet goes up or down).
 func WithLedger(l *ledger.Ledger) Option { return func(p *Provider) { p.ledger = l } }
 
 // WithLogger sets the logger.
@@ -84,11 +87,6 @@ func NewProvider(opts ...Option) (*Provider, error) {
 		return nil, err
 	}
 	p.ref.Kubeconfig = abs
-	if p.ledger == nil {
-		if p.ledger, err = ledger.Open(ledger.DefaultDir()); err != nil {
-			return nil, err
-		}
-	}
 	return p, nil
 }
 
@@ -100,11 +98,12 @@ func (p *Provider) Name() string { return ProviderName }
 // Info is what the provider models.
 func (p *Provider) Info() clusters.Info { return Info() }
 
-// Info: nodes' own links are shaped (through the node agent); the
-// cluster is readable. Workloads and the runtime do not run on it yet,
+// Info: nodes' own links are shaped (through the node agent), and a
+// gateway's uplink as the links of the nodes behind it; the cluster is
+// readable. Workloads and the runtime do not run on it yet,
 // so a scenario can be planned (a dry run) but not played.
 func Info() clusters.Info {
-	return clusters.Info{Name: ProviderName, NodeLinks: true, ControlPlanes: true}
+	return clusters.Info{Name: ProviderName, NodeLinks: true, GatewayLinks: true, ControlPlanes: true}
 }
 
 // config is the cluster's client configuration.
@@ -153,8 +152,25 @@ func (p *Provider) Mapping(ctx context.Context) ([]Mapped, error) {
 	return Map(ctx, cs)
 }
 
+// led is the ledger, opened when first needed: listing and planning,
+// which only read, need no write access to the state directory.
+func (p *Provider) led() (*ledger.Ledger, error) {
+	if p.ledger == nil {
+		l, err := ledger.Open(ledger.DefaultDir())
+		if err != nil {
+			return nil, err
+		}
+		p.ledger = l
+	}
+	return p.ledger, nil
+}
+
 func (p *Provider) stateRoot() string {
-	return filepath.Join(filepath.Dir(p.ledger.Dir()), "existing-fleets")
+	dir := ledger.DefaultDir()
+	if p.ledger != nil {
+		dir = p.ledger.Dir()
+	}
+	return filepath.Join(filepath.Dir(dir), "existing-fleets")
 }
 
 // Up checks that the cluster's labelled nodes can play spec (Check) and
@@ -166,7 +182,7 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 		return nil, err
 	}
 	if p.image == "" {
-		return nil, errors.New("the runtime's image is required: it must be on the cluster's nodes (or in a registry they reach), give it with --image")
+		return nil, errors.New("the runtime's image is required: it must be on the cluster's nodes (or in a registry they reach), give it with --agent-image")
 	}
 	cs, err := p.ref.client()
 	if err != nil {
@@ -179,17 +195,21 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	if err := Check(mapped, spec); err != nil {
 		return nil, err
 	}
-	unlock, err := member.LockFleet(p.ledger, name)
+	led, err := p.led()
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := member.LockFleet(led, name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if es, err := p.ledger.Entries(name); err != nil {
+	if es, err := led.Entries(name); err != nil {
 		return nil, err
 	} else if len(es) > 0 {
 		return nil, fmt.Errorf("fleet name %q is in use (a fleet of that name is up, or was left by a crash): 'edgefault cleanup --fleet %s' removes what was left", name, name)
 	}
-	f := &Fleet{FleetName: name, Cluster: p.ref, Image: p.image, Token: NewToken(), p: p}
+	f := &Fleet{FleetName: name, Cluster: p.ref, Image: p.image, Token: NewToken(), RunID: NewRunID(name), p: p}
 	for _, m := range mapped {
 		wanted := slices.ContainsFunc(spec.Members(), func(w scenarios.Member) bool { return w.Name == m.Member && w.Role == clusters.RoleNode })
 		if m.Problem != "" || !(wanted || m.Role == clusters.RoleCloud) {
@@ -202,15 +222,25 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 		f.All = append(f.All, fleetMember{Member: clusters.Member{Name: m.Member, Role: m.Role, Site: m.Site, Building: m.Building,
 			Address: internalIP(n), Location: "node " + m.Node}, Node: m.Node})
 	}
-	handle, _ := json.Marshal(p.ref)
+	for _, m := range spec.Members() {
+		if m.Role == clusters.RoleNode && m.Gateway != "" {
+			if f.Gateways == nil {
+				f.Gateways = map[string][]string{}
+			}
+			f.Gateways[m.Gateway] = append(f.Gateways[m.Gateway], m.Name)
+		}
+	}
+	ref := p.ref
+	ref.Run = f.RunID
+	handle, _ := json.Marshal(ref)
 	now := time.Now()
-	if err := p.ledger.Record(name, ledger.Entry{Kind: ledger.KindState, Name: f.dir(), Time: now},
+	if err := led.Record(name, ledger.Entry{Kind: ledger.KindState, Name: f.dir(), Time: now},
 		ledger.Entry{Kind: KindNamespace, Name: Namespace, Handle: string(handle), Time: now}); err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			if derr := p.ledger.Sweep(name, Removers()); derr != nil {
+			if derr := led.Sweep(name, Removers()); derr != nil {
 				err = errors.Join(err, fmt.Errorf("removing what was deployed: %w", derr))
 			}
 		}
@@ -218,7 +248,7 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	if err := os.MkdirAll(f.dir(), 0o700); err != nil {
 		return nil, err
 	}
-	if err := Deploy(ctx, cs, Run{Nodes: f.shaped(), Image: p.image, Token: f.Token}); err != nil {
+	if err := Deploy(ctx, cs, Run{ID: f.RunID, Nodes: f.shaped(), Image: p.image, Token: f.Token}); err != nil {
 		return nil, err
 	}
 	if err := f.save(); err != nil {
@@ -281,19 +311,23 @@ func (p *Provider) Down(ctx context.Context, name string) error {
 	if err := clusters.ValidateFleetName(name); err != nil {
 		return err
 	}
-	unlock, err := member.WaitLockFleet(ctx, p.ledger, name)
+	led, err := p.led()
+	if err != nil {
+		return err
+	}
+	unlock, err := member.WaitLockFleet(ctx, led, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	es, err := p.ledger.Entries(name)
+	es, err := led.Entries(name)
 	if err != nil {
 		return err
 	}
 	if !slices.ContainsFunc(es, func(e ledger.Entry) bool { return e.Kind == KindNamespace }) {
 		return fmt.Errorf("%q is not a fleet on an existing cluster (nothing recorded for it): 'edgefault fleet list' shows the fleets of the other providers", name)
 	}
-	return p.ledger.Sweep(name, Removers())
+	return led.Sweep(name, Removers())
 }
 
 // Removers remove what the provider records: the namespace it deployed
@@ -311,7 +345,10 @@ func Removers() map[string]ledger.Remover {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			return Remove(ctx, cs, 2*time.Minute)
+			if err := Remove(ctx, cs, ref.Run, 2*time.Minute); err != nil && !errors.Is(err, ErrNotOurs) {
+				return err
+			}
+			return nil // another run's or the user's namespace stays theirs
 		},
 	}
 }

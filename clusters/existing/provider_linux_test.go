@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/existing"
@@ -91,6 +92,25 @@ func TestProviderPlaysTheLabelledNodesAndLeavesNothing(t *testing.T) {
 		t.Errorf("a topology the labels do not play: %v", err)
 	}
 	nsGone("after a refused Up")
+
+	// The user's own namespace of the name: Up refuses, and the refusal's
+	// clean-up leaves the namespace theirs.
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: existing.Namespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Up(ctx, "lab", &vehicle.Spec.Topology); err == nil || !strings.Contains(err.Error(), "already on the cluster") {
+		t.Errorf("Up beside the user's namespace: %v", err)
+	}
+	if n, err := cs.CoreV1().Namespaces().Get(ctx, existing.Namespace, metav1.GetOptions{}); err != nil || n.DeletionTimestamp != nil {
+		t.Fatalf("a refused Up took the user's namespace: %v %v", err, n.DeletionTimestamp)
+	}
+	if err := cs.CoreV1().Namespaces().Delete(ctx, existing.Namespace, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, time.Minute, "the user's namespace to go", func() bool {
+		_, err := cs.CoreV1().Namespaces().Get(ctx, existing.Namespace, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
 
 	if _, err := p.Up(ctx, "lab", &vehicle.Spec.Topology); err != nil {
 		t.Fatal(err)

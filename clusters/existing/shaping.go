@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -36,8 +35,10 @@ type LinkShaper struct {
 	log    *slog.Logger
 
 	mu      sync.Mutex
+	closed  bool
 	stop    context.CancelFunc // renewals, once started
 	done    chan error
+	lost    chan struct{} // closed when renewals fail for good
 	applied map[string]bool // members and pods ("pod:NS/NAME") changed
 	pods    map[string]PodRef
 }
@@ -57,8 +58,12 @@ func (f *Fleet) Shaper() (*LinkShaper, error) {
 		return nil, err
 	}
 	return &LinkShaper{f: f, cs: cs, agents: NewAgents(cs, f.Token), log: f.p.log,
-		applied: map[string]bool{}, pods: map[string]PodRef{}}, nil
+		applied: map[string]bool{}, pods: map[string]PodRef{}, lost: make(chan struct{})}, nil
 }
+
+// Lost is closed when the run's Lease could not be renewed for 10 s: the
+// agents are about to clear what was applied, and a run must stop.
+func (l *LinkShaper) Lost() <-chan struct{} { return l.lost }
 
 // Agents is the client of the fleet's agents.
 func (l *LinkShaper) Agents() *Agents { return l.agents }
@@ -67,10 +72,21 @@ func (l *LinkShaper) Agents() *Agents { return l.agents }
 // on nodes see the run live.
 func (l *LinkShaper) live(ctx context.Context, nodes ...string) error {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errors.New("the shaper is closed")
+	}
 	if l.stop == nil {
 		rctx, cancel := context.WithCancel(context.Background())
 		l.stop, l.done = cancel, make(chan error, 1)
-		go func() { l.done <- Renew(rctx, l.cs) }()
+		go func() {
+			err := Renew(rctx, l.cs)
+			l.done <- err
+			if err != nil {
+				l.log.Error("the run's lease is lost: the agents clear what was applied", "err", err)
+				close(l.lost)
+			}
+		}()
 	}
 	done := l.done
 	l.mu.Unlock()
@@ -88,7 +104,20 @@ func (l *LinkShaper) live(ctx context.Context, nodes ...string) error {
 	return l.agents.WaitLive(ctx, nodes, 3*time.Minute)
 }
 
-func (l *LinkShaper) node(member string) (*fleetMember, error) {
+// nodes are the fleet members whose links stand for member's: its own,
+// or for a gateway those of the nodes behind it.
+func (l *LinkShaper) nodes(member string) ([]*fleetMember, error) {
+	if behind, ok := l.f.Gateways[member]; ok {
+		var out []*fleetMember
+		for _, n := range behind {
+			m, err := l.f.find(n)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, m)
+		}
+		return out, nil
+	}
 	m, err := l.f.find(member)
 	if err != nil {
 		return nil, err
@@ -96,23 +125,32 @@ func (l *LinkShaper) node(member string) (*fleetMember, error) {
 	if m.Role == clusters.RoleCloud {
 		return nil, fmt.Errorf("member %s is the cloud: it is never shaped (its node carries the scenario's far end)", member)
 	}
-	return m, nil
+	return []*fleetMember{m}, nil
 }
 
-// Apply impairs member's own link (its node's uplink).
+// Apply impairs member's own link (its node's uplink), or a gateway's
+// uplink as the links of the nodes behind it.
 func (l *LinkShaper) Apply(ctx context.Context, member string, imp impair.Impairment) error {
-	m, err := l.node(member)
+	ms, err := l.nodes(member)
 	if err != nil {
 		return err
 	}
 	if imp, err = l.held(ctx, imp); err != nil {
 		return fmt.Errorf("%s: %w", member, err)
 	}
-	if err := l.live(ctx, m.Node); err != nil {
+	var nodes []string
+	for _, m := range ms {
+		nodes = append(nodes, m.Node)
+	}
+	if err := l.live(ctx, nodes...); err != nil {
 		return err
 	}
 	l.mark(member)
-	return l.agents.Apply(ctx, m.Node, imp)
+	var errs []error
+	for _, n := range nodes {
+		errs = append(errs, l.agents.Apply(ctx, n, imp))
+	}
+	return errors.Join(errs...)
 }
 
 func (l *LinkShaper) mark(key string) {
@@ -178,24 +216,29 @@ func APIAddresses(ctx context.Context, cs kubernetes.Interface) ([]netip.Addr, e
 	return out, nil
 }
 
-// Clear clears member's own link.
+// Clear clears member's own link (a gateway's: its nodes').
 func (l *LinkShaper) Clear(ctx context.Context, member string) error {
-	m, err := l.node(member)
+	ms, err := l.nodes(member)
 	if err != nil {
 		return err
 	}
-	return l.agents.Clear(ctx, m.Node)
+	var errs []error
+	for _, m := range ms {
+		errs = append(errs, l.agents.Clear(ctx, m.Node))
+	}
+	return errors.Join(errs...)
 }
 
-// Current is what the agent on member's node holds on its uplink.
+// Current is what the agent on member's node holds on its uplink (a
+// gateway's: on the first node's behind it).
 func (l *LinkShaper) Current(member string) (impair.Impairment, bool, error) {
-	m, err := l.node(member)
-	if err != nil {
+	ms, err := l.nodes(member)
+	if err != nil || len(ms) == 0 {
 		return impair.Impairment{}, false, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	st, err := l.agents.State(ctx, m.Node)
+	st, err := l.agents.State(ctx, ms[0].Node)
 	if err != nil || st.Uplink == nil {
 		return impair.Impairment{}, false, err
 	}
@@ -211,6 +254,9 @@ func (l *LinkShaper) Backend() string {
 // host side of its veth, through the agent on its node; the node must
 // be one of the fleet's. The pod is named in the run's ConfigMap first.
 func (l *LinkShaper) ApplyPod(ctx context.Context, pod string, imp impair.Impairment) error {
+	if len(imp.Targets) > 0 {
+		return fmt.Errorf("pod %s: a pod's impairment applies to all its traffic: targets are for a node's link", pod)
+	}
 	ref, err := LookupPod(ctx, l.cs, pod)
 	if err != nil {
 		return err
@@ -219,18 +265,15 @@ func (l *LinkShaper) ApplyPod(ctx context.Context, pod string, imp impair.Impair
 		return fmt.Errorf("pod %s is on node %s, which plays no node of fleet %s: its agent may not touch it", pod, ref.Node, l.f.FleetName)
 	}
 	l.mu.Lock()
-	known, same := l.pods[pod]
-	l.pods[pod] = ref
-	refs := make([]PodRef, 0, len(l.pods))
-	for _, r := range l.pods {
-		refs = append(refs, r)
-	}
+	known, ok := l.pods[pod]
 	l.mu.Unlock()
-	sort.Slice(refs, func(i, j int) bool { return refs[i].Key < refs[j].Key })
-	if !same || known != ref {
-		if err := AllowPods(ctx, l.cs, refs); err != nil {
+	if !ok || known != ref {
+		if err := AllowPods(ctx, l.cs, ref); err != nil {
 			return err
 		}
+		l.mu.Lock()
+		l.pods[pod] = ref
+		l.mu.Unlock()
 	}
 	if err := l.live(ctx, ref.Node); err != nil {
 		return err
@@ -239,11 +282,15 @@ func (l *LinkShaper) ApplyPod(ctx context.Context, pod string, imp impair.Impair
 	// The agent reads the ConfigMap every second.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := l.agents.ApplyPod(ctx, ref.Node, pod, imp)
+		err := l.agents.ApplyPod(ctx, ref.Node, pod, ref.IP, imp)
 		if err == nil || time.Now().After(deadline) || !errors.Is(err, ErrNotNamed) {
 			return err
 		}
-		time.Sleep(300 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
 	}
 }
 
@@ -270,7 +317,7 @@ func (l *LinkShaper) Close() error {
 		keys = append(keys, k)
 	}
 	stop, done := l.stop, l.done
-	l.stop = nil
+	l.stop, l.closed = nil, true // no Apply starts renewals again
 	l.mu.Unlock()
 	if stop == nil {
 		return nil

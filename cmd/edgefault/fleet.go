@@ -370,7 +370,8 @@ func newFleetExecCmd(g *globals) *cobra.Command {
 }
 
 // findTarget resolves a member name (or, on netns, its namespace name) in
-// the given fleet or, when none is given, in whichever fleet has it.
+// the given fleet or, when none is given, in whichever fleet has it (no
+// name: the provider's only fleet).
 func findTarget(ctx context.Context, p clusters.Provider, fleet, target string) (clusters.Fleet, error) {
 	if fleet != "" {
 		return p.Get(ctx, fleet)
@@ -378,6 +379,13 @@ func findTarget(ctx context.Context, p clusters.Provider, fleet, target string) 
 	names, err := p.List(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if target == "" {
+		// No member to look for: the provider's only fleet.
+		if len(names) != 1 {
+			return nil, fmt.Errorf("%d fleets are up on provider %s: say which with --fleet (edgefault fleet list --provider %s)", len(names), p.Name(), p.Name())
+		}
+		return p.Get(ctx, names[0])
 	}
 	var found []clusters.Fleet
 	for _, n := range names {

@@ -192,7 +192,7 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 				var fl clusters.Fleet
 				if f.pod != "" {
 					name = f.pod
-					fl, err = onlyFleet(cmd.Context(), p, f.fleet)
+					fl, err = findTarget(cmd.Context(), p, f.fleet, "")
 				} else {
 					name = args[0]
 					fl, err = findTarget(cmd.Context(), p, f.fleet, name)
@@ -219,6 +219,9 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (backend %s)\n", name, imp, sh.Backend())
+			if f.provider == existing.ProviderName && f.pod == "" && len(imp.Targets) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "  held to traffic with the cloud node (the node's path to its API server stays whole); --to widens it")
+			}
 			// On an existing cluster an impairment lives as long as the
 			// harness that holds it: the agents clear it within their
 			// lease once this command ends.
@@ -230,9 +233,18 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 					timeout = time.After(hold)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "holding it %s, then clearing it\n", what)
+				var lost <-chan struct{}
+				switch es := sh.(type) {
+				case *existing.LinkShaper:
+					lost = es.Lost()
+				case podShaper:
+					lost = es.Lost()
+				}
 				select {
 				case <-cmd.Context().Done():
 				case <-timeout:
+				case <-lost:
+					return fmt.Errorf("%s: the run's lease could not be renewed (the API server unreachable?): the agents clear the impairment on their own", name)
 				}
 				// Not the command's context: it may be the one that ended.
 				cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -298,17 +310,3 @@ func (p podShaper) Apply(ctx context.Context, pod string, imp impair.Impairment)
 }
 func (p podShaper) Clear(ctx context.Context, pod string) error { return p.ClearPod(ctx, pod) }
 
-// onlyFleet is --fleet's fleet, or the provider's only one.
-func onlyFleet(ctx context.Context, p clusters.Provider, fleet string) (clusters.Fleet, error) {
-	if fleet != "" {
-		return p.Get(ctx, fleet)
-	}
-	names, err := p.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(names) != 1 {
-		return nil, fmt.Errorf("%d fleets are up on provider %s: say which with --fleet (edgefault fleet list --provider %s)", len(names), p.Name(), p.Name())
-	}
-	return p.Get(ctx, names[0])
-}

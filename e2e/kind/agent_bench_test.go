@@ -52,9 +52,9 @@ var _ = Describe("the node agent's latency", Ordered, func() {
 				_, _ = cs.CoreV1().Nodes().Patch(context.Background(), nd.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"edgefault.io/role":null}}}`), metav1.PatchOptions{})
 			})
 		}
-		token := existing.NewToken()
-		Expect(existing.Deploy(ctx, cs, existing.Run{Nodes: nodes, Image: ref, Token: token})).To(Succeed())
-		DeferCleanup(func() { Expect(existing.Remove(context.Background(), cs, 2*time.Minute)).To(Succeed()) })
+		token, id := existing.NewToken(), existing.NewRunID("bench")
+		Expect(existing.Deploy(ctx, cs, existing.Run{ID: id, Nodes: nodes, Image: ref, Token: token})).To(Succeed())
+		DeferCleanup(func() { Expect(existing.Remove(context.Background(), cs, id, 2*time.Minute)).To(Succeed()) })
 		renewing, stop := context.WithCancel(context.Background())
 		DeferCleanup(stop)
 		go func() { _ = existing.Renew(renewing, cs) }()

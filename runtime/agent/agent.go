@@ -66,7 +66,11 @@ type Agent struct {
 	cfg Config
 	sem chan struct{} // bounds requests in progress
 
-	mu sync.Mutex
+	// chg serializes changes to links (requests, clearing), held across
+	// the shaper's work; mu guards the fields below and is never held
+	// across it, so reads and the Lease's watch do not wait on a change.
+	chg sync.Mutex
+	mu  sync.Mutex
 	// places are what the agent may have shaped: "uplink", and
 	// "pod/NAMESPACE/NAME" for a pod's veth.
 	places  map[string]*place
@@ -210,35 +214,52 @@ func (a *Agent) check(ctx context.Context) {
 }
 
 // clear removes what the agent applied, or may have (dirty), on the
-// places named (nil: all). A pod's veth that is gone went with its pod.
+// places named (nil: all). A pod's veth that is gone went with its pod:
+// what the shaper put beside it goes too (shaper.Forget).
 func (a *Agent) clear(ctx context.Context, why string, keys []string) error {
+	a.chg.Lock()
+	defer a.chg.Unlock()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if keys == nil {
 		keys = slices.Collect(maps.Keys(a.places))
 	}
-	var errs []error
+	type job struct {
+		key string
+		p   *place
+	}
+	var jobs []job
 	for _, k := range keys {
-		p := a.places[k]
-		if p == nil || !p.dirty {
+		if p := a.places[k]; p != nil && p.dirty {
+			jobs = append(jobs, job{k, p})
+		}
+	}
+	a.mu.Unlock()
+	var errs []error
+	for _, j := range jobs {
+		var err error
+		if j.key == uplinkKey {
+			err = a.cfg.Shaper.Clear(ctx, j.p.target)
+		} else {
+			err = a.cfg.Shaper.Forget(ctx, j.p.target)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("clear %s (%s): %w", j.key, j.p.target.Link, err))
 			continue
 		}
-		if err := a.cfg.Shaper.Clear(ctx, p.target); err != nil && !(k != uplinkKey && linkGone(err)) {
-			errs = append(errs, fmt.Errorf("clear %s (%s): %w", k, p.target.Link, err))
-			continue
-		}
+		a.mu.Lock()
 		was := "whatever was there"
-		if p.applied != nil {
-			was = p.applied.String()
+		if j.p.applied != nil {
+			was = j.p.applied.String()
 			if !a.live {
 				a.expired++
 			}
 		}
-		a.cfg.Log.Info("cleared", "place", k, "link", p.target.Link.String(), "why", why, "was", was)
-		p.applied, p.dirty = nil, false
-		if k != uplinkKey {
-			delete(a.places, k)
+		j.p.applied, j.p.dirty = nil, false
+		if j.key != uplinkKey && a.places[j.key] == j.p {
+			delete(a.places, j.key)
 		}
+		a.mu.Unlock()
+		a.cfg.Log.Info("cleared", "place", j.key, "link", j.p.target.Link.String(), "why", why, "was", was)
 	}
 	return errors.Join(errs...)
 }
@@ -330,80 +351,103 @@ func (a *Agent) Handler() http.Handler {
 	return a.guard(mux)
 }
 
-// change applies imp (nil: clears) on the place key.
+// change applies imp (nil: clears) on the place key. For a pod, ip is
+// the address the harness asked for (from the query): an agent that has
+// not yet read the ConfigMap naming it there answers 412, to be retried.
 func (a *Agent) change(w http.ResponseWriter, r *http.Request, key string, imp *shaper.Impairment) {
+	a.chg.Lock()
+	defer a.chg.Unlock()
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if imp != nil && !a.live {
+	live, allowed, p := a.live, a.allowed, a.places[key]
+	podKey := strings.TrimPrefix(key, "pod/")
+	ip, named := a.pods[podKey]
+	a.mu.Unlock()
+	if imp != nil && !live {
 		writeErr(w, http.StatusConflict, "no live run: the lease %s/%s is absent or was not renewed within its duration", a.cfg.Namespace, RunObject)
 		return
 	}
-	p := a.places[key]
-	do := imp
-	if key != uplinkKey {
-		podKey := strings.TrimPrefix(key, "pod/")
-		ip, named := a.pods[podKey]
-		if p == nil && imp == nil {
-			writeJSON(w, http.StatusOK, a.state()) // nothing of ours there
+	do, t := imp, shaper.Target{Link: a.cfg.Uplink}
+	switch {
+	case key == uplinkKey:
+		if imp != nil && !allowed {
+			writeErr(w, http.StatusForbidden, "node %s is not in the run's ConfigMap %s/%s (key %s): it was not asked to manage it", a.cfg.Node, a.cfg.Namespace, RunObject, NodesKey)
 			return
 		}
-		if imp != nil && !named {
+	case imp == nil:
+		if p == nil {
+			a.respond(w) // nothing of ours there
+			return
+		}
+		t = p.target
+	default:
+		if !named {
 			writeErr(w, http.StatusForbidden, "pod %s is not in the run's ConfigMap %s/%s (key %s): it was not asked to manage it", podKey, a.cfg.Namespace, RunObject, PodsKey)
 			return
 		}
-		if imp != nil {
-			h, err := podSide(*imp)
-			if err != nil {
-				writeErr(w, http.StatusBadRequest, "pod %s: %v", podKey, err)
-				return
-			}
-			do = &h
-			veth, err := hostVeth(a.cfg.Uplink, ip)
-			if err != nil {
-				writeErr(w, http.StatusNotFound, "pod %s at %s: %v", podKey, ip, err)
-				return
-			}
-			t := shaper.Target{Link: shaper.Link{Netns: a.cfg.Uplink.Netns, Name: veth}, Forwards: true}
-			if p != nil && p.target != t && p.dirty {
-				// The pod's veth changed (a restarted sandbox): the old
-				// one went with it, or is cleared now.
-				if err := a.cfg.Shaper.Clear(r.Context(), p.target); err != nil && !linkGone(err) {
-					writeErr(w, http.StatusInternalServerError, "pod %s: clear its old veth %s: %v", podKey, p.target.Link, err)
-					return
-				}
-			}
-			if p == nil || p.target != t {
-				p = &place{target: t}
-				a.places[key] = p
-			}
+		if want := r.URL.Query().Get("ip"); want != "" && want != ip.String() {
+			writeErr(w, http.StatusPreconditionFailed, "pod %s: the run's ConfigMap names it at %s, the request at %s: ask again once this agent has read the ConfigMap (every second)", podKey, ip, want)
+			return
 		}
-	} else if imp != nil && !a.allowed {
-		writeErr(w, http.StatusForbidden, "node %s is not in the run's ConfigMap %s/%s (key %s): it was not asked to manage it", a.cfg.Node, a.cfg.Namespace, RunObject, NodesKey)
-		return
+		h, err := podSide(*imp)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "pod %s: %v", podKey, err)
+			return
+		}
+		veth, err := hostVeth(a.cfg.Uplink, ip)
+		if err != nil {
+			writeErr(w, http.StatusNotFound, "pod %s at %s: %v", podKey, ip, err)
+			return
+		}
+		do, t = &h, shaper.Target{Link: shaper.Link{Netns: a.cfg.Uplink.Netns, Name: veth}, Forwards: true}
 	}
 	// Not the request's context: a change dropped half-way (the caller
 	// or the pod proxy gone) would leave shaping no one knows of.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
-	var err error
-	if do == nil {
-		err = a.cfg.Shaper.Clear(ctx, p.target) // what is there, known or not
-		if err != nil && key != uplinkKey && linkGone(err) {
-			err = nil
+	if p != nil && p.target != t && p.dirty {
+		// The pod's veth changed (a new sandbox): the old one is cleared,
+		// or went with it.
+		if err := a.cfg.Shaper.Forget(ctx, p.target); err != nil {
+			writeErr(w, http.StatusInternalServerError, "pod %s: clear its old veth %s: %v", podKey, p.target.Link, err)
+			return
 		}
-	} else {
-		err = a.cfg.Shaper.Apply(ctx, p.target, *do)
 	}
+	if p == nil || p.target != t {
+		p = &place{target: t}
+	}
+	var err error
+	switch {
+	case do != nil:
+		err = a.cfg.Shaper.Apply(ctx, t, *do)
+	case key == uplinkKey:
+		err = a.cfg.Shaper.Clear(ctx, t) // what is there, known or not
+	default:
+		err = a.cfg.Shaper.Forget(ctx, t)
+	}
+	a.mu.Lock()
 	if err != nil {
 		p.dirty = true // the lapse of the run clears what is left
-		writeErr(w, http.StatusInternalServerError, "%s: %v", p.target.Link, err)
-		return
+	} else {
+		p.applied, p.dirty = imp, imp != nil
 	}
-	p.applied, p.dirty = imp, imp != nil
-	if imp == nil && key != uplinkKey {
+	if key == uplinkKey || p.dirty {
+		a.places[key] = p
+	} else {
 		delete(a.places, key)
 	}
-	writeJSON(w, http.StatusOK, a.state())
+	a.mu.Unlock()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "%s: %v", t.Link, err)
+		return
+	}
+	a.respond(w)
+}
+
+func (a *Agent) respond(w http.ResponseWriter) {
+	a.mu.Lock()
+	st := a.state()
+	a.mu.Unlock()
+	writeJSON(w, http.StatusOK, st)
 }
 
 // TokenHeader carries the run's token. Not Authorization: the API

@@ -18,6 +18,8 @@ import (
 	"github.com/edgefault/edgefault/ledger"
 	"github.com/edgefault/edgefault/runtime/agent"
 	"github.com/edgefault/edgefault/shaper"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netns"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -319,12 +321,73 @@ func TestAgentShapesAPodFromTheNode(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || st.Pods["shop/till-0"] == nil || !st.Pods["shop/till-0"].Outage {
 		t.Errorf("the state does not show the pod's outage: %s", body)
 	}
+	if code, body := call("PUT", "/v1/impairments/pods/shop/till-0?ip=10.9.9.9", shaper.Impairment{Outage: true}); code != http.StatusPreconditionFailed {
+		t.Errorf("a pod asked for at another address than the ConfigMap's: %d %s", code, body)
+	}
+
+	// A routed pod (kindnet's, Calico's shape): its own veth carries a
+	// host route to it. One behind a route to a whole range is refused.
+	sh2 := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	sh2("-n", star.Fabric, "link", "add", "rv0", "type", "veth", "peer", "name", "eth1", "netns", star.Hosts[1])
+	sh2("-n", star.Hosts[1], "addr", "add", "10.198.0.2/32", "dev", "eth1")
+	sh2("-n", star.Hosts[1], "link", "set", "eth1", "up")
+	sh2("-n", star.Fabric, "link", "set", "rv0", "up")
+	sh2("-n", star.Fabric, "route", "add", "10.198.0.2/32", "dev", "rv0")
+	sh2("-n", star.Fabric, "route", "add", "10.198.1.0/24", "dev", "rv0")
+	cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, agent.RunObject, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data[agent.PodsKey] += ",shop/routed-0=10.198.0.2,shop/shared-0=10.198.1.5"
+	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 5*time.Second, "the routed pod shaped on its own veth", func() bool {
+		code, _ := call("PUT", "/v1/impairments/pods/shop/routed-0?ip=10.198.0.2", shaper.Impairment{DownRate: 1 * shaper.Mbit, UpRate: 1 * shaper.Mbit})
+		return code == http.StatusOK
+	})
+	if out, _ := exec.Command("tc", "-n", star.Fabric, "qdisc", "show", "dev", "rv0").CombinedOutput(); !strings.Contains(string(out), "tbf") && !strings.Contains(string(out), "htb") {
+		t.Errorf("no rate limit on the routed pod's veth rv0:\n%s", out)
+	}
+	if code, body := call("PUT", "/v1/impairments/pods/shop/shared-0?ip=10.198.1.5", shaper.Impairment{Outage: true}); code != http.StatusNotFound || !strings.Contains(body, "no host route") {
+		t.Errorf("a pod behind a link shared by a range: %d %s", code, body)
+	}
+	// The routed pod goes while shaped (its veth with it): at the lapse
+	// the agent removes what the shaper put beside the veth (the ifb of
+	// its upload, the nftables tables naming it).
+	sh2("-n", star.Fabric, "link", "del", "rv0")
 	stopRenewing()
-	kubetest.Eventually(t, 8*time.Second, "the agent to clear the pod after its lease ran out", func() bool {
+	kubetest.Eventually(t, 8*time.Second, "the agent to clear the pods after its lease ran out", func() bool {
 		_, body := call("GET", "/v1/impairments", nil)
 		var st agent.State
-		return json.Unmarshal([]byte(body), &st) == nil && len(st.Pods) == 0 && st.Expired == 1
+		return json.Unmarshal([]byte(body), &st) == nil && len(st.Pods) == 0 && st.Expired == 2
 	})
+	if out, _ := exec.Command("ip", "-n", star.Fabric, "-br", "link").CombinedOutput(); strings.Contains(string(out), "efb") {
+		t.Errorf("an ifb of the gone pod's veth remains:\n%s", out)
+	}
+	fab, err := netns.GetFromName(star.Fabric)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fab.Close()
+	nc, err := nftables.New(nftables.WithNetNSFd(int(fab)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := nc.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range tables {
+		if strings.HasPrefix(tb.Name, "edgefault-") {
+			t.Errorf("nftables table %s of a pod remains", tb.Name)
+		}
+	}
 	if got, err := traffic.UDPTrain(ctx, star.Hosts[1], star.Hosts[0], star.Addr(0)+":9915", 50, 200, 500); err != nil || got < 45 {
 		t.Errorf("after the lapse %d of 50 datagrams reached the pod (%v)", got, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,6 +109,24 @@ func hostVeth(uplink shaper.Link, addr netip.Addr) (string, error) {
 	if l.Type() != "veth" {
 		return "", fmt.Errorf("%s is reached through %s, a %s, not a pod's veth: this CNI's pods cannot be shaped from the node", addr, l.Attrs().Name, l.Type())
 	}
+	if l.Attrs().Index == rs[0].LinkIndex {
+		// Routed: the pod's own veth carries a host route to it; a veth
+		// that carries a whole range (Cilium's cilium_host) is every
+		// pod's, and is refused.
+		own, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_OIF)
+		if err != nil {
+			return "", fmt.Errorf("routes of %s: %w", l.Attrs().Name, err)
+		}
+		if !slices.ContainsFunc(own, func(rt netlink.Route) bool {
+			ones, bits := 0, 0
+			if rt.Dst != nil {
+				ones, bits = rt.Dst.Mask.Size()
+			}
+			return rt.Dst != nil && ones == bits && rt.Dst.IP.Equal(net.IP(addr.AsSlice()))
+		}) {
+			return "", fmt.Errorf("%s is reached through %s, which carries no host route to it: a link shared by several pods (this CNI's pods cannot be shaped one by one from the node)", addr, l.Attrs().Name)
+		}
+	}
 	return l.Attrs().Name, nil
 }
 
@@ -152,13 +171,6 @@ func poke(uplink shaper.Link, addr netip.Addr) {
 	}
 	defer c.Close()
 	_, _ = c.Write([]byte{0})
-}
-
-// linkGone reports whether err says the link is not there (a pod that
-// went takes its veth with it).
-func linkGone(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf) || strings.Contains(fmt.Sprint(err), "no interface")
 }
 
 // podSide turns an impairment as the pod sees it (up: what the pod sends)
