@@ -29,7 +29,7 @@ type Fleet struct {
 	// Gateways are the topology's gateways and the nodes behind each: a
 	// gateway's uplink is their own links here.
 	Gateways map[string][]string `json:"gateways,omitempty"`
-	p         *Provider
+	p        *Provider
 }
 
 type fleetMember struct {

@@ -38,7 +38,7 @@ type LinkShaper struct {
 	closed  bool
 	stop    context.CancelFunc // renewals, once started
 	done    chan error
-	lost    chan struct{} // closed when renewals fail for good
+	lost    chan struct{}   // closed when renewals fail for good
 	applied map[string]bool // members and pods ("pod:NS/NAME") changed
 	pods    map[string]PodRef
 }

@@ -309,4 +309,3 @@ func (p podShaper) Apply(ctx context.Context, pod string, imp impair.Impairment)
 	return p.ApplyPod(ctx, pod, imp)
 }
 func (p podShaper) Clear(ctx context.Context, pod string) error { return p.ClearPod(ctx, pod) }
-
