@@ -68,10 +68,18 @@ test: root deps kind-deps app-deps lint setup-kind
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 # make fuzz: each target for $(FUZZTIME) (make test runs them for 5 s).
+# Go 1.26's fuzzer can fail a target at the end of -fuzztime with a bare
+# "context deadline exceeded" and no failing input (go.dev/issue/75804,
+# fixed in Go 1.27): such a run is played once more; a failing input, or
+# any other failure, fails at once.
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) $${t#*:} >$$log 2>&1 || { cat $$log; exit 1; }; \
+		for try in 1 2; do \
+			if $(GO) test -run '^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) $${t#*:} >$$log 2>&1; then break; fi; \
+			if [ $$try = 2 ] || grep -q 'Failing input written' $$log || ! grep -q 'context deadline exceeded' $$log; then cat $$log; exit 1; fi; \
+			echo "  the fuzzer's own deadline race (go.dev/issue/75804), no failing input: once more"; \
+		done; \
 	done
 
 # make e2e: the kind suite, verbose (make test runs it too), then
