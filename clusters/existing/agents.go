@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -70,8 +69,9 @@ func (a *Agents) pod(ctx context.Context, node string, fresh bool) (string, erro
 	return "", fmt.Errorf("no agent is running on node %s yet (DaemonSet %s/%s: is the runtime's image on the node, and the node labelled %s?)", node, Namespace, AgentName, "edgefault.io/role")
 }
 
-// call sends one request to node's agent and decodes its State.
-func (a *Agents) call(ctx context.Context, node, method, path string, body any) (agent.State, error) {
+// call sends one request to node's agent and decodes its State; query
+// goes as the request's parameters (the pod proxy passes them on).
+func (a *Agents) call(ctx context.Context, node, method, path string, body any, query ...string) (agent.State, error) {
 	var st agent.State
 	var payload []byte
 	if body != nil {
@@ -88,6 +88,9 @@ func (a *Agents) call(ctx context.Context, node, method, path string, body any) 
 		req := a.cs.CoreV1().RESTClient().Verb(method).Namespace(Namespace).Resource("pods").
 			Name(fmt.Sprintf("%s:%d", p, AgentPort)).SubResource("proxy").Suffix(path).
 			SetHeader(agent.TokenHeader, a.token).Timeout(45 * time.Second)
+		for i := 0; i+1 < len(query); i += 2 {
+			req = req.Param(query[i], query[i+1])
+		}
 		if payload != nil {
 			req = req.SetHeader("Content-Type", "application/json").Body(payload)
 		}
@@ -153,7 +156,7 @@ func (a *Agents) ApplyPod(ctx context.Context, node, pod, ip string, imp impair.
 	if len(imp.Targets) > 0 {
 		return fmt.Errorf("pod %s: a pod's impairment applies to all its traffic: targets are for a node's link", pod)
 	}
-	_, err := a.call(ctx, node, "PUT", "v1/impairments/pods/"+pod+"?ip="+url.QueryEscape(ip), imp)
+	_, err := a.call(ctx, node, "PUT", "v1/impairments/pods/"+pod, imp, "ip", ip)
 	return err
 }
 
