@@ -19,14 +19,19 @@ import (
 // there is cleared.
 func (s *Shaper) Forget(ctx context.Context, t Target) error {
 	err := s.Clear(ctx, t)
-	if err == nil || !errors.Is(err, ErrLinkGone) {
+	if err == nil || !errors.Is(err, ErrLinkGone) || t.Peer != nil {
+		// With a peer, what the shaper made is in the peer's namespace,
+		// and a missing link may be the peer: not Forget's to judge.
 		return err
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock() // the connection stays open (and cached) throughout
 	c, err := s.conn(t.Link)
-	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("forget %s: %w", t.Link, err)
+	}
+	if _, err := c.link(t.Link.Name); !errors.Is(err, ErrLinkGone) {
+		return fmt.Errorf("forget %s: the link is there after all (%v): clear it instead", t.Link, err)
 	}
 	ss := &session{s: s, t: t, lc: c, state: filepath.Join(s.stateDir, strings.ReplaceAll(c.id, ":", "_")+"_"+t.Link.Name+".json")}
 	st, err := ss.load()
@@ -56,6 +61,9 @@ func (s *Shaper) Forget(ctx context.Context, t Target) error {
 	for _, d := range st.Delayers {
 		errs = append(errs, s.stopDelayer(d))
 	}
+	for _, d := range st.Stale {
+		errs = append(errs, s.stopDelayer(d))
+	}
 	// The qdiscs recorded on the link went with it.
 	if es, err := s.ledger.Entries(s.owner); err == nil {
 		for _, e := range es {
@@ -70,5 +78,5 @@ func (s *Shaper) Forget(ctx context.Context, t Target) error {
 	if err := os.Remove(ss.state); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return nil
+	return s.ledger.Forget(s.owner, ledger.Entry{Kind: ledger.KindState, Name: ss.state})
 }

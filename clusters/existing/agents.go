@@ -108,14 +108,6 @@ func (a *Agents) call(ctx context.Context, node, method, path string, body any, 
 		switch {
 		case e.Error == "" && attempt == 0:
 			continue // not the agent's answer: its pod may have been replaced
-		case code == http.StatusTooManyRequests && attempt < 10:
-			// Four requests at a time per agent: wait for a turn.
-			select {
-			case <-ctx.Done():
-				return st, ctx.Err()
-			case <-time.After(time.Second):
-			}
-			continue
 		case code == http.StatusPreconditionFailed:
 			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
 		case code == http.StatusConflict:

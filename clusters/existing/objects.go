@@ -261,16 +261,24 @@ func Remove(ctx context.Context, cs kubernetes.Interface, id string, wait time.D
 	if err != nil {
 		return fmt.Errorf("namespace %s: %w", Namespace, err)
 	}
-	if id == "" || ns.Labels[LabelRun] != id {
+	if id == "" {
+		return fmt.Errorf("namespace %s: no run ID to check it against: delete it yourself if it is edgefault's (kubectl delete namespace %s)", Namespace, Namespace)
+	}
+	if ns.Labels[LabelRun] != id {
 		return fmt.Errorf("namespace %s (%s=%q) %w %q: left alone", Namespace, LabelRun, ns.Labels[LabelRun], ErrNotOurs, id)
 	}
-	fg := metav1.DeletePropagationForeground
-	err = cs.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &fg, Preconditions: &metav1.Preconditions{UID: &ns.UID}})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil // gone, or another one now: not ours either way
-	}
-	if err != nil {
-		return fmt.Errorf("delete namespace %s: %w", Namespace, err)
+	if ns.DeletionTimestamp == nil {
+		fg := metav1.DeletePropagationForeground
+		err = cs.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &fg, Preconditions: &metav1.Preconditions{UID: &ns.UID}})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case apierrors.IsConflict(err):
+			// Another namespace of the name now (not ours), or ours
+			// already terminating: the wait tells them apart.
+		case err != nil:
+			return fmt.Errorf("delete namespace %s: %w", Namespace, err)
+		}
 	}
 	deadline := time.Now().Add(wait)
 	for {

@@ -223,9 +223,11 @@ var _ = Describe("an existing cluster", Ordered, func() {
 		Expect(out).To(ContainSubstring("cleaned up " + fleet))
 		_, err = cs.CoreV1().Namespaces().Get(ctx, existing.Namespace, metav1.GetOptions{})
 		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "namespace %s is still there: %v", existing.Namespace, err)
-		ds, err := cs.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=edgefault"})
+		// The agents' DaemonSet, wherever it might be (the suite's other
+		// specs deploy the runtime's own, which is theirs to remove).
+		ds, err := cs.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + existing.AgentName})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(ds.Items).To(BeEmpty(), "DaemonSets of the harness remain")
+		Expect(ds.Items).To(BeEmpty(), "the agents' DaemonSet remains")
 		_, err = os.Stat(filepath.Join(stateDir, "existing-fleets", fleet))
 		Expect(os.IsNotExist(err)).To(BeTrue(), "the fleet's state remains: %v", err)
 	})

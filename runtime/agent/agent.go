@@ -93,6 +93,9 @@ type place struct {
 	// dirty: the link may hold shaping to clear (something applied, an
 	// apply that failed half-way, or what an agent before this one left).
 	dirty bool
+	// ifindex is a pod's veth's index when shaped: a new veth of the same
+	// name (a pod made again) has another.
+	ifindex int
 }
 
 const uplinkKey = "uplink"
@@ -366,7 +369,7 @@ func (a *Agent) change(w http.ResponseWriter, r *http.Request, key string, imp *
 		writeErr(w, http.StatusConflict, "no live run: the lease %s/%s is absent or was not renewed within its duration", a.cfg.Namespace, RunObject)
 		return
 	}
-	do, t := imp, shaper.Target{Link: a.cfg.Uplink}
+	do, t, ifindex := imp, shaper.Target{Link: a.cfg.Uplink}, 0
 	switch {
 	case key == uplinkKey:
 		if imp != nil && !allowed {
@@ -393,27 +396,29 @@ func (a *Agent) change(w http.ResponseWriter, r *http.Request, key string, imp *
 			writeErr(w, http.StatusBadRequest, "pod %s: %v", podKey, err)
 			return
 		}
-		veth, err := hostVeth(a.cfg.Uplink, ip)
+		veth, index, err := hostVeth(a.cfg.Uplink, ip)
 		if err != nil {
 			writeErr(w, http.StatusNotFound, "pod %s at %s: %v", podKey, ip, err)
 			return
 		}
-		do, t = &h, shaper.Target{Link: shaper.Link{Netns: a.cfg.Uplink.Netns, Name: veth}, Forwards: true}
+		do, t, ifindex = &h, shaper.Target{Link: shaper.Link{Netns: a.cfg.Uplink.Netns, Name: veth}, Forwards: true}, index
 	}
 	// Not the request's context: a change dropped half-way (the caller
 	// or the pod proxy gone) would leave shaping no one knows of.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
-	if p != nil && p.target != t && p.dirty {
-		// The pod's veth changed (a new sandbox): the old one is cleared,
-		// or went with it.
+	if p != nil && key != uplinkKey && do != nil && (p.target != t || p.ifindex != ifindex) && p.dirty {
+		// The pod's veth changed (a new sandbox; a CNI that names veths
+		// after the pod reuses the name): what was shaped went with the
+		// old one, and the shaper's state of it goes now.
 		if err := a.cfg.Shaper.Forget(ctx, p.target); err != nil {
 			writeErr(w, http.StatusInternalServerError, "pod %s: clear its old veth %s: %v", podKey, p.target.Link, err)
 			return
 		}
+		p = nil
 	}
 	if p == nil || p.target != t {
-		p = &place{target: t}
+		p = &place{target: t, ifindex: ifindex}
 	}
 	var err error
 	switch {

@@ -63,34 +63,35 @@ func ValidPod(key string) error {
 
 // hostVeth finds the host side of the veth a pod at addr is reached
 // through, in the namespace of uplink (the node's): the link the route to
-// addr leaves by (a routed CNI: kindnet, Calico, Cilium), or behind a
+// addr leaves by (a routed CNI: kindnet, Calico), which must carry a host
+// route to addr, or behind a
 // bridge (flannel's cni0, the bridge plugin) the bridge port addr's MAC
 // was learned on. It refuses an address reached over the uplink: that pod
 // is on another node.
-func hostVeth(uplink shaper.Link, addr netip.Addr) (string, error) {
+func hostVeth(uplink shaper.Link, addr netip.Addr) (name string, index int, err error) {
 	h := &netlink.Handle{}
 	if p := uplink.NetnsPath(); p != "" {
 		ns, err := netns.GetFromPath(p)
 		if err != nil {
-			return "", fmt.Errorf("open %s: %w", p, err)
+			return "", 0, fmt.Errorf("open %s: %w", p, err)
 		}
 		defer ns.Close()
 		if h, err = netlink.NewHandleAt(ns); err != nil {
-			return "", fmt.Errorf("netlink in %s: %w", p, err)
+			return "", 0, fmt.Errorf("netlink in %s: %w", p, err)
 		}
 		defer h.Close()
 	}
 	rs, err := h.RouteGet(net.IP(addr.AsSlice()))
 	if err != nil || len(rs) == 0 {
-		return "", fmt.Errorf("no route to %s on this node: %v", addr, err)
+		return "", 0, fmt.Errorf("no route to %s on this node: %v", addr, err)
 	}
 	l, err := h.LinkByIndex(rs[0].LinkIndex)
 	if err != nil {
-		return "", fmt.Errorf("the link of the route to %s: %w", addr, err)
+		return "", 0, fmt.Errorf("the link of the route to %s: %w", addr, err)
 	}
 	br := l
 	if l.Attrs().Name == uplink.Name {
-		return "", fmt.Errorf("%s is reached over the uplink %s: the pod is not on this node", addr, uplink.Name)
+		return "", 0, fmt.Errorf("%s is reached over the uplink %s: the pod is not on this node", addr, uplink.Name)
 	}
 	if _, ok := l.(*netlink.Bridge); ok {
 		if l, err = bridgePort(h, l, addr); err != nil && errors.Is(err, errNoNeighbour) {
@@ -103,19 +104,23 @@ func hostVeth(uplink shaper.Link, addr netip.Addr) (string, error) {
 			}
 		}
 		if err != nil {
-			return "", err
+			return "", 0, err
 		}
 	}
 	if l.Type() != "veth" {
-		return "", fmt.Errorf("%s is reached through %s, a %s, not a pod's veth: this CNI's pods cannot be shaped from the node", addr, l.Attrs().Name, l.Type())
+		return "", 0, fmt.Errorf("%s is reached through %s, a %s, not a pod's veth: this CNI's pods cannot be shaped from the node", addr, l.Attrs().Name, l.Type())
 	}
 	if l.Attrs().Index == rs[0].LinkIndex {
 		// Routed: the pod's own veth carries a host route to it; a veth
 		// that carries a whole range (Cilium's cilium_host) is every
 		// pod's, and is refused.
-		own, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_OIF)
+		// Every table: a CNI may keep pods' routes in one of its own.
+		own, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			err = nil // routes changed meanwhile: what was read is judged
+		}
 		if err != nil {
-			return "", fmt.Errorf("routes of %s: %w", l.Attrs().Name, err)
+			return "", 0, fmt.Errorf("routes of %s: %w", l.Attrs().Name, err)
 		}
 		if !slices.ContainsFunc(own, func(rt netlink.Route) bool {
 			ones, bits := 0, 0
@@ -124,10 +129,10 @@ func hostVeth(uplink shaper.Link, addr netip.Addr) (string, error) {
 			}
 			return rt.Dst != nil && ones == bits && rt.Dst.IP.Equal(net.IP(addr.AsSlice()))
 		}) {
-			return "", fmt.Errorf("%s is reached through %s, which carries no host route to it: a link shared by several pods (this CNI's pods cannot be shaped one by one from the node)", addr, l.Attrs().Name)
+			return "", 0, fmt.Errorf("%s is reached through %s, which carries no host route to it: a link shared by several pods (this CNI's pods cannot be shaped one by one from the node)", addr, l.Attrs().Name)
 		}
 	}
-	return l.Attrs().Name, nil
+	return l.Attrs().Name, l.Attrs().Index, nil
 }
 
 // bridgePort is the port of bridge br that addr's MAC (its neighbour
