@@ -2,7 +2,6 @@ package existing
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/internal/member"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -41,20 +41,10 @@ type fleetMember struct {
 var _ clusters.Fleet = (*Fleet)(nil)
 
 func (f *Fleet) dir() string       { return filepath.Join(f.p.stateRoot(), f.FleetName) }
-func (f *Fleet) statePath() string { return filepath.Join(f.dir(), "fleet.json") }
+func (f *Fleet) statePath() string { return filepath.Join(f.dir(), member.StateFile) }
 
 // save writes the fleet's state, the run's token among it (so 0600).
-func (f *Fleet) save() error {
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := f.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, f.statePath())
-}
+func (f *Fleet) save() error { return member.SaveState(f.dir(), f) }
 
 // Name is the fleet's name.
 func (f *Fleet) Name() string { return f.FleetName }

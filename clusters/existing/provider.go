@@ -288,20 +288,7 @@ func (p *Provider) Get(ctx context.Context, name string) (clusters.Fleet, error)
 
 // List names the fleets that are up.
 func (p *Provider) List(ctx context.Context) ([]string, error) {
-	des, err := os.ReadDir(p.stateRoot())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, d := range des {
-		if _, err := os.Stat(filepath.Join(p.stateRoot(), d.Name(), "fleet.json")); err == nil {
-			names = append(names, d.Name())
-		}
-	}
-	return names, nil
+	return member.ListStates(p.stateRoot())
 }
 
 // Down removes what the fleet deployed on the cluster (its namespace, and

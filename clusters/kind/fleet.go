@@ -2,7 +2,6 @@ package kind
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -63,19 +62,9 @@ type fleetMember struct {
 var _ clusters.Fleet = (*Fleet)(nil)
 
 func (f *Fleet) dir() string       { return filepath.Join(f.p.stateRoot(), f.FleetName) }
-func (f *Fleet) statePath() string { return filepath.Join(f.dir(), "fleet.json") }
+func (f *Fleet) statePath() string { return filepath.Join(f.dir(), member.StateFile) }
 
-func (f *Fleet) save() error {
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := f.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, f.statePath())
-}
+func (f *Fleet) save() error { return member.SaveState(f.dir(), f) }
 
 // resolve finds every member's network namespace and shaping target.
 func (f *Fleet) resolve(ctx context.Context) error {

@@ -23,6 +23,7 @@ import (
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 func TestMain(m *testing.M) {
@@ -38,80 +39,16 @@ func TestMain(m *testing.M) {
 // then it refuses to impair until the Lease is renewed.
 func TestAgentActsOnlyWithinALiveRun(t *testing.T) {
 	star := traffic.StarT(t, 2)
-	cp := kubetest.ControlPlane(t, "lab", false)
-	dir := t.TempDir()
-	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	ctx := context.Background()
+	r := liveRun(t, map[string]string{agent.NodesKey: "other-node"})
+	cs, ns, l, dir, stopRenewing := r.cs, r.ns, r.ledger, r.dir, r.stopRenewing
+	cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, agent.RunObject, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cs, err := cp.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const ns = "edgefault"
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cm, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject}, Data: map[string]string{agent.NodesKey: "other-node"}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	two := int32(2)
-	lease, err := cs.CoordinationV1().Leases(ns).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject},
-		Spec: coordv1.LeaseSpec{LeaseDurationSeconds: &two, RenewTime: &metav1.MicroTime{Time: time.Now()}}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The harness renews every 500 ms until told to stop.
-	renewing, stopRenewing := context.WithCancel(ctx)
-	go func() {
-		for renewing.Err() == nil {
-			time.Sleep(500 * time.Millisecond)
-			lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
-			if got, err := cs.CoordinationV1().Leases(ns).Update(renewing, lease, metav1.UpdateOptions{}); err == nil {
-				lease = got
-			}
-		}
-	}()
-
-	sh, err := shaper.New(shaper.WithLedger(l, "test"), shaper.WithStateDir(filepath.Join(dir, "state")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sh.Close()
-	const token = "0123456789abcdef0123"
-	a, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: cs, Namespace: ns,
-		Uplink: shaper.Link{Netns: star.Hosts[0], Name: "eth0"}, Shaper: sh, Poll: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.Run(ctx) }()
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
-	call := func(method, path, tok string, body any) (int, string) {
-		t.Helper()
-		var rd *bytes.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		} else {
-			rd = bytes.NewReader(nil)
-		}
-		req, _ := http.NewRequestWithContext(ctx, method, srv.URL+path, rd)
-		if tok != "" {
-			req.Header.Set(agent.TokenHeader, tok)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.String()
-	}
+	sh := r.shaper("test")
+	r.agent(sh, shaper.Link{Netns: star.Hosts[0], Name: "eth0"})
+	call := r.call
 	flows := func() int {
 		t.Helper()
 		got, err := traffic.UDPTrain(ctx, star.Hosts[1], star.Hosts[0], star.Addr(0)+":9911", 50, 200, 500)
@@ -207,72 +144,13 @@ func TestAgentShapesAPodFromTheNode(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", star.Fabric, "addr", "add", "10.199.0.254/24", "dev", "br0").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	cp := kubetest.ControlPlane(t, "lab", false)
-	dir := t.TempDir()
-	l, err := ledger.Open(filepath.Join(dir, "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cs, err := cp.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const ns = "edgefault"
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject},
-		Data: map[string]string{agent.NodesKey: "lab-1", agent.PodsKey: "shop/till-0=" + star.Addr(0) + ",bad entry"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	two := int32(2)
-	lease, err := cs.CoordinationV1().Leases(ns).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject},
-		Spec: coordv1.LeaseSpec{LeaseDurationSeconds: &two, RenewTime: &metav1.MicroTime{Time: time.Now()}}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	renewing, stopRenewing := context.WithCancel(ctx)
-	go func() {
-		for renewing.Err() == nil {
-			time.Sleep(500 * time.Millisecond)
-			lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
-			if got, err := cs.CoordinationV1().Leases(ns).Update(renewing, lease, metav1.UpdateOptions{}); err == nil {
-				lease = got
-			}
-		}
-	}()
-	sh, err := shaper.New(shaper.WithLedger(l, "test"), shaper.WithStateDir(filepath.Join(dir, "state")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sh.Close()
-	const token = "0123456789abcdef0123"
-	a, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: cs, Namespace: ns,
-		Uplink: shaper.Link{Netns: star.Fabric, Name: "lo"}, Shaper: sh, Poll: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.Run(ctx) }()
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
+	ctx := context.Background()
+	r := liveRun(t, map[string]string{agent.NodesKey: "lab-1", agent.PodsKey: "shop/till-0=" + star.Addr(0) + ",bad entry"})
+	cs, ns, stopRenewing := r.cs, r.ns, r.stopRenewing
+	r.agent(r.shaper("test"), shaper.Link{Netns: star.Fabric, Name: "lo"})
 	call := func(method, path string, body any) (int, string) {
 		t.Helper()
-		var b []byte
-		if body != nil {
-			b, _ = json.Marshal(body)
-		}
-		req, _ := http.NewRequestWithContext(ctx, method, srv.URL+path, bytes.NewReader(b))
-		req.Header.Set(agent.TokenHeader, token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.String()
+		return r.call(method, path, token, body)
 	}
 	// The node has never talked to the pod: the agent makes it resolve
 	// the pod's MAC to find its bridge port.
@@ -391,4 +269,110 @@ func TestAgentShapesAPodFromTheNode(t *testing.T) {
 	if got, err := traffic.UDPTrain(ctx, star.Hosts[1], star.Hosts[0], star.Addr(0)+":9915", 50, 200, 500); err != nil || got < 45 {
 		t.Errorf("after the lapse %d of 50 datagrams reached the pod (%v)", got, err)
 	}
+}
+
+const token = "0123456789abcdef0123"
+
+// run is a live run on a real API server: the harness's namespace, the
+// run's ConfigMap (data as given) and its Lease (2 s), renewed every
+// 500 ms until stopRenewing; agents made by agent poll every 200 ms and
+// serve over httptest, reached with call.
+type run struct {
+	t            *testing.T
+	cs           kubernetes.Interface
+	ns, dir      string
+	ledger       *ledger.Ledger
+	stopRenewing context.CancelFunc
+	url          string
+}
+
+func liveRun(t *testing.T, data map[string]string) *run {
+	t.Helper()
+	cp := kubetest.ControlPlane(t, "lab", false)
+	dir := t.TempDir()
+	l, err := ledger.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cs, err := cp.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ns = "edgefault"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject}, Data: data}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	two := int32(2)
+	lease, err := cs.CoordinationV1().Leases(ns).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: agent.RunObject},
+		Spec: coordv1.LeaseSpec{LeaseDurationSeconds: &two, RenewTime: &metav1.MicroTime{Time: time.Now()}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewing, stopRenewing := context.WithCancel(ctx)
+	go func() {
+		for renewing.Err() == nil {
+			time.Sleep(500 * time.Millisecond)
+			lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+			if got, err := cs.CoordinationV1().Leases(ns).Update(renewing, lease, metav1.UpdateOptions{}); err == nil {
+				lease = got
+			}
+		}
+	}()
+	return &run{t: t, cs: cs, ns: ns, dir: dir, ledger: l, stopRenewing: stopRenewing}
+}
+
+// shaper is a shaper of the run's ledger under owner.
+func (r *run) shaper(owner string) *shaper.Shaper {
+	r.t.Helper()
+	sh, err := shaper.New(shaper.WithLedger(r.ledger, owner), shaper.WithStateDir(filepath.Join(r.dir, "state")))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(sh.Close)
+	return sh
+}
+
+// agent starts an agent of node lab-1 on uplink; the first one serves
+// call's requests.
+func (r *run) agent(sh *shaper.Shaper, uplink shaper.Link) *agent.Agent {
+	r.t.Helper()
+	a, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: r.cs, Namespace: r.ns, Uplink: uplink, Shaper: sh, Poll: 200 * time.Millisecond})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.t.Cleanup(cancel)
+	go func() { _ = a.Run(ctx) }()
+	if r.url == "" {
+		srv := httptest.NewServer(a.Handler())
+		r.t.Cleanup(srv.Close)
+		r.url = srv.URL
+	}
+	return a
+}
+
+// call sends a request with token tok ("" for none) and body as JSON.
+func (r *run) call(method, path, tok string, body any) (int, string) {
+	r.t.Helper()
+	var b []byte
+	if body != nil {
+		b, _ = json.Marshal(body)
+	}
+	req, _ := http.NewRequest(method, r.url+path, bytes.NewReader(b))
+	if tok != "" {
+		req.Header.Set(agent.TokenHeader, tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.String()
 }
