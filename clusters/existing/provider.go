@@ -273,15 +273,10 @@ func (p *Provider) Get(ctx context.Context, name string) (clusters.Fleet, error)
 		return nil, err
 	}
 	f := &Fleet{p: p, FleetName: name}
-	b, err := os.ReadFile(f.statePath())
-	if errors.Is(err, os.ErrNotExist) {
+	if err := member.LoadState(f.dir(), f); errors.Is(err, member.ErrNoState) {
 		return nil, fmt.Errorf("fleet %q is not up on an existing cluster ('edgefault fleet list --provider existing')", name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(b, f); err != nil {
-		return nil, fmt.Errorf("fleet %s: state %s: %w", name, f.statePath(), err)
+	} else if err != nil {
+		return nil, fmt.Errorf("fleet %s: %w", name, err)
 	}
 	return f, nil
 }

@@ -50,11 +50,30 @@ func TestProviderPlaysTheLabelledNodesAndLeavesNothing(t *testing.T) {
 		if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		// A patch: the controller manager changes the Node meanwhile.
-		patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":%q}]}}`, addr)
-		if _, err := cs.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
-			t.Fatal(err)
+		// kwok takes the Node over first (its status replaced, addresses
+		// and all); the address is patched in after that, and must hold.
+		ready := func() bool {
+			n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					return true
+				}
+			}
+			return false
 		}
+		kubetest.Eventually(t, 30*time.Second, "kwok to take node "+name+" over", ready)
+		patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":%q}]}}`, addr)
+		kubetest.Eventually(t, 30*time.Second, "node "+name+"'s address to hold", func() bool {
+			if _, err := cs.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
+				return false
+			}
+			time.Sleep(time.Second)
+			n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			return err == nil && len(n.Status.Addresses) > 0 && n.Status.Addresses[0].Address == addr
+		})
 	}
 	node("pi-1", "10.77.0.2", map[string]string{clusters.LabelRole: "node", clusters.LabelSite: "truck", clusters.LabelMember: "truck-ecu"})
 	// The cloud is where the API server is: what a two-node lab does.

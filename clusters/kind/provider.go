@@ -2,7 +2,6 @@ package kind
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -253,15 +252,10 @@ func (p *Provider) Get(ctx context.Context, name string) (clusters.Fleet, error)
 		return nil, err
 	}
 	f := &Fleet{p: p, FleetName: name}
-	b, err := os.ReadFile(f.statePath())
-	if errors.Is(err, os.ErrNotExist) {
+	if err := member.LoadState(f.dir(), f); errors.Is(err, member.ErrNoState) {
 		return nil, fmt.Errorf("kind fleet %q is not up ('edgefault fleet list --provider kind')", name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(b, f); err != nil {
-		return nil, fmt.Errorf("kind fleet %s: state %s: %w", name, f.statePath(), err)
+	} else if err != nil {
+		return nil, fmt.Errorf("kind fleet %s: %w", name, err)
 	}
 	f.p = p
 	return f, f.resolve(ctx)

@@ -3,6 +3,7 @@ package member
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -42,4 +43,23 @@ func ListStates(root string) ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// ErrNoState is LoadState's error for a fleet that is not up.
+var ErrNoState = errors.New("no state: the fleet is not up")
+
+// LoadState reads the fleet's state in dir into v.
+func LoadState(dir string, v any) error {
+	path := filepath.Join(dir, StateFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNoState
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
+	}
+	return nil
 }
