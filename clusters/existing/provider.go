@@ -222,14 +222,7 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 		f.All = append(f.All, fleetMember{Member: clusters.Member{Name: m.Member, Role: m.Role, Site: m.Site, Building: m.Building,
 			Address: internalIP(n), Location: "node " + m.Node}, Node: m.Node})
 	}
-	for _, m := range spec.Members() {
-		if m.Role == clusters.RoleNode && m.Gateway != "" {
-			if f.Gateways == nil {
-				f.Gateways = map[string][]string{}
-			}
-			f.Gateways[m.Gateway] = append(f.Gateways[m.Gateway], m.Name)
-		}
-	}
+	f.Gateways = Gateways(spec)
 	ref := p.ref
 	ref.Run = f.RunID
 	handle, _ := json.Marshal(ref)
@@ -256,6 +249,19 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 	}
 	p.log.Info("fleet up", "fleet", name, "provider", ProviderName, "cluster", p.ref.String(), "members", len(f.All), "elapsed", time.Since(now).Round(100*time.Millisecond))
 	return f, nil
+}
+
+// Gateways are the topology's gateways and the node members behind each:
+// on a cluster whose nodes each have their own uplink, a gateway's
+// uplink is their links (Info.GatewayLinks).
+func Gateways(spec *scenarios.FleetSpec) map[string][]string {
+	out := map[string][]string{}
+	for _, m := range spec.Members() {
+		if m.Role == clusters.RoleNode && m.Gateway != "" {
+			out[m.Gateway] = append(out[m.Gateway], m.Name)
+		}
+	}
+	return out
 }
 
 func internalIP(n *corev1.Node) string {

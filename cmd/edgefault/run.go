@@ -371,19 +371,21 @@ func existingWhere(mapped []existing.Mapped, topo *scenarios.FleetSpec) func(str
 			node[m.Member] = m.Node
 		}
 	}
+	behind := existing.Gateways(topo) // a gateway: the nodes behind it
+	for _, m := range topo.Members() {
+		if m.Role == clusters.RoleNode {
+			behind[m.Name] = []string{m.Name} // a node: itself
+		}
+	}
 	return func(member string) string {
+		members := behind[member]
 		var nodes []string
-		for _, m := range topo.Members() {
-			if m.Name == member || m.Gateway == member {
-				if m.Role != clusters.RoleNode {
-					continue
-				}
-				n, ok := node[m.Name]
-				if !ok {
-					n = "(no node plays " + m.Name + ")"
-				}
-				nodes = append(nodes, "node "+n)
+		for _, m := range members {
+			n, ok := node[m]
+			if !ok {
+				n = "(no node plays " + m + ")"
 			}
+			nodes = append(nodes, "node "+n)
 		}
 		if len(nodes) == 0 {
 			return "-"

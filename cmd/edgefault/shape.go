@@ -234,11 +234,8 @@ disagree on whether they mean bits or bytes. Delays are Go durations (200ms).`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "holding it %s, then clearing it\n", what)
 				var lost <-chan struct{}
-				switch es := sh.(type) {
-				case *existing.LinkShaper:
-					lost = es.Lost()
-				case podShaper:
-					lost = es.Lost()
+				if l, ok := sh.(interface{ Lost() <-chan struct{} }); ok {
+					lost = l.Lost()
 				}
 				select {
 				case <-cmd.Context().Done():
