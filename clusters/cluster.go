@@ -363,6 +363,13 @@ type Memory struct {
 	PSS       uint64 `json:"pssBytes"`
 }
 
+// OnCluster is a fleet played by a cluster the harness did not make: it
+// says which (the report names it, and the node each member is).
+type OnCluster interface {
+	// Cluster names the cluster: its kubeconfig's context and API server.
+	ClusterName() string
+}
+
 // SiteComponents is a fleet whose sites each run their own control plane
 // (or none): the processes a site runs, empty for none.
 type SiteComponents interface {

@@ -223,6 +223,15 @@ func (r *run) play(ctx context.Context) (err error) {
 	}
 	r.res.FleetUp = time.Since(upStart)
 	r.res.Provider = r.f.Provider()
+	if oc, ok := r.f.(clusters.OnCluster); ok {
+		r.res.Cluster = oc.ClusterName()
+		var where []string
+		for _, m := range r.f.Members() {
+			where = append(where, m.Name+": "+m.Location)
+		}
+		r.res.Placement = strings.Join(where, "; ")
+		r.log.Info("the fleet is played by a cluster", "cluster", r.res.Cluster, "members", r.res.Placement)
+	}
 	if sc, ok := r.f.(clusters.SiteComponents); ok {
 		for _, st := range r.sc.Spec.Topology.Sites {
 			cp := "none"

@@ -46,7 +46,10 @@ func TestSupports(t *testing.T) {
 			func(i *clusters.Info) { i.Gateways = false }, "call from the site's gateway"},
 		{"a name that is not a folder's", load("vehicle", func(sc *scenarios.Scenario) { sc.Metadata.Name = "../../etc" }), nil, "scenario name"},
 		{"images", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Workloads[0].Image = "example/agent:1" }), nil, "runs commands, not images"},
-		{"commands", load("vehicle", nil), func(i *clusters.Info) { i.Commands = false; i.Images = true }, "runs only images"},
+		{"built-in workloads where only images run", load("vehicle", nil), func(i *clusters.Info) { i.Commands = false; i.Images = true }, ""},
+		{"commands", load("vehicle", func(sc *scenarios.Scenario) {
+			sc.Spec.Workloads = append(sc.Spec.Workloads, scenarios.Workload{Name: "app", Type: scenarios.WorkloadCommand, On: "truck", Command: []string{"/usr/bin/app"}})
+		}), func(i *clusters.Info) { i.Commands = false; i.Images = true }, "runs only images"},
 		{"runtime on a gateway without failover", load("factory", func(sc *scenarios.Scenario) {
 			sc.Spec.Runtime.Failover.Enabled = false
 			sc.Spec.Expect = sc.Spec.Expect[:1]

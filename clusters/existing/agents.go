@@ -73,17 +73,26 @@ func (a *Agents) pod(ctx context.Context, node string, fresh bool) (string, erro
 // goes as the request's parameters (the pod proxy passes them on).
 func (a *Agents) call(ctx context.Context, node, method, path string, body any, query ...string) (agent.State, error) {
 	var st agent.State
+	raw, err := a.do(ctx, node, method, path, body, query...)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(raw, &st)
+}
+
+// do sends one request to node's agent and returns its answer's body.
+func (a *Agents) do(ctx context.Context, node, method, path string, body any, query ...string) ([]byte, error) {
 	var payload []byte
 	if body != nil {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
-			return st, err
+			return nil, err
 		}
 	}
 	for attempt := 0; ; attempt++ {
 		p, err := a.pod(ctx, node, attempt > 0)
 		if err != nil {
-			return st, err
+			return nil, err
 		}
 		req := a.cs.CoreV1().RESTClient().Verb(method).Namespace(Namespace).Resource("pods").
 			Name(fmt.Sprintf("%s:%d", p, AgentPort)).SubResource("proxy").Suffix(path).
@@ -99,7 +108,7 @@ func (a *Agents) call(ctx context.Context, node, method, path string, body any, 
 		res.StatusCode(&code)
 		raw, rerr := res.Raw()
 		if code == http.StatusOK {
-			return st, json.Unmarshal(raw, &st)
+			return raw, nil
 		}
 		var e struct {
 			Error string `json:"error"`
@@ -109,16 +118,43 @@ func (a *Agents) call(ctx context.Context, node, method, path string, body any, 
 		case e.Error == "" && attempt == 0:
 			continue // not the agent's answer: its pod may have been replaced
 		case code == http.StatusPreconditionFailed:
-			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
+			return nil, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
 		case code == http.StatusConflict:
-			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotLive, e.Error)
+			return nil, fmt.Errorf("node %s: %w: %s", node, ErrNotLive, e.Error)
 		case code == http.StatusForbidden:
-			return st, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
+			return nil, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
 		case e.Error != "":
-			return st, fmt.Errorf("node %s's agent: %s (HTTP %d)", node, e.Error, code)
+			return nil, fmt.Errorf("node %s's agent: %s (HTTP %d)", node, e.Error, code)
 		}
-		return st, fmt.Errorf("node %s's agent through the API server: HTTP %d: %v", node, code, rerr)
+		return nil, fmt.Errorf("node %s's agent through the API server: HTTP %d: %v", node, code, rerr)
 	}
+}
+
+// Evidence is the run's evidence files on node (name → content).
+func (a *Agents) Evidence(ctx context.Context, node string) (map[string][]byte, error) {
+	raw, err := a.do(ctx, node, "GET", "v1/evidence", nil)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string][]byte
+	return out, json.Unmarshal(raw, &out)
+}
+
+// RemoveFiles removes the run's directory on node (evidence and data).
+func (a *Agents) RemoveFiles(ctx context.Context, node string) error {
+	_, err := a.do(ctx, node, "DELETE", "v1/evidence", nil)
+	return err
+}
+
+// Kill crashes the harness's pod name on node: SIGKILL to its
+// containers' processes.
+func (a *Agents) Kill(ctx context.Context, node, name string) (agent.Killed, error) {
+	var k agent.Killed
+	raw, err := a.do(ctx, node, "POST", "v1/kill/"+name, nil)
+	if err != nil {
+		return k, err
+	}
+	return k, json.Unmarshal(raw, &k)
 }
 
 // State is node's agent's state.

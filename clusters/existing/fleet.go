@@ -3,16 +3,12 @@ package existing
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/internal/member"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/clientcmd/api"
@@ -97,28 +93,7 @@ func (f *Fleet) shaped() []string {
 }
 
 func unsupported(what string) error {
-	return fmt.Errorf("%s on an existing cluster: %w (the runtime and workloads do not run as pods there yet)", what, clusters.ErrUnsupported)
-}
-
-// StartCommand is not supported yet.
-func (f *Fleet) StartCommand(ctx context.Context, member string, c clusters.Command) (clusters.Process, error) {
-	return nil, unsupported("starting " + c.Name + " on " + member)
-}
-
-// Exec is not supported yet.
-func (f *Fleet) Exec(ctx context.Context, member string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	return unsupported("running a command on " + member)
-}
-
-// Paths is not supported yet.
-func (f *Fleet) Paths(member string) (clusters.Paths, error) {
-	return clusters.Paths{}, unsupported("a member's directories")
-}
-
-// Host is not supported: the harness reaches no member's network but
-// through the API server.
-func (f *Fleet) Host(member string) (clusters.Host, error) {
-	return nil, unsupported("dialling into " + member)
+	return fmt.Errorf("%s on an existing cluster: %w", what, clusters.ErrUnsupported)
 }
 
 // Counters are not supported yet.
@@ -159,28 +134,14 @@ func (f *Fleet) MemberKubeconfig(member string) (string, error) {
 	return "", unsupported("a member's own kubeconfig")
 }
 
-// Collect writes the agents' logs into dir/logs: what they applied and
-// cleared, and why.
-func (f *Fleet) Collect(ctx context.Context, dir string) error {
-	cs, err := f.Cluster.client()
-	if err != nil {
-		return err
+var _ clusters.OnCluster = (*Fleet)(nil)
+
+// ClusterName names the cluster: the kubeconfig (and context) and its
+// API server.
+func (f *Fleet) ClusterName() string {
+	name := f.Cluster.String()
+	if cfg, err := f.Cluster.config(); err == nil {
+		name += " at " + cfg.Host
 	}
-	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
-	if err != nil {
-		return fmt.Errorf("the agents' pods: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
-		return err
-	}
-	for _, p := range pods.Items {
-		b, err := cs.CoreV1().Pods(Namespace).GetLogs(p.Name, &corev1.PodLogOptions{LimitBytes: ptr(int64(8 << 20))}).Do(ctx).Raw()
-		if err != nil {
-			b = []byte(fmt.Sprintf("could not read the log of %s: %v\n", p.Name, err))
-		}
-		if err := os.WriteFile(filepath.Join(dir, "logs", "agent-"+p.Spec.NodeName+".log"), b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return name
 }

@@ -69,6 +69,13 @@ func NewToken() string {
 	return hex.EncodeToString(b)
 }
 
+// DataRoot is where, on each node, a run keeps its workloads' evidence
+// and data: RunDir(run ID), removed at the end by the agent.
+const DataRoot = "/var/lib/edgefault"
+
+// RunDir is the run's directory on its nodes.
+func RunDir(id string) string { return DataRoot + "/" + id }
+
 var labels = map[string]string{"app.kubernetes.io/name": AgentName, "app.kubernetes.io/part-of": "edgefault"}
 
 // Objects are what Deploy creates, in order: the namespace, the agent's
@@ -88,6 +95,9 @@ func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbac
 	role = &rbacv1.Role{ObjectMeta: meta(AgentName), Rules: []rbacv1.PolicyRule{
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{agent.RunObject}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{agent.RunObject}, Verbs: []string{"get"}},
+		// A workload pod's containers, before it kills them (only pods
+		// of this namespace, on its own node, that the harness started).
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
 	}}
 	rb = &rbacv1.RoleBinding{ObjectMeta: meta(AgentName),
 		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: AgentName},
@@ -107,13 +117,18 @@ func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbac
 			Spec: corev1.PodSpec{
 				ServiceAccountName: AgentName,
 				// The agent shapes the node's own uplink: it lives in the
-				// node's network namespace. No hostPID: it never enters
-				// another process's namespaces.
+				// node's network namespace. It sees the node's processes
+				// (hostPID) to crash a workload of the run (SIGKILL, the
+				// KILL capability), and never enters their namespaces.
 				HostNetwork: true,
+				HostPID:     true,
 				DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
 				Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 					NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
-						{Key: clusters.LabelRole, Operator: corev1.NodeSelectorOpIn, Values: []string{clusters.RoleNode, clusters.RoleGateway}},
+						// The cloud's too: its services are workloads of
+						// the run, whose evidence the agent hands over. The
+						// ConfigMap never names it, so it is never shaped.
+						{Key: clusters.LabelRole, Operator: corev1.NodeSelectorOpIn, Values: []string{clusters.RoleNode, clusters.RoleGateway, clusters.RoleCloud}},
 					}}},
 				}}},
 				// It must run where the link is cut, as the runtime does.
@@ -122,23 +137,26 @@ func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbac
 				Containers: []corev1.Container{{
 					Name:    "agent",
 					Image:   r.Image,
-					Command: []string{"/edgeguard", "agent", "--token-file=/run/secrets/edgefault/token", "--namespace=" + Namespace, fmt.Sprintf("--listen=:%d", AgentPort)},
+					Command: []string{"/edgeguard", "agent", "--token-file=/run/secrets/edgefault/token", "--namespace=" + Namespace, fmt.Sprintf("--listen=:%d", AgentPort), "--files=" + RunDir(r.ID)},
 					Env:     []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
 					Ports:   []corev1.ContainerPort{{Name: "api", ContainerPort: AgentPort}},
 					SecurityContext: &corev1.SecurityContext{
-						// Root for netlink and nftables, with one capability:
-						// never privileged.
+						// Root for netlink and nftables, with two
+						// capabilities (NET_ADMIN to shape, KILL to crash
+						// a workload that runs as another user): never
+						// privileged.
 						RunAsUser:                &root,
 						Privileged:               &no,
 						AllowPrivilegeEscalation: &no,
 						ReadOnlyRootFilesystem:   &yes,
-						Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN"}},
+						Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN", "KILL"}},
 						SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					VolumeMounts: []corev1.VolumeMount{
 						{Name: "token", MountPath: "/run/secrets/edgefault", ReadOnly: true},
 						{Name: "api", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
 						{Name: "state", MountPath: "/run/edgefault"},
+						{Name: "files", MountPath: DataRoot},
 					},
 				}},
 				AutomountServiceAccountToken: &no,
@@ -152,6 +170,9 @@ func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbac
 						{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
 					}}}},
 					{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+					// The runs' directories: the parent, so that the agent
+					// can remove its run's (a mount point cannot go).
+					{Name: "files", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: DataRoot, Type: ptr(corev1.HostPathDirectoryOrCreate)}}},
 				},
 			},
 		},
@@ -268,6 +289,7 @@ func Remove(ctx context.Context, cs kubernetes.Interface, id string, wait time.D
 		return fmt.Errorf("namespace %s (%s=%q) %w %q: left alone", Namespace, LabelRun, ns.Labels[LabelRun], ErrNotOurs, id)
 	}
 	if ns.DeletionTimestamp == nil {
+		removeRunFiles(ctx, cs)
 		fg := metav1.DeletePropagationForeground
 		err = cs.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &fg, Preconditions: &metav1.Preconditions{UID: &ns.UID}})
 		switch {
@@ -300,3 +322,25 @@ func Remove(ctx context.Context, cs kubernetes.Interface, id string, wait time.D
 // ErrNotOurs is (wrapped in) Remove's error for a namespace another run or
 // the user made.
 var ErrNotOurs = errors.New("is not the one made by run")
+
+// removeRunFiles asks every agent of the run to remove the run's
+// directory on its node, while they still run. Best effort: an agent that
+// does not answer (its node gone) leaves RunDir there, as docs say.
+func removeRunFiles(ctx context.Context, cs kubernetes.Interface) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	sec, err := cs.CoreV1().Secrets(Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+	if err != nil {
+		return
+	}
+	a := NewAgents(cs, string(sec.Data["token"]))
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "" {
+			_ = a.RemoveFiles(ctx, p.Spec.NodeName)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package existing_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,12 +12,14 @@ import (
 	"github.com/edgefault/edgefault/internal/kubetest"
 	"github.com/edgefault/edgefault/runtime/agent"
 	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // What a run deploys on a real cluster: the agent may read the run's
-// Lease and ConfigMap and nothing else, runs with NET_ADMIN alone on the
-// host network, a second deploy is refused, the Lease is renewed, and
+// Lease and ConfigMap and its namespace's pods and nothing else, runs
+// with NET_ADMIN and KILL alone on the host's network and PIDs, a second
+// deploy is refused, the Lease is renewed, and
 // after Remove the cluster holds nothing of the harness.
 func TestRunDeploysMinimallyAndLeavesNothing(t *testing.T) {
 	cp := kubetest.ControlPlane(t, "lab", true) // its controller manager finalizes the namespace
@@ -46,6 +49,12 @@ func TestRunDeploysMinimallyAndLeavesNothing(t *testing.T) {
 		{"list", "", "secrets", "", "kube-system", false},
 		{"patch", "", "nodes", "pi-1", "", false},
 		{"create", "", "pods", "", existing.Namespace, false},
+		// A workload's containers, before it kills them: in its own
+		// namespace only, and read only.
+		{"get", "", "pods", "runtime-truck-ecu-1a2b3c", existing.Namespace, true},
+		{"get", "", "pods", "coredns", "kube-system", false},
+		{"delete", "", "pods", "runtime-truck-ecu-1a2b3c", existing.Namespace, false},
+		{"create", "", "pods/exec", "runtime-truck-ecu-1a2b3c", existing.Namespace, false},
 	} {
 		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: sa,
 			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + existing.Namespace, "system:authenticated"},
@@ -65,8 +74,10 @@ func TestRunDeploysMinimallyAndLeavesNothing(t *testing.T) {
 	}
 	ps := ds.Spec.Template.Spec
 	c := ps.Containers[0].SecurityContext
-	if !ps.HostNetwork || ps.HostPID || ps.HostIPC || *c.Privileged || *c.AllowPrivilegeEscalation ||
-		len(c.Capabilities.Add) != 1 || c.Capabilities.Add[0] != "NET_ADMIN" || len(c.Capabilities.Drop) != 1 || c.Capabilities.Drop[0] != "ALL" {
+	// The host's network (to shape it) and PIDs (to crash a workload),
+	// two capabilities, never privileged.
+	if !ps.HostNetwork || !ps.HostPID || ps.HostIPC || *c.Privileged || *c.AllowPrivilegeEscalation ||
+		!slices.Equal(c.Capabilities.Add, []corev1.Capability{"NET_ADMIN", "KILL"}) || len(c.Capabilities.Drop) != 1 || c.Capabilities.Drop[0] != "ALL" {
 		t.Errorf("the agent's pod: hostNetwork %v hostPID %v privileged %v, capabilities %+v", ps.HostNetwork, ps.HostPID, *c.Privileged, c.Capabilities)
 	}
 	cm, err := cs.CoreV1().ConfigMaps(existing.Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})

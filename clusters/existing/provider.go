@@ -100,10 +100,12 @@ func (p *Provider) Info() clusters.Info { return Info() }
 
 // Info: nodes' own links are shaped (through the node agent), and a
 // gateway's uplink as the links of the nodes behind it; the cluster is
-// readable. Workloads and the runtime do not run on it yet,
-// so a scenario can be planned (a dry run) but not played.
+// readable; the runtime, the built-in workloads and the cloud's services
+// run as pods from the runtime's image, a user's workload from its own
+// image (Images; no Commands: the harness runs no binary of this machine
+// on a node).
 func Info() clusters.Info {
-	return clusters.Info{Name: ProviderName, NodeLinks: true, GatewayLinks: true, ControlPlanes: true}
+	return clusters.Info{Name: ProviderName, Images: true, NodeLinks: true, GatewayLinks: true, ControlPlanes: true}
 }
 
 // config is the cluster's client configuration.
@@ -175,8 +177,7 @@ func (p *Provider) stateRoot() string {
 
 // Up checks that the cluster's labelled nodes can play spec (Check) and
 // deploys the run's agent, its RBAC, Lease, ConfigMap and Secret (Deploy)
-// on the nodes that play nodes. It does not wait for the agents: the
-// first Apply does.
+// on the nodes that play members, and waits until an agent runs on each.
 func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpec) (_ clusters.Fleet, err error) {
 	if err := clusters.ValidateFleetName(name); err != nil {
 		return nil, err
@@ -245,6 +246,14 @@ func (p *Provider) Up(ctx context.Context, name string, spec *scenarios.FleetSpe
 		return nil, err
 	}
 	if err := f.save(); err != nil {
+		return nil, err
+	}
+	var nodes []string
+	for _, m := range f.All {
+		nodes = append(nodes, m.Node)
+	}
+	p.log.Info("waiting for the node agents", "nodes", len(nodes))
+	if err := waitAgents(ctx, cs, nodes, 2*time.Minute); err != nil {
 		return nil, err
 	}
 	p.log.Info("fleet up", "fleet", name, "provider", ProviderName, "cluster", p.ref.String(), "members", len(f.All), "elapsed", time.Since(now).Round(100*time.Millisecond))

@@ -2,7 +2,6 @@ package kind
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,9 +9,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/internal/member"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -104,8 +103,9 @@ func (f *Fleet) startPod(ctx context.Context, m *fleetMember, c clusters.Command
 	if _, err := cs.CoreV1().Pods(WorkloadNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("%s on %s: create pod: %w", c.Name, m.Name, err)
 	}
-	p := &podProcess{cs: cs, name: name, node: m.Container, log: filepath.Join(f.dir(), "logs", m.Name+"-"+c.Name+".log"), done: make(chan struct{})}
-	go p.watch()
+	p := &member.PodProcess{CS: cs, Namespace: WorkloadNamespace, Name: name, Container: "workload",
+		Log: filepath.Join(f.dir(), "logs", m.Name+"-"+c.Name+".log"), Halt: crictlStop(m.Container)}
+	p.Watch()
 	return p, nil
 }
 
@@ -161,175 +161,26 @@ func (f *Fleet) loadImage(ctx context.Context, s *fleetSite, image string) error
 	return nil
 }
 
-// podProcess is a workload pod, as the harness supervises a process.
-type podProcess struct {
-	cs   kubernetes.Interface
-	name string
-	node string // the node's container
-	log  string
-	done chan struct{}
-	once sync.Once
-	err  error
-}
-
-var _ clusters.Process = (*podProcess)(nil)
-
-func (p *podProcess) ID() string { return "pod " + WorkloadNamespace + "/" + p.name }
-
-func (p *podProcess) LogPath() string { return p.log }
-
-func (p *podProcess) Done() <-chan struct{} { return p.done }
-
-// watch closes done when the pod has ended (or is gone), its log saved.
-func (p *podProcess) watch() {
-	failures := 0
-	for {
-		pod, err := p.cs.CoreV1().Pods(WorkloadNamespace).Get(context.Background(), p.name, metav1.GetOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			// The API is gone (the fleet was taken down) or down for
-			// long: the pod is lost to us either way.
-			if failures++; failures > 60 {
-				p.finish(fmt.Errorf("pod %s: the API server has not answered for 30 s: %w", p.name, err))
-				return
-			}
-		} else {
-			failures = 0
+// crictlStop stops a workload pod's container as a crash (SIGKILL) or a
+// stop (SIGTERM, then SIGKILL after 5 s) does: the node's container
+// runtime stops it (crictl), the pod fails and keeps its log.
+func crictlStop(node string) func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
+	return func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
+		timeout := "5"
+		if sig == syscall.SIGKILL {
+			timeout = "0"
 		}
-		switch {
-		case apierrors.IsNotFound(err):
-			p.finish(errors.New("the pod was deleted"))
-			return
-		case err == nil && pod.Status.Phase == corev1.PodSucceeded:
-			p.saveLog()
-			p.finish(nil)
-			return
-		case err == nil && pod.Status.Phase == corev1.PodFailed:
-			p.saveLog()
-			p.finish(fmt.Errorf("pod %s failed: %s", p.name, exitReason(pod)))
-			return
+		if !containerIDRE.MatchString(id) {
+			return fmt.Errorf("container ID %q", id)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-func exitReason(pod *corev1.Pod) string {
-	for _, s := range pod.Status.ContainerStatuses {
-		if t := s.State.Terminated; t != nil {
-			return fmt.Sprintf("exit code %d (%s)", t.ExitCode, t.Reason)
+		if _, err := docker(ctx, nil, "exec", node, "crictl", "stop", "--timeout", timeout, id); err != nil {
+			return fmt.Errorf("stop its container on %s: %w", node, err)
 		}
-	}
-	return pod.Status.Reason
-}
-
-func (p *podProcess) finish(err error) {
-	p.once.Do(func() {
-		p.err = err
-		close(p.done)
-	})
-}
-
-// saveLog appends the container's output to the log file (best effort:
-// the log is evidence for people, not for validators).
-func (p *podProcess) saveLog() {
-	b, err := p.cs.CoreV1().Pods(WorkloadNamespace).GetLogs(p.name, &corev1.PodLogOptions{Container: "workload"}).DoRaw(context.Background())
-	if err != nil || len(b) == 0 {
-		return
-	}
-	if err := os.MkdirAll(filepath.Dir(p.log), 0o755); err != nil {
-		return
-	}
-	lf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return
-	}
-	defer lf.Close()
-	fmt.Fprintf(lf, "--- pod %s\n", p.name)
-	_, _ = lf.Write(b)
-}
-
-// Signal stops the pod's container as a crash (SIGKILL) or a stop
-// (SIGTERM, then SIGKILL after 5 s) does: the node's container runtime
-// stops it (crictl), the pod fails and keeps its log, and only then is it
-// Done, so its successor never meets it still holding a port or a lock (a
-// forced deletion from the API returns before the container is dead).
-// A pod whose container is not running is deleted instead. Other
-// signals have no pod equivalent.
-func (p *podProcess) Signal(sig syscall.Signal) error {
-	var timeout string
-	switch sig {
-	case syscall.SIGKILL:
-		timeout = "0"
-	case syscall.SIGTERM:
-		timeout = "5"
-	default:
-		return fmt.Errorf("pod %s: %v has no pod equivalent (SIGKILL, SIGTERM): %w", p.name, sig, clusters.ErrUnsupported)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pod, err := p.cs.CoreV1().Pods(WorkloadNamespace).Get(ctx, p.name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("pod %s: %w", p.name, err)
-	}
-	id := ""
-	for _, s := range pod.Status.ContainerStatuses {
-		if s.State.Running != nil {
-			_, id, _ = strings.Cut(s.ContainerID, "://")
-		}
-	}
-	if id == "" {
-		// Not running yet (or any more): no container to stop, so the
-		// pod goes, at once; its watcher sees it gone, and the kill is
-		// not left pending for a later exit to pass as planned.
-		zero := int64(0)
-		err := p.cs.CoreV1().Pods(WorkloadNamespace).Delete(ctx, p.name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return err
-	}
-	if !containerIDRE.MatchString(id) {
-		return fmt.Errorf("pod %s: container ID %q", p.name, id)
-	}
-	if _, err := docker(ctx, nil, "exec", p.node, "crictl", "stop", "--timeout", timeout, id); err != nil {
-		return fmt.Errorf("pod %s: stop its container on %s: %w", p.name, p.node, err)
-	}
-	return nil
 }
 
 var containerIDRE = regexp.MustCompile(`^[0-9a-f]{12,64}$`)
-
-// Stop deletes the pod with grace and waits for it to end.
-func (p *podProcess) Stop(grace time.Duration) error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	p.saveLog()
-	secs := int64(grace.Seconds())
-	err := p.cs.CoreV1().Pods(WorkloadNamespace).Delete(context.Background(), p.name, metav1.DeleteOptions{GracePeriodSeconds: &secs})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	select {
-	case <-p.done:
-	case <-time.After(grace + 10*time.Second):
-	}
-	return nil
-}
-
-// Wait waits for the pod to end and returns how it ended.
-func (p *podProcess) Wait(ctx context.Context) error {
-	select {
-	case <-p.done:
-		return p.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // confine makes a user's pod what clusters.Sandbox asks: its user, no
 // capabilities, no privilege escalation, and of the fleet's directory only

@@ -334,14 +334,7 @@ func (f *runFlags) dryRun(cmd *cobra.Command, g *globals, names []string) error 
 		}
 		tw.Flush()
 		var errs []string
-		judge := info
-		if !info.Commands && !info.Images {
-			// Said once, and not counted: what matters here is whether
-			// the labels and the links can play it.
-			fmt.Fprintf(w, "note: provider %s impairs links but cannot run the runtime or workloads yet, so a run of this scenario is refused for now\n", info.Name)
-			judge.Commands, judge.Images = true, true
-		}
-		if err := harness.Supports(judge, sc); err != nil {
+		if err := harness.Supports(info, sc); err != nil {
 			errs = append(errs, err.Error())
 		}
 		if mapped != nil {

@@ -21,7 +21,7 @@ import (
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
-	var listen, tokenFile, namespace, uplink, kubeconfig, backend string
+	var listen, tokenFile, namespace, uplink, kubeconfig, backend, files, proc string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Shape this node's uplink for a harness run on a cluster it did not make (a DaemonSet)",
@@ -33,7 +33,10 @@ this node, shaped on the host side of its veth), each with the run's token in X-
 API server's pod proxy strips Authorization). It acts only while
 the run's Lease (edgefault-run in --namespace) is being renewed and only on a
 node (or pod) the run's ConfigMap (edgefault-run, keys nodes and pods) names; once the Lease is
-no longer renewed it clears everything it applied.`,
+no longer renewed it clears everything it applied. For the run's workloads
+(pods on the host network) it serves their evidence (GET /v1/evidence, from
+--files), removes their directory (DELETE /v1/evidence) and crashes one with
+SIGKILL (POST /v1/kill/NAME: a pod of the harness's on this node).`,
 		Example: `  NODE_NAME=lab-1 edgeguard agent --token-file /run/secrets/edgefault/token --namespace edgefault`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -84,7 +87,7 @@ no longer renewed it clears everything it applied.`,
 			}
 			defer sh.Close()
 			a, err := agent.New(agent.Config{Node: g.node, Token: strings.TrimSpace(string(tok)), Client: cs, Namespace: namespace,
-				Uplink: shaper.Link{Name: uplink}, Shaper: sh, Log: g.log})
+				Uplink: shaper.Link{Name: uplink}, Shaper: sh, Files: files, Proc: proc, Log: g.log})
 			if err != nil {
 				return err
 			}
@@ -119,6 +122,8 @@ no longer renewed it clears everything it applied.`,
 	fs.StringVar(&uplink, "uplink", "", "the node's uplink interface (default: the default route's)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig outside a pod (default: in-cluster)")
 	fs.StringVar(&backend, "backend", "auto", "shaping backend: auto, netem or fallback")
+	fs.StringVar(&files, "files", "", "the run's directory on the node (its workloads' evidence and data), served by GET and removed by DELETE /v1/evidence")
+	fs.StringVar(&proc, "proc", "/proc", "the node's /proc (the pod on the host's PID namespace), where POST /v1/kill/NAME finds a workload's processes")
 	_ = cmd.MarkFlagRequired("token-file")
 	return cmd
 }

@@ -45,7 +45,7 @@ var _ = Describe("an existing cluster", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		cs, err := kubernetes.NewForConfig(rc)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(cluster.Nodes).To(HaveLen(2))
+		Expect(cluster.Nodes).To(HaveLen(3))
 		cpNode, worker := cluster.Nodes[0], cluster.Nodes[1]
 
 		// The fixture preloads the runtime's image (no registry here).
@@ -83,7 +83,6 @@ var _ = Describe("an existing cluster", Ordered, func() {
 		Expect(out).To(ContainSubstring("dry run: nothing touched"))
 		Expect(out).To(MatchRegexp(`40m0s\s+1h0m0s\s+truck-modem\s+node %s\s+outage`, worker.Name))
 		Expect(out).To(MatchRegexp(`1h10m0s\s+-\s+truck-ecu\s+node %s\s+kill runtime`, worker.Name))
-		Expect(out).To(ContainSubstring("note: provider existing impairs links but cannot run the runtime"))
 		Expect(out).NotTo(ContainSubstring("would refuse"))
 		// A scenario its labels cannot play: named, and exit 1.
 		out, err = run("run", "--dry-run", "retail", "--provider", "existing", "--kubeconfig", kc)
@@ -230,6 +229,119 @@ var _ = Describe("an existing cluster", Ordered, func() {
 		Expect(ds.Items).To(BeEmpty(), "the agents' DaemonSet remains")
 		_, err = os.Stat(filepath.Join(stateDir, "existing-fleets", fleet))
 		Expect(os.IsNotExist(err)).To(BeTrue(), "the fleet's state remains: %v", err)
+	})
+
+	// The vehicle scenario played on the cluster as it is: the truck is
+	// a worker, the cloud the other worker (not the API server's node,
+	// whose cut the agents refuse), the runtime, the workloads and the
+	// cloud's services pods from the runtime's image, the kill a SIGKILL
+	// from the node's agent, the harness reaching them through the API
+	// server alone.
+	It("plays the vehicle scenario through its kubeconfig: pods for the runtime, workloads and cloud, the report naming the cluster and nodes, nothing left", func(ctx SpecContext) {
+		kc := cluster.Kubeconfig
+		rc, err := clientcmd.BuildConfigFromFlags("", kc)
+		Expect(err).NotTo(HaveOccurred())
+		cs, err := kubernetes.NewForConfig(rc)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cluster.Nodes).To(HaveLen(3))
+		truck, cloudNode := cluster.Nodes[1], cluster.Nodes[2]
+		ref, archive, err := kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(clusters.LoadImage(ctx, cluster, archive)).To(Succeed())
+
+		label := func(node, patch string) {
+			GinkgoHelper()
+			_, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+			Expect(err).NotTo(HaveOccurred())
+		}
+		label(truck.Name, `{"metadata":{"labels":{"edgefault.io/role":"node","edgefault.io/site":"truck","edgefault.io/member":"truck-ecu"}}}`)
+		label(cloudNode.Name, `{"metadata":{"labels":{"edgefault.io/role":"cloud","edgefault.io/member":"cloud"}}}`)
+		DeferCleanup(func() {
+			label(truck.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/site":"e2e","edgefault.io/member":null}}}`)
+			label(cloudNode.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/member":null}}}`)
+		})
+
+		reports := GinkgoT().TempDir()
+		start := time.Now()
+		out, err := run("run", "vehicle", "--provider", "existing", "--kubeconfig", kc, "--agent-image", ref, "--reports", reports)
+		GinkgoWriter.Printf("edgefault run vehicle --provider existing: %s\n%s\n", time.Since(start).Round(time.Second), out)
+		Expect(err).NotTo(HaveOccurred(), out)
+
+		b, err := os.ReadFile(filepath.Join(reports, "report.json"))
+		Expect(err).NotTo(HaveOccurred())
+		var rep struct {
+			Pass      bool
+			Scenarios []struct {
+				Name, Provider, Error, Runtime, Cluster, Placement string
+				Pass                                               bool
+				Verdicts                                           []struct {
+					Validator string
+					Pass      bool
+				}
+			}
+		}
+		Expect(json.Unmarshal(b, &rep)).To(Succeed())
+		Expect(rep.Scenarios).To(HaveLen(1))
+		sc := rep.Scenarios[0]
+		Expect(sc.Pass).To(BeTrue(), sc.Error)
+		Expect(sc.Provider).To(Equal("existing"))
+		Expect(sc.Verdicts).To(HaveLen(4))
+		Expect(sc.Runtime).To(ContainSubstring("a pod on each node (" + ref + ")"))
+		Expect(sc.Cluster).To(And(ContainSubstring(kc), ContainSubstring("https://")))
+		Expect(sc.Placement).To(And(ContainSubstring("truck-ecu: node "+truck.Name), ContainSubstring("cloud: node "+cloudNode.Name)))
+		html, err := os.ReadFile(filepath.Join(reports, "report.html"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(html)).To(ContainSubstring("truck-ecu: node " + truck.Name))
+
+		// The runtime was a pod, crashed by its node's agent (a planned
+		// exit) and started again as a new pod.
+		type supEvent struct {
+			Event  string
+			Fields struct {
+				Process, ID string
+				Planned     bool
+			}
+		}
+		var sup []supEvent
+		b, err = os.ReadFile(filepath.Join(reports, "vehicle", "evidence", "truck-ecu-supervisor.jsonl"))
+		Expect(err).NotTo(HaveOccurred())
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var e supEvent
+			Expect(json.Unmarshal([]byte(line), &e)).To(Succeed(), line)
+			if e.Fields.Process == "runtime" {
+				sup = append(sup, e)
+			}
+		}
+		Expect(sup).To(ContainElement(And(HaveField("Event", "exited"), HaveField("Fields.Planned", true))), "%+v", sup)
+		Expect(sup).NotTo(ContainElement(And(HaveField("Event", "exited"), HaveField("Fields.Planned", false))), "no unplanned exit: %+v", sup)
+		started := 0
+		for _, e := range sup {
+			if e.Event == "started" {
+				Expect(e.Fields.ID).To(HavePrefix("pod " + existing.Namespace + "/runtime-truck-ecu-"))
+				started++
+			}
+		}
+		Expect(started).To(Equal(2), "%+v", sup)
+		// The crash was a SIGKILL (137), not a stop with grace.
+		logs, err := os.ReadFile(filepath.Join(reports, "vehicle", "logs", "agent-"+truck.Name+".log"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(logs)).To(ContainSubstring("killed a workload"))
+		// The cloud's evidence came from its node's agent.
+		Expect(filepath.Join(reports, "vehicle", "evidence", "cloud-sink.jsonl")).To(BeAnExistingFile())
+
+		// The run took its fleet down: no namespace, no run directory on
+		// the nodes, no state.
+		_, err = cs.CoreV1().Namespaces().Get(ctx, existing.Namespace, metav1.GetOptions{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "namespace %s is still there: %v", existing.Namespace, err)
+		for _, n := range []string{truck.Name, cloudNode.Name} {
+			ls, err := exec.Command("docker", "exec", n, "ls", "-A", existing.DataRoot).CombinedOutput()
+			Expect(err).NotTo(HaveOccurred(), string(ls))
+			Expect(strings.TrimSpace(string(ls))).To(BeEmpty(), "a run's directory is left on %s", n)
+		}
+		fleets, err := os.ReadDir(filepath.Join(stateDir, "existing-fleets"))
+		if err == nil {
+			Expect(fleets).To(BeEmpty(), "a fleet's state remains")
+		}
 	})
 })
 

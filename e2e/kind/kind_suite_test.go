@@ -85,7 +85,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	start = time.Now()
 	cluster, err = clusters.Create(context.Background(), kind.ClusterSpec{
-		Name: fmt.Sprintf("ef-e2e-%d", os.Getpid()%10000), Workers: 1, NodeImage: nodeImage,
+		// Two workers: the existing-cluster specs need a cloud that is
+		// neither the shaped node nor the API server's.
+		Name: fmt.Sprintf("ef-e2e-%d", os.Getpid()%10000), Workers: 2, NodeImage: nodeImage,
 		Labels: map[string]string{"edgefault.io/site": "e2e"},
 	})
 	Expect(err).NotTo(HaveOccurred())

@@ -42,7 +42,7 @@ var _ = Describe("the runtime as real pods", Ordered, func() {
 		var err error
 		cs, err = cluster.Client()
 		Expect(err).NotTo(HaveOccurred())
-		Expect(cluster.Nodes).To(HaveLen(2))
+		Expect(cluster.Nodes).To(HaveLen(3))
 		worker = cluster.Nodes[1]
 
 		ref, archive, err := kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)

@@ -224,6 +224,8 @@ func reportJUnit(r *Report) ([]byte, error) {
 				{"fleet", s.Resources()},
 				{"source", s.Source},
 				{"provider", cmp.Or(s.Provider, r.Provider)},
+				{"cluster", s.Cluster},
+				{"placement", s.Placement},
 				{"backend", s.Backend},
 			},
 		}
@@ -584,6 +586,9 @@ func htmlScenarioOf(i int, s ScenarioResult) htmlScenario {
 		h.Fleet = "provider " + s.Provider
 		if s.Backend != "" {
 			h.Fleet += ", shaping backend " + s.Backend
+		}
+		if s.Cluster != "" {
+			h.Fleet += "; cluster " + s.Cluster + " (" + s.Placement + ")"
 		}
 		if r := s.Resources(); r != "" {
 			h.Fleet += "; " + r

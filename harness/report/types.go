@@ -29,6 +29,11 @@ type ScenarioResult struct {
 	// shaped.
 	Provider string `json:"provider,omitempty"`
 	Backend  string `json:"backend,omitempty"`
+	// Cluster is the cluster the fleet was played by, where the harness
+	// did not make it (clusters.OnCluster), and Placement where each
+	// member ran there ("cloud: node lab-2; truck-ecu: node lab-1").
+	Cluster   string `json:"cluster,omitempty"`
+	Placement string `json:"placement,omitempty"`
 	// TimeScale divided the scenario's own durations (1: real time).
 	TimeScale float64 `json:"timeScale"`
 	// Seed is what the links' loss and jitter drew from: --seed replays

@@ -56,6 +56,13 @@ type Config struct {
 	Uplink shaper.Link
 	// Shaper applies and clears impairments.
 	Shaper *shaper.Shaper
+	// Files is the run's directory on the node, as the agent sees it:
+	// the workloads' evidence and data (empty: none; GET /v1/evidence
+	// answers 404).
+	Files string
+	// Proc is the node's /proc (the agent on the host's PID namespace),
+	// where it finds a workload's processes to kill (default /proc).
+	Proc string
 	// Poll is how often the Lease and ConfigMap are read (default 1 s).
 	Poll time.Duration
 	Log  *slog.Logger
@@ -114,6 +121,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
+	}
+	if cfg.Proc == "" {
+		cfg.Proc = "/proc"
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -298,7 +308,8 @@ func (a *Agent) state() State {
 // /v1/impairments/pods/NAMESPACE/NAME for a pod on this node, impaired as
 // it sees its traffic on the host side of its veth. Every request needs
 // the run's token; a change needs a live Lease and this node (or the pod)
-// in the ConfigMap.
+// in the ConfigMap. GET and DELETE /v1/evidence and POST /v1/kill/NAME
+// serve the run's workloads (workloads.go).
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/impairments", func(w http.ResponseWriter, r *http.Request) {
@@ -351,6 +362,9 @@ func (a *Agent) Handler() http.Handler {
 			a.change(w, r, k, nil)
 		}
 	})
+	mux.HandleFunc("GET /v1/evidence", a.evidence)
+	mux.HandleFunc("DELETE /v1/evidence", a.removeFiles)
+	mux.HandleFunc("POST /v1/kill/{name}", a.kill)
 	return a.guard(mux)
 }
 

@@ -284,6 +284,8 @@ type run struct {
 	ledger       *ledger.Ledger
 	stopRenewing context.CancelFunc
 	url          string
+	// files is the run's directory the agents serve.
+	files string
 }
 
 func liveRun(t *testing.T, data map[string]string) *run {
@@ -323,7 +325,7 @@ func liveRun(t *testing.T, data map[string]string) *run {
 			}
 		}
 	}()
-	return &run{t: t, cs: cs, ns: ns, dir: dir, ledger: l, stopRenewing: stopRenewing}
+	return &run{t: t, cs: cs, ns: ns, dir: dir, ledger: l, stopRenewing: stopRenewing, files: filepath.Join(dir, "files", "run-1")}
 }
 
 // shaper is a shaper of the run's ledger under owner.
@@ -341,7 +343,7 @@ func (r *run) shaper(owner string) *shaper.Shaper {
 // call's requests.
 func (r *run) agent(sh *shaper.Shaper, uplink shaper.Link) *agent.Agent {
 	r.t.Helper()
-	a, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: r.cs, Namespace: r.ns, Uplink: uplink, Shaper: sh, Poll: 200 * time.Millisecond})
+	a, err := agent.New(agent.Config{Node: "lab-1", Token: token, Client: r.cs, Namespace: r.ns, Uplink: uplink, Shaper: sh, Files: r.files, Poll: 200 * time.Millisecond})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -1,0 +1,238 @@
+package existing
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgefault/edgefault/clusters"
+	"github.com/edgefault/edgefault/clusters/internal/member"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// The run's workloads on a cluster the harness did not make are pods:
+// the runtime on each node, the scenario's workloads beside it, and the
+// cloud's services on the cloud's node, all on their node's host network
+// (as a process on the node would be: the node's runtime at 127.0.0.1,
+// the cloud reached over the node's uplink, which the agent shapes), in
+// the run's namespace, so that removing it removes them. Their evidence
+// and data are on the node, in the run's directory (RunDir), which the
+// agent hands over and removes. The harness reaches their ports through
+// the API server (port-forward), never over the nodes' network.
+
+var _ clusters.RuntimePods = (*Fleet)(nil)
+
+// RuntimeImage is the image the fleet was brought up with (--agent-image):
+// it holds edgeguard, the agent and the runtime alike.
+func (f *Fleet) RuntimeImage(ctx context.Context, edgeguard string) (ref, entry string, err error) {
+	return f.Image, "/edgeguard", nil
+}
+
+// Paths are in the run's directory on member's node, as its pods see it
+// (the same path, mounted from the node).
+func (f *Fleet) Paths(name string) (clusters.Paths, error) {
+	m, err := f.find(name)
+	if err != nil {
+		return clusters.Paths{}, err
+	}
+	dir := RunDir(f.RunID)
+	return clusters.Paths{Evidence: path.Join(dir, "evidence"), Data: path.Join(dir, "data", m.Name)}, nil
+}
+
+var podNameBad = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// LabelWorkload names the workload a pod runs ("runtime", "speedserver").
+const LabelWorkload = "edgefault.io/workload"
+
+// StartCommand runs c as a pod on member's node. A command without an
+// image must be edgeguard's (the runtime, its workloads, the cloud's
+// services): it runs from the fleet's image. Any other needs an image.
+func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Command) (clusters.Process, error) {
+	m, err := f.find(name)
+	if err != nil {
+		return nil, err
+	}
+	image, argv := c.Image, c.Argv
+	if image == "" {
+		if len(argv) == 0 || filepath.Base(argv[0]) != "edgeguard" {
+			return nil, fmt.Errorf("%s on %s: on an existing cluster a workload runs as a pod: give it an image (a command runs only if it is edgeguard's, from the runtime's image): %w", c.Name, name, clusters.ErrUnsupported)
+		}
+		image, argv = f.Image, append([]string{"/edgeguard"}, argv[1:]...)
+	}
+	if c.Sandbox != nil {
+		return nil, fmt.Errorf("%s on %s: a confined command (a user's app) on an existing cluster: %w (give it an image)", c.Name, name, clusters.ErrUnsupported)
+	}
+	env := []corev1.EnvVar{{Name: "NODE_NAME", Value: m.Name}}
+	for _, kv := range c.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s on %s: environment entry %q is not NAME=VALUE", c.Name, name, kv)
+		}
+		env = append(env, corev1.EnvVar{Name: k, Value: v})
+	}
+	cs, err := f.Cluster.client()
+	if err != nil {
+		return nil, err
+	}
+	workload := strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(c.Name), "-"), "-")
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	// A name of its own in the run's namespace, also beside the pods of
+	// an earlier harness process on the same fleet.
+	podName := strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(c.Name+"-"+m.Name), "-"), "-")
+	if len(podName) > 50 {
+		podName = strings.Trim(podName[:50], "-")
+	}
+	podName += "-" + hex.EncodeToString(b)
+	dir := RunDir(f.RunID)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: Namespace, Labels: map[string]string{
+			"app.kubernetes.io/managed-by": "edgefault", "app.kubernetes.io/part-of": "edgefault",
+			LabelWorkload: workload, clusters.LabelMember: m.Name,
+		}},
+		Spec: corev1.PodSpec{
+			NodeName:      m.Node,
+			HostNetwork:   true,
+			DNSPolicy:     corev1.DNSClusterFirstWithHostNet,
+			RestartPolicy: corev1.RestartPolicyNever, // the harness's supervisor restarts it
+			// It must run where the link is cut, as the agent does.
+			Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			TerminationGracePeriodSeconds: ptr(int64(5)),
+			AutomountServiceAccountToken:  ptr(false),
+			Containers: []corev1.Container{{
+				Name: "workload", Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
+				Command: argv, Env: env,
+				VolumeMounts: []corev1.VolumeMount{{Name: "run", MountPath: dir}},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr(false),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+			}},
+			Volumes: []corev1.Volume{{Name: "run", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: ptr(corev1.HostPathDirectoryOrCreate)}}}},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("%s on %s: create pod: %w", c.Name, name, err)
+	}
+	p := &member.PodProcess{CS: cs, Namespace: Namespace, Name: podName, Container: "workload",
+		Log: filepath.Join(f.dir(), "logs", m.Name+"-"+c.Name+".log"), Halt: f.halt(cs, m.Node)}
+	p.Watch()
+	return p, nil
+}
+
+// halt crashes a workload pod through its node's agent (SIGKILL to its
+// container's processes), or stops it as the kubelet does (SIGTERM, then
+// SIGKILL after the pod's grace).
+func (f *Fleet) halt(cs kubernetes.Interface, node string) func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
+	return func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
+		if sig == syscall.SIGKILL {
+			_, err := NewAgents(cs, f.Token).Kill(ctx, node, pod.Name)
+			return err
+		}
+		return cs.CoreV1().Pods(Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{})
+	}
+}
+
+// Exec is not supported: the harness runs nothing on a cluster's nodes
+// but its pods.
+func (f *Fleet) Exec(ctx context.Context, member string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return unsupported("running a command on " + member)
+}
+
+// Collect writes the run's evidence, from every node's agent, into
+// dir/evidence, the workloads' logs into dir/logs, and the agents' logs
+// (what they applied and cleared, and why) beside them.
+func (f *Fleet) Collect(ctx context.Context, dir string) error {
+	cs, err := f.Cluster.client()
+	if err != nil {
+		return err
+	}
+	ev := filepath.Join(dir, "evidence")
+	if err := os.MkdirAll(ev, 0o755); err != nil {
+		return err
+	}
+	a := NewAgents(cs, f.Token)
+	seen := map[string]bool{}
+	for _, m := range f.All {
+		if seen[m.Node] {
+			continue
+		}
+		seen[m.Node] = true
+		files, err := a.Evidence(ctx, m.Node)
+		if err != nil {
+			return fmt.Errorf("the evidence on node %s: %w", m.Node, err)
+		}
+		for name, b := range files {
+			if name != filepath.Base(name) || !strings.HasSuffix(name, ".jsonl") || strings.HasPrefix(name, ".") {
+				return fmt.Errorf("the evidence on node %s: a file named %q", m.Node, name)
+			}
+			if err := os.WriteFile(filepath.Join(ev, name), b, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	if err := member.Collect(f.dir(), dir); err != nil {
+		return err
+	}
+	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+	if err != nil {
+		return fmt.Errorf("the agents' pods: %w", err)
+	}
+	for _, p := range pods.Items {
+		b, err := cs.CoreV1().Pods(Namespace).GetLogs(p.Name, &corev1.PodLogOptions{LimitBytes: ptr(int64(8 << 20))}).Do(ctx).Raw()
+		if err != nil {
+			b = []byte(fmt.Sprintf("could not read the log of %s: %v\n", p.Name, err))
+		}
+		if err := os.WriteFile(filepath.Join(dir, "logs", "agent-"+p.Spec.NodeName+".log"), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitAgents waits until an agent runs on each of nodes, up to within.
+func waitAgents(ctx context.Context, cs kubernetes.Interface, nodes []string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+		missing := map[string]bool{}
+		for _, n := range nodes {
+			missing[n] = true
+		}
+		if err == nil {
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+					delete(missing, p.Spec.NodeName)
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			var left []string
+			for n := range missing {
+				left = append(left, n)
+			}
+			return fmt.Errorf("no agent ran on node(s) %s within %v (DaemonSet %s/%s: is the image %s on those nodes? 'kubectl -n %s describe pods' says why): %v",
+				strings.Join(left, ", "), within, Namespace, AgentName, "given with --agent-image", Namespace, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
