@@ -370,6 +370,14 @@ type OnCluster interface {
 	ClusterName() string
 }
 
+// CloudPorts is a fleet whose cloud's services (the speed-test server,
+// the content server, the sink) listen on ports of its choosing, where
+// the usual ones (8080-8082) may be taken: a cluster's node already
+// serves its own.
+type CloudPorts interface {
+	CloudPorts() (speed, content, sink int)
+}
+
 // SiteComponents is a fleet whose sites each run their own control plane
 // (or none): the processes a site runs, empty for none.
 type SiteComponents interface {

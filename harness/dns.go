@@ -74,7 +74,7 @@ func (r *run) cloudURLs() (speed, sink string, flags []string) {
 	if r.sc.Spec.Runtime.DNS.NoStale {
 		flags = append(flags, "--dns-stale=false")
 	}
-	return "http://" + net.JoinHostPort(CloudHostName, strconv.Itoa(SpeedPort)), "http://" + net.JoinHostPort(CloudHostName, strconv.Itoa(SinkPort)), flags
+	return "http://" + net.JoinHostPort(CloudHostName, strconv.Itoa(r.cloud.SpeedPort)), "http://" + net.JoinHostPort(CloudHostName, strconv.Itoa(r.cloud.SinkPort)), flags
 }
 
 // dnsStep makes the name server fail or delay the lookups of the

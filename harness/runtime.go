@@ -60,10 +60,13 @@ func FindEdgeguard() (string, error) {
 type Cloud struct {
 	SpeedURL, ContentURL, SinkURL          string
 	SpeedEvents, ContentEvents, SinkEvents string
-	host                                   clusters.Host
-	speed, content, sink                   clusters.Process
-	tokens                                 map[string]string // node -> its sink token
-	reader                                 string            // reads every stream's summary
+	// SpeedPort, ContentPort and SinkPort are where they listen (the
+	// package's constants, or the fleet's clusters.CloudPorts).
+	SpeedPort, ContentPort, SinkPort int
+	host                             clusters.Host
+	speed, content, sink             clusters.Process
+	tokens                           map[string]string // node -> its sink token
+	reader                           string            // reads every stream's summary
 }
 
 // SinkToken is node's bearer token for the sink: the embedded fleet gives
@@ -116,10 +119,15 @@ func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string, opts ..
 		return nil, err
 	}
 	ev := paths.Evidence
+	speedPort, contentPort, sinkPort := SpeedPort, ContentPort, SinkPort
+	if cp, ok := f.(clusters.CloudPorts); ok {
+		speedPort, contentPort, sinkPort = cp.CloudPorts()
+	}
 	c := &Cloud{
-		SpeedURL:      fmt.Sprintf("http://%s:%d", cloud.Address, SpeedPort),
-		ContentURL:    fmt.Sprintf("http://%s:%d/page", cloud.Address, ContentPort),
-		SinkURL:       fmt.Sprintf("http://%s:%d", cloud.Address, SinkPort),
+		SpeedPort: speedPort, ContentPort: contentPort, SinkPort: sinkPort,
+		SpeedURL:      fmt.Sprintf("http://%s:%d", cloud.Address, speedPort),
+		ContentURL:    fmt.Sprintf("http://%s:%d/page", cloud.Address, contentPort),
+		SinkURL:       fmt.Sprintf("http://%s:%d", cloud.Address, sinkPort),
 		SpeedEvents:   path.Join(ev, "cloud-speedserver.jsonl"),
 		ContentEvents: path.Join(ev, "cloud-content.jsonl"),
 		SinkEvents:    path.Join(ev, "cloud-sink.jsonl"),
@@ -162,14 +170,14 @@ func StartCloud(ctx context.Context, f clusters.Fleet, edgeguard string, opts ..
 		}
 		return f.StartCommand(ctx, cloud.Name, cmd)
 	}
-	if c.speed, err = start("speedserver", fmt.Sprintf("--listen=:%d", SpeedPort), "--events="+c.SpeedEvents); err != nil {
+	if c.speed, err = start("speedserver", fmt.Sprintf("--listen=:%d", speedPort), "--events="+c.SpeedEvents); err != nil {
 		return nil, err
 	}
-	if c.content, err = start("content", fmt.Sprintf("--listen=:%d", ContentPort), "--events="+c.ContentEvents); err != nil {
+	if c.content, err = start("content", fmt.Sprintf("--listen=:%d", contentPort), "--events="+c.ContentEvents); err != nil {
 		c.Stop()
 		return nil, err
 	}
-	if c.sink, err = start("sink", append([]string{fmt.Sprintf("--listen=:%d", SinkPort), "--db=" + path.Join(paths.Data, "sink.db"), "--events=" + c.SinkEvents}, sinkFlags(o.sink)...)...); err != nil {
+	if c.sink, err = start("sink", append([]string{fmt.Sprintf("--listen=:%d", sinkPort), "--db=" + path.Join(paths.Data, "sink.db"), "--events=" + c.SinkEvents}, sinkFlags(o.sink)...)...); err != nil {
 		c.Stop()
 		return nil, err
 	}

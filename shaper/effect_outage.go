@@ -25,8 +25,17 @@ func (outageEffect) contribute(imp Impairment, env planEnv, p *plan) {
 		if d == Egress && !env.hasPeer && !env.forwards {
 			continue
 		}
-		if imp.Direction.Has(d) {
-			p.dir(d).DropPercent = 100
+		if !imp.Direction.Has(d) {
+			continue
+		}
+		dp := p.dir(d)
+		dp.DropPercent = 100
+		if d == Ingress && !env.hasPeer {
+			// What arrives is cut at the link's own ingress hook, which a
+			// packet that an ingress rate limiter (an ifb) hands back
+			// skips: the rate, delay and loss of the cut traffic go, as
+			// nothing of it passes anyway (the same targets).
+			dp.Rate, dp.Netem, dp.Delay, dp.Jitter, dp.QueueLoss = 0, nil, 0, 0, 0
 		}
 	}
 }

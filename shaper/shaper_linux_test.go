@@ -476,6 +476,43 @@ func TestEffectsCombineWithRate(t *testing.T) {
 	}
 }
 
+// On a link without a reachable peer (a node's own uplink, as the node
+// agent shapes it) what arrives is cut, or lost, at the link's own
+// ingress, also when an ingress rate limiter (an ifb, which hands packets
+// back past the netdev ingress hook) holds the same traffic: a profile's
+// rate and delay under an outage, and an unseeded loss under a rate.
+func TestIngressDropsBesideARateWithoutPeer(t *testing.T) {
+	star := traffic.StarT(t, 2)
+	sh, _ := newShaper(t)
+	ctx := context.Background()
+	tg := shaper.Target{Link: shaper.Link{Netns: star.Hosts[0], Name: "eth0"}}
+	from1 := []netip.Prefix{netip.MustParsePrefix(star.Addr(1) + "/32")}
+	for _, tc := range []struct {
+		imp      shaper.Impairment
+		min, max int // of 400 datagrams
+	}{
+		{shaper.Impairment{Outage: true, DownRate: 16 * shaper.Mbit, UpRate: 9 * shaper.Mbit, Delay: 15 * time.Millisecond, Targets: from1}, 0, 0},
+		{shaper.Impairment{Outage: true, Rate: 16 * shaper.Mbit}, 0, 0},
+		{shaper.Impairment{Loss: 50, DownRate: 16 * shaper.Mbit, Direction: shaper.Ingress, Targets: from1}, 120, 280},
+		{shaper.Impairment{DownRate: 16 * shaper.Mbit, Delay: 15 * time.Millisecond, Targets: from1}, 390, 400},
+	} {
+		if err := sh.Apply(ctx, tg, tc.imp); err != nil {
+			t.Fatal(err)
+		}
+		got, err := traffic.UDPTrain(ctx, star.Hosts[1], star.Hosts[0], star.Addr(0)+":0", 400, 400, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%v: %d of 400 datagrams arrived", tc.imp, got)
+		if got < tc.min || got > tc.max {
+			t.Errorf("%v: %d of 400 datagrams arrived, want %d-%d", tc.imp, got, tc.min, tc.max)
+		}
+	}
+	if err := sh.Clear(ctx, tg); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A seeded loss drops the same packets of the same traffic each time it is
 // applied afresh, and another seed drops others (the delayer draws from
 // the seed, on either backend: netem's loss is the kernel's).

@@ -460,6 +460,14 @@ func (ss *session) applyNft(st *linkState) error {
 				k := tkey{ss.lc, nftables.TableFamilyNetdev, lname}
 				add(k, nftChain{name: "out", hook: nftables.ChainHookEgress, device: lname,
 					rules: dropRules(dp.DropPercent, dp.Targets, d, nftables.TableFamilyNetdev, nil)})
+			case dp.needsTC():
+				// What arrives goes through the ifb of the ingress rate
+				// limiter first and comes back past the netdev ingress
+				// hook: drop it in prerouting (a routed link; a bridge's
+				// port forwards such packets on unseen, see docs).
+				k := tkey{ss.lc, nftables.TableFamilyINet, lname}
+				add(k, nftChain{name: "pre", hook: nftables.ChainHookPrerouting,
+					rules: dropRules(dp.DropPercent, dp.Targets, d, nftables.TableFamilyINet, matchIfname(true, lname))})
 			default:
 				k := tkey{ss.lc, nftables.TableFamilyNetdev, lname}
 				add(k, nftChain{name: "in", hook: nftables.ChainHookIngress, device: lname,

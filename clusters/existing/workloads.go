@@ -31,7 +31,15 @@ import (
 // agent hands over and removes. The harness reaches their ports through
 // the API server (port-forward), never over the nodes' network.
 
-var _ clusters.RuntimePods = (*Fleet)(nil)
+var (
+	_ clusters.RuntimePods = (*Fleet)(nil)
+	_ clusters.CloudPorts  = (*Fleet)(nil)
+)
+
+// CloudPorts are the cloud's services' ports on the cloud's node: not
+// the usual 8080-8082, which a cluster's node often serves already
+// (flannel's health check is on 8081).
+func (f *Fleet) CloudPorts() (speed, content, sink int) { return 18080, 18081, 18082 }
 
 // RuntimeImage is the image the fleet was brought up with (--agent-image):
 // it holds edgeguard, the agent and the runtime alike.
