@@ -75,11 +75,6 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 				}
 				return err
 			}
-			if prov == existing.ProviderName {
-				// Its cloud is the user's node; the harness runs nothing
-				// there (yet).
-				cloudServices = false
-			}
 			var eg string
 			var sinkTokens *harness.Cloud
 			if cloudServices {
@@ -121,7 +116,7 @@ func newFleetUpCmd(g *globals) *cobra.Command {
 	fleetAlias(cmd)
 	providerFlag(cmd, &prov)
 	cmd.Flags().StringVar(&backend, "backend", "auto", "shaping backend for link profiles: auto, netem or fallback")
-	cmd.Flags().BoolVar(&cloudServices, "cloud-services", true, "run the speed-test server (:8080), the content server (:8081) and the sink (:8082) in the cloud (edgeguard, found next to edgefault, on PATH or at $EDGEGUARD)")
+	cmd.Flags().BoolVar(&cloudServices, "cloud-services", true, "run the speed-test server (:8080), the content server (:8081) and the sink (:8082) in the cloud (edgeguard, found next to edgefault, on PATH or at $EDGEGUARD; on an existing cluster pods on the cloud's node, at :18080-18082, until fleet down)")
 	cmd.Flags().BoolVar(&controlPlanes, "control-planes", true, "give every site its own Kubernetes cluster: etcd, kube-apiserver and kwok, lean (needs edgefault setup; false: network only, for large fleets; a topology's site may also say controlPlane: none)")
 	cmd.Flags().BoolVar(&scheduling, "scheduling", false, "also run kube-controller-manager and kube-scheduler in every site's control plane, so Deployments and DaemonSets you apply schedule (on kwok)")
 	return cmd

@@ -224,10 +224,11 @@ func reportJUnit(r *Report) ([]byte, error) {
 				{"fleet", s.Resources()},
 				{"source", s.Source},
 				{"provider", cmp.Or(s.Provider, r.Provider)},
-				{"cluster", s.Cluster},
-				{"placement", s.Placement},
 				{"backend", s.Backend},
 			},
+		}
+		if s.Cluster != "" {
+			su.Properties = append(su.Properties, junitProperty{"cluster", s.Cluster}, junitProperty{"placement", s.Placement})
 		}
 		if !s.Started.IsZero() {
 			// The JUnit schema's timestamp has no zone, so give it in UTC.

@@ -41,6 +41,7 @@ func reportFixture() *Report {
 		Name: "steady-link", Description: "a throttled link the gate should ride out",
 		Source: "built-in", TimeScale: 1, Runtime: "gate on, buffer on disk, failover off",
 		Started: reportT0.Add(5 * time.Second), Duration: 75 * time.Second, Timeline: 60 * time.Second,
+		Provider: "existing", Cluster: "lab.kubeconfig at https://10.0.0.1:6443", Placement: "cloud: node vm-1; truck-1: node pi-1",
 		Pass: true,
 		Verdicts: []validators.Verdict{{
 			Validator: "gate-follows-link", Group: "trucks", Pass: true,
@@ -178,6 +179,16 @@ func TestReportWrite(t *testing.T) {
 		if props["timeScale"] != "60" || props["seed"] != "7" || props["source"] != "scenarios/uplink-cut.yaml" || props["runtime"] == "" {
 			t.Errorf("properties: %v", props)
 		}
+		if _, ok := props["cluster"]; ok {
+			t.Errorf("a fleet the harness made names a cluster: %v", props)
+		}
+		props = map[string]string{}
+		for _, p := range doc.Suites[0].Properties {
+			props[p.Name] = p.Value
+		}
+		if props["cluster"] != "lab.kubeconfig at https://10.0.0.1:6443" || props["placement"] != "cloud: node vm-1; truck-1: node pi-1" {
+			t.Errorf("an existing cluster's properties: %v", props)
+		}
 		var failed, errored bool
 		for _, c := range doc.Suites[1].Cases {
 			if c.Classname != "edgefault.uplink-cut" {
@@ -217,6 +228,7 @@ func TestReportWrite(t *testing.T) {
 		for _, s := range []string{
 			"provider netns",
 			"provider netns, shaping backend fallback",
+			"provider existing; cluster lab.kubeconfig at https://10.0.0.1:6443 (cloud: node vm-1; truck-1: node pi-1)",
 			"one real minute stands for 1 h of scenario time",
 			"timeline 1m30s (1.5 h of scenario time)",
 			"timeline step 3: shaper: exit status 1",
