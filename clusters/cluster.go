@@ -87,6 +87,10 @@ type Info struct {
 	Commands bool `json:"commands"`
 	// Images: workloads may be container images, run as pods.
 	Images bool `json:"images"`
+	// Pods: the runtime, the built-in workloads and the cloud's services
+	// run as pods from the runtime's image (a user's workload needs
+	// Commands or Images).
+	Pods bool `json:"pods,omitempty"`
 	// Gateways: gateways are members of their own (shaped, able to run
 	// commands), and a site may have several (buildings).
 	Gateways bool `json:"gateways"`

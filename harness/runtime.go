@@ -352,6 +352,7 @@ func (g *Gate) Stop() {
 // waitHTTP polls url from inside host until it answers 2xx.
 func waitHTTP(ctx context.Context, host clusters.Host, url string, within time.Duration) error {
 	c := &http.Client{Transport: &http.Transport{DialContext: host.DialContext}, Timeout: time.Second}
+	defer c.CloseIdleConnections()
 	err := waitUntil(ctx, within, func(ctx context.Context) error { return httpOK(ctx, c, url) })
 	if err != nil {
 		return fmt.Errorf("%s: %w", url, err)

@@ -18,7 +18,7 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 		return err
 	}
 	name := sc.Metadata.Name
-	if !info.Commands && !info.Images {
+	if !info.Commands && !info.Images && !info.Pods {
 		return fmt.Errorf("scenario %s: provider %s cannot run the runtime or workloads yet, only impair links: 'edgefault run --provider %s --dry-run' lists what the scenario would impair", name, info.Name, info.Name)
 	}
 	// It names the report's folder, which the run empties: a scenario
@@ -92,6 +92,8 @@ func Supports(info clusters.Info, sc *scenarios.Scenario) error {
 	}
 	for _, w := range sc.Spec.Workloads {
 		switch {
+		case w.Type == scenarios.WorkloadCommand && !info.Commands && !info.Images:
+			return fmt.Errorf("scenario %s: workload %q is an app of yours, but provider %s runs only edgefault's own workloads (the runtime, fetch, produce) yet: certify it on kind or the embedded fleet (netns)", name, w.Name, info.Name)
 		case w.Image != "" && !info.Images:
 			return fmt.Errorf("scenario %s: workload %q runs image %s, but provider %s runs commands, not images: give it a command instead, or use a provider that runs images (kind)", name, w.Name, w.Image, info.Name)
 		case w.Image == "" && w.Type == scenarios.WorkloadCommand && !info.Commands:

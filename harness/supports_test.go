@@ -47,6 +47,10 @@ func TestSupports(t *testing.T) {
 		{"a name that is not a folder's", load("vehicle", func(sc *scenarios.Scenario) { sc.Metadata.Name = "../../etc" }), nil, "scenario name"},
 		{"images", load("vehicle", func(sc *scenarios.Scenario) { sc.Spec.Workloads[0].Image = "example/agent:1" }), nil, "runs commands, not images"},
 		{"built-in workloads where only images run", load("vehicle", nil), func(i *clusters.Info) { i.Commands = false; i.Images = true }, ""},
+		{"built-in workloads where only edgefault's pods run", load("vehicle", nil), func(i *clusters.Info) { i.Commands, i.Images, i.Pods = false, false, true }, ""},
+		{"an app where only edgefault's pods run", load("vehicle", func(sc *scenarios.Scenario) {
+			sc.Spec.Workloads = append(sc.Spec.Workloads, scenarios.Workload{Name: "app", Type: scenarios.WorkloadCommand, On: "truck", Image: "example/agent:1", Command: []string{"/agent"}})
+		}), func(i *clusters.Info) { i.Commands, i.Images, i.Pods = false, false, true }, "runs only edgefault's own workloads"},
 		{"commands", load("vehicle", func(sc *scenarios.Scenario) {
 			sc.Spec.Workloads = append(sc.Spec.Workloads, scenarios.Workload{Name: "app", Type: scenarios.WorkloadCommand, On: "truck", Command: []string{"/usr/bin/app"}})
 		}), func(i *clusters.Info) { i.Commands = false; i.Images = true }, "runs only images"},

@@ -1,15 +1,18 @@
 package existing
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edgefault/edgefault/runtime/agent"
@@ -17,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -74,13 +78,43 @@ func (a *Agents) pod(ctx context.Context, node string, fresh bool) (string, erro
 func (a *Agents) call(ctx context.Context, node, method, path string, body any, query ...string) (agent.State, error) {
 	var st agent.State
 	raw, err := a.do(ctx, node, method, path, body, query...)
-	if err != nil {
+	var ae *agentError
+	switch {
+	case errors.As(err, &ae) && (ae.code == http.StatusPreconditionFailed || ae.code == http.StatusForbidden):
+		return st, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, ae.msg)
+	case errors.As(err, &ae) && ae.code == http.StatusConflict:
+		return st, fmt.Errorf("node %s: %w: %s", node, ErrNotLive, ae.msg)
+	case err != nil:
 		return st, err
 	}
 	return st, json.Unmarshal(raw, &st)
 }
 
-// do sends one request to node's agent and returns its answer's body.
+// agentError is an agent's answer other than 200 (or the API server's,
+// where msg says so).
+type agentError struct {
+	node string
+	code int
+	msg  string
+}
+
+func (e *agentError) Error() string {
+	return fmt.Sprintf("node %s's agent: %s (HTTP %d)", e.node, e.msg, e.code)
+}
+
+// request is one request to node's agent pod p through the pod proxy.
+func (a *Agents) request(method, p, path string, timeout time.Duration, query ...string) *rest.Request {
+	req := a.cs.CoreV1().RESTClient().Verb(method).Namespace(Namespace).Resource("pods").
+		Name(fmt.Sprintf("%s:%d", p, AgentPort)).SubResource("proxy").Suffix(path).
+		SetHeader(agent.TokenHeader, a.token).Timeout(timeout)
+	for i := 0; i+1 < len(query); i += 2 {
+		req = req.Param(query[i], query[i+1])
+	}
+	return req
+}
+
+// do sends one request to node's agent and returns its answer's body (an
+// *agentError for any answer but 200).
 func (a *Agents) do(ctx context.Context, node, method, path string, body any, query ...string) ([]byte, error) {
 	var payload []byte
 	if body != nil {
@@ -94,12 +128,7 @@ func (a *Agents) do(ctx context.Context, node, method, path string, body any, qu
 		if err != nil {
 			return nil, err
 		}
-		req := a.cs.CoreV1().RESTClient().Verb(method).Namespace(Namespace).Resource("pods").
-			Name(fmt.Sprintf("%s:%d", p, AgentPort)).SubResource("proxy").Suffix(path).
-			SetHeader(agent.TokenHeader, a.token).Timeout(45 * time.Second)
-		for i := 0; i+1 < len(query); i += 2 {
-			req = req.Param(query[i], query[i+1])
-		}
+		req := a.request(method, p, path, 45*time.Second, query...)
 		if payload != nil {
 			req = req.SetHeader("Content-Type", "application/json").Body(payload)
 		}
@@ -117,27 +146,38 @@ func (a *Agents) do(ctx context.Context, node, method, path string, body any, qu
 		switch {
 		case e.Error == "" && attempt == 0:
 			continue // not the agent's answer: its pod may have been replaced
-		case code == http.StatusPreconditionFailed:
-			return nil, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
-		case code == http.StatusConflict:
-			return nil, fmt.Errorf("node %s: %w: %s", node, ErrNotLive, e.Error)
-		case code == http.StatusForbidden:
-			return nil, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, e.Error)
 		case e.Error != "":
-			return nil, fmt.Errorf("node %s's agent: %s (HTTP %d)", node, e.Error, code)
+			return nil, &agentError{node: node, code: code, msg: e.Error}
 		}
-		return nil, fmt.Errorf("node %s's agent through the API server: HTTP %d: %v", node, code, rerr)
+		return nil, &agentError{node: node, code: code, msg: fmt.Sprintf("through the API server: %v", rerr)}
 	}
 }
 
-// Evidence is the run's evidence files on node (name → content).
-func (a *Agents) Evidence(ctx context.Context, node string) (map[string][]byte, error) {
-	raw, err := a.do(ctx, node, "GET", "v1/evidence", nil)
+// Evidence reads the run's evidence files on node, each handed to each
+// as it arrives (a tar stream: nothing is held whole in memory).
+func (a *Agents) Evidence(ctx context.Context, node string, each func(name string, r io.Reader) error) error {
+	p, err := a.pod(ctx, node, false)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out map[string][]byte
-	return out, json.Unmarshal(raw, &out)
+	rc, err := a.request("GET", p, "v1/evidence", 10*time.Minute).Stream(ctx)
+	if err != nil {
+		return fmt.Errorf("node %s's evidence: %w", node, err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("node %s's evidence, cut short: %w", node, err)
+		}
+		if err := each(h.Name, tr); err != nil {
+			return err
+		}
+	}
 }
 
 // RemoveFiles removes the run's directory on node (evidence and data).
@@ -146,11 +186,27 @@ func (a *Agents) RemoveFiles(ctx context.Context, node string) error {
 	return err
 }
 
-// Kill crashes the harness's pod name on node: SIGKILL to its
-// containers' processes.
-func (a *Agents) Kill(ctx context.Context, node, name string) (agent.Killed, error) {
+// ErrGone is what an agent answers for a workload pod with no process
+// left to signal (it ended meanwhile).
+var ErrGone = errors.New("no process of it is left")
+
+// Signal sends sig (SIGKILL: a crash; SIGTERM: a stop) to the processes
+// of the harness's pod name on node, through its agent.
+func (a *Agents) Signal(ctx context.Context, node, name string, sig syscall.Signal) (agent.Killed, error) {
 	var k agent.Killed
-	raw, err := a.do(ctx, node, "POST", "v1/kill/"+name, nil)
+	s := "KILL"
+	switch sig {
+	case syscall.SIGKILL:
+	case syscall.SIGTERM:
+		s = "TERM"
+	default:
+		return k, fmt.Errorf("pod %s: %v: only KILL and TERM", name, sig)
+	}
+	raw, err := a.do(ctx, node, "POST", "v1/kill/"+name, nil, "signal", s)
+	var ae *agentError
+	if errors.As(err, &ae) && ae.code == http.StatusGone {
+		return k, fmt.Errorf("pod %s: %w: %s", name, ErrGone, ae.msg)
+	}
 	if err != nil {
 		return k, err
 	}

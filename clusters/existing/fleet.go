@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/edgefault/edgefault/clusters"
 	"github.com/edgefault/edgefault/clusters/internal/member"
@@ -26,6 +27,11 @@ type Fleet struct {
 	// gateway's uplink is their own links here.
 	Gateways map[string][]string `json:"gateways,omitempty"`
 	p        *Provider
+
+	// collected are the evidence files Collect wrote, and the node each
+	// came from.
+	collectMu sync.Mutex
+	collected map[string]string
 }
 
 type fleetMember struct {

@@ -34,14 +34,19 @@ type forwardHost struct {
 	f *Fleet
 	m *fleetMember
 
-	once sync.Once
-	cs   kubernetes.Interface
-	err  error
+	once   sync.Once
+	cs     kubernetes.Interface
+	agents *Agents
+	err    error
 }
 
-func (h *forwardHost) client() (kubernetes.Interface, error) {
-	h.once.Do(func() { h.cs, h.err = h.f.Cluster.client() })
-	return h.cs, h.err
+func (h *forwardHost) client() (kubernetes.Interface, *Agents, error) {
+	h.once.Do(func() {
+		if h.cs, h.err = h.f.Cluster.client(); h.err == nil {
+			h.agents = NewAgents(h.cs, h.f.Token)
+		}
+	})
+	return h.cs, h.agents, h.err
 }
 
 // DialContext opens a connection to addr's port on the member's node:
@@ -61,11 +66,10 @@ func (h *forwardHost) DialContext(ctx context.Context, network, addr string) (ne
 	if host != "127.0.0.1" && host != "localhost" && host != h.m.Address {
 		return nil, fmt.Errorf("dial %s from %s: through the API server the harness reaches only a member's own ports (127.0.0.1 or %s): %w", addr, h.m.Name, h.m.Address, clusters.ErrUnsupported)
 	}
-	cs, err := h.client()
+	cs, a, err := h.client()
 	if err != nil {
 		return nil, err
 	}
-	a := NewAgents(cs, h.f.Token)
 	pod, err := a.pod(ctx, h.m.Node, false)
 	if err != nil {
 		return nil, err
@@ -108,6 +112,7 @@ func forward(ctx context.Context, f *Fleet, cs kubernetes.Interface, pod string,
 		return nil, err
 	}
 	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(Namespace).Name(pod).SubResource("portforward").URL()
+	// No client timeout: it would bound the forwarded connection too.
 	d := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
 	type dialed struct {
 		c   httpstream.Connection
@@ -161,8 +166,29 @@ func forward(ctx context.Context, f *Fleet, cs kubernetes.Interface, pod string,
 		fc.mu.Unlock()
 		close(fc.errc)
 	}()
+	// The kubelet connects to the port as the streams open, and says at
+	// once when nothing listens there: a dial that is refused fails here,
+	// as a TCP dial would, rather than at the first read.
+	select {
+	case <-fc.errc:
+		fc.mu.Lock()
+		remote := fc.remote
+		fc.mu.Unlock()
+		if remote != nil {
+			fc.Close()
+			return nil, fmt.Errorf("port %d: %w", port, remote)
+		}
+	case <-time.After(dialSettle):
+	case <-ctx.Done():
+		fc.Close()
+		return nil, ctx.Err()
+	}
 	return fc, nil
 }
+
+// dialSettle is how long a dial waits for the kubelet to say that
+// nothing listens on the port (it says so within milliseconds).
+const dialSettle = 150 * time.Millisecond
 
 // forwardConn is a port-forward's data stream as a net.Conn.
 type forwardConn struct {

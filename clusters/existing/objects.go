@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgefault/edgefault/clusters"
@@ -18,6 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 )
@@ -140,6 +143,9 @@ func Objects(r Run) (ns *corev1.Namespace, sa *corev1.ServiceAccount, role *rbac
 					Command: []string{"/edgeguard", "agent", "--token-file=/run/secrets/edgefault/token", "--namespace=" + Namespace, fmt.Sprintf("--listen=:%d", AgentPort), "--files=" + RunDir(r.ID)},
 					Env:     []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
 					Ports:   []corev1.ContainerPort{{Name: "api", ContainerPort: AgentPort}},
+					// Ready once it serves: the harness waits for that.
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(AgentPort)}},
+						PeriodSeconds: 2},
 					SecurityContext: &corev1.SecurityContext{
 						// Root for netlink and nftables, with two
 						// capabilities (NET_ADMIN to shape, KILL to crash
@@ -289,7 +295,10 @@ func Remove(ctx context.Context, cs kubernetes.Interface, id string, wait time.D
 		return fmt.Errorf("namespace %s (%s=%q) %w %q: left alone", Namespace, LabelRun, ns.Labels[LabelRun], ErrNotOurs, id)
 	}
 	if ns.DeletionTimestamp == nil {
-		removeRunFiles(ctx, cs)
+		if err := removeRunFiles(ctx, cs); err != nil {
+			// Reported, not fatal: the namespace goes all the same.
+			slog.Default().Warn("removing the run's files on its nodes", "err", err)
+		}
 		fg := metav1.DeletePropagationForeground
 		err = cs.CoreV1().Namespaces().Delete(ctx, Namespace, metav1.DeleteOptions{PropagationPolicy: &fg, Preconditions: &metav1.Preconditions{UID: &ns.UID}})
 		switch {
@@ -323,24 +332,58 @@ func Remove(ctx context.Context, cs kubernetes.Interface, id string, wait time.D
 // the user made.
 var ErrNotOurs = errors.New("is not the one made by run")
 
-// removeRunFiles asks every agent of the run to remove the run's
-// directory on its node, while they still run. Best effort: an agent that
-// does not answer (its node gone) leaves RunDir there, as docs say.
-func removeRunFiles(ctx context.Context, cs kubernetes.Interface) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// removeRunFiles stops the run's workload pods (so that none writes the
+// run's directory again, or has the kubelet make it anew) and then asks
+// every agent of the run, at once, to remove the run's directory on its
+// node, while they still run. An agent that does not answer (its node
+// gone) leaves RunDir there: the error says where.
+func removeRunFiles(ctx context.Context, cs kubernetes.Interface) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	sec, err := cs.CoreV1().Secrets(Namespace).Get(ctx, agent.RunObject, metav1.GetOptions{})
 	if err != nil {
-		return
+		return fmt.Errorf("the run's token, to ask its agents to remove the run's directory (%s) on its nodes: %w", DataRoot, err)
+	}
+	workloads := metav1.ListOptions{LabelSelector: agent.LabelManagedBy + "=edgefault"}
+	zero := int64(0)
+	if err := cs.CoreV1().Pods(Namespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, workloads); err != nil {
+		return fmt.Errorf("stop the run's workloads: %w", err)
+	}
+	for {
+		left, err := cs.CoreV1().Pods(Namespace).List(ctx, workloads)
+		if err == nil && len(left.Items) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the run's workload pods did not go: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
 	if err != nil {
-		return
+		return err
 	}
 	a := NewAgents(cs, string(sec.Data["token"]))
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
 	for _, p := range pods.Items {
-		if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "" {
-			_ = a.RemoveFiles(ctx, p.Spec.NodeName)
+		if p.Status.Phase != corev1.PodRunning || p.Spec.NodeName == "" {
+			continue
 		}
+		wg.Add(1)
+		go func(node string) {
+			defer wg.Done()
+			nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := a.RemoveFiles(nctx, node); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("node %s keeps the run's directory under %s: %w", node, DataRoot, err))
+				mu.Unlock()
+			}
+		}(p.Spec.NodeName)
 	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -101,11 +101,12 @@ func (p *Provider) Info() clusters.Info { return Info() }
 // Info: nodes' own links are shaped (through the node agent), and a
 // gateway's uplink as the links of the nodes behind it; the cluster is
 // readable; the runtime, the built-in workloads and the cloud's services
-// run as pods from the runtime's image, a user's workload from its own
-// image (Images; no Commands: the harness runs no binary of this machine
-// on a node).
+// run as pods from the runtime's image (Pods). A user's app does not run
+// here yet: the harness runs no binary of its machine on a node, and
+// confines an app (clusters.Sandbox) with files it prepares on its own
+// disk.
 func Info() clusters.Info {
-	return clusters.Info{Name: ProviderName, Images: true, NodeLinks: true, GatewayLinks: true, ControlPlanes: true}
+	return clusters.Info{Name: ProviderName, Pods: true, NodeLinks: true, GatewayLinks: true, ControlPlanes: true}
 }
 
 // config is the cluster's client configuration.

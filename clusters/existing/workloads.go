@@ -2,6 +2,7 @@ package existing
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -58,7 +59,10 @@ func (f *Fleet) Paths(name string) (clusters.Paths, error) {
 	return clusters.Paths{Evidence: path.Join(dir, "evidence"), Data: path.Join(dir, "data", m.Name)}, nil
 }
 
-var podNameBad = regexp.MustCompile(`[^a-z0-9-]+`)
+var (
+	podNameBad = regexp.MustCompile(`[^a-z0-9-]+`)
+	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
 
 // LabelWorkload names the workload a pod runs ("runtime", "speedserver").
 const LabelWorkload = "edgefault.io/workload"
@@ -81,13 +85,16 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 	if c.Sandbox != nil {
 		return nil, fmt.Errorf("%s on %s: a confined command (a user's app) on an existing cluster: %w (give it an image)", c.Name, name, clusters.ErrUnsupported)
 	}
-	env := []corev1.EnvVar{{Name: "NODE_NAME", Value: m.Name}}
+	// The environment (the sink's credentials and tokens among it) goes
+	// in a Secret of the pod's own, not in its spec, which whoever may
+	// read pods in the namespace reads (the agents among them).
+	secret := map[string]string{}
 	for _, kv := range c.Env {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
+		if !ok || !envNameRE.MatchString(k) {
 			return nil, fmt.Errorf("%s on %s: environment entry %q is not NAME=VALUE", c.Name, name, kv)
 		}
-		env = append(env, corev1.EnvVar{Name: k, Value: v})
+		secret[k] = v
 	}
 	cs, err := f.Cluster.client()
 	if err != nil {
@@ -120,7 +127,7 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 			AutomountServiceAccountToken:  ptr(false),
 			Containers: []corev1.Container{{
 				Name: "workload", Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
-				Command: argv, Env: env,
+				Command: argv, Env: []corev1.EnvVar{{Name: "NODE_NAME", Value: m.Name}},
 				VolumeMounts: []corev1.VolumeMount{{Name: "run", MountPath: dir}},
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr(false),
@@ -131,6 +138,13 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 			Volumes: []corev1.Volume{{Name: "run", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: ptr(corev1.HostPathDirectoryOrCreate)}}}},
 		},
 	}
+	if len(secret) > 0 {
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: Namespace, Labels: pod.Labels}, StringData: secret}
+		if _, err := cs.CoreV1().Secrets(Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+			return nil, fmt.Errorf("%s on %s: its environment's Secret: %w", c.Name, name, err)
+		}
+		pod.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: podName}}}}
+	}
 	if _, err := cs.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("%s on %s: create pod: %w", c.Name, name, err)
 	}
@@ -140,16 +154,17 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 	return p, nil
 }
 
-// halt crashes a workload pod through its node's agent (SIGKILL to its
-// container's processes), or stops it as the kubelet does (SIGTERM, then
-// SIGKILL after the pod's grace).
+// halt signals a workload pod's container through its node's agent:
+// SIGKILL (a crash) or SIGTERM (a stop it may handle); either way the pod
+// ends and keeps its log. A pod whose processes ended meanwhile is what
+// was asked for.
 func (f *Fleet) halt(cs kubernetes.Interface, node string) func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
 	return func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
-		if sig == syscall.SIGKILL {
-			_, err := NewAgents(cs, f.Token).Kill(ctx, node, pod.Name)
-			return err
+		_, err := NewAgents(cs, f.Token).Signal(ctx, node, pod.Name, sig)
+		if errors.Is(err, ErrGone) {
+			return nil
 		}
-		return cs.CoreV1().Pods(Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{})
+		return err
 	}
 }
 
@@ -161,7 +176,9 @@ func (f *Fleet) Exec(ctx context.Context, member string, argv []string, stdin io
 
 // Collect writes the run's evidence, from every node's agent, into
 // dir/evidence, the workloads' logs into dir/logs, and the agents' logs
-// (what they applied and cleared, and why) beside them.
+// (what they applied and cleared, and why) beside them. A node whose
+// agent cannot answer costs its own evidence only: the rest is collected
+// and the error says which.
 func (f *Fleet) Collect(ctx context.Context, dir string) error {
 	cs, err := f.Cluster.client()
 	if err != nil {
@@ -171,32 +188,42 @@ func (f *Fleet) Collect(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(ev, 0o755); err != nil {
 		return err
 	}
+	f.collectMu.Lock()
+	defer f.collectMu.Unlock()
+	if f.collected == nil {
+		f.collected = map[string]string{}
+	}
 	a := NewAgents(cs, f.Token)
+	var errs []error
 	seen := map[string]bool{}
 	for _, m := range f.All {
 		if seen[m.Node] {
 			continue
 		}
 		seen[m.Node] = true
-		files, err := a.Evidence(ctx, m.Node)
-		if err != nil {
-			return fmt.Errorf("the evidence on node %s: %w", m.Node, err)
-		}
-		for name, b := range files {
+		err := a.Evidence(ctx, m.Node, func(name string, r io.Reader) error {
 			if name != filepath.Base(name) || !strings.HasSuffix(name, ".jsonl") || strings.HasPrefix(name, ".") {
 				return fmt.Errorf("the evidence on node %s: a file named %q", m.Node, name)
 			}
-			if err := os.WriteFile(filepath.Join(ev, name), b, 0o644); err != nil {
-				return err
+			path := filepath.Join(ev, name)
+			// A workload's file never replaces the harness's own evidence
+			// (its timeline, its supervisor) or another node's.
+			if from, ok := f.collected[name]; (ok && from != m.Node) || (!ok && exists(path)) {
+				return fmt.Errorf("the evidence on node %s: %s is already there (another node's, or the harness's own): not replaced", m.Node, name)
 			}
+			f.collected[name] = m.Node
+			return writeFile(path, r)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("the evidence on node %s: %w", m.Node, err))
 		}
 	}
 	if err := member.Collect(f.dir(), dir); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
 	if err != nil {
-		return fmt.Errorf("the agents' pods: %w", err)
+		return errors.Join(append(errs, fmt.Errorf("the agents' pods: %w", err))...)
 	}
 	for _, p := range pods.Items {
 		b, err := cs.CoreV1().Pods(Namespace).GetLogs(p.Name, &corev1.PodLogOptions{LimitBytes: ptr(int64(8 << 20))}).Do(ctx).Raw()
@@ -204,13 +231,37 @@ func (f *Fleet) Collect(ctx context.Context, dir string) error {
 			b = []byte(fmt.Sprintf("could not read the log of %s: %v\n", p.Name, err))
 		}
 		if err := os.WriteFile(filepath.Join(dir, "logs", "agent-"+p.Spec.NodeName+".log"), b, 0o644); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// waitAgents waits until an agent runs on each of nodes, up to within.
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// writeFile writes r to path, replacing it.
+func writeFile(path string, r io.Reader) error {
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, r)
+	return errors.Join(err, out.Close())
+}
+
+func ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitAgents waits until an agent serves on each of nodes, up to within.
 func waitAgents(ctx context.Context, cs kubernetes.Interface, nodes []string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
@@ -221,7 +272,7 @@ func waitAgents(ctx context.Context, cs kubernetes.Interface, nodes []string, wi
 		}
 		if err == nil {
 			for _, p := range pods.Items {
-				if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && ready(&p) {
 					delete(missing, p.Spec.NodeName)
 				}
 			}
@@ -234,8 +285,8 @@ func waitAgents(ctx context.Context, cs kubernetes.Interface, nodes []string, wi
 			for n := range missing {
 				left = append(left, n)
 			}
-			return fmt.Errorf("no agent ran on node(s) %s within %v (DaemonSet %s/%s: is the image %s on those nodes? 'kubectl -n %s describe pods' says why): %v",
-				strings.Join(left, ", "), within, Namespace, AgentName, "given with --agent-image", Namespace, err)
+			return fmt.Errorf("no agent was ready on node(s) %s within %v (DaemonSet %s/%s: is the runtime's image, --agent-image, on those nodes, and is port %d free there? 'kubectl -n %s describe pods' and the agent's log say why): %v",
+				strings.Join(left, ", "), within, Namespace, AgentName, AgentPort, Namespace, err)
 		}
 		select {
 		case <-ctx.Done():

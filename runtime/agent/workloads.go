@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -31,8 +33,8 @@ import (
 // ones the agent kills.
 const LabelManagedBy = "app.kubernetes.io/managed-by"
 
-// MaxEvidence bounds the evidence one answer carries.
-const MaxEvidence = 256 << 20
+// MaxEvidenceFile bounds one evidence file the agent hands over.
+const MaxEvidenceFile = 1 << 30
 
 var (
 	evidenceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.jsonl$`)
@@ -40,55 +42,86 @@ var (
 )
 
 // evidence answers GET /v1/evidence: the run's evidence files (*.jsonl
-// directly in Files/evidence, regular files only), as a JSON object of
-// name → content (base64).
+// directly in Files/evidence, regular files only) as a tar stream. The
+// directory is opened inside the run's directory and nothing is followed
+// out of it (os.Root), so a workload that can write there cannot make the
+// agent hand over another file of the node.
 func (a *Agent) evidence(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Files == "" {
 		writeErr(w, http.StatusNotFound, "this agent keeps no run directory (--files)")
 		return
 	}
-	dir := filepath.Join(a.cfg.Files, "evidence")
-	ents, err := os.ReadDir(dir)
+	empty := func() {
+		w.Header().Set("Content-Type", "application/x-tar")
+		_ = tar.NewWriter(w).Close()
+	}
+	root, err := os.OpenRoot(a.cfg.Files)
 	if errors.Is(err, os.ErrNotExist) {
-		writeJSON(w, http.StatusOK, map[string][]byte{})
+		empty()
+		return
+	}
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "the run's directory: %v", err)
+		return
+	}
+	defer root.Close()
+	ev, err := root.OpenRoot("evidence")
+	if errors.Is(err, os.ErrNotExist) {
+		empty()
 		return
 	}
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "the run's evidence: %v", err)
 		return
 	}
-	out := map[string][]byte{}
-	total := 0
+	defer ev.Close()
+	d, err := ev.Open(".")
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "the run's evidence: %v", err)
+		return
+	}
+	ents, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "the run's evidence: %v", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	tw := tar.NewWriter(w)
 	for _, e := range ents {
 		if !e.Type().IsRegular() || !evidenceNameRE.MatchString(e.Name()) {
 			continue
 		}
-		b, err := readRegular(filepath.Join(dir, e.Name()), MaxEvidence-total)
-		if err != nil {
-			writeErr(w, http.StatusInternalServerError, "the run's evidence: %v", err)
+		if err := tarFile(tw, ev, e.Name()); err != nil {
+			// The stream has begun: it ends short, without the tar's
+			// trailer, which the harness reads as an error.
+			a.cfg.Log.Error("handing over evidence", "file", e.Name(), "err", err)
 			return
 		}
-		if total += len(b); total >= MaxEvidence {
-			writeErr(w, http.StatusRequestEntityTooLarge, "the run's evidence on %s is over %d MiB (at %s)", a.cfg.Node, MaxEvidence>>20, e.Name())
-			return
-		}
-		out[e.Name()] = b
 	}
-	writeJSON(w, http.StatusOK, out)
+	if err := tw.Close(); err != nil {
+		a.cfg.Log.Error("handing over evidence", "err", err)
+	}
 }
 
-// readRegular reads at most limit bytes of a regular file, never through
-// a symlink (a workload could have put one there).
-func readRegular(path string, limit int) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+// tarFile writes one regular file of root as large as it was when opened
+// (a workload may still be appending to it), at most MaxEvidenceFile.
+func tarFile(tw *tar.Writer, root *os.Root, name string) error {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", name)
 	}
-	return io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	size := min(st.Size(), MaxEvidenceFile)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, ModTime: st.ModTime(), Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	_, err = io.CopyN(tw, f, size)
+	return err
 }
 
 // removeFiles answers DELETE /v1/evidence: the run's directory goes,
@@ -109,17 +142,28 @@ func (a *Agent) removeFiles(w http.ResponseWriter, r *http.Request) {
 // Killed is what POST /v1/kill/NAME answers.
 type Killed struct {
 	Pod       string `json:"pod"`
+	Signal    string `json:"signal"`
 	Processes int    `json:"processes"`
 }
 
-// kill answers POST /v1/kill/{name}: the harness's pod NAME in the
-// agent's namespace, on this node, has every process of its running
-// containers killed with SIGKILL, as a crash does (and as a container
-// runtime's stop with no grace does). Any other pod is refused.
+// kill answers POST /v1/kill/{name}[?signal=TERM]: the harness's pod NAME
+// in the agent's namespace, on this node, has every process of its
+// running containers sent SIGKILL (a crash, as a container runtime's stop
+// with no grace is) or SIGTERM (a stop the workload may handle: the pod
+// ends and keeps its log). Any other pod is refused.
 func (a *Agent) kill(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := ValidPod(a.cfg.Namespace + "/" + name); err != nil {
 		writeErr(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	sig, signame := syscall.SIGKILL, "KILL"
+	switch q := r.URL.Query().Get("signal"); q {
+	case "", "KILL":
+	case "TERM":
+		sig, signame = syscall.SIGTERM, q
+	default:
+		writeErr(w, http.StatusBadRequest, "signal %q: KILL or TERM", q)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -127,7 +171,7 @@ func (a *Agent) kill(w http.ResponseWriter, r *http.Request) {
 	pod, err := a.cfg.Client.CoreV1().Pods(a.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		writeErr(w, http.StatusNotFound, "pod %s/%s: not found", a.cfg.Namespace, name)
+		writeErr(w, http.StatusGone, "pod %s/%s: not found", a.cfg.Namespace, name)
 		return
 	case err != nil:
 		writeErr(w, http.StatusBadGateway, "pod %s/%s: %v", a.cfg.Namespace, name, err)
@@ -147,26 +191,30 @@ func (a *Agent) kill(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(ids) == 0 {
-		writeErr(w, http.StatusConflict, "pod %s/%s has no running container", a.cfg.Namespace, name)
+		writeErr(w, http.StatusGone, "pod %s/%s has no running container", a.cfg.Namespace, name)
 		return
 	}
-	n, err := killContainers(a.cfg.Proc, ids)
+	n, err := signalContainers(a.cfg.Proc, ids, sig)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "pod %s/%s: %v", a.cfg.Namespace, name, err)
 		return
 	}
 	if n == 0 {
-		writeErr(w, http.StatusNotFound, "pod %s/%s: no process of its containers in %s (is the agent on the host's PID namespace?)", a.cfg.Namespace, name, a.cfg.Proc)
+		// Its container exited meanwhile, or the agent does not see the
+		// node's processes: the harness waits for the pod to end either
+		// way, and says so if it does not.
+		writeErr(w, http.StatusGone, "pod %s/%s: no process of its containers in %s (exited, or the agent is not on the host's PID namespace)", a.cfg.Namespace, name, a.cfg.Proc)
 		return
 	}
-	a.cfg.Log.Info("killed a workload", "pod", name, "processes", n)
-	writeJSON(w, http.StatusOK, Killed{Pod: name, Processes: n})
+	a.cfg.Log.Info("signalled a workload", "pod", name, "signal", signame, "processes", n)
+	writeJSON(w, http.StatusOK, Killed{Pod: name, Signal: signame, Processes: n})
 }
 
-// killContainers sends SIGKILL to every process under proc whose cgroup
-// is one of the containers': a container's cgroup path ends in its ID,
-// whichever cgroup driver made it (cri-containerd-ID.scope, /ID).
-func killContainers(proc string, ids []string) (int, error) {
+// signalContainers sends sig to every process under proc whose cgroup is
+// one of the containers'. Each is opened as a pidfd and its cgroup read
+// again through it before the signal, so a PID reused meanwhile by
+// another process is never signalled.
+func signalContainers(proc string, ids []string, sig syscall.Signal) (int, error) {
 	ents, err := os.ReadDir(proc)
 	if err != nil {
 		return 0, err
@@ -177,23 +225,37 @@ func killContainers(proc string, ids []string) (int, error) {
 		if err != nil || pid <= 1 {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(proc, e.Name(), "cgroup"))
+		cgroup := filepath.Join(proc, e.Name(), "cgroup")
+		if b, err := os.ReadFile(cgroup); err != nil || !inContainer(string(b), ids) {
+			continue // not one, or gone meanwhile
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
 		if err != nil {
-			continue // gone meanwhile
+			continue // gone
 		}
-		if !inContainer(string(b), ids) {
-			continue
+		// The pidfd holds this process: if the PID was reused between the
+		// read above and the open, the new process's cgroup is not the
+		// container's.
+		b, err := os.ReadFile(cgroup)
+		if err == nil && inContainer(string(b), ids) {
+			err = unix.PidfdSendSignal(fd, sig, nil, 0)
+			if err == nil {
+				n++
+			} else if !errors.Is(err, syscall.ESRCH) {
+				unix.Close(fd)
+				return n, fmt.Errorf("signal pid %d: %w", pid, err)
+			}
 		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return n, fmt.Errorf("kill pid %d: %w", pid, err)
-		}
-		n++
+		unix.Close(fd)
 	}
 	return n, nil
 }
 
 // inContainer says whether a /proc/PID/cgroup text puts the process in
-// one of the containers.
+// one of the containers: the last element of a cgroup path is the
+// container's ID, bare (cgroupfs) or as containerd, CRI-O or Docker name
+// its scope under systemd. CRI-O's conmon, which watches a container from
+// outside it, is not in it.
 func inContainer(cgroup string, ids []string) bool {
 	for _, line := range strings.Split(cgroup, "\n") {
 		// hierarchy-ID:controllers:path
@@ -201,10 +263,12 @@ func inContainer(cgroup string, ids []string) bool {
 		if len(parts) != 3 {
 			continue
 		}
-		last := filepath.Base(parts[2])
+		last := strings.TrimSuffix(filepath.Base(parts[2]), ".scope")
 		for _, id := range ids {
-			if last == id || strings.HasSuffix(strings.TrimSuffix(last, ".scope"), "-"+id) {
-				return true
+			for _, prefix := range []string{"", "cri-containerd-", "crio-", "docker-"} {
+				if last == prefix+id {
+					return true
+				}
 			}
 		}
 	}

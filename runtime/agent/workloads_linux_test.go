@@ -1,11 +1,13 @@
 package agent_test
 
 import (
+	"archive/tar"
 	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,13 +55,52 @@ func TestAgentServesTheRunsWorkloads(t *testing.T) {
 	if code, body := r.call("GET", "/v1/evidence", "", nil); code != http.StatusUnauthorized {
 		t.Errorf("evidence without the token: %d %s", code, body)
 	}
-	code, body := r.call("GET", "/v1/evidence", token, nil)
-	var files map[string][]byte
-	if code != http.StatusOK || json.Unmarshal([]byte(body), &files) != nil {
-		t.Fatalf("evidence: %d %s", code, body)
+	evidence := func() map[string]string {
+		t.Helper()
+		code, body := r.call("GET", "/v1/evidence", token, nil)
+		if code != http.StatusOK {
+			t.Fatalf("evidence: %d %s", code, body)
+		}
+		files := map[string]string{}
+		tr := tar.NewReader(strings.NewReader(body))
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				return files
+			}
+			if err != nil {
+				t.Fatalf("evidence: the tar stream: %v", err)
+			}
+			b, _ := io.ReadAll(tr)
+			files[h.Name] = string(b)
+		}
 	}
-	if len(files) != 1 || string(files["truck-ecu-runtime.jsonl"]) != `{"event":"started"}`+"\n" {
-		t.Errorf("evidence: got %q, want truck-ecu-runtime.jsonl alone", files)
+	if got := evidence(); len(got) != 1 || got["truck-ecu-runtime.jsonl"] != `{"event":"started"}`+"\n" {
+		t.Errorf("evidence: got %q, want truck-ecu-runtime.jsonl alone", got)
+	}
+	// A workload that makes the evidence directory a link out of the
+	// run's directory hands over nothing of what it points at.
+	elsewhere := filepath.Join(r.dir, "elsewhere")
+	if err := os.MkdirAll(elsewhere, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(elsewhere, "other-run.jsonl"), []byte("another run's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(ev, ev+".real"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, ev); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := r.call("GET", "/v1/evidence", token, nil); code == http.StatusOK && strings.Contains(body, "another run's") {
+		t.Errorf("evidence through a linked directory: %d, handed over what the link points at", code)
+	}
+	if err := os.Remove(ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(ev+".real", ev); err != nil {
+		t.Fatal(err)
 	}
 
 	// Pods of the run's namespace, as the kubelet would report them (no
@@ -96,8 +137,9 @@ func TestAgentServesTheRunsWorkloads(t *testing.T) {
 	}{
 		{"elsewhere", http.StatusForbidden, "runs on node lab-2"},
 		{"not-ours", http.StatusForbidden, "not a workload the harness started"},
-		{"gone", http.StatusNotFound, "not found"},
+		{"gone", http.StatusGone, "not found"},
 		{"Bad_Name", http.StatusBadRequest, ""},
+		{"runtime-truck-ecu-1?signal=HUP", http.StatusBadRequest, "KILL or TERM"},
 	} {
 		if code, body := r.call("POST", "/v1/kill/"+tc.name, token, nil); code != tc.code || !strings.Contains(body, tc.want) {
 			t.Errorf("kill %s: %d %s, want %d %q", tc.name, code, body, tc.code, tc.want)
@@ -111,9 +153,9 @@ func TestAgentServesTheRunsWorkloads(t *testing.T) {
 	if code, body := r.call("POST", "/v1/kill/runtime-truck-ecu-1", "", nil); code != http.StatusUnauthorized {
 		t.Errorf("kill without the token: %d %s", code, body)
 	}
-	code, body = r.call("POST", "/v1/kill/runtime-truck-ecu-1", token, nil)
+	code, body := r.call("POST", "/v1/kill/runtime-truck-ecu-1", token, nil)
 	var k agent.Killed
-	if code != http.StatusOK || json.Unmarshal([]byte(body), &k) != nil || k.Processes != 1 {
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &k) != nil || k.Processes != 1 || k.Signal != "KILL" {
 		t.Fatalf("kill: %d %s, want 1 process", code, body)
 	}
 	select {
