@@ -37,7 +37,8 @@ import (
 // worker's uplink and a pod on it (real traffic), an impairment that
 // would cut the nodes off their API server refused, a harness killed with
 // SIGKILL whose impairments the agents clear within their lease, and
-// nothing of the harness left after edgefault cleanup.
+// nothing of the harness left after edgefault cleanup; requests to the
+// agents without the run's token are refused.
 var _ = Describe("an existing cluster", Ordered, func() {
 	It("is played through its kubeconfig: mapped, dry-run, shaped by its node agents (a node and a pod), cleared after a SIGKILL, cleaned up", func(ctx SpecContext) {
 		kc := cluster.Kubeconfig
@@ -104,6 +105,28 @@ var _ = Describe("an existing cluster", Ordered, func() {
 			HaveField("Name", "cloud"), HaveField("Name", "truck-ecu")))
 		sh, err := fl.(*existing.Fleet).Shaper()
 		Expect(err).NotTo(HaveOccurred())
+
+		// Through the API server, as the harness reaches them, but without
+		// the run's token (or with another): every request is refused.
+		agentPods, err := cs.CoreV1().Pods(existing.Namespace).List(ctx, metav1.ListOptions{
+			LabelSelector: "app.kubernetes.io/name=" + existing.AgentName, FieldSelector: "spec.nodeName=" + worker.Name})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(agentPods.Items).NotTo(BeEmpty())
+		for _, tc := range []struct{ verb, path, token string }{
+			{"GET", "v1/impairments", ""},
+			{"PUT", "v1/impairments/uplink", ""},
+			{"GET", "v1/evidence", "not-the-run-s-token-0123"},
+			{"POST", "v1/kill/anything", ""},
+		} {
+			req := cs.CoreV1().RESTClient().Verb(tc.verb).Namespace(existing.Namespace).Resource("pods").
+				Name(fmt.Sprintf("%s:%d", agentPods.Items[0].Name, existing.AgentPort)).SubResource("proxy").Suffix(tc.path)
+			if tc.token != "" {
+				req = req.SetHeader("X-Edgefault-Token", tc.token)
+			}
+			var code int
+			req.Body([]byte(`{"outage":true}`)).Do(ctx).StatusCode(&code)
+			Expect(code).To(Equal(401), "%s %s with token %q", tc.verb, tc.path, tc.token)
+		}
 
 		wpid, err := kind.ContainerPID(ctx, worker.Name)
 		Expect(err).NotTo(HaveOccurred())
@@ -325,7 +348,7 @@ var _ = Describe("an existing cluster", Ordered, func() {
 		// The crash was a SIGKILL (137), not a stop with grace.
 		logs, err := os.ReadFile(filepath.Join(reports, "vehicle", "logs", "agent-"+truck.Name+".log"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(string(logs)).To(ContainSubstring("killed a workload"))
+		Expect(string(logs)).To(MatchRegexp(`msg="signalled a workload" .*pod=runtime-truck-ecu-\S+ signal=KILL processes=1`))
 		// The cloud's evidence came from its node's agent.
 		Expect(filepath.Join(reports, "vehicle", "evidence", "cloud-sink.jsonl")).To(BeAnExistingFile())
 
