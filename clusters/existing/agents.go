@@ -80,9 +80,9 @@ func (a *Agents) call(ctx context.Context, node, method, path string, body any, 
 	raw, err := a.do(ctx, node, method, path, body, query...)
 	var ae *agentError
 	switch {
-	case errors.As(err, &ae) && (ae.code == http.StatusPreconditionFailed || ae.code == http.StatusForbidden):
+	case errors.As(err, &ae) && ae.agent && (ae.code == http.StatusPreconditionFailed || ae.code == http.StatusForbidden):
 		return st, fmt.Errorf("node %s: %w: %s", node, ErrNotNamed, ae.msg)
-	case errors.As(err, &ae) && ae.code == http.StatusConflict:
+	case errors.As(err, &ae) && ae.agent && ae.code == http.StatusConflict:
 		return st, fmt.Errorf("node %s: %w: %s", node, ErrNotLive, ae.msg)
 	case err != nil:
 		return st, err
@@ -90,12 +90,13 @@ func (a *Agents) call(ctx context.Context, node, method, path string, body any, 
 	return st, json.Unmarshal(raw, &st)
 }
 
-// agentError is an agent's answer other than 200 (or the API server's,
-// where msg says so).
+// agentError is an agent's answer other than 200, or the API server's
+// (agent false: its own refusal, RBAC's say, means nothing of the run).
 type agentError struct {
-	node string
-	code int
-	msg  string
+	node  string
+	code  int
+	msg   string
+	agent bool
 }
 
 func (e *agentError) Error() string {
@@ -147,14 +148,16 @@ func (a *Agents) do(ctx context.Context, node, method, path string, body any, qu
 		case e.Error == "" && attempt == 0:
 			continue // not the agent's answer: its pod may have been replaced
 		case e.Error != "":
-			return nil, &agentError{node: node, code: code, msg: e.Error}
+			return nil, &agentError{node: node, code: code, msg: e.Error, agent: true}
 		}
 		return nil, &agentError{node: node, code: code, msg: fmt.Sprintf("through the API server: %v", rerr)}
 	}
 }
 
 // Evidence reads the run's evidence files on node, each handed to each
-// as it arrives (a tar stream: nothing is held whole in memory).
+// as it arrives (a tar stream: nothing is held whole in memory). A file
+// each refuses is skipped and the others still read; the errors are
+// returned together.
 func (a *Agents) Evidence(ctx context.Context, node string, each func(name string, r io.Reader) error) error {
 	p, err := a.pod(ctx, node, false)
 	if err != nil {
@@ -166,16 +169,17 @@ func (a *Agents) Evidence(ctx context.Context, node string, each func(name strin
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
+	var errs []error
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			return errors.Join(errs...)
 		}
 		if err != nil {
-			return fmt.Errorf("node %s's evidence, cut short: %w", node, err)
+			return errors.Join(append(errs, fmt.Errorf("node %s's evidence, cut short: %w", node, err))...)
 		}
 		if err := each(h.Name, tr); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
 }
@@ -204,7 +208,7 @@ func (a *Agents) Signal(ctx context.Context, node, name string, sig syscall.Sign
 	}
 	raw, err := a.do(ctx, node, "POST", "v1/kill/"+name, nil, "signal", s)
 	var ae *agentError
-	if errors.As(err, &ae) && ae.code == http.StatusGone {
+	if errors.As(err, &ae) && ae.agent && ae.code == http.StatusGone {
 		return k, fmt.Errorf("pod %s: %w: %s", name, ErrGone, ae.msg)
 	}
 	if err != nil {

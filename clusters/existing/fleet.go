@@ -28,8 +28,8 @@ type Fleet struct {
 	Gateways map[string][]string `json:"gateways,omitempty"`
 	p        *Provider
 
-	// collected are the evidence files Collect wrote, and the node each
-	// came from.
+	// collected are the evidence files Collect wrote (their paths), and
+	// the node each came from.
 	collectMu sync.Mutex
 	collected map[string]string
 }

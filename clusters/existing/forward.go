@@ -75,7 +75,8 @@ func (h *forwardHost) DialContext(ctx context.Context, network, addr string) (ne
 		return nil, err
 	}
 	c, err := forward(ctx, h.f, cs, pod, int(port))
-	if err != nil {
+	var refused *refusedError
+	if err != nil && !errors.As(err, &refused) {
 		// The agent's pod may have been replaced: once more, afresh.
 		if pod, err2 := a.pod(ctx, h.m.Node, true); err2 == nil {
 			c, err = forward(ctx, h.f, cs, pod, int(port))
@@ -176,7 +177,7 @@ func forward(ctx context.Context, f *Fleet, cs kubernetes.Interface, pod string,
 		fc.mu.Unlock()
 		if remote != nil {
 			fc.Close()
-			return nil, fmt.Errorf("port %d: %w", port, remote)
+			return nil, &refusedError{port: port, err: remote}
 		}
 	case <-time.After(dialSettle):
 	case <-ctx.Done():
@@ -185,6 +186,16 @@ func forward(ctx context.Context, f *Fleet, cs kubernetes.Interface, pod string,
 	}
 	return fc, nil
 }
+
+// refusedError is the kubelet's answer that it could not connect to the
+// port (nothing listens there).
+type refusedError struct {
+	port int
+	err  error
+}
+
+func (e *refusedError) Error() string { return fmt.Sprintf("port %d: %v", e.port, e.err) }
+func (e *refusedError) Unwrap() error { return e.err }
 
 // dialSettle is how long a dial waits for the kubelet to say that
 // nothing listens on the port (it says so within milliseconds).

@@ -294,6 +294,9 @@ func Remove(ctx context.Context, cs kubernetes.Interface, id string, wait time.D
 	if ns.Labels[LabelRun] != id {
 		return fmt.Errorf("namespace %s (%s=%q) %w %q: left alone", Namespace, LabelRun, ns.Labels[LabelRun], ErrNotOurs, id)
 	}
+	if ns.DeletionTimestamp != nil {
+		slog.Default().Warn("the run's namespace was already being deleted: its directories on the nodes may remain", "dir", DataRoot+"/"+id)
+	}
 	if ns.DeletionTimestamp == nil {
 		if err := removeRunFiles(ctx, cs); err != nil {
 			// Reported, not fatal: the namespace goes all the same.
@@ -344,32 +347,46 @@ func removeRunFiles(ctx context.Context, cs kubernetes.Interface) error {
 	if err != nil {
 		return fmt.Errorf("the run's token, to ask its agents to remove the run's directory (%s) on its nodes: %w", DataRoot, err)
 	}
+	// Not a forced deletion: the pod's object stays until its kubelet
+	// has stopped its containers, so that none writes after the removal.
 	workloads := metav1.ListOptions{LabelSelector: agent.LabelManagedBy + "=edgefault"}
-	zero := int64(0)
-	if err := cs.CoreV1().Pods(Namespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, workloads); err != nil {
-		return fmt.Errorf("stop the run's workloads: %w", err)
-	}
+	var errs []error
+	wctx, wcancel := context.WithTimeout(ctx, 40*time.Second)
+	defer wcancel()
 	for {
-		left, err := cs.CoreV1().Pods(Namespace).List(ctx, workloads)
+		left, err := cs.CoreV1().Pods(Namespace).List(wctx, workloads)
 		if err == nil && len(left.Items) == 0 {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the run's workload pods did not go: %w", ctx.Err())
-		case <-time.After(500 * time.Millisecond):
+		if err == nil {
+			for _, p := range left.Items {
+				if p.DeletionTimestamp == nil {
+					one := int64(1)
+					if err := cs.CoreV1().Pods(Namespace).Delete(wctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &one}); err != nil && !apierrors.IsNotFound(err) {
+						return fmt.Errorf("stop the run's workload %s: %w", p.Name, err)
+					}
+				}
+			}
 		}
+		select {
+		case <-wctx.Done():
+			// Their nodes may be gone: remove what can be.
+			errs = append(errs, fmt.Errorf("the run's workload pods had not all stopped after 40 s: %w", wctx.Err()))
+		case <-time.After(500 * time.Millisecond):
+			continue
+		}
+		break
 	}
 	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
 	a := NewAgents(cs, string(sec.Data["token"]))
 	var mu sync.Mutex
-	var errs []error
 	var wg sync.WaitGroup
 	for _, p := range pods.Items {
 		if p.Status.Phase != corev1.PodRunning || p.Spec.NodeName == "" {
+			errs = append(errs, fmt.Errorf("the agent %s (node %q) is %s: that node keeps the run's directory under %s", p.Name, p.Spec.NodeName, p.Status.Phase, DataRoot))
 			continue
 		}
 		wg.Add(1)

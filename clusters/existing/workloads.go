@@ -19,6 +19,7 @@ import (
 	"github.com/edgefault/edgefault/clusters/internal/member"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -77,7 +78,7 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 	}
 	image, argv := c.Image, c.Argv
 	if image == "" {
-		if len(argv) == 0 || filepath.Base(argv[0]) != "edgeguard" {
+		if len(argv) == 0 || !strings.HasPrefix(filepath.Base(argv[0]), "edgeguard") {
 			return nil, fmt.Errorf("%s on %s: on an existing cluster a workload runs as a pod: give it an image (a command runs only if it is edgeguard's, from the runtime's image): %w", c.Name, name, clusters.ErrUnsupported)
 		}
 		image, argv = f.Image, append([]string{"/edgeguard"}, argv[1:]...)
@@ -123,7 +124,7 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 			RestartPolicy: corev1.RestartPolicyNever, // the harness's supervisor restarts it
 			// It must run where the link is cut, as the agent does.
 			Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-			TerminationGracePeriodSeconds: ptr(int64(5)),
+			TerminationGracePeriodSeconds: ptr(int64(workloadGrace / time.Second)),
 			AutomountServiceAccountToken:  ptr(false),
 			Containers: []corev1.Container{{
 				Name: "workload", Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
@@ -145,8 +146,19 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 		}
 		pod.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: podName}}}}
 	}
-	if _, err := cs.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	created, err := cs.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		if len(secret) > 0 {
+			_ = cs.CoreV1().Secrets(Namespace).Delete(context.WithoutCancel(ctx), podName, metav1.DeleteOptions{})
+		}
 		return nil, fmt.Errorf("%s on %s: create pod: %w", c.Name, name, err)
+	}
+	if len(secret) > 0 {
+		// The Secret goes with its pod (a restart makes a new pair).
+		own := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Pod","name":%q,"uid":%q}]}}`, created.Name, created.UID)
+		if _, err := cs.CoreV1().Secrets(Namespace).Patch(ctx, podName, types.MergePatchType, []byte(own), metav1.PatchOptions{}); err != nil {
+			return nil, fmt.Errorf("%s on %s: its environment's Secret: %w", c.Name, name, err)
+		}
 	}
 	p := &member.PodProcess{CS: cs, Namespace: Namespace, Name: podName, Container: "workload",
 		Log: filepath.Join(f.dir(), "logs", m.Name+"-"+c.Name+".log"), Halt: f.halt(cs, m.Node)}
@@ -155,18 +167,42 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 }
 
 // halt signals a workload pod's container through its node's agent:
-// SIGKILL (a crash) or SIGTERM (a stop it may handle); either way the pod
-// ends and keeps its log. A pod whose processes ended meanwhile is what
-// was asked for.
+// SIGKILL (a crash), or SIGTERM (a stop it may handle) and SIGKILL if it
+// still runs after the pod's grace, as a container runtime's stop does;
+// either way the pod ends and keeps its log. A pod whose processes ended
+// meanwhile is what was asked for.
 func (f *Fleet) halt(cs kubernetes.Interface, node string) func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
 	return func(ctx context.Context, pod *corev1.Pod, id string, sig syscall.Signal) error {
-		_, err := NewAgents(cs, f.Token).Signal(ctx, node, pod.Name, sig)
+		a := NewAgents(cs, f.Token)
+		_, err := a.Signal(ctx, node, pod.Name, sig)
 		if errors.Is(err, ErrGone) {
 			return nil
 		}
-		return err
+		if err != nil || sig != syscall.SIGTERM {
+			return err
+		}
+		deadline := time.Now().Add(workloadGrace)
+		for time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+			p, err := cs.CoreV1().Pods(Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				return nil
+			}
+		}
+		if _, err := a.Signal(ctx, node, pod.Name, syscall.SIGKILL); err != nil && !errors.Is(err, ErrGone) {
+			return fmt.Errorf("still running %v after SIGTERM: %w", workloadGrace, err)
+		}
+		return nil
 	}
 }
+
+// workloadGrace is how long a workload has to end after SIGTERM (the
+// pods' terminationGracePeriodSeconds).
+const workloadGrace = 5 * time.Second
 
 // Exec is not supported: the harness runs nothing on a cluster's nodes
 // but its pods.
@@ -207,11 +243,12 @@ func (f *Fleet) Collect(ctx context.Context, dir string) error {
 			}
 			path := filepath.Join(ev, name)
 			// A workload's file never replaces the harness's own evidence
-			// (its timeline, its supervisor) or another node's.
-			if from, ok := f.collected[name]; (ok && from != m.Node) || (!ok && exists(path)) {
+			// (its timeline, its supervisor) or another node's: only what
+			// an earlier Collect of this node wrote there.
+			if from, ok := f.collected[path]; (ok && from != m.Node) || (!ok && exists(path)) {
 				return fmt.Errorf("the evidence on node %s: %s is already there (another node's, or the harness's own): not replaced", m.Node, name)
 			}
-			f.collected[name] = m.Node
+			f.collected[path] = m.Node
 			return writeFile(path, r)
 		})
 		if err != nil {

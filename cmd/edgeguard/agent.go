@@ -21,7 +21,7 @@ import (
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
-	var listen, tokenFile, namespace, uplink, kubeconfig, backend, files, proc string
+	var listen, tokenFile, namespace, uplink, kubeconfig, backend, files string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Shape this node's uplink for a harness run on a cluster it did not make (a DaemonSet)",
@@ -87,7 +87,7 @@ SIGKILL (POST /v1/kill/NAME: a pod of the harness's on this node).`,
 			}
 			defer sh.Close()
 			a, err := agent.New(agent.Config{Node: g.node, Token: strings.TrimSpace(string(tok)), Client: cs, Namespace: namespace,
-				Uplink: shaper.Link{Name: uplink}, Shaper: sh, Files: files, Proc: proc, Log: g.log})
+				Uplink: shaper.Link{Name: uplink}, Shaper: sh, Files: files, Log: g.log})
 			if err != nil {
 				return err
 			}
@@ -123,7 +123,6 @@ SIGKILL (POST /v1/kill/NAME: a pod of the harness's on this node).`,
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig outside a pod (default: in-cluster)")
 	fs.StringVar(&backend, "backend", "auto", "shaping backend: auto, netem or fallback")
 	fs.StringVar(&files, "files", "", "the run's directory on the node (its workloads' evidence and data), served by GET and removed by DELETE /v1/evidence")
-	fs.StringVar(&proc, "proc", "/proc", "the node's /proc (the pod on the host's PID namespace), where POST /v1/kill/NAME finds a workload's processes")
 	_ = cmd.MarkFlagRequired("token-file")
 	return cmd
 }

@@ -60,9 +60,6 @@ type Config struct {
 	// the workloads' evidence and data (empty: none; GET /v1/evidence
 	// answers 404).
 	Files string
-	// Proc is the node's /proc (the agent on the host's PID namespace),
-	// where it finds a workload's processes to kill (default /proc).
-	Proc string
 	// Poll is how often the Lease and ConfigMap are read (default 1 s).
 	Poll time.Duration
 	Log  *slog.Logger
@@ -121,9 +118,6 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
-	}
-	if cfg.Proc == "" {
-		cfg.Proc = "/proc"
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -86,13 +88,19 @@ func (a *Agent) evidence(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, "the run's evidence: %v", err)
 		return
 	}
+	// Beyond the server's write timeout: a node's evidence may be large
+	// and the hop through the API server slow.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(evidenceTimeout))
 	w.Header().Set("Content-Type", "application/x-tar")
 	tw := tar.NewWriter(w)
 	for _, e := range ents {
 		if !e.Type().IsRegular() || !evidenceNameRE.MatchString(e.Name()) {
 			continue
 		}
-		if err := tarFile(tw, ev, e.Name()); err != nil {
+		if err := tarFile(tw, ev, e.Name()); errors.Is(err, errSkipped) {
+			a.cfg.Log.Warn("evidence not handed over", "file", e.Name(), "err", err)
+			continue
+		} else if err != nil {
 			// The stream has begun: it ends short, without the tar's
 			// trailer, which the harness reads as an error.
 			a.cfg.Log.Error("handing over evidence", "file", e.Name(), "err", err)
@@ -104,17 +112,30 @@ func (a *Agent) evidence(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// evidenceTimeout bounds the handing over of a node's evidence.
+const evidenceTimeout = 10 * time.Minute
+
+// errSkipped: a file that is not handed over (it went, or is no longer a
+// regular file of the directory); the others still are.
+var errSkipped = errors.New("skipped")
+
 // tarFile writes one regular file of root as large as it was when opened
 // (a workload may still be appending to it), at most MaxEvidenceFile.
 func tarFile(tw *tar.Writer, root *os.Root, name string) error {
+	// os.Root follows a link that stays inside it: the entry must be a
+	// regular file itself, and the one opened the same.
+	lst, err := root.Lstat(name)
+	if err != nil || !lst.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file (%v): %w", name, err, errSkipped)
+	}
 	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %v: %w", name, err, errSkipped)
 	}
 	defer f.Close()
 	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", name)
+	if err != nil || !st.Mode().IsRegular() || !os.SameFile(lst, st) {
+		return fmt.Errorf("%s: replaced while being read: %w", name, errSkipped)
 	}
 	size := min(st.Size(), MaxEvidenceFile)
 	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, ModTime: st.ModTime(), Typeflag: tar.TypeReg}); err != nil {
@@ -194,20 +215,41 @@ func (a *Agent) kill(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusGone, "pod %s/%s has no running container", a.cfg.Namespace, name)
 		return
 	}
-	n, err := signalContainers(a.cfg.Proc, ids, sig)
+	n, err := signalContainers(procRoot, ids, sig)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "pod %s/%s: %v", a.cfg.Namespace, name, err)
 		return
 	}
 	if n == 0 {
-		// Its container exited meanwhile, or the agent does not see the
-		// node's processes: the harness waits for the pod to end either
-		// way, and says so if it does not.
-		writeErr(w, http.StatusGone, "pod %s/%s: no process of its containers in %s (exited, or the agent is not on the host's PID namespace)", a.cfg.Namespace, name, a.cfg.Proc)
+		// Gone meanwhile (410), or not found while the API says it runs:
+		// the agent does not see the node's processes (500), and the
+		// harness must not count a kill that did not happen.
+		if pod, err := a.cfg.Client.CoreV1().Pods(a.cfg.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil && running(pod, ids) {
+			writeErr(w, http.StatusInternalServerError, "pod %s/%s: its containers run, but no process of theirs is in %s: is the agent on the host's PID namespace (hostPID)?", a.cfg.Namespace, name, procRoot)
+			return
+		}
+		writeErr(w, http.StatusGone, "pod %s/%s: its containers have exited", a.cfg.Namespace, name)
 		return
 	}
 	a.cfg.Log.Info("signalled a workload", "pod", name, "signal", signame, "processes", n)
 	writeJSON(w, http.StatusOK, Killed{Pod: name, Signal: signame, Processes: n})
+}
+
+// procRoot is where the agent sees the node's processes: its own /proc,
+// on the host's PID namespace (pidfd_open takes PIDs of the agent's own
+// namespace, so no other /proc would do).
+const procRoot = "/proc"
+
+// running says whether the pod's status still has one of the containers
+// ids running.
+func running(pod *corev1.Pod, ids []string) bool {
+	for _, s := range pod.Status.ContainerStatuses {
+		_, id, _ := strings.Cut(s.ContainerID, "://")
+		if s.State.Running != nil && slices.Contains(ids, id) {
+			return true
+		}
+	}
+	return false
 }
 
 // signalContainers sends sig to every process under proc whose cgroup is
@@ -230,8 +272,11 @@ func signalContainers(proc string, ids []string, sig syscall.Signal) (int, error
 			continue // not one, or gone meanwhile
 		}
 		fd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
+		if errors.Is(err, syscall.ESRCH) {
 			continue // gone
+		}
+		if err != nil {
+			return n, fmt.Errorf("pidfd of pid %d (kernel 5.3 or later, and a seccomp profile that allows pidfd_open): %w", pid, err)
 		}
 		// The pidfd holds this process: if the PID was reused between the
 		// read above and the open, the new process's cgroup is not the
