@@ -40,20 +40,45 @@ import (
 // nothing of the harness left after edgefault cleanup; requests to the
 // agents without the run's token are refused.
 var _ = Describe("an existing cluster", Ordered, func() {
-	It("is played through its kubeconfig: mapped, dry-run, shaped by its node agents (a node and a pod), cleared after a SIGKILL, cleaned up", func(ctx SpecContext) {
-		kc := cluster.Kubeconfig
+	var (
+		kc  string
+		cs  kubernetes.Interface
+		ref string // the runtime's image, on every node
+	)
+	BeforeAll(func(ctx SpecContext) {
+		kc = cluster.Kubeconfig
 		rc, err := clientcmd.BuildConfigFromFlags("", kc)
 		Expect(err).NotTo(HaveOccurred())
-		cs, err := kubernetes.NewForConfig(rc)
+		cs, err = kubernetes.NewForConfig(rc)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cluster.Nodes).To(HaveLen(3))
-		cpNode, worker := cluster.Nodes[0], cluster.Nodes[1]
-
 		// The fixture preloads the runtime's image (no registry here).
-		ref, archive, err := kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)
+		var archive []byte
+		ref, archive, err = kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(kind.LoadDockerImage(ctx, archive)).To(Succeed())
 		Expect(clusters.LoadImage(ctx, cluster, archive)).To(Succeed())
+	})
+	// cast labels the truck's node and the cloud's as a user would, and
+	// takes the labels off after the spec.
+	cast := func(truck, cloud string) {
+		GinkgoHelper()
+		label := func(node, patch string) {
+			GinkgoHelper()
+			// Not the spec's context: the labels come off after it ends.
+			_, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+			Expect(err).NotTo(HaveOccurred())
+		}
+		label(truck, `{"metadata":{"labels":{"edgefault.io/role":"node","edgefault.io/site":"truck","edgefault.io/member":"truck-ecu"}}}`)
+		label(cloud, `{"metadata":{"labels":{"edgefault.io/role":"cloud","edgefault.io/member":"cloud"}}}`)
+		DeferCleanup(func() {
+			label(truck, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/site":"e2e","edgefault.io/member":null}}}`)
+			label(cloud, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/member":null}}}`)
+		})
+	}
+
+	It("is played through its kubeconfig: mapped, dry-run, shaped by its node agents (a node and a pod), cleared after a SIGKILL, cleaned up", func(ctx SpecContext) {
+		cpNode, worker := cluster.Nodes[0], cluster.Nodes[1]
 		// The far end of the traffic that is cut: a container beside the
 		// nodes, not the API server's node.
 		creds, err := json.Marshal(sink.Credentials{Sites: []sink.Site{{Name: "truck", Token: newToken(), Members: []string{"truck-ecu"}}}, Readers: []string{newToken()}})
@@ -61,19 +86,7 @@ var _ = Describe("an existing cluster", Ordered, func() {
 		cloud, err := clusters.StartCloud(ctx, cluster, kind.CloudSpec{Image: ref, Credentials: creds})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { Expect(clusters.StopCloud(context.Background(), cloud)).To(Succeed()) })
-
-		label := func(node, patch string) {
-			GinkgoHelper()
-			// Not the spec's context: the labels come off after it ends.
-			_, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-			Expect(err).NotTo(HaveOccurred())
-		}
-		label(worker.Name, `{"metadata":{"labels":{"edgefault.io/role":"node","edgefault.io/site":"truck","edgefault.io/member":"truck-ecu"}}}`)
-		label(cpNode.Name, `{"metadata":{"labels":{"edgefault.io/role":"cloud","edgefault.io/member":"cloud"}}}`)
-		DeferCleanup(func() {
-			label(worker.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/site":"e2e","edgefault.io/member":null}}}`)
-			label(cpNode.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/member":null}}}`)
-		})
+		cast(worker.Name, cpNode.Name)
 
 		By("the mapping and the dry run, before anything is deployed")
 		out := mustRun("fleet", "list", "--provider", "existing", "--kubeconfig", kc)
@@ -261,28 +274,8 @@ var _ = Describe("an existing cluster", Ordered, func() {
 	// from the node's agent, the harness reaching them through the API
 	// server alone.
 	It("plays the vehicle scenario through its kubeconfig: pods for the runtime, workloads and cloud, the report naming the cluster and nodes, nothing left", func(ctx SpecContext) {
-		kc := cluster.Kubeconfig
-		rc, err := clientcmd.BuildConfigFromFlags("", kc)
-		Expect(err).NotTo(HaveOccurred())
-		cs, err := kubernetes.NewForConfig(rc)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(cluster.Nodes).To(HaveLen(3))
 		truck, cloudNode := cluster.Nodes[1], cluster.Nodes[2]
-		ref, archive, err := kind.EdgeguardImage(GinkgoT().TempDir(), edgeguard)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(clusters.LoadImage(ctx, cluster, archive)).To(Succeed())
-
-		label := func(node, patch string) {
-			GinkgoHelper()
-			_, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-			Expect(err).NotTo(HaveOccurred())
-		}
-		label(truck.Name, `{"metadata":{"labels":{"edgefault.io/role":"node","edgefault.io/site":"truck","edgefault.io/member":"truck-ecu"}}}`)
-		label(cloudNode.Name, `{"metadata":{"labels":{"edgefault.io/role":"cloud","edgefault.io/member":"cloud"}}}`)
-		DeferCleanup(func() {
-			label(truck.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/site":"e2e","edgefault.io/member":null}}}`)
-			label(cloudNode.Name, `{"metadata":{"labels":{"edgefault.io/role":null,"edgefault.io/member":null}}}`)
-		})
+		cast(truck.Name, cloudNode.Name)
 
 		reports := GinkgoT().TempDir()
 		start := time.Now()
@@ -318,23 +311,7 @@ var _ = Describe("an existing cluster", Ordered, func() {
 
 		// The runtime was a pod, crashed by its node's agent (a planned
 		// exit) and started again as a new pod.
-		type supEvent struct {
-			Event  string
-			Fields struct {
-				Process, ID string
-				Planned     bool
-			}
-		}
-		var sup []supEvent
-		b, err = os.ReadFile(filepath.Join(reports, "vehicle", "evidence", "truck-ecu-supervisor.jsonl"))
-		Expect(err).NotTo(HaveOccurred())
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			var e supEvent
-			Expect(json.Unmarshal([]byte(line), &e)).To(Succeed(), line)
-			if e.Fields.Process == "runtime" {
-				sup = append(sup, e)
-			}
-		}
+		sup := runtimeSupervision(reports, "vehicle", "truck-ecu")
 		Expect(sup).To(ContainElement(And(HaveField("Event", "exited"), HaveField("Fields.Planned", true))), "%+v", sup)
 		Expect(sup).NotTo(ContainElement(And(HaveField("Event", "exited"), HaveField("Fields.Planned", false))), "no unplanned exit: %+v", sup)
 		started := 0

@@ -53,23 +53,7 @@ var _ = Describe("scenarios on kind", func() {
 
 		// The truck's runtime was a pod: started as one, its container
 		// killed by the timeline (a planned exit) and a new pod started.
-		type supEvent struct {
-			Event  string
-			Fields struct {
-				Process, ID string
-				Planned     bool
-			}
-		}
-		var sup []supEvent
-		b, err = os.ReadFile(filepath.Join(reports, "vehicle", "evidence", "truck-ecu-supervisor.jsonl"))
-		Expect(err).NotTo(HaveOccurred())
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			var e supEvent
-			Expect(json.Unmarshal([]byte(line), &e)).To(Succeed(), line)
-			if e.Fields.Process == "runtime" {
-				sup = append(sup, e)
-			}
-		}
+		sup := runtimeSupervision(reports, "vehicle", "truck-ecu")
 		Expect(len(sup)).To(BeNumerically(">=", 3), "%+v", sup)
 		Expect(sup[0].Event).To(Equal("started"))
 		Expect(sup[0].Fields.ID).To(HavePrefix("pod edgefault-workloads/runtime-truck-ecu-"))
@@ -225,3 +209,29 @@ spec:
 		Expect(out).To(ContainSubstring("the flag is for --provider netns"))
 	})
 })
+
+// supEvent is a line of a member's supervisor evidence.
+type supEvent struct {
+	Event  string
+	Fields struct {
+		Process, ID string
+		Planned     bool
+	}
+}
+
+// runtimeSupervision is what member's supervisor saw of its runtime in
+// scenario's report under reports: started, exited (planned or not).
+func runtimeSupervision(reports, scenario, member string) []supEvent {
+	GinkgoHelper()
+	b, err := os.ReadFile(filepath.Join(reports, scenario, "evidence", member+"-supervisor.jsonl"))
+	Expect(err).NotTo(HaveOccurred())
+	var sup []supEvent
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e supEvent
+		Expect(json.Unmarshal([]byte(line), &e)).To(Succeed(), line)
+		if e.Fields.Process == "runtime" {
+			sup = append(sup, e)
+		}
+	}
+	return sup
+}
