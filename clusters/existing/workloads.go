@@ -154,11 +154,11 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 		return nil, fmt.Errorf("%s on %s: create pod: %w", c.Name, name, err)
 	}
 	if len(secret) > 0 {
-		// The Secret goes with its pod (a restart makes a new pair).
+		// The Secret goes with its pod (a restart makes a new pair). If
+		// this fails it stays until the run's namespace goes: no reason
+		// to fail a pod that runs.
 		own := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Pod","name":%q,"uid":%q}]}}`, created.Name, created.UID)
-		if _, err := cs.CoreV1().Secrets(Namespace).Patch(ctx, podName, types.MergePatchType, []byte(own), metav1.PatchOptions{}); err != nil {
-			return nil, fmt.Errorf("%s on %s: its environment's Secret: %w", c.Name, name, err)
-		}
+		_, _ = cs.CoreV1().Secrets(Namespace).Patch(ctx, podName, types.MergePatchType, []byte(own), metav1.PatchOptions{})
 	}
 	p := &member.PodProcess{CS: cs, Namespace: Namespace, Name: podName, Container: "workload",
 		Log: filepath.Join(f.dir(), "logs", m.Name+"-"+c.Name+".log"), Halt: f.halt(cs, m.Node)}
