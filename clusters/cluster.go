@@ -370,7 +370,7 @@ type Memory struct {
 // OnCluster is a fleet played by a cluster the harness did not make: it
 // says which (the report names it, and the node each member is).
 type OnCluster interface {
-	// Cluster names the cluster: its kubeconfig's context and API server.
+	// ClusterName names the cluster: its kubeconfig, context and API server.
 	ClusterName() string
 }
 
