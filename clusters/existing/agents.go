@@ -58,7 +58,7 @@ func (a *Agents) pod(ctx context.Context, node string, fresh bool) (string, erro
 		return p, nil
 	}
 	list, err := a.cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: "app.kubernetes.io/name=" + AgentName, FieldSelector: "spec.nodeName=" + node})
+		LabelSelector: agentSelector, FieldSelector: "spec.nodeName=" + node})
 	if err != nil {
 		return "", fmt.Errorf("the agent on node %s: %w", node, err)
 	}

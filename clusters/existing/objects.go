@@ -81,6 +81,9 @@ func RunDir(id string) string { return DataRoot + "/" + id }
 
 var labels = map[string]string{"app.kubernetes.io/name": AgentName, "app.kubernetes.io/part-of": "edgefault"}
 
+// agentSelector selects the agents' pods.
+const agentSelector = "app.kubernetes.io/name=" + AgentName
+
 // Objects are what Deploy creates, in order: the namespace, the agent's
 // account and what it may read (the run's Lease and ConfigMap, by name,
 // nothing else), the run's Secret, ConfigMap and Lease, and the agent's
@@ -377,7 +380,7 @@ func removeRunFiles(ctx context.Context, cs kubernetes.Interface) error {
 		}
 		break
 	}
-	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: agentSelector})
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}

@@ -106,11 +106,7 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 	_, _ = rand.Read(b)
 	// A name of its own in the run's namespace, also beside the pods of
 	// an earlier harness process on the same fleet.
-	podName := strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(c.Name+"-"+m.Name), "-"), "-")
-	if len(podName) > 50 {
-		podName = strings.Trim(podName[:50], "-")
-	}
-	podName += "-" + hex.EncodeToString(b)
+	podName := member.PodName(c.Name, m.Name) + "-" + hex.EncodeToString(b)
 	dir := RunDir(f.RunID)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: Namespace, Labels: map[string]string{
@@ -258,7 +254,7 @@ func (f *Fleet) Collect(ctx context.Context, dir string) error {
 	if err := member.Collect(f.dir(), dir); err != nil {
 		errs = append(errs, err)
 	}
-	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+	pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: agentSelector})
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("the agents' pods: %w", err))...)
 	}
@@ -302,7 +298,7 @@ func ready(p *corev1.Pod) bool {
 func waitAgents(ctx context.Context, cs kubernetes.Interface, nodes []string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+		pods, err := cs.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: agentSelector})
 		missing := map[string]bool{}
 		for _, n := range nodes {
 			missing[n] = true

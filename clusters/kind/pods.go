@@ -64,11 +64,7 @@ func (f *Fleet) startPod(ctx context.Context, m *fleetMember, c clusters.Command
 	f.pods.seq++
 	seq := f.pods.seq
 	f.pods.mu.Unlock()
-	name := strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(c.Name+"-"+m.Name), "-"), "-")
-	if len(name) > 50 {
-		name = strings.Trim(name[:50], "-")
-	}
-	name = fmt.Sprintf("%s-%d", name, seq)
+	name := fmt.Sprintf("%s-%d", member.PodName(c.Name, m.Name), seq)
 	env := []corev1.EnvVar{{Name: "NODE_NAME", Value: m.Name}}
 	for _, kv := range c.Env {
 		k, v, ok := strings.Cut(kv, "=")

@@ -53,23 +53,11 @@ func (a *Agent) evidence(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "this agent keeps no run directory (--files)")
 		return
 	}
-	empty := func() {
+	ev, err := evidenceRoot(a.cfg.Files)
+	if errors.Is(err, os.ErrNotExist) {
+		// Nothing written yet: an empty archive.
 		w.Header().Set("Content-Type", "application/x-tar")
 		_ = tar.NewWriter(w).Close()
-	}
-	root, err := os.OpenRoot(a.cfg.Files)
-	if errors.Is(err, os.ErrNotExist) {
-		empty()
-		return
-	}
-	if err != nil {
-		writeErr(w, http.StatusInternalServerError, "the run's directory: %v", err)
-		return
-	}
-	defer root.Close()
-	ev, err := root.OpenRoot("evidence")
-	if errors.Is(err, os.ErrNotExist) {
-		empty()
 		return
 	}
 	if err != nil {
@@ -110,6 +98,18 @@ func (a *Agent) evidence(w http.ResponseWriter, r *http.Request) {
 	if err := tw.Close(); err != nil {
 		a.cfg.Log.Error("handing over evidence", "err", err)
 	}
+}
+
+// evidenceRoot opens the evidence directory inside the run's directory,
+// following nothing out of it (a link named evidence to elsewhere is
+// refused).
+func evidenceRoot(files string) (*os.Root, error) {
+	root, err := os.OpenRoot(files)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.OpenRoot("evidence")
 }
 
 // evidenceTimeout bounds the handing over of a node's evidence.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
+
+var podNameBad = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// PodName is the stem of a workload pod's name: the workload's and the
+// member's names as a DNS label allows, short enough for the caller's
+// suffix (what makes it unique: a sequence, a random part).
+func PodName(workload, member string) string {
+	name := strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(workload+"-"+member), "-"), "-")
+	if len(name) > 50 {
+		name = strings.Trim(name[:50], "-")
+	}
+	return name
+}
 
 // PodProcess is a workload pod (one container, RestartPolicy Never), as
 // the harness supervises a process: Done once the pod has ended, its log
