@@ -19,6 +19,7 @@ import (
 	"github.com/edgefault/edgefault/shaper"
 	"github.com/edgefault/edgefault/units"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -69,6 +70,18 @@ var _ = Describe("the runtime as real pods", Ordered, func() {
 		DeferCleanup(func() { _ = sh.Clear(context.Background(), target) })
 
 		Expect(clusters.DeployRuntime(ctx, cluster, kind.RuntimeSpec{Image: ref, Cloud: cloud.Address, SinkToken: token})).To(Succeed())
+		// The shared cluster's other specs run their own runtime on the
+		// nodes' network: the DaemonSet's pods must be gone (port 8474
+		// free) before they do, whatever order the specs run in.
+		DeferCleanup(func() {
+			ctx := context.Background()
+			err := cs.CoreV1().Namespaces().Delete(ctx, "edgefault-system", metav1.DeleteOptions{})
+			Expect(err == nil || apierrors.IsNotFound(err)).To(BeTrue(), "delete namespace edgefault-system: %v", err)
+			Eventually(func() bool {
+				_, err := cs.CoreV1().Namespaces().Get(ctx, "edgefault-system", metav1.GetOptions{})
+				return apierrors.IsNotFound(err)
+			}).WithTimeout(3*time.Minute).WithPolling(time.Second).Should(BeTrue(), "namespace edgefault-system is still there")
+		})
 	})
 
 	// pod is the DaemonSet's pod on the worker.
