@@ -308,12 +308,10 @@ func (c *Clusters) DeployRuntime(ctx context.Context, cl *Cluster, s RuntimeSpec
 		return err
 	}
 	objs = append(objs, fo...)
-	for _, o := range objs {
-		if o.GetKind() == "DaemonSet" {
-			if err := setImages(o, s.Image); err != nil {
-				return err
-			}
-		}
+	// The DaemonSets last: their gates probe the edgefault-cloud Service
+	// as they start, which must by then lead to the cloud.
+	var daemons []*unstructured.Unstructured
+	apply := func(o *unstructured.Unstructured) error {
 		gvk := o.GroupVersionKind()
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
@@ -330,6 +328,19 @@ func (c *Clusters) DeployRuntime(ctx context.Context, cl *Cluster, s RuntimeSpec
 		}
 		if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "edgefault", Force: ptr(true)}); err != nil {
 			return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
+		}
+		return nil
+	}
+	for _, o := range objs {
+		if o.GetKind() == "DaemonSet" {
+			if err := setImages(o, s.Image); err != nil {
+				return err
+			}
+			daemons = append(daemons, o)
+			continue
+		}
+		if err := apply(o); err != nil {
+			return err
 		}
 	}
 	cs, err := cl.Client()
@@ -364,6 +375,11 @@ func (c *Clusters) DeployRuntime(ctx context.Context, cl *Cluster, s RuntimeSpec
 	}
 	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, eps, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
+	}
+	for _, o := range daemons {
+		if err := apply(o); err != nil {
+			return err
+		}
 	}
 	return nil
 }

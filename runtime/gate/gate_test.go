@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -306,6 +307,43 @@ func TestGateUnknownOnGarbageOrSilence(t *testing.T) {
 			}
 			t.Log(m.Reason)
 		})
+	}
+}
+
+// A failed probe drops its kept-alive connection: a first connection that
+// reached the wrong server (here: one that answers 404, as a Service not yet
+// routed might) does not fail every probe after it.
+func TestGateRedialsAfterAFailedProbe(t *testing.T) {
+	type connKey struct{}
+	var conns atomic.Int64
+	h := speedserver.New(nil)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Context().Value(connKey{}).(int64) == 1 {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	srv.Config.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, conns.Add(1))
+	}
+	srv.Start()
+	defer srv.Close()
+	g, err := New(Config{Server: srv.URL, MinDownload: units.Mbit, Interval: 100 * time.Millisecond, FullDuration: 300 * time.Millisecond, BudgetFraction: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { _ = g.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if err := g.Wait(ctx); err != nil {
+		t.Fatalf("the gate never opened past a first connection that answered 404: %v (%+v)", err, g.Status())
+	}
+	first := g.Status().Measurements[0]
+	if first.Verdict != vFailed || !strings.Contains(first.Reason, "404") {
+		t.Fatalf("first measurement %+v, want the 404 on the first connection", first)
 	}
 }
 

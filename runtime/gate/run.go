@@ -351,6 +351,11 @@ func (g *Gate) Run(ctx context.Context) error {
 		g.cfg.Events.Emit("probe", "verdict", m.Verdict, "downloadBps", int64(m.DownloadBps), "uploadBps", int64(m.UploadBps), "latencyMs", float64(m.Latency.Microseconds())/1000, "bytes", m.Bytes, "reason", m.Reason)
 		if m.Verdict == vFailed {
 			g.cfg.Logger.Warn("gate probe failed", "server", base, "err", err, "state", g.st.State)
+			// The next probe dials anew: a kept-alive connection may lead
+			// to the wrong server (a Service not yet routed when it was
+			// dialled, a captive portal) or have died in an outage, and
+			// reusing it would fail every probe after.
+			c.CloseIdleConnections()
 		}
 		act = g.stepLocked(m.Verdict, m.Reason)
 		iv := g.interval()
