@@ -60,10 +60,7 @@ func (f *Fleet) Paths(name string) (clusters.Paths, error) {
 	return clusters.Paths{Evidence: path.Join(dir, "evidence"), Data: path.Join(dir, "data", m.Name)}, nil
 }
 
-var (
-	podNameBad = regexp.MustCompile(`[^a-z0-9-]+`)
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // LabelWorkload names the workload a pod runs ("runtime", "speedserver").
 const LabelWorkload = "edgefault.io/workload"
@@ -101,7 +98,7 @@ func (f *Fleet) StartCommand(ctx context.Context, name string, c clusters.Comman
 	if err != nil {
 		return nil, err
 	}
-	workload := strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(c.Name), "-"), "-")
+	workload := member.WorkloadLabel(c.Name)
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	// A name of its own in the run's namespace, also beside the pods of

@@ -28,8 +28,6 @@ type pods struct {
 	seq    int
 }
 
-var podNameBad = regexp.MustCompile(`[^a-z0-9-]+`)
-
 // startPod runs c as a pod on member's Node: the image loaded into the
 // site's nodes from the Docker engine (no registry), host networking (so
 // the node's runtime is at 127.0.0.1 and the cloud is reached through the
@@ -76,7 +74,7 @@ func (f *Fleet) startPod(ctx context.Context, m *fleetMember, c clusters.Command
 	hostPathType := corev1.HostPathDirectoryOrCreate
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: WorkloadNamespace, Labels: map[string]string{
-			"app.kubernetes.io/managed-by": "edgefault", "edgefault.io/workload": podNameBad.ReplaceAllString(strings.ToLower(c.Name), "-"),
+			"app.kubernetes.io/managed-by": "edgefault", "edgefault.io/workload": member.WorkloadLabel(c.Name),
 		}},
 		Spec: corev1.PodSpec{
 			NodeName:      m.Name,

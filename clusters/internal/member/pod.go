@@ -21,11 +21,17 @@ import (
 
 var podNameBad = regexp.MustCompile(`[^a-z0-9-]+`)
 
+// WorkloadLabel is a workload's name as a label value (and a DNS label)
+// allows: lower case, other characters as '-'.
+func WorkloadLabel(workload string) string {
+	return strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(workload), "-"), "-")
+}
+
 // PodName is the stem of a workload pod's name: the workload's and the
 // member's names as a DNS label allows, short enough for the caller's
 // suffix (what makes it unique: a sequence, a random part).
 func PodName(workload, member string) string {
-	name := strings.Trim(podNameBad.ReplaceAllString(strings.ToLower(workload+"-"+member), "-"), "-")
+	name := WorkloadLabel(workload + "-" + member)
 	if len(name) > 50 {
 		name = strings.Trim(name[:50], "-")
 	}
