@@ -38,7 +38,9 @@ func TestTraceReplays(t *testing.T) {
 	const pps, size, secs = 400, 200, 5
 	play := func(seed uint64) []int {
 		t.Helper()
-		start := time.Now()
+		// The train and the trace start together, once the train's
+		// sockets are surely ready.
+		start := time.Now().Add(time.Second)
 		errc := make(chan error, 1)
 		var lates []time.Duration
 		go func() {
@@ -52,7 +54,7 @@ func TestTraceReplays(t *testing.T) {
 			})
 			errc <- err
 		}()
-		got, err := traffic.UDPTrainSeqs(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", pps*secs, size, pps)
+		got, err := traffic.UDPTrainAt(ctx, star.Hosts[0], star.Hosts[1], star.Addr(1)+":0", start, pps*secs, size, pps)
 		if err != nil {
 			t.Fatal(err)
 		}

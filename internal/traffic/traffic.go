@@ -208,6 +208,15 @@ func UDPTrain(ctx context.Context, from, to, addr string, n, size, pps int) (rec
 // UDPTrainSeqs is UDPTrain that says which datagrams arrived, by their
 // sequence numbers (0 to n-1): a drop pattern.
 func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) (map[uint32]bool, error) {
+	return UDPTrainAt(ctx, from, to, addr, time.Time{}, n, size, pps)
+}
+
+// UDPTrainAt is UDPTrainSeqs whose datagram i leaves at start + i/pps
+// (start zero: once its sockets are ready), so that a sequence number
+// says when it was sent. Its sockets, in two namespaces, can take
+// hundreds of milliseconds on a loaded machine: sockets ready after start
+// are an error, as the times would not hold.
+func UDPTrainAt(ctx context.Context, from, to, addr string, start time.Time, n, size, pps int) (map[uint32]bool, error) {
 	size = max(size, 4)
 	received := map[uint32]bool{}
 	rc, err := ListenPacket(to, addr)
@@ -253,6 +262,13 @@ func UDPTrainSeqs(ctx context.Context, from, to, addr string, n, size, pps int) 
 	payload := make([]byte, size)
 	gap := time.Second / time.Duration(pps)
 	next := time.Now()
+	if !start.IsZero() {
+		if late := next.Sub(start); late > gap {
+			return nil, fmt.Errorf("the train's sockets were ready %v after its start: start it later", late.Round(time.Millisecond))
+		}
+		time.Sleep(time.Until(start))
+		next = start
+	}
 	for i := 0; i < n; i++ {
 		binary.BigEndian.PutUint32(payload, uint32(i))
 		if _, err := sc.Write(payload); err != nil {
